@@ -108,7 +108,7 @@ type ValidationDetail struct {
 	Type  string         `json:"type"`
 	Loc   []any          `json:"loc"`
 	Msg   string         `json:"msg"`
-	Input any            `json:"input,omitempty"`
+	Input any            `json:"input"`
 	Ctx   map[string]any `json:"ctx,omitempty"`
 }
 
