@@ -103,12 +103,12 @@ func TestRenderGolden(t *testing.T) {
 	}
 }
 
-func TestRenderUnmarshalableInputDropped(t *testing.T) {
+func TestRenderUnmarshalableInputNulled(t *testing.T) {
 	err := Validation(ValidationDetail{Type: "x", Loc: []any{"body"}, Msg: "bad", Input: make(chan int)})
 	_, got := Render(err, reqID, false, fixed)
 	want := `{"error":{"httpcode":400,"httpstatus":"Bad Request","time":"2024-10-24T22:35:40.123456Z",` +
 		`"request_id":"` + reqID + `","appcode":30010,"apperror":"Request validation failed",` +
-		`"request_validation_detail":[{"type":"x","loc":["body"],"msg":"bad"}]}}`
+		`"request_validation_detail":[{"type":"x","loc":["body"],"msg":"bad","input":null}]}}`
 	if string(got) != want {
 		t.Errorf("body\n got %s\nwant %s", got, want)
 	}
