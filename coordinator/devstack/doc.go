@@ -1,0 +1,32 @@
+// Package devstack starts the embedded service stack that stands in for MongoDB, S3, Kafka, an
+// OCI registry and KBase auth2, for automated tests and for dev mode (`cts dev`) only. It
+// must never be used on a production path: nothing here is tuned, secured or durable beyond a
+// developer's machine or CI.
+//
+// Every component speaks the real protocol, so the code under test uses its production clients
+// (mongo-driver, aws-sdk-go-v2, kafka-go, go-containerregistry):
+//
+//   - Mongo: FerretDB v1 embedded, SQLite files in a directory, behind a wire proxy that
+//     forwards one message at a time across all connections. FerretDB's conditional updates
+//     (findAndModify, update with a filter) query and then write by _id without re-checking
+//     the filter, so concurrent callers can all "win" and concurrent $inc loses updates; the
+//     serialising proxy restores per-document atomicity. The proxy also drops the reply
+//     FerretDB wrongly sends to a moreToCome (w:0) request. Never use SQLite mode=memory
+//     (deadlocks) and leave journal_mode alone. FerretDB has no transactions, reports a
+//     unique-index violation on update as InternalError (not E11000), and scans every filter
+//     but {_id: X} in Go, so keep test collections small.
+//   - S3: versitygw with its posix backend and sidecar metadata, which stores and verifies
+//     CRC64NVME. posix.New calls os.Chdir(dataRoot), and a process can host only one gateway,
+//     so the gateway runs in a child process: StartS3 re-executes os.Executable() and Main, at
+//     the top of main or TestMain, turns that child into the gateway.
+//   - Kafka: franz-go's kfake cluster with one broker and automatic topic creation. kfake must
+//     stay pinned with franz-go v1.22.3 in go.mod (its own go.mod names an older franz-go that
+//     does not compile with it).
+//   - Registry: go-containerregistry's in-process registry, with an optional hook that serves
+//     wrong bytes under a blob's digest, to test that pulls verify layers.
+//   - Auth: the fake KBase auth2 server of package auth2.
+//
+// Start brings the whole stack up and Close takes it down; TestStack and the Test* helpers do
+// the same for one test with t.Cleanup. Each Start* function cleans up what it started when it
+// fails, and every Close is idempotent.
+package devstack

@@ -1,0 +1,267 @@
+package devstack
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/FerretDB/FerretDB/ferretdb"
+)
+
+// Wire protocol constants (MongoDB OP_MSG, https://www.mongodb.com/docs/manual/reference/mongodb-wire-protocol/).
+const (
+	wireHeaderLen  = 16
+	opMsg          = 2013
+	msgMoreToCome  = 1 << 1
+	maxWireMessage = 64 << 20 // above the server's advertised maxMessageSizeBytes (48 MB)
+)
+
+// Mongo is an embedded FerretDB v1 (SQLite files under one directory) reached through a
+// serialising wire proxy. Clients must use URI, which points at the proxy.
+type Mongo struct {
+	uri string
+
+	ferretStop context.CancelFunc
+	ferretDone chan struct{}
+
+	ln      net.Listener
+	backend string
+
+	// mu serialises wire round trips across all client connections: FerretDB runs a
+	// conditional update as "query, then write by _id" without re-checking the filter, so two
+	// concurrent findAndModify calls on one document can both win. One message at a time makes
+	// every command atomic, as a real MongoDB is per document.
+	mu sync.Mutex
+
+	connMu sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+	wg     sync.WaitGroup
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// StartMongo starts FerretDB with its SQLite databases in dir (created if missing) and the
+// serialising proxy in front of it, both on 127.0.0.1 ephemeral ports. ctx bounds the start
+// only; the servers run until Close.
+func StartMongo(ctx context.Context, dir string) (*Mongo, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("start mongo: %w", err)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("start mongo: %w", err)
+	}
+	if err := os.MkdirAll(abs, 0o700); err != nil {
+		return nil, fmt.Errorf("start mongo: %w", err)
+	}
+	f, err := ferretdb.New(&ferretdb.Config{
+		Listener:  ferretdb.ListenerConfig{TCP: "127.0.0.1:0"},
+		Logger:    slog.New(slog.DiscardHandler),
+		Handler:   "sqlite",
+		SQLiteURL: "file:" + abs + "/",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start mongo: ferretdb: %w", err)
+	}
+	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	m := &Mongo{
+		ferretStop: stop,
+		ferretDone: make(chan struct{}),
+		conns:      make(map[net.Conn]struct{}),
+	}
+	go func() {
+		defer close(m.ferretDone)
+		_ = f.Run(runCtx) // always nil; it returns once runCtx is cancelled
+	}()
+	// Listen happened in ferretdb.New, so MongoDBURI does not block.
+	u, err := url.Parse(f.MongoDBURI())
+	if err != nil {
+		m.stopFerret()
+		return nil, fmt.Errorf("start mongo: ferretdb uri: %w", err)
+	}
+	m.backend = u.Host
+	m.ln, err = net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		m.stopFerret()
+		return nil, fmt.Errorf("start mongo: proxy: %w", err)
+	}
+	m.uri = "mongodb://" + m.ln.Addr().String() + "/"
+	m.wg.Add(1)
+	go m.acceptLoop()
+	return m, nil
+}
+
+// URI returns the mongodb:// URI of the proxy; it is the only address clients may use.
+func (m *Mongo) URI() string { return m.uri }
+
+// Close stops the proxy (dropping its connections) and then FerretDB. It is idempotent.
+func (m *Mongo) Close() error {
+	m.closeOnce.Do(func() {
+		m.connMu.Lock()
+		m.closed = true
+		for c := range m.conns {
+			_ = c.Close()
+		}
+		m.connMu.Unlock()
+		if err := m.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			m.closeErr = fmt.Errorf("close mongo proxy: %w", err)
+		}
+		m.wg.Wait()
+		m.stopFerret()
+	})
+	return m.closeErr
+}
+
+func (m *Mongo) stopFerret() {
+	m.ferretStop()
+	<-m.ferretDone
+}
+
+// TestMongo starts a Mongo in tb.TempDir and closes it on tb.Cleanup; it calls tb.Fatal if
+// the start fails.
+func TestMongo(tb testing.TB) *Mongo {
+	tb.Helper()
+	m, err := StartMongo(tb.Context(), tb.TempDir())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := m.Close(); err != nil {
+			tb.Error(err)
+		}
+	})
+	return m
+}
+
+func (m *Mongo) acceptLoop() {
+	defer m.wg.Done()
+	for {
+		c, err := m.ln.Accept()
+		if err != nil {
+			return // listener closed
+		}
+		if !m.track(c) {
+			_ = c.Close()
+			return
+		}
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			defer m.untrack(c)
+			m.serve(c)
+		}()
+	}
+}
+
+// track registers a connection so Close can drop it; it reports false once closing.
+func (m *Mongo) track(c net.Conn) bool {
+	m.connMu.Lock()
+	defer m.connMu.Unlock()
+	if m.closed {
+		return false
+	}
+	m.conns[c] = struct{}{}
+	return true
+}
+
+func (m *Mongo) untrack(c net.Conn) {
+	m.connMu.Lock()
+	delete(m.conns, c)
+	m.connMu.Unlock()
+	_ = c.Close()
+}
+
+// serve proxies one client connection over its own backend connection. Requests are read
+// without the lock (a slow client holds nobody up); the lock covers forwarding the request
+// and every reply to it.
+func (m *Mongo) serve(client net.Conn) {
+	backend, err := net.Dial("tcp", m.backend)
+	if err != nil {
+		return // the driver sees the closed connection and reports it
+	}
+	if !m.track(backend) {
+		_ = backend.Close()
+		return
+	}
+	defer m.untrack(backend)
+	cr := bufio.NewReader(client)
+	br := bufio.NewReader(backend)
+	for {
+		req, err := readWireMessage(cr)
+		if err != nil {
+			return
+		}
+		m.mu.Lock()
+		err = roundTrip(req, backend, br, client)
+		m.mu.Unlock()
+		if err != nil {
+			return
+		}
+	}
+}
+
+// roundTrip forwards one request and all its replies. A request flagged moreToCome gets no
+// reply; a reply flagged moreToCome is followed by more replies to the same request.
+//
+// FerretDB v1 breaks the first rule: it answers every request, moreToCome or not (an
+// unacknowledged w:0 write, for one). The proxy reads that answer and drops it, so the client,
+// which expects nothing, stays in step, and the write has finished before the lock is released.
+func roundTrip(req []byte, backend io.Writer, br *bufio.Reader, client io.Writer) error {
+	if _, err := backend.Write(req); err != nil {
+		return err
+	}
+	if moreToCome(req) {
+		_, err := readWireMessage(br)
+		return err
+	}
+	for {
+		reply, err := readWireMessage(br)
+		if err != nil {
+			return err
+		}
+		if _, err := client.Write(reply); err != nil {
+			return err
+		}
+		if !moreToCome(reply) {
+			return nil
+		}
+	}
+}
+
+// readWireMessage reads one whole wire message (header included).
+func readWireMessage(r *bufio.Reader) ([]byte, error) {
+	var hdr [wireHeaderLen]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, err
+	}
+	n := int32(binary.LittleEndian.Uint32(hdr[0:4]))
+	if n < wireHeaderLen || n > maxWireMessage {
+		return nil, fmt.Errorf("wire message length %d out of range", n)
+	}
+	msg := make([]byte, n)
+	copy(msg, hdr[:])
+	if _, err := io.ReadFull(r, msg[wireHeaderLen:]); err != nil {
+		return nil, err
+	}
+	return msg, nil
+}
+
+// moreToCome reports whether msg is an OP_MSG with the moreToCome flag bit set.
+func moreToCome(msg []byte) bool {
+	if len(msg) < wireHeaderLen+4 || binary.LittleEndian.Uint32(msg[12:16]) != opMsg {
+		return false
+	}
+	return binary.LittleEndian.Uint32(msg[16:20])&msgMoreToCome != 0
+}

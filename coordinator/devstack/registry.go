@@ -1,0 +1,141 @@
+package devstack
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"regexp"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/registry"
+)
+
+// Registry is an in-memory OCI registry (go-containerregistry's pkg/registry) served over
+// plain HTTP on a 127.0.0.1 ephemeral port; go-containerregistry clients use http for
+// 127.0.0.1 by themselves. Images are gone once it is closed.
+type Registry struct {
+	host      string
+	srv       *http.Server
+	served    chan error
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// RegistryOption configures StartRegistry.
+type RegistryOption func(*registryConfig)
+
+type registryConfig struct {
+	tamper func(digest string, b []byte) []byte
+}
+
+// WithBlobTamper makes the registry pass every blob it serves on GET through fn, which gets
+// the blob's digest ("sha256:...") and its true bytes and returns the bytes to serve: the
+// response keeps the requested digest whatever fn returns. Tests use it to check that a pull
+// refuses a layer whose bytes do not match its digest.
+func WithBlobTamper(fn func(digest string, b []byte) []byte) RegistryOption {
+	return func(c *registryConfig) { c.tamper = fn }
+}
+
+// StartRegistry starts the registry. ctx is only checked: the listener is bound
+// synchronously and serves until Close.
+func StartRegistry(ctx context.Context, opts ...RegistryOption) (*Registry, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("start registry: %w", err)
+	}
+	var cfg registryConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	var h http.Handler = registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	if cfg.tamper != nil {
+		h = tamperBlobs(h, cfg.tamper)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("start registry: %w", err)
+	}
+	r := &Registry{
+		host:   ln.Addr().String(),
+		srv:    &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second},
+		served: make(chan error, 1),
+	}
+	go func() { r.served <- r.srv.Serve(ln) }()
+	return r, nil
+}
+
+// Host returns "127.0.0.1:PORT", the registry part of image references
+// ("127.0.0.1:PORT/test/img:1").
+func (r *Registry) Host() string { return r.host }
+
+// Close stops the server and drops its connections. It is idempotent.
+func (r *Registry) Close() error {
+	r.closeOnce.Do(func() {
+		if err := r.srv.Close(); err != nil {
+			r.closeErr = fmt.Errorf("close registry: %w", err)
+		}
+		if err := <-r.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			r.closeErr = errors.Join(r.closeErr, fmt.Errorf("close registry: serve: %w", err))
+		}
+	})
+	return r.closeErr
+}
+
+// TestRegistry starts a Registry and closes it on tb.Cleanup; it calls tb.Fatal on error.
+func TestRegistry(tb testing.TB, opts ...RegistryOption) *Registry {
+	tb.Helper()
+	r, err := StartRegistry(tb.Context(), opts...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := r.Close(); err != nil {
+			tb.Error(err)
+		}
+	})
+	return r
+}
+
+// blobPath matches GET /v2/<name>/blobs/<digest>.
+var blobPath = regexp.MustCompile(`^/v2/.+/blobs/(sha256:[0-9a-f]{64})$`)
+
+// tamperBlobs wraps the registry so that successful blob GETs are served as fn rewrites them.
+func tamperBlobs(next http.Handler, fn func(digest string, b []byte) []byte) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		m := blobPath.FindStringSubmatch(req.URL.Path)
+		if req.Method != http.MethodGet || m == nil {
+			next.ServeHTTP(w, req)
+			return
+		}
+		rec := &recorder{header: http.Header{}, status: http.StatusOK}
+		next.ServeHTTP(rec, req)
+		body := rec.body.Bytes()
+		if rec.status == http.StatusOK {
+			body = fn(m[1], body)
+		}
+		for k, v := range rec.header {
+			w.Header()[k] = v
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		w.WriteHeader(rec.status)
+		_, _ = w.Write(body)
+	})
+}
+
+// recorder buffers a whole response.
+type recorder struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (r *recorder) Header() http.Header         { return r.header }
+func (r *recorder) WriteHeader(status int)      { r.status = status }
+func (r *recorder) Write(p []byte) (int, error) { return r.body.Write(p) }
