@@ -1,0 +1,512 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/kbase/cts/coordinator/internal/jobinput"
+	"github.com/kbase/cts/coordinator/internal/jobs"
+	"github.com/kbase/cts/shared/job"
+)
+
+// jobDoc is the stored form of a job: jobs.Job with job_input as a raw sub-document. The
+// JobInput's JSON form is its storage form (it holds custom JSON types, args.Arg and
+// args.Environment, and no bson tags), so it is converted through extended JSON. The outer
+// Input field shadows the inlined Job.Input (shallower field wins).
+type jobDoc struct {
+	jobs.Job `bson:",inline"`
+	Input    bson.Raw `bson:"job_input"`
+}
+
+// encodeInput converts a JobInput to its BSON sub-document. Object keys cannot start with '$'
+// (extended JSON would read them as type wrappers): the only free-form keys are environment
+// variable names, which jobinput restricts to ^[A-Z_][A-Z0-9_]*$.
+func encodeInput(in *jobinput.JobInput) (bson.Raw, error) {
+	js, err := json.Marshal(in)
+	if err != nil {
+		return nil, fmt.Errorf("encode job input: %w", err)
+	}
+	var d bson.D
+	if err := bson.UnmarshalExtJSON(js, false, &d); err != nil {
+		return nil, fmt.Errorf("encode job input: %w", err)
+	}
+	// JSON writes 60.0 as 60, which would come back as an int32: runtime is float seconds.
+	for i := range d {
+		if d[i].Key == "runtime" {
+			d[i].Value = in.RuntimeSeconds
+		}
+	}
+	raw, err := bson.Marshal(d)
+	if err != nil {
+		return nil, fmt.Errorf("encode job input: %w", err)
+	}
+	return raw, nil
+}
+
+func decodeInput(raw bson.Raw) (jobinput.JobInput, error) {
+	var in jobinput.JobInput
+	if len(raw) == 0 {
+		return in, nil
+	}
+	js, err := bson.MarshalExtJSON(raw, false, false)
+	if err != nil {
+		return in, fmt.Errorf("decode job input: %w", err)
+	}
+	if err := json.Unmarshal(js, &in); err != nil {
+		return in, fmt.Errorf("decode job input: %w", err)
+	}
+	return in, nil
+}
+
+func (d *jobDoc) toJob() (*jobs.Job, error) {
+	in, err := decodeInput(d.Input)
+	if err != nil {
+		return nil, fmt.Errorf("job %s: %w", d.ID, err)
+	}
+	j := d.Job
+	j.Input = in
+	return &j, nil
+}
+
+// normalizeJob makes j storable as is: times in UTC at millisecond precision, a trans_id on
+// every transition, transition_times an array (so transitions can $push onto it) and
+// admin_meta an object (so "$set admin_meta.k" works later).
+func normalizeJob(j *jobs.Job) {
+	if j.Transitions == nil {
+		j.Transitions = []jobs.Transition{}
+	}
+	j.UpdateTime = msTime(j.UpdateTime)
+	j.Image.RegisteredOn = msTime(j.Image.RegisteredOn)
+	for i := range j.Transitions {
+		j.Transitions[i].Time = msTime(j.Transitions[i].Time)
+		if j.Transitions[i].TransID == "" {
+			j.Transitions[i].TransID = uuid.NewString()
+		}
+	}
+	if j.AdminMeta == nil {
+		j.AdminMeta = map[string]any{}
+	}
+}
+
+func normalizeSubJob(s *jobs.SubJob) {
+	if s.Transitions == nil {
+		s.Transitions = []jobs.Transition{}
+	}
+	s.UpdateTime = msTime(s.UpdateTime)
+	s.LastSeen = msTime(s.LastSeen)
+	for i := range s.Transitions {
+		s.Transitions[i].Time = msTime(s.Transitions[i].Time)
+	}
+}
+
+// CreateJob inserts the job and its sub-jobs. It normalises j and subs in place (see
+// normalizeJob) so the caller holds exactly what is stored. The sub-jobs are written first:
+// without transactions a failure can leave orphans, and orphan sub-jobs are inert while a job
+// without sub-jobs would be picked up by the submitter. A job ID that exists is ErrConflict.
+func (s *Store) CreateJob(ctx context.Context, j *jobs.Job, subs []jobs.SubJob) error {
+	normalizeJob(j)
+	in, err := encodeInput(&j.Input)
+	if err != nil {
+		return fmt.Errorf("create job %s: %w", j.ID, err)
+	}
+	if len(subs) > 0 {
+		docs := make([]any, len(subs))
+		for i := range subs {
+			subs[i].JobID = j.ID
+			normalizeSubJob(&subs[i])
+			docs[i] = &subs[i]
+		}
+		if _, err := s.subjobs.InsertMany(ctx, docs); err != nil {
+			if isDuplicateKey(err) {
+				return fmt.Errorf("create job %s: sub-jobs exist: %w", j.ID, jobs.ErrConflict)
+			}
+			return fmt.Errorf("create job %s: insert sub-jobs: %w", j.ID, err)
+		}
+	}
+	if _, err := s.jobs.InsertOne(ctx, &jobDoc{Job: *j, Input: in}); err != nil {
+		if len(subs) > 0 {
+			// Best effort, and only the sub-jobs inserted above (a job that exists keeps its
+			// own): orphans are inert anyway, and the insert error is the one to report.
+			ids := make([]int, len(subs))
+			for i := range subs {
+				ids[i] = subs[i].SubID
+			}
+			_, _ = s.subjobs.DeleteMany(context.WithoutCancel(ctx), bson.D{
+				{Key: "id", Value: j.ID}, {Key: "sub_id", Value: bson.D{{Key: "$in", Value: ids}}},
+			})
+		}
+		if isDuplicateKey(err) {
+			return fmt.Errorf("create job %s: job exists: %w", j.ID, jobs.ErrConflict)
+		}
+		return fmt.Errorf("create job %s: %w", j.ID, err)
+	}
+	return nil
+}
+
+// GetJob returns the job, or ErrNotFound.
+func (s *Store) GetJob(ctx context.Context, id string) (*jobs.Job, error) {
+	var d jobDoc
+	err := s.jobs.FindOne(ctx, bson.D{{Key: "id", Value: id}}).Decode(&d)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, fmt.Errorf("get job %s: %w", id, jobs.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get job %s: %w", id, err)
+	}
+	return d.toJob()
+}
+
+// GetSubJobs returns the job's sub-jobs sorted by SubID (empty if none).
+func (s *Store) GetSubJobs(ctx context.Context, id string) ([]jobs.SubJob, error) {
+	cur, err := s.subjobs.Find(ctx, bson.D{{Key: "id", Value: id}},
+		options.Find().SetSort(bson.D{{Key: "sub_id", Value: 1}}))
+	if err != nil {
+		return nil, fmt.Errorf("get sub-jobs %s: %w", id, err)
+	}
+	subs := []jobs.SubJob{}
+	if err := cur.All(ctx, &subs); err != nil {
+		return nil, fmt.Errorf("get sub-jobs %s: %w", id, err)
+	}
+	return subs, nil
+}
+
+func jobUpdateFields(u jobs.JobUpdate) bson.D {
+	var set bson.D
+	add := func(k string, v any) { set = append(set, bson.E{Key: k, Value: v}) }
+	if u.Launch != nil {
+		add("launch", u.Launch)
+	}
+	if u.Outputs != nil {
+		add("outputs", u.Outputs)
+	}
+	if u.OutputFileCount != nil {
+		add("output_file_count", *u.OutputFileCount)
+	}
+	if u.Error != "" {
+		add("error", u.Error)
+	}
+	if u.AdminError != "" {
+		add("admin_error", u.AdminError)
+	}
+	if u.Traceback != "" {
+		add("traceback", u.Traceback)
+	}
+	if u.LogPath != "" {
+		add("logpath", u.LogPath)
+	}
+	if u.CPUHours != nil {
+		add("cpu_hours", *u.CPUHours)
+	}
+	if u.CPUFactor != nil {
+		add("cpu_factor", *u.CPUFactor)
+	}
+	if u.MaxMemory != nil {
+		add("max_memory", *u.MaxMemory)
+	}
+	return set
+}
+
+// TransitionJob moves job id to t.State if its state is one of from, in one conditional
+// FindOneAndUpdate. t.Time is truncated to the millisecond (UTC); an empty t.TransID gets a
+// new UUID. Unlike the Python service there is no "_update_time <= t.Time" condition: the
+// state condition is what makes the update safe, and the time clause turned clock skew into
+// errors.
+func (s *Store) TransitionJob(ctx context.Context, id string, from []job.State, t jobs.Transition, u jobs.JobUpdate) (*jobs.Job, error) {
+	t.Time = msTime(t.Time)
+	from = nonNil(from)
+	if t.TransID == "" {
+		t.TransID = uuid.NewString()
+	}
+	set := append(bson.D{
+		{Key: "state", Value: t.State},
+		{Key: "_update_time", Value: t.Time},
+	}, jobUpdateFields(u)...)
+	filter := bson.D{{Key: "id", Value: id}, {Key: "state", Value: bson.D{{Key: "$in", Value: from}}}}
+	update := bson.D{
+		{Key: "$set", Value: set},
+		{Key: "$push", Value: bson.D{{Key: "transition_times", Value: t}}},
+	}
+	var d jobDoc
+	err := s.jobs.FindOneAndUpdate(ctx, filter, update,
+		options.FindOneAndUpdate().SetReturnDocument(options.After)).Decode(&d)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, s.missOrConflict(ctx, s.jobs, bson.D{{Key: "id", Value: id}},
+			fmt.Sprintf("transition job %s to %s", id, t.State), from)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("transition job %s to %s: %w", id, t.State, err)
+	}
+	return d.toJob()
+}
+
+// nonNil makes a nil "from" an empty array: $in needs an array, and an empty one matches
+// nothing (a conflict), which is what no allowed state means.
+func nonNil(from []job.State) []job.State {
+	if from == nil {
+		return []job.State{}
+	}
+	return from
+}
+
+// missOrConflict tells why a conditional update on the document selected by key matched
+// nothing: ErrNotFound when there is no such document, else ErrConflict naming its state.
+func (s *Store) missOrConflict(ctx context.Context, coll *mongo.Collection, key bson.D, op string, from []job.State) error {
+	var cur struct {
+		State job.State `bson:"state"`
+	}
+	err := coll.FindOne(ctx, key, options.FindOne().SetProjection(bson.D{{Key: "state", Value: 1}})).Decode(&cur)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return fmt.Errorf("%s: %w", op, jobs.ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if from == nil {
+		return fmt.Errorf("%s: %w", op, jobs.ErrConflict)
+	}
+	if slices.Contains(from, cur.State) {
+		// The state matches now: either the event's other condition failed (a replayed or
+		// stale sub-job event) or the state moved away and back between the two reads.
+		return fmt.Errorf("%s: event already applied, stale, or raced: %w", op, jobs.ErrConflict)
+	}
+	return fmt.Errorf("%s: state is %s, expected one of %v: %w", op, cur.State, from, jobs.ErrConflict)
+}
+
+// TransitionSubJob moves sub-job (id, sub) to t.State if its state is one of from and, when
+// seq.Attempt is set, the event is new: a different attempt, or a higher sequence number of
+// the same attempt. It then records Attempt, LastSeq and LastSeen = t.Time. All in one
+// conditional FindOneAndUpdate. A replayed or stale event is ErrConflict.
+func (s *Store) TransitionSubJob(ctx context.Context, id string, sub int, from []job.State, t jobs.Transition, u jobs.SubJobUpdate, seq jobs.Seq) (*jobs.SubJob, error) {
+	t.Time = msTime(t.Time)
+	from = nonNil(from)
+	op := fmt.Sprintf("transition sub-job %s/%d to %s", id, sub, t.State)
+	key := bson.D{{Key: "id", Value: id}, {Key: "sub_id", Value: sub}}
+	filter := append(bson.D{}, key...)
+	filter = append(filter, bson.E{Key: "state", Value: bson.D{{Key: "$in", Value: from}}})
+	set := bson.D{{Key: "state", Value: t.State}, {Key: "_update_time", Value: t.Time}}
+	if seq.Attempt != "" {
+		filter = append(filter, bson.E{Key: "$or", Value: bson.A{
+			bson.D{{Key: "attempt", Value: bson.D{{Key: "$ne", Value: seq.Attempt}}}},
+			bson.D{{Key: "last_seq", Value: bson.D{{Key: "$lt", Value: seq.Seq}}}},
+		}})
+		set = append(set,
+			bson.E{Key: "attempt", Value: seq.Attempt},
+			bson.E{Key: "last_seq", Value: seq.Seq},
+			bson.E{Key: "last_seen", Value: t.Time})
+	}
+	if u.ExitCode != nil {
+		set = append(set, bson.E{Key: "exit_code", Value: *u.ExitCode})
+	}
+	if u.Outputs != nil {
+		set = append(set, bson.E{Key: "outputs", Value: u.Outputs})
+	}
+	if u.Error != "" {
+		set = append(set, bson.E{Key: "error", Value: u.Error})
+	}
+	if u.AdminError != "" {
+		set = append(set, bson.E{Key: "admin_error", Value: u.AdminError})
+	}
+	if u.Traceback != "" {
+		set = append(set, bson.E{Key: "traceback", Value: u.Traceback})
+	}
+	// Sub-job transitions carry neither trans_id nor notif_sent (they are never notified).
+	push := bson.D{{Key: "state", Value: t.State}, {Key: "time", Value: t.Time}}
+	update := bson.D{
+		{Key: "$set", Value: set},
+		{Key: "$push", Value: bson.D{{Key: "transition_times", Value: push}}},
+	}
+	var out jobs.SubJob
+	err := s.subjobs.FindOneAndUpdate(ctx, filter, update,
+		options.FindOneAndUpdate().SetReturnDocument(options.After)).Decode(&out)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, s.missOrConflict(ctx, s.subjobs, key, op, from)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	return &out, nil
+}
+
+// TouchSubJob records that the agent of sub-job (id, sub) was seen at t; LastSeen never moves
+// back. When attempt is set, only the agent of the sub-job's current attempt (or of a sub-job
+// that has none yet) counts: another attempt's heartbeat is ErrConflict, so a zombie agent
+// cannot keep a replaced container looking alive. A new attempt becomes current with its
+// first event (TransitionSubJob).
+func (s *Store) TouchSubJob(ctx context.Context, id string, sub int, attempt string, t time.Time) error {
+	op := fmt.Sprintf("touch sub-job %s/%d", id, sub)
+	key := bson.D{{Key: "id", Value: id}, {Key: "sub_id", Value: sub}}
+	filter := append(bson.D{}, key...)
+	if attempt != "" {
+		filter = append(filter, bson.E{Key: "$or", Value: bson.A{
+			bson.D{{Key: "attempt", Value: attempt}},
+			bson.D{{Key: "attempt", Value: bson.D{{Key: "$exists", Value: false}}}},
+		}})
+	}
+	res, err := s.subjobs.UpdateOne(ctx, filter,
+		bson.D{{Key: "$max", Value: bson.D{{Key: "last_seen", Value: msTime(t)}}}})
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if res.MatchedCount == 0 {
+		return s.missOrConflict(ctx, s.subjobs, key, op, nil)
+	}
+	return nil
+}
+
+// listProjection drops what list queries do not return: outputs and input files can be large.
+func listProjection() bson.D {
+	return bson.D{{Key: "outputs", Value: 0}, {Key: "job_input.input_files", Value: 0}}
+}
+
+func (s *Store) findJobs(ctx context.Context, op string, filter any, opts *options.FindOptionsBuilder) ([]*jobs.Job, error) {
+	cur, err := s.jobs.Find(ctx, filter, opts)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	var docs []jobDoc
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	out := make([]*jobs.Job, 0, len(docs))
+	for i := range docs {
+		j, err := docs[i].toJob()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", op, err)
+		}
+		out = append(out, j)
+	}
+	return out, nil
+}
+
+// JobsInState returns up to limit (default 1000) jobs in state, oldest UpdateTime first.
+func (s *Store) JobsInState(ctx context.Context, state job.State, limit int) ([]*jobs.Job, error) {
+	return s.findJobs(ctx, "jobs in state "+string(state), bson.D{{Key: "state", Value: state}},
+		options.Find().SetSort(bson.D{{Key: "_update_time", Value: 1}}).SetLimit(limitOrDefault(limit)))
+}
+
+// ListJobs returns jobs matching f, newest UpdateTime first, up to f.Limit (default 1000),
+// without outputs and input files (reference §10.3).
+func (s *Store) ListJobs(ctx context.Context, f jobs.ListFilter) ([]*jobs.Job, error) {
+	filter := bson.D{}
+	if f.User != "" {
+		filter = append(filter, bson.E{Key: "user", Value: f.User})
+	}
+	if f.Cluster != "" {
+		filter = append(filter, bson.E{Key: "job_input.cluster", Value: f.Cluster})
+	}
+	if f.State != "" {
+		filter = append(filter, bson.E{Key: "state", Value: f.State})
+	}
+	var ut bson.D
+	if !f.After.IsZero() {
+		ut = append(ut, bson.E{Key: "$gte", Value: msTime(f.After)})
+	}
+	if !f.Before.IsZero() {
+		ut = append(ut, bson.E{Key: "$lt", Value: msTime(f.Before)})
+	}
+	if ut != nil {
+		filter = append(filter, bson.E{Key: "_update_time", Value: ut})
+	}
+	return s.findJobs(ctx, "list jobs", filter, options.Find().
+		SetProjection(listProjection()).
+		SetSort(bson.D{{Key: "_update_time", Value: -1}}).
+		SetLimit(limitOrDefault(f.Limit)))
+}
+
+// UnsentTransitions returns up to limit (default 1000) jobs having transitions not yet
+// notified and older than olderThan, oldest UpdateTime first, each with only those transitions
+// (in their stored order) and without outputs and input files.
+//
+// On MongoDB the query is the Python one ($elemMatch, served by the partial index on
+// transition_times.time). FerretDB does not support $elemMatch on fields, so there the query
+// only asks for some unsent transition and the time condition is applied here; jobs whose
+// unsent transitions are all too recent then take a slot of limit without being returned.
+func (s *Store) UnsentTransitions(ctx context.Context, olderThan time.Time, limit int) ([]*jobs.Job, error) {
+	filter := bson.D{{Key: "transition_times.notif_sent", Value: false}}
+	if !s.ferret {
+		filter = append(filter, bson.E{Key: "transition_times", Value: bson.D{{Key: "$elemMatch", Value: bson.D{
+			{Key: "notif_sent", Value: false},
+			{Key: "time", Value: bson.D{{Key: "$lt", Value: olderThan}}},
+		}}}})
+	}
+	found, err := s.findJobs(ctx, "unsent transitions", filter, options.Find().
+		SetProjection(listProjection()).
+		SetSort(bson.D{{Key: "_update_time", Value: 1}}).
+		SetLimit(limitOrDefault(limit)))
+	if err != nil {
+		return nil, err
+	}
+	out := found[:0]
+	for _, j := range found {
+		var unsent []jobs.Transition
+		for _, t := range j.Transitions {
+			if !t.NotifSent && t.Time.Before(olderThan) {
+				unsent = append(unsent, t)
+			}
+		}
+		if len(unsent) > 0 {
+			j.Transitions = unsent
+			out = append(out, j)
+		}
+	}
+	return out, nil
+}
+
+// MarkNotified sets notif_sent on transition transID of job id; ErrNotFound if the job or the
+// transition does not exist. Marking twice is harmless.
+//
+// MongoDB: one update with the positional operator. FerretDB supports neither "$" nor
+// arrayFilters in updates, so there the transitions are read, and the element is updated by
+// its index with the filter requiring that index to still hold transID. Transitions are only
+// ever appended, so the index of a trans_id never changes and the guard cannot miss.
+func (s *Store) MarkNotified(ctx context.Context, id, transID string) error {
+	op := fmt.Sprintf("mark job %s transition %s notified", id, transID)
+	match, set := "transition_times.trans_id", "transition_times.$.notif_sent"
+	if s.ferret {
+		var d struct {
+			Transitions []struct {
+				TransID string `bson:"trans_id"`
+			} `bson:"transition_times"`
+		}
+		err := s.jobs.FindOne(ctx, bson.D{{Key: "id", Value: id}},
+			options.FindOne().SetProjection(bson.D{{Key: "transition_times.trans_id", Value: 1}})).Decode(&d)
+		if errors.Is(err, mongo.ErrNoDocuments) {
+			return fmt.Errorf("%s: %w", op, jobs.ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", op, err)
+		}
+		idx := -1
+		for i, t := range d.Transitions {
+			if t.TransID == transID {
+				idx = i
+				break
+			}
+		}
+		if idx < 0 {
+			return fmt.Errorf("%s: %w", op, jobs.ErrNotFound)
+		}
+		elem := "transition_times." + strconv.Itoa(idx)
+		match, set = elem+".trans_id", elem+".notif_sent"
+	}
+	res, err := s.jobs.UpdateOne(ctx,
+		bson.D{{Key: "id", Value: id}, {Key: match, Value: transID}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: set, Value: true}}}})
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if res.MatchedCount == 0 {
+		return fmt.Errorf("%s: %w", op, jobs.ErrNotFound)
+	}
+	return nil
+}

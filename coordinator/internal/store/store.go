@@ -1,0 +1,274 @@
+// Package store owns the coordinator's MongoDB persistence (official driver v2): the jobs,
+// subjobs and images collections, their indexes (reference §10.1), the job document layout
+// (§10.2) and the queries (§10.3). It implements jobs.Store and images.Store; every state
+// change is one conditional update on one document, so two writers can never both move a job.
+//
+// It must not hold business rules (which transitions are legal is decided by the caller, who
+// passes the allowed "from" states) and must not talk to anything but MongoDB.
+//
+// The store also runs against FerretDB v1 (the embedded dev/test stack), which lacks a few
+// features; each gap has a documented fallback chosen once at New:
+//   - partial indexes are refused (NotImplemented): the index is created without its filter;
+//   - the positional update operator ($) and arrayFilters are unsupported: MarkNotified reads
+//     the transitions, then updates the element by index, guarded by its trans_id;
+//   - $elemMatch with field conditions is unsupported: UnsentTransitions filters the matching
+//     transitions in Go after a coarser query.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/kbase/cts/coordinator/internal/images"
+	"github.com/kbase/cts/coordinator/internal/jobs"
+)
+
+// Collection names.
+const (
+	collJobs    = "jobs"
+	collSubJobs = "subjobs"
+	collImages  = "images"
+)
+
+// Index names the duplicate-key mapping of SaveImage relies on.
+const (
+	indexImageDigest = "name_1_digest_1"
+	indexImageTag    = "name_1_tag_1"
+)
+
+// defaultLimit is the result cap of list queries when the caller gives none (as in the
+// Python service).
+const defaultLimit = 1000
+
+// Config configures the store.
+type Config struct {
+	// URI is the mongodb:// connection string (credentials included, if any).
+	URI string
+	// Database is the database holding the CTS collections.
+	Database string
+	// Logger receives the warnings about server features that had to be worked around;
+	// slog.Default() if nil.
+	Logger *slog.Logger
+}
+
+// Store is the MongoDB implementation of jobs.Store and images.Store. It is safe for
+// concurrent use.
+type Store struct {
+	client  *mongo.Client
+	jobs    *mongo.Collection
+	subjobs *mongo.Collection
+	images  *mongo.Collection
+	log     *slog.Logger
+	// ferret is true when the server is FerretDB (its buildInfo carries ferretdbVersion):
+	// MarkNotified and UnsentTransitions then take their fallback paths.
+	ferret bool
+}
+
+var (
+	_ jobs.Store   = (*Store)(nil)
+	_ images.Store = (*Store)(nil)
+)
+
+// New connects to MongoDB, pings it and creates the indexes of the jobs, subjobs and images
+// collections. ctx bounds the whole start.
+func New(ctx context.Context, cfg Config) (*Store, error) {
+	if cfg.URI == "" {
+		return nil, errors.New("new store: empty mongo URI")
+	}
+	if cfg.Database == "" {
+		return nil, errors.New("new store: empty database name")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	opts := options.Client().ApplyURI(cfg.URI).
+		// Nested documents of free-form fields (admin_meta) decode as maps, which render
+		// as JSON objects; bson.D would render as a list of key/value pairs.
+		SetBSONOptions(&options.BSONOptions{DefaultDocumentM: true})
+	client, err := mongo.Connect(opts)
+	if err != nil {
+		return nil, fmt.Errorf("connect mongo: %w", err)
+	}
+	s := &Store{client: client, log: log}
+	if err := s.init(ctx, cfg.Database); err != nil {
+		// The start failed: the disconnect error adds nothing the caller can act on.
+		_ = client.Disconnect(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) init(ctx context.Context, database string) error {
+	if err := s.client.Ping(ctx, nil); err != nil {
+		return fmt.Errorf("ping mongo: %w", err)
+	}
+	db := s.client.Database(database)
+	s.jobs = db.Collection(collJobs)
+	s.subjobs = db.Collection(collSubJobs)
+	s.images = db.Collection(collImages)
+
+	var info bson.Raw
+	if err := db.RunCommand(ctx, bson.D{{Key: "buildInfo", Value: 1}}).Decode(&info); err != nil {
+		return fmt.Errorf("mongo buildInfo: %w", err)
+	}
+	if _, err := info.LookupErr("ferretdbVersion"); err == nil {
+		s.ferret = true
+		s.log.Warn("mongo server is FerretDB: using fallbacks for positional updates and $elemMatch")
+	}
+	return s.createIndexes(ctx)
+}
+
+// Close disconnects from MongoDB.
+func (s *Store) Close(ctx context.Context) error {
+	if err := s.client.Disconnect(ctx); err != nil {
+		return fmt.Errorf("disconnect mongo: %w", err)
+	}
+	return nil
+}
+
+// index describes one index to create.
+type index struct {
+	keys    bson.D
+	unique  bool
+	partial bson.D
+	// sparseFallback makes the index sparse when the server refuses the partial filter.
+	sparseFallback bool
+	// name overrides the driver's generated name (which is the one the Python service has).
+	name string
+}
+
+func terminalStates() bson.A { return bson.A{"canceled", "complete", "error"} }
+
+// indexSpecs lists the indexes of reference §10.1 for the collections this store owns.
+func (s *Store) indexSpecs() []struct {
+	coll *mongo.Collection
+	idx  index
+} {
+	type spec = struct {
+		coll *mongo.Collection
+		idx  index
+	}
+	ut := func(k ...bson.E) bson.D { return append(bson.D(k), bson.E{Key: "_update_time", Value: -1}) }
+	return []spec{
+		{s.jobs, index{keys: bson.D{{Key: "id", Value: 1}}, unique: true}},
+		{s.jobs, index{keys: ut()}},
+		{s.jobs, index{keys: ut(bson.E{Key: "state", Value: 1})}},
+		{s.jobs, index{keys: ut(bson.E{Key: "job_input.cluster", Value: 1})}},
+		{s.jobs, index{keys: ut(bson.E{Key: "user", Value: 1})}},
+		{s.jobs, index{keys: ut(bson.E{Key: "user", Value: 1}, bson.E{Key: "state", Value: 1})}},
+		{s.jobs, index{keys: ut(bson.E{Key: "user", Value: 1}, bson.E{Key: "job_input.cluster", Value: 1})}},
+		{s.jobs, index{
+			keys:    bson.D{{Key: "transition_times.time", Value: -1}},
+			partial: bson.D{{Key: "transition_times.notif_sent", Value: false}},
+		}},
+		{s.jobs, index{
+			keys: bson.D{{Key: "cleaned", Value: 1}, {Key: "state", Value: 1}, {Key: "_update_time", Value: 1}},
+			partial: bson.D{
+				{Key: "cleaned", Value: false},
+				{Key: "state", Value: bson.D{{Key: "$in", Value: terminalStates()}}},
+			},
+		}},
+		{s.subjobs, index{keys: bson.D{{Key: "id", Value: 1}, {Key: "sub_id", Value: 1}}, unique: true}},
+		{s.images, index{
+			keys:   bson.D{{Key: "name", Value: 1}, {Key: "digest", Value: 1}},
+			unique: true, name: indexImageDigest,
+		}},
+		// A tag is unique per name only among tagged images. The Python service used a sparse
+		// compound index, which still indexes (and so collides on) untagged documents because
+		// they contain "name"; the partial filter is what makes untagged digests free.
+		// FerretDB refuses the filter; its SQLite unique indexes treat a missing tag as NULL,
+		// and NULLs never collide, so the sparse fallback behaves the same there.
+		{s.images, index{
+			keys:   bson.D{{Key: "name", Value: 1}, {Key: "tag", Value: 1}},
+			unique: true, name: indexImageTag,
+			partial:        bson.D{{Key: "tag", Value: bson.D{{Key: "$exists", Value: true}}}},
+			sparseFallback: true,
+		}},
+	}
+}
+
+// createIndexes creates every index; an index whose partial filter the server refuses as not
+// implemented (FerretDB) is created without it, with a warning.
+func (s *Store) createIndexes(ctx context.Context) error {
+	for _, sp := range s.indexSpecs() {
+		model := func(partial bool) mongo.IndexModel {
+			o := options.Index()
+			if sp.idx.unique {
+				o.SetUnique(true)
+			}
+			if sp.idx.name != "" {
+				o.SetName(sp.idx.name)
+			}
+			if partial {
+				o.SetPartialFilterExpression(sp.idx.partial)
+			} else if sp.idx.sparseFallback {
+				o.SetSparse(true)
+			}
+			return mongo.IndexModel{Keys: sp.idx.keys, Options: o}
+		}
+		_, err := sp.coll.Indexes().CreateOne(ctx, model(sp.idx.partial != nil))
+		if err != nil && sp.idx.partial != nil && isNotImplemented(err) {
+			s.log.Warn("mongo server refused a partial index; creating it without its filter",
+				"collection", sp.coll.Name(), "keys", fmt.Sprint(sp.idx.keys), "error", err.Error())
+			_, err = sp.coll.Indexes().CreateOne(ctx, model(false))
+		}
+		if err != nil {
+			return fmt.Errorf("create index %v on %s: %w", sp.idx.keys, sp.coll.Name(), err)
+		}
+	}
+	return nil
+}
+
+// isNotImplemented reports the server's NotImplemented (238) command error.
+func isNotImplemented(err error) bool {
+	var ce mongo.CommandError
+	return errors.As(err, &ce) && (ce.Code == 238 || ce.Name == "NotImplemented")
+}
+
+// isDuplicateKey reports a unique-index violation: E11000 from MongoDB (and from FerretDB on
+// insert), or FerretDB's InternalError wrapping SQLite's UNIQUE constraint (on update).
+func isDuplicateKey(err error) bool {
+	if mongo.IsDuplicateKeyError(err) {
+		return true
+	}
+	var se mongo.ServerError
+	return errors.As(err, &se) && se.HasErrorMessage("UNIQUE constraint failed")
+}
+
+// duplicateIndex returns the name of the index a duplicate-key error names, if it names one of
+// ours. MongoDB writes "... index: name_1_tag_1 dup key ..."; FerretDB's update error names
+// the SQLite index "images_<hash>_name_1_tag_1"; FerretDB's insert error names none.
+func duplicateIndex(err error) string {
+	msg := err.Error()
+	for _, name := range []string{indexImageTag, indexImageDigest} {
+		if strings.Contains(msg, name) {
+			return name
+		}
+	}
+	return ""
+}
+
+// msTime is t in UTC truncated to the millisecond: what a BSON date can hold, so the value the
+// caller keeps equals the stored one.
+func msTime(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return t.Truncate(time.Millisecond).UTC()
+}
+
+func limitOrDefault(n int) int64 {
+	if n <= 0 {
+		return defaultLimit
+	}
+	return int64(n)
+}

@@ -1,0 +1,235 @@
+package local_test
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kbase/cts/plugins/local"
+	"github.com/kbase/cts/shared/launcher"
+	"github.com/kbase/cts/shared/launcher/launchertest"
+)
+
+// localEnv is a started and configured plugin with its harness and directories.
+type localEnv struct {
+	h launchertest.Harness
+	d harnessDirs
+	c *launcher.Client
+}
+
+func newLocal(t testing.TB, cfgEnv map[string]string) localEnv {
+	t.Helper()
+	h, d := newHarness(t, time.Second, cfgEnv)
+	c := startPlugin(t)
+	t.Cleanup(c.Close)
+	if err := c.Configure(t.Context(), h.Config); err != nil {
+		t.Fatal(err)
+	}
+	return localEnv{h: h, d: d, c: c}
+}
+
+func newLocalB(b *testing.B) localEnv { return newLocal(b, nil) }
+
+func (e localEnv) status(t *testing.T, ref launcher.JobRef) launcher.JobStatus {
+	t.Helper()
+	sts, err := e.c.Status(t.Context(), []launcher.JobRef{ref})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sts[0].Err != nil {
+		t.Fatal(sts[0].Err)
+	}
+	return sts[0]
+}
+
+// waitAll waits until every container is in state want.
+func (e localEnv) waitAll(t *testing.T, ref launcher.JobRef, want launcher.ContainerState) launcher.JobStatus {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st := e.status(t, ref)
+		done := len(st.Containers) > 0
+		for _, c := range st.Containers {
+			done = done && c.State == want
+		}
+		if done {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not all %s: %+v", want, st.Containers)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestAgentEnvironmentAndFiles(t *testing.T) {
+	t.Parallel()
+	e := newLocal(t, map[string]string{"CFG_ONLY": "c", "CTS_TEST_MARK": "from config", "TOKEN_PATH": "/cfg/token"})
+	jobID := launchertest.NewJobID("env")
+	req := e.h.Request(jobID, 0, launchertest.Behaviour{}, launchertest.Behaviour{Exit: 1})
+	resp, err := e.c.Submit(t.Context(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := local.Handle(jobID, 0); resp.Handle != want || want != "local:"+jobID+":0" {
+		t.Errorf("handle %q, want %q", resp.Handle, want)
+	}
+	ref := launcher.JobRef{JobID: jobID, Handle: resp.Handle}
+	e.waitAll(t, ref, launcher.StateExited)
+
+	allowed := map[string]bool{
+		"PATH": true, "HOME": true, "CFG_ONLY": true, "TOKEN_PATH": true, local.EnvAgentWorkDir: true,
+		launcher.EnvContainerNumber: true, launcher.EnvAgentAttempt: true, "CTS_TEST_CWD": true,
+		// Set by the stand-in's shell itself.
+		"PWD": true, "OLDPWD": true, "SHLVL": true, "_": true,
+	}
+	for k := range req.Env {
+		allowed[k] = true
+	}
+	for n := range 2 {
+		dir := filepath.Join(e.d.work, jobID, "0", strconv.Itoa(n))
+		rec, err := launchertest.ReadRecord(e.d.records, jobID, 0, n)
+		if err != nil || len(rec.Starts) != 1 {
+			t.Fatalf("container %d record: %+v, %v", n, rec, err)
+		}
+		env := rec.Starts[0]
+		for k, want := range map[string]string{
+			"CFG_ONLY":                  "c",
+			"CTS_TEST_MARK":             "mark " + jobID, // the request wins over the configuration
+			local.EnvAgentWorkDir:       dir,
+			"CTS_TEST_CWD":              dir,
+			launcher.EnvAgentAttempt:    local.AttemptName(jobID, 0, n),
+			"PATH":                      os.Getenv("PATH"),
+			"CTS_TEST_PLUGIN_ONLY":      "",
+			launcher.EnvContainerNumber: strconv.Itoa(n),
+		} {
+			if env[k] != want {
+				t.Errorf("container %d: %s=%q, want %q", n, k, env[k], want)
+			}
+		}
+		for k := range env {
+			if !allowed[k] {
+				t.Errorf("container %d: unexpected variable %s in the agent environment", n, k)
+			}
+		}
+		for file, want := range map[string]string{
+			"agent.out": "stand-in " + strconv.Itoa(n) + " of " + jobID + " started",
+			"agent.err": "stand-in " + strconv.Itoa(n) + " stderr",
+		} {
+			data, err := os.ReadFile(filepath.Join(dir, file))
+			if err != nil || !strings.Contains(string(data), want) {
+				t.Errorf("container %d %s: %q, %v; want %q", n, file, data, err, want)
+			}
+		}
+		for _, f := range []string{"pid", "supervisor.pid", "exit", "claim"} {
+			if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+				t.Errorf("container %d: %v", n, err)
+			}
+		}
+	}
+}
+
+// TestInterruptedSubmit simulates a plugin that died after recording a submit but before
+// starting its containers: Status says so, and a repeated Submit completes the job.
+func TestInterruptedSubmit(t *testing.T) {
+	t.Parallel()
+	e := newLocal(t, nil)
+	jobID := launchertest.NewJobID("intr")
+	req := e.h.Request(jobID, 0, launchertest.Behaviour{Exit: 2}, launchertest.Behaviour{Exit: 3})
+	jd := filepath.Join(e.d.work, jobID, "0")
+	if err := os.MkdirAll(jd, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := json.Marshal(map[string]any{"job_id": jobID, "attempt": 0, "containers": 2, "submitted": time.Now()})
+	if err := os.WriteFile(filepath.Join(jd, "request.json"), rec, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ref := launcher.JobRef{JobID: jobID, Handle: local.Handle(jobID, 0)}
+	for _, c := range e.status(t, ref).Containers {
+		if c.State != launcher.StateUnknown || !strings.Contains(c.Reason, "never started") {
+			t.Errorf("container %d: %s %q, want unknown/never started", c.Container, c.State, c.Reason)
+		}
+	}
+	resp, err := e.c.Submit(t.Context(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !resp.Existing || resp.Handle != ref.Handle {
+		t.Errorf("resubmit: %+v", resp)
+	}
+	st := e.waitAll(t, ref, launcher.StateExited)
+	for n, c := range st.Containers {
+		if c.ExitCode == nil || *c.ExitCode != n+2 {
+			t.Errorf("container %d: exit code %v", n, c.ExitCode)
+		}
+	}
+}
+
+// TestSupervisorKilled: when a supervisor is SIGKILLed its agent dies with it (parent-death
+// signal), Status says the exit went unrecorded, and Cancel settles the container as removed.
+func TestSupervisorKilled(t *testing.T) {
+	t.Parallel()
+	e := newLocal(t, nil)
+	jobID := launchertest.NewJobID("supk")
+	resp, err := e.c.Submit(t.Context(), e.h.Request(jobID, 0, launchertest.Behaviour{Sleep: time.Minute}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := launcher.JobRef{JobID: jobID, Handle: resp.Handle}
+	e.waitAll(t, ref, launcher.StateRunning)
+	dir := filepath.Join(e.d.work, jobID, "0", "0")
+	readPID := func(name string) int {
+		var rec struct {
+			PID int `json:"pid"`
+		}
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil || json.Unmarshal(data, &rec) != nil || rec.PID <= 0 {
+			t.Fatalf("read %s: %q, %v", name, data, err)
+		}
+		return rec.PID
+	}
+	sup, agent := readPID("supervisor.pid"), readPID("pid")
+	if err := syscall.Kill(sup, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	st := e.waitAll(t, ref, launcher.StateUnknown)
+	if !strings.Contains(st.Containers[0].Reason, "without a recorded exit status") {
+		t.Errorf("reason %q", st.Containers[0].Reason)
+	}
+	if err := syscall.Kill(agent, 0); !errors.Is(err, syscall.ESRCH) {
+		// The agent was reparented; it must be gone (or at most a zombie of init for a moment).
+		data, _ := os.ReadFile("/proc/" + strconv.Itoa(agent) + "/stat")
+		if !strings.Contains(string(data), ") Z ") {
+			t.Errorf("agent %d outlived its supervisor: %v %q", agent, err, data)
+		}
+	}
+	if err := e.c.Cancel(t.Context(), ref); err != nil {
+		t.Fatal(err)
+	}
+	e.waitAll(t, ref, launcher.StateRemoved)
+}
+
+// TestCleanupRemovesDirectory checks the on-disk effect of Cleanup.
+func TestCleanupRemovesDirectory(t *testing.T) {
+	t.Parallel()
+	e := newLocal(t, nil)
+	jobID := launchertest.NewJobID("rm")
+	resp, err := e.c.Submit(t.Context(), e.h.Request(jobID, 0, launchertest.Behaviour{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := launcher.JobRef{JobID: jobID, Handle: resp.Handle}
+	e.waitAll(t, ref, launcher.StateExited)
+	if err := e.c.Cleanup(t.Context(), ref); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(e.d.work, jobID)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("job directory still there: %v", err)
+	}
+}

@@ -1,0 +1,121 @@
+package local
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// The on-disk state, all under Config.WorkDir. It is the only state: a restarted plugin (after a
+// coordinator crash) reads it back, and the supervisors keep it current while no plugin runs.
+//
+//	<work_dir>/<job_id>/<attempt>/request.json       the accepted submit (requestRecord)
+//	<work_dir>/<job_id>/<attempt>/<n>/claim          created O_EXCL by the one supervisor of container n
+//	                                 /supervisor.pid  the supervisor (procRecord)
+//	                                 /pid             the agent, leader of its process group (procRecord)
+//	                                 /cancel          Cancel was requested (cancelRecord)
+//	                                 /exit            the agent ended (exitRecord), written last
+//	                                 /agent.out, /agent.err, /supervisor.log
+//
+// Records are JSON, written to a temporary file and renamed into place, so a reader sees a
+// whole record or none.
+const (
+	requestFile    = "request.json"
+	claimFile      = "claim"
+	supervisorFile = "supervisor.pid"
+	pidFile        = "pid"
+	cancelFile     = "cancel"
+	exitFile       = "exit"
+	stdoutFile     = "agent.out"
+	stderrFile     = "agent.err"
+	supervisorLog  = "supervisor.log"
+)
+
+// requestRecord is request.json: what was submitted under (job, attempt).
+type requestRecord struct {
+	JobID      string    `json:"job_id"`
+	Attempt    int       `json:"attempt"`
+	Containers int       `json:"containers"`
+	Submitted  time.Time `json:"submitted"`
+}
+
+// procRecord names a process: pid plus its kernel start time (see procStart).
+type procRecord struct {
+	PID       int       `json:"pid"`
+	ProcStart uint64    `json:"proc_start"`
+	Started   time.Time `json:"started"`
+}
+
+// cancelRecord is the cancel marker.
+type cancelRecord struct {
+	Requested time.Time `json:"requested"`
+}
+
+// exitRecord is how the agent ended.
+type exitRecord struct {
+	// ExitCode is the agent's exit code, 128+signal when a signal ended it, nil when unknown.
+	ExitCode *int   `json:"exit_code"`
+	Signal   string `json:"signal,omitempty"`
+	// Canceled is true when the agent ended after Cancel.
+	Canceled bool      `json:"canceled"`
+	Reason   string    `json:"reason"`
+	Started  time.Time `json:"started,omitzero"`
+	Ended    time.Time `json:"ended"`
+}
+
+// jobDir is the directory of one (job, attempt).
+func jobDir(workDir, jobID string, attempt int) string {
+	return filepath.Join(workDir, jobID, strconv.Itoa(attempt))
+}
+
+// containerDir is the directory of container n of a job directory.
+func containerDir(jobDir string, n int) string {
+	return filepath.Join(jobDir, strconv.Itoa(n))
+}
+
+// writeRecord writes v as JSON to path atomically (temporary file, then rename).
+func writeRecord(path string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", filepath.Base(path), err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	_, werr := tmp.Write(append(data, '\n'))
+	cerr := tmp.Close()
+	if err := errors.Join(werr, cerr); err != nil {
+		_ = os.Remove(tmp.Name())
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		_ = os.Remove(tmp.Name())
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// readRecord reads the JSON record at path into v. A missing file gives an error wrapping
+// os.ErrNotExist.
+func readRecord(path string, v any) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", filepath.Base(path), err)
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("decode %s: %w", path, err)
+	}
+	return nil
+}
+
+// exists reports whether path exists (an error other than not-exist counts as existing, so a
+// permission problem never makes us start a second agent).
+func exists(path string) bool {
+	_, err := os.Lstat(path)
+	return !errors.Is(err, os.ErrNotExist)
+}

@@ -1,0 +1,192 @@
+package local
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"syscall"
+	"time"
+)
+
+// SuperviseCommand is the hidden first argument that makes the plugin binary run Supervise
+// instead of serving the plugin:
+//
+//	cts-launcher-local __cts_supervise <container_dir> <kill_grace> <agent_path> [agent_args...]
+const SuperviseCommand = "__cts_supervise"
+
+// Supervise is the main of a container's supervisor process: a small process between the
+// plugin and one agent, in its own session, that outlives the plugin. It exists so that the
+// on-disk state stays true when the plugin (or the coordinator hosting it) dies: the
+// supervisor, not the plugin, waits for the agent and records its exit status, and it carries
+// out Cancel's SIGTERM → grace → SIGKILL on its own clock.
+//
+// It claims the container directory first (exactly one supervisor ever runs per container),
+// starts the agent with the supervisor's own environment in its own process group, records
+// its pid, forwards SIGTERM/SIGINT to the agent's group (then SIGKILL after the grace period),
+// and when the agent ends kills what is left of its group and writes the exit record. The
+// agent dies with the supervisor (parent-death signal), so no agent runs unrecorded.
+// It returns the supervisor's exit code.
+func Supervise(args []string) int {
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if len(args) < 3 {
+		log.Error("usage: " + SuperviseCommand + " <container_dir> <kill_grace> <agent_path> [agent_args...]")
+		return 2
+	}
+	dir, argv := args[0], args[2:]
+	grace, err := time.ParseDuration(args[1])
+	if err != nil || grace < 0 {
+		log.Error("bad kill grace", "value", args[1])
+		return 2
+	}
+	// The parent-death signal set on the agent fires when the thread that started it exits;
+	// pinning this goroutine keeps that thread alive for the life of the supervisor.
+	runtime.LockOSThread()
+
+	// Install the handlers before anything is visible on disk, so a Cancel that finds our
+	// record can signal us safely.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	signal.Ignore(syscall.SIGHUP)
+
+	claim, err := os.OpenFile(filepath.Join(dir, claimFile), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		log.Info("container already claimed by another supervisor", "dir", dir)
+		return 0
+	}
+	if err != nil {
+		log.Error("claim container", "error", err)
+		return 1
+	}
+	_ = claim.Close()
+
+	self := procRecord{PID: os.Getpid(), Started: time.Now()}
+	self.ProcStart, _, _ = procStart(self.PID)
+	if err := writeRecord(filepath.Join(dir, supervisorFile), self); err != nil {
+		log.Error("record supervisor", "error", err)
+		return 1
+	}
+	rec := supervise(log, dir, grace, argv, sigs)
+	if err := writeRecord(filepath.Join(dir, exitFile), rec); err != nil {
+		log.Error("record exit", "error", err)
+		return 1
+	}
+	log.Info("agent ended", "reason", rec.Reason, "canceled", rec.Canceled)
+	return 0
+}
+
+// supervise runs the agent to its end and returns its exit record.
+func supervise(log *slog.Logger, dir string, grace time.Duration, argv []string, sigs <-chan os.Signal) exitRecord {
+	canceled := func() bool {
+		select {
+		case <-sigs:
+			return true
+		default:
+			return exists(filepath.Join(dir, cancelFile))
+		}
+	}
+	if canceled() {
+		return exitRecord{Canceled: true, Reason: "canceled before the agent started", Ended: time.Now()}
+	}
+
+	open := func(name string) (*os.File, error) {
+		return os.OpenFile(filepath.Join(dir, name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	}
+	stdout, err := open(stdoutFile)
+	if err != nil {
+		return startFailed(err)
+	}
+	defer func() { _ = stdout.Close() }()
+	stderr, err := open(stderrFile)
+	if err != nil {
+		return startFailed(err)
+	}
+	defer func() { _ = stderr.Close() }()
+
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Dir = dir
+	cmd.Env = os.Environ()
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	started := time.Now()
+	if err := cmd.Start(); err != nil {
+		return startFailed(err)
+	}
+	pid := cmd.Process.Pid
+	agent := procRecord{PID: pid, Started: started}
+	agent.ProcStart, _, _ = procStart(pid)
+	if err := writeRecord(filepath.Join(dir, pidFile), agent); err != nil {
+		log.Error("record agent pid", "error", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+
+	stopping := false
+	var kill <-chan time.Time
+	stop := func() {
+		if stopping {
+			return
+		}
+		stopping = true
+		log.Info("stopping agent", "pid", pid, "grace", grace)
+		if err := signalGroup(pid, syscall.SIGTERM); err != nil {
+			log.Error("stop agent", "error", err)
+		}
+		kill = time.After(grace)
+	}
+	// A Cancel may have written its marker while we started the agent, before it could find
+	// our record.
+	if canceled() {
+		stop()
+	}
+	for {
+		select {
+		case <-sigs:
+			stop()
+		case <-kill:
+			kill = nil
+			log.Info("grace period over, killing agent", "pid", pid)
+			if err := signalGroup(pid, syscall.SIGKILL); err != nil {
+				log.Error("kill agent", "error", err)
+			}
+		case err := <-done:
+			// Whatever the agent left behind in its process group ends with it.
+			_ = signalGroup(pid, syscall.SIGKILL)
+			rec := exitFromWait(cmd.ProcessState, err)
+			rec.Started = started
+			rec.Canceled = stopping || exists(filepath.Join(dir, cancelFile))
+			return rec
+		}
+	}
+}
+
+// startFailed is the exit record of an agent that could not be started (127, like a shell).
+func startFailed(err error) exitRecord {
+	code := 127
+	return exitRecord{ExitCode: &code, Reason: fmt.Sprintf("start agent: %v", err), Ended: time.Now()}
+}
+
+// exitFromWait turns the agent's wait status into an exit record.
+func exitFromWait(ps *os.ProcessState, waitErr error) exitRecord {
+	rec := exitRecord{Ended: time.Now()}
+	if ps == nil {
+		rec.Reason = fmt.Sprintf("wait for agent: %v", waitErr)
+		return rec
+	}
+	ws, ok := ps.Sys().(syscall.WaitStatus)
+	switch {
+	case ok && ws.Signaled():
+		code := 128 + int(ws.Signal())
+		rec.ExitCode, rec.Signal = &code, ws.Signal().String()
+		rec.Reason = "killed by signal: " + ws.Signal().String()
+	default:
+		code := ps.ExitCode()
+		rec.ExitCode = &code
+		rec.Reason = fmt.Sprintf("exit code %d", code)
+	}
+	return rec
+}
