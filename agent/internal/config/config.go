@@ -1,0 +1,150 @@
+// Package config reads the agent's configuration from its environment: the CTS worker contract
+// (reference §6.3: JOB_ID, CONTAINER_NUMBER, SERVICE_ROOT_URL, TOKEN_PATH, S3_URL,
+// S3_ACCESS_KEY, S3_SECRET_PATH, ...) plus the agent's own CTS_AGENT_* settings. Secrets (the
+// KBase token and the S3 secret key) are read from the files the environment names; they are
+// never taken from the environment itself, never logged, never passed to containers.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Config is the agent's configuration.
+type Config struct {
+	JobID      string
+	Container  int
+	Attempt    string
+	ServiceURL string
+	TokenPath  string
+	Token      string `json:"-"`
+
+	S3URL        string
+	S3AccessKey  string
+	S3SecretPath string
+	S3Secret     string `json:"-"`
+	S3Region     string
+	S3Insecure   bool
+
+	// WorkDir holds this container's inputs, outputs and logs.
+	WorkDir string
+	// CacheDir holds the node's verified image cache (shared by agents).
+	CacheDir string
+	// RuncRoot is the runc state directory of CTS containers on this node.
+	RuncRoot string
+	RuncPath string
+	// Network is "none" (default) or "host".
+	Network string
+	// MountPrefixOverride ("from:to") rewrites host mount sources for an agent that runs
+	// inside a container itself.
+	MountPrefixOverride string
+	LogLevel            string
+}
+
+// FromEnv reads the configuration with lookup (os.LookupEnv in production) and reads the
+// secret files. Every problem is reported, joined.
+func FromEnv(lookup func(string) (string, bool)) (Config, error) {
+	get := func(k string) string { v, _ := lookup(k); return strings.TrimSpace(v) }
+	var errs []error
+	c := Config{
+		JobID:               get("JOB_ID"),
+		Attempt:             get("CTS_AGENT_ATTEMPT"),
+		ServiceURL:          get("SERVICE_ROOT_URL"),
+		TokenPath:           get("TOKEN_PATH"),
+		S3URL:               get("S3_URL"),
+		S3AccessKey:         get("S3_ACCESS_KEY"),
+		S3SecretPath:        get("S3_SECRET_PATH"),
+		S3Region:            get("S3_REGION"),
+		S3Insecure:          strings.EqualFold(get("S3_INSECURE"), "true"),
+		WorkDir:             get("CTS_AGENT_WORKDIR"),
+		CacheDir:            get("CTS_AGENT_CACHE_DIR"),
+		RuncRoot:            get("CTS_AGENT_RUNC_ROOT"),
+		RuncPath:            get("CTS_AGENT_RUNC"),
+		Network:             get("CTS_AGENT_NETWORK"),
+		MountPrefixOverride: get("MOUNT_PREFIX_OVERRIDE"),
+		LogLevel:            get("CTS_LOG_LEVEL"),
+	}
+	cn := get("CONTAINER_NUMBER")
+	n, err := strconv.Atoi(cn)
+	if err != nil || n < 0 {
+		errs = append(errs, fmt.Errorf("CONTAINER_NUMBER must be a whole number ≥ 0, got %q", cn))
+	}
+	c.Container = n
+	for k, v := range map[string]string{"JOB_ID": c.JobID, "SERVICE_ROOT_URL": c.ServiceURL, "TOKEN_PATH": c.TokenPath,
+		"S3_URL": c.S3URL, "S3_ACCESS_KEY": c.S3AccessKey, "S3_SECRET_PATH": c.S3SecretPath} {
+		if v == "" {
+			errs = append(errs, fmt.Errorf("%s is required", k))
+		}
+	}
+	if c.S3Region == "" {
+		c.S3Region = "us-east-1"
+	}
+	if c.Attempt == "" {
+		host, _ := os.Hostname()
+		c.Attempt = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	if c.WorkDir == "" {
+		wd, _ := os.Getwd()
+		c.WorkDir = filepath.Join(wd, "cts-work")
+	}
+	if c.CacheDir == "" {
+		base := get("GLOBAL_CACHE_DIR")
+		if base == "" {
+			base = os.TempDir()
+		}
+		c.CacheDir = filepath.Join(base, "cts-image-cache")
+	}
+	if c.RuncRoot == "" {
+		c.RuncRoot = "/run/cts-runc"
+	}
+	if c.Network == "" {
+		c.Network = "none"
+	}
+	if c.Network != "none" && c.Network != "host" {
+		errs = append(errs, fmt.Errorf("CTS_AGENT_NETWORK must be none or host, got %q", c.Network))
+	}
+	if c.TokenPath != "" {
+		if c.Token, err = readSecret(c.TokenPath); err != nil {
+			errs = append(errs, fmt.Errorf("read token: %w", err))
+		}
+	}
+	if c.S3SecretPath != "" {
+		if c.S3Secret, err = readSecret(c.S3SecretPath); err != nil {
+			errs = append(errs, fmt.Errorf("read S3 secret: %w", err))
+		}
+	}
+	for _, p := range []*string{&c.WorkDir, &c.CacheDir, &c.RuncRoot} {
+		if abs, err := filepath.Abs(*p); err == nil {
+			*p = abs
+		}
+	}
+	return c, errors.Join(errs...)
+}
+
+// readSecret reads a secret file: its whole content, surrounding white space removed. An empty
+// file is an error.
+func readSecret(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return s, nil
+}
+
+// HostPath applies MountPrefixOverride to a path on this agent's file system, giving the path
+// the container runtime (on the host) sees.
+func (c Config) HostPath(p string) string {
+	from, to, ok := strings.Cut(c.MountPrefixOverride, ":")
+	if !ok || from == "" || !strings.HasPrefix(p, from) {
+		return p
+	}
+	return to + strings.TrimPrefix(p, from)
+}

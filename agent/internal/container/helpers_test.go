@@ -1,0 +1,201 @@
+package container
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/kbase/cts/test/imagebuild"
+)
+
+// requireRunc skips tests that need runc and root (CI installs runc and runs as root).
+func requireRunc(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run runc containers")
+	}
+	if _, err := exec.LookPath("runc"); err != nil {
+		t.Skip("runc not installed (apt-get install -y runc)")
+	}
+}
+
+var (
+	toolOnce sync.Once
+	toolBin  []byte
+	toolErr  error
+)
+
+// testTool returns the static testtool binary, built once per test binary.
+func testTool(t testing.TB) []byte {
+	t.Helper()
+	toolOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		toolBin, toolErr = imagebuild.BuildGoBinary(ctx, imagebuild.TestToolPkg, "")
+	})
+	if toolErr != nil {
+		t.Fatalf("build testtool: %v", toolErr)
+	}
+	return toolBin
+}
+
+// newRegistry serves an in-process registry, optionally behind wrap, and returns its host.
+func newRegistry(t testing.TB, wrap func(http.Handler) http.Handler) string {
+	t.Helper()
+	var h http.Handler = registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	if wrap != nil {
+		h = wrap(h)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+// push pushes img as host/repo:latest and returns the pinned reference.
+func push(t testing.TB, img v1.Image, host, repo string) string {
+	t.Helper()
+	d, err := imagebuild.Push(context.Background(), img, host+"/"+repo+":latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return host + "/" + repo + "@" + d
+}
+
+// toolImage is the testtool at /bin/testtool with PATH=/bin.
+func toolImage(t testing.TB) v1.Image {
+	t.Helper()
+	img, err := imagebuild.Build([]imagebuild.File{{Path: "/bin/testtool", Mode: 0o755, Data: testTool(t)}},
+		[]string{"/bin/testtool"}, []string{"PATH=/bin", "FROM_IMAGE=image", "OVERRIDE=image"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+type dirs struct{ root, cache, bundles string }
+
+func newDirs(t testing.TB) dirs {
+	base := t.TempDir()
+	return dirs{root: filepath.Join(base, "runc"), cache: filepath.Join(base, "cache"), bundles: filepath.Join(base, "bundles")}
+}
+
+func newOCI(t testing.TB, d dirs) *OCI {
+	t.Helper()
+	if _, err := exec.LookPath("runc"); err != nil {
+		t.Skip("runc not installed (apt-get install -y runc): NewOCI needs it")
+	}
+	o, err := NewOCI(OCIConfig{Root: d.root, CacheDir: d.cache, BundleDir: d.bundles, Insecure: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+// fixture is a runtime with the testtool image pulled.
+type fixture struct {
+	d     dirs
+	rt    *OCI
+	image string
+}
+
+func newFixture(t testing.TB) *fixture {
+	t.Helper()
+	requireRunc(t)
+	host := newRegistry(t, nil)
+	image := push(t, toolImage(t), host, "testtool")
+	d := newDirs(t)
+	rt := newOCI(t, d)
+	if err := rt.Pull(context.Background(), image); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { assertNoContainers(t, rt, d) })
+	return &fixture{d: d, rt: rt, image: image}
+}
+
+var idSeq struct {
+	sync.Mutex
+	n int
+}
+
+// spec returns a Spec for the testtool with a fresh id.
+func (f *fixture) spec(args ...string) Spec {
+	idSeq.Lock()
+	idSeq.n++
+	n := idSeq.n
+	idSeq.Unlock()
+	return Spec{
+		// Cgroups are node-wide: the pid keeps concurrent test binaries apart.
+		ID:          "cts-test-" + strconv.Itoa(os.Getpid()) + "-" + strconv.Itoa(n),
+		Image:       f.image,
+		Command:     append([]string{"testtool"}, args...),
+		MemoryBytes: 256 << 20,
+		CPUs:        1,
+		KillGrace:   2 * time.Second,
+	}
+}
+
+// run runs s and returns the result and both streams.
+func (f *fixture) run(t testing.TB, ctx context.Context, s Spec) (Result, string, string, error) {
+	t.Helper()
+	var stdout, stderr syncBuffer
+	s.Stdout, s.Stderr = &stdout, &stderr
+	res, err := f.rt.Run(ctx, s)
+	return res, stdout.String(), stderr.String(), err
+}
+
+// assertNoContainers checks that nothing is left under the runc root and the bundle dir.
+func assertNoContainers(t testing.TB, rt *OCI, d dirs) {
+	t.Helper()
+	out, err := rt.runcCall(context.Background(), "list", "--quiet")
+	if err != nil {
+		t.Errorf("runc list: %v", err)
+	}
+	if s := strings.TrimSpace(string(out)); s != "" {
+		t.Errorf("containers left under %s: %s", d.root, s)
+	}
+	entries, err := os.ReadDir(d.bundles)
+	if err != nil {
+		t.Errorf("read bundle dir: %v", err)
+	}
+	for _, e := range entries {
+		t.Errorf("bundle left: %s", e.Name())
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the concurrent writes of two copier goroutines and
+// a reader; notify (when set) receives every write.
+type syncBuffer struct {
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	notify func(string)
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n, err := b.buf.Write(p)
+	if b.notify != nil {
+		b.notify(b.buf.String())
+	}
+	return n, err
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

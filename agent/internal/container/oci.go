@@ -1,0 +1,534 @@
+package container
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+const (
+	// runcCallTimeout bounds one `runc kill`, `runc delete` or `runc list`.
+	runcCallTimeout = 30 * time.Second
+	// killWait is how long a container may take to die after SIGKILL before Run gives up.
+	killWait = 30 * time.Second
+	// signalRetry is the pause between attempts to signal a container that runc has not
+	// created yet.
+	signalRetry = 100 * time.Millisecond
+	// defaultCgroupParent holds one cgroup per container.
+	defaultCgroupParent = "/cts"
+)
+
+// OCIConfig configures the runc-based runtime.
+type OCIConfig struct {
+	// Root is runc's --root: the state of this runtime's containers. It must be private to
+	// one agent: Reap deletes every container found there.
+	Root string
+	// CacheDir holds the OCI-layout image cache; agents on one node may share it.
+	CacheDir string
+	// BundleDir holds one bundle (config.json + rootfs) per running container. Like Root it
+	// must be private to one agent: Reap removes everything in it.
+	BundleDir string
+	// RuncPath is the runc binary ("runc" from PATH when empty).
+	RuncPath string
+	// Insecure allows plain-http registries (e.g. 127.0.0.1 in tests and "cts dev").
+	Insecure bool
+	// Keychain supplies registry credentials (authn.DefaultKeychain when nil).
+	Keychain authn.Keychain
+	// MaxUnpackBytes bounds the regular-file bytes of one unpacked image
+	// (DefaultMaxUnpackBytes when 0).
+	MaxUnpackBytes int64
+	// CgroupParent is the absolute cgroup path under which each container gets a cgroup
+	// named by its ID ("/cts" when empty).
+	CgroupParent string
+	// Logger receives notes (skipped layer entries, cleanup problems). Discarded when nil.
+	Logger *slog.Logger
+}
+
+// OCI is the `oci` Runtime: a go-containerregistry OCI-layout cache and runc.
+type OCI struct {
+	cfg        OCIConfig
+	runc       string
+	keychain   authn.Keychain
+	log        *slog.Logger
+	hostNofile uint64
+	cache      *cache
+
+	initMu sync.Mutex
+	inited bool
+}
+
+var _ Runtime = (*OCI)(nil)
+
+// NewOCI checks cfg, creates the directories and finds runc.
+func NewOCI(cfg OCIConfig) (*OCI, error) {
+	var errs []error
+	for _, d := range []struct{ name, val string }{{"root", cfg.Root}, {"cache dir", cfg.CacheDir}, {"bundle dir", cfg.BundleDir}} {
+		if d.val == "" {
+			errs = append(errs, fmt.Errorf("%s is required", d.name))
+		}
+	}
+	if cfg.MaxUnpackBytes < 0 {
+		errs = append(errs, errors.New("max unpack bytes is negative"))
+	}
+	if cfg.CgroupParent != "" && !path.IsAbs(cfg.CgroupParent) {
+		errs = append(errs, fmt.Errorf("cgroup parent %q is not absolute", cfg.CgroupParent))
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("oci runtime config: %w", errors.Join(errs...))
+	}
+	for _, p := range []*string{&cfg.Root, &cfg.CacheDir, &cfg.BundleDir} {
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			return nil, fmt.Errorf("oci runtime config: %w", err)
+		}
+		*p = abs
+	}
+	if cfg.RuncPath == "" {
+		cfg.RuncPath = "runc"
+	}
+	runc, err := exec.LookPath(cfg.RuncPath)
+	if err != nil {
+		return nil, fmt.Errorf("oci runtime: find runc: %w", err)
+	}
+	if cfg.MaxUnpackBytes == 0 {
+		cfg.MaxUnpackBytes = DefaultMaxUnpackBytes
+	}
+	if cfg.CgroupParent == "" {
+		cfg.CgroupParent = defaultCgroupParent
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	for _, d := range []string{cfg.Root, cfg.BundleDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("oci runtime: %w", err)
+		}
+	}
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return nil, fmt.Errorf("oci runtime: nofile limit: %w", err)
+	}
+	return &OCI{
+		cfg:        cfg,
+		runc:       runc,
+		keychain:   keychainOrDefault(cfg.Keychain),
+		log:        log,
+		hostNofile: rl.Max,
+		cache:      &cache{dir: cfg.CacheDir, layout: filepath.Join(cfg.CacheDir, "layout")},
+	}, nil
+}
+
+// ensureCache creates the cache layout on first use (NewOCI has no context to wait for the
+// cache lock with).
+func (o *OCI) ensureCache(ctx context.Context) error {
+	o.initMu.Lock()
+	defer o.initMu.Unlock()
+	if o.inited {
+		return nil
+	}
+	if err := o.cache.init(ctx); err != nil {
+		return err
+	}
+	o.inited = true
+	return nil
+}
+
+// Run implements Runtime.
+func (o *OCI) Run(ctx context.Context, s Spec) (Result, error) {
+	if err := validate(s); err != nil {
+		return Result{}, err
+	}
+	notStarted := Result{ExitCode: -1, Canceled: true}
+	if ctx.Err() != nil {
+		return notStarted, nil
+	}
+	if err := o.ensureCache(ctx); err != nil {
+		if ctx.Err() != nil {
+			return notStarted, nil
+		}
+		return Result{}, fmt.Errorf("run %s: %w", s.ID, err)
+	}
+	bundle := filepath.Join(o.cfg.BundleDir, s.ID)
+	if err := os.Mkdir(bundle, 0o700); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return Result{}, fmt.Errorf("run %s: %w: id in use", s.ID, ErrInvalidSpec)
+		}
+		return Result{}, fmt.Errorf("run %s: %w", s.ID, err)
+	}
+	defer func() {
+		if err := os.RemoveAll(bundle); err != nil {
+			// Reap removes it at the next start; the run's outcome stands.
+			o.log.Warn("remove container bundle", "container", s.ID, "error", err)
+		}
+	}()
+	if err := o.prepare(ctx, s, bundle); err != nil {
+		if ctx.Err() != nil {
+			return notStarted, nil
+		}
+		return Result{}, fmt.Errorf("run %s: %w", s.ID, err)
+	}
+	res, err := o.run(ctx, s, bundle)
+	if err != nil {
+		return res, fmt.Errorf("run %s: %w", s.ID, err)
+	}
+	return res, nil
+}
+
+// prepare unpacks the image into <bundle>/rootfs and writes <bundle>/config.json.
+func (o *OCI) prepare(ctx context.Context, s Spec, bundle string) error {
+	_, refDigest, err := o.parseRef(s.Image)
+	if err != nil {
+		return err
+	}
+	imgDigest, ok, err := o.cache.lookup(ctx, refDigest)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("%s: %w", s.Image, ErrNotPulled)
+	}
+	rawManifest, err := o.cache.readSmallBlob(imgDigest)
+	if err != nil {
+		return o.corrupt(ctx, imgDigest, err)
+	}
+	manifest, err := v1.ParseManifest(bytes.NewReader(rawManifest))
+	if err != nil {
+		return fmt.Errorf("manifest %s: %w", imgDigest, err)
+	}
+	rawConfig, err := o.cache.readSmallBlob(manifest.Config.Digest)
+	if err != nil {
+		return o.corrupt(ctx, imgDigest, err)
+	}
+	cfg, err := v1.ParseConfigFile(bytes.NewReader(rawConfig))
+	if err != nil {
+		return fmt.Errorf("image config %s: %w", manifest.Config.Digest, err)
+	}
+	if cfg.OS != "" && cfg.OS != "linux" {
+		return fmt.Errorf("image %s is for %s, not linux", s.Image, cfg.OS)
+	}
+
+	rootfs := filepath.Join(bundle, "rootfs")
+	if err := os.Mkdir(rootfs, 0o755); err != nil {
+		return fmt.Errorf("rootfs: %w", err)
+	}
+	root, err := os.OpenRoot(rootfs)
+	if err != nil {
+		return fmt.Errorf("rootfs: %w", err)
+	}
+	defer root.Close()
+	u := newUnpacker(root, o.cfg.MaxUnpackBytes, o.log.With("container", s.ID))
+	for _, l := range manifest.Layers {
+		blob := o.cache.blobPath(l.Digest)
+		err := u.applyBlob(ctx, layerBlob{digest: l.Digest, size: l.Size, open: func() (io.ReadCloser, error) { return os.Open(blob) }})
+		if errors.Is(err, ErrDigestMismatch) {
+			return o.corrupt(ctx, imgDigest, fmt.Errorf("unpack: %w", err), l.Digest)
+		}
+		if err != nil {
+			return fmt.Errorf("unpack: %w", err)
+		}
+	}
+	user, err := resolveUser(root, cfg.Config.User)
+	if err != nil {
+		return err
+	}
+	cgroupsPath := path.Join(o.cfg.CgroupParent, s.ID)
+	b, err := json.MarshalIndent(runtimeSpec(s, cfg.Config, user, o.hostNofile, cgroupsPath), "", "  ")
+	if err != nil {
+		return fmt.Errorf("config.json: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o600); err != nil {
+		return fmt.Errorf("config.json: %w", err)
+	}
+	return nil
+}
+
+// corrupt evicts an image whose cached blob failed verification (and that blob), so the
+// next Pull fetches it again, and returns cause.
+func (o *OCI) corrupt(ctx context.Context, image v1.Hash, cause error, blobs ...v1.Hash) error {
+	var blob *v1.Hash
+	if len(blobs) > 0 {
+		blob = &blobs[0]
+	} else if errors.Is(cause, ErrDigestMismatch) {
+		blob = &image
+	}
+	if err := o.cache.evict(context.WithoutCancel(ctx), image, blob); err != nil {
+		return errors.Join(cause, err)
+	}
+	return cause
+}
+
+// run starts `runc run` and waits for it, stopping the container on cancellation or timeout.
+// runc runs in its own process group so a terminal's Ctrl-C reaches the agent only; it is
+// never signaled itself (see the package comment).
+func (o *OCI) run(ctx context.Context, s Spec, bundle string) (Result, error) {
+	logPath := filepath.Join(bundle, "runc.log")
+	cmd := exec.Command(o.runc, "--root", o.cfg.Root, "--log", logPath, "--log-format", "json",
+		"run", "--keep", "--bundle", bundle, s.ID)
+	cmd.Stdout, cmd.Stderr = orDiscard(s.Stdout), orDiscard(s.Stderr)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// The container's processes die with its init, so the streams close promptly; this
+	// only bounds a pathological writer.
+	cmd.WaitDelay = 10 * time.Second
+
+	var res Result
+	res.Started = time.Now()
+	if err := cmd.Start(); err != nil {
+		return res, fmt.Errorf("start runc: %w", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+
+	var timeout <-chan time.Time
+	if s.Timeout > 0 {
+		t := time.NewTimer(s.Timeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	grace := s.KillGrace
+	if grace == 0 {
+		grace = DefaultKillGrace
+	}
+	var waitErr, stopErr error
+	select {
+	case waitErr = <-done:
+	case <-ctx.Done():
+		res.Canceled = true
+		waitErr, stopErr = o.stop(ctx, s.ID, grace, done)
+	case <-timeout:
+		res.TimedOut = true
+		waitErr, stopErr = o.stop(ctx, s.ID, grace, done)
+	}
+	res.Ended = time.Now()
+
+	// The container was kept (--keep) so its cgroup can still be read.
+	cctx := context.WithoutCancel(ctx)
+	res.OOMKilled = o.oomKilled(s.ID)
+	delErr := o.delete(cctx, s.ID)
+	if stopErr != nil {
+		return res, errors.Join(stopErr, delErr)
+	}
+
+	var exitErr *exec.ExitError
+	switch {
+	case waitErr == nil:
+		res.ExitCode = 0
+	case errors.As(waitErr, &exitErr) && exitErr.ExitCode() >= 0:
+		res.ExitCode = exitErr.ExitCode()
+	default:
+		// runc was killed by a signal, or copying the container's streams failed.
+		return res, errors.Join(fmt.Errorf("runc run: %w", waitErr), delErr)
+	}
+	if res.ExitCode != 0 && !res.Canceled && !res.TimedOut {
+		if msg := runcErrors(logPath); msg != "" {
+			return res, errors.Join(&StartError{ID: s.ID, Message: msg}, delErr)
+		}
+	}
+	if delErr != nil {
+		return res, delErr
+	}
+	return res, nil
+}
+
+func orDiscard(w io.Writer) io.Writer {
+	if w == nil {
+		return io.Discard
+	}
+	return w
+}
+
+// stop sends TERM, waits up to grace, then sends KILL to every process of the container
+// until `runc run` returns. Signals are retried while runc has not created the container
+// yet. It returns runc run's wait error, or an error of its own when the container outlives
+// SIGKILL by killWait.
+func (o *OCI) stop(ctx context.Context, id string, grace time.Duration, done <-chan error) (waitErr, err error) {
+	cctx := context.WithoutCancel(ctx)
+	graceT := time.NewTimer(grace)
+	defer graceT.Stop()
+	termed := false
+	for !termed {
+		termed = o.kill(cctx, id, "TERM", false) == nil
+		if termed {
+			break
+		}
+		select {
+		case err := <-done:
+			return err, nil
+		case <-graceT.C:
+			return o.killHard(cctx, id, done)
+		case <-time.After(signalRetry):
+		}
+	}
+	select {
+	case err := <-done:
+		return err, nil
+	case <-graceT.C:
+		return o.killHard(cctx, id, done)
+	}
+}
+
+func (o *OCI) killHard(ctx context.Context, id string, done <-chan error) (waitErr, err error) {
+	deadline := time.NewTimer(killWait)
+	defer deadline.Stop()
+	for {
+		if err := o.kill(ctx, id, "KILL", true); err != nil {
+			o.log.Debug("runc kill", "container", id, "error", err)
+		}
+		select {
+		case err := <-done:
+			return err, nil
+		case <-deadline.C:
+			return nil, fmt.Errorf("container %s still running %s after SIGKILL", id, killWait)
+		case <-time.After(5 * signalRetry):
+		}
+	}
+}
+
+// kill runs `runc kill [--all] ID SIG`.
+func (o *OCI) kill(ctx context.Context, id, sig string, all bool) error {
+	args := []string{"kill"}
+	if all {
+		args = append(args, "--all")
+	}
+	_, err := o.runcCall(ctx, append(args, id, sig)...)
+	return err
+}
+
+// delete runs `runc delete --force ID`; a container that does not exist is not an error.
+func (o *OCI) delete(ctx context.Context, id string) error {
+	if _, err := os.Stat(filepath.Join(o.cfg.Root, id)); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if _, err := o.runcCall(ctx, "delete", "--force", id); err != nil {
+		if _, serr := os.Stat(filepath.Join(o.cfg.Root, id)); errors.Is(serr, fs.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("delete container %s: %w", id, err)
+	}
+	return nil
+}
+
+// runcCall runs a short runc sub-command under our --root. Unlike `runc run`, these may be
+// killed by their context: they do not own the container.
+func (o *OCI) runcCall(ctx context.Context, args ...string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, runcCallTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, o.runc, append([]string{"--root", o.cfg.Root}, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("runc %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.Bytes(), nil
+}
+
+// runcErrors returns the error-level messages of a runc --log-format json log, joined.
+func runcErrors(logPath string) string {
+	f, err := os.Open(logPath)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	var msgs []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var e struct{ Level, Msg string }
+		if json.Unmarshal(sc.Bytes(), &e) == nil && (e.Level == "error" || e.Level == "fatal") {
+			msgs = append(msgs, e.Msg)
+		}
+	}
+	return strings.Join(msgs, "; ")
+}
+
+// oomKilled reports whether the kernel OOM-killed a process in the container's memory cgroup.
+// Method: runc's state file (<root>/<id>/state.json, kept by `run --keep` until delete) names
+// the container's cgroup directories; cgroup v1 counts kills in memory.oom_control
+// ("oom_kill N", Linux ≥ 4.13), cgroup v2 in memory.events ("oom_kill N"). An exit status of
+// 137 alone cannot tell an OOM kill from any other SIGKILL.
+func (o *OCI) oomKilled(id string) bool {
+	b, err := os.ReadFile(filepath.Join(o.cfg.Root, id, "state.json"))
+	if err != nil {
+		return false // runc never created the container
+	}
+	var st struct {
+		CgroupPaths map[string]string `json:"cgroup_paths"`
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		o.log.Warn("read runc state", "container", id, "error", err)
+		return false
+	}
+	if p, ok := st.CgroupPaths["memory"]; ok {
+		return counter(filepath.Join(p, "memory.oom_control"), "oom_kill") > 0
+	}
+	if p, ok := st.CgroupPaths[""]; ok {
+		return counter(filepath.Join(p, "memory.events"), "oom_kill") > 0
+	}
+	return false
+}
+
+// counter reads "key N" from a cgroup flat-keyed file; 0 when absent.
+func counter(file, key string) int64 {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, " "); ok && k == key {
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// Reap implements Runtime: it kills and deletes every container under Root and removes every
+// bundle under BundleDir.
+func (o *OCI) Reap(ctx context.Context) error {
+	out, err := o.runcCall(ctx, "list", "--quiet")
+	if err != nil {
+		return fmt.Errorf("reap: %w", err)
+	}
+	var errs []error
+	for _, id := range strings.Fields(string(out)) {
+		if err := o.kill(ctx, id, "KILL", true); err != nil {
+			o.log.Debug("reap: kill", "container", id, "error", err)
+		}
+		if err := o.delete(ctx, id); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		o.log.Info("reaped leftover container", "container", id)
+	}
+	entries, err := os.ReadDir(o.cfg.BundleDir)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(o.cfg.BundleDir, e.Name())); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("reap: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,415 @@
+// Package runner is the agent's state machine for one container of a job:
+//
+//	download (verify CRC64/NVME) ─► job_submitting ─► pull image ─► run ─► job_submitted
+//	  exit 0:  upload_submitting ─► upload_submitted ─► (outputs + logs uploaded) ─► complete
+//	  exit ≠0: error_processing_submitting ─► error_processing_submitted ─► (logs) ─► error
+//	  system failure at any point, cancel, or shutdown ─► (logs, if the container ran) ─► error
+//
+// Each phase is a function returning an error; one deferred finaliser derives the terminal
+// event from how the run ended (the user's container failed, the system failed, the job was
+// canceled, the agent is shutting down), recovers panics as system errors, uploads the
+// container logs whenever the container ran, and always sends the final report. It never
+// talks to S3 or the container runtime except through the interfaces it owns.
+package runner
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/kbase/cts/agent/internal/container"
+	"github.com/kbase/cts/agent/internal/transfer"
+	"github.com/kbase/cts/shared/checksum"
+	"github.com/kbase/cts/shared/job"
+	"github.com/kbase/cts/shared/protocol"
+	"github.com/kbase/cts/shared/s3path"
+)
+
+// Reporter delivers state events to the coordinator (exactly once).
+type Reporter interface {
+	Report(ctx context.Context, ev protocol.Event) error
+}
+
+// Transfers moves files between S3 and this node with verification.
+type Transfers interface {
+	DownloadAll(ctx context.Context, ds []transfer.Download) error
+	UploadAll(ctx context.Context, us []transfer.Upload) ([]transfer.Uploaded, error)
+}
+
+// Config holds the runner's settings.
+type Config struct {
+	// WorkDir is this container's private directory (inputs, outputs, logs).
+	WorkDir string
+	// Attempt names this run (used in the runtime container ID).
+	Attempt string
+	// HostPath maps a local path to the path the container runtime sees (identity unless the
+	// agent itself runs in a container).
+	HostPath func(string) string
+	// Network is "none" or "host".
+	Network string
+	// KillGrace is the TERM→KILL grace when stopping the container.
+	KillGrace time.Duration
+	// FinalTimeout bounds the log upload and final report after a cancel or shutdown.
+	FinalTimeout time.Duration
+}
+
+// Runner runs one container.
+type Runner struct {
+	cfg      Config
+	report   Reporter
+	xfer     Transfers
+	runtime  container.Runtime
+	log      *slog.Logger
+	canceled <-chan protocol.Cancel
+}
+
+// New returns a Runner. canceled delivers the coordinator's cancel of the job.
+func New(cfg Config, rep Reporter, xfer Transfers, rt container.Runtime, canceled <-chan protocol.Cancel, log *slog.Logger) *Runner {
+	if cfg.HostPath == nil {
+		cfg.HostPath = func(p string) string { return p }
+	}
+	if cfg.FinalTimeout <= 0 {
+		cfg.FinalTimeout = 10 * time.Minute
+	}
+	return &Runner{cfg: cfg, report: rep, xfer: xfer, runtime: rt, log: log, canceled: canceled}
+}
+
+// Outcome kinds: how a run ended.
+type endKind int
+
+const (
+	endSuccess   endKind = iota
+	endUserError         // the container exited non-zero
+	endSystem            // download, pull, runtime, upload or report failed
+	endCanceled          // the job was canceled
+	endShutdown          // this agent was told to stop (SIGTERM: removal, eviction)
+)
+
+// run is the state of one Run, read by the finaliser.
+type run struct {
+	a        *protocol.Assignment
+	inputDir string
+	outDir   string
+	stdout   string
+	stderr   string
+	ran      bool // the container process was started (logs exist)
+	result   container.Result
+	outputs  []protocol.OutputFile
+	userErr  string // a message for the user, when the system knows better than "unexpected"
+}
+
+// ErrShutdown is the cause to cancel Run's context with (context.WithCancelCause) when the
+// agent is being stopped, as opposed to the job being canceled.
+var ErrShutdown = errors.New("agent shutting down")
+
+// Run executes the assignment and reports every state. It returns nil when the final report
+// was delivered (whatever the container did), or the error that prevented it. Canceling ctx
+// with cause ErrShutdown stops the container and reports the agent's shutdown.
+func (r *Runner) Run(ctx context.Context, a *protocol.Assignment) (err error) {
+	st := &run{a: a}
+	ctx, cancelJob := context.WithCancelCause(ctx)
+	defer cancelJob(nil)
+	go func() {
+		select {
+		case c := <-r.canceled:
+			cancelJob(fmt.Errorf("%w: %s", errJobCanceled, c.Reason))
+		case <-ctx.Done():
+		}
+	}()
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("agent panic: %v\n%s", p, debug.Stack())
+		}
+		err = r.finish(ctx, st, err)
+	}()
+	if err := r.prepare(st); err != nil {
+		return err
+	}
+	if err := r.download(ctx, st); err != nil {
+		return err
+	}
+	if err := r.reportState(ctx, job.JobSubmitting, nil); err != nil {
+		return err
+	}
+	if err := r.execute(ctx, st); err != nil {
+		return err
+	}
+	if st.result.ExitCode != 0 || st.result.TimedOut {
+		return errUserContainer
+	}
+	return r.uploadOutputs(ctx, st)
+}
+
+var (
+	errJobCanceled   = errors.New("job canceled")
+	errUserContainer = errors.New("container failed")
+)
+
+func (r *Runner) prepare(st *run) error {
+	st.inputDir = filepath.Join(r.cfg.WorkDir, "input")
+	st.outDir = filepath.Join(r.cfg.WorkDir, "output")
+	st.stdout = filepath.Join(r.cfg.WorkDir, fmt.Sprintf("container-%d-stdout.txt", st.a.Container))
+	st.stderr = filepath.Join(r.cfg.WorkDir, fmt.Sprintf("container-%d-stderr.txt", st.a.Container))
+	for _, d := range []string{st.inputDir, st.outDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("create work directory: %w", err)
+		}
+	}
+	return nil
+}
+
+func (r *Runner) download(ctx context.Context, st *run) error {
+	ds := make([]transfer.Download, 0, len(st.a.Inputs))
+	for _, in := range st.a.Inputs {
+		rel := path.Clean(in.RelPath)
+		if rel == "." || path.IsAbs(rel) || rel == ".." || strings.HasPrefix(rel, "../") {
+			return fmt.Errorf("assignment has an unsafe input path %q", in.RelPath)
+		}
+		ds = append(ds, transfer.Download{S3Path: in.S3Path, CRC64NVME: in.CRC64NVME, Size: in.Size, Dest: filepath.Join(st.inputDir, filepath.FromSlash(rel))})
+	}
+	r.log.InfoContext(ctx, "downloading inputs", "files", len(ds))
+	start := time.Now()
+	if err := r.xfer.DownloadAll(ctx, ds); err != nil {
+		var mm *checksum.MismatchError
+		if errors.As(err, &mm) {
+			st.userErr = fmt.Sprintf("Input file %s does not match its recorded CRC64/NVME checksum (expected %s, got %s): it changed after the job was submitted", mm.Path, mm.Want, mm.Got)
+		}
+		return fmt.Errorf("download inputs: %w", err)
+	}
+	r.log.InfoContext(ctx, "inputs downloaded and verified", "files", len(ds), "seconds", time.Since(start).Seconds())
+	return nil
+}
+
+// containerID is a runtime ID unique on the node for this job, container and attempt.
+func (r *Runner) containerID(a *protocol.Assignment) string {
+	h := sha256.Sum256([]byte(a.JobID + "\x00" + r.cfg.Attempt))
+	j := a.JobID
+	if len(j) > 8 {
+		j = j[:8]
+	}
+	return fmt.Sprintf("cts-%s-%d-%s", j, a.Container, hex.EncodeToString(h[:4]))
+}
+
+func (r *Runner) execute(ctx context.Context, st *run) error {
+	a := st.a
+	if err := r.runtime.Pull(ctx, a.Image); err != nil {
+		return fmt.Errorf("pull image %s: %w", a.Image, err)
+	}
+	stdout, err := os.Create(st.stdout)
+	if err != nil {
+		return fmt.Errorf("create stdout log: %w", err)
+	}
+	defer stdout.Close()
+	stderr, err := os.Create(st.stderr)
+	if err != nil {
+		return fmt.Errorf("create stderr log: %w", err)
+	}
+	defer stderr.Close()
+	spec := container.Spec{
+		ID: r.containerID(a), Image: a.Image, Command: a.Command, Env: a.Env,
+		Mounts: []container.Mount{
+			{Source: r.cfg.HostPath(st.inputDir), Destination: a.InputMountPoint, ReadOnly: true},
+			{Source: r.cfg.HostPath(st.outDir), Destination: a.OutputMountPoint},
+		},
+		CPUs: float64(a.CPUs), MemoryBytes: a.MemoryBytes,
+		Timeout:   time.Duration(a.RuntimeSeconds * float64(time.Second)),
+		KillGrace: r.cfg.KillGrace, Network: r.cfg.Network,
+		Stdout: stdout, Stderr: stderr,
+	}
+	// The process is about to start: the coordinator counts the container as running.
+	if err := r.reportState(ctx, job.JobSubmitted, nil); err != nil {
+		return err
+	}
+	st.ran = true
+	r.log.InfoContext(ctx, "container starting", "id", spec.ID, "image", a.Image)
+	res, err := r.runtime.Run(ctx, spec)
+	st.result = res
+	if err != nil {
+		var se *container.StartError
+		if errors.As(err, &se) {
+			st.userErr = fmt.Sprintf("The container could not be started: %s", se.Message)
+		}
+		return fmt.Errorf("run container: %w", err)
+	}
+	r.log.InfoContext(ctx, "container exited", "exit_code", res.ExitCode, "oom_killed", res.OOMKilled,
+		"timed_out", res.TimedOut, "canceled", res.Canceled, "seconds", res.Ended.Sub(res.Started).Seconds())
+	if res.Canceled {
+		return context.Cause(ctx)
+	}
+	code := res.ExitCode
+	next := job.UploadSubmitting
+	if code != 0 || res.TimedOut {
+		next = job.ErrorProcessingSubmitting
+	}
+	return r.reportState(ctx, next, func(ev *protocol.Event) { ev.ExitCode = &code; ev.OOMKilled = res.OOMKilled })
+}
+
+func (r *Runner) uploadOutputs(ctx context.Context, st *run) error {
+	a := st.a
+	if err := r.reportState(ctx, job.UploadSubmitted, nil); err != nil {
+		return err
+	}
+	var ups []transfer.Upload
+	prefix := a.OutputDir
+	if a.Declobber {
+		prefix += fmt.Sprintf("%d/", a.Container)
+	}
+	err := filepath.WalkDir(st.outDir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(st.outDir, p)
+		switch {
+		case d.IsDir():
+			return nil
+		case !d.Type().IsRegular():
+			st.userErr = fmt.Sprintf("Output %s is not a regular file (symbolic links, devices and sockets are not uploaded)", filepath.ToSlash(rel))
+			return fmt.Errorf("output %s is not a regular file", rel)
+		}
+		key := prefix + filepath.ToSlash(rel)
+		if _, err := s3path.Parse(key); err != nil {
+			st.userErr = fmt.Sprintf("Output file name %s cannot be stored in S3: %s", filepath.ToSlash(rel), err)
+			return fmt.Errorf("output %s: %w", rel, err)
+		}
+		ups = append(ups, transfer.Upload{Source: p, S3Path: key})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("collect outputs: %w", err)
+	}
+	r.log.InfoContext(ctx, "uploading outputs", "files", len(ups))
+	done, err := r.xfer.UploadAll(ctx, ups)
+	if err != nil {
+		return fmt.Errorf("upload outputs: %w", err)
+	}
+	for _, u := range done {
+		st.outputs = append(st.outputs, protocol.OutputFile{File: u.S3Path, CRC64NVME: u.CRC64NVME})
+	}
+	return nil
+}
+
+// uploadLogs uploads the container's stdout and stderr to the job's log folder.
+func (r *Runner) uploadLogs(ctx context.Context, st *run) error {
+	var ups []transfer.Upload
+	for _, f := range []string{st.stdout, st.stderr} {
+		if _, err := os.Stat(f); err == nil {
+			ups = append(ups, transfer.Upload{Source: f, S3Path: st.a.LogDir + filepath.Base(f)})
+		}
+	}
+	_, err := r.xfer.UploadAll(ctx, ups)
+	return err
+}
+
+func (r *Runner) reportState(ctx context.Context, s job.State, edit func(*protocol.Event)) error {
+	ev := protocol.Event{State: s, Time: time.Now().UTC()}
+	if edit != nil {
+		edit(&ev)
+	}
+	if err := r.report.Report(ctx, ev); err != nil {
+		return fmt.Errorf("%w: %s: %w", errReport, s, err)
+	}
+	return nil
+}
+
+// finish is the single exit: it classifies how the run ended, uploads logs when the container
+// ran, and sends the terminal event. It runs on a context detached from cancellation (bounded
+// by FinalTimeout) so a canceled or stopping agent still reports.
+func (r *Runner) finish(runCtx context.Context, st *run, err error) error {
+	kind := classify(runCtx, err)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(runCtx), r.cfg.FinalTimeout)
+	defer cancel()
+	var reportErr error
+	if errors.Is(err, errReport) && runCtx.Err() == nil {
+		// The coordinator refused this agent or stayed unreachable: nothing more can be
+		// reported. (A report interrupted by a cancel or shutdown is retried below.)
+		return err
+	}
+	var logErr error
+	if st.ran {
+		if kind == endUserError {
+			if rerr := r.reportState(ctx, job.ErrorProcessingSubmitted, nil); rerr != nil {
+				return rerr
+			}
+		}
+		logErr = r.uploadLogs(ctx, st)
+		if logErr != nil {
+			r.log.ErrorContext(ctx, "upload container logs", "error", logErr)
+		}
+	}
+	ev := protocol.Event{Time: time.Now().UTC()}
+	switch kind {
+	case endSuccess:
+		if logErr != nil {
+			ev.State, ev.AdminError = job.Error, fmt.Sprintf("upload container logs: %v", logErr)
+			ev.Error = "The container's logs could not be saved."
+			break
+		}
+		ev.State, ev.Outputs = job.Complete, st.outputs
+		if ev.Outputs == nil {
+			ev.Outputs = []protocol.OutputFile{}
+		}
+	case endUserError:
+		ev.State = job.Error
+		code := st.result.ExitCode
+		ev.ExitCode = &code
+		switch {
+		case st.result.TimedOut:
+			ev.Error = fmt.Sprintf("The container exceeded the job's runtime of %s and was stopped.", time.Duration(st.a.RuntimeSeconds*float64(time.Second)))
+		case st.result.OOMKilled:
+			ev.Error = fmt.Sprintf("The container exceeded the job's memory limit of %d bytes and was killed.", st.a.MemoryBytes)
+		default:
+			ev.Error = fmt.Sprintf("The container exited with code %d.", code)
+		}
+		ev.AdminError = ev.Error
+		ev.OOMKilled = st.result.OOMKilled
+	case endCanceled:
+		ev.State, ev.Error, ev.AdminError = job.Error, "The job was canceled.", fmt.Sprintf("canceled: %v", context.Cause(runCtx))
+	case endShutdown:
+		ev.State, ev.Error = job.Error, "The job's container was stopped by the compute system (removed or evicted)."
+		ev.AdminError = "agent received a stop signal"
+	default:
+		ev.State = job.Error
+		ev.AdminError = err.Error()
+		ev.Error = st.userErr
+		if ev.Error == "" {
+			ev.Error = "An unexpected error occurred."
+		}
+	}
+	if kind == endUserError && st.userErr != "" {
+		ev.Error = st.userErr
+	}
+	reportErr = r.report.Report(ctx, ev)
+	if reportErr != nil {
+		return fmt.Errorf("report %s: %w", ev.State, reportErr)
+	}
+	r.log.InfoContext(ctx, "final state reported", "state", ev.State, "error", ev.AdminError)
+	return nil
+}
+
+// errReport marks failures to report (wrapped by reportState's caller chain).
+var errReport = errors.New("report failed")
+
+func classify(ctx context.Context, err error) endKind {
+	switch {
+	case err == nil:
+		return endSuccess
+	case errors.Is(err, errUserContainer):
+		return endUserError
+	case errors.Is(context.Cause(ctx), ErrShutdown):
+		return endShutdown
+	case errors.Is(context.Cause(ctx), errJobCanceled):
+		return endCanceled
+	default:
+		return endSystem
+	}
+}

@@ -1,0 +1,190 @@
+// Package app is the coordinator's composition root: it builds every component from a
+// config.Config (store, notifier, auth client, S3, image manager, launcher plugins, jobs
+// service, REST API, agent endpoint), serves HTTP, runs the background loops, and stops them
+// all in order. cmd/cts-coordinator, dev mode and the end-to-end tests use it.
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/kbase/cts/coordinator/internal/agentws"
+	"github.com/kbase/cts/coordinator/internal/api"
+	"github.com/kbase/cts/coordinator/internal/auth"
+	"github.com/kbase/cts/coordinator/internal/config"
+	"github.com/kbase/cts/coordinator/internal/images"
+	"github.com/kbase/cts/coordinator/internal/jobs"
+	"github.com/kbase/cts/coordinator/internal/notify"
+	"github.com/kbase/cts/coordinator/internal/objects"
+	"github.com/kbase/cts/coordinator/internal/store"
+	"github.com/kbase/cts/shared/launcher"
+)
+
+// Config is the coordinator configuration (see package config).
+type Config = config.Config
+
+// Site is a compute site of the configuration.
+type Site = config.Site
+
+// LoadConfig reads the configuration file (optional) and the environment.
+func LoadConfig(path string, lookup func(string) (string, bool)) (Config, error) {
+	return config.Load(path, lookup)
+}
+
+// DefaultConfig returns the configuration defaults.
+func DefaultConfig() Config { return config.Default() }
+
+// Version is reported by GET /; set at build time with -ldflags.
+var (
+	Version = "0.1.0"
+	GitHash = "unknown"
+)
+
+// App is a running coordinator.
+type App struct {
+	cfg       Config
+	log       *slog.Logger
+	ln        net.Listener
+	srv       *http.Server
+	store     *store.Store
+	notifier  *notify.Notifier
+	jobs      *jobs.Service
+	agents    *agentws.Handler
+	launchers []*launcher.Client
+}
+
+// New builds the coordinator and binds its listener; nothing runs until Run.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid configuration: %w", err)
+	}
+	a = &App{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			a.close(context.Background())
+		}
+	}()
+	a.store, err = store.New(ctx, store.Config{URI: cfg.Mongo.URI, Database: cfg.Mongo.Database, Logger: log.With("component", "store")})
+	if err != nil {
+		return nil, fmt.Errorf("connect to MongoDB: %w", err)
+	}
+	a.notifier, err = notify.New(notify.Config{Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.Topic}, a.store, log.With("component", "notify"))
+	if err != nil {
+		return nil, fmt.Errorf("kafka notifier: %w", err)
+	}
+	authc, err := auth.New(ctx, auth.Config{
+		URL: cfg.Auth.URL, AdminRoles: cfg.Auth.AdminRoles, StaffRole: cfg.Auth.StaffRole,
+		ExecutorRole: cfg.Auth.ExecutorRole, RefdataRole: cfg.Auth.RefdataRole,
+	}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("auth2 client: %w", err)
+	}
+	objs := objects.New(objects.NewClient(objects.Config{
+		Endpoint: cfg.S3.Endpoint, AccessKey: cfg.S3.AccessKey, SecretKey: cfg.S3.SecretKey,
+		Region: cfg.S3.Region, Insecure: cfg.S3.Insecure,
+	}))
+	imgs := images.NewManager(a.store)
+
+	var sites []jobs.Site
+	var infos []api.SiteInfo
+	for _, sc := range cfg.Sites {
+		// A plugin gets only PATH and HOME of our environment: never the coordinator's secrets.
+		l, err := launcher.Start(ctx, launcher.HostConfig{Path: sc.Plugin, Logger: log.With("plugin", sc.Name),
+			Env: []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}})
+		if err != nil {
+			return nil, fmt.Errorf("site %s: start launcher plugin: %w", sc.Name, err)
+		}
+		a.launchers = append(a.launchers, l)
+		pc, _ := json.Marshal(sc.PluginConfig)
+		if err := l.Configure(ctx, pc); err != nil {
+			return nil, fmt.Errorf("site %s: configure launcher plugin: %w", sc.Name, err)
+		}
+		sites = append(sites, jobs.Site{
+			Name: sc.Name, Launcher: l, CPUsPerNode: sc.CPUsPerNode, MemoryPerNodeGB: sc.MemoryPerNodeGB,
+			MaxRuntimeMin: sc.MaxRuntimeMin, RequireStaff: sc.RequireStaff, WorkerEnv: sc.WorkerEnv,
+		})
+		notes := sc.Notes
+		if notes == nil {
+			notes = []string{}
+		}
+		infos = append(infos, api.SiteInfo{
+			Cluster: sc.Name, Nodes: sc.Nodes, CPUsPerNode: sc.CPUsPerNode, MemoryPerNodeGB: sc.MemoryPerNodeGB,
+			MaxRuntimeMin: sc.MaxRuntimeMin, Notes: notes, Active: true, Available: true,
+		})
+	}
+	s3url := cfg.S3.WorkerEndpoint
+	if s3url == "" {
+		s3url = cfg.S3.Endpoint
+	}
+	a.jobs = jobs.New(jobs.Config{
+		ServiceURL: cfg.ServiceURL, S3URL: s3url, S3AccessKey: cfg.S3.AccessKey, S3Insecure: cfg.S3.Insecure,
+		LogDir: cfg.Jobs.LogDir, AllowedPaths: cfg.Jobs.AllowedPaths, MaxCPUHours: cfg.Jobs.MaxCPUHours,
+		SubmitInterval: cfg.Jobs.SubmitInterval, Sites: sites,
+	}, a.store, objs, imgs, a.notifier, log.With("component", "jobs"))
+
+	var apiSrv *api.Server
+	a.agents = agentws.New(agentws.Config{}, a.jobs, func(r *http.Request) error { return apiSrv.AuthorizeExecutor(r) },
+		log.With("component", "agentws"), func(w http.ResponseWriter, r *http.Request, err error) { apiSrv.WriteError(w, r, err) })
+	apiSrv = api.New(api.Config{Version: Version, GitHash: GitHash, AllowedPaths: cfg.Jobs.AllowedPaths, SiteInfo: infos},
+		authc, a.jobs, imgs, objs, a.agents, log.With("component", "api"))
+
+	a.ln, err = net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	a.srv = &http.Server{Handler: apiSrv, ReadHeaderTimeout: 10 * time.Second}
+	return a, nil
+}
+
+// Addr is the address the server listens on.
+func (a *App) Addr() string { return a.ln.Addr().String() }
+
+// Run serves until ctx ends, then shuts down gracefully.
+func (a *App) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := a.srv.Serve(a.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http server: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error { return a.jobs.RunSubmitter(gctx) })
+	g.Go(func() error { return a.notifier.Run(gctx) })
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		err := a.srv.Shutdown(sctx)
+		a.agents.Wait()
+		return err
+	})
+	a.log.Info("coordinator running", "addr", a.Addr(), "service_url", a.cfg.ServiceURL)
+	err := g.Wait()
+	a.close(context.Background())
+	return err
+}
+
+func (a *App) close(ctx context.Context) {
+	for _, l := range a.launchers {
+		l.Close()
+	}
+	a.launchers = nil
+	if a.notifier != nil {
+		_ = a.notifier.Close()
+	}
+	if a.store != nil {
+		_ = a.store.Close(ctx)
+	}
+	if a.ln != nil {
+		_ = a.ln.Close()
+	}
+}

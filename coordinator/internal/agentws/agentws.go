@@ -1,0 +1,236 @@
+// Package agentws is the coordinator's end of the agent websocket (shared/protocol): it
+// authenticates the agent (executor role), hands it its assignment, applies its events exactly
+// once through the jobs service and acknowledges them, keeps the heartbeat, and pushes cancels
+// down. It holds no job state of its own: a coordinator restart loses nothing, and an agent
+// may reconnect to any replica.
+package agentws
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/kbase/cts/coordinator/internal/ctserr"
+	"github.com/kbase/cts/coordinator/internal/jobs"
+	"github.com/kbase/cts/shared/protocol"
+)
+
+// Service is what the endpoint needs from the jobs service.
+type Service interface {
+	Assignment(ctx context.Context, h protocol.Hello) (*protocol.Assignment, error)
+	ApplyEvent(ctx context.Context, jobID string, container int, attempt string, ev protocol.Event) error
+	Touch(ctx context.Context, jobID string, container int, attempt string) error
+	WatchCancel(jobID string) (<-chan protocol.Cancel, func())
+}
+
+// Authorizer checks the agent's token; it returns a *ctserr.Error when the token is missing,
+// invalid, or lacks the executor role.
+type Authorizer func(r *http.Request) error
+
+// Config tunes the heartbeat.
+type Config struct {
+	PingInterval time.Duration // default 15 s
+	ReadTimeout  time.Duration // no frame or pong for this long ends the session; default 45 s
+	HelloTimeout time.Duration // default 10 s
+}
+
+// Handler serves protocol.Path.
+type Handler struct {
+	cfg   Config
+	svc   Service
+	authz Authorizer
+	log   *slog.Logger
+	up    websocket.Upgrader
+	// ErrorWriter renders refusals before the upgrade.
+	ErrorWriter func(w http.ResponseWriter, r *http.Request, err error)
+
+	wg sync.WaitGroup
+}
+
+// New returns a Handler.
+func New(cfg Config, svc Service, authz Authorizer, log *slog.Logger, errw func(http.ResponseWriter, *http.Request, error)) *Handler {
+	if cfg.PingInterval <= 0 {
+		cfg.PingInterval = 15 * time.Second
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = 45 * time.Second
+	}
+	if cfg.HelloTimeout <= 0 {
+		cfg.HelloTimeout = 10 * time.Second
+	}
+	return &Handler{cfg: cfg, svc: svc, authz: authz, log: log, ErrorWriter: errw,
+		up: websocket.Upgrader{ReadBufferSize: 16 << 10, WriteBufferSize: 16 << 10}}
+}
+
+// Wait blocks until every session has ended (after the server stopped accepting).
+func (h *Handler) Wait() { h.wg.Wait() }
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if err := h.authz(r); err != nil {
+		h.ErrorWriter(w, r, err)
+		return
+	}
+	conn, err := h.up.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader has answered
+	}
+	h.wg.Add(1)
+	defer h.wg.Done()
+	s := &session{h: h, conn: conn, log: h.log}
+	s.run(r.Context())
+}
+
+type session struct {
+	h    *Handler
+	conn *websocket.Conn
+	log  *slog.Logger
+	wmu  sync.Mutex
+	// lastTouch rate-limits heartbeat writes to the store.
+	lastTouch time.Time
+}
+
+func (s *session) send(body any) error {
+	b, err := protocol.Encode(body)
+	if err != nil {
+		return err
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	_ = s.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	return s.conn.WriteMessage(websocket.TextMessage, b)
+}
+
+func (s *session) fatal(msg string) {
+	_ = s.send(protocol.Fatal{Message: msg})
+	s.wmu.Lock()
+	_ = s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, ""), time.Now().Add(time.Second))
+	s.wmu.Unlock()
+}
+
+func (s *session) run(parent context.Context) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
+	defer cancel()
+	defer s.conn.Close()
+	s.conn.SetReadLimit(1 << 20)
+
+	_ = s.conn.SetReadDeadline(time.Now().Add(s.h.cfg.HelloTimeout))
+	_, frame, err := s.conn.ReadMessage()
+	if err != nil {
+		return
+	}
+	msg, err := protocol.Decode(frame)
+	if err != nil {
+		s.fatal(err.Error())
+		return
+	}
+	hello, ok := msg.(*protocol.Hello)
+	if !ok || hello.JobID == "" || hello.Attempt == "" {
+		s.fatal("the first message must be a hello with job_id and attempt")
+		return
+	}
+	log := s.log.With("job_id", hello.JobID, "container", hello.Container, "attempt", hello.Attempt)
+	a, err := s.h.svc.Assignment(ctx, *hello)
+	if err != nil {
+		var ce *ctserr.Error
+		if errors.As(err, &ce) {
+			log.InfoContext(ctx, "agent refused", "reason", ce.Error())
+			s.fatal(ce.Error())
+		} else {
+			log.ErrorContext(ctx, "assignment failed", "error", err)
+		}
+		return
+	}
+	if err := s.send(a); err != nil {
+		return
+	}
+	log.InfoContext(ctx, "agent connected")
+	s.touch(ctx, hello)
+
+	cancels, unwatch := s.h.svc.WatchCancel(hello.JobID)
+	defer unwatch()
+	// Heartbeat: ping periodically; any frame or pong extends the read deadline.
+	extend := func() { _ = s.conn.SetReadDeadline(time.Now().Add(s.h.cfg.ReadTimeout)) }
+	extend()
+	s.conn.SetPongHandler(func(string) error { extend(); s.touch(ctx, hello); return nil })
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(s.h.cfg.PingInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case c := <-cancels:
+				if err := s.send(c); err != nil {
+					return
+				}
+			case <-t.C:
+				s.wmu.Lock()
+				err := s.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(5*time.Second))
+				s.wmu.Unlock()
+				if err != nil {
+					return
+				}
+			}
+		}
+	}()
+	defer func() { close(done); wg.Wait() }()
+
+	for {
+		_, frame, err := s.conn.ReadMessage()
+		if err != nil {
+			if !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+				log.InfoContext(ctx, "agent disconnected", "error", err)
+			}
+			return
+		}
+		extend()
+		msg, err := protocol.Decode(frame)
+		if err != nil {
+			s.fatal(err.Error())
+			return
+		}
+		switch m := msg.(type) {
+		case *protocol.Event:
+			err := s.h.svc.ApplyEvent(ctx, hello.JobID, hello.Container, hello.Attempt, *m)
+			if err != nil {
+				var ce *ctserr.Error
+				if errors.As(err, &ce) || errors.Is(err, jobs.ErrRejected) {
+					log.WarnContext(ctx, "agent event rejected", "seq", m.Seq, "state", m.State, "error", err)
+					s.fatal(err.Error())
+					return
+				}
+				// A store outage: do not ack; the agent resends after reconnecting.
+				log.ErrorContext(ctx, "apply agent event", "seq", m.Seq, "state", m.State, "error", err)
+				return
+			}
+			if err := s.send(protocol.Ack{Seq: m.Seq}); err != nil {
+				return
+			}
+			s.touch(ctx, hello)
+		case *protocol.Log:
+			log.DebugContext(ctx, "container output", "stream", m.Stream, "lines", len(m.Lines))
+		default:
+			s.fatal("unexpected message from agent")
+			return
+		}
+	}
+}
+
+func (s *session) touch(ctx context.Context, h *protocol.Hello) {
+	if time.Since(s.lastTouch) < 5*time.Second {
+		return
+	}
+	s.lastTouch = time.Now()
+	if err := s.h.svc.Touch(ctx, h.JobID, h.Container, h.Attempt); err != nil {
+		s.log.WarnContext(ctx, "record heartbeat", "job_id", h.JobID, "error", err)
+	}
+}

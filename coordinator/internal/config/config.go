@@ -1,0 +1,275 @@
+// Package config loads the coordinator's configuration: defaults, then a YAML file, then
+// environment variables (each key's variable is in its `env` tag), then Validate. Secrets come
+// from files or the environment and are never printed: Redacted is what gets logged.
+package config
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole coordinator configuration.
+type Config struct {
+	// Listen is the address the HTTP server binds.
+	Listen string `yaml:"listen" env:"CTS_LISTEN"`
+	// ServiceURL is the external root URL of the service (agents connect to it).
+	ServiceURL string `yaml:"service_url" env:"CTS_SERVICE_URL"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `yaml:"log_level" env:"CTS_LOG_LEVEL"`
+	Auth     Auth   `yaml:"auth"`
+	Mongo    Mongo  `yaml:"mongo"`
+	Kafka    Kafka  `yaml:"kafka"`
+	S3       S3     `yaml:"s3"`
+	Jobs     Jobs   `yaml:"jobs"`
+	Sites    []Site `yaml:"sites"`
+}
+
+// Auth configures KBase auth2.
+type Auth struct {
+	URL          string   `yaml:"url" env:"CTS_AUTH_URL"`
+	AdminRoles   []string `yaml:"admin_roles" env:"CTS_AUTH_ADMIN_ROLES"`
+	StaffRole    string   `yaml:"staff_role" env:"CTS_AUTH_STAFF_ROLE"`
+	ExecutorRole string   `yaml:"executor_role" env:"CTS_AUTH_EXECUTOR_ROLE"`
+	RefdataRole  string   `yaml:"refdata_role" env:"CTS_AUTH_REFDATA_ROLE"`
+}
+
+// Mongo configures the job store.
+type Mongo struct {
+	URI      string `yaml:"uri" env:"CTS_MONGO_URI" secret:"true"`
+	Database string `yaml:"database" env:"CTS_MONGO_DATABASE"`
+}
+
+// Kafka configures job notifications.
+type Kafka struct {
+	Brokers []string `yaml:"brokers" env:"CTS_KAFKA_BROKERS"`
+	Topic   string   `yaml:"topic" env:"CTS_KAFKA_TOPIC"`
+}
+
+// S3 locates the object store shared by the coordinator and the agents.
+type S3 struct {
+	Endpoint      string `yaml:"endpoint" env:"CTS_S3_ENDPOINT"`
+	AccessKey     string `yaml:"access_key" env:"CTS_S3_ACCESS_KEY"`
+	SecretKey     string `yaml:"-" env:"CTS_S3_SECRET_KEY" secret:"true"`
+	SecretKeyFile string `yaml:"secret_key_file" env:"CTS_S3_SECRET_KEY_FILE"`
+	Region        string `yaml:"region" env:"CTS_S3_REGION"`
+	Insecure      bool   `yaml:"insecure" env:"CTS_S3_INSECURE"`
+	// WorkerEndpoint is the S3 URL agents use, when it differs from Endpoint.
+	WorkerEndpoint string `yaml:"worker_endpoint" env:"CTS_S3_WORKER_ENDPOINT"`
+}
+
+// Jobs configures job rules.
+type Jobs struct {
+	// LogDir is "bucket/prefix" for container logs; jobs may not write below it.
+	LogDir       string   `yaml:"log_dir" env:"CTS_JOBS_LOG_DIR"`
+	AllowedPaths []string `yaml:"allowed_paths" env:"CTS_JOBS_ALLOWED_PATHS"`
+	MaxCPUHours  float64  `yaml:"max_cpu_hours" env:"CTS_JOBS_MAX_CPU_HOURS"`
+	// SubmitInterval is how often the submitter scans for jobs to hand to launchers.
+	SubmitInterval time.Duration `yaml:"submit_interval" env:"CTS_JOBS_SUBMIT_INTERVAL"`
+}
+
+// Site is one compute site with its launcher plugin.
+type Site struct {
+	Name string `yaml:"name"`
+	// Plugin is the path of the launcher plugin binary.
+	Plugin string `yaml:"plugin"`
+	// PluginConfig is handed to the plugin as JSON (only this, never the whole configuration).
+	PluginConfig    map[string]any    `yaml:"plugin_config"`
+	CPUsPerNode     int               `yaml:"cpus_per_node"`
+	MemoryPerNodeGB float64           `yaml:"memory_per_node_gb"`
+	MaxRuntimeMin   float64           `yaml:"max_runtime_min"`
+	Nodes           *int              `yaml:"nodes"`
+	RequireStaff    bool              `yaml:"require_staff"`
+	Notes           []string          `yaml:"notes"`
+	WorkerEnv       map[string]string `yaml:"worker_env"`
+}
+
+// Default returns the defaults.
+func Default() Config {
+	return Config{
+		Listen:     "127.0.0.1:5000",
+		ServiceURL: "http://127.0.0.1:5000",
+		LogLevel:   "info",
+		Auth: Auth{
+			StaffRole: "KBASE_STAFF", ExecutorRole: "CTS_EXTERNAL_EXECUTOR", RefdataRole: "CTS_REFDATA_SERVICE",
+			AdminRoles: []string{"CDM_TASK_SERVICE_ADMIN"},
+		},
+		Mongo: Mongo{Database: "cdmtaskservice"},
+		Kafka: Kafka{Topic: "cts-jobs"},
+		S3:    S3{Region: "us-east-1"},
+		Jobs:  Jobs{LogDir: "cts-logs/container_logs", MaxCPUHours: 100, SubmitInterval: 5 * time.Second},
+	}
+}
+
+// Load reads the file at path (if path is not empty) over the defaults, then the environment
+// (lookup is os.LookupEnv in production), then reads secret files, then validates.
+func Load(path string, lookup func(string) (string, bool)) (Config, error) {
+	cfg := Default()
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return cfg, fmt.Errorf("read config: %w", err)
+		}
+		dec := yaml.NewDecoder(strings.NewReader(string(b)))
+		dec.KnownFields(true)
+		if err := dec.Decode(&cfg); err != nil {
+			return cfg, fmt.Errorf("parse config %s: %w", path, err)
+		}
+	}
+	if err := applyEnv(reflect.ValueOf(&cfg).Elem(), lookup); err != nil {
+		return cfg, err
+	}
+	if cfg.S3.SecretKey == "" && cfg.S3.SecretKeyFile != "" {
+		b, err := os.ReadFile(cfg.S3.SecretKeyFile)
+		if err != nil {
+			return cfg, fmt.Errorf("read S3 secret key file: %w", err)
+		}
+		cfg.S3.SecretKey = strings.TrimSpace(string(b))
+	}
+	return cfg, cfg.Validate()
+}
+
+var topicRE = regexp.MustCompile(`^[a-zA-Z0-9-]{1,249}$`)
+
+// Validate returns every problem found, joined.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(f string, a ...any) { errs = append(errs, fmt.Errorf(f, a...)) }
+	if c.Listen == "" {
+		bad("listen is required")
+	}
+	if u, err := url.Parse(c.ServiceURL); err != nil || u.Scheme == "" || u.Host == "" {
+		bad("service_url must be an absolute URL, got %q", c.ServiceURL)
+	}
+	if c.Auth.URL == "" {
+		bad("auth.url is required")
+	}
+	if c.Mongo.URI == "" {
+		bad("mongo.uri is required")
+	}
+	if c.Mongo.Database == "" {
+		bad("mongo.database is required")
+	}
+	if len(c.Kafka.Brokers) == 0 {
+		bad("kafka.brokers is required")
+	}
+	if !topicRE.MatchString(c.Kafka.Topic) {
+		bad("kafka.topic must match ^[a-zA-Z0-9-]+$ and be at most 249 characters, got %q", c.Kafka.Topic)
+	}
+	if c.S3.Endpoint == "" || c.S3.AccessKey == "" || c.S3.SecretKey == "" {
+		bad("s3.endpoint, s3.access_key and a secret key (CTS_S3_SECRET_KEY or s3.secret_key_file) are required")
+	}
+	if c.Jobs.LogDir == "" || !strings.Contains(strings.Trim(c.Jobs.LogDir, "/"), "/") && len(strings.Trim(c.Jobs.LogDir, "/")) < 3 {
+		bad("jobs.log_dir must be an S3 path (bucket/prefix), got %q", c.Jobs.LogDir)
+	}
+	if c.Jobs.MaxCPUHours < 1 {
+		bad("jobs.max_cpu_hours must be at least 1")
+	}
+	if len(c.Sites) == 0 {
+		bad("at least one site is required")
+	}
+	seen := map[string]bool{}
+	for i, s := range c.Sites {
+		if s.Name == "" || seen[s.Name] {
+			bad("sites[%d]: name must be set and unique", i)
+		}
+		seen[s.Name] = true
+		if s.Plugin == "" {
+			bad("sites[%d] (%s): plugin is required", i, s.Name)
+		}
+		if _, err := json.Marshal(s.PluginConfig); err != nil {
+			bad("sites[%d] (%s): plugin_config is not representable as JSON: %v", i, s.Name, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Redacted returns a copy safe to log.
+func (c Config) Redacted() Config {
+	r := c
+	if r.S3.SecretKey != "" {
+		r.S3.SecretKey = "REDACTED"
+	}
+	if u, err := url.Parse(r.Mongo.URI); err == nil && u.User != nil {
+		u.User = url.UserPassword(u.User.Username(), "REDACTED")
+		r.Mongo.URI = u.String()
+	}
+	return r
+}
+
+// applyEnv sets every field with an `env` tag from the environment.
+func applyEnv(v reflect.Value, lookup func(string) (string, bool)) error {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f, fv := t.Field(i), v.Field(i)
+		if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(time.Duration(0)) {
+			if err := applyEnv(fv, lookup); err != nil {
+				return err
+			}
+			continue
+		}
+		name := f.Tag.Get("env")
+		if name == "" {
+			continue
+		}
+		s, ok := lookup(name)
+		if !ok {
+			continue
+		}
+		if err := setValue(fv, s); err != nil {
+			return fmt.Errorf("environment variable %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+func setValue(fv reflect.Value, s string) error {
+	switch fv.Interface().(type) {
+	case string:
+		fv.SetString(s)
+	case bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return err
+		}
+		fv.SetBool(b)
+	case int:
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			return err
+		}
+		fv.SetInt(int64(n))
+	case float64:
+		n, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return err
+		}
+		fv.SetFloat(n)
+	case time.Duration:
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return err
+		}
+		fv.SetInt(int64(d))
+	case []string:
+		var out []string
+		for _, p := range strings.Split(s, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+		fv.Set(reflect.ValueOf(out))
+	default:
+		return fmt.Errorf("unsupported type %s", fv.Type())
+	}
+	return nil
+}

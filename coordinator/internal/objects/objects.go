@@ -1,0 +1,179 @@
+// Package objects is the coordinator's S3 access: HeadObject with checksums for input checks
+// and output verification, the output-directory write test, and log streaming. It never moves
+// job data (agents do). S3 errors that are the caller's fault become *ctserr.Error with the
+// CTS app codes of reference §8.2; outages stay plain errors (a 500).
+package objects
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
+
+	"github.com/kbase/cts/coordinator/internal/ctserr"
+	"github.com/kbase/cts/coordinator/internal/jobs"
+	"github.com/kbase/cts/shared/checksum"
+	"github.com/kbase/cts/shared/s3path"
+)
+
+// Config locates the S3 service.
+type Config struct {
+	Endpoint  string `yaml:"endpoint" env:"CTS_S3_ENDPOINT"`
+	AccessKey string `yaml:"access_key" env:"CTS_S3_ACCESS_KEY"`
+	SecretKey string `yaml:"-" env:"CTS_S3_SECRET_KEY" secret:"true"`
+	// SecretKeyFile is read when SecretKey is empty.
+	SecretKeyFile string `yaml:"secret_key_file" env:"CTS_S3_SECRET_KEY_FILE"`
+	Region        string `yaml:"region" env:"CTS_S3_REGION"`
+	Insecure      bool   `yaml:"insecure" env:"CTS_S3_INSECURE"`
+}
+
+// WriteTestObject is the name of the object written and deleted to prove a directory is
+// writable (the Python service's name, so existing S3 policies keep working).
+const WriteTestObject = "cdm_task_service_write_test_with_random_stuff_to_avoid_conflicts_jiaepjitgaihaiahgaqaijaeopatiaafaiezxvbmnxq"
+
+// Objects talks to S3.
+type Objects struct {
+	c *s3.Client
+}
+
+var _ jobs.Objects = (*Objects)(nil)
+
+// NewClient returns an S3 client for cfg: path-style addressing, static credentials, and the
+// SDK's own checksum code off (we compute CRC64/NVME ourselves and pass the value).
+func NewClient(cfg Config) *s3.Client {
+	region := cfg.Region
+	if region == "" {
+		region = "us-east-1"
+	}
+	hc := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	if cfg.Insecure {
+		hc.Transport.(*http.Transport).TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // configured by the operator
+	}
+	return s3.New(s3.Options{
+		Region:                     region,
+		BaseEndpoint:               aws.String(cfg.Endpoint),
+		UsePathStyle:               true,
+		Credentials:                credentials.NewStaticCredentialsProvider(cfg.AccessKey, cfg.SecretKey, ""),
+		HTTPClient:                 hc,
+		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenRequired,
+		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenRequired,
+	})
+}
+
+// New returns Objects using c.
+func New(c *s3.Client) *Objects { return &Objects{c: c} }
+
+// Client returns the underlying S3 client.
+func (o *Objects) Client() *s3.Client { return o.c }
+
+// Head returns the size and CRC64/NVME of an object.
+func (o *Objects) Head(ctx context.Context, p string) (jobs.ObjectMeta, error) {
+	sp, err := s3path.Parse(p)
+	if err != nil {
+		return jobs.ObjectMeta{}, ctserr.New(ctserr.CodeIllegalS3Path, "%s", err.Error())
+	}
+	out, err := o.c.HeadObject(ctx, &s3.HeadObjectInput{
+		Bucket: aws.String(sp.Bucket), Key: aws.String(sp.Key), ChecksumMode: types.ChecksumModeEnabled,
+	})
+	if err != nil {
+		return jobs.ObjectMeta{}, mapErr(err, p, "Read")
+	}
+	m := jobs.ObjectMeta{Size: aws.ToInt64(out.ContentLength), CRC64NVME: aws.ToString(out.ChecksumCRC64NVME)}
+	// A multipart object's composite checksum is not a whole-object CRC: treat as absent.
+	if out.ChecksumType == types.ChecksumTypeComposite {
+		m.CRC64NVME = ""
+	}
+	return m, nil
+}
+
+// CheckWritable writes and deletes WriteTestObject below dir.
+func (o *Objects) CheckWritable(ctx context.Context, dir string) error {
+	p := strings.TrimSuffix(dir, "/") + "/" + WriteTestObject
+	sp, err := s3path.Parse(p)
+	if err != nil {
+		return ctserr.New(ctserr.CodeIllegalS3Path, "%s", err.Error())
+	}
+	body := []byte("cts write test")
+	_, err = o.c.PutObject(ctx, &s3.PutObjectInput{
+		Bucket: aws.String(sp.Bucket), Key: aws.String(sp.Key), Body: bytes.NewReader(body),
+		ContentLength:     aws.Int64(int64(len(body))),
+		ChecksumAlgorithm: types.ChecksumAlgorithmCrc64nvme,
+		ChecksumCRC64NVME: aws.String(checksum.Encode(checksum.Sum(body))),
+	})
+	if err != nil {
+		return mapErr(err, dir, "Write")
+	}
+	if _, err := o.c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(sp.Bucket), Key: aws.String(sp.Key)}); err != nil {
+		return mapErr(err, dir, "Write")
+	}
+	return nil
+}
+
+// Stream writes the object's bytes from seek (length bytes, or to the end when length is 0)
+// to w. It returns a *ctserr.Error before writing anything when the object is missing or seek
+// is past its end.
+func (o *Objects) Stream(ctx context.Context, p string, seek, length int64, w func(size int64) io.Writer) error {
+	sp, err := s3path.Parse(p)
+	if err != nil {
+		return ctserr.New(ctserr.CodeIllegalS3Path, "%s", err.Error())
+	}
+	in := &s3.GetObjectInput{Bucket: aws.String(sp.Bucket), Key: aws.String(sp.Key)}
+	if seek > 0 || length > 0 {
+		head, err := o.Head(ctx, p)
+		if err != nil {
+			return err
+		}
+		if seek >= head.Size && head.Size > 0 || seek > 0 && head.Size == 0 {
+			return ctserr.New(ctserr.CodeIllegalParameter, "Seek parameter %d is >= file size %d", seek, head.Size)
+		}
+		r := fmt.Sprintf("bytes=%d-", seek)
+		if length > 0 {
+			r = fmt.Sprintf("bytes=%d-%d", seek, seek+length-1)
+		}
+		in.Range = aws.String(r)
+	}
+	out, err := o.c.GetObject(ctx, in)
+	if err != nil {
+		return mapErr(err, p, "Read")
+	}
+	defer out.Body.Close()
+	_, err = io.Copy(w(aws.ToInt64(out.ContentLength)), out.Body)
+	return err
+}
+
+// mapErr turns S3 errors into CTS errors by who caused them.
+func mapErr(err error, p, op string) error {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		switch ae.ErrorCode() {
+		case "NotFound", "NoSuchKey":
+			return &ctserr.Error{Code: ctserr.CodeS3PathNotFound, Message: fmt.Sprintf("The path '%s' was not found on the s3 system", p), Err: err}
+		case "NoSuchBucket":
+			return &ctserr.Error{Code: ctserr.CodeS3BucketNotFound, Message: fmt.Sprintf("The bucket for path '%s' was not found on the s3 system", p), Err: err}
+		case "AccessDenied", "Forbidden":
+			return &ctserr.Error{Code: ctserr.CodeS3PathInaccessible, Message: fmt.Sprintf("%s access denied to path '%s' on the s3 system", op, p), Err: err}
+		case "BadDigest", "XAmzContentChecksumMismatch", "InvalidDigest":
+			return &ctserr.Error{Code: ctserr.CodeChecksumMismatch, Message: fmt.Sprintf("Checksum mismatch for upload to %s", p), Err: err}
+		}
+	}
+	var re interface{ HTTPStatusCode() int }
+	if errors.As(err, &re) {
+		switch re.HTTPStatusCode() {
+		case http.StatusNotFound:
+			return &ctserr.Error{Code: ctserr.CodeS3PathNotFound, Message: fmt.Sprintf("The path '%s' was not found on the s3 system", p), Err: err}
+		case http.StatusForbidden:
+			return &ctserr.Error{Code: ctserr.CodeS3PathInaccessible, Message: fmt.Sprintf("%s access denied to path '%s' on the s3 system", op, p), Err: err}
+		}
+	}
+	return fmt.Errorf("s3 %s %s: %w", strings.ToLower(op), p, err)
+}
