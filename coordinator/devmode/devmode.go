@@ -47,6 +47,8 @@ type Options struct {
 	Log          *slog.Logger
 	// Configure, when set, may adjust the coordinator configuration before it starts.
 	Configure func(*app.Config)
+	// RegistryOptions configure the embedded registry (tests use devstack.WithBlobTamper).
+	RegistryOptions []devstack.RegistryOption
 }
 
 // Env is a running dev environment.
@@ -92,8 +94,9 @@ func Start(ctx context.Context, o Options) (e *Env, err error) {
 		}
 	}()
 	e.Stack, err = devstack.Start(ctx, devstack.Options{
-		Dir:     filepath.Join(dir, "stack"),
-		Buckets: []string{DataBucket, LogBucket},
+		Dir:             filepath.Join(dir, "stack"),
+		Buckets:         []string{DataBucket, LogBucket},
+		RegistryOptions: o.RegistryOptions,
 		Users: []auth2.User{
 			{Name: UserName, Token: e.UserToken, CustomRoles: []string{"KBASE_STAFF"}},
 			{Name: AdminName, Token: e.AdminToken, CustomRoles: []string{"KBASE_STAFF", "CDM_TASK_SERVICE_ADMIN"}},

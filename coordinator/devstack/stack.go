@@ -28,6 +28,8 @@ type Options struct {
 	Topics []string
 	// Users are the fake auth2 server's accounts and tokens.
 	Users []auth2.User
+	// RegistryOptions configure the registry (for example WithBlobTamper).
+	RegistryOptions []RegistryOption
 }
 
 // Stack is the whole embedded stack. All fields are set once Start returns.
@@ -85,7 +87,7 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 	}()
 
 	st := &Stack{}
-	err = st.startInProcess(ctx, dir, topics, opts.Users)
+	err = st.startInProcess(ctx, dir, topics, opts.Users, opts.RegistryOptions)
 	r := <-s3Ch
 	st.S3 = r.s
 	if err = errors.Join(err, r.err); err != nil {
@@ -96,7 +98,7 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 
 // startInProcess starts the components that live in this process, stopping at the first
 // failure; Start closes whatever was set.
-func (st *Stack) startInProcess(ctx context.Context, dir string, topics []string, users []auth2.User) error {
+func (st *Stack) startInProcess(ctx context.Context, dir string, topics []string, users []auth2.User, regOpts []RegistryOption) error {
 	var err error
 	if st.Mongo, err = StartMongo(ctx, filepath.Join(dir, "mongo")); err != nil {
 		return err
@@ -104,7 +106,7 @@ func (st *Stack) startInProcess(ctx context.Context, dir string, topics []string
 	if st.Kafka, err = StartKafka(ctx, topics...); err != nil {
 		return err
 	}
-	if st.Registry, err = StartRegistry(ctx); err != nil {
+	if st.Registry, err = StartRegistry(ctx, regOpts...); err != nil {
 		return err
 	}
 	auth := auth2.New(users...)

@@ -63,6 +63,10 @@ func (c *cache) blobPath(h v1.Hash) string {
 
 // init creates the layout files if missing.
 func (c *cache) init(ctx context.Context) error {
+	// Private: blobs of images pulled with credentials must not be readable by other users.
+	if err := os.MkdirAll(c.dir, 0o700); err != nil {
+		return fmt.Errorf("cache init: %w", err)
+	}
 	for _, d := range []string{filepath.Join(c.layout, "blobs", "sha256"), filepath.Join(c.dir, "locks")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return fmt.Errorf("cache init: %w", err)
@@ -354,6 +358,9 @@ func (o *OCI) parseRef(image string) (name.Digest, v1.Hash, error) {
 }
 
 func (o *OCI) fetch(ctx context.Context, ref name.Digest, refDigest v1.Hash) error {
+	// The first failed layer download cancels the others (they share this context).
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	opts := []remote.Option{
 		remote.WithContext(ctx),
 		remote.WithAuthFromKeychain(o.keychain),
@@ -394,19 +401,24 @@ func (o *OCI) fetch(ctx context.Context, ref name.Digest, refDigest v1.Hash) err
 	if len(layers) != len(manifest.Layers) {
 		return fmt.Errorf("layers: %d listed, %d resolved", len(manifest.Layers), len(layers))
 	}
-	g, gctx := errgroup.WithContext(ctx)
+	var g errgroup.Group
 	g.SetLimit(pullParallelism)
 	for i, l := range layers {
 		desc := manifest.Layers[i]
 		g.Go(func() error {
-			if err := gctx.Err(); err != nil {
+			if err := ctx.Err(); err != nil {
 				return err
 			}
 			rc, err := l.Compressed()
 			if err != nil {
-				return fmt.Errorf("layer %s: %w", desc.Digest, err)
+				err = fmt.Errorf("layer %s: %w", desc.Digest, err)
+			} else {
+				err = o.cache.writeBlob(desc.Digest, desc.Size, rc)
 			}
-			return o.cache.writeBlob(desc.Digest, desc.Size, rc)
+			if err != nil {
+				cancel()
+			}
+			return err
 		})
 	}
 	if err := g.Wait(); err != nil {

@@ -65,7 +65,8 @@ type Spec struct {
 	KillGrace time.Duration
 	// Network is NetworkNone (the default when "") or NetworkHost.
 	Network string
-	// Stdout and Stderr receive the container's streams (discarded when nil).
+	// Stdout and Stderr receive the container's streams (discarded when nil). When the
+	// container cannot start, Stderr also receives the runtime's error line.
 	Stdout, Stderr io.Writer
 }
 
@@ -120,8 +121,8 @@ var (
 )
 
 // StartError reports that the runtime could not start the container's process (for example
-// the command is not found in the image, or a mount source is missing). Message is the
-// runtime's own error text.
+// the command is not found in the image, or a mount source is missing): the user's program
+// never ran. Message is the runtime's own error text.
 type StartError struct {
 	ID      string
 	Message string

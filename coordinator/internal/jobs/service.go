@@ -703,7 +703,13 @@ const (
 // union of the containers' outputs (which may still turn the job into an error), on failure
 // the user and admin errors.
 func (s *Service) terminalUpdate(ctx context.Context, j *Job, subs []SubJob, to job.State) (JobUpdate, job.State) {
-	logPath := strings.TrimSuffix(s.cfg.LogDir, "/") + "/" + j.ID
+	// Logs exist only for containers that started.
+	logPath := ""
+	for _, sj := range subs {
+		if _, ran := reachedAt(sj, [2]job.State{job.JobSubmitted}); ran {
+			logPath = strings.TrimSuffix(s.cfg.LogDir, "/") + "/" + j.ID
+		}
+	}
 	if to == job.Complete {
 		outs, err := s.verifyOutputs(ctx, subs)
 		if err != nil {
