@@ -48,6 +48,9 @@ func run(argv []string) (int, error) {
 	cn := fs.Int("container", -1, "container number (overrides CONTAINER_NUMBER)")
 	version := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(argv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0, nil // the usage was printed
+		}
 		return 2, err
 	}
 	if *version {

@@ -74,10 +74,10 @@ func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 		errs = append(errs, fmt.Errorf("CONTAINER_NUMBER must be a whole number ≥ 0, got %q", cn))
 	}
 	c.Container = n
-	for k, v := range map[string]string{"JOB_ID": c.JobID, "SERVICE_ROOT_URL": c.ServiceURL, "TOKEN_PATH": c.TokenPath,
-		"S3_URL": c.S3URL, "S3_ACCESS_KEY": c.S3AccessKey, "S3_SECRET_PATH": c.S3SecretPath} {
-		if v == "" {
-			errs = append(errs, fmt.Errorf("%s is required", k))
+	for _, kv := range [][2]string{{"JOB_ID", c.JobID}, {"SERVICE_ROOT_URL", c.ServiceURL}, {"TOKEN_PATH", c.TokenPath},
+		{"S3_URL", c.S3URL}, {"S3_ACCESS_KEY", c.S3AccessKey}, {"S3_SECRET_PATH", c.S3SecretPath}} {
+		if kv[1] == "" {
+			errs = append(errs, fmt.Errorf("%s is required", kv[0]))
 		}
 	}
 	if c.S3Region == "" {
@@ -106,6 +106,11 @@ func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 	}
 	if c.Network != "none" && c.Network != "host" {
 		errs = append(errs, fmt.Errorf("CTS_AGENT_NETWORK must be none or host, got %q", c.Network))
+	}
+	if c.MountPrefixOverride != "" {
+		if from, to, ok := strings.Cut(c.MountPrefixOverride, ":"); !ok || !filepath.IsAbs(from) || !filepath.IsAbs(to) {
+			errs = append(errs, fmt.Errorf("MOUNT_PREFIX_OVERRIDE must be <absolute prefix>:<absolute replacement>, got %q", c.MountPrefixOverride))
+		}
 	}
 	if c.TokenPath != "" {
 		if c.Token, err = readSecret(c.TokenPath); err != nil {
@@ -140,11 +145,16 @@ func readSecret(path string) (string, error) {
 }
 
 // HostPath applies MountPrefixOverride to a path on this agent's file system, giving the path
-// the container runtime (on the host) sees.
+// the container runtime (on the host) sees. Like CTS (replacement / path.relative_to(prefix))
+// the prefix matches whole path elements: "/data" rewrites "/data/x", not "/database/x".
 func (c Config) HostPath(p string) string {
 	from, to, ok := strings.Cut(c.MountPrefixOverride, ":")
-	if !ok || from == "" || !strings.HasPrefix(p, from) {
+	if !ok || from == "" {
 		return p
 	}
-	return to + strings.TrimPrefix(p, from)
+	rel, err := filepath.Rel(filepath.Clean(from), filepath.Clean(p))
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") || filepath.IsAbs(from) != filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(to, rel)
 }

@@ -25,6 +25,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/kbase/cts/agent/internal/container"
@@ -59,7 +60,9 @@ type Config struct {
 	Network string
 	// KillGrace is the TERM→KILL grace when stopping the container.
 	KillGrace time.Duration
-	// FinalTimeout bounds the log upload and final report after a cancel or shutdown.
+	// FinalTimeout bounds the log upload and final report once the run's context is canceled
+	// (a cancel or shutdown); a run that ends by itself reports with no bound but the
+	// Reporter's own.
 	FinalTimeout time.Duration
 }
 
@@ -118,14 +121,16 @@ var ErrShutdown = errors.New("agent shutting down")
 func (r *Runner) Run(ctx context.Context, a *protocol.Assignment) (err error) {
 	st := &run{a: a}
 	ctx, cancelJob := context.WithCancelCause(ctx)
-	defer cancelJob(nil)
+	watcher := make(chan struct{})
 	go func() {
+		defer close(watcher)
 		select {
 		case c := <-r.canceled:
 			cancelJob(fmt.Errorf("%w: %s", errJobCanceled, c.Reason))
 		case <-ctx.Done():
 		}
 	}()
+	defer func() { cancelJob(nil); <-watcher }() // runs after the finaliser
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("agent panic: %v\n%s", p, debug.Stack())
@@ -164,6 +169,11 @@ func (r *Runner) prepare(st *run) error {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return fmt.Errorf("create work directory: %w", err)
 		}
+	}
+	// The container runs as its image's user, unknown here, without CAP_DAC_OVERRIDE: the
+	// output directory must be writable by anyone (as in CTS), whatever the umask.
+	if err := os.Chmod(st.outDir, 0o777); err != nil {
+		return fmt.Errorf("create work directory: %w", err)
 	}
 	return nil
 }
@@ -244,7 +254,11 @@ func (r *Runner) execute(ctx context.Context, st *run) error {
 	r.log.InfoContext(ctx, "container exited", "exit_code", res.ExitCode, "oom_killed", res.OOMKilled,
 		"timed_out", res.TimedOut, "canceled", res.Canceled, "seconds", res.Ended.Sub(res.Started).Seconds())
 	if res.Canceled {
-		return context.Cause(ctx)
+		if cause := context.Cause(ctx); cause != nil {
+			return cause
+		}
+		// Not a cancel of ours: never let it pass for an exit code.
+		return errors.New("run container: the runtime stopped the container without a cancel")
 	}
 	code := res.ExitCode
 	next := job.UploadSubmitting
@@ -292,21 +306,30 @@ func (r *Runner) uploadOutputs(ctx context.Context, st *run) error {
 	if err != nil {
 		return fmt.Errorf("upload outputs: %w", err)
 	}
+	if len(done) != len(ups) {
+		return fmt.Errorf("upload outputs: %d of %d files reported uploaded", len(done), len(ups))
+	}
 	for _, u := range done {
 		st.outputs = append(st.outputs, protocol.OutputFile{File: u.S3Path, CRC64NVME: u.CRC64NVME})
 	}
 	return nil
 }
 
-// uploadLogs uploads the container's stdout and stderr to the job's log folder.
-func (r *Runner) uploadLogs(ctx context.Context, st *run) error {
+// uploadLogs uploads the container's stdout and stderr to the job's log folder. It runs in
+// the finaliser, outside Run's recover: a panic becomes its error.
+func (r *Runner) uploadLogs(ctx context.Context, st *run) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("agent panic: %v\n%s", p, debug.Stack())
+		}
+	}()
 	var ups []transfer.Upload
 	for _, f := range []string{st.stdout, st.stderr} {
 		if _, err := os.Stat(f); err == nil {
 			ups = append(ups, transfer.Upload{Source: f, S3Path: st.a.LogDir + filepath.Base(f)})
 		}
 	}
-	_, err := r.xfer.UploadAll(ctx, ups)
+	_, err = r.xfer.UploadAll(ctx, ups)
 	return err
 }
 
@@ -322,11 +345,11 @@ func (r *Runner) reportState(ctx context.Context, s job.State, edit func(*protoc
 }
 
 // finish is the single exit: it classifies how the run ended, uploads logs when the container
-// ran, and sends the terminal event. It runs on a context detached from cancellation (bounded
-// by FinalTimeout) so a canceled or stopping agent still reports.
+// ran, and sends the terminal event. It runs on a context detached from cancellation, which
+// ends FinalTimeout after runCtx does, so a canceled or stopping agent still reports.
 func (r *Runner) finish(runCtx context.Context, st *run, err error) error {
 	kind := classify(runCtx, err)
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(runCtx), r.cfg.FinalTimeout)
+	ctx, cancel := finalContext(runCtx, r.cfg.FinalTimeout)
 	defer cancel()
 	var reportErr error
 	if errors.Is(err, errReport) && runCtx.Err() == nil {
@@ -394,6 +417,31 @@ func (r *Runner) finish(runCtx context.Context, st *run, err error) error {
 	}
 	r.log.InfoContext(ctx, "final state reported", "state", ev.State, "error", ev.AdminError)
 	return nil
+}
+
+// finalContext returns a context that keeps runCtx's values but not its cancellation: it
+// ends timeout after runCtx ends (after now, if runCtx has already ended), or when cancel is
+// called.
+func finalContext(runCtx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(runCtx))
+	var mu sync.Mutex
+	var timer *time.Timer
+	stop := context.AfterFunc(runCtx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if ctx.Err() == nil {
+			timer = time.AfterFunc(timeout, cancel)
+		}
+	})
+	return ctx, func() {
+		stop()
+		cancel()
+		mu.Lock()
+		defer mu.Unlock()
+		if timer != nil {
+			timer.Stop()
+		}
+	}
 }
 
 // errReport marks failures to report (wrapped by reportState's caller chain).

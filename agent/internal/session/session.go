@@ -1,8 +1,10 @@
 // Package session is the agent's end of the agent websocket (shared/protocol): it dials the
 // coordinator with the agent's token, says hello, receives the assignment, and delivers state
 // events exactly once: each event gets the next sequence number, stays pending until the
-// coordinator acknowledges it, and is resent after a reconnect (backoff with jitter). Cancel
-// messages are surfaced on a channel. It knows nothing about what the events mean.
+// coordinator acknowledges it, and is resent after a reconnect (backoff with jitter). Between
+// reports a keeper reconnects a broken connection in the background, so cancels and heartbeats
+// keep flowing while the container runs. Cancel messages are surfaced on a channel. It knows
+// nothing about what the events mean.
 package session
 
 import (
@@ -13,6 +15,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -22,8 +25,12 @@ import (
 	"github.com/kbase/cts/shared/protocol"
 )
 
-// ErrRefused means the coordinator refused this agent (Fatal): do not retry.
+// ErrRefused means the coordinator refused this agent (Fatal, or an HTTP 4xx on the upgrade
+// such as 401/403): do not retry.
 var ErrRefused = errors.New("refused by the coordinator")
+
+// ErrClosed is returned by Report after Close.
+var ErrClosed = errors.New("session closed")
 
 // Config says where and who.
 type Config struct {
@@ -31,13 +38,20 @@ type Config struct {
 	ServiceURL string
 	Token      string
 	Hello      protocol.Hello
-	// ReconnectFor bounds how long the session keeps trying to reach the coordinator after a
-	// disconnect before Report gives up (default 6 h, the CTS JOB_UPDATE_TIMEOUT_MIN).
+	// ReconnectFor bounds how long Dial and Report keep trying to reach the coordinator (and
+	// how long Report waits for an acknowledgement) before giving up (default 6 h, the CTS
+	// JOB_UPDATE_TIMEOUT_MIN).
 	ReconnectFor time.Duration
 	// AckTimeout is how long an event may stay unacknowledged on a live connection before the
 	// connection is considered dead (default 60 s).
 	AckTimeout time.Duration
-	Log        *slog.Logger
+	// ReadTimeout is how long the connection may stay silent (no frame, no ping) before it is
+	// considered dead and replaced (default 2 min; the coordinator pings every 15 s).
+	ReadTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the jittered exponential wait between reconnects
+	// (defaults 500 ms and 30 s).
+	MinBackoff, MaxBackoff time.Duration
+	Log                    *slog.Logger
 }
 
 // Session is a live agent session. Report is safe for concurrent use.
@@ -46,38 +60,66 @@ type Session struct {
 	log     *slog.Logger
 	cancels chan protocol.Cancel
 
-	mu      sync.Mutex
-	conn    *websocket.Conn
-	connGen int
-	nextSeq int64
-	pending map[int64]protocol.Event
-	acked   map[int64]chan struct{}
-	fatal   error
-	closed  bool
-	wmu     sync.Mutex
+	// connecting admits one connect at a time (Reports and the keeper): a second connection
+	// would replace the first without closing it.
+	connecting chan struct{}
+	// lost is signalled by the reader of the current connection when it breaks.
+	lost       chan struct{}
+	stopKeeper context.CancelFunc
+	// wg joins the keeper and the connection readers (Close waits for them).
+	wg sync.WaitGroup
+
+	mu          sync.Mutex
+	conn        *websocket.Conn
+	connDone    chan struct{} // closed when conn's reader ends
+	connGen     int
+	connectedAt time.Time
+	nextSeq     int64
+	pending     map[int64]protocol.Event
+	acked       map[int64]chan struct{}
+	fatal       error
+	closed      bool
+
+	wmu sync.Mutex // serialises writes to conn
 }
 
-// Dial connects and returns the session and the agent's assignment.
+// Dial connects (retrying with backoff for up to ReconnectFor while the coordinator is
+// unreachable) and returns the session and the agent's assignment. ctx bounds the dial only;
+// the session lives until Close.
 func Dial(ctx context.Context, cfg Config) (*Session, *protocol.Assignment, error) {
+	if _, err := wsURL(cfg.ServiceURL); err != nil {
+		return nil, nil, err
+	}
 	if cfg.ReconnectFor <= 0 {
 		cfg.ReconnectFor = 6 * time.Hour
 	}
 	if cfg.AckTimeout <= 0 {
 		cfg.AckTimeout = 60 * time.Second
 	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = 2 * time.Minute
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = 500 * time.Millisecond
+	}
+	if cfg.MaxBackoff < cfg.MinBackoff {
+		cfg.MaxBackoff = max(cfg.MinBackoff, 30*time.Second)
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	s := &Session{cfg: cfg, log: cfg.Log, cancels: make(chan protocol.Cancel, 1),
+		connecting: make(chan struct{}, 1), lost: make(chan struct{}, 1), nextSeq: 1,
 		pending: map[int64]protocol.Event{}, acked: map[int64]chan struct{}{}}
-	a, err := s.connect(ctx)
+	a, err := s.connectRetry(ctx, time.Now().Add(cfg.ReconnectFor))
 	if err != nil {
+		s.Close()
 		return nil, nil, err
 	}
-	s.nextSeq = a.NextSeq
-	if s.nextSeq < 1 {
-		s.nextSeq = 1
-	}
+	kctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	s.stopKeeper = stop
+	s.wg.Add(1)
+	go s.keep(kctx)
 	return s, a, nil
 }
 
@@ -98,7 +140,15 @@ func wsURL(service string) (string, error) {
 	return u.String(), nil
 }
 
-// connect dials, says hello and reads the assignment; it starts the reader of the connection.
+// refusedStatus reports whether an HTTP status on the upgrade means "never retry": a client
+// error other than a timeout or rate limit.
+func refusedStatus(code int) bool {
+	return code >= 400 && code < 500 && code != http.StatusRequestTimeout && code != http.StatusTooManyRequests
+}
+
+// connect dials, says hello and reads the assignment; on success it installs the connection
+// (forgetting the events the assignment's NextSeq says were applied) and starts its reader.
+// The caller holds the connecting slot (or is Dial).
 func (s *Session) connect(ctx context.Context) (*protocol.Assignment, error) {
 	u, err := wsURL(s.cfg.ServiceURL)
 	if err != nil {
@@ -107,64 +157,102 @@ func (s *Session) connect(ctx context.Context) (*protocol.Assignment, error) {
 	d := websocket.Dialer{HandshakeTimeout: 30 * time.Second, Proxy: http.ProxyFromEnvironment}
 	conn, resp, err := d.DialContext(ctx, u, http.Header{"Authorization": {"Bearer " + s.cfg.Token}})
 	if err != nil {
-		if resp != nil && resp.StatusCode >= 400 && resp.StatusCode < 500 {
+		if resp != nil && refusedStatus(resp.StatusCode) {
 			return nil, fmt.Errorf("%w: dial %s: HTTP %d", ErrRefused, u, resp.StatusCode)
 		}
 		return nil, fmt.Errorf("dial %s: %w", u, err)
 	}
-	b, _ := protocol.Encode(s.cfg.Hello)
+	// The hello exchange does blocking reads that ignore ctx: close the connection when ctx
+	// ends so that a cancel (or Close) is not held up for the read timeout.
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	a, err := s.handshake(conn)
+	if !stop() && err == nil {
+		err = ctx.Err()
+	}
+	if err != nil {
+		conn.Close()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+	done := make(chan struct{})
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		conn.Close()
+		return nil, ErrClosed
+	}
+	s.conn, s.connDone, s.connectedAt = conn, done, time.Now()
+	s.connGen++
+	gen := s.connGen
+	// Events below NextSeq were applied before (their acks were lost with the previous
+	// connection): forget them and let their Reports return.
+	for seq, ch := range s.acked {
+		if seq < a.NextSeq {
+			delete(s.pending, seq)
+			close(ch)
+			delete(s.acked, seq)
+		}
+	}
+	// Never reuse a number the coordinator has seen for this attempt: it would be taken for
+	// a resend and silently dropped.
+	s.nextSeq = max(s.nextSeq, a.NextSeq)
+	s.wg.Add(1) // under mu with closed == false: Close has not started waiting
+	s.mu.Unlock()
+	go s.read(conn, gen, done)
+	return a, nil
+}
+
+// handshake sends the hello and reads the assignment (or a Fatal).
+func (s *Session) handshake(conn *websocket.Conn) (*protocol.Assignment, error) {
+	b, err := protocol.Encode(s.cfg.Hello)
+	if err != nil {
+		return nil, err
+	}
 	_ = conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
 	if err := conn.WriteMessage(websocket.TextMessage, b); err != nil {
-		conn.Close()
 		return nil, fmt.Errorf("send hello: %w", err)
 	}
 	_ = conn.SetReadDeadline(time.Now().Add(60 * time.Second))
 	_, frame, err := conn.ReadMessage()
 	if err != nil {
-		conn.Close()
 		return nil, fmt.Errorf("read assignment: %w", err)
 	}
 	msg, err := protocol.Decode(frame)
 	if err != nil {
-		conn.Close()
 		return nil, err
 	}
 	switch m := msg.(type) {
 	case *protocol.Fatal:
-		conn.Close()
 		return nil, fmt.Errorf("%w: %s", ErrRefused, m.Message)
 	case *protocol.Assignment:
-		_ = conn.SetReadDeadline(time.Time{})
-		conn.SetPingHandler(func(data string) error {
-			s.wmu.Lock()
-			defer s.wmu.Unlock()
-			return conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(10*time.Second))
-		})
-		s.mu.Lock()
-		s.conn = conn
-		s.connGen++
-		gen := s.connGen
-		s.mu.Unlock()
-		go s.read(conn, gen)
 		return m, nil
 	default:
-		conn.Close()
 		return nil, fmt.Errorf("unexpected %T instead of an assignment", msg)
 	}
 }
 
-// read handles acks, cancels and fatals of one connection until it breaks.
-func (s *Session) read(conn *websocket.Conn, gen int) {
+// read handles acks, cancels and fatals of one connection until it breaks, or stays silent
+// (no frame, no ping) for ReadTimeout.
+func (s *Session) read(conn *websocket.Conn, gen int, done chan struct{}) {
+	defer s.wg.Done()
+	extend := func() { _ = conn.SetReadDeadline(time.Now().Add(s.cfg.ReadTimeout)) }
+	conn.SetPingHandler(func(data string) error {
+		extend()
+		s.wmu.Lock()
+		defer s.wmu.Unlock()
+		err := conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(10*time.Second))
+		if errors.Is(err, websocket.ErrCloseSent) {
+			return nil
+		}
+		return err
+	})
 	for {
+		extend()
 		_, frame, err := conn.ReadMessage()
 		if err != nil {
-			s.mu.Lock()
-			if s.connGen == gen {
-				s.conn = nil
-			}
-			s.mu.Unlock()
-			conn.Close()
-			return
+			break
 		}
 		msg, err := protocol.Decode(frame)
 		if err != nil {
@@ -173,6 +261,7 @@ func (s *Session) read(conn *websocket.Conn, gen int) {
 		}
 		switch m := msg.(type) {
 		case *protocol.Ack:
+			// An ack is valid whatever connection it came on: the coordinator applied the event.
 			s.mu.Lock()
 			delete(s.pending, m.Seq)
 			if ch, ok := s.acked[m.Seq]; ok {
@@ -183,16 +272,65 @@ func (s *Session) read(conn *websocket.Conn, gen int) {
 		case *protocol.Cancel:
 			select {
 			case s.cancels <- *m:
-			default:
+			default: // a cancel is already waiting: one is enough
 			}
 		case *protocol.Fatal:
 			s.mu.Lock()
-			s.fatal = fmt.Errorf("%w: %s", ErrRefused, m.Message)
+			if s.fatal == nil {
+				s.fatal = fmt.Errorf("%w: %s", ErrRefused, m.Message)
+			}
 			for seq, ch := range s.acked {
 				close(ch)
 				delete(s.acked, seq)
 			}
 			s.mu.Unlock()
+		}
+	}
+	s.mu.Lock()
+	current := s.connGen == gen
+	if current {
+		s.conn, s.connDone = nil, nil
+	}
+	reconnect := current && !s.closed && s.fatal == nil
+	s.mu.Unlock()
+	conn.Close()
+	close(done)
+	if reconnect {
+		select {
+		case s.lost <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// keep reconnects in the background whenever the current connection breaks, so that the
+// coordinator sees the agent's heartbeat and can deliver a cancel while no event is being
+// reported. It stops at Close, on a refusal, or when the coordinator stayed unreachable for
+// ReconnectFor (Report then tries again on its own).
+func (s *Session) keep(ctx context.Context) {
+	defer s.wg.Done()
+	backoff := s.cfg.MinBackoff
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.lost:
+		}
+		s.mu.Lock()
+		healthy := time.Since(s.connectedAt) > s.cfg.MaxBackoff
+		s.mu.Unlock()
+		if healthy {
+			backoff = s.cfg.MinBackoff
+		}
+		if err := sleep(ctx, jitter(backoff), nil); err != nil {
+			return
+		}
+		backoff = min(backoff*2, s.cfg.MaxBackoff)
+		if _, _, err := s.ensureConn(ctx, time.Now().Add(s.cfg.ReconnectFor)); err != nil {
+			if ctx.Err() != nil || errors.Is(err, ErrRefused) || errors.Is(err, ErrClosed) {
+				return
+			}
+			s.log.Warn("background reconnect failed", "error", err)
 		}
 	}
 }
@@ -201,12 +339,17 @@ func (s *Session) read(conn *websocket.Conn, gen int) {
 func (s *Session) Cancels() <-chan protocol.Cancel { return s.cancels }
 
 // Report delivers ev (its Seq is assigned here) and returns once the coordinator acknowledged
-// it, reconnecting as needed. It fails only when the coordinator refused the agent, ctx ends,
-// or the coordinator stayed unreachable for ReconnectFor.
+// it, reconnecting and resending as needed. It fails only when the coordinator refused the
+// agent (ErrRefused), ctx ends, the session is closed, or the event stayed unacknowledged
+// (the coordinator unreachable) for ReconnectFor. An event whose Report failed stays pending
+// and is resent before the next one, so the coordinator sees every sequence number in order.
 func (s *Session) Report(ctx context.Context, ev protocol.Event) error {
 	s.mu.Lock()
-	if s.fatal != nil {
+	if s.fatal != nil || s.closed {
 		err := s.fatal
+		if err == nil {
+			err = ErrClosed
+		}
 		s.mu.Unlock()
 		return err
 	}
@@ -220,43 +363,64 @@ func (s *Session) Report(ctx context.Context, ev protocol.Event) error {
 	s.acked[ev.Seq] = ch
 	s.mu.Unlock()
 
+	// outcome is Report's result once ch is closed: by the ack (or a NextSeq that covers the
+	// event), which removed the event from pending, or by a Fatal.
+	outcome := func() error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if _, ok := s.pending[ev.Seq]; !ok {
+			return nil
+		}
+		return s.fatal
+	}
 	deadline := time.Now().Add(s.cfg.ReconnectFor)
-	backoff := 500 * time.Millisecond
+	backoff := s.cfg.MinBackoff
 	for {
-		conn, err := s.ensureConn(ctx, deadline)
+		select {
+		case <-ch: // acknowledged while the connection broke, or covered by a reconnect
+			return outcome()
+		default:
+		}
+		conn, done, err := s.ensureConn(ctx, deadline)
 		if err != nil {
 			return err
 		}
 		if err := s.resendPending(conn); err == nil {
+			t := time.NewTimer(s.cfg.AckTimeout)
 			select {
 			case <-ch:
-				s.mu.Lock()
-				err := s.fatal
-				s.mu.Unlock()
-				return err
+				t.Stop()
+				return outcome()
 			case <-ctx.Done():
+				t.Stop()
 				return ctx.Err()
-			case <-time.After(s.cfg.AckTimeout):
+			case <-done:
+				s.log.Warn("connection lost before the acknowledgement", "seq", ev.Seq)
+			case <-t.C:
 				s.log.Warn("no acknowledgement, reconnecting", "seq", ev.Seq)
 			}
 		}
 		s.dropConn(conn)
-		if err := sleep(ctx, jitter(backoff)); err != nil {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("event %d not acknowledged within %s", ev.Seq, s.cfg.ReconnectFor)
+		}
+		if err := sleep(ctx, jitter(backoff), ch); err != nil {
 			return err
 		}
-		backoff = min(backoff*2, 30*time.Second)
+		backoff = min(backoff*2, s.cfg.MaxBackoff)
 	}
 }
 
 // resendPending sends every unacknowledged event in sequence order on conn.
 func (s *Session) resendPending(conn *websocket.Conn) error {
 	s.mu.Lock()
-	var seqs []int64
+	seqs := make([]int64, 0, len(s.pending))
 	for seq := range s.pending {
 		seqs = append(seqs, seq)
 	}
+	slices.Sort(seqs)
 	evs := make([]protocol.Event, 0, len(seqs))
-	for _, seq := range sortInts(seqs) {
+	for _, seq := range seqs {
 		evs = append(evs, s.pending[seq])
 	}
 	s.mu.Unlock()
@@ -276,67 +440,92 @@ func (s *Session) resendPending(conn *websocket.Conn) error {
 	return nil
 }
 
-func sortInts(v []int64) []int64 {
-	for i := 1; i < len(v); i++ {
-		for j := i; j > 0 && v[j] < v[j-1]; j-- {
-			v[j], v[j-1] = v[j-1], v[j]
-		}
-	}
-	return v
-}
-
-// ensureConn returns the live connection or reconnects with backoff until deadline.
-func (s *Session) ensureConn(ctx context.Context, deadline time.Time) (*websocket.Conn, error) {
-	backoff := 500 * time.Millisecond
+// ensureConn returns the live connection (and the channel closed when it breaks), or
+// connects, retrying with backoff until deadline.
+func (s *Session) ensureConn(ctx context.Context, deadline time.Time) (*websocket.Conn, <-chan struct{}, error) {
+	backoff := s.cfg.MinBackoff
 	for {
+		select {
+		case s.connecting <- struct{}{}:
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
 		s.mu.Lock()
-		conn, fatal, closed := s.conn, s.fatal, s.closed
+		conn, done, fatal, closed := s.conn, s.connDone, s.fatal, s.closed
 		s.mu.Unlock()
-		if fatal != nil {
-			return nil, fatal
-		}
-		if closed {
-			return nil, errors.New("session closed")
-		}
-		if conn != nil {
-			return conn, nil
-		}
-		a, err := s.connect(ctx)
-		if err == nil {
-			s.mu.Lock()
-			// Events below NextSeq were applied before the disconnect: forget them.
-			for seq, ch := range s.acked {
-				if seq < a.NextSeq {
-					delete(s.pending, seq)
-					close(ch)
-					delete(s.acked, seq)
-				}
+		var err error
+		switch {
+		case fatal != nil:
+			err = fatal
+		case closed:
+			err = ErrClosed
+		case conn != nil:
+		default:
+			var a *protocol.Assignment
+			if a, err = s.connect(ctx); err == nil {
+				s.log.Info("connected to the coordinator", "next_seq", a.NextSeq)
+				<-s.connecting
+				continue
 			}
-			s.mu.Unlock()
-			s.log.Info("reconnected to the coordinator", "next_seq", a.NextSeq)
-			continue
+		}
+		<-s.connecting
+		if conn != nil || fatal != nil || closed {
+			return conn, done, err
 		}
 		if errors.Is(err, ErrRefused) {
 			s.mu.Lock()
-			s.fatal = err
+			if s.fatal == nil {
+				s.fatal = err
+			}
 			s.mu.Unlock()
+			return nil, nil, err
+		}
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err()
+		}
+		if errors.Is(err, ErrClosed) {
+			return nil, nil, err
+		}
+		if time.Now().After(deadline) {
+			return nil, nil, fmt.Errorf("coordinator unreachable: %w", err)
+		}
+		s.log.Warn("coordinator unreachable, retrying", "error", err, "in", backoff)
+		if err := sleep(ctx, jitter(backoff), nil); err != nil {
+			return nil, nil, err
+		}
+		backoff = min(backoff*2, s.cfg.MaxBackoff)
+	}
+}
+
+// connectRetry is Dial's first connection: ensureConn's loop, returning the assignment.
+func (s *Session) connectRetry(ctx context.Context, deadline time.Time) (*protocol.Assignment, error) {
+	backoff := s.cfg.MinBackoff
+	for {
+		a, err := s.connect(ctx)
+		if err == nil {
+			return a, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if errors.Is(err, ErrRefused) {
 			return nil, err
 		}
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("coordinator unreachable: %w", err)
 		}
 		s.log.Warn("coordinator unreachable, retrying", "error", err, "in", backoff)
-		if err := sleep(ctx, jitter(backoff)); err != nil {
+		if err := sleep(ctx, jitter(backoff), nil); err != nil {
 			return nil, err
 		}
-		backoff = min(backoff*2, 30*time.Second)
+		backoff = min(backoff*2, s.cfg.MaxBackoff)
 	}
 }
 
 func (s *Session) dropConn(conn *websocket.Conn) {
 	s.mu.Lock()
 	if s.conn == conn {
-		s.conn = nil
+		s.conn, s.connDone = nil, nil
 	}
 	s.mu.Unlock()
 	conn.Close()
@@ -360,31 +549,39 @@ func (s *Session) Log(stream string, lines []string) {
 	s.wmu.Unlock()
 }
 
-// Close ends the session with a normal close.
+// Close ends the session with a normal close and waits for its goroutines. Pending events
+// are abandoned; Report returns ErrClosed from now on. Close is idempotent.
 func (s *Session) Close() {
 	s.mu.Lock()
 	conn := s.conn
 	s.closed = true
-	s.conn = nil
+	s.conn, s.connDone = nil, nil
 	s.mu.Unlock()
+	if s.stopKeeper != nil {
+		s.stopKeeper()
+	}
 	if conn != nil {
 		s.wmu.Lock()
 		_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
 		s.wmu.Unlock()
 		conn.Close()
 	}
+	s.wg.Wait()
 }
 
 func jitter(d time.Duration) time.Duration {
 	return d/2 + time.Duration(rand.Int64N(int64(d)))
 }
 
-func sleep(ctx context.Context, d time.Duration) error {
+// sleep waits d, or until ctx ends (its error) or wake closes (nil).
+func sleep(ctx context.Context, d time.Duration, wake <-chan struct{}) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-wake:
+		return nil
 	case <-t.C:
 		return nil
 	}
