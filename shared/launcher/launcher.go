@@ -204,6 +204,67 @@ type ContainerStatus struct {
 	Attempt string
 	// Started and Ended are zero when unknown.
 	Started, Ended time.Time
+	// HoldCode is the backend's numeric reason for StateHeld (HTCondor HoldReasonCode); 0
+	// when none or unknown.
+	HoldCode int
+	// Usage is what the backend accounted to the container (HTCondor: RemoteUserCpu +
+	// RemoteSysCpu, CommittedTime, MemoryUsage, RequestCpus); nil when it records nothing.
+	Usage *Usage
+	// Details is the backend's own record of the container as a JSON object (HTCondor: the
+	// ClassAd subset the CTS runner_status shows), for admins; nil when none.
+	Details []byte
+}
+
+// Usage is the accounting of one container run.
+type Usage struct {
+	// CPUSeconds is user plus system CPU time.
+	CPUSeconds float64
+	// WallSeconds is how long the container ran.
+	WallSeconds float64
+	// MaxMemoryBytes is the peak memory; 0 when unknown.
+	MaxMemoryBytes int64
+	// CPUs is the number of CPUs the container was given; 0 when unknown.
+	CPUs int
+}
+
+// JobUsage is the accounting of a whole job, computed from its containers as the CTS does
+// (reference §6.6). Nil fields are unknown.
+type JobUsage struct {
+	// CPUHours is the sum of the containers' CPU seconds / 3600; nil when that sum is 0.
+	CPUHours *float64
+	// CPUFactor is the CPU seconds divided by the sum over containers of wall seconds × CPUs;
+	// nil when no container has wall time.
+	CPUFactor *float64
+	// MaxMemory is the largest peak memory of any container in bytes; nil when none is known.
+	MaxMemory *int64
+}
+
+// SumUsage computes the job accounting from the containers' Usage (containers without Usage
+// are skipped).
+func SumUsage(cs []ContainerStatus) JobUsage {
+	var cpu, committed float64
+	var maxMem int64
+	for _, c := range cs {
+		if c.Usage == nil {
+			continue
+		}
+		cpu += c.Usage.CPUSeconds
+		committed += c.Usage.WallSeconds * float64(max(c.Usage.CPUs, 1))
+		maxMem = max(maxMem, c.Usage.MaxMemoryBytes)
+	}
+	var u JobUsage
+	if cpu > 0 {
+		h := cpu / 3600
+		u.CPUHours = &h
+	}
+	if committed > 0 {
+		f := cpu / committed
+		u.CPUFactor = &f
+	}
+	if maxMem > 0 {
+		u.MaxMemory = &maxMem
+	}
+	return u
 }
 
 // JobStatus is the backend's view of one job.

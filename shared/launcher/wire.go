@@ -71,6 +71,11 @@ func jobStatusToWire(s JobStatus) *launcherpb.JobStatus {
 			Attempt:         c.Attempt,
 			StartedUnixNano: timeToWire(c.Started),
 			EndedUnixNano:   timeToWire(c.Ended),
+			HoldCode:        int32(c.HoldCode),
+			DetailsJson:     c.Details,
+		}
+		if u := c.Usage; u != nil {
+			wc.Usage = &launcherpb.Usage{CpuSeconds: u.CPUSeconds, WallSeconds: u.WallSeconds, MaxMemoryBytes: u.MaxMemoryBytes, Cpus: int32(u.CPUs)}
 		}
 		if c.ExitCode != nil {
 			code := int32(*c.ExitCode)
@@ -91,6 +96,11 @@ func jobStatusFromWire(s *launcherpb.JobStatus) JobStatus {
 			Attempt:   c.GetAttempt(),
 			Started:   timeFromWire(c.GetStartedUnixNano()),
 			Ended:     timeFromWire(c.GetEndedUnixNano()),
+			HoldCode:  int(c.GetHoldCode()),
+			Details:   c.GetDetailsJson(),
+		}
+		if u := c.GetUsage(); u != nil {
+			cs.Usage = &Usage{CPUSeconds: u.GetCpuSeconds(), WallSeconds: u.GetWallSeconds(), MaxMemoryBytes: u.GetMaxMemoryBytes(), CPUs: int(u.GetCpus())}
 		}
 		if c.ExitCode != nil {
 			code := int(c.GetExitCode())

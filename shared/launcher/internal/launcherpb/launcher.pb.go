@@ -542,8 +542,16 @@ type ContainerStatus struct {
 	// Unix nanoseconds; 0 means unknown.
 	StartedUnixNano int64 `protobuf:"varint,6,opt,name=started_unix_nano,json=startedUnixNano,proto3" json:"started_unix_nano,omitempty"`
 	EndedUnixNano   int64 `protobuf:"varint,7,opt,name=ended_unix_nano,json=endedUnixNano,proto3" json:"ended_unix_nano,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The resources the backend accounted to the container (HTCondor: from its ClassAd); absent
+	// when the backend records none.
+	Usage *Usage `protobuf:"bytes,8,opt,name=usage,proto3" json:"usage,omitempty"`
+	// The backend's numeric code for a hold (HTCondor HoldReasonCode); 0 when none.
+	HoldCode int32 `protobuf:"varint,9,opt,name=hold_code,json=holdCode,proto3" json:"hold_code,omitempty"`
+	// The backend's own record of the container as a JSON object (HTCondor: the ClassAd subset
+	// of the CTS runner_status), for admins; empty when none.
+	DetailsJson   []byte `protobuf:"bytes,10,opt,name=details_json,json=detailsJson,proto3" json:"details_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ContainerStatus) Reset() {
@@ -625,6 +633,100 @@ func (x *ContainerStatus) GetEndedUnixNano() int64 {
 	return 0
 }
 
+func (x *ContainerStatus) GetUsage() *Usage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
+func (x *ContainerStatus) GetHoldCode() int32 {
+	if x != nil {
+		return x.HoldCode
+	}
+	return 0
+}
+
+func (x *ContainerStatus) GetDetailsJson() []byte {
+	if x != nil {
+		return x.DetailsJson
+	}
+	return nil
+}
+
+// Usage is the accounting of one container.
+type Usage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// CPU time, user plus system, in seconds.
+	CpuSeconds float64 `protobuf:"fixed64,1,opt,name=cpu_seconds,json=cpuSeconds,proto3" json:"cpu_seconds,omitempty"`
+	// Wall-clock time the container ran (HTCondor CommittedTime), in seconds.
+	WallSeconds float64 `protobuf:"fixed64,2,opt,name=wall_seconds,json=wallSeconds,proto3" json:"wall_seconds,omitempty"`
+	// Peak memory in bytes; 0 when unknown.
+	MaxMemoryBytes int64 `protobuf:"varint,3,opt,name=max_memory_bytes,json=maxMemoryBytes,proto3" json:"max_memory_bytes,omitempty"`
+	// CPUs the container was given; 0 when unknown.
+	Cpus          int32 `protobuf:"varint,4,opt,name=cpus,proto3" json:"cpus,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Usage) Reset() {
+	*x = Usage{}
+	mi := &file_launcher_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Usage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Usage) ProtoMessage() {}
+
+func (x *Usage) ProtoReflect() protoreflect.Message {
+	mi := &file_launcher_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Usage.ProtoReflect.Descriptor instead.
+func (*Usage) Descriptor() ([]byte, []int) {
+	return file_launcher_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Usage) GetCpuSeconds() float64 {
+	if x != nil {
+		return x.CpuSeconds
+	}
+	return 0
+}
+
+func (x *Usage) GetWallSeconds() float64 {
+	if x != nil {
+		return x.WallSeconds
+	}
+	return 0
+}
+
+func (x *Usage) GetMaxMemoryBytes() int64 {
+	if x != nil {
+		return x.MaxMemoryBytes
+	}
+	return 0
+}
+
+func (x *Usage) GetCpus() int32 {
+	if x != nil {
+		return x.Cpus
+	}
+	return 0
+}
+
 type JobStatus struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	JobId      string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -637,7 +739,7 @@ type JobStatus struct {
 
 func (x *JobStatus) Reset() {
 	*x = JobStatus{}
-	mi := &file_launcher_proto_msgTypes[10]
+	mi := &file_launcher_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -649,7 +751,7 @@ func (x *JobStatus) String() string {
 func (*JobStatus) ProtoMessage() {}
 
 func (x *JobStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_launcher_proto_msgTypes[10]
+	mi := &file_launcher_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -662,7 +764,7 @@ func (x *JobStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobStatus.ProtoReflect.Descriptor instead.
 func (*JobStatus) Descriptor() ([]byte, []int) {
-	return file_launcher_proto_rawDescGZIP(), []int{10}
+	return file_launcher_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *JobStatus) GetJobId() string {
@@ -695,7 +797,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_launcher_proto_msgTypes[11]
+	mi := &file_launcher_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -707,7 +809,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_launcher_proto_msgTypes[11]
+	mi := &file_launcher_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -720,7 +822,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_launcher_proto_rawDescGZIP(), []int{11}
+	return file_launcher_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StatusResponse) GetJobs() []*JobStatus {
@@ -739,7 +841,7 @@ type CancelRequest struct {
 
 func (x *CancelRequest) Reset() {
 	*x = CancelRequest{}
-	mi := &file_launcher_proto_msgTypes[12]
+	mi := &file_launcher_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -751,7 +853,7 @@ func (x *CancelRequest) String() string {
 func (*CancelRequest) ProtoMessage() {}
 
 func (x *CancelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_launcher_proto_msgTypes[12]
+	mi := &file_launcher_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -764,7 +866,7 @@ func (x *CancelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRequest.ProtoReflect.Descriptor instead.
 func (*CancelRequest) Descriptor() ([]byte, []int) {
-	return file_launcher_proto_rawDescGZIP(), []int{12}
+	return file_launcher_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CancelRequest) GetJob() *JobRef {
@@ -782,7 +884,7 @@ type CancelResponse struct {
 
 func (x *CancelResponse) Reset() {
 	*x = CancelResponse{}
-	mi := &file_launcher_proto_msgTypes[13]
+	mi := &file_launcher_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -794,7 +896,7 @@ func (x *CancelResponse) String() string {
 func (*CancelResponse) ProtoMessage() {}
 
 func (x *CancelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_launcher_proto_msgTypes[13]
+	mi := &file_launcher_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -807,7 +909,7 @@ func (x *CancelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelResponse.ProtoReflect.Descriptor instead.
 func (*CancelResponse) Descriptor() ([]byte, []int) {
-	return file_launcher_proto_rawDescGZIP(), []int{13}
+	return file_launcher_proto_rawDescGZIP(), []int{14}
 }
 
 type CleanupRequest struct {
@@ -819,7 +921,7 @@ type CleanupRequest struct {
 
 func (x *CleanupRequest) Reset() {
 	*x = CleanupRequest{}
-	mi := &file_launcher_proto_msgTypes[14]
+	mi := &file_launcher_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -831,7 +933,7 @@ func (x *CleanupRequest) String() string {
 func (*CleanupRequest) ProtoMessage() {}
 
 func (x *CleanupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_launcher_proto_msgTypes[14]
+	mi := &file_launcher_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -844,7 +946,7 @@ func (x *CleanupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CleanupRequest.ProtoReflect.Descriptor instead.
 func (*CleanupRequest) Descriptor() ([]byte, []int) {
-	return file_launcher_proto_rawDescGZIP(), []int{14}
+	return file_launcher_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CleanupRequest) GetJob() *JobRef {
@@ -862,7 +964,7 @@ type CleanupResponse struct {
 
 func (x *CleanupResponse) Reset() {
 	*x = CleanupResponse{}
-	mi := &file_launcher_proto_msgTypes[15]
+	mi := &file_launcher_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -874,7 +976,7 @@ func (x *CleanupResponse) String() string {
 func (*CleanupResponse) ProtoMessage() {}
 
 func (x *CleanupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_launcher_proto_msgTypes[15]
+	mi := &file_launcher_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -887,7 +989,7 @@ func (x *CleanupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CleanupResponse.ProtoReflect.Descriptor instead.
 func (*CleanupResponse) Descriptor() ([]byte, []int) {
-	return file_launcher_proto_rawDescGZIP(), []int{15}
+	return file_launcher_proto_rawDescGZIP(), []int{16}
 }
 
 var File_launcher_proto protoreflect.FileDescriptor
@@ -934,7 +1036,7 @@ const file_launcher_proto_rawDesc = "" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
 	"\x06handle\x18\x02 \x01(\tR\x06handle\"<\n" +
 	"\rStatusRequest\x12+\n" +
-	"\x04jobs\x18\x01 \x03(\v2\x17.cts.launcher.v1.JobRefR\x04jobs\"\xfb\x01\n" +
+	"\x04jobs\x18\x01 \x03(\v2\x17.cts.launcher.v1.JobRefR\x04jobs\"\xe9\x02\n" +
 	"\x0fContainerStatus\x12\x1c\n" +
 	"\tcontainer\x18\x01 \x01(\x05R\tcontainer\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12 \n" +
@@ -942,9 +1044,19 @@ const file_launcher_proto_rawDesc = "" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x18\n" +
 	"\aattempt\x18\x05 \x01(\tR\aattempt\x12*\n" +
 	"\x11started_unix_nano\x18\x06 \x01(\x03R\x0fstartedUnixNano\x12&\n" +
-	"\x0fended_unix_nano\x18\a \x01(\x03R\rendedUnixNanoB\f\n" +
+	"\x0fended_unix_nano\x18\a \x01(\x03R\rendedUnixNano\x12,\n" +
+	"\x05usage\x18\b \x01(\v2\x16.cts.launcher.v1.UsageR\x05usage\x12\x1b\n" +
+	"\thold_code\x18\t \x01(\x05R\bholdCode\x12!\n" +
+	"\fdetails_json\x18\n" +
+	" \x01(\fR\vdetailsJsonB\f\n" +
 	"\n" +
-	"_exit_code\"\x92\x01\n" +
+	"_exit_code\"\x89\x01\n" +
+	"\x05Usage\x12\x1f\n" +
+	"\vcpu_seconds\x18\x01 \x01(\x01R\n" +
+	"cpuSeconds\x12!\n" +
+	"\fwall_seconds\x18\x02 \x01(\x01R\vwallSeconds\x12(\n" +
+	"\x10max_memory_bytes\x18\x03 \x01(\x03R\x0emaxMemoryBytes\x12\x12\n" +
+	"\x04cpus\x18\x04 \x01(\x05R\x04cpus\"\x92\x01\n" +
 	"\tJobStatus\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12@\n" +
 	"\n" +
@@ -979,7 +1091,7 @@ func file_launcher_proto_rawDescGZIP() []byte {
 	return file_launcher_proto_rawDescData
 }
 
-var file_launcher_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_launcher_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_launcher_proto_goTypes = []any{
 	(*Error)(nil),             // 0: cts.launcher.v1.Error
 	(*InfoRequest)(nil),       // 1: cts.launcher.v1.InfoRequest
@@ -991,39 +1103,41 @@ var file_launcher_proto_goTypes = []any{
 	(*JobRef)(nil),            // 7: cts.launcher.v1.JobRef
 	(*StatusRequest)(nil),     // 8: cts.launcher.v1.StatusRequest
 	(*ContainerStatus)(nil),   // 9: cts.launcher.v1.ContainerStatus
-	(*JobStatus)(nil),         // 10: cts.launcher.v1.JobStatus
-	(*StatusResponse)(nil),    // 11: cts.launcher.v1.StatusResponse
-	(*CancelRequest)(nil),     // 12: cts.launcher.v1.CancelRequest
-	(*CancelResponse)(nil),    // 13: cts.launcher.v1.CancelResponse
-	(*CleanupRequest)(nil),    // 14: cts.launcher.v1.CleanupRequest
-	(*CleanupResponse)(nil),   // 15: cts.launcher.v1.CleanupResponse
-	nil,                       // 16: cts.launcher.v1.SubmitRequest.EnvEntry
+	(*Usage)(nil),             // 10: cts.launcher.v1.Usage
+	(*JobStatus)(nil),         // 11: cts.launcher.v1.JobStatus
+	(*StatusResponse)(nil),    // 12: cts.launcher.v1.StatusResponse
+	(*CancelRequest)(nil),     // 13: cts.launcher.v1.CancelRequest
+	(*CancelResponse)(nil),    // 14: cts.launcher.v1.CancelResponse
+	(*CleanupRequest)(nil),    // 15: cts.launcher.v1.CleanupRequest
+	(*CleanupResponse)(nil),   // 16: cts.launcher.v1.CleanupResponse
+	nil,                       // 17: cts.launcher.v1.SubmitRequest.EnvEntry
 }
 var file_launcher_proto_depIdxs = []int32{
-	16, // 0: cts.launcher.v1.SubmitRequest.env:type_name -> cts.launcher.v1.SubmitRequest.EnvEntry
+	17, // 0: cts.launcher.v1.SubmitRequest.env:type_name -> cts.launcher.v1.SubmitRequest.EnvEntry
 	7,  // 1: cts.launcher.v1.StatusRequest.jobs:type_name -> cts.launcher.v1.JobRef
-	9,  // 2: cts.launcher.v1.JobStatus.containers:type_name -> cts.launcher.v1.ContainerStatus
-	0,  // 3: cts.launcher.v1.JobStatus.error:type_name -> cts.launcher.v1.Error
-	10, // 4: cts.launcher.v1.StatusResponse.jobs:type_name -> cts.launcher.v1.JobStatus
-	7,  // 5: cts.launcher.v1.CancelRequest.job:type_name -> cts.launcher.v1.JobRef
-	7,  // 6: cts.launcher.v1.CleanupRequest.job:type_name -> cts.launcher.v1.JobRef
-	1,  // 7: cts.launcher.v1.Launcher.Info:input_type -> cts.launcher.v1.InfoRequest
-	3,  // 8: cts.launcher.v1.Launcher.Configure:input_type -> cts.launcher.v1.ConfigureRequest
-	5,  // 9: cts.launcher.v1.Launcher.Submit:input_type -> cts.launcher.v1.SubmitRequest
-	8,  // 10: cts.launcher.v1.Launcher.Status:input_type -> cts.launcher.v1.StatusRequest
-	12, // 11: cts.launcher.v1.Launcher.Cancel:input_type -> cts.launcher.v1.CancelRequest
-	14, // 12: cts.launcher.v1.Launcher.Cleanup:input_type -> cts.launcher.v1.CleanupRequest
-	2,  // 13: cts.launcher.v1.Launcher.Info:output_type -> cts.launcher.v1.InfoResponse
-	4,  // 14: cts.launcher.v1.Launcher.Configure:output_type -> cts.launcher.v1.ConfigureResponse
-	6,  // 15: cts.launcher.v1.Launcher.Submit:output_type -> cts.launcher.v1.SubmitResponse
-	11, // 16: cts.launcher.v1.Launcher.Status:output_type -> cts.launcher.v1.StatusResponse
-	13, // 17: cts.launcher.v1.Launcher.Cancel:output_type -> cts.launcher.v1.CancelResponse
-	15, // 18: cts.launcher.v1.Launcher.Cleanup:output_type -> cts.launcher.v1.CleanupResponse
-	13, // [13:19] is the sub-list for method output_type
-	7,  // [7:13] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	10, // 2: cts.launcher.v1.ContainerStatus.usage:type_name -> cts.launcher.v1.Usage
+	9,  // 3: cts.launcher.v1.JobStatus.containers:type_name -> cts.launcher.v1.ContainerStatus
+	0,  // 4: cts.launcher.v1.JobStatus.error:type_name -> cts.launcher.v1.Error
+	11, // 5: cts.launcher.v1.StatusResponse.jobs:type_name -> cts.launcher.v1.JobStatus
+	7,  // 6: cts.launcher.v1.CancelRequest.job:type_name -> cts.launcher.v1.JobRef
+	7,  // 7: cts.launcher.v1.CleanupRequest.job:type_name -> cts.launcher.v1.JobRef
+	1,  // 8: cts.launcher.v1.Launcher.Info:input_type -> cts.launcher.v1.InfoRequest
+	3,  // 9: cts.launcher.v1.Launcher.Configure:input_type -> cts.launcher.v1.ConfigureRequest
+	5,  // 10: cts.launcher.v1.Launcher.Submit:input_type -> cts.launcher.v1.SubmitRequest
+	8,  // 11: cts.launcher.v1.Launcher.Status:input_type -> cts.launcher.v1.StatusRequest
+	13, // 12: cts.launcher.v1.Launcher.Cancel:input_type -> cts.launcher.v1.CancelRequest
+	15, // 13: cts.launcher.v1.Launcher.Cleanup:input_type -> cts.launcher.v1.CleanupRequest
+	2,  // 14: cts.launcher.v1.Launcher.Info:output_type -> cts.launcher.v1.InfoResponse
+	4,  // 15: cts.launcher.v1.Launcher.Configure:output_type -> cts.launcher.v1.ConfigureResponse
+	6,  // 16: cts.launcher.v1.Launcher.Submit:output_type -> cts.launcher.v1.SubmitResponse
+	12, // 17: cts.launcher.v1.Launcher.Status:output_type -> cts.launcher.v1.StatusResponse
+	14, // 18: cts.launcher.v1.Launcher.Cancel:output_type -> cts.launcher.v1.CancelResponse
+	16, // 19: cts.launcher.v1.Launcher.Cleanup:output_type -> cts.launcher.v1.CleanupResponse
+	14, // [14:20] is the sub-list for method output_type
+	8,  // [8:14] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_launcher_proto_init() }
@@ -1038,7 +1152,7 @@ func file_launcher_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_launcher_proto_rawDesc), len(file_launcher_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

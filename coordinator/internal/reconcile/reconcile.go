@@ -1,0 +1,398 @@
+// Package reconcile is the coordinator's reconciler: a loop that compares every non-terminal
+// job with its site launcher's view and with its agents' heartbeats, and ends, with a precise
+// admin_error and a clear user error, every job that can no longer finish by itself. No job
+// stays non-terminal forever:
+//
+//	created             not handed to the launcher within SubmitDeadline  → error
+//	canceling           the launcher did not confirm within CancelDeadline → error
+//	launched, per container whose sub-job is not terminal:
+//	  held                                  → error (HoldReason, container, attempt)
+//	  exited ≠ 0 / removed / vanished       → error (the agent could not report its final state)
+//	  exited 0 without a final report       → error after HeartbeatDeadline
+//	  agent never connected                 → error ConnectDeadline after the proc started
+//	                                          (after the launch when the launcher cannot tell;
+//	                                          IdleDeadline while the proc waits in the queue)
+//	  agent silent (LastSeen)               → error after HeartbeatDeadline
+//	  running past runtime + RuntimeGrace   → error
+//	launcher unreachable                    → only the heartbeat and deadline rules apply
+//
+// When it ends a job, jobs.Service.FailJob also stops the connected agents and asks the
+// launcher to remove the job's containers. After jobs end (by any path) it records their
+// accounting (cpu_hours, cpu_factor, max_memory) from the launcher's view once the containers
+// have ended (reference §6.6).
+//
+// Retrying a container after an infrastructure failure is deliberately not done here: the
+// sub-job state machine has no backward transitions and the agent protocol names one attempt
+// per container, so a retry needs a new launch Attempt with its own sub-job generation (see
+// the report of issue 5); until then an infrastructure failure ends the job.
+//
+// It must not change job states except through jobs.Service, and must not fail a job because
+// the launcher is merely unreachable.
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/kbase/cts/coordinator/internal/jobs"
+	"github.com/kbase/cts/shared/job"
+	"github.com/kbase/cts/shared/launcher"
+)
+
+// Config are the reconciler's intervals and deadlines. Zero fields take the defaults.
+type Config struct {
+	// Interval between passes (default 30 s).
+	Interval time.Duration
+	// HeartbeatDeadline is how long an agent may stay silent (default 2 min; agents touch
+	// LastSeen at most every 5 s and the coordinator pings every 15 s).
+	HeartbeatDeadline time.Duration
+	// ConnectDeadline is how long after its proc started an agent may take to connect
+	// (default 10 min).
+	ConnectDeadline time.Duration
+	// IdleDeadline is how long a container may wait in the backend's queue (default 7 days).
+	IdleDeadline time.Duration
+	// SubmitDeadline is how long a job may stay created (default 1 h).
+	SubmitDeadline time.Duration
+	// CancelDeadline is how long a job may stay canceling (default 30 min).
+	CancelDeadline time.Duration
+	// RuntimeGrace is added to the job's runtime before a running container is overdue
+	// (default 30 min: the agent itself stops the container at its runtime).
+	RuntimeGrace time.Duration
+	// AccountingWindow is how long after a job ended its accounting is still collected
+	// (default 1 h); AccountingWait how long the reconciler waits for the containers to end
+	// before recording what it has (default 60 s, as the Python service).
+	AccountingWindow, AccountingWait time.Duration
+	// Limit bounds the jobs looked at per state and pass (default 500).
+	Limit int
+}
+
+func (c Config) withDefaults() Config {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.Interval, 30*time.Second)
+	def(&c.HeartbeatDeadline, 2*time.Minute)
+	def(&c.ConnectDeadline, 10*time.Minute)
+	def(&c.IdleDeadline, 7*24*time.Hour)
+	def(&c.SubmitDeadline, time.Hour)
+	def(&c.CancelDeadline, 30*time.Minute)
+	def(&c.RuntimeGrace, 30*time.Minute)
+	def(&c.AccountingWindow, time.Hour)
+	def(&c.AccountingWait, time.Minute)
+	if c.Limit <= 0 {
+		c.Limit = 500
+	}
+	return c
+}
+
+// Jobs is what the reconciler needs of the jobs service (*jobs.Service implements it).
+type Jobs interface {
+	ActiveJobs(ctx context.Context, limit int) ([]*jobs.Job, error)
+	SubJobs(ctx context.Context, id string) ([]jobs.SubJob, error)
+	SiteLauncher(name string) (jobs.Launcher, bool)
+	FailJob(ctx context.Context, id, adminErr, userErr string) (bool, error)
+	JobsToAccount(ctx context.Context, since time.Time, limit int) ([]*jobs.Job, error)
+	RecordAccounting(ctx context.Context, id string, a jobs.Accounting) error
+}
+
+// StatusLauncher is the launcher capability the reconciler uses, found by type assertion on
+// a site's launcher (launcher.Client has it).
+type StatusLauncher interface {
+	Status(ctx context.Context, refs []launcher.JobRef) ([]launcher.JobStatus, error)
+}
+
+var _ Jobs = (*jobs.Service)(nil)
+
+// Reconciler runs the passes. It is safe to run one per coordinator replica: every change
+// goes through conditional updates.
+type Reconciler struct {
+	cfg  Config
+	jobs Jobs
+	log  *slog.Logger
+	now  func() time.Time
+}
+
+// New returns a reconciler; now is the clock (nil: time.Now).
+func New(cfg Config, j Jobs, log *slog.Logger, now func() time.Time) *Reconciler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Reconciler{cfg: cfg.withDefaults(), jobs: j, log: log, now: now}
+}
+
+// Run runs a pass every Interval until ctx ends.
+func (r *Reconciler) Run(ctx context.Context) error {
+	t := time.NewTicker(r.cfg.Interval)
+	defer t.Stop()
+	for {
+		if err := r.Pass(ctx); err != nil && ctx.Err() == nil {
+			r.log.WarnContext(ctx, "reconciler pass failed", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Pass looks at every active job once, then collects accounting of ended jobs.
+func (r *Reconciler) Pass(ctx context.Context) error {
+	active, err := r.jobs.ActiveJobs(ctx, r.cfg.Limit)
+	if err != nil {
+		return err
+	}
+	statuses := r.statuses(ctx, active)
+	var errs []error
+	for _, j := range active {
+		subs, err := r.jobs.SubJobs(ctx, j.ID)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("job %s: %w", j.ID, err))
+			continue
+		}
+		f := Decide(r.cfg, r.now(), j, subs, statuses[j.ID])
+		if f == nil {
+			continue
+		}
+		ended, err := r.jobs.FailJob(ctx, j.ID, f.AdminError, f.UserError)
+		if ended {
+			r.log.WarnContext(ctx, "reconciler ended job", "job_id", j.ID, "admin_error", f.AdminError)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("fail job %s: %w", j.ID, err))
+		}
+	}
+	if err := r.account(ctx); err != nil && !errors.Is(err, errors.ErrUnsupported) {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// statuses asks each site's launcher, in one batched call per site, about the launched jobs.
+// A site whose launcher cannot answer is left out (nil status: only the deadline rules apply).
+func (r *Reconciler) statuses(ctx context.Context, js []*jobs.Job) map[string]*launcher.JobStatus {
+	bySite := map[string][]launcher.JobRef{}
+	for _, j := range js {
+		if j.Launch != nil {
+			bySite[j.Launch.Site] = append(bySite[j.Launch.Site], launcher.JobRef{JobID: j.ID, Handle: j.Launch.Handle})
+		}
+	}
+	out := map[string]*launcher.JobStatus{}
+	for site, refs := range bySite {
+		l, ok := r.jobs.SiteLauncher(site)
+		if !ok {
+			continue
+		}
+		sl, ok := l.(StatusLauncher)
+		if !ok {
+			continue
+		}
+		sts, err := sl.Status(ctx, refs)
+		if err != nil {
+			r.log.WarnContext(ctx, "launcher status failed", "site", site, "error", err)
+			continue
+		}
+		for i := range sts {
+			if i < len(refs) {
+				out[refs[i].JobID] = &sts[i]
+			}
+		}
+	}
+	return out
+}
+
+// Failure is the verdict on a job that must end.
+type Failure struct {
+	AdminError, UserError string
+}
+
+func transitionTime(ts []jobs.Transition, s job.State) (time.Time, bool) {
+	for i := len(ts) - 1; i >= 0; i-- {
+		if ts[i].State == s {
+			return ts[i].Time, true
+		}
+	}
+	return time.Time{}, false
+}
+
+func since(now, t time.Time) time.Duration { return now.Sub(t).Round(time.Second) }
+
+// Decide returns the failure of a job that can no longer finish by itself, or nil. st is the
+// launcher's view (nil when unknown). It is pure: the reconciler's rules in one place.
+func Decide(cfg Config, now time.Time, j *jobs.Job, subs []jobs.SubJob, st *launcher.JobStatus) *Failure {
+	cfg = cfg.withDefaults()
+	switch {
+	case j.State.Terminal():
+		return nil
+	case j.State == job.Created:
+		at, _ := transitionTime(j.Transitions, job.Created)
+		if at.IsZero() || now.Sub(at) <= cfg.SubmitDeadline {
+			return nil
+		}
+		return &Failure{
+			AdminError: fmt.Sprintf("the job was not handed to the launcher of site %q within %v of its creation (check the launcher plugin and the backend)", j.Input.Cluster, cfg.SubmitDeadline),
+			UserError:  "The job could not be started on the compute system. An administrator has been notified.",
+		}
+	case j.State == job.Canceling:
+		at, _ := transitionTime(j.Transitions, job.Canceling)
+		if at.IsZero() || now.Sub(at) <= cfg.CancelDeadline {
+			return nil
+		}
+		return &Failure{
+			AdminError: fmt.Sprintf("the launcher did not confirm the cancel within %v; check the backend for leftover containers", cfg.CancelDeadline),
+			UserError:  "The job could not be canceled cleanly. An administrator has been notified.",
+		}
+	case j.Launch == nil:
+		return nil
+	}
+	launched, _ := transitionTime(j.Transitions, job.DownloadSubmitted)
+	if st != nil && st.Err != nil {
+		if errors.Is(st.Err, launcher.ErrNotFound) {
+			return &Failure{
+				AdminError: fmt.Sprintf("the launcher of site %q no longer knows the job (handle %s): %v", j.Launch.Site, j.Launch.Handle, st.Err),
+				UserError:  "The job's containers vanished from the compute system. An administrator has been notified.",
+			}
+		}
+		st = nil // another per-job error: treat as unknown
+	}
+	byNum := map[int]launcher.ContainerStatus{}
+	if st != nil {
+		for _, c := range st.Containers {
+			byNum[c.Container] = c
+		}
+	}
+	for _, sj := range subs {
+		if sj.State.Terminal() {
+			continue // the agent reported its final state; the proc's end does not matter
+		}
+		n := sj.SubID
+		c, known := byNum[n]
+		where := fmt.Sprintf("container %d", n)
+		if known && c.Attempt != "" {
+			where += fmt.Sprintf(" (attempt %s)", c.Attempt)
+		}
+		code := "none"
+		if known && c.ExitCode != nil {
+			code = fmt.Sprint(*c.ExitCode)
+		}
+		if known {
+			switch c.State {
+			case launcher.StateHeld:
+				return &Failure{
+					AdminError: fmt.Sprintf("%s is held by the compute system: %s", where, c.Reason),
+					UserError:  fmt.Sprintf("The compute system held container %d of the job. An administrator has been notified.", n),
+				}
+			case launcher.StateExited:
+				if c.ExitCode == nil || *c.ExitCode != 0 {
+					return &Failure{
+						AdminError: fmt.Sprintf("the agent of %s exited with code %s before reporting the container's final state%s", where, code, suffix(c.Reason)),
+						UserError:  fmt.Sprintf("Container %d of the job stopped unexpectedly. An administrator has been notified.", n),
+					}
+				}
+				if !c.Ended.IsZero() && now.Sub(c.Ended) > cfg.HeartbeatDeadline {
+					return &Failure{
+						AdminError: fmt.Sprintf("the agent of %s exited with code 0 %v ago, but its final report never arrived (sub-job still %s)", where, since(now, c.Ended), sj.State),
+						UserError:  fmt.Sprintf("Container %d of the job stopped unexpectedly. An administrator has been notified.", n),
+					}
+				}
+			case launcher.StateRemoved, launcher.StateUnknown:
+				what := "was removed from the compute system"
+				if c.State == launcher.StateUnknown {
+					what = "vanished from the compute system"
+				}
+				return &Failure{
+					AdminError: fmt.Sprintf("%s %s before its agent reported a final state (exit code %s)%s", where, what, code, suffix(c.Reason)),
+					UserError:  fmt.Sprintf("Container %d of the job was removed from the compute system. An administrator has been notified.", n),
+				}
+			}
+		}
+		if !sj.LastSeen.IsZero() {
+			if now.Sub(sj.LastSeen) > cfg.HeartbeatDeadline {
+				return &Failure{
+					AdminError: fmt.Sprintf("the agent of %s was last heard from %v ago (deadline %v), in state %s", where, since(now, sj.LastSeen), cfg.HeartbeatDeadline, sj.State),
+					UserError:  fmt.Sprintf("The service lost contact with container %d of the job. An administrator has been notified.", n),
+				}
+			}
+		} else {
+			// Never connected. Measure from the proc's start when known; a proc waiting in the
+			// queue has the idle deadline.
+			from, limit := launched, cfg.ConnectDeadline
+			switch {
+			case known && c.State == launcher.StateIdle:
+				limit = cfg.IdleDeadline
+			case known && !c.Started.IsZero():
+				from = c.Started
+			}
+			if !from.IsZero() && now.Sub(from) > limit {
+				return &Failure{
+					AdminError: fmt.Sprintf("the agent of %s never connected within %v (%s since %s; launcher state %s)", where, limit, since(now, from), from.UTC().Format(time.RFC3339), stateOf(known, c)),
+					UserError:  fmt.Sprintf("Container %d of the job never started on the compute system. An administrator has been notified.", n),
+				}
+			}
+		}
+		if ran, ok := transitionTime(sj.Transitions, job.JobSubmitted); ok && j.Input.RuntimeSeconds > 0 && (sj.State == job.JobSubmitted) {
+			limit := time.Duration(j.Input.RuntimeSeconds*float64(time.Second)) + cfg.RuntimeGrace
+			if now.Sub(ran) > limit {
+				return &Failure{
+					AdminError: fmt.Sprintf("%s has run for %v, more than its runtime of %vs plus a grace of %v", where, since(now, ran), j.Input.RuntimeSeconds, cfg.RuntimeGrace),
+					UserError:  fmt.Sprintf("Container %d of the job exceeded its runtime. An administrator has been notified.", n),
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func suffix(reason string) string {
+	if reason == "" {
+		return ""
+	}
+	return ": " + reason
+}
+
+func stateOf(known bool, c launcher.ContainerStatus) string {
+	if !known {
+		return "unknown"
+	}
+	return string(c.State)
+}
+
+// account records the accounting of jobs that ended recently, once their containers ended.
+func (r *Reconciler) account(ctx context.Context) error {
+	now := r.now()
+	js, err := r.jobs.JobsToAccount(ctx, now.Add(-r.cfg.AccountingWindow), r.cfg.Limit)
+	if err != nil {
+		return err
+	}
+	statuses := r.statuses(ctx, js)
+	var errs []error
+	for _, j := range js {
+		st, ok := statuses[j.ID]
+		if !ok {
+			continue // the launcher cannot answer now (or has no Status)
+		}
+		if st.Err != nil && !errors.Is(st.Err, launcher.ErrNotFound) {
+			continue
+		}
+		done := true
+		for _, c := range st.Containers {
+			done = done && (c.State.Terminal() || c.State == launcher.StateHeld)
+		}
+		if !done && now.Sub(j.UpdateTime) < r.cfg.AccountingWait {
+			continue
+		}
+		u := launcher.SumUsage(st.Containers)
+		if err := r.jobs.RecordAccounting(ctx, j.ID, jobs.Accounting{CPUHours: u.CPUHours, CPUFactor: u.CPUFactor, MaxMemory: u.MaxMemory}); err != nil {
+			errs = append(errs, fmt.Errorf("accounting of job %s: %w", j.ID, err))
+		}
+	}
+	return errors.Join(errs...)
+}

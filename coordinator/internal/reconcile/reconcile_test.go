@@ -1,0 +1,194 @@
+package reconcile
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kbase/cts/coordinator/internal/jobinput"
+	"github.com/kbase/cts/coordinator/internal/jobs"
+	"github.com/kbase/cts/shared/job"
+	"github.com/kbase/cts/shared/launcher"
+)
+
+var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+func launchedJob(state job.State) *jobs.Job {
+	return &jobs.Job{ID: "j1", State: state, Input: jobinput.JobInput{Cluster: "condor", RuntimeSeconds: 600},
+		Launch:      &jobs.Launch{Site: "condor", Handle: "42"},
+		Transitions: []jobs.Transition{{State: job.Created, Time: t0}, {State: job.DownloadSubmitted, Time: t0}}}
+}
+
+func sub(n int, state job.State, lastSeen time.Time, trs ...jobs.Transition) jobs.SubJob {
+	return jobs.SubJob{JobID: "j1", SubID: n, State: state, LastSeen: lastSeen, Transitions: trs}
+}
+
+func cs(n int, state launcher.ContainerState, code *int, reason string) launcher.ContainerStatus {
+	return launcher.ContainerStatus{Container: n, State: state, ExitCode: code, Reason: reason, Attempt: fmt.Sprintf("42.%d", n), Started: t0}
+}
+
+func ip(i int) *int { return &i }
+
+func TestDecide(t *testing.T) {
+	cfg := Config{HeartbeatDeadline: 2 * time.Minute, ConnectDeadline: 10 * time.Minute, SubmitDeadline: time.Hour,
+		CancelDeadline: 30 * time.Minute, RuntimeGrace: time.Minute, IdleDeadline: 24 * time.Hour}
+	fresh := t0.Add(time.Minute)
+	for _, tc := range []struct {
+		name      string
+		now       time.Time
+		job       *jobs.Job
+		subs      []jobs.SubJob
+		st        *launcher.JobStatus
+		wantAdmin string // "" → no failure
+		wantUser  string
+	}{
+		{"healthy", t0.Add(5 * time.Minute), launchedJob(job.JobSubmitted),
+			[]jobs.SubJob{sub(0, job.JobSubmitted, t0.Add(4*time.Minute))},
+			&launcher.JobStatus{Containers: []launcher.ContainerStatus{cs(0, launcher.StateRunning, nil, "")}}, "", ""},
+		{"held", fresh, launchedJob(job.DownloadSubmitted), []jobs.SubJob{sub(0, job.DownloadSubmitted, time.Time{}), sub(1, job.DownloadSubmitted, time.Time{})},
+			&launcher.JobStatus{Containers: []launcher.ContainerStatus{cs(0, launcher.StateRunning, nil, ""),
+				cs(1, launcher.StateHeld, nil, "Transfer input files failure (HoldReasonCode 13)")}},
+			"container 1 (attempt 42.1) is held by the compute system: Transfer input files failure (HoldReasonCode 13)",
+			"The compute system held container 1 of the job"},
+		{"exited_nonzero", fresh, launchedJob(job.JobSubmitting), []jobs.SubJob{sub(0, job.JobSubmitting, fresh)},
+			&launcher.JobStatus{Containers: []launcher.ContainerStatus{cs(0, launcher.StateExited, ip(1), "held after exiting: x")}},
+			"the agent of container 0 (attempt 42.0) exited with code 1 before reporting the container's final state: held after exiting: x",
+			"Container 0 of the job stopped unexpectedly"},
+		{"final_report_ignores_proc", fresh, launchedJob(job.JobSubmitted), []jobs.SubJob{sub(0, job.Complete, fresh), sub(1, job.JobSubmitted, fresh)},
+			&launcher.JobStatus{Containers: []launcher.ContainerStatus{cs(0, launcher.StateExited, ip(3), ""), cs(1, launcher.StateRunning, nil, "")}}, "", ""},
+		{"removed", fresh, launchedJob(job.JobSubmitted), []jobs.SubJob{sub(0, job.JobSubmitted, fresh)},
+			&launcher.JobStatus{Containers: []launcher.ContainerStatus{cs(0, launcher.StateRemoved, nil, "via condor_rm")}},
+			"container 0 (attempt 42.0) was removed from the compute system before its agent reported a final state (exit code none): via condor_rm",
+			"Container 0 of the job was removed"},
+		{"vanished", fresh, launchedJob(job.JobSubmitted), []jobs.SubJob{sub(0, job.JobSubmitted, fresh)},
+			&launcher.JobStatus{Err: fmt.Errorf("cluster 42: %w", launcher.ErrNotFound)},
+			"no longer knows the job (handle 42)", "vanished"},
+		{"unavailable_is_not_failure", fresh, launchedJob(job.JobSubmitted), []jobs.SubJob{sub(0, job.JobSubmitted, fresh)},
+			&launcher.JobStatus{Err: fmt.Errorf("x: %w", launcher.ErrUnavailable)}, "", ""},
+		{"silent", t0.Add(10 * time.Minute), launchedJob(job.JobSubmitted), []jobs.SubJob{sub(0, job.JobSubmitted, t0.Add(7*time.Minute))},
+			nil, "the agent of container 0 was last heard from 3m0s ago (deadline 2m0s), in state job_submitted",
+			"The service lost contact with container 0"},
+		{"never_connected", t0.Add(11 * time.Minute), launchedJob(job.DownloadSubmitted), []jobs.SubJob{sub(0, job.DownloadSubmitted, time.Time{})},
+			nil, "the agent of container 0 never connected within 10m0s", "Container 0 of the job never started"},
+		{"never_connected_from_start", t0.Add(11 * time.Minute), launchedJob(job.DownloadSubmitted), []jobs.SubJob{sub(0, job.DownloadSubmitted, time.Time{})},
+			&launcher.JobStatus{Containers: []launcher.ContainerStatus{func() launcher.ContainerStatus {
+				c := cs(0, launcher.StateRunning, nil, "")
+				c.Started = t0.Add(5 * time.Minute)
+				return c
+			}()}}, "", ""},
+		{"idle_in_queue", t0.Add(11 * time.Minute), launchedJob(job.DownloadSubmitted), []jobs.SubJob{sub(0, job.DownloadSubmitted, time.Time{})},
+			&launcher.JobStatus{Containers: []launcher.ContainerStatus{cs(0, launcher.StateIdle, nil, "")}}, "", ""},
+		{"idle_too_long", t0.Add(25 * time.Hour), launchedJob(job.DownloadSubmitted), []jobs.SubJob{sub(0, job.DownloadSubmitted, time.Time{})},
+			&launcher.JobStatus{Containers: []launcher.ContainerStatus{cs(0, launcher.StateIdle, nil, "")}}, "never connected within 24h0m0s", "never started"},
+		{"runtime", t0.Add(20 * time.Minute), launchedJob(job.JobSubmitted),
+			[]jobs.SubJob{sub(0, job.JobSubmitted, t0.Add(20*time.Minute), jobs.Transition{State: job.JobSubmitted, Time: t0.Add(5 * time.Minute)})},
+			nil, "container 0 has run for 15m0s, more than its runtime of 600s plus a grace of 1m0s", "exceeded its runtime"},
+		{"created_stuck", t0.Add(2 * time.Hour), &jobs.Job{ID: "j1", State: job.Created, Input: jobinput.JobInput{Cluster: "condor"},
+			Transitions: []jobs.Transition{{State: job.Created, Time: t0}}}, nil, nil, "not handed to the launcher of site \"condor\"", "could not be started"},
+		{"created_fresh", t0.Add(time.Minute), &jobs.Job{ID: "j1", State: job.Created,
+			Transitions: []jobs.Transition{{State: job.Created, Time: t0}}}, nil, nil, "", ""},
+		{"canceling_stuck", t0.Add(time.Hour), &jobs.Job{ID: "j1", State: job.Canceling,
+			Transitions: []jobs.Transition{{State: job.Canceling, Time: t0}}}, nil, nil, "did not confirm the cancel", "could not be canceled"},
+		{"terminal", t0.Add(time.Hour * 100), &jobs.Job{ID: "j1", State: job.Error}, nil, nil, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := Decide(cfg, tc.now, tc.job, tc.subs, tc.st)
+			if tc.wantAdmin == "" {
+				if f != nil {
+					t.Fatalf("unexpected failure %+v", f)
+				}
+				return
+			}
+			if f == nil {
+				t.Fatal("no failure")
+			}
+			if !strings.Contains(f.AdminError, tc.wantAdmin) || !strings.Contains(f.UserError, tc.wantUser) {
+				t.Errorf("got %+v\nwant admin containing %q, user containing %q", f, tc.wantAdmin, tc.wantUser)
+			}
+		})
+	}
+}
+
+// fakeJobs is the Jobs interface over fixed data, recording what the reconciler does.
+type fakeJobs struct {
+	active   []*jobs.Job
+	subs     map[string][]jobs.SubJob
+	launcher jobs.Launcher
+	toAcct   []*jobs.Job
+	failed   map[string]Failure
+	acct     map[string]jobs.Accounting
+}
+
+func (f *fakeJobs) ActiveJobs(context.Context, int) ([]*jobs.Job, error) { return f.active, nil }
+func (f *fakeJobs) SubJobs(_ context.Context, id string) ([]jobs.SubJob, error) {
+	return f.subs[id], nil
+}
+func (f *fakeJobs) SiteLauncher(name string) (jobs.Launcher, bool) {
+	return f.launcher, name == "condor"
+}
+func (f *fakeJobs) FailJob(_ context.Context, id, a, u string) (bool, error) {
+	f.failed[id] = Failure{a, u}
+	return true, nil
+}
+func (f *fakeJobs) JobsToAccount(context.Context, time.Time, int) ([]*jobs.Job, error) {
+	return f.toAcct, nil
+}
+func (f *fakeJobs) RecordAccounting(_ context.Context, id string, a jobs.Accounting) error {
+	f.acct[id] = a
+	return nil
+}
+
+// fakeLauncher answers Status from a table and counts calls.
+type fakeLauncher struct {
+	status map[string]launcher.JobStatus
+	calls  int
+}
+
+func (l *fakeLauncher) Submit(context.Context, launcher.SubmitRequest) (launcher.SubmitResponse, error) {
+	return launcher.SubmitResponse{}, nil
+}
+func (l *fakeLauncher) Cancel(context.Context, launcher.JobRef) error { return nil }
+func (l *fakeLauncher) Status(_ context.Context, refs []launcher.JobRef) ([]launcher.JobStatus, error) {
+	l.calls++
+	out := make([]launcher.JobStatus, len(refs))
+	for i, r := range refs {
+		out[i] = l.status[r.JobID]
+		out[i].JobID = r.JobID
+	}
+	return out, nil
+}
+
+func TestPass(t *testing.T) {
+	held := launchedJob(job.DownloadSubmitted)
+	ok := launchedJob(job.JobSubmitted)
+	ok.ID = "j2"
+	done := launchedJob(job.Complete)
+	done.ID, done.UpdateTime = "j3", t0
+	l := &fakeLauncher{status: map[string]launcher.JobStatus{
+		"j1": {Containers: []launcher.ContainerStatus{cs(0, launcher.StateHeld, nil, "The job exceeded allowed job duration of 5 seconds (HoldReasonCode 46)")}},
+		"j2": {Containers: []launcher.ContainerStatus{cs(0, launcher.StateRunning, nil, "")}},
+		"j3": {Containers: []launcher.ContainerStatus{
+			{Container: 0, State: launcher.StateExited, Usage: &launcher.Usage{CPUSeconds: 1800, WallSeconds: 900, MaxMemoryBytes: 5 << 20, CPUs: 2}},
+			{Container: 1, State: launcher.StateExited, Usage: &launcher.Usage{CPUSeconds: 1800, WallSeconds: 900, MaxMemoryBytes: 7 << 20, CPUs: 2}},
+		}},
+	}}
+	f := &fakeJobs{active: []*jobs.Job{held, ok}, toAcct: []*jobs.Job{done}, launcher: l,
+		subs:   map[string][]jobs.SubJob{"j1": {sub(0, job.DownloadSubmitted, time.Time{})}, "j2": {sub(0, job.JobSubmitted, t0)}},
+		failed: map[string]Failure{}, acct: map[string]jobs.Accounting{}}
+	r := New(Config{}, f, nil, func() time.Time { return t0.Add(30 * time.Second) })
+	if err := r.Pass(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.failed) != 1 || !strings.Contains(f.failed["j1"].AdminError, "allowed job duration") {
+		t.Errorf("failed %+v", f.failed)
+	}
+	if l.calls != 2 {
+		t.Errorf("%d status calls, want one batched call for the active jobs and one for accounting", l.calls)
+	}
+	a, okA := f.acct["j3"]
+	if !okA || a.CPUHours == nil || *a.CPUHours != 1 || a.MaxMemory == nil || *a.MaxMemory != 7<<20 || a.CPUFactor == nil || *a.CPUFactor != 1 {
+		t.Errorf("accounting %+v", a)
+	}
+}
