@@ -37,6 +37,8 @@ type Config struct {
 	PingInterval time.Duration // default 15 s
 	ReadTimeout  time.Duration // no frame or pong for this long ends the session; default 45 s
 	HelloTimeout time.Duration // default 10 s
+	// Logs bounds the live log buffers (Tail, Subscribe).
+	Logs LogConfig
 }
 
 // Handler serves protocol.Path.
@@ -49,7 +51,12 @@ type Handler struct {
 	// ErrorWriter renders refusals before the upgrade.
 	ErrorWriter func(w http.ResponseWriter, r *http.Request, err error)
 
-	wg sync.WaitGroup
+	// mu guards closing and conns; a session joins wg under mu, so Wait never races an Add.
+	mu      sync.Mutex
+	closing bool
+	conns   map[*websocket.Conn]struct{}
+	wg      sync.WaitGroup
+	logs    *logBook
 }
 
 // New returns a Handler.
@@ -63,24 +70,60 @@ func New(cfg Config, svc Service, authz Authorizer, log *slog.Logger, errw func(
 	if cfg.HelloTimeout <= 0 {
 		cfg.HelloTimeout = 10 * time.Second
 	}
-	return &Handler{cfg: cfg, svc: svc, authz: authz, log: log, ErrorWriter: errw,
-		up: websocket.Upgrader{ReadBufferSize: 16 << 10, WriteBufferSize: 16 << 10}}
+	return &Handler{cfg: cfg, svc: svc, authz: authz, log: log, ErrorWriter: errw, logs: newLogBook(cfg.Logs),
+		up:    websocket.Upgrader{ReadBufferSize: 16 << 10, WriteBufferSize: 16 << 10},
+		conns: map[*websocket.Conn]struct{}{}}
 }
 
-// Wait blocks until every session has ended (after the server stopped accepting).
-func (h *Handler) Wait() { h.wg.Wait() }
+// Wait ends every session and blocks until they have ended; call it once the HTTP server has
+// stopped accepting (http.Server.Shutdown does not track hijacked connections). Sessions get a
+// going-away close: their agents reconnect (to another replica, or to this coordinator once
+// restarted) and resend what was not acknowledged. Sessions arriving later are refused.
+// Without the close, agents that answer pings would keep Wait, and the shutdown, waiting for
+// as long as their containers run.
+func (h *Handler) Wait() {
+	h.mu.Lock()
+	h.closing = true
+	for c := range h.conns {
+		_ = c.WriteControl(websocket.CloseMessage,
+			websocket.FormatCloseMessage(websocket.CloseGoingAway, "coordinator shutting down"), time.Now().Add(time.Second))
+		_ = c.Close()
+	}
+	h.mu.Unlock()
+	h.wg.Wait()
+}
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := h.authz(r); err != nil {
 		h.ErrorWriter(w, r, err)
 		return
 	}
+	h.mu.Lock()
+	if h.closing {
+		h.mu.Unlock()
+		h.ErrorWriter(w, r, &ctserr.StatusError{Status: http.StatusServiceUnavailable, Message: "The coordinator is shutting down"})
+		return
+	}
+	h.wg.Add(1)
+	h.mu.Unlock()
+	defer h.wg.Done()
 	conn, err := h.up.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader has answered
 	}
-	h.wg.Add(1)
-	defer h.wg.Done()
+	h.mu.Lock()
+	if h.closing { // Wait began during the upgrade
+		h.mu.Unlock()
+		_ = conn.Close()
+		return
+	}
+	h.conns[conn] = struct{}{}
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		delete(h.conns, conn)
+		h.mu.Unlock()
+	}()
 	s := &session{h: h, conn: conn, log: h.log}
 	s.run(r.Context())
 }
@@ -146,6 +189,13 @@ func (s *session) run(parent context.Context) {
 		return
 	}
 	if err := s.send(a); err != nil {
+		return
+	}
+	if hello.DryRun {
+		// An admin's dry run: it gets its plan and nothing more. No heartbeat is recorded and
+		// no event accepted, so a dry run can never move the job.
+		log.InfoContext(ctx, "agent dry run: assignment sent")
+		s.dryRun(ctx)
 		return
 	}
 	log.InfoContext(ctx, "agent connected")
@@ -217,11 +267,33 @@ func (s *session) run(parent context.Context) {
 			}
 			s.touch(ctx, hello)
 		case *protocol.Log:
-			log.DebugContext(ctx, "container output", "stream", m.Stream, "lines", len(m.Lines))
+			if m.Stream != "stdout" && m.Stream != "stderr" {
+				s.fatal("log stream must be stdout or stderr")
+				return
+			}
+			s.h.logs.add(hello.JobID, hello.Container, m.Stream, m.Lines, time.Now())
 		default:
 			s.fatal("unexpected message from agent")
 			return
 		}
+	}
+}
+
+// dryRun waits for the agent to close the session, refusing any event it sends.
+func (s *session) dryRun(ctx context.Context) {
+	_ = s.conn.SetReadDeadline(time.Now().Add(s.h.cfg.ReadTimeout))
+	for {
+		_, frame, err := s.conn.ReadMessage()
+		if err != nil {
+			return
+		}
+		if msg, err := protocol.Decode(frame); err == nil {
+			if _, ok := msg.(*protocol.Log); ok {
+				continue
+			}
+		}
+		s.fatal("a dry run may not report events")
+		return
 	}
 }
 

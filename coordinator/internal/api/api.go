@@ -115,8 +115,27 @@ func (s *Server) routes() {
 		m.Handle("GET "+protocol.Path, s.agents)
 	}
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if allow := s.allowedMethods(r); len(allow) > 0 {
+			// A known path with another method: 405 without an app code, as Starlette does.
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			s.fail(w, r, &ctserr.StatusError{Status: http.StatusMethodNotAllowed, Message: "Method Not Allowed"})
+			return
+		}
 		s.fail(w, r, ctserr.New(ctserr.CodeNotFound, "Not Found"))
 	})
+}
+
+// allowedMethods lists the methods a route other than the catch-all serves at r's path. The
+// catch-all "/" matches every method, which would otherwise hide ServeMux's own 405.
+func (s *Server) allowedMethods(r *http.Request) []string {
+	var out []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
+		probe := &http.Request{Method: m, URL: r.URL, Host: r.Host, Header: http.Header{}}
+		if _, pattern := s.mux.Handler(probe); pattern != "/" && pattern != "" {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // ServeHTTP assigns a request ID, validates any Authorization header (a token sent to any route

@@ -128,6 +128,13 @@ func Load(path string, lookup func(string) (string, bool)) (Config, error) {
 	if err := applyEnv(reflect.ValueOf(&cfg).Elem(), lookup); err != nil {
 		return cfg, err
 	}
+	// An allowed path is a directory: "bucket/out" must not admit "bucket/outside/" (the CTS
+	// appends the "/" too).
+	for i, p := range cfg.Jobs.AllowedPaths {
+		if !strings.HasSuffix(p, "/") {
+			cfg.Jobs.AllowedPaths[i] = p + "/"
+		}
+	}
 	if cfg.S3.SecretKey == "" && cfg.S3.SecretKeyFile != "" {
 		b, err := os.ReadFile(cfg.S3.SecretKeyFile)
 		if err != nil {
@@ -199,9 +206,16 @@ func (c Config) Redacted() Config {
 	if r.S3.SecretKey != "" {
 		r.S3.SecretKey = "REDACTED"
 	}
-	if u, err := url.Parse(r.Mongo.URI); err == nil && u.User != nil {
-		u.User = url.UserPassword(u.User.Username(), "REDACTED")
-		r.Mongo.URI = u.String()
+	if r.Mongo.URI != "" {
+		u, err := url.Parse(r.Mongo.URI)
+		switch {
+		case err != nil:
+			// Unparseable: it may still hold a password, so hide it whole.
+			r.Mongo.URI = "REDACTED"
+		case u.User != nil:
+			u.User = url.UserPassword(u.User.Username(), "REDACTED")
+			r.Mongo.URI = u.String()
+		}
 	}
 	return r
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 
@@ -59,6 +60,17 @@ func ParseRef(s string) (Ref, error) {
 		return Ref{}, ctserr.New(ctserr.CodeImageNameParse, "Unable to parse image name '%s': %s", s, err)
 	}
 	repo := ref.Context()
+	// go-containerregistry's weak validation checks only the characters; Docker's grammar
+	// (which the CTS's parse_normalized_named applies) also refuses empty, leading or trailing
+	// separators in the path ("a//b", "-x", "x-") and a tag starting with '.' or '-'.
+	for _, c := range strings.Split(repo.RepositoryStr(), "/") {
+		if !pathComponentRE.MatchString(c) {
+			return Ref{}, ctserr.New(ctserr.CodeImageNameParse, "Unable to parse image name '%s': invalid repository path component '%s'", s, c)
+		}
+	}
+	if t, ok := ref.(name.Tag); ok && hasExplicitTag(rest) && !tagRE.MatchString(t.TagStr()) {
+		return Ref{}, ctserr.New(ctserr.CodeImageNameParse, "Unable to parse image name '%s': invalid tag '%s'", s, t.TagStr())
+	}
 	host := repo.RegistryStr()
 	if host == name.DefaultRegistry {
 		host = "docker.io"
@@ -69,6 +81,14 @@ func ParseRef(s string) (Ref, error) {
 	}
 	return r, nil
 }
+
+// Docker's reference grammar (distribution/reference): a path component is lower-case
+// alphanumerics joined by single separators ('.', '_', "__" or dashes); a tag is a word
+// character followed by up to 127 word characters, '.' or '-'.
+var (
+	pathComponentRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$`)
+	tagRE           = regexp.MustCompile(`^[\w][\w.-]{0,127}$`)
+)
 
 // hasExplicitTag reports whether the reference names a tag (a ':' after the last '/').
 func hasExplicitTag(s string) bool {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -121,6 +122,13 @@ func New(cfg Config, store Store, objects Objects, imgs ImageResolver, notify No
 	}
 	if cfg.LogDir != "" && !strings.HasSuffix(cfg.LogDir, "/") {
 		cfg.LogDir += "/"
+	}
+	// An allowed path is a directory: "bucket/out" must not admit "bucket/outside/".
+	cfg.AllowedPaths = slices.Clone(cfg.AllowedPaths)
+	for i, p := range cfg.AllowedPaths {
+		if !strings.HasSuffix(p, "/") {
+			cfg.AllowedPaths[i] = p + "/"
+		}
 	}
 	s := &Service{
 		cfg: cfg, store: store, objects: objects, images: imgs, notify: notify, log: log,
@@ -322,12 +330,17 @@ func (s *Service) SubJobs(ctx context.Context, id string) ([]SubJob, error) {
 	return s.store.GetSubJobs(ctx, id)
 }
 
-// transition moves a job and pokes the notifier.
+// transition moves a job from any state that may precede to, and pokes the notifier.
 func (s *Service) transition(ctx context.Context, id string, to job.State, at time.Time, u JobUpdate) (*Job, error) {
+	return s.transitionFrom(ctx, id, job.Predecessors(to), to, at, u)
+}
+
+// transitionFrom moves a job from one of the states from, and pokes the notifier.
+func (s *Service) transitionFrom(ctx context.Context, id string, from []job.State, to job.State, at time.Time, u JobUpdate) (*Job, error) {
 	if at.IsZero() {
 		at = s.now()
 	}
-	j, err := s.store.TransitionJob(ctx, id, job.Predecessors(to), Transition{State: to, Time: at.UTC().Truncate(time.Millisecond), TransID: uuid.NewString()}, u)
+	j, err := s.store.TransitionJob(ctx, id, from, Transition{State: to, Time: at.UTC().Truncate(time.Millisecond), TransID: uuid.NewString()}, u)
 	if err != nil {
 		return nil, err
 	}
@@ -637,7 +650,10 @@ func (s *Service) ApplyEvent(ctx context.Context, jobID string, container int, a
 		}
 		for _, sj := range subs {
 			if sj.SubID == container && sj.Attempt == attempt && sj.LastSeq >= ev.Seq {
-				return nil // already applied: a resend
+				// Already applied: a resend. Fold anyway: the fold after the first
+				// application may have failed (the agent was then not acknowledged and
+				// resends), and without this fold a job whose last event it was never ends.
+				return s.fold(ctx, jobID)
 			}
 			if sj.SubID == container {
 				return fmt.Errorf("%w: container %d of job %s is %s, cannot move to %s", ErrRejected, container, jobID, sj.State, ev.State)
@@ -679,7 +695,9 @@ func (s *Service) fold(ctx context.Context, id string) error {
 		if f.Terminal {
 			u, f.To = s.terminalUpdate(ctx, j, subs, f.To)
 		}
-		_, err = s.transition(ctx, id, f.To, f.Time, u)
+		// Conditional on the state the fold was computed from: Error may follow canceling,
+		// so with Predecessors(Error) a cancel accepted meanwhile would be overwritten.
+		_, err = s.transitionFrom(ctx, id, []job.State{j.State}, f.To, f.Time, u)
 		if errors.Is(err, ErrConflict) {
 			continue
 		}

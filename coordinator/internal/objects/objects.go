@@ -133,14 +133,18 @@ func (o *Objects) Stream(ctx context.Context, p string, seek, length int64, w fu
 		if err != nil {
 			return err
 		}
-		if seek >= head.Size && head.Size > 0 || seek > 0 && head.Size == 0 {
+		if seek > 0 && seek >= head.Size {
 			return ctserr.New(ctserr.CodeIllegalParameter, "Seek parameter %d is >= file size %d", seek, head.Size)
 		}
-		r := fmt.Sprintf("bytes=%d-", seek)
-		if length > 0 {
-			r = fmt.Sprintf("bytes=%d-%d", seek, seek+length-1)
+		// No range on an empty object: S3 refuses any range of it (416), and an empty log is
+		// common.
+		if head.Size > 0 {
+			r := fmt.Sprintf("bytes=%d-", seek)
+			if length > 0 {
+				r = fmt.Sprintf("bytes=%d-%d", seek, seek+length-1)
+			}
+			in.Range = aws.String(r)
 		}
-		in.Range = aws.String(r)
 	}
 	out, err := o.c.GetObject(ctx, in)
 	if err != nil {
@@ -164,6 +168,11 @@ func mapErr(err error, p, op string) error {
 			return &ctserr.Error{Code: ctserr.CodeS3PathInaccessible, Message: fmt.Sprintf("%s access denied to path '%s' on the s3 system", op, p), Err: err}
 		case "BadDigest", "XAmzContentChecksumMismatch", "InvalidDigest":
 			return &ctserr.Error{Code: ctserr.CodeChecksumMismatch, Message: fmt.Sprintf("Checksum mismatch for upload to %s", p), Err: err}
+		case "SignatureDoesNotMatch", "InvalidAccessKeyId", "XAdminUserNotFound":
+			// The service's own credentials are wrong (versitygw answers an unknown key with
+			// XAdminUserNotFound and a 404): a configuration fault, never the caller's, so it
+			// must not fall through to the 403/404 mapping below.
+			return fmt.Errorf("s3 %s %s: s3 access credentials are invalid: %w", strings.ToLower(op), p, err)
 		}
 	}
 	var re interface{ HTTPStatusCode() int }

@@ -1,0 +1,177 @@
+package agentws
+
+import (
+	"sync"
+	"time"
+)
+
+// LogLine is one live line of a container's output, as the agent streamed it.
+type LogLine struct {
+	// Stream is "stdout" or "stderr".
+	Stream string
+	Text   string
+	// Time is when the coordinator received it.
+	Time time.Time
+}
+
+// LogConfig bounds the live log buffers.
+type LogConfig struct {
+	// LinesPerContainer is how many recent lines are kept per job container (default 1000).
+	LinesPerContainer int
+	// MaxContainers bounds how many containers have a buffer; the least recently written is
+	// dropped first (default 1000). Memory is bounded by both, times the agent's line cap.
+	MaxContainers int
+}
+
+// maxLineBytes bounds one stored line.
+const maxLineBytes = 4 << 10
+
+// logKey names one container of one job.
+type logKey struct {
+	job       string
+	container int
+}
+
+// ring is the bounded buffer of one container's recent lines.
+type ring struct {
+	lines []LogLine
+	start int // index of the oldest line when full
+	last  time.Time
+	subs  map[chan LogLine]struct{}
+}
+
+// logBook holds the recent live lines of every container connected to this replica, and the
+// subscribers that follow them. It lives in memory only: lines are best effort by design
+// (the agent uploads the full logs to S3 when the container ends), and a follower on another
+// replica sees the lines of the agents connected to that replica.
+type logBook struct {
+	cfg   LogConfig
+	mu    sync.Mutex
+	rings map[logKey]*ring
+}
+
+func newLogBook(cfg LogConfig) *logBook {
+	if cfg.LinesPerContainer <= 0 {
+		cfg.LinesPerContainer = 1000
+	}
+	if cfg.MaxContainers <= 0 {
+		cfg.MaxContainers = 1000
+	}
+	return &logBook{cfg: cfg, rings: map[logKey]*ring{}}
+}
+
+func (b *logBook) add(job string, container int, stream string, lines []string, now time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	k := logKey{job, container}
+	r := b.rings[k]
+	if r == nil {
+		if len(b.rings) >= b.cfg.MaxContainers {
+			b.evictOldest()
+		}
+		r = &ring{subs: map[chan LogLine]struct{}{}}
+		b.rings[k] = r
+	}
+	r.last = now
+	for _, text := range lines {
+		if len(text) > maxLineBytes { // the agent truncates too; never trust it for memory
+			text = text[:maxLineBytes] + " [truncated]"
+		}
+		l := LogLine{Stream: stream, Text: text, Time: now}
+		if len(r.lines) < b.cfg.LinesPerContainer {
+			r.lines = append(r.lines, l)
+		} else {
+			r.lines[r.start] = l
+			r.start = (r.start + 1) % len(r.lines)
+		}
+		for ch := range r.subs {
+			select {
+			case ch <- l:
+			default: // a slow follower misses lines rather than slowing the agent's session
+			}
+		}
+	}
+}
+
+// evictOldest drops the least recently written buffer that nobody follows (or, if all are
+// followed, the least recently written one). The caller holds mu.
+func (b *logBook) evictOldest() {
+	var oldest logKey
+	var found, foundFree bool
+	var at time.Time
+	for k, r := range b.rings {
+		free := len(r.subs) == 0
+		if !found || (free && !foundFree) || (free == foundFree && r.last.Before(at)) {
+			oldest, at, found, foundFree = k, r.last, true, free
+		}
+	}
+	if found {
+		for ch := range b.rings[oldest].subs {
+			close(ch)
+		}
+		delete(b.rings, oldest)
+	}
+}
+
+func (b *logBook) tail(job string, container int) []LogLine {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	r := b.rings[logKey{job, container}]
+	if r == nil {
+		return nil
+	}
+	out := make([]LogLine, 0, len(r.lines))
+	out = append(out, r.lines[r.start:]...)
+	return append(out, r.lines[:r.start]...)
+}
+
+func (b *logBook) subscribe(job string, container int, buffer int) (<-chan LogLine, func()) {
+	if buffer <= 0 {
+		buffer = 256
+	}
+	ch := make(chan LogLine, buffer)
+	b.mu.Lock()
+	k := logKey{job, container}
+	r := b.rings[k]
+	if r == nil {
+		if len(b.rings) >= b.cfg.MaxContainers {
+			b.evictOldest()
+		}
+		r = &ring{subs: map[chan LogLine]struct{}{}, last: time.Now()}
+		b.rings[k] = r
+	}
+	r.subs[ch] = struct{}{}
+	b.mu.Unlock()
+	var once sync.Once
+	return ch, func() {
+		once.Do(func() {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			if r, ok := b.rings[k]; ok {
+				if _, ok := r.subs[ch]; ok {
+					delete(r.subs, ch)
+					close(ch)
+				}
+			}
+		})
+	}
+}
+
+// Tail returns the most recent live lines of a job's container received by this replica,
+// oldest first (at most LogConfig.LinesPerContainer; nil when none).
+func (h *Handler) Tail(jobID string, container int) []LogLine {
+	return h.logs.tail(jobID, container)
+}
+
+// Subscribe follows a job container's live lines from now on. The channel is closed by the
+// returned cancel function (call it exactly when done; it is idempotent), or when the
+// container's buffer is evicted. A follower that does not keep up (buffer full) misses lines:
+// followers never slow down an agent. Call Tail first for the recent past.
+func (h *Handler) Subscribe(jobID string, container int, buffer int) (<-chan LogLine, func()) {
+	return h.logs.subscribe(jobID, container, buffer)
+}
+
+// String renders a line for a plain-text follower: "stderr: text".
+func (l LogLine) String() string {
+	return l.Stream + ": " + l.Text
+}

@@ -1,0 +1,239 @@
+package jobs_test
+
+import (
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kbase/cts/coordinator/internal/ctserr"
+	"github.com/kbase/cts/coordinator/internal/jobinput"
+	"github.com/kbase/cts/shared/job"
+	"github.com/kbase/cts/shared/launcher"
+	"github.com/kbase/cts/shared/protocol"
+)
+
+func terminalMsg(id string) string {
+	return "No job with ID '" + id + "' not in states ['canceled', 'canceling', 'complete', 'error'] exists"
+}
+
+func TestCancel(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+
+	t.Run("owner", func(t *testing.T) {
+		id := f.submit(t, nil)
+		watch, unwatch := f.svc.WatchCancel(id)
+		defer unwatch()
+		other, unwatchOther := f.svc.WatchCancel("some-other-job")
+		defer unwatchOther()
+		if err := f.svc.Cancel(ctx, alice, id); err != nil {
+			t.Fatal(err)
+		}
+		f.wantState(t, id, job.Canceling)
+		// Canceling twice: the job is already canceling.
+		wantCTSErr(t, f.svc.Cancel(ctx, alice, id), ctserr.CodeNoSuchJob, terminalMsg(id))
+
+		if err := f.svc.SubmitPass(ctx); err != nil {
+			t.Fatal(err)
+		}
+		j := f.wantState(t, id, job.Canceled)
+		select {
+		case c := <-watch:
+			if c.Reason == "" {
+				t.Fatal("the cancel has no reason")
+			}
+		default:
+			t.Fatal("the job's watcher got no cancel")
+		}
+		select {
+		case <-other:
+			t.Fatal("another job's watcher got the cancel")
+		default:
+		}
+		cs := f.launcher.cancels()
+		if len(cs) != 1 || cs[0] != (launcher.JobRef{JobID: id, Handle: j.Launch.Handle}) {
+			t.Fatalf("launcher cancels %+v, want the job's handle %q", cs, j.Launch.Handle)
+		}
+		wantCTSErr(t, f.svc.Cancel(ctx, alice, id), ctserr.CodeNoSuchJob, terminalMsg(id))
+	})
+	t.Run("other user", func(t *testing.T) {
+		id := f.submit(t, nil)
+		wantCTSErr(t, f.svc.Cancel(ctx, bob, id), ctserr.CodeUnauthorized, "User bob may not access job "+id)
+		f.wantState(t, id, job.DownloadSubmitted)
+	})
+	t.Run("admin", func(t *testing.T) {
+		id := f.submit(t, nil)
+		if err := f.svc.Cancel(ctx, admin, id); err != nil {
+			t.Fatal(err)
+		}
+		f.wantState(t, id, job.Canceling)
+	})
+	t.Run("unknown job", func(t *testing.T) {
+		wantCTSErr(t, f.svc.Cancel(ctx, admin, "nope"), ctserr.CodeNoSuchJob, "No job with ID 'nope' exists")
+	})
+	t.Run("terminal job", func(t *testing.T) {
+		id := f.submit(t, func(in *jobinput.JobInput) { in.NumContainers = 1 })
+		if err := f.agent(id, 0, "x").send(ctx, protocol.Event{State: job.Error, AdminError: "x"}); err != nil {
+			t.Fatal(err)
+		}
+		f.wantState(t, id, job.Error)
+		wantCTSErr(t, f.svc.Cancel(ctx, alice, id), ctserr.CodeNoSuchJob, terminalMsg(id))
+		f.wantState(t, id, job.Error)
+	})
+	t.Run("unwatched channels get nothing", func(t *testing.T) {
+		id := f.submit(t, nil)
+		watch, unwatch := f.svc.WatchCancel(id)
+		unwatch()
+		if err := f.svc.Cancel(ctx, alice, id); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.svc.SubmitPass(ctx); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-watch:
+			t.Fatal("an unregistered watcher got the cancel")
+		default:
+		}
+	})
+}
+
+func TestCancelBeforeSubmission(t *testing.T) {
+	f := newFixture(t)
+	id, err := f.svc.Submit(t.Context(), alice, input(t, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.svc.Cancel(t.Context(), alice, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.svc.SubmitPass(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	f.wantState(t, id, job.Canceled)
+	if d, _ := f.launcher.launches(); d != 0 || len(f.launcher.cancels()) != 0 {
+		t.Fatal("a job canceled before submission reached the launcher")
+	}
+}
+
+// A cancel that lands between the launcher's Submit and the recorded transition: the
+// submitter takes the containers back, and the job ends canceled.
+func TestCancelDuringSubmission(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+	id, err := f.svc.Submit(ctx, alice, input(t, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.store.setHook(once(job.DownloadSubmitted, func(id string) error { return f.svc.Cancel(ctx, alice, id) }))
+	if err := f.svc.SubmitPass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.wantState(t, id, job.Canceled)
+	cs := f.launcher.cancels()
+	if len(cs) != 1 || cs[0] != (launcher.JobRef{JobID: id, Handle: "cluster-1"}) {
+		t.Fatalf("launcher cancels %+v, want the launch just made", cs)
+	}
+}
+
+func TestFinishCancelLauncherErrors(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+	id := f.submit(t, nil)
+	if err := f.svc.Cancel(ctx, alice, id); err != nil {
+		t.Fatal(err)
+	}
+	f.launcher.mu.Lock()
+	f.launcher.cancelErr = launcher.ErrUnavailable
+	f.launcher.mu.Unlock()
+	if err := f.svc.SubmitPass(ctx); !errors.Is(err, launcher.ErrUnavailable) {
+		t.Fatalf("pass = %v, want the launcher's error", err)
+	}
+	f.wantState(t, id, job.Canceling)
+	// A launcher that no longer knows the job has nothing to stop.
+	f.launcher.mu.Lock()
+	f.launcher.cancelErr = launcher.ErrNotFound
+	f.launcher.mu.Unlock()
+	if err := f.svc.SubmitPass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.wantState(t, id, job.Canceled)
+}
+
+// Cancel and the final complete event race: exactly one wins. Either Cancel succeeds and the
+// job ends canceled, or the job completes and Cancel gets the documented 40040.
+func TestCancelRacesCompletion(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+	good := f.put(t, "outputs/run1/good.txt", []byte("good"))
+	outcomes := map[job.State]int{}
+	for round := range 6 {
+		id := f.submit(t, func(in *jobinput.JobInput) { in.NumContainers = 1 })
+		a := f.agent(id, 0, "x")
+		a.walk(t, running...)
+		f.wantState(t, id, job.UploadSubmitted)
+
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		var cancelErr, eventErr error
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			<-start
+			eventErr = a.send(ctx, protocol.Event{State: job.Complete, Outputs: []protocol.OutputFile{{File: "outputs/run1/good.txt", CRC64NVME: good}}})
+		}()
+		go func() {
+			defer wg.Done()
+			<-start
+			if round%2 == 1 {
+				time.Sleep(time.Duration(round) * time.Millisecond)
+			}
+			cancelErr = f.svc.Cancel(ctx, alice, id)
+		}()
+		close(start)
+		wg.Wait()
+		if eventErr != nil {
+			t.Fatalf("round %d: the complete event = %v", round, eventErr)
+		}
+		if err := f.svc.SubmitPass(ctx); err != nil {
+			t.Fatal(err)
+		}
+		j := f.job(t, id)
+		switch {
+		case cancelErr == nil && j.State == job.Canceled:
+		case cancelErr != nil && j.State == job.Complete:
+			wantCTSErr(t, cancelErr, ctserr.CodeNoSuchJob, terminalMsg(id))
+		default:
+			t.Fatalf("round %d: Cancel = %v and the job is %s", round, cancelErr, j.State)
+		}
+		outcomes[j.State]++
+	}
+	t.Logf("outcomes: %v", outcomes)
+}
+
+// A cancel accepted between the fold's read and its terminal error write must not be
+// overwritten by that write: the job ends canceled, as Cancel promised.
+func TestCancelBetweenFoldReadAndWrite(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+	id := f.submit(t, func(in *jobinput.JobInput) { in.NumContainers = 1 })
+	a := f.agent(id, 0, "x")
+	a.walk(t, job.JobSubmitting, job.JobSubmitted)
+	var cancelErr error
+	f.store.setHook(once(job.Error, func(id string) error {
+		cancelErr = f.svc.Cancel(ctx, alice, id)
+		return nil
+	}))
+	if err := a.send(ctx, protocol.Event{State: job.Error, AdminError: "killed"}); err != nil {
+		t.Fatal(err)
+	}
+	if cancelErr != nil {
+		t.Fatalf("Cancel = %v", cancelErr)
+	}
+	f.wantState(t, id, job.Canceling)
+	if err := f.svc.SubmitPass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.wantState(t, id, job.Canceled)
+}

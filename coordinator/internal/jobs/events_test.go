@@ -1,0 +1,324 @@
+package jobs_test
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/kbase/cts/coordinator/internal/jobs"
+	"github.com/kbase/cts/shared/job"
+	"github.com/kbase/cts/shared/protocol"
+)
+
+func states(ts []jobs.Transition) []job.State {
+	out := make([]job.State, len(ts))
+	for i, t := range ts {
+		out[i] = t.State
+	}
+	return out
+}
+
+func TestEventsFoldToComplete(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+	id := f.submit(t, nil)
+	out0 := f.put(t, "outputs/run1/out0.txt", []byte("result of container 0"))
+	out1 := f.put(t, "outputs/run1/sub/out1.txt", []byte("result of container 1"))
+	a0, a1 := f.agent(id, 0, "c0.a"), f.agent(id, 1, "c1.a")
+
+	// The job moves only once both containers got there.
+	a0.walk(t, job.JobSubmitting)
+	f.wantState(t, id, job.DownloadSubmitted)
+	a1.walk(t, job.JobSubmitting)
+	f.wantState(t, id, job.JobSubmitting)
+	a0.walk(t, job.JobSubmitted, job.UploadSubmitting, job.UploadSubmitted)
+	f.wantState(t, id, job.JobSubmitting)
+	a1.walk(t, job.JobSubmitted, job.UploadSubmitting, job.UploadSubmitted)
+	f.wantState(t, id, job.UploadSubmitted)
+
+	if err := a0.send(ctx, protocol.Event{State: job.Complete, Outputs: []protocol.OutputFile{{File: "outputs/run1/out0.txt", CRC64NVME: out0}}}); err != nil {
+		t.Fatal(err)
+	}
+	f.wantState(t, id, job.UploadSubmitted)
+	pokes := f.notify.pokes.Load()
+	if err := a1.send(ctx, protocol.Event{State: job.Complete, Outputs: []protocol.OutputFile{{File: "outputs/run1/sub/out1.txt", CRC64NVME: out1}}}); err != nil {
+		t.Fatal(err)
+	}
+	j := f.wantState(t, id, job.Complete)
+	if f.notify.pokes.Load() == pokes {
+		t.Fatal("the complete transition did not poke the notifier")
+	}
+	wantStates := []job.State{job.Created, job.DownloadSubmitted, job.JobSubmitting, job.JobSubmitted,
+		job.UploadSubmitting, job.UploadSubmitted, job.Complete}
+	if got := states(j.Transitions); !reflect.DeepEqual(got, wantStates) {
+		t.Fatalf("job transitions %v, want %v", got, wantStates)
+	}
+	seen := map[string]bool{}
+	for _, tr := range j.Transitions {
+		if tr.TransID == "" || seen[tr.TransID] || tr.NotifSent {
+			t.Fatalf("transition %+v: every job transition needs its own trans_id and an unsent flag", tr)
+		}
+		seen[tr.TransID] = true
+	}
+	wantOut := []jobs.Output{{File: "outputs/run1/out0.txt", CRC64NVME: out0}, {File: "outputs/run1/sub/out1.txt", CRC64NVME: out1}}
+	if !reflect.DeepEqual(j.Outputs, wantOut) || j.OutputFileCount == nil || *j.OutputFileCount != 2 {
+		t.Fatalf("outputs %+v count %v, want %+v", j.Outputs, j.OutputFileCount, wantOut)
+	}
+	if j.LogPath != logDir+"/"+id || j.Error != "" || j.AdminError != "" {
+		t.Fatalf("logpath %q error %q admin error %q", j.LogPath, j.Error, j.AdminError)
+	}
+	subs, err := f.store.GetSubJobs(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range subs {
+		if s.State != job.Complete || s.ExitCode == nil || *s.ExitCode != 0 || len(s.Outputs) != 1 || s.LastSeq != 5 {
+			t.Fatalf("sub-job %+v", s)
+		}
+	}
+
+	t.Run("a resent event is acknowledged and not applied again", func(t *testing.T) {
+		before, _ := f.store.GetSubJobs(ctx, id)
+		for _, seq := range []int64{5, 1} {
+			err := f.svc.ApplyEvent(ctx, id, 0, "c0.a", protocol.Event{Seq: seq, State: job.Complete})
+			if err != nil {
+				t.Fatalf("resend of seq %d = %v, want nil", seq, err)
+			}
+		}
+		after, _ := f.store.GetSubJobs(ctx, id)
+		if len(after[0].Transitions) != len(before[0].Transitions) || after[0].LastSeq != 5 {
+			t.Fatalf("a resend changed the sub-job: %+v", after[0])
+		}
+		if got := f.job(t, id); len(got.Transitions) != len(j.Transitions) {
+			t.Fatal("a resend changed the job")
+		}
+	})
+	t.Run("events after the end are rejected", func(t *testing.T) {
+		err := f.svc.ApplyEvent(ctx, id, 0, "c0.a", protocol.Event{Seq: 6, State: job.Error, AdminError: "late"})
+		if !errors.Is(err, jobs.ErrRejected) {
+			t.Fatalf("ApplyEvent = %v, want ErrRejected", err)
+		}
+	})
+}
+
+func TestEventRejections(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+	id := f.submit(t, nil)
+	a := f.agent(id, 0, "a1")
+	a.walk(t, job.JobSubmitting)
+	for _, tc := range []struct {
+		name      string
+		jobID     string
+		container int
+		ev        protocol.Event
+	}{
+		{"skips states", id, 0, protocol.Event{Seq: 2, State: job.UploadSubmitted}},
+		{"goes back", id, 0, protocol.Event{Seq: 2, State: job.DownloadSubmitted}},
+		{"created", id, 0, protocol.Event{Seq: 2, State: job.Created}},
+		{"canceled", id, 0, protocol.Event{Seq: 2, State: job.Canceled}},
+		{"canceling", id, 0, protocol.Event{Seq: 2, State: job.Canceling}},
+		{"not a state", id, 0, protocol.Event{Seq: 2, State: "running"}},
+		{"unknown container", id, 7, protocol.Event{Seq: 1, State: job.JobSubmitting}},
+		{"unknown job", "nope", 0, protocol.Event{Seq: 1, State: job.JobSubmitting}},
+		// A new attempt that repeats an applied transition is no resend: its seq is its own.
+		{"other attempt repeats", id, 0, protocol.Event{Seq: 1, State: job.JobSubmitting}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			attempt := "a1"
+			if tc.name == "other attempt repeats" {
+				attempt = "a2"
+			}
+			err := f.svc.ApplyEvent(ctx, tc.jobID, tc.container, attempt, tc.ev)
+			if !errors.Is(err, jobs.ErrRejected) {
+				t.Fatalf("ApplyEvent = %v, want ErrRejected", err)
+			}
+		})
+	}
+	subs, _ := f.store.GetSubJobs(ctx, id)
+	if subs[0].State != job.JobSubmitting || subs[0].LastSeq != 1 || subs[0].Attempt != "a1" || len(subs[0].Transitions) != 3 {
+		t.Fatalf("rejected events changed the sub-job: %+v", subs[0])
+	}
+	// A new attempt continues from where the container is, with its own numbering.
+	if err := f.svc.ApplyEvent(ctx, id, 0, "a2", protocol.Event{Seq: 1, State: job.JobSubmitted}); err != nil {
+		t.Fatal(err)
+	}
+	subs, _ = f.store.GetSubJobs(ctx, id)
+	if subs[0].State != job.JobSubmitted || subs[0].Attempt != "a2" || subs[0].LastSeq != 1 {
+		t.Fatalf("sub-job after a new attempt: %+v", subs[0])
+	}
+}
+
+// completeBoth walks both containers to upload_submitted and sends their complete events with
+// the given outputs; it returns the job.
+func completeBoth(t *testing.T, f *fixture, id string, outs0, outs1 []protocol.OutputFile) *jobs.Job {
+	t.Helper()
+	a0, a1 := f.agent(id, 0, "x"), f.agent(id, 1, "x")
+	a0.walk(t, running...)
+	a1.walk(t, running...)
+	if err := a0.send(t.Context(), protocol.Event{State: job.Complete, Outputs: outs0}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a1.send(t.Context(), protocol.Event{State: job.Complete, Outputs: outs1}); err != nil {
+		t.Fatal(err)
+	}
+	return f.job(t, id)
+}
+
+func TestOutputVerification(t *testing.T) {
+	f := newFixture(t)
+	good := f.put(t, "outputs/run1/good.txt", []byte("good"))
+	other := f.put(t, "outputs/run1/other.txt", []byte("other"))
+	cases := []struct {
+		name         string
+		outs0, outs1 []protocol.OutputFile
+		err, admin   string
+	}{
+		{name: "crc differs in S3",
+			outs0: []protocol.OutputFile{{File: "outputs/run1/good.txt", CRC64NVME: good}},
+			outs1: []protocol.OutputFile{{File: "outputs/run1/other.txt", CRC64NVME: good}},
+			err:   "The job's output files failed verification.",
+			admin: `output outputs/run1/other.txt has CRC64/NVME "` + other + `" in S3, but the agent uploaded "` + good + `"`},
+		{name: "output missing in S3",
+			outs0: []protocol.OutputFile{{File: "outputs/run1/good.txt", CRC64NVME: good}},
+			outs1: []protocol.OutputFile{{File: "outputs/run1/never.txt", CRC64NVME: good}},
+			err:   "The job's output files failed verification.",
+			admin: "check output outputs/run1/never.txt: The path 'outputs/run1/never.txt' was not found on the s3 system"},
+		{name: "two containers wrote one file differently",
+			outs0: []protocol.OutputFile{{File: "outputs/run1/good.txt", CRC64NVME: good}},
+			outs1: []protocol.OutputFile{{File: "outputs/run1/good.txt", CRC64NVME: other}},
+			err:   "The job's output files failed verification.",
+			admin: "containers wrote different contents to outputs/run1/good.txt"},
+		{name: "no outputs at all",
+			err: "The job produced no output files", admin: "The job produced no output files"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			j := completeBoth(t, f, f.submit(t, nil), tc.outs0, tc.outs1)
+			if j.State != job.Error || j.Error != tc.err || j.AdminError != tc.admin || j.Outputs != nil {
+				t.Fatalf("job %s: error %q admin %q outputs %v\nwant error %q admin %q", j.State, j.Error, j.AdminError, j.Outputs, tc.err, tc.admin)
+			}
+		})
+	}
+	t.Run("one file from two containers with one content is one output", func(t *testing.T) {
+		o := []protocol.OutputFile{{File: "outputs/run1/good.txt", CRC64NVME: good}}
+		j := completeBoth(t, f, f.submit(t, nil), o, o)
+		if j.State != job.Complete || len(j.Outputs) != 1 || *j.OutputFileCount != 1 {
+			t.Fatalf("job %s outputs %+v", j.State, j.Outputs)
+		}
+	})
+}
+
+func TestContainerErrors(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+	good := f.put(t, "outputs/run1/good.txt", []byte("good"))
+	okOutputs := []protocol.OutputFile{{File: "outputs/run1/good.txt", CRC64NVME: good}}
+
+	t.Run("non-zero exit", func(t *testing.T) {
+		id := f.submit(t, nil)
+		a0, a1 := f.agent(id, 0, "x"), f.agent(id, 1, "x")
+		a0.walk(t, running...)
+		if err := a0.send(ctx, protocol.Event{State: job.Complete, Outputs: okOutputs}); err != nil {
+			t.Fatal(err)
+		}
+		a1.walk(t, job.JobSubmitting, job.JobSubmitted, job.ErrorProcessingSubmitting)
+		f.wantState(t, id, job.ErrorProcessingSubmitting)
+		a1.walk(t, job.ErrorProcessingSubmitted)
+		f.wantState(t, id, job.ErrorProcessingSubmitted)
+		if err := a1.send(ctx, protocol.Event{State: job.Error, Error: "Your tool failed", AdminError: "exit code 1", Traceback: "tb"}); err != nil {
+			t.Fatal(err)
+		}
+		j := f.wantState(t, id, job.Error)
+		want := []job.State{job.Created, job.DownloadSubmitted, job.JobSubmitting, job.JobSubmitted,
+			job.ErrorProcessingSubmitting, job.ErrorProcessingSubmitted, job.Error}
+		if !reflect.DeepEqual(states(j.Transitions), want) {
+			t.Fatalf("transitions %v, want %v", states(j.Transitions), want)
+		}
+		if j.Error != "At least one container exited with a non-zero error code. Please examine the logs for details." ||
+			j.AdminError != "container 1: exit code 1" || j.LogPath != logDir+"/"+id || j.Outputs != nil {
+			t.Fatalf("error %q admin %q logpath %q outputs %v", j.Error, j.AdminError, j.LogPath, j.Outputs)
+		}
+		subs, _ := f.store.GetSubJobs(ctx, id)
+		if subs[1].ExitCode == nil || *subs[1].ExitCode != 1 || subs[1].Traceback != "tb" || subs[1].Error != "Your tool failed" {
+			t.Fatalf("sub-job %+v", subs[1])
+		}
+	})
+	t.Run("system errors", func(t *testing.T) {
+		id := f.submit(t, nil)
+		a0, a1 := f.agent(id, 0, "x"), f.agent(id, 1, "x")
+		// Container 0 fails its download, container 1 later fails without details.
+		if err := a0.send(ctx, protocol.Event{State: job.Error, Error: "An input file failed its checksum", AdminError: "crc mismatch on inputs/in/a.txt"}); err != nil {
+			t.Fatal(err)
+		}
+		f.wantState(t, id, job.DownloadSubmitted)
+		a1.walk(t, job.JobSubmitting, job.JobSubmitted)
+		if err := a1.send(ctx, protocol.Event{State: job.Error}); err != nil {
+			t.Fatal(err)
+		}
+		j := f.wantState(t, id, job.Error)
+		if j.Error != "An input file failed its checksum" ||
+			j.AdminError != "container 0: crc mismatch on inputs/in/a.txt; container 1: the agent reported an error without details" {
+			t.Fatalf("error %q admin %q", j.Error, j.AdminError)
+		}
+	})
+	t.Run("unexpected error", func(t *testing.T) {
+		id := f.submit(t, nil)
+		a0 := f.agent(id, 0, "x")
+		a0.walk(t, running...)
+		if err := a0.send(ctx, protocol.Event{State: job.Complete, Outputs: okOutputs}); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.agent(id, 1, "y").send(ctx, protocol.Event{State: job.Error, AdminError: "pull failed"}); err != nil {
+			t.Fatal(err)
+		}
+		j := f.wantState(t, id, job.Error)
+		if j.Error != "An unexpected error occurred." || j.AdminError != "container 1: pull failed" {
+			t.Fatalf("error %q admin %q", j.Error, j.AdminError)
+		}
+	})
+}
+
+// If the fold after an applied event fails (a store outage), the agent is not acknowledged
+// and resends the event; the resend must fold the job, or a job whose last event it was
+// would never end.
+func TestResendAfterFailedFoldFolds(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+	id := f.submit(t, nil)
+	good := f.put(t, "outputs/run1/good.txt", []byte("good"))
+	outs := []protocol.OutputFile{{File: "outputs/run1/good.txt", CRC64NVME: good}}
+	a0, a1 := f.agent(id, 0, "x"), f.agent(id, 1, "x")
+	a0.walk(t, running...)
+	a1.walk(t, running...)
+	if err := a0.send(ctx, protocol.Event{State: job.Complete, Outputs: outs}); err != nil {
+		t.Fatal(err)
+	}
+	f.store.setHook(once(job.Complete, func(string) error { return errOutage }))
+	last := protocol.Event{Seq: 5, State: job.Complete, Outputs: outs}
+	err := f.svc.ApplyEvent(ctx, id, 1, "x", last)
+	if !errors.Is(err, errOutage) || errors.Is(err, jobs.ErrRejected) {
+		t.Fatalf("ApplyEvent during the outage = %v, want the outage (not a rejection)", err)
+	}
+	f.wantState(t, id, job.UploadSubmitted)
+	if err := f.svc.ApplyEvent(ctx, id, 1, "x", last); err != nil {
+		t.Fatalf("resend = %v", err)
+	}
+	f.wantState(t, id, job.Complete)
+}
+
+func TestTouch(t *testing.T) {
+	f := newFixture(t)
+	id := f.submit(t, nil)
+	if err := f.svc.Touch(t.Context(), id, 0, "x"); err != nil {
+		t.Fatal(err)
+	}
+	subs, _ := f.store.GetSubJobs(t.Context(), id)
+	if subs[0].LastSeen.IsZero() || !subs[1].LastSeen.IsZero() {
+		t.Fatalf("last seen %v / %v", subs[0].LastSeen, subs[1].LastSeen)
+	}
+	if err := f.svc.Touch(t.Context(), id, 9, "x"); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Fatalf("Touch of an unknown container = %v", err)
+	}
+}

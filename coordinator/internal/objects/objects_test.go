@@ -1,0 +1,243 @@
+package objects_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/kbase/cts/coordinator/devstack"
+	"github.com/kbase/cts/coordinator/internal/ctserr"
+	"github.com/kbase/cts/coordinator/internal/objects"
+	"github.com/kbase/cts/shared/checksum"
+)
+
+func TestMain(m *testing.M) {
+	devstack.Main()
+	os.Exit(m.Run())
+}
+
+// fixture is one S3 gateway shared by the tests of this file: starting one costs a child
+// process, and every test works on its own keys.
+type fixture struct {
+	s3   *devstack.S3
+	objs *objects.Objects
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	s := devstack.TestS3(t, "bucket")
+	o := objects.New(objects.NewClient(objects.Config{Endpoint: s.Endpoint, AccessKey: s.AccessKey, SecretKey: s.SecretKey, Region: s.Region}))
+	// The gateway's shutdown waits for idle keep-alive connections: drop ours before it stops
+	// (cleanups run last-registered first).
+	t.Cleanup(func() { closeIdle(o) })
+	return &fixture{s3: s, objs: o}
+}
+
+func closeIdle(o *objects.Objects) {
+	if hc, ok := o.Client().Options().HTTPClient.(*http.Client); ok {
+		hc.CloseIdleConnections()
+	}
+}
+
+// put uploads body with its CRC64/NVME (as the agents do) and returns the encoded CRC.
+func (f *fixture) put(t *testing.T, key string, body []byte) string {
+	t.Helper()
+	crc := checksum.Encode(checksum.Sum(body))
+	_, err := f.objs.Client().PutObject(t.Context(), &s3.PutObjectInput{
+		Bucket: aws.String("bucket"), Key: aws.String(key), Body: bytes.NewReader(body),
+		ContentLength: aws.Int64(int64(len(body))), ChecksumAlgorithm: types.ChecksumAlgorithmCrc64nvme,
+		ChecksumCRC64NVME: aws.String(crc),
+	})
+	if err != nil {
+		t.Fatalf("put %s: %v", key, err)
+	}
+	return crc
+}
+
+func wantCTSErr(t *testing.T, err error, code ctserr.Code, msg string) {
+	t.Helper()
+	var ce *ctserr.Error
+	if !errors.As(err, &ce) {
+		t.Fatalf("error %v (%T) is not a *ctserr.Error", err, err)
+	}
+	if ce.Code != code || (msg != "" && ce.Message != msg) {
+		t.Fatalf("got code %d message %q, want %d %q", ce.Code, ce.Message, code, msg)
+	}
+}
+
+func TestObjects(t *testing.T) {
+	f := newFixture(t)
+	body := []byte("hello, checksummed world")
+	crc := f.put(t, "in/with-crc.txt", body)
+	f.put(t, "logs/empty.txt", nil)
+
+	// An object uploaded as a multipart upload with a composite CRC32 has no whole-object
+	// CRC64/NVME: Head must report none.
+	c := f.objs.Client()
+	mp, err := c.CreateMultipartUpload(t.Context(), &s3.CreateMultipartUploadInput{
+		Bucket: aws.String("bucket"), Key: aws.String("in/composite.txt"),
+		ChecksumAlgorithm: types.ChecksumAlgorithmCrc32, ChecksumType: types.ChecksumTypeComposite,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	part, err := c.UploadPart(t.Context(), &s3.UploadPartInput{
+		Bucket: aws.String("bucket"), Key: aws.String("in/composite.txt"), UploadId: mp.UploadId,
+		PartNumber: aws.Int32(1), Body: bytes.NewReader(body), ChecksumAlgorithm: types.ChecksumAlgorithmCrc32,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.CompleteMultipartUpload(t.Context(), &s3.CompleteMultipartUploadInput{
+		Bucket: aws.String("bucket"), Key: aws.String("in/composite.txt"), UploadId: mp.UploadId,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: []types.CompletedPart{
+			{PartNumber: aws.Int32(1), ETag: part.ETag, ChecksumCRC32: part.ChecksumCRC32},
+		}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("head", func(t *testing.T) {
+		cases := []struct {
+			name    string
+			path    string
+			size    int64
+			crc     string
+			code    ctserr.Code
+			message string
+		}{
+			{name: "with crc", path: "bucket/in/with-crc.txt", size: int64(len(body)), crc: crc},
+			{name: "composite crc is no crc", path: "bucket/in/composite.txt", size: int64(len(body)), crc: ""},
+			{name: "missing object", path: "bucket/in/nope.txt", code: ctserr.CodeS3PathNotFound,
+				message: "The path 'bucket/in/nope.txt' was not found on the s3 system"},
+			// HEAD responses have no body, so a missing bucket is a bare 404 too.
+			{name: "missing bucket", path: "nobucket/in/x.txt", code: ctserr.CodeS3PathNotFound,
+				message: "The path 'nobucket/in/x.txt' was not found on the s3 system"},
+			{name: "illegal path", path: "Bucket/x", code: ctserr.CodeIllegalS3Path},
+		}
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				m, err := f.objs.Head(t.Context(), tc.path)
+				if tc.code != 0 {
+					wantCTSErr(t, err, tc.code, tc.message)
+					return
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if m.Size != tc.size || m.CRC64NVME != tc.crc {
+					t.Fatalf("Head = %+v, want size %d crc %q", m, tc.size, tc.crc)
+				}
+			})
+		}
+	})
+
+	t.Run("check writable", func(t *testing.T) {
+		if err := f.objs.CheckWritable(t.Context(), "bucket/out/dir/"); err != nil {
+			t.Fatal(err)
+		}
+		// The test object is gone again.
+		_, err := f.objs.Head(t.Context(), "bucket/out/dir/"+objects.WriteTestObject)
+		wantCTSErr(t, err, ctserr.CodeS3PathNotFound, "")
+		// Without the trailing slash the same object is written.
+		if err := f.objs.CheckWritable(t.Context(), "bucket/out/dir"); err != nil {
+			t.Fatal(err)
+		}
+		err = f.objs.CheckWritable(t.Context(), "nobucket/out/")
+		wantCTSErr(t, err, ctserr.CodeS3BucketNotFound, "The bucket for path 'nobucket/out/' was not found on the s3 system")
+	})
+
+	t.Run("wrong service credentials are an outage, not the caller's fault", func(t *testing.T) {
+		for name, cfg := range map[string]objects.Config{
+			"wrong secret": {Endpoint: f.s3.Endpoint, AccessKey: f.s3.AccessKey, SecretKey: "wrong", Region: f.s3.Region},
+			"unknown key":  {Endpoint: f.s3.Endpoint, AccessKey: "nosuchkey", SecretKey: "wrong", Region: f.s3.Region},
+		} {
+			t.Run(name, func(t *testing.T) {
+				bad := objects.New(objects.NewClient(cfg))
+				defer closeIdle(bad)
+				err := bad.CheckWritable(t.Context(), "bucket/out/")
+				var ce *ctserr.Error
+				if err == nil || errors.As(err, &ce) || !strings.Contains(err.Error(), "s3 access credentials are invalid") {
+					t.Fatalf("CheckWritable = %v, want a plain credentials error", err)
+				}
+				err = bad.Stream(t.Context(), "bucket/in/with-crc.txt", 0, 0, func(int64) io.Writer { return io.Discard })
+				if err == nil || errors.As(err, &ce) {
+					t.Fatalf("Stream = %v, want a plain credentials error", err)
+				}
+			})
+		}
+	})
+
+	t.Run("stream", func(t *testing.T) {
+		cases := []struct {
+			name         string
+			path         string
+			seek, length int64
+			want         string
+			code         ctserr.Code
+			message      string
+		}{
+			{name: "whole", path: "bucket/in/with-crc.txt", want: string(body)},
+			{name: "seek", path: "bucket/in/with-crc.txt", seek: 7, want: string(body[7:])},
+			{name: "seek and length", path: "bucket/in/with-crc.txt", seek: 7, length: 11, want: "checksummed"},
+			{name: "length past the end", path: "bucket/in/with-crc.txt", seek: 20, length: 100, want: string(body[20:])},
+			{name: "length only", path: "bucket/in/with-crc.txt", length: 5, want: "hello"},
+			{name: "empty object", path: "bucket/logs/empty.txt", want: ""},
+			{name: "length of an empty object", path: "bucket/logs/empty.txt", length: 5, want: ""},
+			{name: "seek at the end", path: "bucket/in/with-crc.txt", seek: int64(len(body)), code: ctserr.CodeIllegalParameter,
+				message: "Seek parameter 24 is >= file size 24"},
+			{name: "seek past the end", path: "bucket/in/with-crc.txt", seek: 1000, code: ctserr.CodeIllegalParameter,
+				message: "Seek parameter 1000 is >= file size 24"},
+			{name: "seek in an empty object", path: "bucket/logs/empty.txt", seek: 1, code: ctserr.CodeIllegalParameter,
+				message: "Seek parameter 1 is >= file size 0"},
+			{name: "missing", path: "bucket/logs/nope.txt", code: ctserr.CodeS3PathNotFound,
+				message: "The path 'bucket/logs/nope.txt' was not found on the s3 system"},
+			{name: "missing with seek", path: "bucket/logs/nope.txt", seek: 3, code: ctserr.CodeS3PathNotFound},
+		}
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				var buf bytes.Buffer
+				called := false
+				var size int64
+				err := f.objs.Stream(t.Context(), tc.path, tc.seek, tc.length, func(n int64) io.Writer {
+					called, size = true, n
+					return &buf
+				})
+				if tc.code != 0 {
+					wantCTSErr(t, err, tc.code, tc.message)
+					if called {
+						t.Fatal("the writer was requested before the error")
+					}
+					return
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if buf.String() != tc.want || size != int64(len(tc.want)) {
+					t.Fatalf("streamed %q (announced size %d), want %q", buf.String(), size, tc.want)
+				}
+			})
+		}
+	})
+}
+
+func TestStreamStopsWithContext(t *testing.T) {
+	f := newFixture(t)
+	f.put(t, "big.txt", []byte(strings.Repeat("x", 1<<20)))
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	err := f.objs.Stream(ctx, "bucket/big.txt", 0, 0, func(int64) io.Writer { return io.Discard })
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Stream with a canceled context = %v, want context.Canceled", err)
+	}
+}
