@@ -25,6 +25,7 @@ import (
 	"github.com/kbase/cts/coordinator/internal/jobs"
 	"github.com/kbase/cts/coordinator/internal/notify"
 	"github.com/kbase/cts/coordinator/internal/objects"
+	"github.com/kbase/cts/coordinator/internal/reconcile"
 	"github.com/kbase/cts/coordinator/internal/store"
 	"github.com/kbase/cts/shared/launcher"
 )
@@ -159,6 +160,13 @@ func (a *App) Run(ctx context.Context) error {
 	})
 	g.Go(func() error { return a.jobs.RunSubmitter(gctx) })
 	g.Go(func() error { return a.notifier.Run(gctx) })
+	rc := a.cfg.Reconcile
+	rec := reconcile.New(reconcile.Config{
+		Interval: rc.Interval, HeartbeatDeadline: rc.HeartbeatDeadline, ConnectDeadline: rc.ConnectDeadline,
+		SubmitDeadline: rc.SubmitDeadline, CancelDeadline: rc.CancelDeadline, IdleDeadline: rc.IdleDeadline,
+		RuntimeGrace: rc.RuntimeGrace,
+	}, a.jobs, a.log.With("component", "reconcile"), nil)
+	g.Go(func() error { return rec.Run(gctx) })
 	g.Go(func() error {
 		<-gctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)

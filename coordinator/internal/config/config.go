@@ -25,13 +25,26 @@ type Config struct {
 	// ServiceURL is the external root URL of the service (agents connect to it).
 	ServiceURL string `yaml:"service_url" env:"CTS_SERVICE_URL"`
 	// LogLevel is debug, info, warn or error.
-	LogLevel string `yaml:"log_level" env:"CTS_LOG_LEVEL"`
-	Auth     Auth   `yaml:"auth"`
-	Mongo    Mongo  `yaml:"mongo"`
-	Kafka    Kafka  `yaml:"kafka"`
-	S3       S3     `yaml:"s3"`
-	Jobs     Jobs   `yaml:"jobs"`
-	Sites    []Site `yaml:"sites"`
+	LogLevel  string    `yaml:"log_level" env:"CTS_LOG_LEVEL"`
+	Auth      Auth      `yaml:"auth"`
+	Mongo     Mongo     `yaml:"mongo"`
+	Kafka     Kafka     `yaml:"kafka"`
+	S3        S3        `yaml:"s3"`
+	Jobs      Jobs      `yaml:"jobs"`
+	Reconcile Reconcile `yaml:"reconcile"`
+	Sites     []Site    `yaml:"sites"`
+}
+
+// Reconcile configures the reconciler that settles jobs whose containers went wrong outside
+// the agents' reach. Zero durations take the defaults shown in docs/operators.md.
+type Reconcile struct {
+	Interval          time.Duration `yaml:"interval" env:"CTS_RECONCILE_INTERVAL"`
+	HeartbeatDeadline time.Duration `yaml:"heartbeat_deadline" env:"CTS_RECONCILE_HEARTBEAT_DEADLINE"`
+	ConnectDeadline   time.Duration `yaml:"connect_deadline" env:"CTS_RECONCILE_CONNECT_DEADLINE"`
+	SubmitDeadline    time.Duration `yaml:"submit_deadline" env:"CTS_RECONCILE_SUBMIT_DEADLINE"`
+	CancelDeadline    time.Duration `yaml:"cancel_deadline" env:"CTS_RECONCILE_CANCEL_DEADLINE"`
+	IdleDeadline      time.Duration `yaml:"idle_deadline" env:"CTS_RECONCILE_IDLE_DEADLINE"`
+	RuntimeGrace      time.Duration `yaml:"runtime_grace" env:"CTS_RECONCILE_RUNTIME_GRACE"`
 }
 
 // Auth configures KBase auth2.

@@ -537,7 +537,9 @@ func (s *Service) Assignment(ctx context.Context, h protocol.Hello) (*protocol.A
 	if err != nil {
 		return nil, err
 	}
-	if j.State.Terminal() || j.State == job.Canceling {
+	// A canceling job still takes its agents' hellos: an agent that reconnects during the
+	// cancel must be able to report how its container ended.
+	if j.State.Terminal() {
 		return nil, ctserr.New(ctserr.CodeInvalidJobState, "Job %s is %s", j.ID, j.State)
 	}
 	if h.Container < 0 || h.Container >= j.Input.NumContainers {
@@ -624,6 +626,9 @@ var ErrRejected = errors.New("event rejected")
 func (s *Service) ApplyEvent(ctx context.Context, jobID string, container int, attempt string, ev protocol.Event) error {
 	if !ev.State.Valid() || ev.State == job.Created || ev.State == job.DownloadSubmitted {
 		return fmt.Errorf("%w: state %q", ErrRejected, ev.State)
+	}
+	if (ev.State == job.UploadSubmitting || ev.State == job.ErrorProcessingSubmitting) && ev.ExitCode == nil {
+		return fmt.Errorf("%w: %s needs the container's exit code", ErrRejected, ev.State)
 	}
 	var from []job.State
 	for _, st := range job.States {
