@@ -69,6 +69,9 @@ func Main() {
 
 // runS3Child is the child's whole life: read the config, serve until stdin reaches EOF or a
 // termination signal arrives.
+// s3ChildGrace is how long the S3 child lets in-flight requests finish once told to stop.
+const s3ChildGrace = time.Second
+
 func runS3Child() error {
 	stdin := bufio.NewReader(os.Stdin)
 	line, err := stdin.ReadBytes('\n')
@@ -86,6 +89,14 @@ func runS3Child() error {
 		// Close was called or the parent is gone.
 		_, _ = io.Copy(io.Discard, stdin)
 		stop()
+	}()
+	go func() {
+		// The gateway's graceful shutdown waits for every keep-alive connection a client
+		// still holds, which can take long. Every acknowledged write is already on disk, so
+		// after a short grace the child simply exits.
+		<-ctx.Done()
+		time.Sleep(s3ChildGrace)
+		os.Exit(0)
 	}()
 	sc, err := meta.NewSideCar(cfg.MetaDir)
 	if err != nil {
