@@ -60,6 +60,9 @@ type Hello struct {
 	// or a local identifier). Sequence numbers are per attempt.
 	Attempt      string `json:"attempt"`
 	AgentVersion string `json:"agent_version,omitempty"`
+	// DryRun marks an admin's `cts-agent --dry-run`: the coordinator answers with the
+	// assignment and records nothing (no heartbeat, no event is accepted).
+	DryRun bool `json:"dry_run,omitempty"`
 }
 
 // InputFile is one input of a container: where it is in S3, its checksum, and where the

@@ -1,11 +1,14 @@
 // Command cts-agent runs one container of a CTS job on a worker node. A launcher (HTCondor,
 // the local plugin) starts it with the CTS worker environment; admins can run it by hand.
 //
-//	cts-agent [run] [--job ID] [--container N]
+//	cts-agent [run] [--job ID] [--container N] [--dry-run]
+//	cts-agent check
 //
 // It reads the KBase token and the S3 secret from the files TOKEN_PATH and S3_SECRET_PATH
-// name, connects to the coordinator, and reports every step. It exits 0 when the container's
-// final state was reported (whatever the container did), 1 otherwise, 2 on bad configuration.
+// name, connects to the coordinator, and reports every step. `run` exits 0 when the
+// container's final state was reported (whatever the container did), 1 otherwise, 2 on bad
+// configuration. `--dry-run` prints the plan and runs nothing; `check` checks the node's
+// configuration, one line per check. docs/agent.md is the admin's guide.
 package main
 
 import (
@@ -16,15 +19,18 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/kbase/cts/agent/internal/config"
-	"github.com/kbase/cts/agent/internal/container"
 	"github.com/kbase/cts/agent/internal/runner"
 	"github.com/kbase/cts/agent/internal/session"
 	"github.com/kbase/cts/agent/internal/transfer"
+	"github.com/kbase/cts/shared/job"
 	"github.com/kbase/cts/shared/protocol"
 )
 
@@ -40,12 +46,16 @@ func main() {
 }
 
 func run(argv []string) (int, error) {
+	if len(argv) > 0 && argv[0] == "check" {
+		return runCheck(argv[1:], os.Stdout)
+	}
 	if len(argv) > 0 && argv[0] == "run" {
 		argv = argv[1:]
 	}
 	fs := flag.NewFlagSet("cts-agent", flag.ContinueOnError)
 	jobID := fs.String("job", "", "job ID (overrides JOB_ID)")
 	cn := fs.Int("container", -1, "container number (overrides CONTAINER_NUMBER)")
+	dryRun := fs.Bool("dry-run", false, "print the plan (files, paths, command, mounts, limits) and run nothing")
 	version := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(argv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -72,25 +82,58 @@ func run(argv []string) (int, error) {
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level(cfg.LogLevel)})).
 		With("job_id", cfg.JobID, "container", cfg.Container, "attempt", cfg.Attempt)
+	if *dryRun {
+		return runDry(cfg, log, os.Stdout)
+	}
+	return runJob(cfg, log)
+}
 
+// signals turns the first SIGTERM/SIGINT into a graceful stop (cancel with
+// runner.ErrShutdown: stop the container, upload its logs, report) and the second into a
+// hurry (skip the log upload, give the final report a few seconds).
+func signals(log *slog.Logger, stop context.CancelCauseFunc) (hurry <-chan struct{}, release func()) {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	h := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		select {
+		case s := <-sigs:
+			log.Warn("stop signal received: stopping the container gracefully (a second signal skips the log upload)", "signal", s.String())
+			stop(runner.ErrShutdown)
+		case <-done:
+			return
+		}
+		select {
+		case s := <-sigs:
+			log.Warn("second stop signal: skipping the log upload, reporting and exiting", "signal", s.String())
+			close(h)
+		case <-done:
+		}
+	}()
+	return h, func() { signal.Stop(sigs); close(done) }
+}
+
+// attemptFile makes an attempt name safe as a file name.
+var attemptFile = regexp.MustCompile(`[^A-Za-z0-9._-]`)
+
+func runJob(cfg config.Config, log *slog.Logger) (int, error) {
 	ctx, stop := context.WithCancelCause(context.Background())
 	defer stop(nil)
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	go func() {
-		s := <-sigs
-		log.Warn("stop signal received: stopping the container gracefully", "signal", s.String())
-		stop(runner.ErrShutdown)
-	}()
+	hurry, release := signals(log, stop)
+	defer release()
 
 	if err := os.MkdirAll(cfg.WorkDir, 0o755); err != nil {
 		return 1, fmt.Errorf("work directory: %w", err)
 	}
-	rt, err := container.NewOCI(container.OCIConfig{
-		Root: cfg.RuncRoot, CacheDir: cfg.CacheDir, BundleDir: cfg.WorkDir + "/bundles", RuncPath: cfg.RuncPath,
-	})
+	rt, kind, err := newRuntime(ctx, cfg, log)
 	if err != nil {
 		return 1, fmt.Errorf("container runtime: %w", err)
+	}
+	// Leftovers of agents that died on this node (never those of live agents sharing the
+	// runtime's root: see container.OCI.Reap and container.Docker.Reap).
+	if err := rt.Reap(ctx); err != nil {
+		log.Warn("reap leftover containers", "runtime", kind, "error", err)
 	}
 	s3c, err := transfer.NewS3Client(ctx, transfer.S3Config{
 		Endpoint: cfg.S3URL, AccessKey: cfg.S3AccessKey, SecretKey: cfg.S3Secret, Region: cfg.S3Region, Insecure: cfg.S3Insecure,
@@ -100,21 +143,52 @@ func run(argv []string) (int, error) {
 	}
 	sess, a, err := session.Dial(ctx, session.Config{
 		ServiceURL: cfg.ServiceURL, Token: cfg.Token, Log: log,
-		Hello: protocol.Hello{JobID: cfg.JobID, Container: cfg.Container, Attempt: cfg.Attempt, AgentVersion: Version},
+		JournalPath: filepath.Join(cfg.WorkDir, "events-"+attemptFile.ReplaceAllString(cfg.Attempt, "_")+".journal"),
+		Hello:       protocol.Hello{JobID: cfg.JobID, Container: cfg.Container, Attempt: cfg.Attempt, AgentVersion: Version},
 	})
 	if err != nil {
 		return 1, fmt.Errorf("connect to the coordinator: %w", err)
 	}
 	defer sess.Close()
-	log.Info("assignment received", "image", a.Image, "inputs", len(a.Inputs))
+	log.Info("assignment received", "image", a.Image, "inputs", len(a.Inputs), "runtime", kind)
+	if len(sess.Recovered()) > 0 || a.NextSeq > 1 {
+		return resume(ctx, sess, a, log)
+	}
 	r := runner.New(runner.Config{
 		WorkDir: cfg.WorkDir, Attempt: cfg.Attempt, HostPath: cfg.HostPath, Network: cfg.Network,
+		RefdataHostPath: cfg.RefdataHostPath, LiveLog: sess, Hurry: hurry,
 	}, sess, transfer.New(s3c, transfer.Config{}), rt, sess.Cancels(), log)
 	if err := r.Run(ctx, a); err != nil {
 		if errors.Is(err, session.ErrRefused) {
 			return 1, err
 		}
 		return 1, fmt.Errorf("run: %w", err)
+	}
+	return 0, nil
+}
+
+// resume handles a restart of this attempt's agent process (the launcher restarted it, or an
+// admin ran it again): a previous process already reported events. The journal's events are
+// delivered; if they end the container, that is all; otherwise the container the previous
+// process ran is gone (reaped above) and its run cannot be picked up, so the truthful final
+// report is an error.
+func resume(ctx context.Context, sess *session.Session, a *protocol.Assignment, log *slog.Logger) (int, error) {
+	fctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	if err := sess.Flush(fctx); err != nil {
+		return 1, fmt.Errorf("resend journaled events: %w", err)
+	}
+	rec := sess.Recovered()
+	if len(rec) > 0 && rec[len(rec)-1].State.Terminal() {
+		log.Info("the previous agent process had reported the final state: delivered", "state", rec[len(rec)-1].State)
+		return 0, nil
+	}
+	log.Warn("the previous agent process of this attempt died mid-run: reporting an error", "next_seq", a.NextSeq)
+	ev := protocol.Event{State: job.Error, Time: time.Now().UTC(),
+		Error:      "The job's agent was restarted while the container ran; the run cannot be resumed.",
+		AdminError: fmt.Sprintf("agent process restarted for attempt with %d events already reported", a.NextSeq-1+int64(len(rec)))}
+	if err := sess.Report(fctx, ev); err != nil {
+		return 1, fmt.Errorf("report: %w", err)
 	}
 	return 0, nil
 }

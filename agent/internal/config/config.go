@@ -43,6 +43,15 @@ type Config struct {
 	// inside a container itself.
 	MountPrefixOverride string
 	LogLevel            string
+	// Runtime is "oci", "docker" or "auto" (default: docker when its socket answers, else oci).
+	Runtime string
+	// DockerSocket is the Docker Engine's unix socket (default /var/run/docker.sock).
+	DockerSocket string
+	// S3LogPath is S3_ERROR_LOG_PATH ("bucket/prefix"): the CTS contract's log folder; the
+	// agent uses it only for `cts-agent check` (the assignment names the real log folder).
+	S3LogPath string
+	// RefdataHostPath is REFDATA_HOST_PATH: where the node's staged reference data lives.
+	RefdataHostPath string
 }
 
 // FromEnv reads the configuration with lookup (os.LookupEnv in production) and reads the
@@ -67,6 +76,10 @@ func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 		Network:             get("CTS_AGENT_NETWORK"),
 		MountPrefixOverride: get("MOUNT_PREFIX_OVERRIDE"),
 		LogLevel:            get("CTS_LOG_LEVEL"),
+		Runtime:             get("CTS_AGENT_RUNTIME"),
+		DockerSocket:        get("CTS_AGENT_DOCKER_SOCKET"),
+		S3LogPath:           get("S3_ERROR_LOG_PATH"),
+		RefdataHostPath:     get("REFDATA_HOST_PATH"),
 	}
 	cn := get("CONTAINER_NUMBER")
 	n, err := strconv.Atoi(cn)
@@ -103,6 +116,15 @@ func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 	}
 	if c.Network == "" {
 		c.Network = "none"
+	}
+	if c.Runtime == "" {
+		c.Runtime = "auto"
+	}
+	if c.Runtime != "oci" && c.Runtime != "docker" && c.Runtime != "auto" {
+		errs = append(errs, fmt.Errorf("CTS_AGENT_RUNTIME must be oci, docker or auto, got %q", c.Runtime))
+	}
+	if c.DockerSocket == "" {
+		c.DockerSocket = "/var/run/docker.sock"
 	}
 	if c.Network != "none" && c.Network != "host" {
 		errs = append(errs, fmt.Errorf("CTS_AGENT_NETWORK must be none or host, got %q", c.Network))

@@ -250,3 +250,28 @@ func TestHostPathFromEnv(t *testing.T) {
 		t.Errorf("HostPath = %q", got)
 	}
 }
+
+func TestRuntimeSetting(t *testing.T) {
+	cases := []struct {
+		name, value, want string
+		wantErr           bool
+	}{
+		{name: "default auto", value: "", want: "auto"},
+		{name: "oci", value: "oci", want: "oci"},
+		{name: "docker", value: "docker", want: "docker"},
+		{name: "unknown", value: "podman", wantErr: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			m := env(t)
+			m["CTS_AGENT_RUNTIME"] = tc.value
+			c, err := FromEnv(lookup(m))
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("FromEnv: %v, want error %v", err, tc.wantErr)
+			}
+			if err == nil && (c.Runtime != tc.want || c.DockerSocket != "/var/run/docker.sock") {
+				t.Errorf("runtime %q socket %q", c.Runtime, c.DockerSocket)
+			}
+		})
+	}
+}

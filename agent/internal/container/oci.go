@@ -38,13 +38,14 @@ const (
 
 // OCIConfig configures the runc-based runtime.
 type OCIConfig struct {
-	// Root is runc's --root: the state of this runtime's containers. It must be private to
-	// one agent: Reap deletes every container found there.
+	// Root is runc's --root: the state of CTS containers on this node. Several agents may
+	// share it: each container's bundle holds an owner lock (flock) that its agent keeps for
+	// the container's life, and Reap deletes only the containers whose owner is gone.
 	Root string
 	// CacheDir holds the OCI-layout image cache; agents on one node may share it.
 	CacheDir string
-	// BundleDir holds one bundle (config.json + rootfs) per running container. Like Root it
-	// must be private to one agent: Reap removes everything in it.
+	// BundleDir holds one bundle (config.json + rootfs + owner lock) per running container.
+	// It may be shared like Root: Reap removes only the bundles whose owner lock is free.
 	BundleDir string
 	// RuncPath is the runc binary ("runc" from PATH when empty).
 	RuncPath string
@@ -174,11 +175,20 @@ func (o *OCI) Run(ctx context.Context, s Spec) (Result, error) {
 		}
 		return Result{}, fmt.Errorf("run %s: %w", s.ID, err)
 	}
+	// The owner lock tells other agents sharing Root that this container is alive. It is
+	// released after the container is deleted and its bundle removed (or by the kernel when
+	// this process dies, which is what makes the container reapable).
+	unlock, err := takeOwnerLock(bundle)
+	if err != nil {
+		_ = os.RemoveAll(bundle)
+		return Result{}, fmt.Errorf("run %s: %w", s.ID, err)
+	}
 	defer func() {
 		if err := os.RemoveAll(bundle); err != nil {
 			// Reap removes it at the next start; the run's outcome stands.
 			o.log.Warn("remove container bundle", "container", s.ID, "error", err)
 		}
+		unlock()
 	}()
 	if err := o.prepare(ctx, s, bundle); err != nil {
 		if ctx.Err() != nil {
@@ -500,8 +510,60 @@ func counter(file, key string) int64 {
 	return 0
 }
 
-// Reap implements Runtime: it kills and deletes every container under Root and removes every
-// bundle under BundleDir.
+// ownerLockFile is the name of the owner lock inside a bundle.
+const ownerLockFile = "cts-owner.lock"
+
+// takeOwnerLock creates <bundle>/cts-owner.lock and holds an exclusive flock on it until the
+// returned function is called.
+func takeOwnerLock(bundle string) (func(), error) {
+	f, err := os.OpenFile(filepath.Join(bundle, ownerLockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("owner lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("owner lock: %w", err)
+	}
+	fmt.Fprintf(f, "pid %d\n", os.Getpid())
+	return func() { f.Close() }, nil
+}
+
+// ownerGone reports whether the agent owning the bundle is dead: its owner lock can be taken
+// (or there is no lock: the bundle is gone or predates owner locks). When it returns true the
+// caller holds the lock until release is called, so that two reapers do not race.
+func ownerGone(bundle string) (gone bool, release func()) {
+	f, err := os.OpenFile(filepath.Join(bundle, ownerLockFile), os.O_RDWR, 0)
+	if err != nil {
+		return true, func() {}
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return false, nil
+	}
+	return true, func() { f.Close() }
+}
+
+// bundleOf returns the bundle directory runc recorded for container id ("" if unknown).
+func (o *OCI) bundleOf(ctx context.Context, id string) string {
+	out, err := o.runcCall(ctx, "state", id)
+	if err != nil {
+		return ""
+	}
+	var st struct {
+		Bundle string `json:"bundle"`
+	}
+	if json.Unmarshal(out, &st) != nil {
+		return ""
+	}
+	return st.Bundle
+}
+
+// Reap implements Runtime. Root and BundleDir may be shared by several live agents, so it
+// only touches what belongs to dead ones: for each container under Root it reads the bundle
+// runc recorded, and kills and deletes the container only when the bundle's owner lock is
+// free (the owning agent has exited: the kernel releases a dead process's flocks, so there is
+// no pid reuse to be fooled by). Then it removes the bundles under BundleDir whose owner lock
+// is free.
 func (o *OCI) Reap(ctx context.Context) error {
 	out, err := o.runcCall(ctx, "list", "--quiet")
 	if err != nil {
@@ -509,10 +571,24 @@ func (o *OCI) Reap(ctx context.Context) error {
 	}
 	var errs []error
 	for _, id := range strings.Fields(string(out)) {
+		bundle := o.bundleOf(ctx, id)
+		gone, release := true, func() {}
+		if bundle != "" {
+			gone, release = ownerGone(bundle)
+		}
+		if !gone {
+			o.log.Debug("reap: container owned by a live agent", "container", id)
+			continue
+		}
 		if err := o.kill(ctx, id, "KILL", true); err != nil {
 			o.log.Debug("reap: kill", "container", id, "error", err)
 		}
-		if err := o.delete(ctx, id); err != nil {
+		err := o.delete(ctx, id)
+		if err == nil && bundle != "" && filepath.Dir(bundle) == o.cfg.BundleDir {
+			err = os.RemoveAll(bundle)
+		}
+		release()
+		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -523,9 +599,22 @@ func (o *OCI) Reap(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	for _, e := range entries {
-		if err := os.RemoveAll(filepath.Join(o.cfg.BundleDir, e.Name())); err != nil {
+		b := filepath.Join(o.cfg.BundleDir, e.Name())
+		if _, err := os.Stat(filepath.Join(b, ownerLockFile)); errors.Is(err, fs.ErrNotExist) {
+			// A live agent creates the lock right after the directory: leave a fresh bundle
+			// without one alone.
+			if info, err := e.Info(); err == nil && time.Since(info.ModTime()) < time.Minute {
+				continue
+			}
+		}
+		gone, release := ownerGone(b)
+		if !gone {
+			continue
+		}
+		if err := os.RemoveAll(b); err != nil {
 			errs = append(errs, err)
 		}
+		release()
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("reap: %w", err)

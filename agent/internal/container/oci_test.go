@@ -407,3 +407,79 @@ func TestRunHostileImage(t *testing.T) {
 		})
 	}
 }
+
+// TestReapSharedRoot: two agents share the runc root and the bundle directory. The new one
+// reaps the containers of dead agents (with a free owner lock, or none) and leaves the live
+// agent's running container alone.
+func TestReapSharedRoot(t *testing.T) {
+	f := newFixture(t) // the live agent
+	ctx := context.Background()
+
+	// A dead agent's leftover: a detached container whose bundle has an owner lock nobody holds.
+	dead := f.spec("sleep", "600")
+	dead.ID = "cts-dead-0-aaaa"
+	bundle := filepath.Join(f.d.bundles, dead.ID)
+	if err := os.Mkdir(bundle, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.rt.prepare(ctx, dead, bundle); err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := takeOwnerLock(bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock() // the owner died
+	logf, err := os.Create(filepath.Join(t.TempDir(), "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command("runc", "--root", f.d.root, "run", "--detach", "--bundle", bundle, dead.ID)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("runc run --detach: %v", err)
+	}
+
+	// The live agent's container.
+	live := f.spec("sleep", "600")
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan error, 1)
+	go func() { _, err := f.rt.Run(runCtx, live); done <- err }()
+	waitRunning := time.Now().Add(10 * time.Second)
+	for {
+		st, err := f.rt.runcCall(ctx, "state", live.ID)
+		if err == nil && strings.Contains(string(st), `"running"`) {
+			break
+		}
+		if time.Now().After(waitRunning) {
+			t.Fatalf("live container not running: %v %s", err, st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	// A second agent starts over the same root and bundle directory and reaps.
+	other := newOCI(t, f.d)
+	if err := other.Reap(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.runcCall(ctx, "state", dead.ID); err == nil {
+		t.Error("the dead agent's container was not reaped")
+	}
+	if _, err := os.Stat(bundle); !os.IsNotExist(err) {
+		t.Errorf("the dead agent's bundle is still there: %v", err)
+	}
+	st, err := other.runcCall(ctx, "state", live.ID)
+	if err != nil || !strings.Contains(string(st), `"running"`) {
+		t.Fatalf("the live agent's container was touched: %v %s", err, st)
+	}
+	if _, err := os.Stat(filepath.Join(f.d.bundles, live.ID, "config.json")); err != nil {
+		t.Errorf("the live agent's bundle was touched: %v", err)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("live run: %v", err)
+	}
+	assertNoContainers(t, other, f.d)
+}

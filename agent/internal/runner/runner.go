@@ -18,6 +18,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -29,6 +30,7 @@ import (
 	"time"
 
 	"github.com/kbase/cts/agent/internal/container"
+	"github.com/kbase/cts/agent/internal/logstream"
 	"github.com/kbase/cts/agent/internal/transfer"
 	"github.com/kbase/cts/shared/checksum"
 	"github.com/kbase/cts/shared/job"
@@ -58,12 +60,25 @@ type Config struct {
 	HostPath func(string) string
 	// Network is "none" or "host".
 	Network string
+	// RefdataHostPath is the node's reference data root (REFDATA_HOST_PATH): an assignment
+	// with a refdata ID gets <RefdataHostPath>/<refdata ID> mounted read-only.
+	RefdataHostPath string
 	// KillGrace is the TERM→KILL grace when stopping the container.
 	KillGrace time.Duration
 	// FinalTimeout bounds the log upload and final report once the run's context is canceled
 	// (a cancel or shutdown); a run that ends by itself reports with no bound but the
 	// Reporter's own.
 	FinalTimeout time.Duration
+	// LiveLog, when set, receives the container's output lines as they come, rate-limited
+	// (logstream); the log files keep everything regardless.
+	LiveLog logstream.Sink
+	// LiveLogLimits bounds the live lines per stream (logstream defaults when zero).
+	LiveLogLimits logstream.Config
+	// Hurry, when closed (a second stop signal), makes the finaliser skip the log upload and
+	// give the final report only HurryTimeout.
+	Hurry <-chan struct{}
+	// HurryTimeout bounds the final report once Hurry is closed (default 5 s).
+	HurryTimeout time.Duration
 }
 
 // Runner runs one container.
@@ -83,6 +98,9 @@ func New(cfg Config, rep Reporter, xfer Transfers, rt container.Runtime, cancele
 	}
 	if cfg.FinalTimeout <= 0 {
 		cfg.FinalTimeout = 10 * time.Minute
+	}
+	if cfg.HurryTimeout <= 0 {
+		cfg.HurryTimeout = 5 * time.Second
 	}
 	return &Runner{cfg: cfg, report: rep, xfer: xfer, runtime: rt, log: log, canceled: canceled}
 }
@@ -178,14 +196,72 @@ func (r *Runner) prepare(st *run) error {
 	return nil
 }
 
-func (r *Runner) download(ctx context.Context, st *run) error {
-	ds := make([]transfer.Download, 0, len(st.a.Inputs))
-	for _, in := range st.a.Inputs {
+// downloads lists the assignment's inputs as downloads into inputDir.
+func downloads(a *protocol.Assignment, inputDir string) ([]transfer.Download, error) {
+	ds := make([]transfer.Download, 0, len(a.Inputs))
+	for _, in := range a.Inputs {
 		rel := path.Clean(in.RelPath)
 		if rel == "." || path.IsAbs(rel) || rel == ".." || strings.HasPrefix(rel, "../") {
-			return fmt.Errorf("assignment has an unsafe input path %q", in.RelPath)
+			return nil, fmt.Errorf("assignment has an unsafe input path %q", in.RelPath)
 		}
-		ds = append(ds, transfer.Download{S3Path: in.S3Path, CRC64NVME: in.CRC64NVME, Size: in.Size, Dest: filepath.Join(st.inputDir, filepath.FromSlash(rel))})
+		ds = append(ds, transfer.Download{S3Path: in.S3Path, CRC64NVME: in.CRC64NVME, Size: in.Size, Dest: filepath.Join(inputDir, filepath.FromSlash(rel))})
+	}
+	return ds, nil
+}
+
+// mounts lists the container's bind mounts: inputs read-only, outputs read-write, refdata
+// read-only when the image needs it.
+func (r *Runner) mounts(a *protocol.Assignment, inputDir, outDir string) ([]container.Mount, error) {
+	ms := []container.Mount{
+		{Source: r.cfg.HostPath(inputDir), Destination: a.InputMountPoint, ReadOnly: true},
+		{Source: r.cfg.HostPath(outDir), Destination: a.OutputMountPoint},
+	}
+	if a.RefdataID != "" {
+		if r.cfg.RefdataHostPath == "" || a.RefdataMountPoint == "" {
+			return nil, fmt.Errorf("the image needs refdata %s but REFDATA_HOST_PATH or the mount point is not set", a.RefdataID)
+		}
+		if strings.ContainsAny(a.RefdataID, "/\\") || a.RefdataID == ".." || a.RefdataID == "." {
+			return nil, fmt.Errorf("assignment has an unsafe refdata id %q", a.RefdataID)
+		}
+		ms = append(ms, container.Mount{Source: r.cfg.HostPath(filepath.Join(r.cfg.RefdataHostPath, a.RefdataID)), Destination: a.RefdataMountPoint, ReadOnly: true})
+	}
+	return ms, nil
+}
+
+// Plan is what Run would do with an assignment, for `cts-agent --dry-run`.
+type Plan struct {
+	ContainerID string
+	Downloads   []transfer.Download
+	Mounts      []container.Mount
+	// OutputPrefix is where outputs go ("bucket/prefix/", with "<n>/" when declobbering).
+	OutputPrefix string
+	// Logs are the S3 paths of the container's stdout and stderr.
+	Logs []string
+}
+
+// Plan describes what Run would do with a, without touching anything.
+func (r *Runner) Plan(a *protocol.Assignment) (Plan, error) {
+	inputDir, outDir := filepath.Join(r.cfg.WorkDir, "input"), filepath.Join(r.cfg.WorkDir, "output")
+	ds, err := downloads(a, inputDir)
+	if err != nil {
+		return Plan{}, err
+	}
+	ms, err := r.mounts(a, inputDir, outDir)
+	if err != nil {
+		return Plan{}, err
+	}
+	prefix := a.OutputDir
+	if a.Declobber {
+		prefix += fmt.Sprintf("%d/", a.Container)
+	}
+	return Plan{ContainerID: r.containerID(a), Downloads: ds, Mounts: ms, OutputPrefix: prefix, Logs: []string{
+		a.LogDir + fmt.Sprintf("container-%d-stdout.txt", a.Container), a.LogDir + fmt.Sprintf("container-%d-stderr.txt", a.Container)}}, nil
+}
+
+func (r *Runner) download(ctx context.Context, st *run) error {
+	ds, err := downloads(st.a, st.inputDir)
+	if err != nil {
+		return err
 	}
 	r.log.InfoContext(ctx, "downloading inputs", "files", len(ds))
 	start := time.Now()
@@ -212,6 +288,10 @@ func (r *Runner) containerID(a *protocol.Assignment) string {
 
 func (r *Runner) execute(ctx context.Context, st *run) error {
 	a := st.a
+	ms, err := r.mounts(a, st.inputDir, st.outDir)
+	if err != nil {
+		return err
+	}
 	if err := r.runtime.Pull(ctx, a.Image); err != nil {
 		return fmt.Errorf("pull image %s: %w", a.Image, err)
 	}
@@ -225,16 +305,21 @@ func (r *Runner) execute(ctx context.Context, st *run) error {
 		return fmt.Errorf("create stderr log: %w", err)
 	}
 	defer stderr.Close()
+	var outW, errW io.Writer = stdout, stderr
+	if r.cfg.LiveLog != nil {
+		so := logstream.New("stdout", r.cfg.LiveLog, r.cfg.LiveLogLimits)
+		se := logstream.New("stderr", r.cfg.LiveLog, r.cfg.LiveLogLimits)
+		defer se.Close()
+		defer so.Close()
+		outW, errW = io.MultiWriter(stdout, so), io.MultiWriter(stderr, se)
+	}
 	spec := container.Spec{
 		ID: r.containerID(a), Image: a.Image, Command: a.Command, Env: a.Env,
-		Mounts: []container.Mount{
-			{Source: r.cfg.HostPath(st.inputDir), Destination: a.InputMountPoint, ReadOnly: true},
-			{Source: r.cfg.HostPath(st.outDir), Destination: a.OutputMountPoint},
-		},
-		CPUs: float64(a.CPUs), MemoryBytes: a.MemoryBytes,
+		Mounts: ms,
+		CPUs:   float64(a.CPUs), MemoryBytes: a.MemoryBytes,
 		Timeout:   time.Duration(a.RuntimeSeconds * float64(time.Second)),
 		KillGrace: r.cfg.KillGrace, Network: r.cfg.Network,
-		Stdout: stdout, Stderr: stderr,
+		Stdout: outW, Stderr: errW,
 	}
 	// The process is about to start: the coordinator counts the container as running.
 	if err := r.reportState(ctx, job.JobSubmitted, nil); err != nil {
@@ -357,6 +442,12 @@ func (r *Runner) finish(runCtx context.Context, st *run, err error) error {
 		// reported. (A report interrupted by a cancel or shutdown is retried below.)
 		return err
 	}
+	// A second stop signal (Hurry): abandon the log upload at once, and give the reports
+	// HurryTimeout from then on.
+	logCtx, cancelLogs := hurryContext(ctx, r.cfg.Hurry, 0)
+	defer cancelLogs()
+	ctx, cancelReports := hurryContext(ctx, r.cfg.Hurry, r.cfg.HurryTimeout)
+	defer cancelReports()
 	var logErr error
 	if st.ran {
 		if kind == endUserError {
@@ -364,7 +455,11 @@ func (r *Runner) finish(runCtx context.Context, st *run, err error) error {
 				return rerr
 			}
 		}
-		logErr = r.uploadLogs(ctx, st)
+		if hurried(r.cfg.Hurry) {
+			logErr = errors.New("skipped: the agent was told to stop at once (second signal)")
+		} else {
+			logErr = r.uploadLogs(logCtx, st)
+		}
 		if logErr != nil {
 			r.log.ErrorContext(ctx, "upload container logs", "error", logErr)
 		}
@@ -417,6 +512,42 @@ func (r *Runner) finish(runCtx context.Context, st *run, err error) error {
 	}
 	r.log.InfoContext(ctx, "final state reported", "state", ev.State, "error", ev.AdminError)
 	return nil
+}
+
+// hurryContext returns a child of ctx canceled d after hurry is closed (never when hurry is
+// nil).
+func hurryContext(ctx context.Context, hurry <-chan struct{}, d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	if hurry == nil {
+		return ctx, cancel
+	}
+	go func() {
+		select {
+		case <-hurry:
+		case <-ctx.Done():
+			return
+		}
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
+func hurried(hurry <-chan struct{}) bool {
+	if hurry == nil {
+		return false
+	}
+	select {
+	case <-hurry:
+		return true
+	default:
+		return false
+	}
 }
 
 // finalContext returns a context that keeps runCtx's values but not its cancellation: it

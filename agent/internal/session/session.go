@@ -51,7 +51,13 @@ type Config struct {
 	// MinBackoff and MaxBackoff bound the jittered exponential wait between reconnects
 	// (defaults 500 ms and 30 s).
 	MinBackoff, MaxBackoff time.Duration
-	Log                    *slog.Logger
+	// JournalPath, when set, is the file that keeps unacknowledged events across agent
+	// process restarts (see journal). Events found there at Dial are resent first.
+	JournalPath string
+	// LogQueue is how many Log batches may wait for the connection (default 64); more are
+	// dropped, so live logs never hold up state events.
+	LogQueue int
+	Log      *slog.Logger
 }
 
 // Session is a live agent session. Report is safe for concurrent use.
@@ -79,6 +85,12 @@ type Session struct {
 	acked       map[int64]chan struct{}
 	fatal       error
 	closed      bool
+	journal     *journal
+	recovered   []protocol.Event
+
+	logs        chan protocol.Log
+	logsDropped int64 // batches dropped because the queue was full (under mu)
+	stopLogs    chan struct{}
 
 	wmu sync.Mutex // serialises writes to conn
 }
@@ -108,19 +120,97 @@ func Dial(ctx context.Context, cfg Config) (*Session, *protocol.Assignment, erro
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.LogQueue <= 0 {
+		cfg.LogQueue = 64
+	}
 	s := &Session{cfg: cfg, log: cfg.Log, cancels: make(chan protocol.Cancel, 1),
 		connecting: make(chan struct{}, 1), lost: make(chan struct{}, 1), nextSeq: 1,
-		pending: map[int64]protocol.Event{}, acked: map[int64]chan struct{}{}}
+		pending: map[int64]protocol.Event{}, acked: map[int64]chan struct{}{},
+		logs: make(chan protocol.Log, cfg.LogQueue), stopLogs: make(chan struct{})}
+	if cfg.JournalPath != "" {
+		j, evs, err := openJournal(cfg.JournalPath)
+		if err != nil {
+			return nil, nil, err
+		}
+		s.journal, s.recovered = j, evs
+		for _, ev := range evs {
+			s.pending[ev.Seq] = ev
+			s.nextSeq = max(s.nextSeq, ev.Seq+1)
+		}
+		if len(evs) > 0 {
+			s.log.Warn("resending events a previous agent process left unacknowledged", "events", len(evs))
+		}
+	}
 	a, err := s.connectRetry(ctx, time.Now().Add(cfg.ReconnectFor))
 	if err != nil {
 		s.Close()
 		return nil, nil, err
 	}
+	s.mu.Lock()
+	conn := s.conn
+	s.mu.Unlock()
+	if conn != nil && len(s.recovered) > 0 {
+		// Best effort: Flush and Report resend again if this connection breaks.
+		_ = s.resendPending(conn)
+	}
 	kctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	s.stopKeeper = stop
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.keep(kctx)
+	go s.sendLogs()
 	return s, a, nil
+}
+
+// Recovered returns the events a previous process of this attempt journaled but never saw
+// acknowledged (nil without a journal). Dial resends them; they may have been applied since.
+func (s *Session) Recovered() []protocol.Event { return s.recovered }
+
+// Flush waits until every pending event is acknowledged, reconnecting and resending as
+// needed, within ReconnectFor. It fails like Report.
+func (s *Session) Flush(ctx context.Context) error {
+	deadline := time.Now().Add(s.cfg.ReconnectFor)
+	for {
+		s.mu.Lock()
+		n, fatal, closed := len(s.pending), s.fatal, s.closed
+		s.mu.Unlock()
+		switch {
+		case n == 0:
+			return nil
+		case fatal != nil:
+			return fatal
+		case closed:
+			return ErrClosed
+		case time.Now().After(deadline):
+			return fmt.Errorf("%d events not acknowledged within %s", n, s.cfg.ReconnectFor)
+		}
+		conn, done, err := s.ensureConn(ctx, deadline)
+		if err != nil {
+			return err
+		}
+		if err := s.resendPending(conn); err != nil {
+			s.dropConn(conn)
+			continue
+		}
+		t := time.NewTimer(s.cfg.AckTimeout)
+		for waiting := true; waiting; {
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-done:
+				waiting = false
+			case <-t.C:
+				s.dropConn(conn)
+				waiting = false
+			case <-time.After(20 * time.Millisecond):
+				s.mu.Lock()
+				n, fatal = len(s.pending), s.fatal
+				s.mu.Unlock()
+				waiting = n > 0 && fatal == nil
+			}
+		}
+		t.Stop()
+	}
 }
 
 func wsURL(service string) (string, error) {
@@ -195,6 +285,12 @@ func (s *Session) connect(ctx context.Context) (*protocol.Assignment, error) {
 			delete(s.acked, seq)
 		}
 	}
+	for seq := range s.pending { // journaled by a previous process: no Report waits
+		if seq < a.NextSeq {
+			delete(s.pending, seq)
+			s.journalAck(seq)
+		}
+	}
 	// Never reuse a number the coordinator has seen for this attempt: it would be taken for
 	// a resend and silently dropped.
 	s.nextSeq = max(s.nextSeq, a.NextSeq)
@@ -264,6 +360,7 @@ func (s *Session) read(conn *websocket.Conn, gen int, done chan struct{}) {
 			// An ack is valid whatever connection it came on: the coordinator applied the event.
 			s.mu.Lock()
 			delete(s.pending, m.Seq)
+			s.journalAck(m.Seq)
 			if ch, ok := s.acked[m.Seq]; ok {
 				close(ch)
 				delete(s.acked, m.Seq)
@@ -359,6 +456,12 @@ func (s *Session) Report(ctx context.Context, ev protocol.Event) error {
 		ev.Time = time.Now().UTC()
 	}
 	s.pending[ev.Seq] = ev
+	if s.journal != nil {
+		if err := s.journal.append(ev); err != nil {
+			// The event still goes out live; only a crash before its ack would lose it.
+			s.log.Warn("event not journaled", "seq", ev.Seq, "error", err)
+		}
+	}
 	ch := make(chan struct{})
 	s.acked[ev.Seq] = ch
 	s.mu.Unlock()
@@ -531,22 +634,61 @@ func (s *Session) dropConn(conn *websocket.Conn) {
 	conn.Close()
 }
 
-// Log sends container output lines, best effort: dropped when disconnected.
+// journalAck records an acknowledgement in the journal. The caller holds mu.
+func (s *Session) journalAck(seq int64) {
+	if s.journal == nil {
+		return
+	}
+	if err := s.journal.ack(seq); err != nil {
+		s.log.Warn("journal acknowledgement", "seq", seq, "error", err)
+	}
+}
+
+// Log queues container output lines for sending, best effort: it never blocks; a batch is
+// dropped when the queue is full or, once dequeued, when the agent is disconnected. Log
+// frames are sent by their own goroutine, one at a time, so that a burst of output never
+// holds up a state event for more than one frame.
 func (s *Session) Log(stream string, lines []string) {
+	select {
+	case s.logs <- protocol.Log{Stream: stream, Lines: lines}:
+	default:
+		s.mu.Lock()
+		s.logsDropped++
+		s.mu.Unlock()
+	}
+}
+
+// LogsDropped returns how many Log batches were dropped because the queue was full.
+func (s *Session) LogsDropped() int64 {
 	s.mu.Lock()
-	conn := s.conn
-	s.mu.Unlock()
-	if conn == nil {
-		return
+	defer s.mu.Unlock()
+	return s.logsDropped
+}
+
+func (s *Session) sendLogs() {
+	defer s.wg.Done()
+	for {
+		var l protocol.Log
+		select {
+		case <-s.stopLogs:
+			return
+		case l = <-s.logs:
+		}
+		s.mu.Lock()
+		conn := s.conn
+		s.mu.Unlock()
+		if conn == nil {
+			continue
+		}
+		b, err := protocol.Encode(l)
+		if err != nil {
+			continue
+		}
+		s.wmu.Lock()
+		_ = conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		_ = conn.WriteMessage(websocket.TextMessage, b)
+		s.wmu.Unlock()
 	}
-	b, err := protocol.Encode(protocol.Log{Stream: stream, Lines: lines})
-	if err != nil {
-		return
-	}
-	s.wmu.Lock()
-	_ = conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	_ = conn.WriteMessage(websocket.TextMessage, b)
-	s.wmu.Unlock()
 }
 
 // Close ends the session with a normal close and waits for its goroutines. Pending events
@@ -554,11 +696,15 @@ func (s *Session) Log(stream string, lines []string) {
 func (s *Session) Close() {
 	s.mu.Lock()
 	conn := s.conn
+	already := s.closed
 	s.closed = true
 	s.conn, s.connDone = nil, nil
 	s.mu.Unlock()
 	if s.stopKeeper != nil {
 		s.stopKeeper()
+	}
+	if !already {
+		close(s.stopLogs)
 	}
 	if conn != nil {
 		s.wmu.Lock()
@@ -567,6 +713,12 @@ func (s *Session) Close() {
 		conn.Close()
 	}
 	s.wg.Wait()
+	s.mu.Lock()
+	if s.journal != nil {
+		_ = s.journal.close()
+		s.journal = nil
+	}
+	s.mu.Unlock()
 }
 
 func jitter(d time.Duration) time.Duration {

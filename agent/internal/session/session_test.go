@@ -28,6 +28,7 @@ const (
 	dropApplied                 // apply, then close the connection without acknowledging
 	refuse                      // send Fatal and close, as for a rejected event
 	hold                        // stall: apply and acknowledge nothing more on this connection
+	applyHold                   // apply this event, then stall like hold (the ack is lost)
 )
 
 // helloAt is a hello the fake received, and when.
@@ -225,6 +226,10 @@ func (f *fakeCoord) serve(w http.ResponseWriter, r *http.Request) {
 			f.mu.Unlock()
 			switch act {
 			case hold:
+				stalled = true
+				continue
+			case applyHold:
+				f.apply(h.Attempt, *m)
 				stalled = true
 				continue
 			case dropUnapplied:
@@ -852,10 +857,14 @@ func TestLogIsBestEffort(t *testing.T) {
 	f := newFakeCoord(t)
 	s, _ := dial(t, testConfig(f))
 	s.Log("stdout", []string{"line 1", "line 2"})
-	report(t, s, job.JobSubmitting) // the log frame precedes the event on the connection
-	f.mu.Lock()
-	logs := append([]protocol.Log(nil), f.logs...)
-	f.mu.Unlock()
+	report(t, s, job.JobSubmitting)
+	var logs []protocol.Log
+	waitFor(t, func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		logs = append([]protocol.Log(nil), f.logs...)
+		return len(logs) > 0
+	})
 	if len(logs) != 1 || logs[0].Stream != "stdout" || len(logs[0].Lines) != 2 {
 		t.Errorf("logs = %+v", logs)
 	}

@@ -1,0 +1,551 @@
+package container
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+)
+
+// The `docker` runtime drives the Docker Engine API (what KBase worker nodes have) over its
+// unix socket with plain net/http: no Docker SDK, whose dependency tree is larger than the
+// agent. It applies the same hardening as `oci`: every capability dropped, no new privileges,
+// a read-only root file system with a tmpfs /tmp, read-only input and refdata mounts,
+// memory / CPU / pids limits, network none or host, the runtime enforced with the engine's own
+// stop (TERM, grace, KILL), OOM kills read from the container's state, and the container
+// always removed. Docker verifies the blobs of a pull by digest itself.
+//
+// Containers carry labels naming their owner (DockerLabelOwner: host, pid and process start
+// time of the agent), so that Reap removes only the containers of agents that are gone.
+
+// Labels the docker runtime puts on its containers.
+const (
+	// DockerLabel marks every container the agent creates.
+	DockerLabel = "org.kbase.cts.agent"
+	// DockerLabelOwner is "<hostname>/<pid>/<process start time in clock ticks>".
+	DockerLabelOwner = "org.kbase.cts.owner"
+)
+
+// DefaultDockerSocket is where the Docker Engine listens on a standard install.
+const DefaultDockerSocket = "/var/run/docker.sock"
+
+// dockerAPIVersion pins the Engine API version (Docker 20.10 and later speak it), so the
+// request and response shapes below do not drift with the engine.
+const dockerAPIVersion = "v1.41"
+
+// DockerConfig configures the docker runtime.
+type DockerConfig struct {
+	// Socket is the Engine's unix socket (DefaultDockerSocket when empty).
+	Socket string
+	// TmpfsBytes sizes the container's /tmp (default 1 GiB).
+	TmpfsBytes int64
+	// Logger receives notes. Discarded when nil.
+	Logger *slog.Logger
+}
+
+// Docker is the `docker` Runtime.
+type Docker struct {
+	cfg   DockerConfig
+	hc    *http.Client
+	log   *slog.Logger
+	owner string
+}
+
+var _ Runtime = (*Docker)(nil)
+
+// NewDocker returns the docker runtime. It does not contact the engine: Ping does.
+func NewDocker(cfg DockerConfig) *Docker {
+	if cfg.Socket == "" {
+		cfg.Socket = DefaultDockerSocket
+	}
+	if cfg.TmpfsBytes <= 0 {
+		cfg.TmpfsBytes = 1 << 30
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	sock := cfg.Socket
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+		MaxIdleConns: 4, IdleConnTimeout: 30 * time.Second, DisableCompression: true,
+	}
+	return &Docker{cfg: cfg, hc: &http.Client{Transport: tr}, log: log, owner: ownerID(os.Getpid())}
+}
+
+// ownerID names a live process robustly against pid reuse: host, pid and its start time.
+func ownerID(pid int) string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s/%d/%s", host, pid, procStart(pid))
+}
+
+// procStart returns field 22 of /proc/<pid>/stat (start time in clock ticks since boot), ""
+// when the process does not exist.
+func procStart(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	// The command name (field 2) is in parentheses and may contain spaces: skip past it.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return ""
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 {
+		return ""
+	}
+	return f[19] // fields 3.. start at index 0, so field 22 is index 19
+}
+
+// ownerAlive reports whether the owner label names a live agent. An owner on another host
+// name (another pid namespace: an agent inside a container) cannot be checked and counts as
+// alive: its own agent reaps it.
+func ownerAlive(owner string) bool {
+	parts := strings.Split(owner, "/")
+	if len(parts) != 3 {
+		return false
+	}
+	host, _ := os.Hostname()
+	if parts[0] != host {
+		return true
+	}
+	pid, err := strconv.Atoi(parts[1])
+	if err != nil {
+		return false
+	}
+	start := procStart(pid)
+	return start != "" && start == parts[2]
+}
+
+// dockerError is an error status of the Engine API.
+type dockerError struct {
+	Status  int
+	Message string
+}
+
+func (e *dockerError) Error() string { return fmt.Sprintf("docker: HTTP %d: %s", e.Status, e.Message) }
+
+// call does one API request; body (if not nil) is sent as JSON, out (if not nil) receives the
+// JSON answer. A status ≥ 400 is a *dockerError.
+func (d *Docker) call(ctx context.Context, method, path string, q url.Values, body, out any) error {
+	resp, err := d.do(ctx, method, path, q, body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+		return nil
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(out); err != nil {
+		return fmt.Errorf("docker %s %s: decode: %w", method, path, err)
+	}
+	return nil
+}
+
+// do sends a request and returns the response of a successful status (the caller closes it).
+func (d *Docker) do(ctx context.Context, method, path string, q url.Values, body any) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	u := "http://docker/" + dockerAPIVersion + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := d.hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("docker %s %s: %w", method, path, err)
+	}
+	if resp.StatusCode >= 400 {
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		var m struct{ Message string }
+		if json.Unmarshal(b, &m) != nil || m.Message == "" {
+			m.Message = strings.TrimSpace(string(b))
+		}
+		return nil, fmt.Errorf("docker %s %s: %w", method, path, &dockerError{Status: resp.StatusCode, Message: m.Message})
+	}
+	return resp, nil
+}
+
+// Ping checks that the engine answers (GET /_ping) and returns its API version.
+func (d *Docker) Ping(ctx context.Context) (string, error) {
+	resp, err := d.do(ctx, http.MethodGet, "/_ping", nil, nil)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.Header.Get("Api-Version"), nil
+}
+
+// Pull implements Runtime: POST /images/create with the digest as the tag. The engine
+// verifies every blob against the digest; the progress stream is read to its end and an
+// error message in it fails the pull.
+func (d *Docker) Pull(ctx context.Context, image string) error {
+	ref, err := name.ParseReference(image, name.WeakValidation)
+	if err != nil {
+		return fmt.Errorf("pull %s: %w", image, err)
+	}
+	dg, ok := ref.(name.Digest)
+	if !ok {
+		return fmt.Errorf("pull %s: %w", image, ErrNotPinned)
+	}
+	// Already present: nothing to fetch (the engine stores images by content digest).
+	if err := d.call(ctx, http.MethodGet, "/images/"+image+"/json", nil, nil, nil); err == nil {
+		return nil
+	}
+	q := url.Values{"fromImage": {dg.Context().Name()}, "tag": {dg.DigestStr()}}
+	resp, err := d.do(ctx, http.MethodPost, "/images/create", q, nil)
+	if err != nil {
+		return fmt.Errorf("pull %s: %w", image, err)
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var m struct {
+			Error       string `json:"error"`
+			ErrorDetail struct {
+				Message string `json:"message"`
+			} `json:"errorDetail"`
+		}
+		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return fmt.Errorf("pull %s: progress stream: %w", image, err)
+		}
+		if m.Error != "" {
+			return fmt.Errorf("pull %s: %s", image, m.Error)
+		}
+	}
+	if err := d.call(ctx, http.MethodGet, "/images/"+image+"/json", nil, nil, nil); err != nil {
+		return fmt.Errorf("pull %s: not present after the pull: %w", image, err)
+	}
+	return nil
+}
+
+// dockerCreate is the body of POST /containers/create (the fields we set).
+type dockerCreate struct {
+	Image        string            `json:"Image"`
+	Entrypoint   []string          `json:"Entrypoint"`
+	Cmd          []string          `json:"Cmd"`
+	Env          []string          `json:"Env,omitempty"`
+	Labels       map[string]string `json:"Labels"`
+	Tty          bool              `json:"Tty"`
+	OpenStdin    bool              `json:"OpenStdin"`
+	AttachStdout bool              `json:"AttachStdout"`
+	AttachStderr bool              `json:"AttachStderr"`
+	StopSignal   string            `json:"StopSignal"`
+	StopTimeout  int               `json:"StopTimeout"`
+	HostConfig   dockerHostConfig  `json:"HostConfig"`
+}
+
+type dockerHostConfig struct {
+	Mounts         []dockerMount     `json:"Mounts"`
+	CapDrop        []string          `json:"CapDrop"`
+	SecurityOpt    []string          `json:"SecurityOpt"`
+	ReadonlyRootfs bool              `json:"ReadonlyRootfs"`
+	Tmpfs          map[string]string `json:"Tmpfs"`
+	NetworkMode    string            `json:"NetworkMode"`
+	Memory         int64             `json:"Memory,omitempty"`
+	MemorySwap     int64             `json:"MemorySwap,omitempty"`
+	NanoCPUs       int64             `json:"NanoCpus,omitempty"`
+	PidsLimit      int64             `json:"PidsLimit"`
+	Ulimits        []dockerUlimit    `json:"Ulimits"`
+	AutoRemove     bool              `json:"AutoRemove"`
+	Privileged     bool              `json:"Privileged"`
+}
+
+type dockerMount struct {
+	Type     string `json:"Type"`
+	Source   string `json:"Source"`
+	Target   string `json:"Target"`
+	ReadOnly bool   `json:"ReadOnly"`
+}
+
+type dockerUlimit struct {
+	Name string `json:"Name"`
+	Soft int64  `json:"Soft"`
+	Hard int64  `json:"Hard"`
+}
+
+// createBody builds the create request of a Spec: the hardening lives here.
+func (d *Docker) createBody(s Spec) dockerCreate {
+	network := s.Network
+	if network == "" {
+		network = NetworkNone
+	}
+	grace := s.KillGrace
+	if grace == 0 {
+		grace = DefaultKillGrace
+	}
+	var ms []dockerMount
+	for _, m := range s.Mounts {
+		ms = append(ms, dockerMount{Type: "bind", Source: m.Source, Target: m.Destination, ReadOnly: m.ReadOnly})
+	}
+	hc := dockerHostConfig{
+		Mounts:         ms,
+		CapDrop:        []string{"ALL"},
+		SecurityOpt:    []string{"no-new-privileges:true"},
+		ReadonlyRootfs: true,
+		Tmpfs:          map[string]string{"/tmp": fmt.Sprintf("rw,nosuid,nodev,size=%d", d.cfg.TmpfsBytes)},
+		NetworkMode:    network,
+		PidsLimit:      pidsLimit,
+		Ulimits:        []dockerUlimit{{Name: "nofile", Soft: nofileLimit, Hard: nofileLimit}},
+	}
+	if s.MemoryBytes > 0 {
+		hc.Memory, hc.MemorySwap = s.MemoryBytes, s.MemoryBytes // swap included, as with oci
+	}
+	if s.CPUs > 0 {
+		hc.NanoCPUs = int64(s.CPUs * 1e9)
+	}
+	return dockerCreate{
+		Image: s.Image, Entrypoint: s.Command, Cmd: []string{}, Env: s.Env,
+		Labels:       map[string]string{DockerLabel: "1", DockerLabelOwner: d.owner},
+		AttachStdout: true, AttachStderr: true,
+		StopSignal: "SIGTERM", StopTimeout: int((grace + time.Second - 1) / time.Second),
+		HostConfig: hc,
+	}
+}
+
+// Run implements Runtime.
+func (d *Docker) Run(ctx context.Context, s Spec) (res Result, err error) {
+	if err := validate(s); err != nil {
+		return Result{}, err
+	}
+	if ctx.Err() != nil {
+		return Result{ExitCode: -1, Canceled: true}, nil
+	}
+	var created struct{ ID string }
+	err = d.call(ctx, http.MethodPost, "/containers/create", url.Values{"name": {s.ID}}, d.createBody(s), &created)
+	var de *dockerError
+	switch {
+	case errors.As(err, &de) && de.Status == http.StatusConflict:
+		return Result{}, fmt.Errorf("run %s: %w: id in use", s.ID, ErrInvalidSpec)
+	case errors.As(err, &de) && de.Status == http.StatusNotFound:
+		return Result{}, fmt.Errorf("run %s: %s: %w", s.ID, s.Image, ErrNotPulled)
+	case err != nil:
+		if ctx.Err() != nil {
+			return Result{ExitCode: -1, Canceled: true}, nil
+		}
+		return Result{}, fmt.Errorf("run %s: %w", s.ID, err)
+	}
+	// From here the container exists: remove it whatever happens (never orphan it).
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), runcCallTimeout)
+		defer cancel()
+		if rerr := d.remove(rctx, s.ID); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+	}()
+	res, err = d.run(ctx, s)
+	if err != nil {
+		return res, fmt.Errorf("run %s: %w", s.ID, err)
+	}
+	return res, nil
+}
+
+func (d *Docker) run(ctx context.Context, s Spec) (Result, error) {
+	var res Result
+	cctx := context.WithoutCancel(ctx)
+	res.Started = time.Now()
+	if err := d.call(ctx, http.MethodPost, "/containers/"+s.ID+"/start", nil, nil, nil); err != nil {
+		var de *dockerError
+		if errors.As(err, &de) && de.Status < 500 || errors.As(err, &de) && strings.Contains(de.Message, "OCI runtime") {
+			res.ExitCode = -1
+			fmt.Fprintln(orDiscard(s.Stderr), de.Message)
+			return res, &StartError{ID: s.ID, Message: de.Message}
+		}
+		if ctx.Err() != nil {
+			return Result{ExitCode: -1, Canceled: true}, nil
+		}
+		return res, err
+	}
+	// Follow the output from the start (logs replays what was written before the request).
+	var logWG sync.WaitGroup
+	logWG.Add(1)
+	go func() {
+		defer logWG.Done()
+		if err := d.follow(cctx, s); err != nil {
+			d.log.Warn("follow container output", "container", s.ID, "error", err)
+		}
+	}()
+	done := make(chan dockerWait, 1)
+	go func() {
+		var w struct {
+			StatusCode int
+			Error      *struct{ Message string }
+		}
+		err := d.call(cctx, http.MethodPost, "/containers/"+s.ID+"/wait", url.Values{"condition": {"not-running"}}, nil, &w)
+		if err == nil && w.Error != nil && w.Error.Message != "" {
+			err = errors.New(w.Error.Message)
+		}
+		done <- dockerWait{w.StatusCode, err}
+	}()
+	var timeout <-chan time.Time
+	if s.Timeout > 0 {
+		t := time.NewTimer(s.Timeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	grace := s.KillGrace
+	if grace == 0 {
+		grace = DefaultKillGrace
+	}
+	var w dockerWait
+	select {
+	case w = <-done:
+	case <-ctx.Done():
+		res.Canceled = true
+		w = d.stop(cctx, s.ID, grace, done)
+	case <-timeout:
+		res.TimedOut = true
+		w = d.stop(cctx, s.ID, grace, done)
+	}
+	res.Ended = time.Now()
+	logWG.Wait()
+	if w.err != nil {
+		return res, fmt.Errorf("wait: %w", w.err)
+	}
+	res.ExitCode = w.code
+	var st struct {
+		State struct {
+			OOMKilled bool
+			ExitCode  int
+		}
+	}
+	if err := d.call(cctx, http.MethodGet, "/containers/"+s.ID+"/json", nil, nil, &st); err != nil {
+		return res, fmt.Errorf("inspect: %w", err)
+	}
+	res.OOMKilled = st.State.OOMKilled
+	return res, nil
+}
+
+// dockerWait is the outcome of POST /containers/{id}/wait.
+type dockerWait struct {
+	code int
+	err  error
+}
+
+// stop asks the engine to stop the container (its StopSignal, then KILL after grace) and
+// waits for the exit; should the engine not manage, it kills and waits killWait more.
+func (d *Docker) stop(ctx context.Context, id string, grace time.Duration, done <-chan dockerWait) dockerWait {
+	secs := int((grace + time.Second - 1) / time.Second)
+	sctx, cancel := context.WithTimeout(ctx, grace+runcCallTimeout)
+	err := d.call(sctx, http.MethodPost, "/containers/"+id+"/stop", url.Values{"t": {strconv.Itoa(secs)}}, nil, nil)
+	cancel()
+	if err != nil {
+		d.log.Warn("docker stop", "container", id, "error", err)
+		_ = d.call(ctx, http.MethodPost, "/containers/"+id+"/kill", url.Values{"signal": {"KILL"}}, nil, nil)
+	}
+	select {
+	case w := <-done:
+		return w
+	case <-time.After(killWait):
+		return dockerWait{-1, fmt.Errorf("container %s still running %s after stop", id, killWait)}
+	}
+}
+
+// follow copies the container's output (the engine's multiplexed stream: 8-byte frame
+// headers, stream 1 = stdout, 2 = stderr) to the Spec's writers until the container ends.
+func (d *Docker) follow(ctx context.Context, s Spec) error {
+	q := url.Values{"follow": {"1"}, "stdout": {"1"}, "stderr": {"1"}}
+	resp, err := d.do(ctx, http.MethodGet, "/containers/"+s.ID+"/logs", q, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return demux(bufio.NewReaderSize(resp.Body, 64<<10), orDiscard(s.Stdout), orDiscard(s.Stderr))
+}
+
+// demux splits the engine's multiplexed stream.
+func demux(r io.Reader, stdout, stderr io.Writer) error {
+	var hdr [8]byte
+	for {
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		n := int64(binary.BigEndian.Uint32(hdr[4:]))
+		w := stdout
+		if hdr[0] == 2 {
+			w = stderr
+		}
+		if _, err := io.CopyN(w, r, n); err != nil {
+			return err
+		}
+	}
+}
+
+// remove force-removes a container with its anonymous volumes; a missing one is fine.
+func (d *Docker) remove(ctx context.Context, id string) error {
+	err := d.call(ctx, http.MethodDelete, "/containers/"+id, url.Values{"force": {"1"}, "v": {"1"}}, nil, nil)
+	var de *dockerError
+	if errors.As(err, &de) && de.Status == http.StatusNotFound {
+		return nil
+	}
+	return err
+}
+
+// Reap implements Runtime: it removes the containers labelled DockerLabel whose owner agent
+// is gone (see ownerAlive); containers of live agents sharing the engine are left alone.
+func (d *Docker) Reap(ctx context.Context) error {
+	filters, _ := json.Marshal(map[string][]string{"label": {DockerLabel}})
+	var list []struct {
+		ID     string `json:"Id"`
+		Names  []string
+		Labels map[string]string
+	}
+	if err := d.call(ctx, http.MethodGet, "/containers/json", url.Values{"all": {"1"}, "filters": {string(filters)}}, nil, &list); err != nil {
+		return fmt.Errorf("reap: %w", err)
+	}
+	var errs []error
+	for _, c := range list {
+		if ownerAlive(c.Labels[DockerLabelOwner]) {
+			continue
+		}
+		if err := d.remove(ctx, c.ID); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		d.log.Info("reaped leftover container", "container", strings.TrimPrefix(strings.Join(c.Names, ","), "/"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("reap: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,415 @@
+package container
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeEngine is the Docker Engine API as far as the docker runtime uses it, served on a
+// unix socket. It checks our side of the protocol (paths, query parameters, request bodies);
+// it says nothing about how a real engine behaves (see docs/agent.md).
+type fakeEngine struct {
+	t *testing.T
+
+	mu      sync.Mutex
+	calls   []string // "METHOD /path?query"
+	created map[string]dockerCreate
+	removed []string
+	stopped chan struct{}
+	images  map[string]bool
+
+	// behaviour
+	exitCode  int
+	oom       bool
+	stdout    string
+	stderr    string
+	blockWait bool   // wait returns only after a stop
+	startErr  string // start answers 400 with this message
+	pullErr   string // the pull stream carries this error
+	list      []map[string]any
+}
+
+func newFakeEngine(t *testing.T) (*fakeEngine, *Docker) {
+	t.Helper()
+	f := &fakeEngine{t: t, created: map[string]dockerCreate{}, stopped: make(chan struct{}), images: map[string]bool{}}
+	sock := filepath.Join(t.TempDir(), "docker.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(f.serve))
+	srv.Listener = ln
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return f, NewDocker(DockerConfig{Socket: sock})
+}
+
+func (f *fakeEngine) serve(w http.ResponseWriter, r *http.Request) {
+	p, ok := strings.CutPrefix(r.URL.Path, "/"+dockerAPIVersion)
+	if !ok {
+		f.t.Errorf("request %s without the pinned API version", r.URL.Path)
+		http.Error(w, "no version", 400)
+		return
+	}
+	f.mu.Lock()
+	f.calls = append(f.calls, r.Method+" "+p+"?"+r.URL.RawQuery)
+	f.mu.Unlock()
+	fail := func(code int, msg string) {
+		w.WriteHeader(code)
+		_ = json.NewEncoder(w).Encode(map[string]string{"message": msg})
+	}
+	parts := strings.Split(strings.Trim(p, "/"), "/")
+	switch {
+	case r.Method == "GET" && p == "/_ping":
+		w.Header().Set("Api-Version", "1.43")
+		fmt.Fprint(w, "OK")
+	case r.Method == "GET" && strings.HasPrefix(p, "/images/") && strings.HasSuffix(p, "/json"):
+		img := strings.TrimSuffix(strings.TrimPrefix(p, "/images/"), "/json")
+		f.mu.Lock()
+		have := f.images[img]
+		f.mu.Unlock()
+		if !have {
+			fail(404, "no such image")
+			return
+		}
+		fmt.Fprint(w, "{}")
+	case r.Method == "POST" && p == "/images/create":
+		q := r.URL.Query()
+		fmt.Fprintln(w, `{"status":"Pulling from x"}`)
+		if f.pullErr != "" {
+			fmt.Fprintf(w, "{\"error\":%q,\"errorDetail\":{\"message\":%q}}\n", f.pullErr, f.pullErr)
+			return
+		}
+		f.mu.Lock()
+		f.images[q.Get("fromImage")+"@"+q.Get("tag")] = true
+		f.mu.Unlock()
+		fmt.Fprintln(w, `{"status":"Digest: sha256:..."}`)
+	case r.Method == "POST" && p == "/containers/create":
+		var body dockerCreate
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			fail(400, err.Error())
+			return
+		}
+		name := r.URL.Query().Get("name")
+		f.mu.Lock()
+		_, dup := f.created[name]
+		if !dup {
+			f.created[name] = body
+		}
+		f.mu.Unlock()
+		if dup {
+			fail(409, "Conflict. The container name is already in use")
+			return
+		}
+		w.WriteHeader(201)
+		fmt.Fprintf(w, `{"Id":"%s-id","Warnings":[]}`, name)
+	case r.Method == "POST" && len(parts) == 3 && parts[2] == "start":
+		if f.startErr != "" {
+			fail(400, f.startErr)
+			return
+		}
+		w.WriteHeader(204)
+	case r.Method == "GET" && len(parts) == 3 && parts[2] == "logs":
+		frame := func(stream byte, s string) {
+			var h [8]byte
+			h[0] = stream
+			binary.BigEndian.PutUint32(h[4:], uint32(len(s)))
+			_, _ = w.Write(h[:])
+			_, _ = io.WriteString(w, s)
+		}
+		frame(1, f.stdout)
+		frame(2, f.stderr)
+	case r.Method == "POST" && len(parts) == 3 && parts[2] == "wait":
+		if f.blockWait {
+			select {
+			case <-f.stopped:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		fmt.Fprintf(w, `{"StatusCode":%d}`, f.exitCode)
+	case r.Method == "POST" && len(parts) == 3 && parts[2] == "stop":
+		close(f.stopped)
+		w.WriteHeader(204)
+	case r.Method == "GET" && len(parts) == 3 && parts[2] == "json":
+		fmt.Fprintf(w, `{"State":{"OOMKilled":%v,"ExitCode":%d}}`, f.oom, f.exitCode)
+	case r.Method == "DELETE" && len(parts) == 2:
+		f.mu.Lock()
+		f.removed = append(f.removed, parts[1])
+		f.mu.Unlock()
+		w.WriteHeader(204)
+	case r.Method == "GET" && p == "/containers/json":
+		_ = json.NewEncoder(w).Encode(f.list)
+	default:
+		f.t.Errorf("unexpected call %s %s", r.Method, p)
+		fail(404, "page not found")
+	}
+}
+
+func (f *fakeEngine) callList() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.calls)
+}
+
+func dockerSpec() Spec {
+	return Spec{
+		ID: "cts-job-1-abcd", Image: "reg.example/tool@sha256:" + strings.Repeat("a", 64),
+		Command: []string{"/bin/tool", "--in", "/in"}, Env: []string{"A=1"},
+		Mounts: []Mount{
+			{Source: "/work/input", Destination: "/in", ReadOnly: true},
+			{Source: "/work/output", Destination: "/out"},
+			{Source: "/refdata/r1", Destination: "/ref", ReadOnly: true},
+		},
+		CPUs: 2, MemoryBytes: 1 << 30, KillGrace: 3 * time.Second,
+	}
+}
+
+func TestDockerRunRequests(t *testing.T) {
+	t.Parallel()
+	f, d := newFakeEngine(t)
+	f.exitCode, f.stdout, f.stderr = 3, "out line\n", "err line\n"
+	var out, errb bytes.Buffer
+	s := dockerSpec()
+	s.Stdout, s.Stderr = &out, &errb
+	res, err := d.Run(t.Context(), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ExitCode != 3 || res.OOMKilled || res.TimedOut || res.Canceled {
+		t.Errorf("result %+v", res)
+	}
+	if out.String() != "out line\n" || errb.String() != "err line\n" {
+		t.Errorf("stdout %q stderr %q", out.String(), errb.String())
+	}
+	body := f.created[s.ID]
+	hc := body.HostConfig
+	checks := []struct {
+		name string
+		ok   bool
+	}{
+		{"image by digest", body.Image == s.Image},
+		{"entrypoint is the full argv, no Cmd", slices.Equal(body.Entrypoint, s.Command) && len(body.Cmd) == 0},
+		{"env", slices.Equal(body.Env, []string{"A=1"})},
+		{"no tty, no stdin", !body.Tty && !body.OpenStdin},
+		{"labels", body.Labels[DockerLabel] == "1" && strings.Count(body.Labels[DockerLabelOwner], "/") == 2},
+		{"stop signal and timeout", body.StopSignal == "SIGTERM" && body.StopTimeout == 3},
+		{"cap drop all", slices.Equal(hc.CapDrop, []string{"ALL"})},
+		{"no new privileges", slices.Equal(hc.SecurityOpt, []string{"no-new-privileges:true"})},
+		{"read-only root with tmpfs /tmp", hc.ReadonlyRootfs && strings.HasPrefix(hc.Tmpfs["/tmp"], "rw,nosuid,nodev")},
+		{"network none by default", hc.NetworkMode == "none"},
+		{"memory without swap", hc.Memory == 1<<30 && hc.MemorySwap == 1<<30},
+		{"nano cpus", hc.NanoCPUs == 2e9},
+		{"pids limit", hc.PidsLimit == pidsLimit},
+		{"not privileged, not auto-removed", !hc.Privileged && !hc.AutoRemove},
+		{"mounts", slices.Equal(hc.Mounts, []dockerMount{
+			{Type: "bind", Source: "/work/input", Target: "/in", ReadOnly: true},
+			{Type: "bind", Source: "/work/output", Target: "/out"},
+			{Type: "bind", Source: "/refdata/r1", Target: "/ref", ReadOnly: true},
+		})},
+	}
+	for _, c := range checks {
+		if !c.ok {
+			t.Errorf("create body: %s: %+v", c.name, body)
+		}
+	}
+	calls := f.callList()
+	want := []string{
+		"POST /containers/create?name=" + s.ID,
+		"POST /containers/" + s.ID + "/start?",
+		"GET /containers/" + s.ID + "/json?",
+		"DELETE /containers/" + s.ID + "?force=1&v=1",
+	}
+	for _, w := range want {
+		if !slices.Contains(calls, w) {
+			t.Errorf("missing call %q in %q", w, calls)
+		}
+	}
+	if !slices.Contains(calls, "POST /containers/"+s.ID+"/wait?condition=not-running") {
+		t.Errorf("no wait for not-running in %q", calls)
+	}
+}
+
+func TestDockerRunOutcomes(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name    string
+		setup   func(f *fakeEngine, s *Spec)
+		cancel  bool
+		check   func(t *testing.T, res Result, err error)
+		stopped bool
+	}{
+		{
+			name:  "oom killed",
+			setup: func(f *fakeEngine, s *Spec) { f.exitCode, f.oom = 137, true },
+			check: func(t *testing.T, res Result, err error) {
+				if err != nil || !res.OOMKilled || res.ExitCode != 137 {
+					t.Errorf("res %+v err %v", res, err)
+				}
+			},
+		},
+		{
+			name: "runtime exceeded: stop with the grace, then the exit",
+			setup: func(f *fakeEngine, s *Spec) {
+				f.blockWait, f.exitCode = true, 143
+				s.Timeout = 50 * time.Millisecond
+			},
+			stopped: true,
+			check: func(t *testing.T, res Result, err error) {
+				if err != nil || !res.TimedOut || res.ExitCode != 143 {
+					t.Errorf("res %+v err %v", res, err)
+				}
+			},
+		},
+		{
+			name:    "canceled",
+			setup:   func(f *fakeEngine, s *Spec) { f.blockWait = true },
+			cancel:  true,
+			stopped: true,
+			check: func(t *testing.T, res Result, err error) {
+				if err != nil || !res.Canceled {
+					t.Errorf("res %+v err %v", res, err)
+				}
+			},
+		},
+		{
+			name: "start failure is a StartError",
+			setup: func(f *fakeEngine, s *Spec) {
+				f.startErr = "exec: \"/bin/tool\": stat /bin/tool: no such file or directory"
+			},
+			check: func(t *testing.T, res Result, err error) {
+				var se *StartError
+				if !errors.As(err, &se) || !strings.Contains(se.Message, "no such file") {
+					t.Errorf("err %v, want a StartError", err)
+				}
+			},
+		},
+		{
+			name:  "host network",
+			setup: func(f *fakeEngine, s *Spec) { s.Network = NetworkHost },
+			check: func(t *testing.T, res Result, err error) {
+				if err != nil {
+					t.Error(err)
+				}
+			},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f, d := newFakeEngine(t)
+			s := dockerSpec()
+			tc.setup(f, &s)
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			if tc.cancel {
+				go func() { time.Sleep(50 * time.Millisecond); cancel() }()
+			}
+			res, err := d.Run(ctx, s)
+			tc.check(t, res, err)
+			calls := f.callList()
+			if got := slices.Contains(calls, "POST /containers/"+s.ID+"/stop?t=3"); got != tc.stopped {
+				t.Errorf("stop called %v, want %v: %q", got, tc.stopped, calls)
+			}
+			if !slices.Equal(f.removed, []string{s.ID}) {
+				t.Errorf("removed %q: the container must always be removed", f.removed)
+			}
+			if s.Network == NetworkHost && f.created[s.ID].HostConfig.NetworkMode != "host" {
+				t.Errorf("network mode %q", f.created[s.ID].HostConfig.NetworkMode)
+			}
+		})
+	}
+}
+
+func TestDockerPull(t *testing.T) {
+	t.Parallel()
+	img := "reg.example/tool@sha256:" + strings.Repeat("b", 64)
+	t.Run("pulls by digest", func(t *testing.T) {
+		t.Parallel()
+		f, d := newFakeEngine(t)
+		if err := d.Pull(t.Context(), img); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(f.callList(), "POST /images/create?fromImage=reg.example%2Ftool&tag=sha256%3A"+strings.Repeat("b", 64)) {
+			t.Errorf("calls %q", f.callList())
+		}
+		n := len(f.callList())
+		if err := d.Pull(t.Context(), img); err != nil || len(f.callList()) != n+1 {
+			t.Errorf("second pull: %v, %d calls (want only the lookup)", err, len(f.callList())-n)
+		}
+	})
+	t.Run("error in the progress stream", func(t *testing.T) {
+		t.Parallel()
+		f, d := newFakeEngine(t)
+		f.pullErr = "manifest unknown"
+		if err := d.Pull(t.Context(), img); err == nil || !strings.Contains(err.Error(), "manifest unknown") {
+			t.Errorf("err %v", err)
+		}
+	})
+	t.Run("tag only is refused", func(t *testing.T) {
+		t.Parallel()
+		_, d := newFakeEngine(t)
+		if err := d.Pull(t.Context(), "reg.example/tool:latest"); !errors.Is(err, ErrNotPinned) {
+			t.Errorf("err %v", err)
+		}
+	})
+}
+
+func TestDockerReapOnlyDeadOwners(t *testing.T) {
+	t.Parallel()
+	f, d := newFakeEngine(t)
+	host, _ := os.Hostname()
+	f.list = []map[string]any{
+		{"Id": "live", "Names": []string{"/a"}, "Labels": map[string]string{DockerLabel: "1", DockerLabelOwner: ownerID(os.Getpid())}},
+		{"Id": "dead", "Names": []string{"/b"}, "Labels": map[string]string{DockerLabel: "1", DockerLabelOwner: host + "/999999999/1"}},
+		{"Id": "reused", "Names": []string{"/c"}, "Labels": map[string]string{DockerLabel: "1", DockerLabelOwner: fmt.Sprintf("%s/%d/1", host, os.Getpid())}},
+		{"Id": "elsewhere", "Names": []string{"/d"}, "Labels": map[string]string{DockerLabel: "1", DockerLabelOwner: "other-host/1/1"}},
+	}
+	if err := d.Reap(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(f.removed)
+	if !slices.Equal(f.removed, []string{"dead", "reused"}) {
+		t.Errorf("removed %q, want the dead owner's and the reused pid's", f.removed)
+	}
+	if !slices.Contains(f.callList(), `GET /containers/json?all=1&filters=%7B%22label%22%3A%5B%22org.kbase.cts.agent%22%5D%7D`) {
+		t.Errorf("list call %q", f.callList())
+	}
+}
+
+func TestDemux(t *testing.T) {
+	t.Parallel()
+	var in bytes.Buffer
+	for _, fr := range []struct {
+		s byte
+		p string
+	}{{1, "a"}, {2, "bb"}, {1, "ccc"}, {2, ""}} {
+		var h [8]byte
+		h[0] = fr.s
+		binary.BigEndian.PutUint32(h[4:], uint32(len(fr.p)))
+		in.Write(h[:])
+		in.WriteString(fr.p)
+	}
+	var o, e bytes.Buffer
+	if err := demux(&in, &o, &e); err != nil || o.String() != "accc" || e.String() != "bb" {
+		t.Errorf("stdout %q stderr %q err %v", o.String(), e.String(), err)
+	}
+	if err := demux(bytes.NewReader([]byte{1, 0, 0, 0, 0, 0, 0, 9, 'x'}), &o, &e); err == nil {
+		t.Error("a truncated frame was accepted")
+	}
+}

@@ -1,0 +1,443 @@
+package fault
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kbase/cts/coordinator/app"
+	"github.com/kbase/cts/coordinator/devmode"
+	"github.com/kbase/cts/test/demo"
+)
+
+// faultProxy is a reverse proxy in front of the embedded S3 that breaks a fraction of the
+// requests, deterministically for a seed: it answers 500 InternalError, drops the connection
+// before answering, or cuts a GET's body half-way (the agent must resume with a Range
+// request and still verify the whole file).
+type faultProxy struct {
+	mu       sync.Mutex
+	rng      *rand.Rand
+	rate     float64
+	target   *url.URL
+	rp       *httputil.ReverseProxy
+	requests atomic.Int64
+	faults   map[string]int
+}
+
+func newFaultProxy(seed uint64, rate float64) *faultProxy {
+	return &faultProxy{rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), rate: rate, faults: map[string]int{}}
+}
+
+func (p *faultProxy) setTarget(endpoint string) {
+	u, _ := url.Parse(endpoint)
+	p.target = u
+	p.rp = httputil.NewSingleHostReverseProxy(u)
+	p.rp.ErrorLog = nil
+}
+
+// draw picks the fault for one request ("" for none).
+func (p *faultProxy) draw(r *http.Request) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.rng.Float64() >= p.rate {
+		return ""
+	}
+	kinds := []string{"500", "drop"}
+	if r.Method == http.MethodGet && r.URL.Query().Get("list-type") == "" {
+		kinds = append(kinds, "cut")
+	}
+	k := kinds[p.rng.IntN(len(kinds))]
+	p.faults[k]++
+	return k
+}
+
+func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.requests.Add(1)
+	switch p.draw(r) {
+	case "500":
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/xml")
+		w.WriteHeader(http.StatusInternalServerError)
+		fmt.Fprint(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code><Message>injected</Message></Error>`)
+		return
+	case "drop":
+		if hj, ok := w.(http.Hijacker); ok {
+			if c, _, err := hj.Hijack(); err == nil {
+				c.Close()
+				return
+			}
+		}
+		panic(http.ErrAbortHandler)
+	case "cut":
+		p.rp.ServeHTTP(&cutWriter{ResponseWriter: w}, r)
+		return
+	}
+	p.rp.ServeHTTP(w, r)
+}
+
+func (p *faultProxy) injected() map[string]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := map[string]int{}
+	for k, v := range p.faults {
+		out[k] = v
+	}
+	return out
+}
+
+// cutWriter passes the headers and half of the declared body, then aborts the connection.
+type cutWriter struct {
+	http.ResponseWriter
+	limit, written int64
+	set            bool
+}
+
+func (c *cutWriter) Write(b []byte) (int, error) {
+	if !c.set {
+		c.set = true
+		var n int64
+		fmt.Sscan(c.Header().Get("Content-Length"), &n)
+		c.limit = n / 2
+	}
+	if c.written+int64(len(b)) > c.limit {
+		keep := c.limit - c.written
+		if keep > 0 {
+			_, _ = c.ResponseWriter.Write(b[:keep])
+		}
+		if f, ok := c.ResponseWriter.(http.Flusher); ok {
+			f.Flush()
+		}
+		panic(http.ErrAbortHandler)
+	}
+	c.written += int64(len(b))
+	return c.ResponseWriter.Write(b)
+}
+
+// TestS3FaultsJobStillCompletes runs the demo job (2 containers, 4 inputs, 6 outputs) with
+// the agents' S3 behind the fault proxy: the job must complete, and every output must match
+// its CRC64/NVME (demo.Run downloads each one and recomputes it).
+func TestS3FaultsJobStillCompletes(t *testing.T) {
+	requireEnv(t)
+	proxy := newFaultProxy(42, 0.25)
+	srv := httptest.NewServer(proxy)
+	t.Cleanup(srv.Close)
+	s := startSite(t, func(c *app.Config) {
+		proxy.setTarget(c.S3.Endpoint)
+		c.S3.WorkerEndpoint = srv.URL // only the agents go through the proxy
+	})
+	res, err := demo.Run(context.Background(), s.cfg)
+	if err != nil {
+		t.Fatalf("demo job under S3 faults: %v", err)
+	}
+	faults := proxy.injected()
+	t.Logf("job %s complete with %d outputs; %d agent S3 requests, injected faults %v",
+		res.JobID, len(res.Outputs), proxy.requests.Load(), faults)
+	if len(res.Outputs) != 6 {
+		t.Errorf("%d outputs, want 6", len(res.Outputs))
+	}
+	total := 0
+	for _, n := range faults {
+		total += n
+	}
+	if total == 0 {
+		t.Error("no fault was injected: the test proves nothing")
+	}
+}
+
+// TestCoordinatorRestartUnderTenAgents restarts the coordinator (the stack and the agents keep
+// running) while 10 one-container jobs are mid-run. Every job must complete, and every
+// sub-job must show each state exactly once: no event lost, none applied twice.
+func TestCoordinatorRestartUnderTenAgents(t *testing.T) {
+	requireEnv(t)
+	s := startSite(t, nil)
+	image := registerTestTool(t, s)
+	in := putInput(t, s, "fault/in/x.txt", "some input\n")
+	const n = 10
+	ids := make([]string, n)
+	for i := range n {
+		ids[i] = submitTool(t, s, image, in, "sleep-copy", "8")
+	}
+	for _, id := range ids {
+		waitState(t, s, id, 2*time.Minute, "job_submitted")
+	}
+	if err := s.env.RestartCoordinator(t.Context(), 2*time.Second, s.log); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids { // every agent still runs its container across the restart
+		if st := jobState(t, s, id)["state"]; st != "job_submitted" {
+			t.Fatalf("job %s is %v right after the restart: the restart did not happen mid-run", id, st)
+		}
+	}
+	want := []string{"download_submitted", "job_submitting", "job_submitted", "upload_submitting", "upload_submitted", "complete"}
+	for _, id := range ids {
+		j := waitState(t, s, id, 2*time.Minute, "complete", "error", "canceled")
+		if j["state"] != "complete" {
+			t.Errorf("job %s ended %v: %v", id, j["state"], j["admin_error"])
+			continue
+		}
+		var jobStates []string
+		for _, tr := range j["transition_times"].([]any) {
+			jobStates = append(jobStates, tr.(map[string]any)["state"].(string))
+		}
+		if !slices.Equal(jobStates, append([]string{"created"}, want...)) {
+			t.Errorf("job %s transitions %v", id, jobStates)
+		}
+		if c := strings.Count(s.logs.String(), `"msg":"agent connected","component":"agentws","job_id":"`+id); c < 2 {
+			t.Errorf("job %s: its agent connected %d times, want a reconnect after the restart", id, c)
+		}
+		subs := subJobTransitions(t, s, id)
+		if got := subs[0]; !slices.Equal(got[len(got)-len(want)+1:], want[1:]) || hasDuplicate(got) {
+			t.Errorf("job %s sub-job transitions %v: want each agent state once", id, got)
+		}
+	}
+}
+
+func hasDuplicate(ss []string) bool {
+	seen := map[string]bool{}
+	for _, s := range ss {
+		if seen[s] {
+			return true
+		}
+		seen[s] = true
+	}
+	return false
+}
+
+// TestAgentStopSignals sends stop signals to a real agent (the way HTCondor removes or
+// evicts a job) while its container runs.
+func TestAgentStopSignals(t *testing.T) {
+	requireEnv(t)
+	s := startSite(t, nil)
+	image := registerTestTool(t, s)
+	in := putInput(t, s, "fault/in/sig.txt", "x\n")
+	c := s.env.Stack.S3.Client()
+
+	t.Run("SIGTERM: graceful stop, logs uploaded, final report", func(t *testing.T) {
+		id := submitTool(t, s, image, in, "sleep", "600")
+		waitState(t, s, id, 2*time.Minute, "job_submitted")
+		pid := agentPID(t, s, id)
+		time.Sleep(300 * time.Millisecond) // the container's signal handler is installed
+		start := time.Now()
+		if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		j := waitState(t, s, id, time.Minute, "error", "complete", "canceled")
+		if msg, _ := j["error"].(string); j["state"] != "error" || !strings.Contains(msg, "stopped by the compute system") {
+			t.Errorf("job ended %v with %q", j["state"], msg)
+		}
+		var log []byte
+		if err := s.api.Do(t.Context(), "GET", "/jobs/"+id+"/log/0/stdout", s.cfg.UserToken, nil, &log); err != nil {
+			t.Errorf("stdout log not uploaded: %v", err)
+		} else if !strings.Contains(string(log), "got SIGTERM") {
+			t.Errorf("stdout log %q lacks the container's own SIGTERM line", log)
+		}
+		t.Logf("SIGTERM to final state: %s", time.Since(start))
+		waitExit(t, pid)
+	})
+
+	t.Run("second signal: no log upload, still a final report", func(t *testing.T) {
+		id := submitTool(t, s, image, in, "sleep-ignore-term", "600")
+		waitState(t, s, id, 2*time.Minute, "job_submitted")
+		pid := agentPID(t, s, id)
+		if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond)
+		if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		j := waitState(t, s, id, time.Minute, "error", "complete", "canceled")
+		if j["state"] != "error" {
+			t.Errorf("job ended %v", j["state"])
+		}
+		waitExit(t, pid)
+		_ = c
+	})
+}
+
+// waitExit waits for a process (not our child) to end.
+func waitExit(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for syscall.Kill(pid, 0) == nil {
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && strings.Contains(string(b), ") Z ") {
+			return // a zombie: exited, its supervisor has not reaped it yet
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent %d still running", pid)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestAgentKilled kills an agent with SIGKILL mid-job: it can neither stop its container
+// gracefully nor report. Noticing is the coordinator's job: its reconciler (issue 5) must
+// settle the job once the agent's heartbeat is missing, so the job does not stay stuck.
+func TestAgentKilled(t *testing.T) {
+	requireEnv(t)
+	if !reflect.ValueOf(app.Config{}).FieldByName("Reconcile").IsValid() {
+		t.Skip("coordinator/internal/reconcile (issue 5) is not wired into coordinator/app yet (app.Config has no Reconcile section): nothing notices a dead agent's missing heartbeat, so the job would stay job_submitted")
+	}
+	s := startSite(t, nil)
+	image := registerTestTool(t, s)
+	in := putInput(t, s, "fault/in/kill.txt", "x\n")
+	id := submitTool(t, s, image, in, "sleep", "600")
+	waitState(t, s, id, 2*time.Minute, "job_submitted")
+	if err := syscall.Kill(agentPID(t, s, id), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	j := waitState(t, s, id, 5*time.Minute, "error", "complete", "canceled")
+	if j["state"] != "error" {
+		t.Errorf("job ended %v after its agent was killed", j["state"])
+	}
+	t.Logf("settled: %v", j["admin_error"])
+}
+
+// TestAdminModes runs `cts-agent check` and `cts-agent run --dry-run` against a dev site.
+func TestAdminModes(t *testing.T) {
+	requireEnv(t)
+	s := startSite(t, nil)
+	secrets := filepath.Join(s.env.Dir, "secrets")
+	env := []string{
+		"PATH=" + os.Getenv("PATH"),
+		"SERVICE_ROOT_URL=" + s.env.URL, "TOKEN_PATH=" + filepath.Join(secrets, "cts_token"),
+		"S3_URL=" + s.env.Stack.S3.Endpoint, "S3_ACCESS_KEY=" + s.env.Stack.S3.AccessKey,
+		"S3_SECRET_PATH=" + filepath.Join(secrets, "s3_secret"), "S3_ERROR_LOG_PATH=" + devmode.LogBucket + "/container_logs",
+		"CTS_AGENT_RUNC_ROOT=" + filepath.Join(t.TempDir(), "runc"), "CTS_AGENT_RUNTIME=auto",
+		"CTS_AGENT_DOCKER_SOCKET=" + filepath.Join(t.TempDir(), "no-docker.sock"),
+	}
+	agent := func(env []string, args ...string) (string, int) {
+		cmd := exec.Command(bins.agent, args...)
+		cmd.Env = env
+		cmd.Dir = t.TempDir()
+		out, err := cmd.Output()
+		code := 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), code
+	}
+
+	t.Run("check passes", func(t *testing.T) {
+		out, code := agent(env, "check")
+		t.Logf("cts-agent check:\n%s", out)
+		if code != 0 || strings.Count(out, "\nok ")+boolInt(strings.HasPrefix(out, "ok ")) != 4 {
+			t.Errorf("exit %d, output:\n%s", code, out)
+		}
+	})
+	t.Run("check refuses a token without the executor role", func(t *testing.T) {
+		tok := filepath.Join(t.TempDir(), "user_token")
+		if err := os.WriteFile(tok, []byte(s.env.UserToken), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, code := agent(append(slices.Clone(env), "TOKEN_PATH="+tok), "check")
+		if code != 1 || !strings.Contains(out, "FAIL token") || !strings.Contains(out, "403") {
+			t.Errorf("exit %d, output:\n%s", code, out)
+		}
+	})
+	t.Run("dry run prints the plan and moves nothing", func(t *testing.T) {
+		image := registerTestTool(t, s)
+		in := putInput(t, s, "fault/in/dry.txt", "dry\n")
+		id := submitTool(t, s, image, in, "sleep-copy", "5")
+		waitState(t, s, id, 2*time.Minute, "job_submitted")
+		before := jobState(t, s, id)
+		subsBefore := subJobTransitions(t, s, id)
+		out, code := agent(append(slices.Clone(env), "CTS_AGENT_ATTEMPT=admin-dry-run"), "run", "--dry-run", "--job", id, "--container", "0")
+		t.Logf("dry run:\n%s", out)
+		for _, want := range []string{"DRY RUN", "image:   " + s.cfg.Registry + "/cts/testtool", `["/usr/bin/testtool","sleep-copy","5"]`,
+			"cts-data/fault/in/dry.txt (4 bytes, crc64nvme ", "/input_files (ro)", "/output_files (rw)", "limits:"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("plan lacks %q", want)
+			}
+		}
+		if code != 0 {
+			t.Errorf("exit %d", code)
+		}
+		after := jobState(t, s, id)
+		if fmt.Sprint(before["transition_times"]) != fmt.Sprint(after["transition_times"]) ||
+			fmt.Sprint(subsBefore) != fmt.Sprint(subJobTransitions(t, s, id)) {
+			t.Errorf("the dry run moved the job: %v -> %v", before["transition_times"], after["transition_times"])
+		}
+		waitState(t, s, id, time.Minute, "complete")
+		// The image is cached by now (the job above pulled it): a second job measures the
+		// agent's own start-up cost.
+		id2 := submitTool(t, s, image, in, "sleep-copy", "0")
+		waitState(t, s, id2, time.Minute, "complete")
+		ms := startupMillis(t, s, id2)
+		t.Logf("agent process start -> container starting, excluding the download, image cached: %.1f ms", ms)
+		if ms > 1000 {
+			t.Errorf("agent start-up took %.1f ms", ms)
+		}
+	})
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// TestAgentPeakRSS runs a real agent under /usr/bin/time on a job that downloads a 256 MiB
+// input and uploads it back as its output, and checks the agent's peak RSS stays under
+// 100 MiB (transfers stream from and to disk; memory must not grow with the file size).
+func TestAgentPeakRSS(t *testing.T) {
+	requireEnv(t)
+	timeBin, err := exec.LookPath("time")
+	if err != nil {
+		if _, serr := os.Stat("/usr/bin/time"); serr != nil {
+			t.Skip("GNU time is not installed (apt-get install -y time)")
+		}
+		timeBin = "/usr/bin/time"
+	}
+	if !strings.HasPrefix(timeBin, "/") {
+		timeBin = "/usr/bin/time"
+	}
+	rss := filepath.Join(t.TempDir(), "rss")
+	wrapper := filepath.Join(t.TempDir(), "measured-agent")
+	script := fmt.Sprintf("#!/bin/sh\nexec %s -f %%M -a -o %q %q \"$@\"\n", timeBin, rss, bins.agent)
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := startSiteWith(t, wrapper, nil)
+	image := registerTestTool(t, s)
+	big := make([]byte, 256<<20)
+	_, _ = rand.NewChaCha8([32]byte{7}).Read(big)
+	in := putInput(t, s, "fault/in/big.bin", string(big))
+	big = nil
+	id := submitTool(t, s, image, in, "sleep-copy", "0")
+	j := waitState(t, s, id, 3*time.Minute, "complete", "error", "canceled")
+	if j["state"] != "complete" {
+		t.Fatalf("job ended %v: %v", j["state"], j["admin_error"])
+	}
+	b, err := os.ReadFile(rss)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kb int
+	fmt.Sscan(strings.TrimSpace(string(b)), &kb)
+	t.Logf("cts-agent peak RSS moving 256 MiB down and 256 MiB up: %.1f MiB", float64(kb)/1024)
+	if kb == 0 || kb > 100<<10 {
+		t.Errorf("peak RSS %d KiB, want under 100 MiB", kb)
+	}
+}

@@ -1,0 +1,70 @@
+// Command tool is the entrypoint of the fault tests' image: it runs for a while, then copies
+// its inputs to its outputs, so a job that survived a fault still has outputs to check.
+//
+//	tool sleep-copy SECONDS         sleep, then copy /input_files/* to /output_files
+//	tool sleep SECONDS              sleep; on SIGTERM print "got SIGTERM" and exit 143
+//	tool sleep-ignore-term SECONDS  sleep and ignore SIGTERM
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if len(os.Args) != 3 {
+		fmt.Fprintln(os.Stderr, "usage: tool sleep-copy|sleep|sleep-ignore-term SECONDS")
+		os.Exit(2)
+	}
+	secs, err := strconv.ParseFloat(os.Args[2], 64)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	sigs := make(chan os.Signal, 1)
+	switch os.Args[1] {
+	case "sleep-ignore-term":
+		signal.Ignore(syscall.SIGTERM)
+	default:
+		signal.Notify(sigs, syscall.SIGTERM)
+	}
+	fmt.Println("started")
+	select {
+	case <-time.After(time.Duration(secs * float64(time.Second))):
+	case <-sigs:
+		fmt.Println("got SIGTERM")
+		os.Exit(143)
+	}
+	if os.Args[1] != "sleep-copy" {
+		return
+	}
+	err = filepath.Walk("/input_files", func(p string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() {
+			return err
+		}
+		in, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer in.Close()
+		out, err := os.Create(filepath.Join("/output_files", filepath.Base(p)))
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(out, in); err != nil {
+			return err
+		}
+		fmt.Println("copied", p)
+		return out.Close()
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
