@@ -96,7 +96,6 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error) 
 	imgs := images.NewManager(a.store)
 
 	var sites []jobs.Site
-	var infos []api.SiteInfo
 	for _, sc := range cfg.Sites {
 		// A plugin gets only PATH and HOME of our environment: never the coordinator's secrets.
 		l, err := launcher.Start(ctx, launcher.HostConfig{Path: sc.Plugin, Logger: log.With("plugin", sc.Name),
@@ -112,14 +111,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error) 
 		sites = append(sites, jobs.Site{
 			Name: sc.Name, Launcher: l, CPUsPerNode: sc.CPUsPerNode, MemoryPerNodeGB: sc.MemoryPerNodeGB,
 			MaxRuntimeMin: sc.MaxRuntimeMin, RequireStaff: sc.RequireStaff, WorkerEnv: sc.WorkerEnv,
-		})
-		notes := sc.Notes
-		if notes == nil {
-			notes = []string{}
-		}
-		infos = append(infos, api.SiteInfo{
-			Cluster: sc.Name, Nodes: sc.Nodes, CPUsPerNode: sc.CPUsPerNode, MemoryPerNodeGB: sc.MemoryPerNodeGB,
-			MaxRuntimeMin: sc.MaxRuntimeMin, Notes: notes, Active: true, Available: true,
+			Nodes: sc.Nodes, Notes: sc.Notes,
 		})
 	}
 	s3url := cfg.S3.WorkerEndpoint
@@ -131,11 +123,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error) 
 		LogDir: cfg.Jobs.LogDir, AllowedPaths: cfg.Jobs.AllowedPaths, MaxCPUHours: cfg.Jobs.MaxCPUHours,
 		SubmitInterval: cfg.Jobs.SubmitInterval, Sites: sites,
 	}, a.store, objs, imgs, a.notifier, log.With("component", "jobs"))
+	if err := a.jobs.InitSites(ctx); err != nil {
+		return nil, err
+	}
 
 	var apiSrv *api.Server
 	a.agents = agentws.New(agentws.Config{}, a.jobs, func(r *http.Request) error { return apiSrv.AuthorizeExecutor(r) },
 		log.With("component", "agentws"), func(w http.ResponseWriter, r *http.Request, err error) { apiSrv.WriteError(w, r, err) })
-	apiSrv = api.New(api.Config{Version: Version, GitHash: GitHash, AllowedPaths: cfg.Jobs.AllowedPaths, SiteInfo: infos},
+	apiSrv = api.New(api.Config{Version: Version, GitHash: GitHash, AllowedPaths: cfg.Jobs.AllowedPaths, Notifier: a.notifier},
 		authc, a.jobs, imgs, objs, a.agents, log.With("component", "api"))
 
 	a.ln, err = net.Listen("tcp", cfg.Listen)
@@ -160,6 +155,11 @@ func (a *App) Run(ctx context.Context) error {
 	})
 	g.Go(func() error { return a.jobs.RunSubmitter(gctx) })
 	g.Go(func() error { return a.notifier.Run(gctx) })
+	g.Go(func() error {
+		return a.jobs.RunCleaner(gctx, jobs.CleanerConfig{
+			Interval: a.cfg.Jobs.CleanInterval, Jitter: a.cfg.Jobs.CleanJitter, Age: a.cfg.Jobs.CleanAge,
+		})
+	})
 	rc := a.cfg.Reconcile
 	rec := reconcile.New(reconcile.Config{
 		Interval: rc.Interval, HeartbeatDeadline: rc.HeartbeatDeadline, ConnectDeadline: rc.ConnectDeadline,

@@ -10,12 +10,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -24,7 +22,6 @@ import (
 	"github.com/kbase/cts/coordinator/internal/auth"
 	"github.com/kbase/cts/coordinator/internal/ctserr"
 	"github.com/kbase/cts/coordinator/internal/images"
-	"github.com/kbase/cts/coordinator/internal/jobinput"
 	"github.com/kbase/cts/coordinator/internal/jobs"
 	"github.com/kbase/cts/shared/protocol"
 )
@@ -32,9 +29,11 @@ import (
 // ServiceName is what GET / reports; the CTS Python client checks it.
 const ServiceName = "CDM Task Service"
 
-// Authenticator resolves a KBase token to a user.
+// Authenticator resolves a KBase token to a user and checks user names.
 type Authenticator interface {
 	User(ctx context.Context, token string) (*auth.User, error)
+	// UsersExist returns the names that have no account (GET /admin/jobs?user=).
+	UsersExist(ctx context.Context, token string, names ...string) ([]string, error)
 }
 
 // LogStreamer streams a log object from S3.
@@ -42,27 +41,23 @@ type LogStreamer interface {
 	Stream(ctx context.Context, path string, seek, length int64, w func(size int64) io.Writer) error
 }
 
-// Config holds what the API reports about itself.
+// Notifications is the Kafka side of the admin routes.
+type Notifications interface {
+	// Send sends one transition now, without marking it sent.
+	Send(ctx context.Context, jobID string, t jobs.Transition) error
+	// CheckUnsent counts the unsent transitions older than olderThan and wakes the sender.
+	CheckUnsent(ctx context.Context, olderThan time.Time) (jobCount, transitions int, err error)
+}
+
+// Config holds what the API reports about itself and the optional dependencies.
 type Config struct {
 	Version      string
 	GitHash      string
 	AllowedPaths []string
 	// MaxBodyBytes bounds request bodies (default 16 MiB: 10000 input files fit).
 	MaxBodyBytes int64
-	SiteInfo     []SiteInfo
-}
-
-// SiteInfo is a site as GET /sites shows it.
-type SiteInfo struct {
-	Cluster         string   `json:"cluster"`
-	Nodes           *int     `json:"nodes"`
-	CPUsPerNode     int      `json:"cpus_per_node"`
-	MemoryPerNodeGB float64  `json:"memory_per_node_gb"`
-	MaxRuntimeMin   float64  `json:"max_runtime_min"`
-	Notes           []string `json:"notes"`
-	Active          bool     `json:"active"`
-	Available       bool     `json:"available"`
-	UnavailReason   *string  `json:"unavailable_reason"`
+	// Notifier serves the notification admin routes; without it they answer 400/60000.
+	Notifier Notifications
 }
 
 // Server is the REST API.
@@ -75,6 +70,7 @@ type Server struct {
 	agents http.Handler
 	log    *slog.Logger
 	mux    *http.ServeMux
+	table  []route
 }
 
 // New returns the API handler. agents serves the agent websocket at protocol.Path.
@@ -92,25 +88,16 @@ type ctxKey int
 const (
 	userKey ctxKey = iota
 	requestIDKey
+	tokenKey
 )
 
 func (s *Server) routes() {
 	m := s.mux
-	m.HandleFunc("GET /{$}", s.root)
-	m.HandleFunc("GET /whoami", s.whoami)
-	m.HandleFunc("GET /sites", s.sites)
-	m.HandleFunc("POST /jobs", s.submit)
-	m.HandleFunc("GET /jobs/{job_id}", s.getJob)
-	m.HandleFunc("GET /jobs/{job_id}/status", s.getStatus)
-	m.HandleFunc("GET /jobs/{job_id}/exit_codes", s.exitCodes)
-	m.HandleFunc("GET /jobs/{job_id}/log/{container_num}/{stream}", s.containerLog)
-	m.HandleFunc("PUT /jobs/{job_id}/cancel", s.cancel)
-	m.HandleFunc("GET /images", s.listImages)
-	m.HandleFunc("GET /images/{image_id...}", s.getImage)
-	m.HandleFunc("POST /admin/images/{image_id...}", s.registerImage)
-	m.HandleFunc("DELETE /admin/images/{image_id...}", s.deleteImage)
-	m.HandleFunc("GET /admin/jobs/{job_id}", s.adminGetJob)
-	m.HandleFunc("PUT /admin/jobs/{job_id}/cancel", s.adminCancel)
+	s.table = s.routeTable()
+	for _, rt := range s.table {
+		m.HandleFunc(rt.Method+" "+rt.Pattern, rt.handler)
+	}
+	s.mountDocs()
 	if s.agents != nil {
 		m.Handle("GET "+protocol.Path, s.agents)
 	}
@@ -155,7 +142,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, err)
 			return
 		}
-		r = r.WithContext(context.WithValue(ctx, userKey, u))
+		ctx = context.WithValue(context.WithValue(ctx, userKey, u), tokenKey, tok)
+		r = r.WithContext(ctx)
 	}
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w, code: 200}
@@ -217,45 +205,6 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	ctserr.Write(w, err, requestID(r), u != nil && u.Admin)
 }
 
-func (s *Server) requireUser(r *http.Request) (*auth.User, error) {
-	u := userOf(r)
-	if u == nil {
-		return nil, ctserr.New(ctserr.CodeNoToken, "Authorization header required")
-	}
-	return u, nil
-}
-
-func (s *Server) requireAdmin(r *http.Request) (*auth.User, error) {
-	u, err := s.requireUser(r)
-	if err != nil {
-		return nil, err
-	}
-	if !u.Admin {
-		return nil, ctserr.New(ctserr.CodeUnauthorized, "User %s is not a service administrator", u.Name)
-	}
-	return u, nil
-}
-
-// AuthorizeExecutor is the agent websocket's authorizer: a valid token with the executor role.
-func (s *Server) AuthorizeExecutor(r *http.Request) error {
-	h := r.Header.Get("Authorization")
-	if h == "" {
-		return ctserr.New(ctserr.CodeNoToken, "Authorization header required")
-	}
-	tok, err := auth.ParseAuthHeader(h)
-	if err != nil {
-		return err
-	}
-	u, err := s.auth.User(r.Context(), tok)
-	if err != nil {
-		return err
-	}
-	if !u.Executor {
-		return ctserr.New(ctserr.CodeUnauthorized, "User %s does not have the executor role", u.Name)
-	}
-	return nil
-}
-
 func jobsUser(u *auth.User) jobs.User { return jobs.User{Name: u.Name, Staff: u.Staff, Admin: u.Admin} }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -264,300 +213,4 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
 	_ = enc.Encode(v)
-}
-
-var jobIDOK = func(id string) bool {
-	if len(id) < 1 || len(id) > 50 {
-		return false
-	}
-	for _, c := range id {
-		if !(c == '_' || c == '-' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
-			return false
-		}
-	}
-	return true
-}
-
-func pathJobID(r *http.Request) (string, error) {
-	id := r.PathValue("job_id")
-	if !jobIDOK(id) {
-		return "", ctserr.Validation(ctserr.ValidationDetail{
-			Type: "string_pattern_mismatch", Loc: []any{"path", "job_id"}, Msg: "String should match pattern '^[\\w-]+$'", Input: id,
-		})
-	}
-	return id, nil
-}
-
-func (s *Server) root(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, 200, map[string]any{
-		"service_name": ServiceName,
-		"version":      s.cfg.Version,
-		"git_hash":     s.cfg.GitHash,
-		"server_time":  ctserr.FormatTime(time.Now()),
-		"notes":        "This service is a Go re-implementation of the CDM Task Service",
-	})
-}
-
-func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
-	u, err := s.requireUser(r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	roles := []string{}
-	if u.Admin {
-		roles = append(roles, "full_admin")
-	}
-	paths := []map[string]string{}
-	for _, p := range s.cfg.AllowedPaths {
-		paths = append(paths, map[string]string{"path": p, "perm": "write"})
-	}
-	writeJSON(w, 200, map[string]any{"user": u.Name, "roles": roles, "allowed_paths": paths})
-}
-
-func (s *Server) sites(w http.ResponseWriter, r *http.Request) {
-	out := s.cfg.SiteInfo
-	if out == nil {
-		out = []SiteInfo{}
-	}
-	writeJSON(w, 200, map[string]any{"sites": out})
-}
-
-func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
-	u, err := s.requireUser(r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	opts := jobinput.DefaultOptions()
-	opts.Sites = s.jobs.SiteNames()
-	in, err := jobinput.Decode(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes), opts)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	id, err := s.jobs.Submit(r.Context(), jobsUser(u), in)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, 200, map[string]string{"job_id": id})
-}
-
-func (s *Server) loadJob(w http.ResponseWriter, r *http.Request, admin bool) (*jobs.Job, bool) {
-	var u *auth.User
-	var err error
-	if admin {
-		u, err = s.requireAdmin(r)
-	} else {
-		u, err = s.requireUser(r)
-	}
-	if err != nil {
-		s.fail(w, r, err)
-		return nil, false
-	}
-	id, err := pathJobID(r)
-	if err != nil {
-		s.fail(w, r, err)
-		return nil, false
-	}
-	ju := jobsUser(u)
-	if !admin {
-		ju.Admin = false // owners only on the user routes, as in the CTS
-	}
-	j, err := s.jobs.Get(r.Context(), ju, id)
-	if err != nil {
-		s.fail(w, r, err)
-		return nil, false
-	}
-	return j, true
-}
-
-func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
-	if j, ok := s.loadJob(w, r, false); ok {
-		writeJSON(w, 200, jobView(j, false))
-	}
-}
-
-func (s *Server) adminGetJob(w http.ResponseWriter, r *http.Request) {
-	if j, ok := s.loadJob(w, r, true); ok {
-		writeJSON(w, 200, jobView(j, true))
-	}
-}
-
-func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) {
-	if j, ok := s.loadJob(w, r, false); ok {
-		writeJSON(w, 200, statusView(j))
-	}
-}
-
-func (s *Server) exitCodes(w http.ResponseWriter, r *http.Request) {
-	j, ok := s.loadJob(w, r, false)
-	if !ok {
-		return
-	}
-	subs, err := s.jobs.SubJobs(r.Context(), j.ID)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if len(subs) == 0 {
-		s.fail(w, r, ctserr.New(ctserr.CodeNoSuchSubJob, "No subjobs found for job %s", j.ID))
-		return
-	}
-	codes := make([]*int, len(subs))
-	for i, sj := range subs {
-		codes[i] = sj.ExitCode
-	}
-	writeJSON(w, 200, map[string]any{"exit_codes": codes})
-}
-
-func (s *Server) cancel(w http.ResponseWriter, r *http.Request)      { s.doCancel(w, r, false) }
-func (s *Server) adminCancel(w http.ResponseWriter, r *http.Request) { s.doCancel(w, r, true) }
-
-func (s *Server) doCancel(w http.ResponseWriter, r *http.Request, admin bool) {
-	j, ok := s.loadJob(w, r, admin)
-	if !ok {
-		return
-	}
-	u := userOf(r)
-	ju := jobsUser(u)
-	if !admin {
-		ju.Admin = false
-	}
-	if err := s.jobs.Cancel(r.Context(), ju, j.ID); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
-}
-
-func (s *Server) containerLog(w http.ResponseWriter, r *http.Request) {
-	j, ok := s.loadJob(w, r, false)
-	if !ok {
-		return
-	}
-	stream := r.PathValue("stream")
-	if stream != "stdout" && stream != "stderr" {
-		s.fail(w, r, ctserr.New(ctserr.CodeNotFound, "Not Found"))
-		return
-	}
-	n, err := strconv.Atoi(r.PathValue("container_num"))
-	if err != nil || n < 0 {
-		s.fail(w, r, ctserr.Validation(ctserr.ValidationDetail{Type: "int_parsing", Loc: []any{"path", "container_num"},
-			Msg: "Input should be a valid integer greater than or equal to 0", Input: r.PathValue("container_num")}))
-		return
-	}
-	if j.LogPath == "" {
-		s.fail(w, r, ctserr.New(ctserr.CodeNoLogs, "Job ID %s has no logs available", j.ID))
-		return
-	}
-	if n >= j.Input.NumContainers {
-		s.fail(w, r, ctserr.New(ctserr.CodeIllegalParameter, "Container number %d is out of range for job %s with %d containers", n, j.ID, j.Input.NumContainers))
-		return
-	}
-	seek, length, err := seekLength(r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	name := fmt.Sprintf("container-%d-%s.txt", n, stream)
-	err = s.logs.Stream(r.Context(), j.LogPath+"/"+name, seek, length, func(size int64) io.Writer {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.Header().Set("Content-Disposition", "attachment; filename="+name)
-		if size > 0 {
-			w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
-		}
-		w.WriteHeader(200)
-		return w
-	})
-	if err != nil && w.Header().Get("Content-Disposition") == "" {
-		var ce *ctserr.Error
-		if errors.As(err, &ce) && ce.Code == ctserr.CodeS3PathNotFound {
-			err = ctserr.New(ctserr.CodeNoLogs, "Job ID %s has no %s log for container %d", j.ID, stream, n)
-		}
-		s.fail(w, r, err)
-	}
-}
-
-func seekLength(r *http.Request) (int64, int64, error) {
-	var seek, length int64
-	q := r.URL.Query()
-	if v := q.Get("seek"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 {
-			return 0, 0, ctserr.Validation(ctserr.ValidationDetail{Type: "greater_than_equal", Loc: []any{"query", "seek"}, Msg: "Input should be greater than or equal to 0", Input: v})
-		}
-		seek = n
-	}
-	if v := q.Get("length"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 1 {
-			return 0, 0, ctserr.Validation(ctserr.ValidationDetail{Type: "greater_than_equal", Loc: []any{"query", "length"}, Msg: "Input should be greater than or equal to 1", Input: v})
-		}
-		length = n
-	}
-	return seek, length, nil
-}
-
-func (s *Server) listImages(w http.ResponseWriter, r *http.Request) {
-	imgs, err := s.images.List(r.Context(), 1000)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	out := make([]map[string]any, 0, len(imgs))
-	for _, im := range imgs {
-		out = append(out, imageView(im, true))
-	}
-	writeJSON(w, 200, map[string]any{"data": out})
-}
-
-func (s *Server) getImage(w http.ResponseWriter, r *http.Request) {
-	img, err := s.images.Resolve(r.Context(), r.PathValue("image_id"))
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, 200, imageView(*img, true))
-}
-
-func (s *Server) registerImage(w http.ResponseWriter, r *http.Request) {
-	u, err := s.requireAdmin(r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	var reg images.Registration
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
-	if err != nil {
-		s.fail(w, r, ctserr.New(ctserr.CodeIllegalParameter, "Unable to read the request body: %s", err))
-		return
-	}
-	if len(strings.TrimSpace(string(body))) > 0 {
-		dec := json.NewDecoder(strings.NewReader(string(body)))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&reg); err != nil {
-			s.fail(w, r, ctserr.Validation(ctserr.ValidationDetail{Type: "json_invalid", Loc: []any{"body"}, Msg: err.Error()}))
-			return
-		}
-	}
-	img, err := s.images.Register(r.Context(), u.Name, r.PathValue("image_id"), reg)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, 200, imageView(*img, true))
-}
-
-func (s *Server) deleteImage(w http.ResponseWriter, r *http.Request) {
-	if _, err := s.requireAdmin(r); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if err := s.images.Delete(r.Context(), r.PathValue("image_id")); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
 }

@@ -51,6 +51,7 @@ type fixture struct {
 	objs  *objects.Objects
 	reg   *devstack.Registry
 	svc   *jobs.Service
+	notes *fakeNotifications
 	imgID string // a registered image's name
 }
 
@@ -59,13 +60,14 @@ var (
 	uuidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
 )
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	ctx := t.Context()
 	a2 := auth2.New(
 		auth2.User{Name: "alice", Token: "tok-alice", CustomRoles: []string{auth.DefaultStaffRole}},
 		auth2.User{Name: "bob", Token: "tok-bob"},
 		auth2.User{Name: "root", Token: "tok-root", CustomRoles: []string{adminRole, auth.DefaultStaffRole}},
+		auth2.User{Name: "exec", Token: "tok-exec", CustomRoles: []string{auth.DefaultExecutorRole}},
 	)
 	if err := a2.Start(ctx); err != nil {
 		t.Fatal(err)
@@ -91,13 +93,11 @@ func newFixture(t *testing.T) *fixture {
 		ServiceURL: "http://cts.example", S3URL: s3srv.Endpoint, LogDir: logDir, MaxCPUHours: 100, SubmitInterval: time.Hour,
 		Sites: []jobs.Site{{Name: "kbase", CPUsPerNode: 8, MemoryPerNodeGB: 10, MaxRuntimeMin: 100}},
 	}, st, objs, imgs, nopNotifier{}, log)
-	srv := httptest.NewServer(api.New(api.Config{
-		Version: "1.2.3", GitHash: "abc123", AllowedPaths: nil,
-		SiteInfo: []api.SiteInfo{{Cluster: "kbase", CPUsPerNode: 8, MemoryPerNodeGB: 10, MaxRuntimeMin: 100, Notes: []string{}, Active: true, Available: true}},
-	}, ac, svc, imgs, objs, nil, log))
+	notes := &fakeNotifications{}
+	srv := httptest.NewServer(api.New(api.Config{Version: "1.2.3", GitHash: "abc123", AllowedPaths: nil, Notifier: notes}, ac, svc, imgs, objs, nil, log))
 	t.Cleanup(srv.Close)
 
-	f := &fixture{url: srv.URL, st: st, objs: objs, reg: devstack.TestRegistry(t), svc: svc}
+	f := &fixture{url: srv.URL, st: st, objs: objs, reg: devstack.TestRegistry(t), svc: svc, notes: notes}
 	img, err := imagebuild.Build([]imagebuild.File{{Path: "/marker", Data: []byte("x")}}, []string{"/bin/tool"}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -117,7 +117,7 @@ type nopNotifier struct{}
 
 func (nopNotifier) Poke() {}
 
-func (f *fixture) put(t *testing.T, path string, body []byte) string {
+func (f *fixture) put(t testing.TB, path string, body []byte) string {
 	t.Helper()
 	bucket, key, _ := strings.Cut(path, "/")
 	crc := checksum.Encode(checksum.Sum(body))
@@ -200,6 +200,7 @@ func (f *fixture) wantError(t *testing.T, method, path, authz, body string, stat
 const (
 	alice = "Bearer tok-alice"
 	bob   = "Bearer tok-bob"
+	exec  = "Bearer tok-exec"
 	root  = "Bearer tok-root"
 )
 
@@ -267,7 +268,7 @@ func TestRootWhoamiSitesAndAuth(t *testing.T) {
 		for _, tc := range []struct{ method, path, allow string }{
 			{"DELETE", "/whoami", "GET"},
 			{"POST", "/images", "GET"},
-			{"GET", "/jobs", "POST"},
+			{"PUT", "/jobs", "GET, POST"},
 			{"POST", "/jobs/abc", "GET"},
 			{"GET", "/admin/images/x/y:1", "POST, DELETE"},
 		} {
@@ -367,14 +368,14 @@ func TestJobRoutes(t *testing.T) {
 			f.wantError(t, "GET", p, "", "", 401, 10010, "Authorization header required")
 		}
 		f.wantError(t, "PUT", "/jobs/"+id+"/cancel", bob, "", 403, 20000, "User bob may not access job "+id)
-		f.wantError(t, "GET", "/admin/jobs/"+id, alice, "", 403, 20000, "User alice is not a service administrator")
+		f.wantError(t, "GET", "/admin/jobs/"+id, alice, "", 403, 20000, "User alice is neither a service administrator nor an external executor")
 		f.wantError(t, "GET", "/jobs/no-such-job", alice, "", 404, 40040, "No job with ID 'no-such-job' exists")
 	})
 	t.Run("job id pattern", func(t *testing.T) {
-		for _, bad := range []string{"a.b", "a%20b", strings.Repeat("x", 51)} {
+		for bad, typ := range map[string]string{"a.b": "string_pattern_mismatch", "a%20b": "string_pattern_mismatch", strings.Repeat("x", 51): "string_too_long"} {
 			e := f.wantError(t, "GET", "/jobs/"+bad, alice, "", 400, 30010, "")
 			d := e["request_validation_detail"].([]any)[0].(map[string]any)
-			if d["type"] != "string_pattern_mismatch" || !reflect.DeepEqual(d["loc"], []any{"path", "job_id"}) {
+			if d["type"] != typ || !reflect.DeepEqual(d["loc"], []any{"path", "job_id"}) {
 				t.Fatalf("detail %v", d)
 			}
 		}

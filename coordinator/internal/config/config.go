@@ -88,6 +88,11 @@ type Jobs struct {
 	MaxCPUHours  float64  `yaml:"max_cpu_hours" env:"CTS_JOBS_MAX_CPU_HOURS"`
 	// SubmitInterval is how often the submitter scans for jobs to hand to launchers.
 	SubmitInterval time.Duration `yaml:"submit_interval" env:"CTS_JOBS_SUBMIT_INTERVAL"`
+	// CleanInterval is the time between passes of the job cleaner, plus a random CleanJitter;
+	// CleanAge how long after its end a job is cleaned.
+	CleanInterval time.Duration `yaml:"clean_interval" env:"CTS_JOBS_CLEAN_INTERVAL"`
+	CleanJitter   time.Duration `yaml:"clean_jitter" env:"CTS_JOBS_CLEAN_JITTER"`
+	CleanAge      time.Duration `yaml:"clean_age" env:"CTS_JOBS_CLEAN_AGE"`
 }
 
 // Site is one compute site with its launcher plugin.
@@ -119,7 +124,8 @@ func Default() Config {
 		Mongo: Mongo{Database: "cdmtaskservice"},
 		Kafka: Kafka{Topic: "cts-jobs"},
 		S3:    S3{Region: "us-east-1"},
-		Jobs:  Jobs{LogDir: "cts-logs/container_logs", MaxCPUHours: 100, SubmitInterval: 5 * time.Second},
+		Jobs: Jobs{LogDir: "cts-logs/container_logs", MaxCPUHours: 100, SubmitInterval: 5 * time.Second,
+			CleanInterval: 24 * time.Hour, CleanJitter: time.Hour, CleanAge: 30 * 24 * time.Hour},
 	}
 }
 
@@ -193,6 +199,12 @@ func (c Config) Validate() error {
 	}
 	if c.Jobs.MaxCPUHours < 1 {
 		bad("jobs.max_cpu_hours must be at least 1")
+	}
+	if c.Jobs.CleanInterval < time.Minute {
+		bad("jobs.clean_interval must be at least 1m, got %s", c.Jobs.CleanInterval)
+	}
+	if c.Jobs.CleanJitter < 0 || c.Jobs.CleanAge < 0 {
+		bad("jobs.clean_jitter and jobs.clean_age must not be negative")
 	}
 	if len(c.Sites) == 0 {
 		bad("at least one site is required")

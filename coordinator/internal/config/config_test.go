@@ -44,7 +44,7 @@ func TestDefaults(t *testing.T) {
 	d := config.Default()
 	if d.Listen != "127.0.0.1:5000" || d.LogLevel != "info" || d.Mongo.Database != "cdmtaskservice" ||
 		d.Kafka.Topic != "cts-jobs" || d.S3.Region != "us-east-1" || d.Jobs.MaxCPUHours != 100 ||
-		d.Jobs.SubmitInterval != 5*time.Second || d.Jobs.LogDir != "cts-logs/container_logs" ||
+		d.Jobs.SubmitInterval != 5*time.Second || d.Jobs.CleanInterval != 24*time.Hour || d.Jobs.CleanAge != 30*24*time.Hour || d.Jobs.LogDir != "cts-logs/container_logs" ||
 		d.Auth.StaffRole != "KBASE_STAFF" || d.Auth.ExecutorRole != "CTS_EXTERNAL_EXECUTOR" ||
 		!reflect.DeepEqual(d.Auth.AdminRoles, []string{"CDM_TASK_SERVICE_ADMIN"}) {
 		t.Fatalf("unexpected defaults: %+v", d)
@@ -82,7 +82,7 @@ auth: {url: "http://a", admin_roles: [R1, R2], staff_role: S, executor_role: E, 
 mongo: {uri: "mongodb://m", database: db}
 kafka: {brokers: [b1, b2], topic: t-1}
 s3: {endpoint: "http://s3", access_key: AK, region: eu, insecure: true, worker_endpoint: "http://s3w"}
-jobs: {log_dir: logs/cl, allowed_paths: [a/b/, c/], max_cpu_hours: 2.5, submit_interval: 250ms}
+jobs: {log_dir: logs/cl, allowed_paths: [a/b/, c/], max_cpu_hours: 2.5, submit_interval: 250ms, clean_interval: 2h, clean_jitter: 5m, clean_age: 48h}
 sites:
   - name: kbase
     plugin: /p
@@ -106,7 +106,8 @@ sites:
 			Mongo: config.Mongo{URI: "mongodb://m", Database: "db"},
 			Kafka: config.Kafka{Brokers: []string{"b1", "b2"}, Topic: "t-1"},
 			S3:    config.S3{Endpoint: "http://s3", AccessKey: "AK", SecretKey: "s3cr3t", Region: "eu", Insecure: true, WorkerEndpoint: "http://s3w"},
-			Jobs:  config.Jobs{LogDir: "logs/cl", AllowedPaths: []string{"a/b/", "c/"}, MaxCPUHours: 2.5, SubmitInterval: 250 * time.Millisecond},
+			Jobs: config.Jobs{LogDir: "logs/cl", AllowedPaths: []string{"a/b/", "c/"}, MaxCPUHours: 2.5, SubmitInterval: 250 * time.Millisecond,
+				CleanInterval: 2 * time.Hour, CleanJitter: 5 * time.Minute, CleanAge: 48 * time.Hour},
 			Sites: []config.Site{{
 				Name: "kbase", Plugin: "/p", PluginConfig: map[string]any{"schedd": "s1", "nested": map[string]any{"x": 1}},
 				CPUsPerNode: 8, MemoryPerNodeGB: 31.5, MaxRuntimeMin: 60, Nodes: &three, RequireStaff: true,
@@ -232,6 +233,8 @@ func TestValidateJoinsEveryProblem(t *testing.T) {
 	c.Kafka.Topic = "bad topic"
 	c.Jobs.LogDir = ""
 	c.Jobs.MaxCPUHours = 0.5
+	c.Jobs.CleanInterval = time.Second
+	c.Jobs.CleanAge = -time.Hour
 	c.Sites = append(c.Sites, config.Site{Name: "kbase"}, config.Site{Name: "p", Plugin: "/p", PluginConfig: map[string]any{"f": func() {}}})
 	err = c.Validate()
 	if err == nil {
@@ -244,6 +247,8 @@ func TestValidateJoinsEveryProblem(t *testing.T) {
 		`kafka.topic must match ^[a-zA-Z0-9-]+$ and be at most 249 characters, got "bad topic"`,
 		`jobs.log_dir must be an S3 path (bucket/prefix), got ""`,
 		"jobs.max_cpu_hours must be at least 1",
+		"jobs.clean_interval must be at least 1m, got 1s",
+		"jobs.clean_jitter and jobs.clean_age must not be negative",
 		"sites[1]: name must be set and unique",
 		"sites[1] (kbase): plugin is required",
 		"sites[2] (p): plugin_config is not representable as JSON",

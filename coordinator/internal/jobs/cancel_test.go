@@ -8,6 +8,7 @@ import (
 
 	"github.com/kbase/cts/coordinator/internal/ctserr"
 	"github.com/kbase/cts/coordinator/internal/jobinput"
+	"github.com/kbase/cts/coordinator/internal/jobs"
 	"github.com/kbase/cts/shared/job"
 	"github.com/kbase/cts/shared/launcher"
 	"github.com/kbase/cts/shared/protocol"
@@ -161,14 +162,15 @@ func TestFinishCancelLauncherErrors(t *testing.T) {
 	f.wantState(t, id, job.Canceled)
 }
 
-// Cancel and the final complete event race: exactly one wins. Either Cancel succeeds and the
-// job ends canceled, or the job completes and Cancel gets the documented 40040.
+// Two cancels (the owner's and an admin's) and the final complete event race: exactly one
+// wins. Either one Cancel succeeds, the other gets the documented 40040 and the job ends
+// canceled, or the job completes and both Cancels get the 40040.
 func TestCancelRacesCompletion(t *testing.T) {
 	f := newFixture(t)
 	ctx := t.Context()
 	good := f.put(t, "outputs/run1/good.txt", []byte("good"))
 	outcomes := map[job.State]int{}
-	for round := range 6 {
+	for round := range 8 {
 		id := f.submit(t, func(in *jobinput.JobInput) { in.NumContainers = 1 })
 		a := f.agent(id, 0, "x")
 		a.walk(t, running...)
@@ -176,21 +178,24 @@ func TestCancelRacesCompletion(t *testing.T) {
 
 		var wg sync.WaitGroup
 		start := make(chan struct{})
-		var cancelErr, eventErr error
-		wg.Add(2)
+		var eventErr error
+		cancelErrs := make([]error, 2)
+		wg.Add(3)
 		go func() {
 			defer wg.Done()
 			<-start
 			eventErr = a.send(ctx, protocol.Event{State: job.Complete, Outputs: []protocol.OutputFile{{File: "outputs/run1/good.txt", CRC64NVME: good}}})
 		}()
-		go func() {
-			defer wg.Done()
-			<-start
-			if round%2 == 1 {
-				time.Sleep(time.Duration(round) * time.Millisecond)
-			}
-			cancelErr = f.svc.Cancel(ctx, alice, id)
-		}()
+		for i, u := range []jobs.User{alice, admin} {
+			go func() {
+				defer wg.Done()
+				<-start
+				if round%2 == 1 {
+					time.Sleep(time.Duration(round+i) * time.Millisecond)
+				}
+				cancelErrs[i] = f.svc.Cancel(ctx, u, id)
+			}()
+		}
 		close(start)
 		wg.Wait()
 		if eventErr != nil {
@@ -200,12 +205,19 @@ func TestCancelRacesCompletion(t *testing.T) {
 			t.Fatal(err)
 		}
 		j := f.job(t, id)
+		won := 0
+		for _, err := range cancelErrs {
+			if err == nil {
+				won++
+				continue
+			}
+			wantCTSErr(t, err, ctserr.CodeNoSuchJob, terminalMsg(id))
+		}
 		switch {
-		case cancelErr == nil && j.State == job.Canceled:
-		case cancelErr != nil && j.State == job.Complete:
-			wantCTSErr(t, cancelErr, ctserr.CodeNoSuchJob, terminalMsg(id))
+		case won == 1 && j.State == job.Canceled:
+		case won == 0 && j.State == job.Complete:
 		default:
-			t.Fatalf("round %d: Cancel = %v and the job is %s", round, cancelErr, j.State)
+			t.Fatalf("round %d: Cancels = %v and the job is %s", round, cancelErrs, j.State)
 		}
 		outcomes[j.State]++
 	}

@@ -66,6 +66,9 @@ type Site struct {
 	// WorkerEnv is added to the environment of every agent of the site (TOKEN_PATH,
 	// S3_SECRET_PATH, REFDATA_HOST_PATH, ...: file paths on the workers, never secrets).
 	WorkerEnv map[string]string
+	// Nodes and Notes are shown by GET /sites (nil nodes: variable).
+	Nodes *int
+	Notes []string
 }
 
 // Config is the service's configuration.
@@ -110,6 +113,11 @@ type Service struct {
 
 	mu       sync.Mutex
 	watchers map[string][]chan protocol.Cancel
+
+	// siteMu guards the cached active flags of the sites (see siteStates).
+	siteMu     sync.Mutex
+	siteActive map[string]bool
+	siteRead   time.Time
 }
 
 // New returns a Service.
@@ -158,6 +166,9 @@ func (s *Service) Submit(ctx context.Context, u User, in *jobinput.JobInput) (st
 	site, ok := s.sites[in.Cluster]
 	if !ok {
 		return "", ctserr.New(ctserr.CodeJobFlowUnavailable, "Job flow for cluster %s is not registered", in.Cluster)
+	}
+	if err := s.checkSiteActive(ctx, site.Name); err != nil {
+		return "", err
 	}
 	if site.RequireStaff && !u.Staff {
 		return "", ctserr.New(ctserr.CodeUnauthorized, "To use the %s site, you must be a KBase staff member.", site.Name)

@@ -46,6 +46,21 @@ type Store interface {
 	// UnsentTransitions returns up to limit jobs having transitions with notif_sent false and
 	// time before olderThan, each with only those transitions in Transitions.
 	UnsentTransitions(ctx context.Context, olderThan time.Time, limit int) ([]*Job, error)
+	// UpdateAdminMeta sets the keys of set and removes the keys of unset in the job's
+	// admin_meta, in one update; ErrNotFound if no such job. Keys are valid (ValidateMetaKey).
+	UpdateAdminMeta(ctx context.Context, id string, set map[string]any, unset []string) error
+	// SetCleaned marks a terminal job cleaned; ErrConflict if it is not terminal, ErrNotFound
+	// if no such job.
+	SetCleaned(ctx context.Context, id string) error
+	// DirtyJobs returns up to limit terminal jobs not yet cleaned whose UpdateTime is before
+	// olderThan, oldest first, without outputs and input files.
+	DirtyJobs(ctx context.Context, olderThan time.Time, limit int) ([]*Job, error)
+	// InitSites records each named site as active unless it is recorded already.
+	InitSites(ctx context.Context, names []string) error
+	// SiteStates returns the recorded active flag of every recorded site.
+	SiteStates(ctx context.Context) (map[string]bool, error)
+	// SetSiteActive records the site's active flag (upsert).
+	SetSiteActive(ctx context.Context, name string, active bool) error
 }
 
 // ListFilter selects jobs for ListJobs. Zero fields do not filter.

@@ -290,6 +290,25 @@ func (n *Notifier) Send(ctx context.Context, jobID string, t jobs.Transition) er
 	return nil
 }
 
+// countLimit bounds the jobs CheckUnsent counts in one call.
+const countLimit = 10000
+
+// CheckUnsent counts the jobs and transitions not yet acknowledged by Kafka whose time is
+// before olderThan, and wakes the sender loop, which delivers them (POST
+// /admin/unsent_notifications). Like the Python service it returns before they are sent; a
+// transition another coordinator is sending at the same moment may be delivered twice.
+func (n *Notifier) CheckUnsent(ctx context.Context, olderThan time.Time) (jobCount, transitions int, err error) {
+	js, err := n.ob.UnsentTransitions(ctx, olderThan, countLimit)
+	if err != nil {
+		return 0, 0, fmt.Errorf("count unsent notifications: %w", err)
+	}
+	for _, j := range js {
+		transitions += len(j.Transitions)
+	}
+	n.Poke()
+	return len(js), transitions, nil
+}
+
 // Close releases the Kafka writer and its connections. Call it after Run returned. It is
 // idempotent.
 func (n *Notifier) Close() error {

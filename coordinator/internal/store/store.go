@@ -1,5 +1,5 @@
 // Package store owns the coordinator's MongoDB persistence (official driver v2): the jobs,
-// subjobs and images collections, their indexes (reference §10.1), the job document layout
+// subjobs, images and sites collections, their indexes (reference §10.1), the job document layout
 // (§10.2) and the queries (§10.3). It implements jobs.Store and images.Store; every state
 // change is one conditional update on one document, so two writers can never both move a job.
 //
@@ -36,6 +36,7 @@ const (
 	collJobs    = "jobs"
 	collSubJobs = "subjobs"
 	collImages  = "images"
+	collSites   = "sites"
 )
 
 // Index names the duplicate-key mapping of SaveImage relies on.
@@ -66,6 +67,7 @@ type Store struct {
 	jobs    *mongo.Collection
 	subjobs *mongo.Collection
 	images  *mongo.Collection
+	sites   *mongo.Collection
 	log     *slog.Logger
 	// ferret is true when the server is FerretDB (its buildInfo carries ferretdbVersion):
 	// MarkNotified and UnsentTransitions then take their fallback paths.
@@ -115,6 +117,7 @@ func (s *Store) init(ctx context.Context, database string) error {
 	s.jobs = db.Collection(collJobs)
 	s.subjobs = db.Collection(collSubJobs)
 	s.images = db.Collection(collImages)
+	s.sites = db.Collection(collSites)
 
 	var info bson.Raw
 	if err := db.RunCommand(ctx, bson.D{{Key: "buildInfo", Value: 1}}).Decode(&info); err != nil {
@@ -178,6 +181,7 @@ func (s *Store) indexSpecs() []struct {
 			},
 		}},
 		{s.subjobs, index{keys: bson.D{{Key: "id", Value: 1}, {Key: "sub_id", Value: 1}}, unique: true}},
+		{s.sites, index{keys: bson.D{{Key: "site", Value: 1}}, unique: true}},
 		{s.images, index{
 			keys:   bson.D{{Key: "name", Value: 1}, {Key: "digest", Value: 1}},
 			unique: true, name: indexImageDigest,

@@ -1,0 +1,121 @@
+package store
+
+// The admin side of the job store: admin metadata, job clean, and the sites collection
+// (reference §10.1, §10.3).
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/kbase/cts/coordinator/internal/jobs"
+)
+
+// UpdateAdminMeta implements jobs.Store with one $set / $unset on admin_meta.<key>. The keys
+// must have passed jobs.ValidateMetaKey ('.' would nest, '$' would be an operator).
+func (s *Store) UpdateAdminMeta(ctx context.Context, id string, set map[string]any, unset []string) error {
+	op := "update admin meta of job " + id
+	update := bson.D{}
+	if len(set) > 0 {
+		d := bson.D{}
+		for k, v := range set {
+			d = append(d, bson.E{Key: "admin_meta." + k, Value: v})
+		}
+		update = append(update, bson.E{Key: "$set", Value: d})
+	}
+	if len(unset) > 0 {
+		d := bson.D{}
+		for _, k := range unset {
+			d = append(d, bson.E{Key: "admin_meta." + k, Value: ""})
+		}
+		update = append(update, bson.E{Key: "$unset", Value: d})
+	}
+	if len(update) == 0 {
+		return nil
+	}
+	res, err := s.jobs.UpdateOne(ctx, bson.D{{Key: "id", Value: id}}, update)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if res.MatchedCount == 0 {
+		return fmt.Errorf("%s: %w", op, jobs.ErrNotFound)
+	}
+	return nil
+}
+
+// SetCleaned implements jobs.Store.
+func (s *Store) SetCleaned(ctx context.Context, id string) error {
+	op := "set job " + id + " cleaned"
+	key := bson.D{{Key: "id", Value: id}}
+	filter := append(bson.D{}, key...)
+	filter = append(filter, bson.E{Key: "state", Value: bson.D{{Key: "$in", Value: terminalStates()}}})
+	res, err := s.jobs.UpdateOne(ctx, filter, bson.D{{Key: "$set", Value: bson.D{{Key: "cleaned", Value: true}}}})
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if res.MatchedCount == 0 {
+		return s.missOrConflict(ctx, s.jobs, key, op, nil)
+	}
+	return nil
+}
+
+// DirtyJobs implements jobs.Store; the query is the Python process_dirty_jobs, served by the
+// partial index cleaned_1_state_1__update_time_1.
+func (s *Store) DirtyJobs(ctx context.Context, olderThan time.Time, limit int) ([]*jobs.Job, error) {
+	filter := bson.D{
+		{Key: "cleaned", Value: false},
+		{Key: "state", Value: bson.D{{Key: "$in", Value: terminalStates()}}},
+		{Key: "_update_time", Value: bson.D{{Key: "$lt", Value: msTime(olderThan)}}},
+	}
+	return s.findJobs(ctx, "dirty jobs", filter, options.Find().
+		SetProjection(listProjection()).
+		SetSort(bson.D{{Key: "_update_time", Value: 1}}).
+		SetLimit(limitOrDefault(limit)))
+}
+
+// InitSites implements jobs.Store: an upsert with $setOnInsert {active: true} per site.
+func (s *Store) InitSites(ctx context.Context, names []string) error {
+	for _, n := range names {
+		_, err := s.sites.UpdateOne(ctx, bson.D{{Key: "site", Value: n}},
+			bson.D{{Key: "$setOnInsert", Value: bson.D{{Key: "active", Value: true}}}},
+			options.UpdateOne().SetUpsert(true))
+		if err != nil {
+			return fmt.Errorf("init site %s: %w", n, err)
+		}
+	}
+	return nil
+}
+
+// SiteStates implements jobs.Store.
+func (s *Store) SiteStates(ctx context.Context) (map[string]bool, error) {
+	cur, err := s.sites.Find(ctx, bson.D{})
+	if err != nil {
+		return nil, fmt.Errorf("read sites: %w", err)
+	}
+	var docs []struct {
+		Site   string `bson:"site"`
+		Active bool   `bson:"active"`
+	}
+	if err := cur.All(ctx, &docs); err != nil {
+		return nil, fmt.Errorf("read sites: %w", err)
+	}
+	out := make(map[string]bool, len(docs))
+	for _, d := range docs {
+		out[d.Site] = d.Active
+	}
+	return out, nil
+}
+
+// SetSiteActive implements jobs.Store.
+func (s *Store) SetSiteActive(ctx context.Context, name string, active bool) error {
+	_, err := s.sites.UpdateOne(ctx, bson.D{{Key: "site", Value: name}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "active", Value: active}}}},
+		options.UpdateOne().SetUpsert(true))
+	if err != nil {
+		return fmt.Errorf("set site %s active: %w", name, err)
+	}
+	return nil
+}
