@@ -24,6 +24,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/kbase/cts/coordinator/app"
 	"github.com/kbase/cts/coordinator/devmode"
 	"github.com/kbase/cts/coordinator/devstack"
 	"github.com/kbase/cts/test/demo"
@@ -105,6 +106,12 @@ type site struct {
 // startSite starts a dev site; agentPath overrides the agent binary the launcher starts.
 func startSite(t *testing.T, agentPath string, opts ...devstack.RegistryOption) *site {
 	t.Helper()
+	return startSiteWith(t, agentPath, nil, opts...)
+}
+
+// startSiteWith is startSite with a hook that may change the coordinator's configuration.
+func startSiteWith(t *testing.T, agentPath string, configure func(*app.Config), opts ...devstack.RegistryOption) *site {
+	t.Helper()
 	if agentPath == "" {
 		agentPath = bins.agent
 	}
@@ -115,6 +122,7 @@ func startSite(t *testing.T, agentPath string, opts ...devstack.RegistryOption) 
 	defer cancel()
 	env, err := devmode.Start(ctx, devmode.Options{
 		Dir: t.TempDir(), AgentPath: agentPath, LauncherPath: bins.launcher, Log: log, RegistryOptions: opts,
+		Configure: configure,
 	})
 	if err != nil {
 		t.Fatalf("start dev site: %v", err)
