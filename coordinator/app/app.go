@@ -164,7 +164,7 @@ func (a *App) Run(ctx context.Context) error {
 	rec := reconcile.New(reconcile.Config{
 		Interval: rc.Interval, HeartbeatDeadline: rc.HeartbeatDeadline, ConnectDeadline: rc.ConnectDeadline,
 		SubmitDeadline: rc.SubmitDeadline, CancelDeadline: rc.CancelDeadline, IdleDeadline: rc.IdleDeadline,
-		RuntimeGrace: rc.RuntimeGrace,
+		RuntimeGrace: rc.RuntimeGrace, MaxLaunchRetries: rc.MaxLaunchRetries,
 	}, a.jobs, a.log.With("component", "reconcile"), nil)
 	g.Go(func() error { return rec.Run(gctx) })
 	g.Go(func() error {

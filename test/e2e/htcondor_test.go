@@ -93,6 +93,7 @@ func startCondorSite(t *testing.T, agentPath string) (*site, string) {
 		cfg.Reconcile.Interval = time.Second
 		cfg.Reconcile.HeartbeatDeadline = 10 * time.Second
 		cfg.Reconcile.ConnectDeadline = 5 * time.Second
+		cfg.Reconcile.MaxLaunchRetries = 1
 	})
 	return s, state
 }
@@ -202,9 +203,15 @@ func TestHTCondorHeldProc(t *testing.T) {
 	if j["state"] != "error" {
 		t.Fatalf("job ended %v", j["state"])
 	}
-	ae, _ := adminJob(t, s, id)["admin_error"].(string)
+	aj := adminJob(t, s, id)
+	ae, _ := aj["admin_error"].(string)
 	if !strings.Contains(ae, "7") {
 		t.Errorf("admin error %q does not name the agent's exit", ae)
+	}
+	// An infrastructure failure before anything ran is launched once more (MaxLaunchRetries
+	// is 1 here) before the job is ended.
+	if l, _ := aj["launch"].(map[string]any); l["attempt"] != float64(1) {
+		t.Errorf("launch %v: want attempt 1 after one relaunch", l)
 	}
 	if msg, _ := j["error"].(string); msg == "" {
 		t.Errorf("no user error")
@@ -288,5 +295,34 @@ func TestHTCondorCancelWhileRunning(t *testing.T) {
 			t.Fatalf("procs still queued after cancel: %s", out)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestHTCondorRelaunchAfterInfrastructureFailure: the first launch's agent dies before it
+// connects (a broken node); the reconciler launches the job again, and the second attempt
+// completes it.
+func TestHTCondorRelaunchAfterInfrastructureFailure(t *testing.T) {
+	requireEnv(t)
+	mark := filepath.Join(t.TempDir(), "first-attempt-done")
+	flaky := filepath.Join(t.TempDir(), "flaky-agent")
+	script := fmt.Sprintf("#!/bin/sh\nif [ ! -e %q ]; then touch %q; echo 'node broken' >&2; exit 7; fi\nexec %q \"$@\"\n", mark, mark, bins.agent)
+	if err := os.WriteFile(flaky, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := startCondorSite(t, flaky)
+	image, err := demo.BuildAndRegister(context.Background(), s.cfg, s.api)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := submitArgs(t, s, image, []any{"--container", map[string]any{"type": "container_number"},
+		map[string]any{"type": "input_files", "input_files_format": "space_separated_list"}})
+	j := waitJob(t, s, id)
+	if j["state"] != "complete" {
+		t.Fatalf("job ended %v (%v), want complete after a relaunch", j["state"], j["error"])
+	}
+	l, _ := adminJob(t, s, id)["launch"].(map[string]any)
+	retries, _ := l["retries"].([]any)
+	if l["attempt"] != float64(1) || len(retries) != 1 || !strings.Contains(fmt.Sprint(retries[0]), "7") {
+		t.Errorf("launch record %v: want attempt 1 and one retry naming exit code 7", l)
 	}
 }

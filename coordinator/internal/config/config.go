@@ -45,6 +45,9 @@ type Reconcile struct {
 	CancelDeadline    time.Duration `yaml:"cancel_deadline" env:"CTS_RECONCILE_CANCEL_DEADLINE"`
 	IdleDeadline      time.Duration `yaml:"idle_deadline" env:"CTS_RECONCILE_IDLE_DEADLINE"`
 	RuntimeGrace      time.Duration `yaml:"runtime_grace" env:"CTS_RECONCILE_RUNTIME_GRACE"`
+	// MaxLaunchRetries is how many times a job is launched again when its containers failed
+	// for infrastructure reasons before any of them ran.
+	MaxLaunchRetries int `yaml:"max_launch_retries" env:"CTS_RECONCILE_MAX_LAUNCH_RETRIES"`
 }
 
 // Auth configures KBase auth2.
@@ -126,6 +129,7 @@ func Default() Config {
 		S3:    S3{Region: "us-east-1"},
 		Jobs: Jobs{LogDir: "cts-logs/container_logs", MaxCPUHours: 100, SubmitInterval: 5 * time.Second,
 			CleanInterval: 24 * time.Hour, CleanJitter: time.Hour, CleanAge: 30 * 24 * time.Hour},
+		Reconcile: Reconcile{MaxLaunchRetries: 2},
 	}
 }
 

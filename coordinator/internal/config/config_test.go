@@ -83,6 +83,7 @@ mongo: {uri: "mongodb://m", database: db}
 kafka: {brokers: [b1, b2], topic: t-1}
 s3: {endpoint: "http://s3", access_key: AK, region: eu, insecure: true, worker_endpoint: "http://s3w"}
 jobs: {log_dir: logs/cl, allowed_paths: [a/b/, c/], max_cpu_hours: 2.5, submit_interval: 250ms, clean_interval: 2h, clean_jitter: 5m, clean_age: 48h}
+reconcile: {interval: 3s, heartbeat_deadline: 1m, connect_deadline: 2m, submit_deadline: 3m, cancel_deadline: 4m, idle_deadline: 5m, runtime_grace: 6m, max_launch_retries: 3}
 sites:
   - name: kbase
     plugin: /p
@@ -108,6 +109,9 @@ sites:
 			S3:    config.S3{Endpoint: "http://s3", AccessKey: "AK", SecretKey: "s3cr3t", Region: "eu", Insecure: true, WorkerEndpoint: "http://s3w"},
 			Jobs: config.Jobs{LogDir: "logs/cl", AllowedPaths: []string{"a/b/", "c/"}, MaxCPUHours: 2.5, SubmitInterval: 250 * time.Millisecond,
 				CleanInterval: 2 * time.Hour, CleanJitter: 5 * time.Minute, CleanAge: 48 * time.Hour},
+			Reconcile: config.Reconcile{Interval: 3 * time.Second, HeartbeatDeadline: time.Minute, ConnectDeadline: 2 * time.Minute,
+				SubmitDeadline: 3 * time.Minute, CancelDeadline: 4 * time.Minute, IdleDeadline: 5 * time.Minute,
+				RuntimeGrace: 6 * time.Minute, MaxLaunchRetries: 3},
 			Sites: []config.Site{{
 				Name: "kbase", Plugin: "/p", PluginConfig: map[string]any{"schedd": "s1", "nested": map[string]any{"x": 1}},
 				CPUsPerNode: 8, MemoryPerNodeGB: 31.5, MaxRuntimeMin: 60, Nodes: &three, RequireStaff: true,

@@ -30,6 +30,12 @@ type Launch struct {
 	Site string `bson:"site" json:"site"`
 	// Handle is the launcher's opaque handle (HTCondor: the cluster ID).
 	Handle string `bson:"handle" json:"handle"`
+	// Attempt counts launches of the job, 0 for the first (the launcher's idempotency key).
+	Attempt int `bson:"attempt" json:"attempt"`
+	// LaunchedAt is when the current attempt was handed to the launcher.
+	LaunchedAt time.Time `bson:"launched_at,omitempty" json:"launched_at,omitzero"`
+	// Retries records why earlier attempts were abandoned, oldest first.
+	Retries []string `bson:"retries,omitempty" json:"retries,omitempty"`
 }
 
 // Job is a CTS job as stored. Times are UTC with millisecond precision (BSON dates).

@@ -504,16 +504,12 @@ func (s *Service) submitOne(ctx context.Context, j *Job) error {
 		})
 		return err
 	}
-	resp, err := site.Launcher.Submit(ctx, launcher.SubmitRequest{
-		JobID: j.ID, Attempt: 0, Containers: j.Input.NumContainers, CPUs: j.Input.CPUs,
-		MemoryBytes: j.Input.Memory, RuntimeSeconds: j.Input.RuntimeSeconds, DiskBytes: diskEstimate(j),
-		User: j.User, BatchName: "cts-" + j.ID, Env: s.WorkerEnv(j, site),
-	})
+	resp, err := site.Launcher.Submit(ctx, s.launchRequest(j, site, 0))
 	if err != nil {
 		// The launcher may be down: leave the job in created, the next pass retries.
 		return fmt.Errorf("launcher submit: %w", err)
 	}
-	_, err = s.transition(ctx, j.ID, job.DownloadSubmitted, time.Time{}, JobUpdate{Launch: &Launch{Site: site.Name, Handle: resp.Handle}})
+	_, err = s.transition(ctx, j.ID, job.DownloadSubmitted, time.Time{}, JobUpdate{Launch: &Launch{Site: site.Name, Handle: resp.Handle, LaunchedAt: s.now()}})
 	if errors.Is(err, ErrConflict) {
 		// Canceled meanwhile: take the containers back.
 		if cerr := site.Launcher.Cancel(ctx, launcher.JobRef{JobID: j.ID, Handle: resp.Handle}); cerr != nil {
@@ -526,6 +522,15 @@ func (s *Service) submitOne(ctx context.Context, j *Job) error {
 	}
 	// Agents may have reported before the job was recorded as submitted.
 	return s.fold(ctx, j.ID)
+}
+
+// launchRequest is the launcher request for one attempt of a job.
+func (s *Service) launchRequest(j *Job, site *Site, attempt int) launcher.SubmitRequest {
+	return launcher.SubmitRequest{
+		JobID: j.ID, Attempt: attempt, Containers: j.Input.NumContainers, CPUs: j.Input.CPUs,
+		MemoryBytes: j.Input.Memory, RuntimeSeconds: j.Input.RuntimeSeconds, DiskBytes: diskEstimate(j),
+		User: j.User, BatchName: "cts-" + j.ID, Env: s.WorkerEnv(j, site),
+	}
 }
 
 // diskEstimate asks for room for the inputs twice over (inputs and outputs) plus 1 GiB.

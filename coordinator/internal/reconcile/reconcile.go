@@ -67,6 +67,9 @@ type Config struct {
 	AccountingWindow, AccountingWait time.Duration
 	// Limit bounds the jobs looked at per state and pass (default 500).
 	Limit int
+	// MaxLaunchRetries is how many times a job whose containers failed for infrastructure
+	// reasons before any of them ran is launched again (0: never).
+	MaxLaunchRetries int
 }
 
 func (c Config) withDefaults() Config {
@@ -96,6 +99,7 @@ type Jobs interface {
 	SubJobs(ctx context.Context, id string) ([]jobs.SubJob, error)
 	SiteLauncher(name string) (jobs.Launcher, bool)
 	FailJob(ctx context.Context, id, adminErr, userErr string) (bool, error)
+	RetryLaunch(ctx context.Context, id, reason string, maxRetries int) (bool, error)
 	JobsToAccount(ctx context.Context, since time.Time, limit int) ([]*jobs.Job, error)
 	RecordAccounting(ctx context.Context, id string, a jobs.Accounting) error
 }
@@ -162,6 +166,17 @@ func (r *Reconciler) Pass(ctx context.Context) error {
 		if f == nil {
 			continue
 		}
+		if f.Retryable && r.cfg.MaxLaunchRetries > 0 {
+			retried, err := r.jobs.RetryLaunch(ctx, j.ID, f.AdminError, r.cfg.MaxLaunchRetries)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("relaunch job %s: %w", j.ID, err))
+				continue
+			}
+			if retried {
+				r.log.WarnContext(ctx, "reconciler relaunched job", "job_id", j.ID, "reason", f.AdminError)
+				continue
+			}
+		}
 		ended, err := r.jobs.FailJob(ctx, j.ID, f.AdminError, f.UserError)
 		if ended {
 			r.log.WarnContext(ctx, "reconciler ended job", "job_id", j.ID, "admin_error", f.AdminError)
@@ -212,6 +227,9 @@ func (r *Reconciler) statuses(ctx context.Context, js []*jobs.Job) map[string]*l
 // Failure is the verdict on a job that must end.
 type Failure struct {
 	AdminError, UserError string
+	// Retryable marks an infrastructure failure (a held or lost agent, one that never
+	// connected): the job may be launched again if nothing of it has run yet.
+	Retryable bool
 }
 
 func transitionTime(ts []jobs.Transition, s job.State) (time.Time, bool) {
@@ -254,6 +272,9 @@ func Decide(cfg Config, now time.Time, j *jobs.Job, subs []jobs.SubJob, st *laun
 		return nil
 	}
 	launched, _ := transitionTime(j.Transitions, job.DownloadSubmitted)
+	if !j.Launch.LaunchedAt.IsZero() {
+		launched = j.Launch.LaunchedAt // a relaunch restarts the clocks
+	}
 	if st != nil && st.Err != nil {
 		if errors.Is(st.Err, launcher.ErrNotFound) {
 			return &Failure{
@@ -289,12 +310,14 @@ func Decide(cfg Config, now time.Time, j *jobs.Job, subs []jobs.SubJob, st *laun
 				return &Failure{
 					AdminError: fmt.Sprintf("%s is held by the compute system: %s", where, c.Reason),
 					UserError:  fmt.Sprintf("The compute system held container %d of the job. An administrator has been notified.", n),
+					Retryable:  true,
 				}
 			case launcher.StateExited:
 				if c.ExitCode == nil || *c.ExitCode != 0 {
 					return &Failure{
 						AdminError: fmt.Sprintf("the agent of %s exited with code %s before reporting the container's final state%s", where, code, suffix(c.Reason)),
 						UserError:  fmt.Sprintf("Container %d of the job stopped unexpectedly. An administrator has been notified.", n),
+						Retryable:  true,
 					}
 				}
 				if !c.Ended.IsZero() && now.Sub(c.Ended) > cfg.HeartbeatDeadline {
@@ -319,6 +342,7 @@ func Decide(cfg Config, now time.Time, j *jobs.Job, subs []jobs.SubJob, st *laun
 				return &Failure{
 					AdminError: fmt.Sprintf("the agent of %s was last heard from %v ago (deadline %v), in state %s", where, since(now, sj.LastSeen), cfg.HeartbeatDeadline, sj.State),
 					UserError:  fmt.Sprintf("The service lost contact with container %d of the job. An administrator has been notified.", n),
+					Retryable:  true,
 				}
 			}
 		} else {
@@ -335,6 +359,7 @@ func Decide(cfg Config, now time.Time, j *jobs.Job, subs []jobs.SubJob, st *laun
 				return &Failure{
 					AdminError: fmt.Sprintf("the agent of %s never connected within %v (%s since %s; launcher state %s)", where, limit, since(now, from), from.UTC().Format(time.RFC3339), stateOf(known, c)),
 					UserError:  fmt.Sprintf("Container %d of the job never started on the compute system. An administrator has been notified.", n),
+					Retryable:  true,
 				}
 			}
 		}

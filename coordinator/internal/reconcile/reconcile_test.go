@@ -119,6 +119,9 @@ type fakeJobs struct {
 	toAcct   []*jobs.Job
 	failed   map[string]Failure
 	acct     map[string]jobs.Accounting
+	// allowRetry is RetryLaunch's answer; retried records the relaunches asked for.
+	allowRetry bool
+	retried    map[string]string
 }
 
 func (f *fakeJobs) ActiveJobs(context.Context, int) ([]*jobs.Job, error) { return f.active, nil }
@@ -129,7 +132,17 @@ func (f *fakeJobs) SiteLauncher(name string) (jobs.Launcher, bool) {
 	return f.launcher, name == "condor"
 }
 func (f *fakeJobs) FailJob(_ context.Context, id, a, u string) (bool, error) {
-	f.failed[id] = Failure{a, u}
+	f.failed[id] = Failure{AdminError: a, UserError: u}
+	return true, nil
+}
+func (f *fakeJobs) RetryLaunch(_ context.Context, id, reason string, maxRetries int) (bool, error) {
+	if f.retried == nil {
+		f.retried = map[string]string{}
+	}
+	if !f.allowRetry {
+		return false, nil
+	}
+	f.retried[id] = reason
 	return true, nil
 }
 func (f *fakeJobs) JobsToAccount(context.Context, time.Time, int) ([]*jobs.Job, error) {
@@ -190,5 +203,43 @@ func TestPass(t *testing.T) {
 	a, okA := f.acct["j3"]
 	if !okA || a.CPUHours == nil || *a.CPUHours != 1 || a.MaxMemory == nil || *a.MaxMemory != 7<<20 || a.CPUFactor == nil || *a.CPUFactor != 1 {
 		t.Errorf("accounting %+v", a)
+	}
+}
+
+// TestPassRetriesInfrastructureFailures: a retryable failure is first offered to RetryLaunch;
+// the job is ended only when it is not relaunched, and never retried when retries are off.
+func TestPassRetriesInfrastructureFailures(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		max         int
+		allow       bool
+		wantRetried bool
+		wantFailed  bool
+	}{
+		{"relaunched", 2, true, true, false},
+		{"not eligible", 2, false, false, true},
+		{"retries off", 0, true, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			held := launchedJob(job.DownloadSubmitted)
+			l := &fakeLauncher{status: map[string]launcher.JobStatus{
+				"j1": {Containers: []launcher.ContainerStatus{cs(0, launcher.StateHeld, nil, "node lost its disk")}},
+			}}
+			f := &fakeJobs{active: []*jobs.Job{held}, launcher: l, allowRetry: tc.allow,
+				subs:   map[string][]jobs.SubJob{"j1": {sub(0, job.DownloadSubmitted, time.Time{})}},
+				failed: map[string]Failure{}, acct: map[string]jobs.Accounting{}}
+			r := New(Config{MaxLaunchRetries: tc.max}, f, nil, func() time.Time { return t0.Add(30 * time.Second) })
+			if err := r.Pass(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			_, retried := f.retried["j1"]
+			_, failed := f.failed["j1"]
+			if retried != tc.wantRetried || failed != tc.wantFailed {
+				t.Errorf("retried %v failed %v, want %v %v", retried, failed, tc.wantRetried, tc.wantFailed)
+			}
+			if retried && !strings.Contains(f.retried["j1"], "node lost its disk") {
+				t.Errorf("retry reason %q", f.retried["j1"])
+			}
+		})
 	}
 }
