@@ -46,6 +46,12 @@ func main() {
 }
 
 func run(argv []string) (int, error) {
+	if os.Getenv("CTS_AGENT_MODE") == "refdata" {
+		// Started by a launcher to stage reference data, not to run a job container.
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+		return runRefdata(ctx, os.LookupEnv, slog.New(slog.NewJSONHandler(os.Stderr, nil)))
+	}
 	if len(argv) > 0 && argv[0] == "check" {
 		return runCheck(argv[1:], os.Stdout)
 	}

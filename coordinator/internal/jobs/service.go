@@ -51,6 +51,12 @@ type Launcher interface {
 	Cancel(ctx context.Context, ref launcher.JobRef) error
 }
 
+// RefdataChecker reports whether reference data is ready at a site: nil, or a *ctserr.Error
+// (40060 unknown, 30400 not staged there yet).
+type RefdataChecker interface {
+	Ready(ctx context.Context, refdataID, site string) error
+}
+
 // Notifier is told that new transitions wait in the outbox.
 type Notifier interface{ Poke() }
 
@@ -90,6 +96,9 @@ type Config struct {
 	// SubmitInterval is how often the submitter looks for created jobs without a poke.
 	SubmitInterval time.Duration
 	Sites          []Site
+	// Refdata tells whether reference data is staged at a site (nil: images that need
+	// reference data are refused).
+	Refdata RefdataChecker
 }
 
 // User is the caller of a service method.
@@ -184,8 +193,18 @@ func (s *Service) Submit(ctx context.Context, u User, in *jobinput.JobInput) (st
 		return "", err
 	}
 	if img.RefdataID != "" {
-		return "", ctserr.New(ctserr.CodeUnsupportedOperation,
-			"Image %s requires reference data %s, which this service does not stage yet", img.NameWithDigest(), img.RefdataID)
+		// Reference §2.3 step 5: a mount point, and the data staged at the job's site.
+		if in.Params.RefdataMountPoint == "" && img.DefaultRefdataMountPoint == "" {
+			return "", ctserr.New(ctserr.CodeIllegalParameter,
+				"Image %s requires reference data %s; a refdata mount point must be provided", img.NameWithDigest(), img.RefdataID)
+		}
+		if s.cfg.Refdata == nil {
+			return "", ctserr.New(ctserr.CodeUnsupportedOperation,
+				"Image %s requires reference data %s, which this service does not stage", img.NameWithDigest(), img.RefdataID)
+		}
+		if err := s.cfg.Refdata.Ready(ctx, img.RefdataID, site.Name); err != nil {
+			return "", err
+		}
 	}
 	if err := s.checkOutputDir(ctx, in.OutputDir); err != nil {
 		return "", err

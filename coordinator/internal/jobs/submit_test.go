@@ -79,9 +79,17 @@ func TestSubmitRefusals(t *testing.T) {
 			code: ctserr.CodeNoSuchImage, msg: "No image docker.io/kbase/other with tag 'latest' exists in the system."},
 		{name: "image digest not registered", mod: func(in *jobinput.JobInput) { in.Image = "kbase/tool@" + refimgDigest },
 			code: ctserr.CodeNoSuchImage, msg: "No image docker.io/kbase/tool with digest " + refimgDigest + " exists in the system."},
-		{name: "image needs refdata", mod: func(in *jobinput.JobInput) { in.Image = "kbase/refimg:1" },
-			code: ctserr.CodeUnsupportedOperation,
-			msg:  "Image docker.io/kbase/refimg@" + refimgDigest + " requires reference data r1, which this service does not stage yet"},
+		{name: "image needs refdata, no mount point", mod: func(in *jobinput.JobInput) { in.Image = "kbase/refimg:1" },
+			code: ctserr.CodeIllegalParameter,
+			msg:  "Image docker.io/kbase/refimg@" + refimgDigest + " requires reference data r1; a refdata mount point must be provided"},
+		{name: "image needs refdata, no stager", mod: func(in *jobinput.JobInput) {
+			in.Image, in.Params.RefdataMountPoint = "kbase/refimg:1", "/refdata"
+		}, code: ctserr.CodeUnsupportedOperation,
+			msg: "Image docker.io/kbase/refimg@" + refimgDigest + " requires reference data r1, which this service does not stage"},
+		{name: "image needs refdata not staged at the site", mod: func(in *jobinput.JobInput) {
+			in.Image, in.Params.RefdataMountPoint = "kbase/refimg:1", "/refdata"
+		}, cfg: func(c *jobs.Config) { c.Refdata = refdataNotReady{} },
+			code: ctserr.CodeInvalidRefdataState, msg: "Reference data r1 is not yet ready at site kbase"},
 		{name: "output in the log dir", mod: func(in *jobinput.JobInput) { in.OutputDir = logDir + "/mine/" },
 			code: ctserr.CodeS3PathInaccessible, msg: "Jobs may not write to the log directory " + logDir + "/"},
 		{name: "output bucket missing", mod: func(in *jobinput.JobInput) { in.OutputDir = "nobucket/out/" },
@@ -398,4 +406,11 @@ func TestAssignment(t *testing.T) {
 			t.Fatalf("assignment of a canceling job: %+v, %v", a, err)
 		}
 	})
+}
+
+// refdataNotReady is a RefdataChecker (an interface jobs owns) for which nothing is staged.
+type refdataNotReady struct{}
+
+func (refdataNotReady) Ready(_ context.Context, id, site string) error {
+	return ctserr.New(ctserr.CodeInvalidRefdataState, "Reference data %s is not yet ready at site %s", id, site)
 }
