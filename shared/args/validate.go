@@ -363,3 +363,10 @@ func locKey(loc []any) string {
 func hasPrefix(loc, prefix []any) bool {
 	return len(prefix) <= len(loc) && slices.Equal(prefix, loc[:len(prefix)])
 }
+
+// ValidMountPoint reports whether p is an acceptable mount point: an absolute path of CTS word
+// characters, '.' and '-' (AbsolutePathPattern with Unicode word characters), at most 1024
+// characters, not "/" alone.
+func ValidMountPoint(p string) bool {
+	return utf8.RuneCountInString(p) <= maxMountPoint && absolutePathRE.MatchString(p)
+}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -14,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/kbase/cts/coordinator/internal/ctserr"
+	"github.com/kbase/cts/shared/args"
 )
 
 // Ref is a parsed image reference: the normalised name (registry host + repository, Docker Hub
@@ -115,13 +118,89 @@ func (r Ref) remote(withDigest bool) (name.Reference, error) {
 type Registration struct {
 	URLs       []string `json:"urls,omitempty"`
 	UsageNotes string   `json:"usage_notes,omitempty"`
+	// FromImage names a registered image whose usage fields (and reference data settings)
+	// are copied where this registration leaves them unset.
+	FromImage string `json:"from_image,omitempty"`
+	// RefdataID and DefaultRefdataMountPoint come from the query string of the route.
+	RefdataID                string `json:"-"`
+	DefaultRefdataMountPoint string `json:"-"`
+}
+
+// Limits of a registration (reference §4.1).
+const (
+	MaxURLs       = 20
+	MaxUsageNotes = 10000
+	MaxFromImage  = 1000
+)
+
+// RefdataExists checks that reference data is registered: nil, or a *ctserr.Error (40060).
+type RefdataExists func(ctx context.Context, id string) error
+
+// SetRefdata makes registrations that name reference data check that it exists. Without it,
+// such registrations are refused.
+func (m *Manager) SetRefdata(f RefdataExists) { m.refdata = f }
+
+// resolveRegistration applies reference §4.2 steps 1–3: fields copied from from_image, the
+// mount point rules, and the reference data's existence.
+func (m *Manager) resolveRegistration(ctx context.Context, reg Registration) (Registration, error) {
+	if len(reg.URLs) > MaxURLs {
+		return reg, ctserr.New(ctserr.CodeIllegalParameter, "At most %d urls may be provided", MaxURLs)
+	}
+	for _, u := range reg.URLs {
+		pu, err := url.Parse(u)
+		if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			return reg, ctserr.New(ctserr.CodeIllegalParameter, "Illegal url %q: an absolute http or https URL is required", u)
+		}
+	}
+	if utf8.RuneCountInString(reg.UsageNotes) > MaxUsageNotes {
+		return reg, ctserr.New(ctserr.CodeIllegalParameter, "usage_notes may be at most %d characters", MaxUsageNotes)
+	}
+	if reg.FromImage != "" {
+		if utf8.RuneCountInString(reg.FromImage) > MaxFromImage {
+			return reg, ctserr.New(ctserr.CodeIllegalParameter, "from_image may be at most %d characters", MaxFromImage)
+		}
+		from, err := m.Resolve(ctx, reg.FromImage)
+		if err != nil {
+			return reg, err
+		}
+		if reg.URLs == nil {
+			reg.URLs = from.URLs
+		}
+		if reg.UsageNotes == "" {
+			reg.UsageNotes = from.UsageNotes
+		}
+		if reg.RefdataID == "" {
+			reg.RefdataID = from.RefdataID
+		}
+		if reg.DefaultRefdataMountPoint == "" {
+			reg.DefaultRefdataMountPoint = from.DefaultRefdataMountPoint
+		}
+	}
+	if reg.DefaultRefdataMountPoint != "" {
+		if reg.RefdataID == "" {
+			return reg, ctserr.New(ctserr.CodeIllegalParameter, "If a refdata mount point is provided a refdata ID must be provided.")
+		}
+		if !args.ValidMountPoint(reg.DefaultRefdataMountPoint) {
+			return reg, ctserr.New(ctserr.CodeIllegalParameter, "The refdata mount point %q must be an absolute path matching %s", reg.DefaultRefdataMountPoint, args.AbsolutePathPattern)
+		}
+	}
+	if reg.RefdataID != "" {
+		if m.refdata == nil {
+			return reg, ctserr.New(ctserr.CodeUnsupportedOperation, "Reference data is not available in this service")
+		}
+		if err := m.refdata(ctx, reg.RefdataID); err != nil {
+			return reg, err
+		}
+	}
+	return reg, nil
 }
 
 // Manager registers and resolves images.
 type Manager struct {
-	store Store
-	opts  []remote.Option
-	now   func() time.Time
+	store   Store
+	opts    []remote.Option
+	now     func() time.Time
+	refdata RefdataExists
 }
 
 // NewManager returns a Manager. Registry credentials come from the standard Docker
@@ -138,6 +217,9 @@ func NewManager(store Store, opts ...remote.Option) *Manager {
 func (m *Manager) Register(ctx context.Context, by, imageID string, reg Registration) (*Image, error) {
 	r, err := ParseRef(imageID)
 	if err != nil {
+		return nil, err
+	}
+	if reg, err = m.resolveRegistration(ctx, reg); err != nil {
 		return nil, err
 	}
 	opts := append([]remote.Option{remote.WithContext(ctx)}, m.opts...)
@@ -176,6 +258,7 @@ func (m *Manager) Register(ctx context.Context, by, imageID string, reg Registra
 	out := Image{
 		Name: r.Name, Digest: r.Digest, Tag: r.Tag, Entrypoint: cfg.Config.Entrypoint,
 		RegisteredBy: by, RegisteredOn: m.now(), URLs: reg.URLs, UsageNotes: reg.UsageNotes,
+		RefdataID: reg.RefdataID, DefaultRefdataMountPoint: reg.DefaultRefdataMountPoint,
 	}
 	switch err := m.store.SaveImage(ctx, out); {
 	case errors.Is(err, ErrDigestExists):

@@ -324,3 +324,70 @@ func TestRegisterFetchMessages(t *testing.T) {
 		})
 	}
 }
+
+// TestRegisterRefdataAndFromImage covers reference §4.2 steps 1–3: usage fields and refdata
+// settings copied from from_image (the request wins), the mount point rules, and the check
+// that the reference data exists.
+func TestRegisterRefdataAndFromImage(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+	host := f.reg.Host()
+	f.push(t, "test/ref:1", "one", []string{"/x"})
+	f.push(t, "test/ref:2", "two", []string{"/x"})
+	f.push(t, "test/ref:3", "three", []string{"/x"})
+	known := map[string]bool{"rd1": true}
+	exists := func(_ context.Context, id string) error {
+		if !known[id] {
+			return ctserr.New(ctserr.CodeNoSuchRefdata, "No reference data with ID '%s' exists", id)
+		}
+		return nil
+	}
+
+	_, err := f.m.Register(ctx, "admin", host+"/test/ref:1", images.Registration{RefdataID: "rd1"})
+	wantCTSErr(t, err, ctserr.CodeUnsupportedOperation, "Reference data is not available in this service")
+	f.m.SetRefdata(exists)
+
+	for _, tc := range []struct {
+		name string
+		reg  images.Registration
+		code ctserr.Code
+		msg  string
+	}{
+		{"mount point without refdata", images.Registration{DefaultRefdataMountPoint: "/ref"},
+			ctserr.CodeIllegalParameter, "If a refdata mount point is provided a refdata ID must be provided."},
+		{"relative mount point", images.Registration{RefdataID: "rd1", DefaultRefdataMountPoint: "ref"},
+			ctserr.CodeIllegalParameter, `The refdata mount point "ref" must be an absolute path matching ^/(?:[\w.-]+/)*[\w.-]+/?$`},
+		{"unknown refdata", images.Registration{RefdataID: "nope"}, ctserr.CodeNoSuchRefdata, "No reference data with ID 'nope' exists"},
+		{"bad url", images.Registration{URLs: []string{"ftp://x"}}, ctserr.CodeIllegalParameter, `Illegal url "ftp://x": an absolute http or https URL is required`},
+		{"unknown from_image", images.Registration{FromImage: host + "/test/none:1"}, ctserr.CodeNoSuchImage, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := f.m.Register(ctx, "admin", host+"/test/ref:1", tc.reg)
+			wantCTSErr(t, err, tc.code, tc.msg)
+		})
+	}
+
+	first, err := f.m.Register(ctx, "admin", host+"/test/ref:1", images.Registration{
+		RefdataID: "rd1", DefaultRefdataMountPoint: "/refdata", URLs: []string{"https://example.org/doc"}, UsageNotes: "notes",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.RefdataID != "rd1" || first.DefaultRefdataMountPoint != "/refdata" {
+		t.Fatalf("registered %+v", first)
+	}
+	// from_image copies what the request leaves unset.
+	second, err := f.m.Register(ctx, "admin", host+"/test/ref:2", images.Registration{FromImage: host + "/test/ref:1", UsageNotes: "mine"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.RefdataID != "rd1" || second.DefaultRefdataMountPoint != "/refdata" || second.UsageNotes != "mine" ||
+		len(second.URLs) != 1 || second.URLs[0] != "https://example.org/doc" {
+		t.Errorf("from_image copy: %+v", second)
+	}
+	// Stored and resolved as registered.
+	got, err := f.m.Resolve(ctx, host+"/test/ref:2")
+	if err != nil || got.RefdataID != "rd1" || got.DefaultRefdataMountPoint != "/refdata" {
+		t.Errorf("resolved %+v, %v", got, err)
+	}
+}
