@@ -1,7 +1,8 @@
 // Package app is the coordinator's composition root: it builds every component from a
 // config.Config (store, notifier, auth client, S3, image manager, launcher plugins, jobs
-// service, REST API, agent endpoint), serves HTTP, runs the background loops, and stops them
-// all in order. cmd/cts-coordinator, dev mode and the end-to-end tests use it.
+// service, REST API, agent endpoint, metrics and probes), serves HTTP, runs the background
+// loops, and stops them all in order. cmd/cts-coordinator, dev mode and the end-to-end tests
+// use it.
 package app
 
 import (
@@ -13,8 +14,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kbase/cts/coordinator/internal/agentws"
@@ -23,10 +27,12 @@ import (
 	"github.com/kbase/cts/coordinator/internal/config"
 	"github.com/kbase/cts/coordinator/internal/images"
 	"github.com/kbase/cts/coordinator/internal/jobs"
+	"github.com/kbase/cts/coordinator/internal/metrics"
 	"github.com/kbase/cts/coordinator/internal/notify"
 	"github.com/kbase/cts/coordinator/internal/objects"
 	"github.com/kbase/cts/coordinator/internal/reconcile"
 	"github.com/kbase/cts/coordinator/internal/store"
+	"github.com/kbase/cts/shared/job"
 	"github.com/kbase/cts/shared/launcher"
 )
 
@@ -61,6 +67,10 @@ type App struct {
 	jobs      *jobs.Service
 	agents    *agentws.Handler
 	launchers []*launcher.Client
+	metrics   *metrics.Metrics
+	// counts is a second MongoDB client for the metrics counts and the readiness probe, so
+	// that neither competes with the store's pool.
+	counts *mongo.Client
 }
 
 // New builds the coordinator and binds its listener; nothing runs until Run.
@@ -68,6 +78,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error) 
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid configuration: %w", err)
 	}
+	// Every line logged while serving a request carries its request_id.
+	log = slog.New(api.LogHandler(log.Handler()))
 	a = &App{cfg: cfg, log: log}
 	defer func() {
 		if err != nil {
@@ -94,6 +106,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error) 
 		Region: cfg.S3.Region, Insecure: cfg.S3.Insecure,
 	}))
 	imgs := images.NewManager(a.store)
+	a.metrics = metrics.New(metrics.Options{Version: Version, GitHash: GitHash, Agents: func() int { return a.agents.Connected() },
+		Log: log.With("component", "metrics")})
+	a.counts, err = mongo.Connect(options.Client().ApplyURI(cfg.Mongo.URI))
+	if err != nil {
+		return nil, fmt.Errorf("connect to MongoDB for metrics: %w", err)
+	}
 
 	var sites []jobs.Site
 	for _, sc := range cfg.Sites {
@@ -122,7 +140,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error) 
 		ServiceURL: cfg.ServiceURL, S3URL: s3url, S3AccessKey: cfg.S3.AccessKey, S3Insecure: cfg.S3.Insecure,
 		LogDir: cfg.Jobs.LogDir, AllowedPaths: cfg.Jobs.AllowedPaths, MaxCPUHours: cfg.Jobs.MaxCPUHours,
 		SubmitInterval: cfg.Jobs.SubmitInterval, Sites: sites,
-	}, a.store, objs, imgs, a.notifier, log.With("component", "jobs"))
+	}, &meteredStore{a.store, a.metrics}, &meteredObjects{objs, a.metrics}, imgs, a.notifier, log.With("component", "jobs"))
 	if err := a.jobs.InitSites(ctx); err != nil {
 		return nil, err
 	}
@@ -130,14 +148,28 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error) 
 	var apiSrv *api.Server
 	a.agents = agentws.New(agentws.Config{}, a.jobs, func(r *http.Request) error { return apiSrv.AuthorizeExecutor(r) },
 		log.With("component", "agentws"), func(w http.ResponseWriter, r *http.Request, err error) { apiSrv.WriteError(w, r, err) })
-	apiSrv = api.New(api.Config{Version: Version, GitHash: GitHash, AllowedPaths: cfg.Jobs.AllowedPaths, Notifier: a.notifier},
+	apiSrv = api.New(api.Config{Version: Version, GitHash: GitHash, AllowedPaths: cfg.Jobs.AllowedPaths, Notifier: a.notifier,
+		LiveLogs: a.agents, AgentBinary: cfg.AgentBinary, Observer: a.metrics},
 		authc, a.jobs, imgs, objs, a.agents, log.With("component", "api"))
+
+	// The probes and the metrics sit beside the API, outside its token handling: they need no
+	// auth, and a probe must not depend on auth2.
+	logBucket, _, _ := strings.Cut(strings.Trim(cfg.Jobs.LogDir, "/"), "/")
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", a.metrics.Handler())
+	mux.Handle("GET /healthz", metrics.Healthy())
+	mux.Handle("GET /readyz", metrics.Ready([]metrics.Check{
+		metrics.MongoCheck(a.counts), metrics.S3Check(objs.Client(), logBucket), metrics.KafkaCheck(cfg.Kafka.Brokers),
+	}, cfg.Observability.ReadyTimeout))
+	mux.Handle("/", apiSrv)
 
 	a.ln, err = net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
-	a.srv = &http.Server{Handler: apiSrv, ReadHeaderTimeout: 10 * time.Second}
+	a.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// Live log streams never go idle: end them, or Shutdown would wait for its timeout.
+	a.srv.RegisterOnShutdown(apiSrv.CloseStreams)
 	return a, nil
 }
 
@@ -156,6 +188,9 @@ func (a *App) Run(ctx context.Context) error {
 	g.Go(func() error { return a.jobs.RunSubmitter(gctx) })
 	g.Go(func() error { return a.notifier.Run(gctx) })
 	g.Go(func() error {
+		return a.metrics.RunCounter(gctx, metrics.NewMongoCounter(a.counts.Database(a.cfg.Mongo.Database)), a.cfg.Observability.CountInterval)
+	})
+	g.Go(func() error {
 		return a.jobs.RunCleaner(gctx, jobs.CleanerConfig{
 			Interval: a.cfg.Jobs.CleanInterval, Jitter: a.cfg.Jobs.CleanJitter, Age: a.cfg.Jobs.CleanAge,
 		})
@@ -165,7 +200,7 @@ func (a *App) Run(ctx context.Context) error {
 		Interval: rc.Interval, HeartbeatDeadline: rc.HeartbeatDeadline, ConnectDeadline: rc.ConnectDeadline,
 		SubmitDeadline: rc.SubmitDeadline, CancelDeadline: rc.CancelDeadline, IdleDeadline: rc.IdleDeadline,
 		RuntimeGrace: rc.RuntimeGrace, MaxLaunchRetries: rc.MaxLaunchRetries,
-	}, a.jobs, a.log.With("component", "reconcile"), nil)
+	}, &meteredJobs{a.jobs, a.metrics}, a.log.With("component", "reconcile"), nil)
 	g.Go(func() error { return rec.Run(gctx) })
 	g.Go(func() error {
 		<-gctx.Done()
@@ -192,7 +227,83 @@ func (a *App) close(ctx context.Context) {
 	if a.store != nil {
 		_ = a.store.Close(ctx)
 	}
+	if a.counts != nil {
+		_ = a.counts.Disconnect(ctx)
+	}
 	if a.ln != nil {
 		_ = a.ln.Close()
 	}
+}
+
+// The decorators below feed the metrics from the jobs service's dependencies (STYLE: add
+// behaviour by decorating, not by flags inside implementations). Each embeds the concrete
+// type, so the optional capabilities the jobs service finds by type assertion
+// (jobs.ReconcileStore, jobs.LaunchStore, ...) stay visible through it.
+
+// meteredStore counts job transitions and, when a job completes, its bytes transferred.
+type meteredStore struct {
+	*store.Store
+	m *metrics.Metrics
+}
+
+var (
+	_ jobs.Store          = (*meteredStore)(nil)
+	_ jobs.ReconcileStore = (*meteredStore)(nil)
+	_ jobs.LaunchStore    = (*meteredStore)(nil)
+)
+
+func (s *meteredStore) TransitionJob(ctx context.Context, id string, from []job.State, t jobs.Transition, u jobs.JobUpdate) (*jobs.Job, error) {
+	j, err := s.Store.TransitionJob(ctx, id, from, t, u)
+	if err == nil {
+		s.m.JobTransition(j, u.Outputs)
+	}
+	return j, err
+}
+
+// meteredObjects records the sizes the output verification reads, for the transfer counters.
+type meteredObjects struct {
+	*objects.Objects
+	m *metrics.Metrics
+}
+
+var _ jobs.Objects = (*meteredObjects)(nil)
+
+func (o *meteredObjects) Head(ctx context.Context, p string) (jobs.ObjectMeta, error) {
+	meta, err := o.Objects.Head(ctx, p)
+	if err == nil {
+		o.m.ObjectSize(p, meta.Size)
+	}
+	return meta, err
+}
+
+// meteredJobs counts the reconciler's actions.
+type meteredJobs struct {
+	*jobs.Service
+	m *metrics.Metrics
+}
+
+var _ reconcile.Jobs = (*meteredJobs)(nil)
+
+func (j *meteredJobs) FailJob(ctx context.Context, id, adminErr, userErr string) (bool, error) {
+	ended, err := j.Service.FailJob(ctx, id, adminErr, userErr)
+	if ended {
+		j.m.ReconcilerAction(metrics.ActionFailJob)
+	}
+	return ended, err
+}
+
+func (j *meteredJobs) RetryLaunch(ctx context.Context, id, reason string, maxRetries int) (bool, error) {
+	retried, err := j.Service.RetryLaunch(ctx, id, reason, maxRetries)
+	if retried {
+		j.m.ReconcilerAction(metrics.ActionRetryLaunch)
+	}
+	return retried, err
+}
+
+func (j *meteredJobs) RecordAccounting(ctx context.Context, id string, acc jobs.Accounting) error {
+	err := j.Service.RecordAccounting(ctx, id, acc)
+	if err == nil {
+		j.m.ReconcilerAction(metrics.ActionRecordAccounting)
+	}
+	return err
 }

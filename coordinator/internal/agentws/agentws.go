@@ -93,6 +93,14 @@ func (h *Handler) Wait() {
 	h.wg.Wait()
 }
 
+// Connected is the number of agent sessions open on this replica (dry runs included), for
+// the connected-agents gauge.
+func (h *Handler) Connected() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.conns)
+}
+
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := h.authz(r); err != nil {
 		h.ErrorWriter(w, r, err)

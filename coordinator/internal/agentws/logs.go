@@ -126,6 +126,14 @@ func (b *logBook) tail(job string, container int) []LogLine {
 }
 
 func (b *logBook) subscribe(job string, container int, buffer int) (<-chan LogLine, func()) {
+	_, ch, cancel := b.follow(job, container, buffer, false)
+	return ch, cancel
+}
+
+// follow subscribes to a container's lines and, when withTail is set, returns its current
+// tail taken under the same lock: no line is both in the tail and on the channel, and none
+// falls between them.
+func (b *logBook) follow(job string, container int, buffer int, withTail bool) ([]LogLine, <-chan LogLine, func()) {
 	if buffer <= 0 {
 		buffer = 256
 	}
@@ -140,10 +148,16 @@ func (b *logBook) subscribe(job string, container int, buffer int) (<-chan LogLi
 		r = &ring{subs: map[chan LogLine]struct{}{}, last: time.Now()}
 		b.rings[k] = r
 	}
+	var tail []LogLine
+	if withTail {
+		tail = make([]LogLine, 0, len(r.lines))
+		tail = append(tail, r.lines[r.start:]...)
+		tail = append(tail, r.lines[:r.start]...)
+	}
 	r.subs[ch] = struct{}{}
 	b.mu.Unlock()
 	var once sync.Once
-	return ch, func() {
+	return tail, ch, func() {
 		once.Do(func() {
 			b.mu.Lock()
 			defer b.mu.Unlock()
@@ -169,6 +183,13 @@ func (h *Handler) Tail(jobID string, container int) []LogLine {
 // followers never slow down an agent. Call Tail first for the recent past.
 func (h *Handler) Subscribe(jobID string, container int, buffer int) (<-chan LogLine, func()) {
 	return h.logs.subscribe(jobID, container, buffer)
+}
+
+// Follow is Tail and Subscribe in one step: the recent lines, then every later line on the
+// channel, with none missed or repeated in between. The channel and cancel behave as
+// Subscribe's. Live log streams (GET .../live) use it.
+func (h *Handler) Follow(jobID string, container int, buffer int) (tail []LogLine, lines <-chan LogLine, cancel func()) {
+	return h.logs.follow(jobID, container, buffer, true)
 }
 
 // String renders a line for a plain-text follower: "stderr: text".

@@ -97,3 +97,48 @@ func TestDryRunHelloRecordsNothing(t *testing.T) {
 	}
 
 }
+
+// TestLiveLogsFollow checks that Follow hands over the tail and then every later line, with
+// no line repeated or lost between the two, and that Connected counts open sessions.
+func TestLiveLogsFollow(t *testing.T) {
+	f := newFixture(t, agentws.Config{})
+	if n := f.h.Connected(); n != 0 {
+		t.Fatalf("Connected = %d before any agent", n)
+	}
+	c := f.dial(t)
+	send(t, c, hello)
+	mustRecv[protocol.Assignment](t, c)
+	if n := f.h.Connected(); n != 1 {
+		t.Errorf("Connected = %d with one agent", n)
+	}
+	send(t, c, protocol.Log{Stream: "stdout", Lines: []string{"a", "b"}})
+	send(t, c, protocol.Event{Seq: 1, State: job.JobSubmitting})
+	mustRecv[protocol.Ack](t, c)
+
+	tail, lines, stop := f.h.Follow("job1", 1, 10)
+	defer stop()
+	if got := strings.Join(texts(tail), "|"); got != "stdout: a|stdout: b" {
+		t.Fatalf("tail %q", got)
+	}
+	send(t, c, protocol.Log{Stream: "stderr", Lines: []string{"c"}})
+	select {
+	case l := <-lines:
+		if l.String() != "stderr: c" {
+			t.Fatalf("followed %q, want the line after the tail", l.String())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no line followed")
+	}
+	stop()
+	if _, ok := <-lines; ok {
+		t.Error("channel open after cancel")
+	}
+	_ = c.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for f.h.Connected() != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := f.h.Connected(); n != 0 {
+		t.Errorf("Connected = %d after the agent left", n)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -58,6 +59,17 @@ type Config struct {
 	MaxBodyBytes int64
 	// Notifier serves the notification admin routes; without it they answer 400/60000.
 	Notifier Notifications
+	// LiveLogs serves the live log streams (GET .../live); without it they answer 400/60000.
+	LiveLogs LiveLogs
+	// LiveLogHeartbeat is the time between heartbeat comments of a live log stream (default
+	// 15 s: proxies close idle connections); LiveLogPoll how often a stream checks whether its
+	// job has ended (default 5 s).
+	LiveLogHeartbeat, LiveLogPoll time.Duration
+	// AgentBinary is the path of the static cts-agent served at GET /external_exec/files/cts-agent
+	// (empty: that route answers 404).
+	AgentBinary string
+	// Observer, when set, records every request (metrics).
+	Observer Observer
 }
 
 // Server is the REST API.
@@ -71,6 +83,10 @@ type Server struct {
 	log    *slog.Logger
 	mux    *http.ServeMux
 	table  []route
+	agent  *fileServer
+	// closing ends the live log streams when the server shuts down (CloseStreams).
+	closing   chan struct{}
+	closeOnce sync.Once
 }
 
 // New returns the API handler. agents serves the agent websocket at protocol.Path.
@@ -78,7 +94,18 @@ func New(cfg Config, a Authenticator, js *jobs.Service, im *images.Manager, logs
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 16 << 20
 	}
-	s := &Server{cfg: cfg, auth: a, jobs: js, images: im, logs: logs, agents: agents, log: log, mux: http.NewServeMux()}
+	if cfg.LiveLogHeartbeat <= 0 {
+		cfg.LiveLogHeartbeat = 15 * time.Second
+	}
+	if cfg.LiveLogPoll <= 0 {
+		cfg.LiveLogPoll = 5 * time.Second
+	}
+	log = slog.New(LogHandler(log.Handler()))
+	s := &Server{cfg: cfg, auth: a, jobs: js, images: im, logs: logs, agents: agents, log: log, mux: http.NewServeMux(),
+		closing: make(chan struct{})}
+	if cfg.AgentBinary != "" {
+		s.agent = &fileServer{path: cfg.AgentBinary, name: agentFileName}
+	}
 	s.routes()
 	return s
 }
@@ -148,12 +175,21 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w, code: 200}
 	s.mux.ServeHTTP(sw, r)
+	d := time.Since(start)
+	route := routeLabel(r)
+	streaming := sw.code == http.StatusSwitchingProtocols || strings.HasPrefix(sw.Header().Get("Content-Type"), eventStream)
+	if s.cfg.Observer != nil {
+		s.cfg.Observer.ObserveRequest(route, r.Method, sw.code, d, streaming)
+	}
 	user := ""
 	if u := userOf(r); u != nil {
 		user = u.Name
 	}
-	s.log.DebugContext(ctx, "request", "request_id", rid, "method", r.Method, "path", r.URL.Path, "status", sw.code,
-		"user", user, "duration_ms", time.Since(start).Milliseconds())
+	attrs := []any{"method", r.Method, "path", r.URL.Path, "route", route, "status", sw.code, "user", user, "duration_ms", d.Milliseconds()}
+	if id := r.PathValue("job_id"); id != "" {
+		attrs = append(attrs, "job_id", id)
+	}
+	s.log.DebugContext(ctx, "request", attrs...)
 }
 
 type statusWriter struct {
@@ -200,7 +236,11 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	u := userOf(r)
 	var ce *ctserr.Error
 	if !errors.As(err, &ce) {
-		s.log.ErrorContext(r.Context(), "request failed", "request_id", requestID(r), "path", r.URL.Path, "error", err)
+		attrs := []any{"path", r.URL.Path, "error", err}
+		if id := r.PathValue("job_id"); id != "" {
+			attrs = append(attrs, "job_id", id)
+		}
+		s.log.ErrorContext(r.Context(), "request failed", attrs...)
 	}
 	ctserr.Write(w, err, requestID(r), u != nil && u.Admin)
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/kbase/cts/coordinator/devstack"
 	"github.com/kbase/cts/coordinator/devstack/auth2"
+	"github.com/kbase/cts/coordinator/internal/agentws"
 	"github.com/kbase/cts/coordinator/internal/api"
 	"github.com/kbase/cts/coordinator/internal/auth"
 	"github.com/kbase/cts/coordinator/internal/images"
@@ -47,6 +48,9 @@ const (
 // jobs stay where the API puts them, and tests move them further through the store.
 type fixture struct {
 	url   string
+	srv   *api.Server
+	live  *agentws.Handler // the agent endpoint, also the live log source
+	obs   *fakeObserver
 	st    *store.Store
 	objs  *objects.Objects
 	reg   *devstack.Registry
@@ -61,6 +65,12 @@ var (
 )
 
 func newFixture(t testing.TB) *fixture {
+	t.Helper()
+	return newFixtureWith(t, nil)
+}
+
+// newFixtureWith is newFixture with a hook that may change the API configuration.
+func newFixtureWith(t testing.TB, configure func(*api.Config)) *fixture {
 	t.Helper()
 	ctx := t.Context()
 	a2 := auth2.New(
@@ -94,10 +104,24 @@ func newFixture(t testing.TB) *fixture {
 		Sites: []jobs.Site{{Name: "kbase", CPUsPerNode: 8, MemoryPerNodeGB: 10, MaxRuntimeMin: 100}},
 	}, st, objs, imgs, nopNotifier{}, log)
 	notes := &fakeNotifications{}
-	srv := httptest.NewServer(api.New(api.Config{Version: "1.2.3", GitHash: "abc123", AllowedPaths: nil, Notifier: notes}, ac, svc, imgs, objs, nil, log))
-	t.Cleanup(srv.Close)
+	obs := &fakeObserver{}
+	var apiSrv *api.Server
+	live := agentws.New(agentws.Config{}, svc, func(r *http.Request) error { return apiSrv.AuthorizeExecutor(r) }, log,
+		func(w http.ResponseWriter, r *http.Request, err error) { apiSrv.WriteError(w, r, err) })
+	cfg := api.Config{Version: "1.2.3", GitHash: "abc123", AllowedPaths: nil, Notifier: notes, LiveLogs: live,
+		LiveLogHeartbeat: 100 * time.Millisecond, LiveLogPoll: 50 * time.Millisecond, Observer: obs}
+	if configure != nil {
+		configure(&cfg)
+	}
+	apiSrv = api.New(cfg, ac, svc, imgs, objs, live, log)
+	srv := httptest.NewServer(apiSrv)
+	t.Cleanup(func() {
+		apiSrv.CloseStreams()
+		srv.Close()
+		live.Wait()
+	})
 
-	f := &fixture{url: srv.URL, st: st, objs: objs, reg: devstack.TestRegistry(t), svc: svc, notes: notes}
+	f := &fixture{url: srv.URL, srv: apiSrv, live: live, obs: obs, st: st, objs: objs, reg: devstack.TestRegistry(t), svc: svc, notes: notes}
 	img, err := imagebuild.Build([]imagebuild.File{{Path: "/marker", Data: []byte("x")}}, []string{"/bin/tool"}, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -87,6 +87,8 @@ func openapiAuth(level string) string {
 	switch level {
 	case authAdminExecutor:
 		return openapi.AuthAdmin + "|" + openapi.AuthExecutor
+	case authOwnerAdmin:
+		return openapi.AuthOwner + "|" + openapi.AuthAdmin
 	default:
 		return level // the other names are the same
 	}
@@ -100,7 +102,13 @@ func openapiRoute(rt route) openapi.Route {
 	if rt.Request != nil && rt.Pattern != "/jobs" {
 		o.RequestOptional = strings.HasPrefix(rt.Pattern, "/admin/images/")
 	}
-	if rt.ContentType != "" {
+	switch {
+	case rt.ContentType == eventStream:
+		o.Response = openapi.RawResponse{ContentType: rt.ContentType}
+	case rt.ContentType != "" && rt.Tag == "Files":
+		o.Response = openapi.RawResponse{ContentType: rt.ContentType, Headers: map[string]string{
+			"ETag": "the file's SHA-256: \"sha256:<hex>\"", "Content-Disposition": "attachment; filename=cts-agent"}}
+	case rt.ContentType != "":
 		o.Response = openapi.RawResponse{ContentType: rt.ContentType,
 			Headers: map[string]string{"Content-Disposition": "attachment; filename=container-<n>-<stream>.txt"}}
 	}
@@ -115,6 +123,9 @@ func openapiRoute(rt route) openapi.Route {
 	}
 	if rt.Auth != authNone && rt.Auth != authUser {
 		errs[403] = true
+	}
+	if rt.Tag == "Files" {
+		errs[404] = true
 	}
 	for _, p := range rt.Params {
 		if p.In == "path" && (p.Name == "job_id" || p.Name == "image_id") {

@@ -33,6 +33,8 @@ func TestOpenAPI(t *testing.T) {
 		"put /admin/jobs/{job_id}/meta", "put /admin/jobs/{job_id}/notify", "delete /admin/jobs/{job_id}/clean",
 		"put /admin/sites/{site}/active", "delete /admin/sites/{site}/active", "get /admin/clients/nersc", "post /admin/unsent_notifications",
 		"get /callback/download/{job_id}", "put /external_exec/jobs/{job_id}/container/{container_num}/update/{new_state}",
+		"get /jobs/{job_id}/log/{container_num}/stdout/live", "get /jobs/{job_id}/log/{container_num}/stderr/live",
+		"get /external_exec/files/cts-agent",
 	} {
 		method, path, _ := strings.Cut(want, " ")
 		if _, ok := doc.Paths[path][method]; !ok {

@@ -12,7 +12,17 @@ const (
 	authAdmin         = "admin"
 	authAdminExecutor = "admin or executor"
 	authExecutor      = "executor"
+	// authOwnerAdmin is the job's owner or any admin (live logs).
+	authOwnerAdmin = "owner or admin"
 )
+
+// liveSummary describes a live log route.
+func liveSummary(stream string) string {
+	return "Follow a container's standard " + stream + " live, as server-sent events: first the recent lines, then each " +
+		"line as the agent sends it (`data: <line>`), a `: heartbeat` comment every 15 seconds, and `event: end` with " +
+		"`{\"state\": ...}` once the job has ended. Lines are best effort (the complete log is stored when the container " +
+		"ends) and are kept by the coordinator replica the agent is connected to."
+}
 
 // route is one REST route: what the mux serves and what the OpenAPI document says of it.
 // Request and Response are values of the Go types the handler decodes and encodes.
@@ -81,6 +91,10 @@ func (s *Server) routeTable() []route {
 		{Method: "GET", Pattern: "/jobs/{job_id}/log/{container_num}/stderr", Tag: "Jobs", Summary: "A container's standard error",
 			Auth: authOwner, Status: 200, ContentType: "text/plain; charset=utf-8", Params: []param{pJobID, pContainer, pSeek, pLength},
 			handler: s.containerLog("stderr")},
+		{Method: "GET", Pattern: "/jobs/{job_id}/log/{container_num}/stdout/live", Tag: "Jobs", Summary: liveSummary("output"),
+			Auth: authOwnerAdmin, Status: 200, ContentType: eventStream, Params: []param{pJobID, pContainer}, handler: s.liveLog("stdout")},
+		{Method: "GET", Pattern: "/jobs/{job_id}/log/{container_num}/stderr/live", Tag: "Jobs", Summary: liveSummary("error"),
+			Auth: authOwnerAdmin, Status: 200, ContentType: eventStream, Params: []param{pJobID, pContainer}, handler: s.liveLog("stderr")},
 		{Method: "PUT", Pattern: "/jobs/{job_id}/cancel", Tag: "Jobs", Summary: "Cancel a job", Auth: authOwner, Status: 204,
 			Params: []param{pJobID}, handler: s.cancel},
 
@@ -143,6 +157,10 @@ func (s *Server) routeTable() []route {
 			Summary: "The Python executor's container update. Answers 400 with app code 100000: agents report over the agent websocket.",
 			Auth:    authExecutor, Status: 204, handler: s.unsupported(authExecutor, msgNoExecutorREST),
 			Params: []param{pJobID, pContainer, {In: "path", Name: "new_state", Type: "string"}}},
+		{Method: "GET", Pattern: "/external_exec/files/" + agentFileName, Tag: "Files",
+			Summary: "The static cts-agent binary (linux), for launchers that download it (the HTCondor plugin's agent_url). " +
+				"404 when the service has no agent_binary configured.",
+			Auth: authNone, Status: 200, ContentType: "application/octet-stream", handler: s.agentBinary},
 		{Method: "GET", Pattern: "/external_exec/files/condor/executable.sh", Tag: "Not supported",
 			Summary: "The Python executor's worker script. Answers 400 with app code 100000: workers run the cts-agent binary.",
 			Auth:    authNone, Status: 200, handler: s.unsupported(authNone, msgNoExecutorFiles)},

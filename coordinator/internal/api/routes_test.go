@@ -54,6 +54,11 @@ func TestRouteAuthMatrix(t *testing.T) {
 	id := f.submit(t, alice)       // alice's job, left in created
 	cancelID := f.submit(t, alice) // for the owner cancel
 	adminCancelID := f.submit(t, alice)
+	endedID := f.submit(t, alice) // ended: its live log streams end at once
+	if _, err := f.st.TransitionJob(t.Context(), endedID, []job.State{job.Created}, jobs.Transition{State: job.Error, Time: time.Now()},
+		jobs.JobUpdate{Error: "e", AdminError: "ae"}); err != nil {
+		t.Fatal(err)
+	}
 
 	type level struct{ name, authz string }
 	levels := []level{
@@ -83,6 +88,8 @@ func TestRouteAuthMatrix(t *testing.T) {
 		{"GET", j + "/exit_codes", "", "owner", ok{200, 0}},
 		{"GET", j + "/log/0/stdout", "", "owner", ok{404, 40070}},
 		{"GET", j + "/log/0/stderr", "", "owner", ok{404, 40070}},
+		{"GET", "/jobs/" + endedID + "/log/0/stdout/live", "", "owner or admin", ok{200, 0}},
+		{"GET", "/jobs/" + endedID + "/log/0/stderr/live", "", "owner or admin", ok{200, 0}},
 		{"PUT", "/jobs/" + cancelID + "/cancel", "", "owner", ok{204, 0}},
 		{"GET", "/images", "", "none", ok{200, 0}},
 		{"GET", "/images/" + img, "", "none", ok{200, 0}},
@@ -110,6 +117,7 @@ func TestRouteAuthMatrix(t *testing.T) {
 		{"PUT", "/external_exec/jobs/" + id + "/container/0/update/complete", "{}", "executor", ok{400, 100000}},
 		{"GET", "/external_exec/files/condor/executable.sh", "", "none", ok{400, 100000}},
 		{"GET", "/external_exec/files/code_archive.tgz", "", "none", ok{400, 100000}},
+		{"GET", "/external_exec/files/cts-agent", "", "none", ok{404, 40000}},
 	}
 	allowed := func(auth, lvl string) bool {
 		switch auth {
@@ -119,6 +127,8 @@ func TestRouteAuthMatrix(t *testing.T) {
 			return lvl == "other user" || lvl == "owner" || lvl == "admin" || lvl == "executor"
 		case "owner":
 			return lvl == "owner"
+		case "owner or admin":
+			return lvl == "owner" || lvl == "admin"
 		case "admin":
 			return lvl == "admin"
 		case "admin or executor":

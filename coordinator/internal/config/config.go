@@ -25,18 +25,32 @@ type Config struct {
 	// ServiceURL is the external root URL of the service (agents connect to it).
 	ServiceURL string `yaml:"service_url" env:"CTS_SERVICE_URL"`
 	// LogLevel is debug, info, warn or error.
-	LogLevel  string    `yaml:"log_level" env:"CTS_LOG_LEVEL"`
-	Auth      Auth      `yaml:"auth"`
-	Mongo     Mongo     `yaml:"mongo"`
-	Kafka     Kafka     `yaml:"kafka"`
-	S3        S3        `yaml:"s3"`
-	Jobs      Jobs      `yaml:"jobs"`
-	Reconcile Reconcile `yaml:"reconcile"`
-	Sites     []Site    `yaml:"sites"`
+	LogLevel string `yaml:"log_level" env:"CTS_LOG_LEVEL"`
+	// AgentBinary is the path of the static cts-agent the coordinator serves at
+	// GET /external_exec/files/cts-agent (for launchers that download it); empty: not served.
+	AgentBinary   string        `yaml:"agent_binary" env:"CTS_AGENT_BINARY"`
+	Auth          Auth          `yaml:"auth"`
+	Mongo         Mongo         `yaml:"mongo"`
+	Kafka         Kafka         `yaml:"kafka"`
+	S3            S3            `yaml:"s3"`
+	Jobs          Jobs          `yaml:"jobs"`
+	Reconcile     Reconcile     `yaml:"reconcile"`
+	Observability Observability `yaml:"observability"`
+	Sites         []Site        `yaml:"sites"`
+}
+
+// Observability configures the metrics and the readiness probe.
+type Observability struct {
+	// CountInterval is how often the jobs by state and the Kafka backlog are counted in
+	// MongoDB for GET /metrics.
+	CountInterval time.Duration `yaml:"count_interval" env:"CTS_OBSERVABILITY_COUNT_INTERVAL"`
+	// ReadyTimeout bounds each dependency check of GET /readyz.
+	ReadyTimeout time.Duration `yaml:"ready_timeout" env:"CTS_OBSERVABILITY_READY_TIMEOUT"`
 }
 
 // Reconcile configures the reconciler that settles jobs whose containers went wrong outside
-// the agents' reach. Zero durations take the defaults shown in docs/operators.md.
+// the agents' reach. Zero durations take the reconciler's own defaults, which Default repeats
+// (docs/operators.md shows them).
 type Reconcile struct {
 	Interval          time.Duration `yaml:"interval" env:"CTS_RECONCILE_INTERVAL"`
 	HeartbeatDeadline time.Duration `yaml:"heartbeat_deadline" env:"CTS_RECONCILE_HEARTBEAT_DEADLINE"`
@@ -129,7 +143,10 @@ func Default() Config {
 		S3:    S3{Region: "us-east-1"},
 		Jobs: Jobs{LogDir: "cts-logs/container_logs", MaxCPUHours: 100, SubmitInterval: 5 * time.Second,
 			CleanInterval: 24 * time.Hour, CleanJitter: time.Hour, CleanAge: 30 * 24 * time.Hour},
-		Reconcile: Reconcile{MaxLaunchRetries: 2},
+		Reconcile: Reconcile{Interval: 30 * time.Second, HeartbeatDeadline: 2 * time.Minute, ConnectDeadline: 10 * time.Minute,
+			SubmitDeadline: time.Hour, CancelDeadline: 30 * time.Minute, IdleDeadline: 7 * 24 * time.Hour,
+			RuntimeGrace: 30 * time.Minute, MaxLaunchRetries: 2},
+		Observability: Observability{CountInterval: 15 * time.Second, ReadyTimeout: 2 * time.Second},
 	}
 }
 
@@ -209,6 +226,15 @@ func (c Config) Validate() error {
 	}
 	if c.Jobs.CleanJitter < 0 || c.Jobs.CleanAge < 0 {
 		bad("jobs.clean_jitter and jobs.clean_age must not be negative")
+	}
+	if c.Observability.CountInterval < time.Second || c.Observability.ReadyTimeout <= 0 {
+		bad("observability.count_interval must be at least 1s and observability.ready_timeout positive")
+	}
+	if c.AgentBinary != "" {
+		// As the Python service's worker files: the file must exist at start.
+		if fi, err := os.Stat(c.AgentBinary); err != nil || !fi.Mode().IsRegular() {
+			bad("agent_binary %q does not exist or is not a file", c.AgentBinary)
+		}
 	}
 	if len(c.Sites) == 0 {
 		bad("at least one site is required")

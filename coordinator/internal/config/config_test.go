@@ -74,7 +74,10 @@ func TestLoadFile(t *testing.T) {
 		}
 	})
 	t.Run("every key", func(t *testing.T) {
+		agent := writeFile(t, "cts-agent", "binary")
 		yml := `
+agent_binary: ` + agent + `
+observability: {count_interval: 1m, ready_timeout: 500ms}
 listen: 0.0.0.0:8080
 service_url: https://cts.example/services/cts
 log_level: debug
@@ -102,11 +105,12 @@ sites:
 		}
 		three := 3
 		want := config.Config{
-			Listen: "0.0.0.0:8080", ServiceURL: "https://cts.example/services/cts", LogLevel: "debug",
-			Auth:  config.Auth{URL: "http://a", AdminRoles: []string{"R1", "R2"}, StaffRole: "S", ExecutorRole: "E", RefdataRole: "RD"},
-			Mongo: config.Mongo{URI: "mongodb://m", Database: "db"},
-			Kafka: config.Kafka{Brokers: []string{"b1", "b2"}, Topic: "t-1"},
-			S3:    config.S3{Endpoint: "http://s3", AccessKey: "AK", SecretKey: "s3cr3t", Region: "eu", Insecure: true, WorkerEndpoint: "http://s3w"},
+			Listen: "0.0.0.0:8080", ServiceURL: "https://cts.example/services/cts", LogLevel: "debug", AgentBinary: agent,
+			Observability: config.Observability{CountInterval: time.Minute, ReadyTimeout: 500 * time.Millisecond},
+			Auth:          config.Auth{URL: "http://a", AdminRoles: []string{"R1", "R2"}, StaffRole: "S", ExecutorRole: "E", RefdataRole: "RD"},
+			Mongo:         config.Mongo{URI: "mongodb://m", Database: "db"},
+			Kafka:         config.Kafka{Brokers: []string{"b1", "b2"}, Topic: "t-1"},
+			S3:            config.S3{Endpoint: "http://s3", AccessKey: "AK", SecretKey: "s3cr3t", Region: "eu", Insecure: true, WorkerEndpoint: "http://s3w"},
 			Jobs: config.Jobs{LogDir: "logs/cl", AllowedPaths: []string{"a/b/", "c/"}, MaxCPUHours: 2.5, SubmitInterval: 250 * time.Millisecond,
 				CleanInterval: 2 * time.Hour, CleanJitter: 5 * time.Minute, CleanAge: 48 * time.Hour},
 			Reconcile: config.Reconcile{Interval: 3 * time.Second, HeartbeatDeadline: time.Minute, ConnectDeadline: 2 * time.Minute,
@@ -239,6 +243,8 @@ func TestValidateJoinsEveryProblem(t *testing.T) {
 	c.Jobs.MaxCPUHours = 0.5
 	c.Jobs.CleanInterval = time.Second
 	c.Jobs.CleanAge = -time.Hour
+	c.Observability.CountInterval = time.Millisecond
+	c.AgentBinary = filepath.Join(t.TempDir(), "no-agent")
 	c.Sites = append(c.Sites, config.Site{Name: "kbase"}, config.Site{Name: "p", Plugin: "/p", PluginConfig: map[string]any{"f": func() {}}})
 	err = c.Validate()
 	if err == nil {
@@ -253,6 +259,8 @@ func TestValidateJoinsEveryProblem(t *testing.T) {
 		"jobs.max_cpu_hours must be at least 1",
 		"jobs.clean_interval must be at least 1m, got 1s",
 		"jobs.clean_jitter and jobs.clean_age must not be negative",
+		"observability.count_interval must be at least 1s",
+		"agent_binary \"" + c.AgentBinary + "\" does not exist or is not a file",
 		"sites[1]: name must be set and unique",
 		"sites[1] (kbase): plugin is required",
 		"sites[2] (p): plugin_config is not representable as JSON",

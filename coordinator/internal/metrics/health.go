@@ -1,0 +1,135 @@
+package metrics
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/segmentio/kafka-go"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+)
+
+// Check is one readiness probe of a dependency.
+type Check struct {
+	// Name names the dependency in the /readyz answer ("mongodb", "s3", "kafka").
+	Name string
+	// Probe returns nil when the dependency answers; it must honour ctx's deadline.
+	Probe func(ctx context.Context) error
+}
+
+// MongoCheck pings MongoDB.
+func MongoCheck(c *mongo.Client) Check {
+	return Check{Name: "mongodb", Probe: func(ctx context.Context) error {
+		if err := c.Ping(ctx, nil); err != nil {
+			return fmt.Errorf("ping: %w", err)
+		}
+		return nil
+	}}
+}
+
+// S3Check sends HeadBucket for bucket (the log bucket: the coordinator writes there).
+func S3Check(c *s3.Client, bucket string) Check {
+	return Check{Name: "s3", Probe: func(ctx context.Context) error {
+		if _, err := c.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(bucket)}); err != nil {
+			return fmt.Errorf("head bucket %s: %w", bucket, err)
+		}
+		return nil
+	}}
+}
+
+// KafkaCheck dials the brokers in turn and asks the first that answers for the cluster's
+// metadata (its broker list); it fails when none answers.
+func KafkaCheck(brokers []string) Check {
+	return Check{Name: "kafka", Probe: func(ctx context.Context) error {
+		if len(brokers) == 0 {
+			return errors.New("no brokers configured")
+		}
+		var errs []error
+		for _, b := range brokers {
+			conn, err := (&kafka.Dialer{}).DialContext(ctx, "tcp", b)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("dial %s: %w", b, err))
+				continue
+			}
+			if dl, ok := ctx.Deadline(); ok {
+				_ = conn.SetDeadline(dl)
+			}
+			_, err = conn.Brokers()
+			_ = conn.Close()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("metadata from %s: %w", b, err))
+				continue
+			}
+			return nil
+		}
+		return errors.Join(errs...)
+	}}
+}
+
+// Readiness is the JSON body of /readyz.
+type Readiness struct {
+	// Status is "ready" or "unavailable".
+	Status string `json:"status"`
+	// Checks maps each dependency to "ok" or the reason it failed.
+	Checks map[string]string `json:"checks"`
+	// Failed names the dependencies that failed, sorted (absent when ready).
+	Failed []string `json:"failed,omitempty"`
+}
+
+// Ready serves GET /readyz: every check runs concurrently with timeout; 200 when all pass,
+// 503 naming the failed ones otherwise. It needs no auth: put it behind the network policy
+// of the probes, since failure reasons name internal hosts.
+func Ready(checks []Check, timeout time.Duration) http.Handler {
+	if timeout <= 0 {
+		timeout = 2 * time.Second
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), timeout)
+		defer cancel()
+		res := Readiness{Status: "ready", Checks: make(map[string]string, len(checks))}
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for _, c := range checks {
+			wg.Go(func() {
+				err := c.Probe(ctx)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					res.Checks[c.Name] = err.Error()
+					res.Failed = append(res.Failed, c.Name)
+					return
+				}
+				res.Checks[c.Name] = "ok"
+			})
+		}
+		wg.Wait()
+		code := http.StatusOK
+		if len(res.Failed) > 0 {
+			sort.Strings(res.Failed)
+			res.Status = "unavailable"
+			code = http.StatusServiceUnavailable
+		}
+		writeJSON(w, code, res)
+	})
+}
+
+// Healthy serves GET /healthz: 200 as long as the process serves HTTP.
+func Healthy() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
