@@ -31,6 +31,7 @@ import (
 	"github.com/kbase/cts/coordinator/internal/notify"
 	"github.com/kbase/cts/coordinator/internal/objects"
 	"github.com/kbase/cts/coordinator/internal/reconcile"
+	"github.com/kbase/cts/coordinator/internal/refdata"
 	"github.com/kbase/cts/coordinator/internal/store"
 	"github.com/kbase/cts/shared/job"
 	"github.com/kbase/cts/shared/launcher"
@@ -67,6 +68,7 @@ type App struct {
 	jobs      *jobs.Service
 	agents    *agentws.Handler
 	launchers []*launcher.Client
+	refdata   *refdata.Manager
 	metrics   *metrics.Metrics
 	// counts is a second MongoDB client for the metrics counts and the readiness probe, so
 	// that neither competes with the store's pool.
@@ -89,6 +91,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error) 
 	a.store, err = store.New(ctx, store.Config{URI: cfg.Mongo.URI, Database: cfg.Mongo.Database, Logger: log.With("component", "store")})
 	if err != nil {
 		return nil, fmt.Errorf("connect to MongoDB: %w", err)
+	}
+	if err := a.store.InitRefdata(ctx); err != nil {
+		return nil, fmt.Errorf("reference data collection: %w", err)
 	}
 	a.notifier, err = notify.New(notify.Config{Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.Topic}, a.store, log.With("component", "notify"))
 	if err != nil {
@@ -136,10 +141,38 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error) 
 	if s3url == "" {
 		s3url = cfg.S3.Endpoint
 	}
+	// Reference data is staged by agents in refdata mode, started through each site's launcher
+	// with the site's worker environment (no job ID, no log path).
+	var rsites []refdata.Site
+	for _, st := range sites {
+		env := map[string]string{"SERVICE_ROOT_URL": cfg.ServiceURL, "S3_URL": s3url, "S3_ACCESS_KEY": cfg.S3.AccessKey}
+		if cfg.S3.Insecure {
+			env["S3_INSECURE"] = "TRUE"
+		}
+		for k, v := range st.WorkerEnv {
+			env[k] = v
+		}
+		rsites = append(rsites, refdata.Site{Name: st.Name, Launcher: st.Launcher, Env: env})
+	}
+	a.refdata = refdata.NewManager(refdata.Config{Sites: rsites, Active: func(ctx context.Context) (map[string]bool, error) {
+		ss, err := a.jobs.Sites(ctx)
+		m := map[string]bool{}
+		for _, s := range ss {
+			m[s.Name] = s.Active
+		}
+		return m, err
+	}}, a.store, func(ctx context.Context, p string) (refdata.Object, error) {
+		m, err := objs.Head(ctx, p)
+		return refdata.Object{Size: m.Size, CRC64NVME: m.CRC64NVME}, err
+	}, log.With("component", "refdata"))
+	imgs.SetRefdata(func(ctx context.Context, id string) error {
+		_, err := a.refdata.Get(ctx, id)
+		return err
+	})
 	a.jobs = jobs.New(jobs.Config{
 		ServiceURL: cfg.ServiceURL, S3URL: s3url, S3AccessKey: cfg.S3.AccessKey, S3Insecure: cfg.S3.Insecure,
 		LogDir: cfg.Jobs.LogDir, AllowedPaths: cfg.Jobs.AllowedPaths, MaxCPUHours: cfg.Jobs.MaxCPUHours,
-		SubmitInterval: cfg.Jobs.SubmitInterval, Sites: sites,
+		SubmitInterval: cfg.Jobs.SubmitInterval, Sites: sites, Refdata: a.refdata,
 	}, &meteredStore{a.store, a.metrics}, &meteredObjects{objs, a.metrics}, imgs, a.notifier, log.With("component", "jobs"))
 	if err := a.jobs.InitSites(ctx); err != nil {
 		return nil, err
@@ -149,7 +182,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error) 
 	a.agents = agentws.New(agentws.Config{}, a.jobs, func(r *http.Request) error { return apiSrv.AuthorizeExecutor(r) },
 		log.With("component", "agentws"), func(w http.ResponseWriter, r *http.Request, err error) { apiSrv.WriteError(w, r, err) })
 	apiSrv = api.New(api.Config{Version: Version, GitHash: GitHash, AllowedPaths: cfg.Jobs.AllowedPaths, Notifier: a.notifier,
-		LiveLogs: a.agents, AgentBinary: cfg.AgentBinary, Observer: a.metrics},
+		LiveLogs: a.agents, AgentBinary: cfg.AgentBinary, Observer: a.metrics, Refdata: a.refdata},
 		authc, a.jobs, imgs, objs, a.agents, log.With("component", "api"))
 
 	// The probes and the metrics sit beside the API, outside its token handling: they need no
@@ -202,6 +235,7 @@ func (a *App) Run(ctx context.Context) error {
 		RuntimeGrace: rc.RuntimeGrace, MaxLaunchRetries: rc.MaxLaunchRetries,
 	}, &meteredJobs{a.jobs, a.metrics}, a.log.With("component", "reconcile"), nil)
 	g.Go(func() error { return rec.Run(gctx) })
+	g.Go(func() error { return a.refdata.Run(gctx) })
 	g.Go(func() error {
 		<-gctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)

@@ -145,7 +145,9 @@ func Start(ctx context.Context, o Options) (e *Env, err error) {
 		MaxRuntimeMin:   60,
 		RequireStaff:    true,
 		Notes:           []string{"This machine, through the local launcher (dev mode)."},
-		WorkerEnv:       map[string]string{"TOKEN_PATH": tokenPath, "S3_SECRET_PATH": secretPath},
+		WorkerEnv: map[string]string{"TOKEN_PATH": tokenPath, "S3_SECRET_PATH": secretPath,
+			// The "shared" reference data folder of this one-machine site.
+			"REFDATA_HOST_PATH": filepath.Join(dir, "refdata")},
 		PluginConfig: map[string]any{
 			"agent_path": o.AgentPath,
 			"work_dir":   filepath.Join(dir, "agents"),

@@ -24,6 +24,7 @@ import (
 	"github.com/kbase/cts/coordinator/internal/ctserr"
 	"github.com/kbase/cts/coordinator/internal/images"
 	"github.com/kbase/cts/coordinator/internal/jobs"
+	"github.com/kbase/cts/coordinator/internal/refdata"
 	"github.com/kbase/cts/shared/protocol"
 )
 
@@ -52,6 +53,8 @@ type Notifications interface {
 
 // Config holds what the API reports about itself and the optional dependencies.
 type Config struct {
+	// Refdata serves the reference data routes when set.
+	Refdata      *refdata.Manager
 	Version      string
 	GitHash      string
 	AllowedPaths []string
@@ -120,7 +123,7 @@ const (
 
 func (s *Server) routes() {
 	m := s.mux
-	s.table = s.routeTable()
+	s.table = append(s.routeTable(), s.refdataRoutes()...)
 	for _, rt := range s.table {
 		m.HandleFunc(rt.Method+" "+rt.Pattern, rt.handler)
 	}

@@ -519,6 +519,18 @@ func (s *Server) registerImage(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	p := newParams(r)
+	reg.RefdataID = p.pattern("query", "refdata_id", idPattern, `^[\w-]+$`, 1, 50)
+	if v, ok := p.raw("query", "default_refdata_mount_point"); ok {
+		if l := len([]rune(v)); l < 1 || l > 1024 {
+			p.bad("query", "default_refdata_mount_point", "string_too_long", "String should have 1 to 1024 characters", v, nil)
+		}
+		reg.DefaultRefdataMountPoint = v
+	}
+	if err := p.err(); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	img, err := s.images.Register(r.Context(), u.Name, id, reg)
 	if err != nil {
 		s.fail(w, r, err)

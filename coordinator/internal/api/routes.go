@@ -103,7 +103,10 @@ func (s *Server) routeTable() []route {
 		{Method: "GET", Pattern: "/images/{image_id...}", Tag: "Images", Summary: "A registered image", Auth: authNone, Status: 200,
 			Response: Image{}, Params: []param{pImage}, handler: s.getImage},
 		{Method: "POST", Pattern: "/admin/images/{image_id...}", Tag: "Admin", Summary: "Register an image", Auth: authAdmin, Status: 200,
-			Request: ImageRegistration{}, Response: Image{}, Params: []param{pImage}, handler: s.registerImage},
+			Request: ImageRegistration{}, Response: Image{}, Params: []param{pImage,
+				{In: "query", Name: "refdata_id", Type: "string", Description: `Reference data the image needs: ^[\w-]+$, 1 to 50 characters.`},
+				{In: "query", Name: "default_refdata_mount_point", Type: "string", Description: "Where jobs see the reference data unless they say otherwise (an absolute path)."}},
+			handler: s.registerImage},
 		{Method: "DELETE", Pattern: "/admin/images/{image_id...}", Tag: "Admin", Summary: "Delete an image", Auth: authAdmin, Status: 204,
 			Params: []param{pImage}, handler: s.deleteImage},
 
