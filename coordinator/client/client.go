@@ -1,6 +1,7 @@
 // Package client is a typed Go client of the CTS REST API (the routes, models and error JSON of
 // the CDM Task Service, reference §1): submitting, inspecting, waiting for and cancelling jobs,
-// reading and following container logs, images, sites, and the admin routes. The `cts`
+// reading and following container logs (live, or by polling), images, reference data, sites,
+// and the admin routes. The `cts`
 // command-line tool is built on it; tests and the demo may use it too.
 //
 // It speaks only HTTP to a coordinator: it must never import coordinator internals, and it
@@ -135,6 +136,11 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 
 // send performs the request and returns a 2xx response whose body the caller must close.
 func (c *Client) send(ctx context.Context, method, path string, query url.Values, body any) (*http.Response, error) {
+	return c.sendAccept(ctx, method, path, query, body, "application/json")
+}
+
+// sendAccept is send with the media type the caller accepts.
+func (c *Client) sendAccept(ctx context.Context, method, path string, query url.Values, body any, accept string) (*http.Response, error) {
 	var rd io.Reader
 	if body != nil {
 		switch b := body.(type) {
@@ -160,7 +166,7 @@ func (c *Client) send(ctx context.Context, method, path string, query url.Values
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Accept", accept)
 	req.Header.Set("User-Agent", c.userAgent)
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -361,16 +367,32 @@ func (c *Client) Image(ctx context.Context, ref string) (*Image, error) {
 	return &out, nil
 }
 
-// ImageRegistration is the optional body of an image registration.
+// ImageRegistration is an image registration: the optional body, and the query parameters
+// RefdataID and DefaultRefdataMountPoint.
 type ImageRegistration struct {
 	UsageNotes string   `json:"usage_notes,omitempty"`
 	URLs       []string `json:"urls,omitempty"`
+	// FromImage names a registered image whose usage fields (and reference data settings) are
+	// copied where this registration leaves them unset.
+	FromImage string `json:"from_image,omitempty"`
+	// RefdataID is the reference data the image needs (query refdata_id).
+	RefdataID string `json:"-"`
+	// DefaultRefdataMountPoint is where jobs see the reference data unless they say otherwise
+	// (query default_refdata_mount_point).
+	DefaultRefdataMountPoint string `json:"-"`
 }
 
 // RegisterImage sends POST /admin/images/{ref} (admins only) and returns the registered image.
 func (c *Client) RegisterImage(ctx context.Context, ref string, reg ImageRegistration) (*Image, error) {
+	q := url.Values{}
+	if reg.RefdataID != "" {
+		q.Set("refdata_id", reg.RefdataID)
+	}
+	if reg.DefaultRefdataMountPoint != "" {
+		q.Set("default_refdata_mount_point", reg.DefaultRefdataMountPoint)
+	}
 	var out Image
-	if err := c.Do(ctx, http.MethodPost, imagePath("/admin", ref), nil, reg, &out); err != nil {
+	if err := c.Do(ctx, http.MethodPost, imagePath("/admin", ref), q, reg, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil

@@ -12,17 +12,19 @@ type AppCode int
 
 // The CTS application codes a client typically branches on.
 const (
-	CodeNoToken           AppCode = 10010
-	CodeInvalidToken      AppCode = 10020
-	CodeUnauthorized      AppCode = 20000
-	CodeIllegalParameter  AppCode = 30001
-	CodeRequestValidation AppCode = 30010
-	CodeInvalidJobState   AppCode = 30300
-	CodeNotFound          AppCode = 40000
-	CodeNoSuchImage       AppCode = 40030
-	CodeNoSuchJob         AppCode = 40040
-	CodeNoSuchSubJob      AppCode = 40050
-	CodeNoLogs            AppCode = 40070
+	CodeNoToken             AppCode = 10010
+	CodeInvalidToken        AppCode = 10020
+	CodeUnauthorized        AppCode = 20000
+	CodeIllegalParameter    AppCode = 30001
+	CodeRequestValidation   AppCode = 30010
+	CodeInvalidJobState     AppCode = 30300
+	CodeNotFound            AppCode = 40000
+	CodeNoSuchImage         AppCode = 40030
+	CodeNoSuchJob           AppCode = 40040
+	CodeNoSuchSubJob        AppCode = 40050
+	CodeNoSuchRefdata       AppCode = 40060
+	CodeNoLogs              AppCode = 40070
+	CodeResourceUnavailable AppCode = 60000
 )
 
 // ValidationDetail is one problem of a request the service refused to validate (appcode 30010),

@@ -62,11 +62,15 @@ func imageCommands() []*command {
 					return printJSON(c.stdout, im)
 				}
 			}},
-		{name: "images register", args: "REF [--usage-notes TEXT] [--info-url URL]...", summary: "register an image (admins): jobs then run its digest",
+		{name: "images register", args: "REF [--usage-notes TEXT] [--info-url URL]... [--from-image REF] [--refdata-id ID] [--refdata-mount-point PATH]",
+			summary: "register an image (admins): jobs then run its digest",
 			setup: func(fs *flag.FlagSet) func(*cli, []string) error {
 				notes := fs.String("usage-notes", "", "how to use the image")
 				var urls listFlag
 				fs.Var(&urls, "info-url", "a URL with information about the image (repeatable)")
+				from := fs.String("from-image", "", "copy the usage notes, URLs and reference data settings of this registered image where not given")
+				refdataID := fs.String("refdata-id", "", "the reference data the image needs (cts refdata list)")
+				mount := fs.String("refdata-mount-point", "", "where jobs see the reference data unless they say otherwise (an absolute path)")
 				return func(c *cli, args []string) error {
 					ref, err := oneArg(args, "image reference")
 					if err != nil {
@@ -76,7 +80,8 @@ func imageCommands() []*command {
 					if err != nil {
 						return err
 					}
-					im, err := cl.RegisterImage(c.ctx, ref, client.ImageRegistration{UsageNotes: *notes, URLs: urls})
+					im, err := cl.RegisterImage(c.ctx, ref, client.ImageRegistration{UsageNotes: *notes, URLs: urls,
+						FromImage: *from, RefdataID: *refdataID, DefaultRefdataMountPoint: *mount})
 					if err != nil {
 						return err
 					}

@@ -1,6 +1,6 @@
 // Command cts is the CTS command-line tool: a client of the CTS REST API for users and admins
-// (submit, status, get, list, cancel, wait with a live view, logs with -f, exit codes, images,
-// sites, whoami, admin job commands, shell completion), and `cts dev`, which runs a complete
+// (submit, status, get, list, cancel, wait with a live view, logs with -f (live), exit codes,
+// images, reference data, sites, whoami, admin job commands, shell completion), and `cts dev`, which runs a complete
 // CTS on this machine for development and demos. The client commands are built on the public
 // package coordinator/client; this package owns only the command line: flags, configuration
 // (never printing the token), output formats and exit codes. docs/cli.md is its manual.
@@ -83,6 +83,7 @@ func init() {
 	commands = append(commands, jobCommands()...)
 	commands = append(commands, waitCommand(), logsCommand())
 	commands = append(commands, imageCommands()...)
+	commands = append(commands, refdataCommands()...)
 	commands = append(commands, adminCommands()...)
 	commands = append(commands, infoCommands()...)
 	commands = append(commands, completionCommand())

@@ -208,7 +208,7 @@ func logsCommand() *command {
 					req.Stream = client.Stderr
 				}
 				if *follow {
-					return newFollower(cl).Follow(c.ctx, req, c.stdout)
+					return newFollower(c, cl, req).Follow(c.ctx, req, c.stdout)
 				}
 				rc, err := cl.Log(c.ctx, req)
 				if err != nil {
@@ -221,8 +221,18 @@ func logsCommand() *command {
 		}}
 }
 
-// newFollower chooses where cts logs -f reads from: polling the log route today; a live
-// stream from the coordinator can replace it here.
-var newFollower = func(cl *client.Client) client.LogFollower {
-	return &client.PollFollower{Client: cl, Backoff: pollBackoff}
+// newFollower chooses where cts logs -f reads from: the live route, falling back to polling the
+// log route on services without it. Its notices (live lines were shown, so the stored log was
+// not) go to stderr with the command that prints the complete log.
+var newFollower = func(c *cli, cl *client.Client, req client.LogRequest) client.LogFollower {
+	hint := "cts logs " + req.JobID
+	if req.Container != 0 {
+		hint += fmt.Sprintf(" --container %d", req.Container)
+	}
+	if req.Stream == client.Stderr {
+		hint += " --stderr"
+	}
+	return &client.LiveFollower{Client: cl, Backoff: pollBackoff, Notice: func(msg string) {
+		fmt.Fprintf(c.stderr, "cts logs: %s; the complete log: %s\n", msg, hint)
+	}}
 }
