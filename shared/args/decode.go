@@ -6,6 +6,8 @@ import (
 	"math"
 	"slices"
 	"strings"
+
+	"github.com/kbase/cts/shared/rawjson"
 )
 
 // DecodeParameters decodes the JSON "params" object of a job input the way the Python
@@ -15,30 +17,30 @@ import (
 // when there are none.
 func DecodeParameters(data []byte) (Parameters, []Problem) {
 	var p Parameters
-	members, ok := objectMembers(data)
+	members, ok := rawjson.Members(data)
 	if !ok {
 		return p, []Problem{{Loc: []any{}, Type: "model_type",
 			Msg:   "Input should be a valid dictionary or instance of Parameters",
-			Input: anyValue(data), Ctx: map[string]any{"class_name": "Parameters"}}}
+			Input: rawjson.Value(data), Ctx: map[string]any{"class_name": "Parameters"}}}
 	}
 	d := decoder{}
 	for _, m := range members {
-		loc := []any{m.key}
-		switch m.key {
+		loc := []any{m.Key}
+		switch m.Key {
 		case "input_mount_point":
-			d.str(loc, m.val, false, &p.InputMountPoint)
+			d.str(loc, m.Raw, false, &p.InputMountPoint)
 		case "output_mount_point":
-			d.str(loc, m.val, false, &p.OutputMountPoint)
+			d.str(loc, m.Raw, false, &p.OutputMountPoint)
 		case "refdata_mount_point":
-			d.optional(loc, m.val, mountPoint, &p.RefdataMountPoint)
+			d.optional(loc, m.Raw, mountPoint, &p.RefdataMountPoint)
 		case "declobber":
-			d.boolean(loc, m.val, &p.Declobber)
+			d.boolean(loc, m.Raw, &p.Declobber)
 		case "args":
-			p.Args = d.args(m.val)
+			p.Args = d.args(m.Raw)
 		case "environment":
-			p.Environment = d.environment(m.val)
+			p.Environment = d.environment(m.Raw)
 		default:
-			d.fail(extraForbidden(loc, anyValue(m.val)))
+			d.fail(extraForbidden(loc, rawjson.Value(m.Raw)))
 		}
 	}
 	// An empty list or object is stored and rendered as absent, like null.
@@ -92,23 +94,23 @@ func (d *decoder) isBad(loc []any) bool {
 // str decodes a string; null is accepted (as "") only if nullable. It reports whether the
 // value was usable.
 func (d *decoder) str(loc []any, raw json.RawMessage, nullable bool, dst *string) bool {
-	switch kindOf(raw) {
-	case kindString:
+	switch rawjson.KindOf(raw) {
+	case rawjson.String:
 		return json.Unmarshal(raw, dst) == nil
-	case kindNull:
+	case rawjson.Null:
 		if nullable {
 			*dst = ""
 			return true
 		}
 	}
-	d.fail(Problem{Loc: loc, Type: "string_type", Msg: "Input should be a valid string", Input: anyValue(raw)})
+	d.fail(Problem{Loc: loc, Type: "string_type", Msg: "Input should be a valid string", Input: rawjson.Value(raw)})
 	return false
 }
 
 // boolean decodes a bool leniently, as pydantic's lax mode does: JSON booleans, 0 and 1,
 // and the strings true/false/yes/no/on/off/t/f/y/n/1/0 in any case.
 func (d *decoder) boolean(loc []any, raw json.RawMessage, dst *bool) {
-	input := anyValue(raw)
+	input := rawjson.Value(raw)
 	switch v := input.(type) {
 	case bool:
 		*dst = v
@@ -137,19 +139,19 @@ func (d *decoder) boolean(loc []any, raw json.RawMessage, dst *bool) {
 }
 
 func (d *decoder) args(raw json.RawMessage) []Arg {
-	switch kindOf(raw) {
-	case kindNull:
+	switch rawjson.KindOf(raw) {
+	case rawjson.Null:
 		return nil
-	case kindArray:
+	case rawjson.Array:
 	default:
 		d.fail(Problem{Loc: []any{"args"}, Type: "list_type", Msg: "Input should be a valid list",
-			Input: anyValue(raw)})
+			Input: rawjson.Value(raw)})
 		return nil
 	}
 	var items []json.RawMessage
 	if err := json.Unmarshal(raw, &items); err != nil {
 		d.fail(Problem{Loc: []any{"args"}, Type: "list_type", Msg: "Input should be a valid list",
-			Input: anyValue(raw)})
+			Input: rawjson.Value(raw)})
 		return nil
 	}
 	out := make([]Arg, len(items))
@@ -160,64 +162,64 @@ func (d *decoder) args(raw json.RawMessage) []Arg {
 }
 
 func (d *decoder) environment(raw json.RawMessage) Environment {
-	if kindOf(raw) == kindNull {
+	if rawjson.KindOf(raw) == rawjson.Null {
 		return nil
 	}
-	members, ok := objectMembers(raw)
+	members, ok := rawjson.Members(raw)
 	if !ok {
 		d.fail(Problem{Loc: []any{"environment"}, Type: "dict_type",
-			Msg: "Input should be a valid dictionary", Input: anyValue(raw)})
+			Msg: "Input should be a valid dictionary", Input: rawjson.Value(raw)})
 		return nil
 	}
 	env := make(Environment, len(members))
 	for i, m := range members {
-		env[i] = EnvVar{Key: m.key, Value: d.value([]any{"environment", m.key}, m.val, false)}
+		env[i] = EnvVar{Key: m.Key, Value: d.value([]any{"environment", m.Key}, m.Raw, false)}
 	}
 	return env
 }
 
 // value decodes an args item or an environment value: a string, or a Parameter object.
 func (d *decoder) value(loc []any, raw json.RawMessage, withFlag bool) Arg {
-	switch kindOf(raw) {
-	case kindString:
+	switch rawjson.KindOf(raw) {
+	case rawjson.String:
 		var s string
 		if json.Unmarshal(raw, &s) == nil {
 			return Arg{Literal: s}
 		}
-	case kindObject:
+	case rawjson.Object:
 		return Arg{Param: d.param(loc, raw, withFlag)}
 	}
 	d.fail(Problem{Loc: loc, Type: "string_type", Msg: "Input should be a valid string or dictionary",
-		Input: anyValue(raw)})
+		Input: rawjson.Value(raw)})
 	return Arg{}
 }
 
 func (d *decoder) param(loc []any, raw json.RawMessage, withFlag bool) *Parameter {
 	p := &Parameter{}
-	members, _ := objectMembers(raw)
+	members, _ := rawjson.Members(raw)
 	for _, m := range members {
-		at := appendLoc(loc, m.key)
-		switch m.key {
+		at := appendLoc(loc, m.Key)
+		switch m.Key {
 		case "type":
-			d.enum(at, m.val, false, parameterTypes, &p.Type)
+			d.enum(at, m.Raw, false, parameterTypes, &p.Type)
 		case "input_files_format":
-			d.enum(at, m.val, true, inputFilesFormats, &p.InputFilesFormat)
+			d.enum(at, m.Raw, true, inputFilesFormats, &p.InputFilesFormat)
 		case "manifest_file_format":
-			d.enum(at, m.val, true, manifestFormats, &p.ManifestFileFormat)
+			d.enum(at, m.Raw, true, manifestFormats, &p.ManifestFileFormat)
 		case "manifest_file_header":
-			d.optional(at, m.val, headerString, &p.ManifestFileHeader)
+			d.optional(at, m.Raw, headerString, &p.ManifestFileHeader)
 		case "container_num_prefix":
-			d.optional(at, m.val, argumentString, &p.ContainerNumPrefix)
+			d.optional(at, m.Raw, argumentString, &p.ContainerNumPrefix)
 		case "container_num_suffix":
-			d.optional(at, m.val, argumentString, &p.ContainerNumSuffix)
+			d.optional(at, m.Raw, argumentString, &p.ContainerNumSuffix)
 		case "flag":
 			if !withFlag {
-				d.fail(extraForbidden(at, anyValue(m.val)))
+				d.fail(extraForbidden(at, rawjson.Value(m.Raw)))
 				continue
 			}
-			d.optional(at, m.val, flagString, &p.Flag)
+			d.optional(at, m.Raw, flagString, &p.Flag)
 		default:
-			d.fail(extraForbidden(at, anyValue(m.val)))
+			d.fail(extraForbidden(at, rawjson.Value(m.Raw)))
 		}
 	}
 	return p
@@ -225,7 +227,7 @@ func (d *decoder) param(loc []any, raw json.RawMessage, withFlag bool) *Paramete
 
 // enum decodes an enum string; an explicit empty string or a non-string is an enum error.
 func (d *decoder) enum(loc []any, raw json.RawMessage, nullable bool, allowed []string, dst *string) {
-	input := anyValue(raw)
+	input := rawjson.Value(raw)
 	if input == nil && nullable {
 		return
 	}
@@ -242,19 +244,19 @@ func (d *decoder) optional(loc []any, raw json.RawMessage, t strType, dst *strin
 	if !d.str(loc, raw, true, dst) {
 		return
 	}
-	if kindOf(raw) == kindString && *dst == "" {
+	if rawjson.KindOf(raw) == rawjson.String && *dst == "" {
 		d.add(checkStr(loc, "", t)...)
 	}
 }
 
 // sortProblems orders problems as pydantic reports them: by field (declared order, then
 // unknown keys in input order), then by item.
-func sortProblems(ps []Problem, env Environment, members []member) {
+func sortProblems(ps []Problem, env Environment, members []rawjson.Member) {
 	fields := map[string]int{"input_mount_point": 0, "output_mount_point": 1, "declobber": 2,
 		"refdata_mount_point": 3, "args": 4, "environment": 5}
 	extra := map[string]int{}
 	for i, m := range members {
-		extra[m.key] = 10 + i
+		extra[m.Key] = 10 + i
 	}
 	envPos := map[string]int{}
 	for i, e := range env {

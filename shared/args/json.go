@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+
+	"github.com/kbase/cts/shared/rawjson"
 )
 
 // MarshalJSON writes a literal as a JSON string and a parameter as an object.
@@ -18,15 +20,15 @@ func (a Arg) MarshalJSON() ([]byte, error) {
 // UnmarshalJSON reads a JSON string (a literal) or an object (a Parameter, unknown keys
 // refused).
 func (a *Arg) UnmarshalJSON(data []byte) error {
-	switch kindOf(data) {
-	case kindString:
+	switch rawjson.KindOf(data) {
+	case rawjson.String:
 		var s string
 		if err := json.Unmarshal(data, &s); err != nil {
 			return fmt.Errorf("decode argument: %w", err)
 		}
 		*a = Arg{Literal: s}
 		return nil
-	case kindObject:
+	case rawjson.Object:
 		var p Parameter
 		if err := strictUnmarshal(data, &p); err != nil {
 			return fmt.Errorf("decode argument parameter: %w", err)
@@ -80,33 +82,33 @@ func (e Environment) MarshalJSON() ([]byte, error) {
 // position and its last value (as a Python dict does). Values are strings or Parameter
 // objects without a flag.
 func (e *Environment) UnmarshalJSON(data []byte) error {
-	if kindOf(data) == kindNull {
+	if rawjson.KindOf(data) == rawjson.Null {
 		*e = nil
 		return nil
 	}
-	members, ok := objectMembers(data)
+	members, ok := rawjson.Members(data)
 	if !ok {
 		return errors.New("decode environment: must be a JSON object")
 	}
 	env := make(Environment, 0, len(members))
 	for _, m := range members {
 		var v Arg
-		switch kindOf(m.val) {
-		case kindString:
-			if err := json.Unmarshal(m.val, &v.Literal); err != nil {
-				return fmt.Errorf("decode environment %s: %w", m.key, err)
+		switch rawjson.KindOf(m.Raw) {
+		case rawjson.String:
+			if err := json.Unmarshal(m.Raw, &v.Literal); err != nil {
+				return fmt.Errorf("decode environment %s: %w", m.Key, err)
 			}
-		case kindObject:
+		case rawjson.Object:
 			var p envParameter
-			if err := strictUnmarshal(m.val, &p); err != nil {
-				return fmt.Errorf("decode environment %s: %w", m.key, err)
+			if err := strictUnmarshal(m.Raw, &p); err != nil {
+				return fmt.Errorf("decode environment %s: %w", m.Key, err)
 			}
 			pp := paramFromEnv(p)
 			v.Param = &pp
 		default:
-			return fmt.Errorf("decode environment %s: value must be a JSON string or object", m.key)
+			return fmt.Errorf("decode environment %s: value must be a JSON string or object", m.Key)
 		}
-		env = append(env, EnvVar{Key: m.key, Value: v})
+		env = append(env, EnvVar{Key: m.Key, Value: v})
 	}
 	*e = env
 	return nil
@@ -134,102 +136,4 @@ func strictUnmarshal(data []byte, v any) error {
 		return errors.New("trailing data after JSON value")
 	}
 	return nil
-}
-
-type jsonKind int
-
-const (
-	kindInvalid jsonKind = iota
-	kindNull
-	kindBool
-	kindNumber
-	kindString
-	kindArray
-	kindObject
-)
-
-// kindOf tells the kind of a JSON value from its first non-space byte.
-func kindOf(data []byte) jsonKind {
-	data = bytes.TrimLeft(data, " \t\r\n")
-	if len(data) == 0 {
-		return kindInvalid
-	}
-	switch data[0] {
-	case 'n':
-		return kindNull
-	case 't', 'f':
-		return kindBool
-	case '"':
-		return kindString
-	case '[':
-		return kindArray
-	case '{':
-		return kindObject
-	case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
-		return kindNumber
-	}
-	return kindInvalid
-}
-
-type member struct {
-	key string
-	val json.RawMessage
-}
-
-// objectMembers splits a JSON object into its members in document order. A repeated key
-// keeps its first position and takes its last value. ok is false if data is not one object.
-func objectMembers(data []byte) (members []member, ok bool) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	tok, err := dec.Token()
-	if err != nil {
-		return nil, false
-	}
-	if d, isDelim := tok.(json.Delim); !isDelim || d != '{' {
-		return nil, false
-	}
-	index := map[string]int{}
-	for dec.More() {
-		kt, err := dec.Token()
-		if err != nil {
-			return nil, false
-		}
-		k, isKey := kt.(string)
-		if !isKey {
-			return nil, false
-		}
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return nil, false
-		}
-		if i, seen := index[k]; seen {
-			members[i].val = v
-			continue
-		}
-		index[k] = len(members)
-		members = append(members, member{key: k, val: v})
-	}
-	if _, err := dec.Token(); err != nil {
-		return nil, false
-	}
-	if dec.More() {
-		return nil, false
-	}
-	return members, true
-}
-
-// anyValue decodes a JSON value for echoing it back in a Problem (numbers kept verbatim).
-func anyValue(data []byte) any {
-	if kindOf(data) == kindString { // the common case, without a Decoder's buffers
-		var s string
-		if json.Unmarshal(data, &s) == nil {
-			return s
-		}
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return string(data)
-	}
-	return v
 }

@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -25,98 +24,25 @@ import (
 	"time"
 
 	"github.com/kbase/cts/coordinator/devmode"
-	"github.com/kbase/cts/coordinator/devstack"
-	"github.com/kbase/cts/test/demo"
+	"github.com/kbase/cts/test/testsite"
 )
 
-var bins struct {
-	agent, launcher, tool string
-	err                   error
-}
-
-func TestMain(m *testing.M) {
-	devstack.Main()
-	code := func() int {
-		dir, err := os.MkdirTemp("", "cts-compat-bin-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer os.RemoveAll(dir)
-		bins.err = build(dir)
-		return m.Run()
-	}()
-	os.Exit(code)
-}
-
-func build(dir string) error {
-	root, err := filepath.Abs("../..")
-	if err != nil {
-		return err
-	}
-	bins.agent, bins.launcher, bins.tool = filepath.Join(dir, "cts-agent"), filepath.Join(dir, "cts-launcher-local"), filepath.Join(dir, "cts-demo-tool")
-	for _, b := range []struct {
-		out, pkg string
-		static   bool
-	}{{bins.agent, "./agent/cmd/cts-agent", true}, {bins.launcher, "./plugins/local/cmd/cts-launcher-local", false}, {bins.tool, "./test/demo/tool", true}} {
-		cmd := exec.Command("go", "build", "-trimpath", "-o", b.out, b.pkg)
-		cmd.Dir = root
-		cmd.Env = os.Environ()
-		if b.static {
-			cmd.Env = append(cmd.Env, "CGO_ENABLED=0")
-		}
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out)
-		}
-	}
-	return nil
-}
+func TestMain(m *testing.M) { testsite.Main(m) }
 
 // site is a running dev site with the demo image registered and two inputs uploaded.
 type site struct {
-	env    *devmode.Env
+	*testsite.Site
 	image  string
 	inputs []string
 }
 
 func startSite(t *testing.T) *site {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("the compatibility tests run real containers with runc and need root")
-	}
-	if _, err := exec.LookPath("runc"); err != nil {
-		t.Skip("runc is not installed (scripts/install-deps.sh installs it)")
-	}
-	if bins.err != nil {
-		t.Fatal(bins.err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	env, err := devmode.Start(ctx, devmode.Options{Dir: t.TempDir(), AgentPath: bins.agent, LauncherPath: bins.launcher,
-		Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatalf("start dev site: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := env.Close(); err != nil {
-			t.Errorf("close dev site: %v", err)
-		}
-	})
-	cfg := demo.Config{URL: env.URL, UserToken: env.UserToken, AdminToken: env.AdminToken,
-		S3Endpoint: env.Stack.S3.Endpoint, S3Access: env.Stack.S3.AccessKey, S3Secret: env.Stack.S3.SecretKey,
-		S3Region: env.Stack.S3.Region, Registry: env.Stack.Registry.Host(), Bucket: devmode.DataBucket,
-		Site: devmode.SiteName, ToolBinary: bins.tool, Prefix: "compat", Out: io.Discard}
-	image, err := demo.BuildAndRegister(ctx, cfg, &demo.Client{URL: env.URL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &site{env: env, image: image}
+	s := &site{Site: testsite.Start(t, testsite.Options{})}
+	s.Demo.Prefix = "compat"
+	s.image = s.RegisterDemo(t)
 	for i, seq := range []string{">a\nACGTACGT\n", ">b\nGGCC\n"} {
-		key := fmt.Sprintf("compat/in/%d.fna", i)
-		if _, err := demo.PutWithCRC(ctx, cfg.S3Client(), devmode.DataBucket, key, []byte(seq)); err != nil {
-			t.Fatal(err)
-		}
-		s.inputs = append(s.inputs, devmode.DataBucket+"/"+key)
+		s.inputs = append(s.inputs, s.PutInput(t, fmt.Sprintf("compat/in/%d.fna", i), []byte(seq)))
 	}
 	return s
 }
@@ -268,7 +194,7 @@ func (c *client) waitForCompletion(t *testing.T, id string) map[string]any {
 // submit, status polling, get_job, exit codes, logs, cancel, and the error mapping.
 func TestClientFlow(t *testing.T) {
 	s := startSite(t)
-	c := &client{url: s.env.URL, token: s.env.UserToken}
+	c := &client{url: s.Env.URL, token: s.Env.UserToken}
 
 	// CTSClient.__init__: GET / must name the service, then GET /whoami gives the user.
 	if root := c.ok(t, "GET", "", nil); root["service_name"] != "CDM Task Service" {
@@ -343,8 +269,8 @@ func TestClientFlow(t *testing.T) {
 	}
 
 	// The client's error mapping, one case per exception class it raises.
-	bad := &client{url: s.env.URL, token: "not-a-token"}
-	admin := &client{url: s.env.URL, token: s.env.AdminToken}
+	bad := &client{url: s.Env.URL, token: "not-a-token"}
+	admin := &client{url: s.Env.URL, token: s.Env.AdminToken}
 	for _, tc := range []struct {
 		name   string
 		c      *client
@@ -425,7 +351,7 @@ func TestPythonClient(t *testing.T) {
 	s := startSite(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, py, "-c", pyScript, s.env.URL, s.env.UserToken, s.image, devmode.DataBucket, devmode.SiteName, s.inputs[0], s.inputs[1])
+	cmd := exec.CommandContext(ctx, py, "-c", pyScript, s.Env.URL, s.Env.UserToken, s.image, devmode.DataBucket, devmode.SiteName, s.inputs[0], s.inputs[1])
 	cmd.Env = append(os.Environ(), "PYTHONPATH="+filepath.Join(dir, "src"))
 	out, err := cmd.CombinedOutput()
 	if err != nil {

@@ -10,12 +10,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -24,145 +21,20 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/segmentio/kafka-go"
 
-	"github.com/kbase/cts/coordinator/app"
 	"github.com/kbase/cts/coordinator/devmode"
 	"github.com/kbase/cts/coordinator/devstack"
 	"github.com/kbase/cts/test/demo"
+	"github.com/kbase/cts/test/testsite"
 )
 
-// bins holds the binaries built once for the whole package.
-var bins struct {
-	dir, agent, launcher, tool string
-	err                        error
-}
+func TestMain(m *testing.M) { testsite.Main(m) }
 
-func TestMain(m *testing.M) {
-	devstack.Main()
-	code := func() int {
-		dir, err := os.MkdirTemp("", "cts-e2e-bin-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer os.RemoveAll(dir)
-		bins.dir = dir
-		bins.err = buildBinaries(dir)
-		return m.Run()
-	}()
-	os.Exit(code)
-}
-
-func buildBinaries(dir string) error {
-	root, err := filepath.Abs("../..")
-	if err != nil {
-		return err
-	}
-	bins.agent = filepath.Join(dir, "cts-agent")
-	bins.launcher = filepath.Join(dir, "cts-launcher-local")
-	bins.tool = filepath.Join(dir, "cts-demo-tool")
-	for _, b := range []struct {
-		out, pkg string
-		static   bool
-	}{
-		{bins.agent, "./agent/cmd/cts-agent", true},
-		{bins.launcher, "./plugins/local/cmd/cts-launcher-local", false},
-		{bins.tool, "./test/demo/tool", true},
-	} {
-		cmd := exec.Command("go", "build", "-trimpath", "-o", b.out, b.pkg)
-		cmd.Dir = root
-		cmd.Env = os.Environ()
-		if b.static {
-			cmd.Env = append(cmd.Env, "CGO_ENABLED=0")
-		}
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out)
-		}
-	}
-	return nil
-}
-
-// requireEnv skips when the machine cannot run containers and fails when the binaries did
-// not build.
-func requireEnv(t *testing.T) {
+// startSite starts a dev site configured for this package's demo runs.
+func startSite(t *testing.T, opts testsite.Options) *testsite.Site {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("end-to-end tests run containers with runc and need root")
-	}
-	if _, err := exec.LookPath("runc"); err != nil {
-		t.Skip("runc is not installed (scripts/install-deps.sh installs it)")
-	}
-	if bins.err != nil {
-		t.Fatal(bins.err)
-	}
-}
-
-type site struct {
-	env  *devmode.Env
-	cfg  demo.Config
-	api  *demo.Client
-	logs *bytes.Buffer
-}
-
-// startSite starts a dev site; agentPath overrides the agent binary the launcher starts.
-func startSite(t *testing.T, agentPath string, opts ...devstack.RegistryOption) *site {
-	t.Helper()
-	return startSiteWith(t, agentPath, nil, opts...)
-}
-
-// startSiteWith is startSite with a hook that may change the coordinator's configuration.
-func startSiteWith(t *testing.T, agentPath string, configure func(*app.Config), opts ...devstack.RegistryOption) *site {
-	t.Helper()
-	if agentPath == "" {
-		agentPath = bins.agent
-	}
-	logs := &bytes.Buffer{}
-	var mu sync.Mutex
-	log := slog.New(slog.NewJSONHandler(lockedWriter{&mu, logs}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	env, err := devmode.Start(ctx, devmode.Options{
-		Dir: t.TempDir(), AgentPath: agentPath, LauncherPath: bins.launcher, Log: log, RegistryOptions: opts,
-		Configure: configure,
-	})
-	if err != nil {
-		t.Fatalf("start dev site: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := env.Close(); err != nil {
-			t.Errorf("close dev site: %v", err)
-		}
-		if t.Failed() {
-			mu.Lock()
-			t.Logf("coordinator log:\n%s", logs.String())
-			mu.Unlock()
-		}
-	})
-	cfg := demo.Config{
-		URL: env.URL, UserToken: env.UserToken, AdminToken: env.AdminToken,
-		S3Endpoint: env.Stack.S3.Endpoint, S3Access: env.Stack.S3.AccessKey, S3Secret: env.Stack.S3.SecretKey,
-		S3Region: env.Stack.S3.Region, Registry: env.Stack.Registry.Host(), Bucket: devmode.DataBucket,
-		Site: devmode.SiteName, ToolBinary: bins.tool, Containers: 2, Prefix: "e2e", Timeout: 2 * time.Minute,
-		Out: testWriter{t},
-	}
-	return &site{env: env, cfg: cfg, api: &demo.Client{URL: env.URL}, logs: logs}
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
+	s := testsite.Start(t, opts)
+	s.Demo.Containers, s.Demo.Prefix, s.Demo.Timeout = 2, "e2e", 2*time.Minute
+	return s
 }
 
 var happyStates = []string{"created", "download_submitted", "job_submitting", "job_submitted",
@@ -172,11 +44,10 @@ var happyStates = []string{"created", "download_submitted", "job_submitting", "j
 // message per transition with the job ID as key, outputs in S3 with the recorded CRC64/NVME,
 // exit codes, and both containers' logs.
 func TestDemoJob(t *testing.T) {
-	requireEnv(t)
-	s := startSite(t, "")
+	s := startSite(t, testsite.Options{})
 	ctx := context.Background()
 	start := time.Now()
-	res, err := demo.Run(ctx, s.cfg)
+	res, err := demo.Run(ctx, s.Demo)
 	if err != nil {
 		t.Fatalf("demo: %v", err)
 	}
@@ -223,7 +94,7 @@ func TestDemoJob(t *testing.T) {
 	var codes struct {
 		ExitCodes []*int `json:"exit_codes"`
 	}
-	if err := s.api.Do(ctx, "GET", "/jobs/"+res.JobID+"/exit_codes", s.cfg.UserToken, nil, &codes); err != nil {
+	if err := s.API.Do(ctx, "GET", "/jobs/"+res.JobID+"/exit_codes", s.Demo.UserToken, nil, &codes); err != nil {
 		t.Fatal(err)
 	}
 	if len(codes.ExitCodes) != 2 || codes.ExitCodes[0] == nil || *codes.ExitCodes[0] != 0 || codes.ExitCodes[1] == nil || *codes.ExitCodes[1] != 0 {
@@ -231,10 +102,10 @@ func TestDemoJob(t *testing.T) {
 	}
 	for n := range 2 {
 		var out, errLog []byte
-		if err := s.api.Do(ctx, "GET", fmt.Sprintf("/jobs/%s/log/%d/stdout", res.JobID, n), s.cfg.UserToken, nil, &out); err != nil {
+		if err := s.API.Do(ctx, "GET", fmt.Sprintf("/jobs/%s/log/%d/stdout", res.JobID, n), s.Demo.UserToken, nil, &out); err != nil {
 			t.Fatalf("stdout of container %d: %v", n, err)
 		}
-		if err := s.api.Do(ctx, "GET", fmt.Sprintf("/jobs/%s/log/%d/stderr", res.JobID, n), s.cfg.UserToken, nil, &errLog); err != nil {
+		if err := s.API.Do(ctx, "GET", fmt.Sprintf("/jobs/%s/log/%d/stderr", res.JobID, n), s.Demo.UserToken, nil, &errLog); err != nil {
 			t.Fatalf("stderr of container %d: %v", n, err)
 		}
 		if c := strings.Count(string(out), fmt.Sprintf("container %d: /input_files/genome_", n)); c != 2 {
@@ -254,10 +125,10 @@ func TestDemoJob(t *testing.T) {
 			NotifSent bool   `json:"notif_sent"`
 		} `json:"transition_times"`
 	}
-	msgs := readKafka(t, s.env.Stack.Kafka.Brokers(), res.JobID, len(happyStates))
+	msgs := readKafka(t, s.Env.Stack.Kafka.Brokers(), res.JobID, len(happyStates))
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		if err := s.api.Do(ctx, "GET", "/admin/jobs/"+res.JobID, s.cfg.AdminToken, nil, &admin); err != nil {
+		if err := s.API.Do(ctx, "GET", "/admin/jobs/"+res.JobID, s.Demo.AdminToken, nil, &admin); err != nil {
 			t.Fatal(err)
 		}
 		all := true
@@ -319,12 +190,12 @@ func readKafka(t *testing.T, brokers []string, jobID string, n int) []kafkaMsg {
 }
 
 // waitJob polls until the job is terminal and returns its user view.
-func waitJob(t *testing.T, s *site, id string) map[string]any {
+func waitJob(t *testing.T, s *testsite.Site, id string) map[string]any {
 	t.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		var j map[string]any
-		if err := s.api.Do(context.Background(), "GET", "/jobs/"+id, s.cfg.UserToken, nil, &j); err != nil {
+		if err := s.API.Do(context.Background(), "GET", "/jobs/"+id, s.Demo.UserToken, nil, &j); err != nil {
 			t.Fatal(err)
 		}
 		switch j["state"] {
@@ -338,10 +209,10 @@ func waitJob(t *testing.T, s *site, id string) map[string]any {
 	}
 }
 
-func submit(t *testing.T, s *site, image string, inputs []string, containers int) string {
+func submit(t *testing.T, s *testsite.Site, image string, inputs []string, containers int) string {
 	t.Helper()
 	var sub map[string]string
-	err := s.api.Do(context.Background(), "POST", "/jobs", s.cfg.UserToken, map[string]any{
+	err := s.API.Do(context.Background(), "POST", "/jobs", s.Demo.UserToken, map[string]any{
 		"cluster": devmode.SiteName, "image": image, "input_files": inputs,
 		"output_dir": "cts-data/e2e/output", "num_containers": containers, "runtime": 300,
 		"params": map[string]any{"args": []any{
@@ -372,21 +243,15 @@ func listKeys(t *testing.T, c *s3.Client, bucket, prefix string) []string {
 // before the agent downloads it: the agent must refuse the bytes, the job must end in error with
 // a checksum message, and no output may be written.
 func TestInputChangedAfterSubmit(t *testing.T) {
-	requireEnv(t)
+	bins := testsite.RequireEnv(t)
 	// The agent waits for a go-ahead file, so the input can change between submit and download.
 	gate := filepath.Join(t.TempDir(), "go")
-	wrapper := filepath.Join(t.TempDir(), "gated-agent")
-	script := fmt.Sprintf("#!/bin/sh\nwhile [ ! -e %q ]; do sleep 0.05; done\nexec %q \"$@\"\n", gate, bins.agent)
-	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	s := startSite(t, wrapper)
+	wrapper := testsite.Script(t, "gated-agent",
+		fmt.Sprintf("#!/bin/sh\nwhile [ ! -e %q ]; do sleep 0.05; done\nexec %q \"$@\"\n", gate, bins.Agent))
+	s := startSite(t, testsite.Options{AgentPath: wrapper})
 	ctx := context.Background()
-	image, err := demo.BuildAndRegister(ctx, s.cfg, s.api)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := s.env.Stack.S3.Client()
+	image := s.RegisterDemo(t)
+	c := s.Env.Stack.S3.Client()
 	if _, err := demo.PutWithCRC(ctx, c, devmode.DataBucket, "e2e/in/a.fna", []byte(">a\nACGTACGT\n")); err != nil {
 		t.Fatal(err)
 	}
@@ -413,10 +278,7 @@ func TestInputChangedAfterSubmit(t *testing.T) {
 	if keys := listKeys(t, c, devmode.DataBucket, "e2e/output/"); len(keys) != 0 {
 		t.Errorf("outputs were written: %v", keys)
 	}
-	var admin map[string]any
-	if err := s.api.Do(ctx, "GET", "/admin/jobs/"+id, s.cfg.AdminToken, nil, &admin); err != nil {
-		t.Fatal(err)
-	}
+	admin := s.AdminJob(t, id)
 	if ae, _ := admin["admin_error"].(string); !strings.Contains(ae, "checksum mismatch") {
 		t.Errorf("admin error %q", ae)
 	}
@@ -425,7 +287,6 @@ func TestInputChangedAfterSubmit(t *testing.T) {
 // TestTamperedLayerRefused serves wrong bytes for the image's layer (under its digest): the
 // agent must refuse the image, run nothing, and the job must end in error.
 func TestTamperedLayerRefused(t *testing.T) {
-	requireEnv(t)
 	var target atomic.Value // the layer digest to corrupt
 	target.Store("")
 	tamper := devstack.WithBlobTamper(func(digest string, b []byte) []byte {
@@ -436,18 +297,15 @@ func TestTamperedLayerRefused(t *testing.T) {
 		c[len(c)/2] ^= 0xff
 		return c
 	})
-	s := startSite(t, "", tamper)
+	s := startSite(t, testsite.Options{RegistryOptions: []devstack.RegistryOption{tamper}})
 	ctx := context.Background()
-	image, err := demo.BuildAndRegister(ctx, s.cfg, s.api)
-	if err != nil {
-		t.Fatal(err)
-	}
+	image := s.RegisterDemo(t)
 	layer, err := layerDigest(s, image)
 	if err != nil {
 		t.Fatal(err)
 	}
 	target.Store(layer)
-	c := s.env.Stack.S3.Client()
+	c := s.Env.Stack.S3.Client()
 	if _, err := demo.PutWithCRC(ctx, c, devmode.DataBucket, "e2e/in/b.fna", []byte(">b\nGGCC\n")); err != nil {
 		t.Fatal(err)
 	}
@@ -456,10 +314,7 @@ func TestTamperedLayerRefused(t *testing.T) {
 	if j["state"] != "error" {
 		t.Fatalf("job ended %v, want error", j["state"])
 	}
-	var admin map[string]any
-	if err := s.api.Do(ctx, "GET", "/admin/jobs/"+id, s.cfg.AdminToken, nil, &admin); err != nil {
-		t.Fatal(err)
-	}
+	admin := s.AdminJob(t, id)
 	ae, _ := admin["admin_error"].(string)
 	if !strings.Contains(ae, layer) && !strings.Contains(strings.ToLower(ae), "digest") {
 		t.Errorf("admin error %q does not name the digest problem", ae)
@@ -475,15 +330,15 @@ func TestTamperedLayerRefused(t *testing.T) {
 }
 
 // layerDigest finds the (single) layer digest of a registered image through the registry API.
-func layerDigest(s *site, image string) (string, error) {
+func layerDigest(s *testsite.Site, image string) (string, error) {
 	var img map[string]any
-	if err := s.api.Do(context.Background(), "GET", "/images/"+image, "", nil, &img); err != nil {
+	if err := s.API.Do(context.Background(), "GET", "/images/"+image, "", nil, &img); err != nil {
 		return "", err
 	}
 	digest, _ := img["digest"].(string)
 	name, _ := img["name"].(string)
-	repo := strings.TrimPrefix(name, s.cfg.Registry+"/")
-	api := &demo.Client{URL: "http://" + s.cfg.Registry}
+	repo := strings.TrimPrefix(name, s.Demo.Registry+"/")
+	api := &demo.Client{URL: "http://" + s.Demo.Registry}
 	var manifest struct {
 		Layers []struct {
 			Digest string `json:"digest"`

@@ -1,10 +1,12 @@
 package fault
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -25,6 +27,7 @@ import (
 	"github.com/kbase/cts/coordinator/app"
 	"github.com/kbase/cts/coordinator/devmode"
 	"github.com/kbase/cts/test/demo"
+	"github.com/kbase/cts/test/testsite"
 )
 
 // faultProxy is a reverse proxy in front of the embedded S3 that breaks a fraction of the
@@ -134,7 +137,7 @@ func (c *cutWriter) Write(b []byte) (int, error) {
 // the agents' S3 behind the fault proxy: the job must complete, and every output must match
 // its CRC64/NVME (demo.Run downloads each one and recomputes it).
 func TestS3FaultsJobStillCompletes(t *testing.T) {
-	requireEnv(t)
+	testsite.RequireEnv(t)
 	proxy := newFaultProxy(42, 0.25)
 	srv := httptest.NewServer(proxy)
 	t.Cleanup(srv.Close)
@@ -142,7 +145,7 @@ func TestS3FaultsJobStillCompletes(t *testing.T) {
 		proxy.setTarget(c.S3.Endpoint)
 		c.S3.WorkerEndpoint = srv.URL // only the agents go through the proxy
 	})
-	res, err := demo.Run(context.Background(), s.cfg)
+	res, err := demo.Run(context.Background(), s.Demo)
 	if err != nil {
 		t.Fatalf("demo job under S3 faults: %v", err)
 	}
@@ -165,29 +168,29 @@ func TestS3FaultsJobStillCompletes(t *testing.T) {
 // running) while 10 one-container jobs are mid-run. Every job must complete, and every
 // sub-job must show each state exactly once: no event lost, none applied twice.
 func TestCoordinatorRestartUnderTenAgents(t *testing.T) {
-	requireEnv(t)
+	testsite.RequireEnv(t)
 	s := startSite(t, nil)
 	image := registerTestTool(t, s)
-	in := putInput(t, s, "fault/in/x.txt", "some input\n")
+	in := s.PutInput(t, "fault/in/x.txt", []byte("some input\n"))
 	const n = 10
 	ids := make([]string, n)
 	for i := range n {
 		ids[i] = submitTool(t, s, image, in, "sleep-copy", "8")
 	}
 	for _, id := range ids {
-		waitState(t, s, id, 2*time.Minute, "job_submitted")
+		s.WaitState(t, id, 2*time.Minute, "job_submitted")
 	}
-	if err := s.env.RestartCoordinator(t.Context(), 2*time.Second, s.log); err != nil {
+	if err := s.Env.RestartCoordinator(t.Context(), 2*time.Second, s.Log); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range ids { // every agent still runs its container across the restart
-		if st := jobState(t, s, id)["state"]; st != "job_submitted" {
+		if st := s.AdminJob(t, id)["state"]; st != "job_submitted" {
 			t.Fatalf("job %s is %v right after the restart: the restart did not happen mid-run", id, st)
 		}
 	}
 	want := []string{"download_submitted", "job_submitting", "job_submitted", "upload_submitting", "upload_submitted", "complete"}
 	for _, id := range ids {
-		j := waitState(t, s, id, 2*time.Minute, "complete", "error", "canceled")
+		j := s.WaitState(t, id, 2*time.Minute, "complete", "error", "canceled")
 		if j["state"] != "complete" {
 			t.Errorf("job %s ended %v: %v", id, j["state"], j["admin_error"])
 			continue
@@ -199,7 +202,7 @@ func TestCoordinatorRestartUnderTenAgents(t *testing.T) {
 		if !slices.Equal(jobStates, append([]string{"created"}, want...)) {
 			t.Errorf("job %s transitions %v", id, jobStates)
 		}
-		if c := strings.Count(s.logs.String(), `"msg":"agent connected","component":"agentws","job_id":"`+id); c < 2 {
+		if c := strings.Count(s.Logs(), `"msg":"agent connected","component":"agentws","job_id":"`+id); c < 2 {
 			t.Errorf("job %s: its agent connected %d times, want a reconnect after the restart", id, c)
 		}
 		subs := subJobTransitions(t, s, id)
@@ -223,27 +226,27 @@ func hasDuplicate(ss []string) bool {
 // TestAgentStopSignals sends stop signals to a real agent (the way HTCondor removes or
 // evicts a job) while its container runs.
 func TestAgentStopSignals(t *testing.T) {
-	requireEnv(t)
+	testsite.RequireEnv(t)
 	s := startSite(t, nil)
 	image := registerTestTool(t, s)
-	in := putInput(t, s, "fault/in/sig.txt", "x\n")
-	c := s.env.Stack.S3.Client()
+	in := s.PutInput(t, "fault/in/sig.txt", []byte("x\n"))
+	c := s.Env.Stack.S3.Client()
 
 	t.Run("SIGTERM: graceful stop, logs uploaded, final report", func(t *testing.T) {
 		id := submitTool(t, s, image, in, "sleep", "600")
-		waitState(t, s, id, 2*time.Minute, "job_submitted")
+		s.WaitState(t, id, 2*time.Minute, "job_submitted")
 		pid := agentPID(t, s, id)
 		time.Sleep(300 * time.Millisecond) // the container's signal handler is installed
 		start := time.Now()
 		if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
-		j := waitState(t, s, id, time.Minute, "error", "complete", "canceled")
+		j := s.WaitState(t, id, time.Minute, "error", "complete", "canceled")
 		if msg, _ := j["error"].(string); j["state"] != "error" || !strings.Contains(msg, "stopped by the compute system") {
 			t.Errorf("job ended %v with %q", j["state"], msg)
 		}
 		var log []byte
-		if err := s.api.Do(t.Context(), "GET", "/jobs/"+id+"/log/0/stdout", s.cfg.UserToken, nil, &log); err != nil {
+		if err := s.API.Do(t.Context(), "GET", "/jobs/"+id+"/log/0/stdout", s.Demo.UserToken, nil, &log); err != nil {
 			t.Errorf("stdout log not uploaded: %v", err)
 		} else if !strings.Contains(string(log), "got SIGTERM") {
 			t.Errorf("stdout log %q lacks the container's own SIGTERM line", log)
@@ -254,7 +257,7 @@ func TestAgentStopSignals(t *testing.T) {
 
 	t.Run("second signal: no log upload, still a final report", func(t *testing.T) {
 		id := submitTool(t, s, image, in, "sleep-ignore-term", "600")
-		waitState(t, s, id, 2*time.Minute, "job_submitted")
+		s.WaitState(t, id, 2*time.Minute, "job_submitted")
 		pid := agentPID(t, s, id)
 		if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 			t.Fatal(err)
@@ -263,7 +266,7 @@ func TestAgentStopSignals(t *testing.T) {
 		if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
-		j := waitState(t, s, id, time.Minute, "error", "complete", "canceled")
+		j := s.WaitState(t, id, time.Minute, "error", "complete", "canceled")
 		if j["state"] != "error" {
 			t.Errorf("job ended %v", j["state"])
 		}
@@ -291,19 +294,19 @@ func waitExit(t *testing.T, pid int) {
 // gracefully nor report. Noticing is the coordinator's job: its reconciler (issue 5) must
 // settle the job once the agent's heartbeat is missing, so the job does not stay stuck.
 func TestAgentKilled(t *testing.T) {
-	requireEnv(t)
+	testsite.RequireEnv(t)
 	if !reflect.ValueOf(app.Config{}).FieldByName("Reconcile").IsValid() {
 		t.Skip("coordinator/internal/reconcile (issue 5) is not wired into coordinator/app yet (app.Config has no Reconcile section): nothing notices a dead agent's missing heartbeat, so the job would stay job_submitted")
 	}
 	s := startSite(t, nil)
 	image := registerTestTool(t, s)
-	in := putInput(t, s, "fault/in/kill.txt", "x\n")
+	in := s.PutInput(t, "fault/in/kill.txt", []byte("x\n"))
 	id := submitTool(t, s, image, in, "sleep", "600")
-	waitState(t, s, id, 2*time.Minute, "job_submitted")
+	s.WaitState(t, id, 2*time.Minute, "job_submitted")
 	if err := syscall.Kill(agentPID(t, s, id), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	j := waitState(t, s, id, 5*time.Minute, "error", "complete", "canceled")
+	j := s.WaitState(t, id, 5*time.Minute, "error", "complete", "canceled")
 	if j["state"] != "error" {
 		t.Errorf("job ended %v after its agent was killed", j["state"])
 	}
@@ -312,19 +315,19 @@ func TestAgentKilled(t *testing.T) {
 
 // TestAdminModes runs `cts-agent check` and `cts-agent run --dry-run` against a dev site.
 func TestAdminModes(t *testing.T) {
-	requireEnv(t)
+	bins := testsite.RequireEnv(t)
 	s := startSite(t, nil)
-	secrets := filepath.Join(s.env.Dir, "secrets")
+	secrets := filepath.Join(s.Env.Dir, "secrets")
 	env := []string{
 		"PATH=" + os.Getenv("PATH"),
-		"SERVICE_ROOT_URL=" + s.env.URL, "TOKEN_PATH=" + filepath.Join(secrets, "cts_token"),
-		"S3_URL=" + s.env.Stack.S3.Endpoint, "S3_ACCESS_KEY=" + s.env.Stack.S3.AccessKey,
+		"SERVICE_ROOT_URL=" + s.Env.URL, "TOKEN_PATH=" + filepath.Join(secrets, "cts_token"),
+		"S3_URL=" + s.Env.Stack.S3.Endpoint, "S3_ACCESS_KEY=" + s.Env.Stack.S3.AccessKey,
 		"S3_SECRET_PATH=" + filepath.Join(secrets, "s3_secret"), "S3_ERROR_LOG_PATH=" + devmode.LogBucket + "/container_logs",
 		"CTS_AGENT_RUNC_ROOT=" + filepath.Join(t.TempDir(), "runc"), "CTS_AGENT_RUNTIME=auto",
 		"CTS_AGENT_DOCKER_SOCKET=" + filepath.Join(t.TempDir(), "no-docker.sock"),
 	}
 	agent := func(env []string, args ...string) (string, int) {
-		cmd := exec.Command(bins.agent, args...)
+		cmd := exec.Command(bins.Agent, args...)
 		cmd.Env = env
 		cmd.Dir = t.TempDir()
 		out, err := cmd.Output()
@@ -347,7 +350,7 @@ func TestAdminModes(t *testing.T) {
 	})
 	t.Run("check refuses a token without the executor role", func(t *testing.T) {
 		tok := filepath.Join(t.TempDir(), "user_token")
-		if err := os.WriteFile(tok, []byte(s.env.UserToken), 0o600); err != nil {
+		if err := os.WriteFile(tok, []byte(s.Env.UserToken), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		out, code := agent(append(slices.Clone(env), "TOKEN_PATH="+tok), "check")
@@ -357,14 +360,14 @@ func TestAdminModes(t *testing.T) {
 	})
 	t.Run("dry run prints the plan and moves nothing", func(t *testing.T) {
 		image := registerTestTool(t, s)
-		in := putInput(t, s, "fault/in/dry.txt", "dry\n")
+		in := s.PutInput(t, "fault/in/dry.txt", []byte("dry\n"))
 		id := submitTool(t, s, image, in, "sleep-copy", "5")
-		waitState(t, s, id, 2*time.Minute, "job_submitted")
-		before := jobState(t, s, id)
+		s.WaitState(t, id, 2*time.Minute, "job_submitted")
+		before := s.AdminJob(t, id)
 		subsBefore := subJobTransitions(t, s, id)
 		out, code := agent(append(slices.Clone(env), "CTS_AGENT_ATTEMPT=admin-dry-run"), "run", "--dry-run", "--job", id, "--container", "0")
 		t.Logf("dry run:\n%s", out)
-		for _, want := range []string{"DRY RUN", "image:   " + s.cfg.Registry + "/cts/testtool", `["/usr/bin/testtool","sleep-copy","5"]`,
+		for _, want := range []string{"DRY RUN", "image:   " + s.Demo.Registry + "/cts/testtool", `["/usr/bin/testtool","sleep-copy","5"]`,
 			"cts-data/fault/in/dry.txt (4 bytes, crc64nvme ", "/input_files (ro)", "/output_files (rw)", "limits:"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("plan lacks %q", want)
@@ -373,16 +376,16 @@ func TestAdminModes(t *testing.T) {
 		if code != 0 {
 			t.Errorf("exit %d", code)
 		}
-		after := jobState(t, s, id)
+		after := s.AdminJob(t, id)
 		if fmt.Sprint(before["transition_times"]) != fmt.Sprint(after["transition_times"]) ||
 			fmt.Sprint(subsBefore) != fmt.Sprint(subJobTransitions(t, s, id)) {
 			t.Errorf("the dry run moved the job: %v -> %v", before["transition_times"], after["transition_times"])
 		}
-		waitState(t, s, id, time.Minute, "complete")
+		s.WaitState(t, id, time.Minute, "complete")
 		// The image is cached by now (the job above pulled it): a second job measures the
 		// agent's own start-up cost.
 		id2 := submitTool(t, s, image, in, "sleep-copy", "0")
-		waitState(t, s, id2, time.Minute, "complete")
+		s.WaitState(t, id2, time.Minute, "complete")
 		ms := startupMillis(t, s, id2)
 		t.Logf("agent process start -> container starting, excluding the download, image cached: %.1f ms", ms)
 		if ms > 1000 {
@@ -402,7 +405,7 @@ func boolInt(b bool) int {
 // input and uploads it back as its output, and checks the agent's peak RSS stays under
 // 100 MiB (transfers stream from and to disk; memory must not grow with the file size).
 func TestAgentPeakRSS(t *testing.T) {
-	requireEnv(t)
+	bins := testsite.RequireEnv(t)
 	timeBin, err := exec.LookPath("time")
 	if err != nil {
 		if _, serr := os.Stat("/usr/bin/time"); serr != nil {
@@ -414,25 +417,30 @@ func TestAgentPeakRSS(t *testing.T) {
 		timeBin = "/usr/bin/time"
 	}
 	rss := filepath.Join(t.TempDir(), "rss")
-	wrapper := filepath.Join(t.TempDir(), "measured-agent")
-	script := fmt.Sprintf("#!/bin/sh\nexec %s -f %%M -a -o %q %q \"$@\"\n", timeBin, rss, bins.agent)
-	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	wrapper := testsite.Script(t, "measured-agent",
+		fmt.Sprintf("#!/bin/sh\nexec %s -f %%M -a -o %q %q \"$@\"\n", timeBin, rss, bins.Agent))
 	s := startSiteWith(t, wrapper, nil)
 	image := registerTestTool(t, s)
 	big := make([]byte, 256<<20)
 	_, _ = rand.NewChaCha8([32]byte{7}).Read(big)
-	in := putInput(t, s, "fault/in/big.bin", string(big))
+	in := s.PutInput(t, "fault/in/big.bin", big)
 	big = nil
 	id := submitTool(t, s, image, in, "sleep-copy", "0")
-	j := waitState(t, s, id, 3*time.Minute, "complete", "error", "canceled")
+	j := s.WaitState(t, id, 3*time.Minute, "complete", "error", "canceled")
 	if j["state"] != "complete" {
 		t.Fatalf("job ended %v: %v", j["state"], j["admin_error"])
 	}
-	b, err := os.ReadFile(rss)
-	if err != nil {
-		t.Fatal(err)
+	// The job is complete once the agent has reported; /usr/bin/time writes the figure only
+	// when the agent process has exited, a moment later.
+	var b []byte
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		var err error
+		if b, err = os.ReadFile(rss); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.Fatal(err)
+		}
+		if len(bytes.TrimSpace(b)) > 0 || time.Now().After(deadline) {
+			break
+		}
 	}
 	var kb int
 	fmt.Sscan(strings.TrimSpace(string(b)), &kb)

@@ -5,83 +5,28 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/kbase/cts/coordinator/client"
 	"github.com/kbase/cts/coordinator/devmode"
-	"github.com/kbase/cts/coordinator/devstack"
-	"github.com/kbase/cts/test/demo"
-	"github.com/kbase/cts/test/imagebuild"
+	"github.com/kbase/cts/test/testsite"
 )
 
 func TestMain(m *testing.M) {
-	devstack.Main() // the dev site's S3 runs as a child process of the test binary
 	// Poll faster than a user's CLI does, so the tests wait less.
 	pollBackoff = client.Backoff{Min: 100 * time.Millisecond, Max: 500 * time.Millisecond}
-	code := m.Run()
-	if bins.dir != "" {
-		_ = os.RemoveAll(bins.dir)
-	}
-	os.Exit(code)
-}
-
-// bins holds the binaries a dev site needs, built once per test binary.
-var bins struct {
-	once                             sync.Once
-	dir, agent, launcher, tool, test string
-	err                              error
-}
-
-func buildBinaries() error {
-	bins.once.Do(func() {
-		root, err := filepath.Abs("../../..")
-		if err != nil {
-			bins.err = err
-			return
-		}
-		if bins.dir, bins.err = os.MkdirTemp("", "cts-cli-bin-"); bins.err != nil {
-			return
-		}
-		bins.agent = filepath.Join(bins.dir, "cts-agent")
-		bins.launcher = filepath.Join(bins.dir, "cts-launcher-local")
-		bins.tool = filepath.Join(bins.dir, "cts-demo-tool")
-		bins.test = filepath.Join(bins.dir, "testtool")
-		for _, b := range []struct {
-			out, pkg string
-			static   bool
-		}{
-			{bins.agent, "./agent/cmd/cts-agent", true},
-			{bins.launcher, "./plugins/local/cmd/cts-launcher-local", false},
-			{bins.tool, "./test/demo/tool", true},
-			{bins.test, "./test/imagebuild/testtool", true},
-		} {
-			cmd := exec.Command("go", "build", "-trimpath", "-o", b.out, b.pkg)
-			cmd.Dir = root
-			cmd.Env = os.Environ()
-			if b.static {
-				cmd.Env = append(cmd.Env, "CGO_ENABLED=0")
-			}
-			if out, err := cmd.CombinedOutput(); err != nil {
-				bins.err = fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out)
-				return
-			}
-		}
-	})
-	return bins.err
+	testsite.Main(m)
 }
 
 // site is a running dev site with a demo image, a sleeping image and four inputs.
 type site struct {
-	env       *devmode.Env
+	*testsite.Site
 	demoImage string // cts-demo-tool: summarises its inputs (fast)
 	sleepImg  string // testtool: `sleep N` prints "sleeping" and sleeps
 	inputs    []string
@@ -90,57 +35,14 @@ type site struct {
 // startSite starts the dev site; it skips when this machine cannot run containers.
 func startSite(t *testing.T) *site {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("the CLI tests run jobs in containers with runc and need root")
-	}
-	if _, err := exec.LookPath("runc"); err != nil {
-		t.Skip("runc is not installed (scripts/install-deps.sh installs it)")
-	}
-	if err := buildBinaries(); err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var logs bytes.Buffer
-	log := slog.New(slog.NewJSONHandler(lockedWriter{&mu, &logs}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	env, err := devmode.Start(ctx, devmode.Options{Dir: t.TempDir(), AgentPath: bins.agent, LauncherPath: bins.launcher, Log: log})
-	if err != nil {
-		t.Fatalf("start dev site: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := env.Close(); err != nil {
-			t.Errorf("close dev site: %v", err)
-		}
-		if t.Failed() {
-			mu.Lock()
-			t.Logf("coordinator log:\n%s", logs.String())
-			mu.Unlock()
-		}
-	})
-	s := &site{env: env}
-	cfg := demo.Config{URL: env.URL, AdminToken: env.AdminToken, Registry: env.Stack.Registry.Host(),
-		ToolBinary: bins.tool, Prefix: "cli", Out: testWriter{t}}
-	if s.demoImage, err = demo.BuildAndRegister(ctx, cfg, &demo.Client{URL: env.URL}); err != nil {
-		t.Fatal(err)
-	}
+	s := &site{Site: testsite.Start(t, testsite.Options{})}
+	s.Demo.Prefix = "cli"
+	s.demoImage = s.RegisterDemo(t)
 
 	// The sleeping image is registered through the CLI itself.
-	tool, err := os.ReadFile(bins.test)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := imagebuild.Build([]imagebuild.File{{Path: "/usr/bin/testtool", Mode: 0o755, Data: tool}},
-		[]string{"/usr/bin/testtool"}, []string{"PATH=/usr/bin:/bin"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.sleepImg = env.Stack.Registry.Host() + "/cts/testtool:cli"
-	digest, err := imagebuild.Push(ctx, img, s.sleepImg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := s.cts(t, env.AdminToken, "images", "register", s.sleepImg, "--usage-notes", "sleeps", "--info-url", "https://example.org/testtool")
+	var digest string
+	s.sleepImg, digest = s.PushTool(t, testsite.Binary(t, testsite.TestToolPkg), "cli")
+	r := s.cts(t, s.Env.AdminToken, "images", "register", s.sleepImg, "--usage-notes", "sleeps", "--info-url", "https://example.org/testtool")
 	r.want(t, exitOK)
 	var reg client.Image
 	if err := json.Unmarshal([]byte(r.stdout), &reg); err != nil || reg.Digest != digest || reg.UsageNotes != "sleeps" ||
@@ -148,35 +50,11 @@ func startSite(t *testing.T) *site {
 		t.Fatalf("registered %+v (%v), pushed %s", reg, err, digest)
 	}
 
-	s3c := demo.Config{S3Endpoint: env.Stack.S3.Endpoint, S3Access: env.Stack.S3.AccessKey,
-		S3Secret: env.Stack.S3.SecretKey, S3Region: env.Stack.S3.Region}.S3Client()
 	for i := range 4 {
 		key := fmt.Sprintf("cli/in/genome_%d.fna", i)
-		body := fmt.Appendf(nil, ">genome_%d\nACGTACGTGGCC\nGGCCAATT\n", i)
-		if _, err := demo.PutWithCRC(ctx, s3c, devmode.DataBucket, key, body); err != nil {
-			t.Fatal(err)
-		}
-		s.inputs = append(s.inputs, devmode.DataBucket+"/"+key)
+		s.inputs = append(s.inputs, s.PutInput(t, key, fmt.Appendf(nil, ">genome_%d\nACGTACGTGGCC\nGGCCAATT\n", i)))
 	}
 	return s
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 // result is one run of the CLI.
@@ -210,13 +88,13 @@ func runCLI(t *testing.T, env map[string]string, args ...string) result {
 // cts runs the CLI against the site with token.
 func (s *site) cts(t *testing.T, token string, args ...string) result {
 	t.Helper()
-	return runCLI(t, map[string]string{"CTS_URL": s.env.URL, "CTS_TOKEN": token}, args...)
+	return runCLI(t, map[string]string{"CTS_URL": s.Env.URL, "CTS_TOKEN": token}, args...)
 }
 
 // api returns a client of the site for checks made beside the CLI.
 func (s *site) api(t *testing.T, token string) *client.Client {
 	t.Helper()
-	c, err := client.New(s.env.URL, token)
+	c, err := client.New(s.Env.URL, token)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +127,7 @@ func jsonEvents(t *testing.T, out string) (job []string, containers map[int][]st
 // TestCLIOnDevSite runs the CLI against a whole dev site: jobs in real containers.
 func TestCLIOnDevSite(t *testing.T) {
 	s := startSite(t)
-	user, admin := s.env.UserToken, s.env.AdminToken
+	user, admin := s.Env.UserToken, s.Env.AdminToken
 	args := []any{"--container", map[string]any{"type": "container_number"},
 		map[string]any{"type": "input_files", "input_files_format": "space_separated_list"}}
 
@@ -495,11 +373,11 @@ params:
 
 	t.Run("service errors exit 2 with the CTS message", func(t *testing.T) {
 		t.Parallel()
-		missing := s.env.Stack.Registry.Host() + "/cts/no-such-image:1"
+		missing := s.Env.Stack.Registry.Host() + "/cts/no-such-image:1"
 		r := s.cts(t, user, "submit", "--cluster", devmode.SiteName, "--image", missing,
 			"--input", s.inputs[0], "--output-dir", devmode.DataBucket+"/cli/out-none")
 		r.want(t, exitAPI)
-		if !strings.Contains(r.stderr, "No such image (40030): No image "+s.env.Stack.Registry.Host()+"/cts/no-such-image with tag '1' exists") {
+		if !strings.Contains(r.stderr, "No such image (40030): No image "+s.Env.Stack.Registry.Host()+"/cts/no-such-image with tag '1' exists") {
 			t.Errorf("stderr: %q", r.stderr)
 		}
 		r = s.cts(t, user, "submit", "--cluster", devmode.SiteName, "--image", s.demoImage, "--output-dir", devmode.DataBucket+"/x")
@@ -531,18 +409,18 @@ params:
 		if !strings.Contains(r.stdout, "user:    "+devmode.AdminName) || !strings.Contains(r.stdout, "full_admin") || strings.Contains(r.stdout, admin) {
 			t.Errorf("whoami: %q", r.stdout)
 		}
-		r = runCLI(t, map[string]string{"CTS_URL": s.env.URL}, "images", "list") // no token needed
+		r = runCLI(t, map[string]string{"CTS_URL": s.Env.URL}, "images", "list") // no token needed
 		r.want(t, exitOK)
 		if !strings.Contains(r.stdout, "/cts/demo ") || !strings.Contains(r.stdout, "/cts/testtool ") {
 			t.Errorf("images list:\n%s", r.stdout)
 		}
-		r = runCLI(t, map[string]string{"CTS_URL": s.env.URL}, "images", "get", s.sleepImg)
+		r = runCLI(t, map[string]string{"CTS_URL": s.Env.URL}, "images", "get", s.sleepImg)
 		r.want(t, exitOK)
 		var im client.Image
 		if err := json.Unmarshal([]byte(r.stdout), &im); err != nil || im.UsageNotes != "sleeps" || im.Tag != "cli" {
 			t.Errorf("images get: %s (%v)", r.stdout, err)
 		}
-		r = runCLI(t, map[string]string{"CTS_URL": s.env.URL}, "sites")
+		r = runCLI(t, map[string]string{"CTS_URL": s.Env.URL}, "sites")
 		r.want(t, exitOK)
 		if !strings.Contains(r.stdout, "\n"+devmode.SiteName+" ") {
 			t.Errorf("sites:\n%s", r.stdout)

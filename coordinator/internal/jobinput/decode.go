@@ -16,6 +16,7 @@ import (
 
 	"github.com/kbase/cts/coordinator/internal/ctserr"
 	"github.com/kbase/cts/shared/args"
+	"github.com/kbase/cts/shared/rawjson"
 	"github.com/kbase/cts/shared/s3path"
 )
 
@@ -36,14 +37,14 @@ func decode(body []byte, opts Options) (*JobInput, error) {
 	if d := checkJSON(body); d != nil {
 		return nil, ctserr.Validation(*d)
 	}
-	members, ok := objectMembers(body)
+	members, ok := rawjson.Members(body)
 	if !ok {
 		return nil, ctserr.Validation(detail([]any{"body"}, "model_attributes_type",
-			"Input should be a valid dictionary or object to extract fields from", anyValue(body), nil))
+			"Input should be a valid dictionary or object to extract fields from", rawjson.Value(body), nil))
 	}
 	d := &decoder{opts: opts, fields: map[string]json.RawMessage{}}
 	for _, m := range members {
-		d.fields[m.key] = m.val
+		d.fields[m.Key] = m.Raw
 	}
 	ji := &JobInput{
 		NumContainers:  DefaultNumContainers,
@@ -54,7 +55,7 @@ func decode(body []byte, opts Options) (*JobInput, error) {
 	var bodyInput any // decoded lazily: only "missing" details echo the whole body
 	missing := func(name string) {
 		if bodyInput == nil {
-			bodyInput = anyValue(body)
+			bodyInput = rawjson.Value(body)
 		}
 		d.add(detail([]any{"body", name}, "missing", "Field required", bodyInput, nil))
 	}
@@ -76,8 +77,8 @@ func decode(body []byte, opts Options) (*JobInput, error) {
 	d.field("output_dir", missing, func(raw json.RawMessage) bool { return d.outputDir(raw, &ji.OutputDir) })
 	okFiles := d.field("input_files", missing, func(raw json.RawMessage) bool { return d.inputFiles(raw, &ji.InputFiles) })
 	for _, m := range members {
-		if !slices.Contains(fieldNames, m.key) {
-			d.add(detail([]any{"body", m.key}, "extra_forbidden", "Extra inputs are not permitted", anyValue(m.val), nil))
+		if !slices.Contains(fieldNames, m.Key) {
+			d.add(detail([]any{"body", m.Key}, "extra_forbidden", "Extra inputs are not permitted", rawjson.Value(m.Raw), nil))
 		}
 	}
 	// Model-level rules, each only when the fields it reads are valid.
@@ -138,7 +139,7 @@ func (d *decoder) optionalField(name string, fn func(json.RawMessage) bool) bool
 func loc(path ...any) []any { return append([]any{"body"}, path...) }
 
 func (d *decoder) cluster(raw json.RawMessage, dst *string) bool {
-	input := anyValue(raw)
+	input := rawjson.Value(raw)
 	if s, ok := input.(string); ok && slices.Contains(d.opts.Sites, s) {
 		*dst = s
 		return true
@@ -150,7 +151,7 @@ func (d *decoder) cluster(raw json.RawMessage, dst *string) bool {
 
 // str decodes a required string with length limits in characters.
 func (d *decoder) str(l []any, raw json.RawMessage, minLen, maxLen int, dst *string) bool {
-	input := anyValue(raw)
+	input := rawjson.Value(raw)
 	s, ok := input.(string)
 	if !ok {
 		d.add(detail(l, "string_type", "Input should be a valid string", input, nil))
@@ -182,7 +183,7 @@ func lengthProblem(l []any, s string, minLen, maxLen int) *ctserr.ValidationDeta
 // integer decodes an int in pydantic's lax mode (integral floats, integer strings and
 // booleans are accepted) and checks its bounds.
 func (d *decoder) integer(l []any, raw json.RawMessage, minV, maxV int64, dst *int) bool {
-	input := anyValue(raw)
+	input := rawjson.Value(raw)
 	v, p := laxInt(l, input)
 	if p != nil {
 		d.add(*p)
@@ -265,7 +266,7 @@ func leDetail(l []any, input, limit any) ctserr.ValidationDetail {
 }
 
 func (d *decoder) memory(raw json.RawMessage, dst *int64) bool {
-	input := anyValue(raw)
+	input := rawjson.Value(raw)
 	v, err := ParseByteSize(input)
 	if err != nil {
 		d.add(parseErrorDetail(loc("memory"), input, err))
@@ -285,7 +286,7 @@ func (d *decoder) memory(raw json.RawMessage, dst *int64) bool {
 }
 
 func (d *decoder) runtime(raw json.RawMessage, dst *float64) bool {
-	input := anyValue(raw)
+	input := rawjson.Value(raw)
 	v, err := ParseDuration(input)
 	if err != nil {
 		d.add(parseErrorDetail(loc("runtime"), input, err))
@@ -320,7 +321,7 @@ func (d *decoder) params(raw json.RawMessage, dst *args.Parameters) bool {
 // (optionally with a trailing "/") is the bucket, anything else is a validated S3 path.
 // Duplicates are dropped, keeping the first occurrence's position; an empty list is nil.
 func (d *decoder) inputRoots(raw json.RawMessage, dst *[]string) bool {
-	input := anyValue(raw)
+	input := rawjson.Value(raw)
 	if input == nil {
 		return true
 	}
@@ -394,13 +395,13 @@ func (d *decoder) outputDir(raw json.RawMessage, dst *string) bool {
 // objects; the kind of the first string-or-object item decides which.
 func (d *decoder) inputFiles(raw json.RawMessage, dst *[]InputFile) bool {
 	l := loc("input_files")
-	if kindOf(raw) != kindArray {
-		d.add(detail(l, "list_type", "Input should be a valid list", anyValue(raw), nil))
+	if rawjson.KindOf(raw) != rawjson.Array {
+		d.add(detail(l, "list_type", "Input should be a valid list", rawjson.Value(raw), nil))
 		return false
 	}
 	var items []json.RawMessage
 	if err := json.Unmarshal(raw, &items); err != nil {
-		d.add(detail(l, "list_type", "Input should be a valid list", anyValue(raw), nil))
+		d.add(detail(l, "list_type", "Input should be a valid list", rawjson.Value(raw), nil))
 		return false
 	}
 	if n := len(items); n < 1 || n > d.opts.MaxInputFiles {
@@ -411,12 +412,12 @@ func (d *decoder) inputFiles(raw json.RawMessage, dst *[]InputFile) bool {
 				d.opts.MaxInputFiles, plural(d.opts.MaxInputFiles, "item"), n)
 			ctx = map[string]any{"field_type": "List", "max_length": d.opts.MaxInputFiles, "actual_length": n}
 		}
-		d.add(detail(l, typ, msg, anyValue(raw), ctx))
+		d.add(detail(l, typ, msg, rawjson.Value(raw), ctx))
 		return false
 	}
-	mode := kindInvalid
+	mode := rawjson.Invalid
 	for _, it := range items {
-		if k := kindOf(it); k == kindString || k == kindObject {
+		if k := rawjson.KindOf(it); k == rawjson.String || k == rawjson.Object {
 			mode = k
 			break
 		}
@@ -426,8 +427,8 @@ func (d *decoder) inputFiles(raw json.RawMessage, dst *[]InputFile) bool {
 	withIDs := 0
 	for i, it := range items {
 		il := loc("input_files", i)
-		switch k := kindOf(it); {
-		case k == kindString && mode == kindString:
+		switch k := rawjson.KindOf(it); {
+		case k == rawjson.String && mode == rawjson.String:
 			var s string
 			if !d.str(il, it, MinS3PathLength, MaxS3PathLength, &s) {
 				valid = false
@@ -440,7 +441,7 @@ func (d *decoder) inputFiles(raw json.RawMessage, dst *[]InputFile) bool {
 				continue
 			}
 			files[i] = InputFile{File: p.String()}
-		case k == kindObject && mode == kindObject:
+		case k == rawjson.Object && mode == rawjson.Object:
 			f, ok := d.fileObject(il, it)
 			if !ok {
 				valid = false
@@ -450,15 +451,15 @@ func (d *decoder) inputFiles(raw json.RawMessage, dst *[]InputFile) bool {
 				withIDs++
 			}
 			files[i] = f
-		case mode == kindObject:
+		case mode == rawjson.Object:
 			d.add(detail(il, "model_type", "Input should be a valid dictionary or instance of S3FileWithDataID",
-				anyValue(it), map[string]any{"class_name": "S3FileWithDataID"}))
+				rawjson.Value(it), map[string]any{"class_name": "S3FileWithDataID"}))
 			valid = false
-		case mode == kindString:
-			d.add(detail(il, "string_type", "Input should be a valid string", anyValue(it), nil))
+		case mode == rawjson.String:
+			d.add(detail(il, "string_type", "Input should be a valid string", rawjson.Value(it), nil))
 			valid = false
 		default:
-			d.add(detail(il, "string_type", "Input should be a valid string or dictionary", anyValue(it), nil))
+			d.add(detail(il, "string_type", "Input should be a valid string or dictionary", rawjson.Value(it), nil))
 			valid = false
 		}
 	}
@@ -475,15 +476,15 @@ func (d *decoder) inputFiles(raw json.RawMessage, dst *[]InputFile) bool {
 
 func (d *decoder) fileObject(l []any, raw json.RawMessage) (InputFile, bool) {
 	var f InputFile
-	members, _ := objectMembers(raw)
+	members, _ := rawjson.Members(raw)
 	valid, hasFile := true, false
 	for _, m := range members {
-		fl := append(slices.Clip(l), m.key)
-		switch m.key {
+		fl := append(slices.Clip(l), m.Key)
+		switch m.Key {
 		case "file":
 			hasFile = true
 			var s string
-			if !d.str(fl, m.val, MinS3PathLength, MaxS3PathLength, &s) {
+			if !d.str(fl, m.Raw, MinS3PathLength, MaxS3PathLength, &s) {
 				valid = false
 				continue
 			}
@@ -495,11 +496,11 @@ func (d *decoder) fileObject(l []any, raw json.RawMessage) (InputFile, bool) {
 			}
 			f.File = p.String()
 		case "crc64nvme":
-			if kindOf(m.val) == kindNull {
+			if rawjson.KindOf(m.Raw) == rawjson.Null {
 				continue
 			}
 			var s string
-			if !d.str(fl, m.val, CRC64NVMELength, CRC64NVMELength, &s) {
+			if !d.str(fl, m.Raw, CRC64NVMELength, CRC64NVMELength, &s) {
 				valid = false
 				continue
 			}
@@ -510,11 +511,11 @@ func (d *decoder) fileObject(l []any, raw json.RawMessage) (InputFile, bool) {
 			}
 			f.CRC64NVME = s
 		case "data_id":
-			if kindOf(m.val) == kindNull {
+			if rawjson.KindOf(m.Raw) == rawjson.Null {
 				continue
 			}
 			var s string
-			if !d.str(fl, m.val, 1, MaxDataIDLength, &s) {
+			if !d.str(fl, m.Raw, 1, MaxDataIDLength, &s) {
 				valid = false
 				continue
 			}
@@ -525,12 +526,12 @@ func (d *decoder) fileObject(l []any, raw json.RawMessage) (InputFile, bool) {
 			}
 			f.DataID = s
 		default:
-			d.add(detail(fl, "extra_forbidden", "Extra inputs are not permitted", anyValue(m.val), nil))
+			d.add(detail(fl, "extra_forbidden", "Extra inputs are not permitted", rawjson.Value(m.Raw), nil))
 			valid = false
 		}
 	}
 	if !hasFile {
-		d.add(detail(append(slices.Clip(l), "file"), "missing", "Field required", anyValue(raw), nil))
+		d.add(detail(append(slices.Clip(l), "file"), "missing", "Field required", rawjson.Value(raw), nil))
 		valid = false
 	}
 	return f, valid
