@@ -111,6 +111,10 @@ func Start(ctx context.Context, o Options) (e *Env, err error) {
 	if err := os.MkdirAll(secrets, 0o700); err != nil {
 		return nil, err
 	}
+	// The site's shared reference data folder, where refdata agents publish.
+	if err := os.MkdirAll(filepath.Join(dir, "refdata"), 0o755); err != nil {
+		return nil, err
+	}
 	tokenPath, secretPath := filepath.Join(secrets, "cts_token"), filepath.Join(secrets, "s3_secret")
 	if err := os.WriteFile(tokenPath, []byte(e.ExecutorToken+"\n"), 0o600); err != nil {
 		return nil, err

@@ -56,6 +56,9 @@ func submitTool(t *testing.T, s *testsite.Site, image, input string, args ...str
 	if err := s.API.Do(t.Context(), "POST", "/jobs", s.Demo.UserToken, map[string]any{
 		"cluster": devmode.SiteName, "image": image, "input_files": []string{input},
 		"output_dir": "cts-data/fault/out", "num_containers": 1, "runtime": 600,
+		// The tool copies files of up to 256 MiB: the page cache it fills is charged to the
+		// container's memory cgroup, so the default 10 MB limit would make that an OOM race.
+		"memory": "512MB",
 		"params": map[string]any{"args": a},
 	}, &sub); err != nil {
 		t.Fatalf("submit: %v", err)

@@ -28,6 +28,7 @@ const usage = `usage: testtool COMMAND [ARGS...]
   sleep-ignore-term SECS  sleep and ignore SIGTERM
   alloc MiB               allocate and touch MiB mebibytes, then exit 0
   copy                    copy every file under /input_files to /output_files
+  copy-tree SRC DST       copy every file under SRC to DST
   caps                    print the CapEff and NoNewPrivs lines of /proc/self/status
   write PATH              try to write PATH; print "ok" or "error: ..."
   ls DIR                  print the names in DIR, one per line
@@ -74,6 +75,11 @@ func run(args []string) error {
 		return alloc(n)
 	case "copy":
 		return copyTree("/input_files", "/output_files")
+	case "copy-tree":
+		if len(rest) != 2 {
+			return fmt.Errorf("copy-tree needs SRC and DST")
+		}
+		return copyTree(rest[0], rest[1])
 	case "caps":
 		return caps()
 	case "write":
