@@ -3,6 +3,7 @@ package devstack
 import (
 	"bytes"
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -33,7 +34,29 @@ type Registry struct {
 type RegistryOption func(*registryConfig)
 
 type registryConfig struct {
-	tamper func(digest string, b []byte) []byte
+	tamper     func(digest string, b []byte) []byte
+	user, pass string
+}
+
+// WithBasicAuth makes the registry private: every request must carry these credentials
+// (HTTP Basic, announced with a WWW-Authenticate challenge as Docker registries do).
+func WithBasicAuth(user, pass string) RegistryOption {
+	return func(c *registryConfig) { c.user, c.pass = user, pass }
+}
+
+// basicAuth refuses requests without the configured credentials.
+func basicAuth(h http.Handler, user, pass string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u, p, ok := r.BasicAuth()
+		if !ok || subtle.ConstantTimeCompare([]byte(u), []byte(user)) != 1 || subtle.ConstantTimeCompare([]byte(p), []byte(pass)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Basic realm="cts-devstack"`)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = io.WriteString(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // WithBlobTamper makes the registry pass every blob it serves on GET through fn, which gets
@@ -57,6 +80,9 @@ func StartRegistry(ctx context.Context, opts ...RegistryOption) (*Registry, erro
 	var h http.Handler = registry.New(registry.Logger(log.New(io.Discard, "", 0)))
 	if cfg.tamper != nil {
 		h = tamperBlobs(h, cfg.tamper)
+	}
+	if cfg.user != "" {
+		h = basicAuth(h, cfg.user, cfg.pass)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

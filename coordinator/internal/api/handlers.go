@@ -446,7 +446,14 @@ func (s *Server) containerLog(stream string) http.HandlerFunc {
 }
 
 func (s *Server) listImages(w http.ResponseWriter, r *http.Request) {
-	imgs, err := s.images.List(r.Context(), 1000)
+	p := newParams(r)
+	limit := p.integer("query", "limit", 1000, 1, 1000)
+	skip := p.integer("query", "skip", 0, 0, 1<<31-1)
+	if err := p.err(); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	imgs, err := s.images.List(r.Context(), skip, limit)
 	if err != nil {
 		s.fail(w, r, err)
 		return

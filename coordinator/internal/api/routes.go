@@ -98,8 +98,11 @@ func (s *Server) routeTable() []route {
 		{Method: "PUT", Pattern: "/jobs/{job_id}/cancel", Tag: "Jobs", Summary: "Cancel a job", Auth: authOwner, Status: 204,
 			Params: []param{pJobID}, handler: s.cancel},
 
-		{Method: "GET", Pattern: "/images", Tag: "Images", Summary: "The registered images (at most 1000)", Auth: authNone, Status: 200,
-			Response: Images{}, handler: s.listImages},
+		{Method: "GET", Pattern: "/images", Tag: "Images", Summary: "The registered images, by name and digest, a page at a time", Auth: authNone, Status: 200,
+			Response: Images{}, Params: []param{
+				{In: "query", Name: "limit", Type: "integer", Description: "At most this many images, 1 to 1000 (default 1000)."},
+				{In: "query", Name: "skip", Type: "integer", Description: "Skip this many images first (default 0): the next page starts at skip + limit."}},
+			handler: s.listImages},
 		{Method: "GET", Pattern: "/images/{image_id...}", Tag: "Images", Summary: "A registered image", Auth: authNone, Status: 200,
 			Response: Image{}, Params: []param{pImage}, handler: s.getImage},
 		{Method: "POST", Pattern: "/admin/images/{image_id...}", Tag: "Admin", Summary: "Register an image", Auth: authAdmin, Status: 200,

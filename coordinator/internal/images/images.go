@@ -41,8 +41,9 @@ type Store interface {
 	// GetImage finds by name and digest when digest is set, else by name and tag;
 	// ErrNotFound if none.
 	GetImage(ctx context.Context, name, digest, tag string) (*Image, error)
-	// ListImages returns up to limit images.
-	ListImages(ctx context.Context, limit int) ([]Image, error)
+	// ListImages returns up to limit images in a stable order (name, digest), after skipping
+	// skip of them: a page.
+	ListImages(ctx context.Context, skip, limit int) ([]Image, error)
 	// DeleteImage deletes the image found as in GetImage; ErrNotFound if none.
 	DeleteImage(ctx context.Context, name, digest, tag string) error
 }

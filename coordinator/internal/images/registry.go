@@ -311,9 +311,10 @@ func (m *Manager) Resolve(ctx context.Context, ref string) (*Image, error) {
 	return img, err
 }
 
-// List returns up to limit registered images.
-func (m *Manager) List(ctx context.Context, limit int) ([]Image, error) {
-	return m.store.ListImages(ctx, limit)
+// List returns a page of registered images: up to limit after skipping skip, ordered by name
+// and digest.
+func (m *Manager) List(ctx context.Context, skip, limit int) ([]Image, error) {
+	return m.store.ListImages(ctx, skip, limit)
 }
 
 // Delete removes the registered image ref resolves to.

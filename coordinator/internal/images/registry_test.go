@@ -2,9 +2,13 @@ package images_test
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -263,7 +267,7 @@ func TestRegisterResolveDelete(t *testing.T) {
 	})
 
 	t.Run("list", func(t *testing.T) {
-		imgs, err := f.m.List(ctx, 100)
+		imgs, err := f.m.List(ctx, 0, 100)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -389,5 +393,54 @@ func TestRegisterRefdataAndFromImage(t *testing.T) {
 	got, err := f.m.Resolve(ctx, host+"/test/ref:2")
 	if err != nil || got.RefdataID != "rd1" || got.DefaultRefdataMountPoint != "/refdata" {
 		t.Errorf("resolved %+v, %v", got, err)
+	}
+}
+
+// TestRegisterPrivateRegistry: a registry that needs credentials refuses an anonymous
+// registration (30050, "Unauthorized"), and the standard Docker configuration (DOCKER_CONFIG)
+// supplies them.
+func TestRegisterPrivateRegistry(t *testing.T) {
+	reg := devstack.TestRegistry(t, devstack.WithBasicAuth("alice", "s3cret"))
+	mg := devstack.TestMongo(t)
+	st, err := store.New(t.Context(), store.Config{URI: mg.URI(), Database: "images_private", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close(context.Background()) })
+	m := images.NewManager(st)
+	ref := reg.Host() + "/private/tool:1"
+
+	// Push with credentials (the registry refuses anonymous pushes too).
+	img, err := imagebuild.Build([]imagebuild.File{{Path: "/marker", Data: []byte("private")}}, []string{"/x"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	auth := base64.StdEncoding.EncodeToString([]byte("alice:s3cret"))
+	cfg := fmt.Sprintf(`{"auths": {%q: {"auth": %q}}}`, reg.Host(), auth)
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("DOCKER_CONFIG", t.TempDir()) // no credentials yet
+	if _, err := imagebuild.Push(t.Context(), img, ref); err == nil {
+		t.Fatal("anonymous push to the private registry succeeded")
+	}
+	_, err = m.Register(t.Context(), "admin", ref, images.Registration{})
+	var ce *ctserr.Error
+	if !errors.As(err, &ce) || ce.Code != ctserr.CodeImageFetch || !strings.Contains(ce.Message, "Unauthorized") {
+		t.Fatalf("anonymous registration: %v", err)
+	}
+
+	t.Setenv("DOCKER_CONFIG", dir)
+	digest, err := imagebuild.Push(t.Context(), img, ref)
+	if err != nil {
+		t.Fatalf("push with credentials: %v", err)
+	}
+	got, err := m.Register(t.Context(), "admin", ref, images.Registration{})
+	if err != nil {
+		t.Fatalf("registration with credentials: %v", err)
+	}
+	if got.Digest != digest {
+		t.Errorf("registered digest %s, pushed %s", got.Digest, digest)
 	}
 }

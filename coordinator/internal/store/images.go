@@ -74,10 +74,12 @@ func (s *Store) GetImage(ctx context.Context, name, digest, tag string) (*images
 	return &img, nil
 }
 
-// ListImages returns up to limit (default 1000) images sorted by name and digest.
-func (s *Store) ListImages(ctx context.Context, limit int) ([]images.Image, error) {
+// ListImages returns up to limit (default 1000) images sorted by name and digest, after
+// skipping skip of them.
+func (s *Store) ListImages(ctx context.Context, skip, limit int) ([]images.Image, error) {
 	cur, err := s.images.Find(ctx, bson.D{}, options.Find().
 		SetSort(bson.D{{Key: "name", Value: 1}, {Key: "digest", Value: 1}}).
+		SetSkip(int64(max(skip, 0))).
 		SetLimit(limitOrDefault(limit)))
 	if err != nil {
 		return nil, fmt.Errorf("list images: %w", err)

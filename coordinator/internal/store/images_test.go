@@ -72,7 +72,7 @@ func TestImages(t *testing.T) {
 	}
 
 	t.Run("list", func(t *testing.T) {
-		got, err := s.ListImages(ctx, 0)
+		got, err := s.ListImages(ctx, 0, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -84,12 +84,17 @@ func TestImages(t *testing.T) {
 		if !reflect.DeepEqual(refs, wantRefs) {
 			t.Fatalf("ListImages = %v, want %v", refs, wantRefs)
 		}
-		got, err = s.ListImages(ctx, 2)
+		got, err = s.ListImages(ctx, 0, 2)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if len(got) != 2 {
 			t.Fatalf("ListImages(2) returned %d", len(got))
+		}
+		// Pages: skip 3 of the 4 leaves the last one.
+		got, err = s.ListImages(ctx, 3, 2)
+		if err != nil || len(got) != 1 || got[0].Name+"@"+got[0].Digest != "repo/b@sha256:1" {
+			t.Fatalf("ListImages(skip 3) = %+v, %v", got, err)
 		}
 	})
 
