@@ -144,6 +144,26 @@ func (s *Server) routes() {
 
 // allowedMethods lists the methods a route other than the catch-all serves at r's path. The
 // catch-all "/" matches every method, which would otherwise hide ServeMux's own 405.
+// slashRedirect returns the path without its trailing slash (with the query) when only that
+// form is a route for r's method.
+func (s *Server) slashRedirect(r *http.Request) (string, bool) {
+	p := r.URL.Path
+	if len(p) < 2 || !strings.HasSuffix(p, "/") {
+		return "", false
+	}
+	if _, pattern := s.mux.Handler(r); pattern != "/" && pattern != "" {
+		return "", false // the slashed form is a route itself
+	}
+	u := *r.URL
+	u.Path = strings.TrimRight(p, "/")
+	u.RawPath = ""
+	probe := &http.Request{Method: r.Method, URL: &u, Host: r.Host, Header: http.Header{}}
+	if _, pattern := s.mux.Handler(probe); pattern == "/" || pattern == "" {
+		return "", false
+	}
+	return u.RequestURI(), true
+}
+
 func (s *Server) allowedMethods(r *http.Request) []string {
 	var out []string
 	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
@@ -158,6 +178,12 @@ func (s *Server) allowedMethods(r *http.Request) []string {
 // ServeHTTP assigns a request ID, validates any Authorization header (a token sent to any route
 // is validated, reference §1.1), and routes.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if target, ok := s.slashRedirect(r); ok {
+		// Starlette's redirect_slashes: the CTS documentation POSTs to /jobs/, and requests
+		// follows a 307 with the same method and body.
+		http.Redirect(w, r, target, http.StatusTemporaryRedirect)
+		return
+	}
 	rid := uuid.NewString()
 	ctx := context.WithValue(r.Context(), requestIDKey, rid)
 	r = r.WithContext(ctx)

@@ -521,3 +521,23 @@ func TestImageRoutes(t *testing.T) {
 	}
 	f.wantError(t, "GET", "/images/"+ref, "", "", 404, 40030, "No image "+f.imgID+" with tag '2' exists in the system.")
 }
+
+// TestTrailingSlashRedirect: as Starlette does, a path that is a route only without its
+// trailing slash answers 307 to that path (the CTS docs POST to /jobs/); unknown paths stay 404.
+func TestTrailingSlashRedirect(t *testing.T) {
+	srv := newFixture(t).srv
+	for _, tc := range []struct {
+		method, path, want string
+		code               int
+	}{
+		{"POST", "/jobs/", "/jobs", 307},
+		{"GET", "/whoami/?x=1", "/whoami?x=1", 307},
+		{"GET", "/nope/", "", 404},
+	} {
+		rec := httptest.NewRecorder()
+		srv.ServeHTTP(rec, httptest.NewRequest(tc.method, tc.path, nil))
+		if rec.Code != tc.code || rec.Header().Get("Location") != tc.want {
+			t.Errorf("%s %s: %d %q, want %d %q", tc.method, tc.path, rec.Code, rec.Header().Get("Location"), tc.code, tc.want)
+		}
+	}
+}
