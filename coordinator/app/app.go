@@ -182,7 +182,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error) 
 	a.agents = agentws.New(agentws.Config{}, a.jobs, func(r *http.Request) error { return apiSrv.AuthorizeExecutor(r) },
 		log.With("component", "agentws"), func(w http.ResponseWriter, r *http.Request, err error) { apiSrv.WriteError(w, r, err) })
 	apiSrv = api.New(api.Config{Version: Version, GitHash: GitHash, AllowedPaths: cfg.Jobs.AllowedPaths, Notifier: a.notifier,
-		LiveLogs: a.agents, AgentBinary: cfg.AgentBinary, Observer: a.metrics, Refdata: a.refdata},
+		LiveLogs: a.agents, Progress: a.agents, AgentBinary: cfg.AgentBinary, Observer: a.metrics, Refdata: a.refdata},
 		authc, a.jobs, imgs, objs, a.agents, log.With("component", "api"))
 
 	// The probes and the metrics sit beside the API, outside its token handling: they need no

@@ -9,6 +9,7 @@
 //	  ── Event{seq:1, job_submitting} ────►
 //	  ◄── Ack{seq:1} ─────────────────────    (applied exactly once per attempt+seq)
 //	  ── Log{stream, lines} ──────────────►   (not acknowledged, may be dropped)
+//	  ── Progress{phase, bytes, files} ───►   (not acknowledged, may be dropped)
 //	  ◄── Cancel ─────────────────────────    (the job is canceling: stop, upload logs, report)
 //	  ── Event{seq:n, complete|error} ────►
 //	  ◄── Ack{seq:n} ─────────────────────
@@ -17,10 +18,16 @@
 // Events carry a per-attempt sequence number starting at 1; the coordinator acknowledges every
 // event it has applied or had already applied, so the agent may resend unacknowledged events
 // after a reconnect without fear of double application. Heartbeats are websocket ping/pong.
+//
+// Forward compatibility: a new best-effort message type (one that is never acknowledged, such
+// as Progress) may be added without bumping Version. Decode returns an error matching
+// ErrUnknownType for a type it does not know, and a receiver must skip such a frame rather
+// than end the session: an older coordinator then simply ignores what a newer agent adds.
 package protocol
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -43,7 +50,12 @@ const (
 	TypeLog        = "log"
 	TypeCancel     = "cancel"
 	TypeFatal      = "fatal"
+	TypeProgress   = "progress"
 )
+
+// ErrUnknownType is matched (errors.Is) by Decode's error for a frame whose type this version
+// does not know: receivers skip such frames (see the package comment).
+var ErrUnknownType = errors.New("protocol: unknown message type")
 
 // Envelope is the frame of every message: Type selects how Body decodes.
 type Envelope struct {
@@ -154,6 +166,24 @@ type Log struct {
 	Lines  []string `json:"lines"`
 }
 
+// Progress phases.
+const (
+	PhaseDownload = "download"
+	PhaseUpload   = "upload"
+)
+
+// Progress reports how far the agent's current transfer phase is: the inputs being downloaded
+// or the outputs being uploaded. Best effort: never acknowledged, may be dropped, sent at most
+// about once a second and once at the end of each phase.
+type Progress struct {
+	// Phase is PhaseDownload or PhaseUpload.
+	Phase      string `json:"phase"`
+	BytesDone  int64  `json:"bytes_done"`
+	BytesTotal int64  `json:"bytes_total"`
+	FilesDone  int    `json:"files_done"`
+	FilesTotal int    `json:"files_total"`
+}
+
 // Cancel tells the agent that its job is canceling.
 type Cancel struct {
 	Reason string `json:"reason,omitempty"`
@@ -184,6 +214,8 @@ func Encode(body any) ([]byte, error) {
 		t = TypeCancel
 	case Fatal, *Fatal:
 		t = TypeFatal
+	case Progress, *Progress:
+		t = TypeProgress
 	default:
 		return nil, fmt.Errorf("protocol: unknown message type %T", body)
 	}
@@ -195,7 +227,8 @@ func Encode(body any) ([]byte, error) {
 }
 
 // Decode parses a frame and returns its body as a pointer to the matching message type
-// (*Hello, *Assignment, ...). A frame of another protocol version is an error.
+// (*Hello, *Assignment, ...). A frame of another protocol version is an error; a frame of an
+// unknown type is an error matching ErrUnknownType.
 func Decode(frame []byte) (any, error) {
 	var env Envelope
 	if err := json.Unmarshal(frame, &env); err != nil {
@@ -220,8 +253,10 @@ func Decode(frame []byte) (any, error) {
 		body = &Cancel{}
 	case TypeFatal:
 		body = &Fatal{}
+	case TypeProgress:
+		body = &Progress{}
 	default:
-		return nil, fmt.Errorf("protocol: unknown message type %q", env.Type)
+		return nil, fmt.Errorf("%w %q", ErrUnknownType, env.Type)
 	}
 	if err := json.Unmarshal(env.Body, body); err != nil {
 		return nil, fmt.Errorf("protocol: decode %s: %w", env.Type, err)

@@ -160,10 +160,14 @@ func runJob(cfg config.Config, log *slog.Logger) (int, error) {
 	if len(sess.Recovered()) > 0 || a.NextSeq > 1 {
 		return resume(ctx, sess, a, log)
 	}
-	r := runner.New(runner.Config{
+	// The transfer client counts bytes per file; the runner sums them into the progress
+	// reports it sends through the session. Transfers only run inside r.Run, after r is set.
+	var r *runner.Runner
+	xfer := transfer.New(s3c, transfer.Config{OnProgress: func(path string, n int64) { r.TransferProgress(path, n) }})
+	r = runner.New(runner.Config{
 		WorkDir: cfg.WorkDir, Attempt: cfg.Attempt, HostPath: cfg.HostPath, Network: cfg.Network,
-		RefdataHostPath: cfg.RefdataHostPath, LiveLog: sess, Hurry: hurry,
-	}, sess, transfer.New(s3c, transfer.Config{}), rt, sess.Cancels(), log)
+		RefdataHostPath: cfg.RefdataHostPath, LiveLog: sess, Progress: sess, Hurry: hurry,
+	}, sess, xfer, rt, sess.Cancels(), log)
 	if err := r.Run(ctx, a); err != nil {
 		if errors.Is(err, session.ErrRefused) {
 			return 1, err

@@ -79,6 +79,13 @@ type Config struct {
 	Hurry <-chan struct{}
 	// HurryTimeout bounds the final report once Hurry is closed (default 5 s).
 	HurryTimeout time.Duration
+	// Progress, when set, receives the progress of the input download and of the output
+	// upload: when each starts, at most once per ProgressInterval while bytes move, and when
+	// it ends. Bytes are counted only when the transfer client's OnProgress calls
+	// Runner.TransferProgress.
+	Progress ProgressSink
+	// ProgressInterval is the least time between two progress reports of a phase (default 1 s).
+	ProgressInterval time.Duration
 }
 
 // Runner runs one container.
@@ -89,6 +96,7 @@ type Runner struct {
 	runtime  container.Runtime
 	log      *slog.Logger
 	canceled <-chan protocol.Cancel
+	meter    *meter
 }
 
 // New returns a Runner. canceled delivers the coordinator's cancel of the job.
@@ -102,7 +110,11 @@ func New(cfg Config, rep Reporter, xfer Transfers, rt container.Runtime, cancele
 	if cfg.HurryTimeout <= 0 {
 		cfg.HurryTimeout = 5 * time.Second
 	}
-	return &Runner{cfg: cfg, report: rep, xfer: xfer, runtime: rt, log: log, canceled: canceled}
+	if cfg.ProgressInterval <= 0 {
+		cfg.ProgressInterval = time.Second
+	}
+	return &Runner{cfg: cfg, report: rep, xfer: xfer, runtime: rt, log: log, canceled: canceled,
+		meter: &meter{sink: cfg.Progress, interval: cfg.ProgressInterval}}
 }
 
 // Outcome kinds: how a run ended.
@@ -265,7 +277,14 @@ func (r *Runner) download(ctx context.Context, st *run) error {
 	}
 	r.log.InfoContext(ctx, "downloading inputs", "files", len(ds))
 	start := time.Now()
-	if err := r.xfer.DownloadAll(ctx, ds); err != nil {
+	paths, sizes := make([]string, len(ds)), make([]int64, len(ds))
+	for i, d := range ds {
+		paths[i], sizes[i] = d.S3Path, d.Size
+	}
+	r.meter.start(protocol.PhaseDownload, paths, sizes)
+	err = r.xfer.DownloadAll(ctx, ds)
+	r.meter.end(err == nil)
+	if err != nil {
 		var mm *checksum.MismatchError
 		if errors.As(err, &mm) {
 			st.userErr = fmt.Sprintf("Input file %s does not match its recorded CRC64/NVME checksum (expected %s, got %s): it changed after the job was submitted", mm.Path, mm.Want, mm.Got)
@@ -359,6 +378,7 @@ func (r *Runner) uploadOutputs(ctx context.Context, st *run) error {
 		return err
 	}
 	var ups []transfer.Upload
+	var sizes []int64
 	prefix := a.OutputDir
 	if a.Declobber {
 		prefix += fmt.Sprintf("%d/", a.Container)
@@ -380,14 +400,25 @@ func (r *Runner) uploadOutputs(ctx context.Context, st *run) error {
 			st.userErr = fmt.Sprintf("Output file name %s cannot be stored in S3: %s", filepath.ToSlash(rel), err)
 			return fmt.Errorf("output %s: %w", rel, err)
 		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
 		ups = append(ups, transfer.Upload{Source: p, S3Path: key})
+		sizes = append(sizes, info.Size())
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("collect outputs: %w", err)
 	}
 	r.log.InfoContext(ctx, "uploading outputs", "files", len(ups))
+	paths := make([]string, len(ups))
+	for i, u := range ups {
+		paths[i] = u.S3Path
+	}
+	r.meter.start(protocol.PhaseUpload, paths, sizes)
 	done, err := r.xfer.UploadAll(ctx, ups)
+	r.meter.end(err == nil && len(done) == len(ups))
 	if err != nil {
 		return fmt.Errorf("upload outputs: %w", err)
 	}

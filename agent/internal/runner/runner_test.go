@@ -109,6 +109,17 @@ type fakeTransfers struct {
 	upload   func(ctx context.Context, us []transfer.Upload) error
 	// short drops the last upload from the result.
 	short bool
+	// progress, when set, is told the bytes moved, like transfer.Config.OnProgress.
+	progress func(path string, bytes int64)
+}
+
+func (f *fakeTransfers) moved(path string, bytes int64) {
+	f.mu.Lock()
+	p := f.progress
+	f.mu.Unlock()
+	if p != nil {
+		p(path, bytes)
+	}
 }
 
 func (f *fakeTransfers) DownloadAll(ctx context.Context, ds []transfer.Download) error {
@@ -124,9 +135,11 @@ func (f *fakeTransfers) DownloadAll(ctx context.Context, ds []transfer.Download)
 		if err := os.MkdirAll(filepath.Dir(d.Dest), 0o755); err != nil {
 			return err
 		}
+		f.moved(d.S3Path, d.Size/2)
 		if err := os.WriteFile(d.Dest, []byte("content of "+d.S3Path), 0o644); err != nil {
 			return err
 		}
+		f.moved(d.S3Path, d.Size)
 	}
 	return nil
 }
@@ -152,6 +165,7 @@ func (f *fakeTransfers) UploadAll(ctx context.Context, us []transfer.Upload) ([]
 		f.mu.Lock()
 		f.uploaded[u.S3Path] = string(b)
 		f.mu.Unlock()
+		f.moved(u.S3Path, int64(len(b)))
 		f.j.add("upload %s", u.S3Path)
 		out = append(out, transfer.Uploaded{S3Path: u.S3Path, CRC64NVME: checksum.Encode(checksum.Sum(b)), Size: int64(len(b))})
 	}
@@ -318,6 +332,9 @@ func newHarness(t *testing.T) *harness {
 func (h *harness) run(t *testing.T, ctx context.Context) error {
 	t.Helper()
 	r := New(h.cfg, h.rep, h.xfer, h.rt, h.cancels, slog.New(slog.DiscardHandler))
+	h.xfer.mu.Lock()
+	h.xfer.progress = r.TransferProgress
+	h.xfer.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	return r.Run(ctx, h.a)

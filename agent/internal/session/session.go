@@ -54,8 +54,8 @@ type Config struct {
 	// JournalPath, when set, is the file that keeps unacknowledged events across agent
 	// process restarts (see journal). Events found there at Dial are resent first.
 	JournalPath string
-	// LogQueue is how many Log batches may wait for the connection (default 64); more are
-	// dropped, so live logs never hold up state events.
+	// LogQueue is how many Log batches (and Progress reports) may wait for the connection
+	// (default 64); more are dropped, so live logs never hold up state events.
 	LogQueue int
 	Log      *slog.Logger
 }
@@ -88,8 +88,8 @@ type Session struct {
 	journal     *journal
 	recovered   []protocol.Event
 
-	logs        chan protocol.Log
-	logsDropped int64 // batches dropped because the queue was full (under mu)
+	logs        chan any // protocol.Log and protocol.Progress: best effort, never acknowledged
+	logsDropped int64    // batches dropped because the queue was full (under mu)
 	stopLogs    chan struct{}
 
 	wmu sync.Mutex // serialises writes to conn
@@ -126,7 +126,7 @@ func Dial(ctx context.Context, cfg Config) (*Session, *protocol.Assignment, erro
 	s := &Session{cfg: cfg, log: cfg.Log, cancels: make(chan protocol.Cancel, 1),
 		connecting: make(chan struct{}, 1), lost: make(chan struct{}, 1), nextSeq: 1,
 		pending: map[int64]protocol.Event{}, acked: map[int64]chan struct{}{},
-		logs: make(chan protocol.Log, cfg.LogQueue), stopLogs: make(chan struct{})}
+		logs: make(chan any, cfg.LogQueue), stopLogs: make(chan struct{})}
 	if cfg.JournalPath != "" {
 		j, evs, err := openJournal(cfg.JournalPath)
 		if err != nil {
@@ -658,7 +658,21 @@ func (s *Session) Log(stream string, lines []string) {
 	}
 }
 
-// LogsDropped returns how many Log batches were dropped because the queue was full.
+// Progress queues a transfer progress report, best effort like Log (and through the same
+// queue): it never blocks, and a report is dropped when the queue is full or the agent is
+// disconnected (a later one supersedes it anyway).
+func (s *Session) Progress(p protocol.Progress) {
+	select {
+	case s.logs <- p:
+	default:
+		s.mu.Lock()
+		s.logsDropped++
+		s.mu.Unlock()
+	}
+}
+
+// LogsDropped returns how many Log batches (and Progress reports) were dropped because the
+// queue was full.
 func (s *Session) LogsDropped() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -668,7 +682,7 @@ func (s *Session) LogsDropped() int64 {
 func (s *Session) sendLogs() {
 	defer s.wg.Done()
 	for {
-		var l protocol.Log
+		var l any
 		select {
 		case <-s.stopLogs:
 			return

@@ -67,6 +67,7 @@ type fakeCoord struct {
 	received []received
 	hellos   []helloAt
 	logs     []protocol.Log
+	progress []protocol.Progress
 	live     map[int]*fakeConn
 	nconn    int
 	srv      *http.Server
@@ -250,6 +251,10 @@ func (f *fakeCoord) serve(w http.ResponseWriter, r *http.Request) {
 		case *protocol.Log:
 			f.mu.Lock()
 			f.logs = append(f.logs, *m)
+			f.mu.Unlock()
+		case *protocol.Progress:
+			f.mu.Lock()
+			f.progress = append(f.progress, *m)
 			f.mu.Unlock()
 		default:
 			f.t.Errorf("fake coordinator: unexpected %T", msg)
@@ -871,6 +876,28 @@ func TestLogIsBestEffort(t *testing.T) {
 	f.stop()
 	waitFor(t, func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.conn == nil })
 	s.Log("stderr", []string{"dropped"}) // must neither block nor panic
+}
+
+func TestProgressIsBestEffort(t *testing.T) {
+	t.Parallel()
+	f := newFakeCoord(t)
+	s, _ := dial(t, testConfig(f))
+	want := protocol.Progress{Phase: protocol.PhaseDownload, BytesDone: 3, BytesTotal: 9, FilesDone: 1, FilesTotal: 3}
+	s.Progress(want)
+	report(t, s, job.JobSubmitting)
+	var got []protocol.Progress
+	waitFor(t, func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		got = append([]protocol.Progress(nil), f.progress...)
+		return len(got) > 0
+	})
+	if len(got) != 1 || got[0] != want {
+		t.Errorf("progress = %+v, want %+v", got, want)
+	}
+	f.stop()
+	waitFor(t, func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.conn == nil })
+	s.Progress(want) // must neither block nor panic
 }
 
 func TestConcurrentReports(t *testing.T) {

@@ -80,14 +80,23 @@ func waitJob(c *cli, cl *client.Client, id string, w *waitFlags) error {
 	opts := client.WaitOptions{Containers: !w.noContainers, Backoff: pollBackoff}
 	start := time.Now()
 	var live *liveView
+	prog := &progressPoller{cl: cl, id: id}
 	switch {
 	case w.json:
 		enc := json.NewEncoder(c.stdout)
 		enc.SetEscapeHTML(false)
 		opts.OnEvent = func(e client.Event) { _ = enc.Encode(e) }
+		opts.OnPoll = func(st *client.JobStatus, _ []client.SubJob) {
+			for _, p := range prog.changed(prog.poll(ctx, st)) {
+				_ = enc.Encode(progressEvent{JobID: id, Container: p.Container, Progress: progressOf(p), Time: p.Updated})
+			}
+		}
 	case isTerminal(c.stdout, c.getenv):
 		live = &liveView{w: c.stdout, id: id, start: start}
-		opts.OnPoll = live.draw
+		opts.OnPoll = func(st *client.JobStatus, subs []client.SubJob) {
+			live.progress = prog.poll(ctx, st)
+			live.draw(st, subs)
+		}
 	default:
 		opts.OnEvent = func(e client.Event) {
 			if e.Container != nil {
@@ -136,6 +145,8 @@ type liveView struct {
 	id    string
 	start time.Time
 	lines int
+	// progress is the containers' latest transfer progress, drawn under the states.
+	progress []client.ContainerProgress
 }
 
 func (v *liveView) draw(st *client.JobStatus, subs []client.SubJob) {
@@ -157,6 +168,7 @@ func (v *liveView) render(st *client.JobStatus, subs []client.SubJob) []string {
 	for _, t := range st.Transitions {
 		lines = append(lines, fmt.Sprintf("  %-28s %s", t.State, formatTime(t.Time)))
 	}
+	lines = append(lines, progressLines(v.progress)...)
 	if len(subs) == 0 {
 		return lines
 	}
@@ -235,4 +247,131 @@ var newFollower = func(c *cli, cl *client.Client, req client.LogRequest) client.
 	return &client.LiveFollower{Client: cl, Backoff: pollBackoff, Notice: func(msg string) {
 		fmt.Fprintf(c.stderr, "cts logs: %s; the complete log: %s\n", msg, hint)
 	}}
+}
+
+// progressPoller fetches the containers' transfer progress for cts wait. The route is best
+// effort: a service without it (404, an older one) or that refuses it is not asked again,
+// silently; a transient failure keeps the last answer.
+type progressPoller struct {
+	cl   *client.Client
+	id   string
+	off  bool
+	cur  []client.ContainerProgress
+	sent map[int]progressBody // what --json printed last, per container
+}
+
+// poll returns the latest progress, or nil once the job has ended (transfers are over).
+func (p *progressPoller) poll(ctx context.Context, st *client.JobStatus) []client.ContainerProgress {
+	if p.off || st.State.Terminal() {
+		return nil
+	}
+	ps, err := p.cl.Progress(ctx, p.id)
+	var ae *client.APIError
+	switch {
+	case err == nil:
+		p.cur = ps
+	case errors.As(err, &ae) && ae.StatusCode < 500:
+		p.off, p.cur = true, nil
+	}
+	return p.cur
+}
+
+// changed returns the entries of ps that differ from what it returned before.
+func (p *progressPoller) changed(ps []client.ContainerProgress) []client.ContainerProgress {
+	if p.sent == nil {
+		p.sent = map[int]progressBody{}
+	}
+	var out []client.ContainerProgress
+	for _, cp := range ps {
+		b := progressOf(cp)
+		if prev, ok := p.sent[cp.Container]; ok && prev == b {
+			continue
+		}
+		p.sent[cp.Container] = b
+		out = append(out, cp)
+	}
+	return out
+}
+
+// progressEvent is a --json line of cts wait for a container's transfer progress; state
+// changes are client.Event lines (they have "state" where these have "progress").
+type progressEvent struct {
+	JobID     string       `json:"job_id"`
+	Container int          `json:"container"`
+	Progress  progressBody `json:"progress"`
+	Time      time.Time    `json:"time"`
+}
+
+type progressBody struct {
+	Phase      string `json:"phase"`
+	BytesDone  int64  `json:"bytes_done"`
+	BytesTotal int64  `json:"bytes_total"`
+	FilesDone  int    `json:"files_done"`
+	FilesTotal int    `json:"files_total"`
+}
+
+func progressOf(p client.ContainerProgress) progressBody {
+	return progressBody{Phase: p.Phase, BytesDone: p.BytesDone, BytesTotal: p.BytesTotal, FilesDone: p.FilesDone, FilesTotal: p.FilesTotal}
+}
+
+// maxProgressLines is how many containers' progress the live view lists one per line; more
+// are summed up on one line.
+const maxProgressLines = 12
+
+// progressLines renders the transfer progress for the live view:
+//
+//	container 0  downloading  12.3 MiB / 40.0 MiB  3/4 files
+func progressLines(ps []client.ContainerProgress) []string {
+	if len(ps) == 0 {
+		return nil
+	}
+	if len(ps) > maxProgressLines {
+		var done, total int64
+		moving := 0
+		for _, p := range ps {
+			done, total = done+p.BytesDone, total+p.BytesTotal
+			if p.BytesDone < p.BytesTotal || p.FilesDone < p.FilesTotal {
+				moving++
+			}
+		}
+		return []string{fmt.Sprintf("  transfers: %d containers, %d in progress, %s / %s", len(ps), moving, formatBytes(done), formatBytes(total))}
+	}
+	lines := []string{"  transfers:"}
+	for _, p := range ps {
+		lines = append(lines, fmt.Sprintf("    container %d  %s  %s / %s  %d/%d files", p.Container, phaseVerb(p),
+			formatBytes(p.BytesDone), formatBytes(p.BytesTotal), p.FilesDone, p.FilesTotal))
+	}
+	return lines
+}
+
+// phaseVerb says what a container's transfer is doing: "downloading", then "downloaded" once
+// every file is in ("uploading", "uploaded" likewise).
+func phaseVerb(p client.ContainerProgress) string {
+	finished := p.BytesDone >= p.BytesTotal && p.FilesDone >= p.FilesTotal
+	switch {
+	case p.Phase == "download" && finished:
+		return "downloaded"
+	case p.Phase == "download":
+		return "downloading"
+	case p.Phase == "upload" && finished:
+		return "uploaded"
+	case p.Phase == "upload":
+		return "uploading"
+	}
+	return p.Phase
+}
+
+// formatBytes renders a byte count with a binary unit: "512 B", "12.3 MiB".
+func formatBytes(n int64) string {
+	if n < 1024 {
+		return fmt.Sprintf("%d B", n)
+	}
+	v := float64(n)
+	for _, u := range []string{"KiB", "MiB", "GiB", "TiB"} {
+		v /= 1024
+		if v < 1024 || u == "TiB" {
+			return fmt.Sprintf("%.1f %s", v, u)
+		}
+	}
+	return fmt.Sprintf("%d B", n) // not reached
 }

@@ -37,7 +37,8 @@ type Config struct {
 	PingInterval time.Duration // default 15 s
 	ReadTimeout  time.Duration // no frame or pong for this long ends the session; default 45 s
 	HelloTimeout time.Duration // default 10 s
-	// Logs bounds the live log buffers (Tail, Subscribe).
+	// Logs bounds the live log buffers (Tail, Subscribe); Logs.MaxContainers also bounds how
+	// many containers' latest transfer progress is kept (Progress).
 	Logs LogConfig
 }
 
@@ -52,11 +53,12 @@ type Handler struct {
 	ErrorWriter func(w http.ResponseWriter, r *http.Request, err error)
 
 	// mu guards closing and conns; a session joins wg under mu, so Wait never races an Add.
-	mu      sync.Mutex
-	closing bool
-	conns   map[*websocket.Conn]struct{}
-	wg      sync.WaitGroup
-	logs    *logBook
+	mu       sync.Mutex
+	closing  bool
+	conns    map[*websocket.Conn]struct{}
+	wg       sync.WaitGroup
+	logs     *logBook
+	progress *progressBook
 }
 
 // New returns a Handler.
@@ -71,8 +73,9 @@ func New(cfg Config, svc Service, authz Authorizer, log *slog.Logger, errw func(
 		cfg.HelloTimeout = 10 * time.Second
 	}
 	return &Handler{cfg: cfg, svc: svc, authz: authz, log: log, ErrorWriter: errw, logs: newLogBook(cfg.Logs),
-		up:    websocket.Upgrader{ReadBufferSize: 16 << 10, WriteBufferSize: 16 << 10},
-		conns: map[*websocket.Conn]struct{}{}}
+		progress: newProgressBook(cfg.Logs.MaxContainers),
+		up:       websocket.Upgrader{ReadBufferSize: 16 << 10, WriteBufferSize: 16 << 10},
+		conns:    map[*websocket.Conn]struct{}{}}
 }
 
 // Wait ends every session and blocks until they have ended; call it once the HTTP server has
@@ -252,6 +255,11 @@ func (s *session) run(parent context.Context) {
 		}
 		extend()
 		msg, err := protocol.Decode(frame)
+		if errors.Is(err, protocol.ErrUnknownType) {
+			// A newer agent's best-effort message (see shared/protocol): skip it.
+			log.DebugContext(ctx, "agent message of an unknown type ignored", "error", err)
+			continue
+		}
 		if err != nil {
 			s.fatal(err.Error())
 			return
@@ -280,6 +288,8 @@ func (s *session) run(parent context.Context) {
 				return
 			}
 			s.h.logs.add(hello.JobID, hello.Container, m.Stream, m.Lines, time.Now())
+		case *protocol.Progress:
+			s.h.progress.set(hello.JobID, hello.Container, *m, time.Now())
 		default:
 			s.fatal("unexpected message from agent")
 			return
@@ -295,8 +305,13 @@ func (s *session) dryRun(ctx context.Context) {
 		if err != nil {
 			return
 		}
-		if msg, err := protocol.Decode(frame); err == nil {
-			if _, ok := msg.(*protocol.Log); ok {
+		msg, err := protocol.Decode(frame)
+		if errors.Is(err, protocol.ErrUnknownType) {
+			continue
+		}
+		if err == nil {
+			switch msg.(type) {
+			case *protocol.Log, *protocol.Progress:
 				continue
 			}
 		}

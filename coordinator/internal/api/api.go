@@ -64,6 +64,8 @@ type Config struct {
 	Notifier Notifications
 	// LiveLogs serves the live log streams (GET .../live); without it they answer 400/60000.
 	LiveLogs LiveLogs
+	// Progress serves GET /jobs/{id}/progress; without it that route answers an empty list.
+	Progress ProgressSource
 	// LiveLogHeartbeat is the time between heartbeat comments of a live log stream (default
 	// 15 s: proxies close idle connections); LiveLogPoll how often a stream checks whether its
 	// job has ended (default 5 s).

@@ -12,7 +12,7 @@ const (
 	authAdmin         = "admin"
 	authAdminExecutor = "admin or executor"
 	authExecutor      = "executor"
-	// authOwnerAdmin is the job's owner or any admin (live logs).
+	// authOwnerAdmin is the job's owner or any admin (live logs, progress).
 	authOwnerAdmin = "owner or admin"
 )
 
@@ -95,6 +95,8 @@ func (s *Server) routeTable() []route {
 			Auth: authOwnerAdmin, Status: 200, ContentType: eventStream, Params: []param{pJobID, pContainer}, handler: s.liveLog("stdout")},
 		{Method: "GET", Pattern: "/jobs/{job_id}/log/{container_num}/stderr/live", Tag: "Jobs", Summary: liveSummary("error"),
 			Auth: authOwnerAdmin, Status: 200, ContentType: eventStream, Params: []param{pJobID, pContainer}, handler: s.liveLog("stderr")},
+		{Method: "GET", Pattern: "/jobs/{job_id}/progress", Tag: "Jobs", Summary: progressSummary, Auth: authOwnerAdmin, Status: 200,
+			Response: JobProgress{}, Params: []param{pJobID}, handler: s.jobProgress},
 		{Method: "PUT", Pattern: "/jobs/{job_id}/cancel", Tag: "Jobs", Summary: "Cancel a job", Auth: authOwner, Status: 204,
 			Params: []param{pJobID}, handler: s.cancel},
 
