@@ -420,6 +420,18 @@ func (c *Client) AdminCancel(ctx context.Context, id string) error {
 
 // AdminContainers returns GET /admin/jobs/{id}/container: every container of the job with its
 // state and exit code (admins only).
+// Containers returns GET /jobs/{id}/containers: the owner's view of every container of the
+// job (states, transitions, exit codes, outputs; no admin errors).
+func (c *Client) Containers(ctx context.Context, id string) ([]SubJob, error) {
+	var out struct {
+		SubJobs []SubJob `json:"subjobs"`
+	}
+	if err := c.Do(ctx, http.MethodGet, jobPath("", id)+"/containers", nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return out.SubJobs, nil
+}
+
 func (c *Client) AdminContainers(ctx context.Context, id string) ([]SubJob, error) {
 	var out struct {
 		SubJobs []SubJob `json:"subjobs"`

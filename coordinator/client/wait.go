@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"net/http"
 	"time"
 
 	"github.com/kbase/cts/shared/job"
@@ -75,7 +76,13 @@ func (c *Client) Wait(ctx context.Context, id string, o WaitOptions) (*JobStatus
 		last = st
 		var subs []SubJob
 		if containers {
-			subs, err = c.AdminContainers(ctx, id)
+			// The owner's route first; an admin following someone else's job (403) or an
+			// older server without it (404) uses the admin route.
+			subs, err = c.Containers(ctx, id)
+			var ae *APIError
+			if errors.As(err, &ae) && (ae.StatusCode == http.StatusForbidden || ae.StatusCode == http.StatusNotFound) {
+				subs, err = c.AdminContainers(ctx, id)
+			}
 			switch {
 			case err == nil:
 			case ctx.Err() != nil:

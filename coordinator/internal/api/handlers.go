@@ -340,7 +340,15 @@ func (s *Server) writeExitCodes(w http.ResponseWriter, r *http.Request, level st
 }
 
 func (s *Server) adminSubJobs(w http.ResponseWriter, r *http.Request) {
-	j, _, ok := s.loadJob(w, r, authAdmin)
+	s.writeSubJobs(w, r, authAdmin)
+}
+
+// subJobs is the owner's view of a job's containers: their states, transitions, exit codes
+// and outputs, without the admin-only errors.
+func (s *Server) subJobs(w http.ResponseWriter, r *http.Request) { s.writeSubJobs(w, r, authOwner) }
+
+func (s *Server) writeSubJobs(w http.ResponseWriter, r *http.Request, level string) {
+	j, _, ok := s.loadJob(w, r, level)
 	if !ok {
 		return
 	}
@@ -351,7 +359,11 @@ func (s *Server) adminSubJobs(w http.ResponseWriter, r *http.Request) {
 	}
 	out := SubJobs{SubJobs: make([]SubJob, 0, len(subs))}
 	for i := range subs {
-		out.SubJobs = append(out.SubJobs, subJobView(&subs[i]))
+		v := subJobView(&subs[i])
+		if level != authAdmin {
+			v.AdminError, v.Traceback = nil, nil
+		}
+		out.SubJobs = append(out.SubJobs, v)
 	}
 	writeJSON(w, 200, out)
 }

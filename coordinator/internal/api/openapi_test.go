@@ -28,7 +28,7 @@ func TestOpenAPI(t *testing.T) {
 		"get /", "get /whoami", "get /sites", "get /jobs", "post /jobs", "get /jobs/{job_id}", "get /jobs/{job_id}/status",
 		"get /jobs/{job_id}/exit_codes", "get /jobs/{job_id}/log/{container_num}/stdout", "get /jobs/{job_id}/log/{container_num}/stderr",
 		"put /jobs/{job_id}/cancel", "get /images", "get /images/{image_id}", "post /admin/images/{image_id}", "delete /admin/images/{image_id}",
-		"get /admin/jobs", "get /admin/jobs/{job_id}", "get /admin/jobs/{job_id}/exit_codes", "get /admin/jobs/{job_id}/container",
+		"get /admin/jobs", "get /admin/jobs/{job_id}", "get /admin/jobs/{job_id}/exit_codes", "get /admin/jobs/{job_id}/container", "get /jobs/{job_id}/containers",
 		"get /admin/jobs/{job_id}/container/{container_num}", "get /admin/jobs/{job_id}/runner_status", "put /admin/jobs/{job_id}/cancel",
 		"put /admin/jobs/{job_id}/meta", "put /admin/jobs/{job_id}/notify", "delete /admin/jobs/{job_id}/clean",
 		"put /admin/sites/{site}/active", "delete /admin/sites/{site}/active", "get /admin/clients/nersc", "post /admin/unsent_notifications",

@@ -124,6 +124,8 @@ func (s *Server) routeTable() []route {
 			Response: ExitCodes{}, Params: []param{pJobID}, handler: s.adminExitCodes},
 		{Method: "GET", Pattern: "/admin/jobs/{job_id}/container", Tag: "Admin", Summary: "Every container (sub-job) of a job", Auth: authAdmin, Status: 200,
 			Response: SubJobs{}, Params: []param{pJobID}, handler: s.adminSubJobs},
+		{Method: "GET", Pattern: "/jobs/{job_id}/containers", Tag: "Jobs", Summary: "The states, exit codes and outputs of your job's containers (an addition to the CTS API)", Auth: authOwner, Status: 200,
+			Response: SubJobs{}, Params: []param{pJobID}, handler: s.subJobs},
 		{Method: "GET", Pattern: "/admin/jobs/{job_id}/container/{container_num}", Tag: "Admin", Summary: "One container (sub-job) of a job",
 			Auth: authAdmin, Status: 200, Response: SubJob{}, Params: []param{pJobID, pContainer}, handler: s.adminSubJob},
 		{Method: "GET", Pattern: "/admin/jobs/{job_id}/runner_status", Tag: "Admin", Summary: "The site launcher's raw record of a container",

@@ -86,6 +86,7 @@ func TestRouteAuthMatrix(t *testing.T) {
 		{"GET", j, "", "owner", ok{200, 0}},
 		{"GET", j + "/status", "", "owner", ok{200, 0}},
 		{"GET", j + "/exit_codes", "", "owner", ok{200, 0}},
+		{"GET", j + "/containers", "", "owner", ok{200, 0}},
 		{"GET", j + "/log/0/stdout", "", "owner", ok{404, 40070}},
 		{"GET", j + "/log/0/stderr", "", "owner", ok{404, 40070}},
 		{"GET", "/jobs/" + endedID + "/log/0/stdout/live", "", "owner or admin", ok{200, 0}},
