@@ -9,7 +9,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/kbase/cts/coordinator/client"
@@ -135,15 +134,7 @@ func jobCommands() []*command {
 		{name: "status", args: "JOB", summary: "show a job's state and transitions",
 			setup: func(fs *flag.FlagSet) func(*cli, []string) error {
 				asJSON := fs.Bool("json", false, "print the status as JSON")
-				return func(c *cli, args []string) error {
-					id, err := oneArg(args, "job ID")
-					if err != nil {
-						return err
-					}
-					cl, err := c.client(true)
-					if err != nil {
-						return err
-					}
+				return withArg("job ID", true, func(c *cli, cl *client.Client, id string) error {
 					st, err := cl.Status(c.ctx, id)
 					if err != nil {
 						return err
@@ -156,25 +147,13 @@ func jobCommands() []*command {
 						fmt.Fprintf(c.stdout, "  %-28s %s\n", t.State, formatTime(t.Time))
 					}
 					return nil
-				}
+				})
 			}},
 		{name: "get", args: "JOB", summary: "print a job as JSON (input, image, outputs, error)",
 			setup: func(fs *flag.FlagSet) func(*cli, []string) error {
-				return func(c *cli, args []string) error {
-					id, err := oneArg(args, "job ID")
-					if err != nil {
-						return err
-					}
-					cl, err := c.client(true)
-					if err != nil {
-						return err
-					}
-					j, err := cl.Job(c.ctx, id)
-					if err != nil {
-						return err
-					}
-					return printJSON(c.stdout, j)
-				}
+				return withArg("job ID", true, func(c *cli, cl *client.Client, id string) error {
+					return c.printResult(cl.Job(c.ctx, id))
+				})
 			}},
 		{name: "list", args: "[FLAGS]", summary: "list your jobs, most recently changed first",
 			setup: func(fs *flag.FlagSet) func(*cli, []string) error {
@@ -184,34 +163,14 @@ func jobCommands() []*command {
 			}},
 		{name: "cancel", args: "JOB", summary: "cancel a job",
 			setup: func(fs *flag.FlagSet) func(*cli, []string) error {
-				return func(c *cli, args []string) error {
-					id, err := oneArg(args, "job ID")
-					if err != nil {
-						return err
-					}
-					cl, err := c.client(true)
-					if err != nil {
-						return err
-					}
-					if err := cl.Cancel(c.ctx, id); err != nil {
-						return err
-					}
-					fmt.Fprintf(c.stdout, "job %s canceling\n", id)
-					return nil
-				}
+				return withArg("job ID", true, func(c *cli, cl *client.Client, id string) error {
+					return c.done(cl.Cancel(c.ctx, id), "job %s canceling\n", id)
+				})
 			}},
 		{name: "exit-codes", args: "JOB", summary: "show the exit code of every container of a job",
 			setup: func(fs *flag.FlagSet) func(*cli, []string) error {
-				asJSON := fs.Bool("json", false, "print JSON")
-				return func(c *cli, args []string) error {
-					id, err := oneArg(args, "job ID")
-					if err != nil {
-						return err
-					}
-					cl, err := c.client(true)
-					if err != nil {
-						return err
-					}
+				asJSON := jsonFlag(fs)
+				return withArg("job ID", true, func(c *cli, cl *client.Client, id string) error {
 					codes, err := cl.ExitCodes(c.ctx, id)
 					if err != nil {
 						return err
@@ -227,7 +186,7 @@ func jobCommands() []*command {
 						fmt.Fprintf(c.stdout, "container %d: %s\n", i, s)
 					}
 					return nil
-				}
+				})
 			}},
 	}
 }
@@ -440,18 +399,13 @@ func listJobs(c *cli, lf *listFlags, args []string, admin bool) error {
 		return err
 	}
 	if lf.json {
-		if jobs == nil {
-			jobs = []client.Job{}
-		}
-		return printJSON(c.stdout, map[string]any{"jobs": jobs})
+		return printJSONList(c.stdout, "jobs", jobs)
 	}
-	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	header := "JOB\tSTATE\tCLUSTER\tIMAGE\tCONTAINERS\tUPDATED"
 	if admin {
-		fmt.Fprintln(tw, "JOB\tUSER\tSTATE\tCLUSTER\tIMAGE\tCONTAINERS\tUPDATED")
-	} else {
-		fmt.Fprintln(tw, "JOB\tSTATE\tCLUSTER\tIMAGE\tCONTAINERS\tUPDATED")
+		header = "JOB\tUSER\tSTATE\tCLUSTER\tIMAGE\tCONTAINERS\tUPDATED"
 	}
-	for _, j := range jobs {
+	return printTable(c.stdout, header, jobs, func(w io.Writer, j client.Job) {
 		updated := time.Time{}
 		if n := len(j.Transitions); n > 0 {
 			updated = j.Transitions[n-1].Time
@@ -461,10 +415,9 @@ func listJobs(c *cli, lf *listFlags, args []string, admin bool) error {
 			img += ":" + j.Image.Tag
 		}
 		if admin {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", j.ID, j.User, j.State, j.Input.Cluster, img, j.Input.NumContainers, formatTime(updated))
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", j.ID, j.User, j.State, j.Input.Cluster, img, j.Input.NumContainers, formatTime(updated))
 		} else {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", j.ID, j.State, j.Input.Cluster, img, j.Input.NumContainers, formatTime(updated))
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\n", j.ID, j.State, j.Input.Cluster, img, j.Input.NumContainers, formatTime(updated))
 		}
-	}
-	return tw.Flush()
+	})
 }

@@ -3,8 +3,8 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/kbase/cts/coordinator/client"
 )
@@ -15,21 +15,14 @@ func refdataCommands() []*command {
 	return []*command{
 		{name: "refdata list", args: "[--json]", summary: "list the registered reference data",
 			setup: func(fs *flag.FlagSet) func(*cli, []string) error {
-				asJSON := fs.Bool("json", false, "print JSON")
-				return func(c *cli, args []string) error {
-					if len(args) != 0 {
-						return usagef("unexpected arguments %q", args)
-					}
-					cl, err := c.client(false)
-					if err != nil {
-						return err
-					}
+				asJSON := jsonFlag(fs)
+				return noArgs(false, func(c *cli, cl *client.Client) error {
 					rds, err := cl.Refdata(c.ctx)
 					if err != nil {
 						return err
 					}
 					return printRefdataList(c, rds, *asJSON)
-				}
+				})
 			}},
 		{name: "refdata get", args: "ID [--admin]", summary: "print reference data as JSON, with its staging state at each site",
 			setup: func(fs *flag.FlagSet) func(*cli, []string) error {
@@ -43,31 +36,19 @@ func refdataCommands() []*command {
 					if err != nil {
 						return err
 					}
-					rd, err := cl.RefdataByID(c.ctx, id, *admin)
-					if err != nil {
-						return err
-					}
-					return printJSON(c.stdout, rd)
+					return c.printResult(cl.RefdataByID(c.ctx, id, *admin))
 				}
 			}},
 		{name: "refdata path", args: "S3PATH [--json]", summary: "list the reference data of one S3 file (bucket/key)",
 			setup: func(fs *flag.FlagSet) func(*cli, []string) error {
-				asJSON := fs.Bool("json", false, "print JSON")
-				return func(c *cli, args []string) error {
-					p, err := oneArg(args, "S3 path")
-					if err != nil {
-						return err
-					}
-					cl, err := c.client(false)
-					if err != nil {
-						return err
-					}
+				asJSON := jsonFlag(fs)
+				return withArg("S3 path", false, func(c *cli, cl *client.Client, p string) error {
 					rds, err := cl.RefdataByPath(c.ctx, p)
 					if err != nil {
 						return err
 					}
 					return printRefdataList(c, rds, *asJSON)
-				}
+				})
 			}},
 		{name: "refdata register", args: "S3PATH --crc64nvme CRC [--unpack]",
 			summary: "register an S3 file as reference data and stage it at every active site (admins)",
@@ -86,49 +67,21 @@ func refdataCommands() []*command {
 					if err != nil {
 						return err
 					}
-					rd, err := cl.RegisterRefdata(c.ctx, p, *crc, *unpack)
-					if err != nil {
-						return err
-					}
-					return printJSON(c.stdout, rd)
+					return c.printResult(cl.RegisterRefdata(c.ctx, p, *crc, *unpack))
 				}
 			}},
 		{name: "refdata recover", args: "ID SITE", summary: "stage reference data again at a site (admins)",
 			setup: func(fs *flag.FlagSet) func(*cli, []string) error {
-				return func(c *cli, args []string) error {
-					id, site, err := twoArgs(args, "reference data ID and site")
-					if err != nil {
-						return err
-					}
-					cl, err := c.client(true)
-					if err != nil {
-						return err
-					}
-					if err := cl.RecoverRefdata(c.ctx, id, site); err != nil {
-						return err
-					}
-					fmt.Fprintf(c.stdout, "reference data %s: staging again at %s\n", id, site)
-					return nil
-				}
+				return withTwoArgs("reference data ID and site", true, func(c *cli, cl *client.Client, id, site string) error {
+					return c.done(cl.RecoverRefdata(c.ctx, id, site), "reference data %s: staging again at %s\n", id, site)
+				})
 			}},
 		{name: "refdata clean", args: "ID SITE [--force]", summary: "clean up a site's staging task (admins)",
 			setup: func(fs *flag.FlagSet) func(*cli, []string) error {
 				force := fs.Bool("force", false, "clean even when the staging has not ended")
-				return func(c *cli, args []string) error {
-					id, site, err := twoArgs(args, "reference data ID and site")
-					if err != nil {
-						return err
-					}
-					cl, err := c.client(true)
-					if err != nil {
-						return err
-					}
-					if err := cl.CleanRefdata(c.ctx, id, site, *force); err != nil {
-						return err
-					}
-					fmt.Fprintf(c.stdout, "reference data %s: cleaned at %s\n", id, site)
-					return nil
-				}
+				return withTwoArgs("reference data ID and site", true, func(c *cli, cl *client.Client, id, site string) error {
+					return c.done(cl.CleanRefdata(c.ctx, id, site, *force), "reference data %s: cleaned at %s\n", id, site)
+				})
 			}},
 	}
 }
@@ -144,14 +97,9 @@ func twoArgs(args []string, what string) (string, string, error) {
 // site) or as {"data": [...]}.
 func printRefdataList(c *cli, rds []client.Refdata, asJSON bool) error {
 	if asJSON {
-		if rds == nil {
-			rds = []client.Refdata{}
-		}
-		return printJSON(c.stdout, map[string]any{"data": rds})
+		return printJSONList(c.stdout, "data", rds)
 	}
-	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tFILE\tUNPACK\tSITES\tREGISTERED BY\tREGISTERED ON")
-	for _, rd := range rds {
+	return printTable(c.stdout, "ID\tFILE\tUNPACK\tSITES\tREGISTERED BY\tREGISTERED ON", rds, func(w io.Writer, rd client.Refdata) {
 		var sites []string
 		for _, s := range rd.Statuses {
 			sites = append(sites, s.Cluster+":"+s.State)
@@ -160,7 +108,6 @@ func printRefdataList(c *cli, rds []client.Refdata, asJSON bool) error {
 		if len(sites) > 0 {
 			st = strings.Join(sites, ",")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%s\n", rd.ID, rd.File, rd.Unpack, st, rd.RegisteredBy, rd.RegisteredOn)
-	}
-	return tw.Flush()
+		fmt.Fprintf(w, "%s\t%s\t%v\t%s\t%s\t%s\n", rd.ID, rd.File, rd.Unpack, st, rd.RegisteredBy, rd.RegisteredOn)
+	})
 }

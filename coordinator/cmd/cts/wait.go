@@ -44,17 +44,9 @@ func waitCommand() *command {
 		setup: func(fs *flag.FlagSet) func(*cli, []string) error {
 			w := &waitFlags{}
 			w.register(fs, false)
-			return func(c *cli, args []string) error {
-				id, err := oneArg(args, "job ID")
-				if err != nil {
-					return err
-				}
-				cl, err := c.client(true)
-				if err != nil {
-					return err
-				}
+			return withArg("job ID", true, func(c *cli, cl *client.Client, id string) error {
 				return waitJob(c, cl, id, w)
-			}
+			})
 		}}
 }
 
