@@ -14,11 +14,9 @@ import (
 	"strings"
 )
 
-// Config is the agent's configuration.
-type Config struct {
-	JobID      string
-	Container  int
-	Attempt    string
+// Worker is the connection half of the CTS worker contract, the same in both agent modes:
+// where the coordinator and S3 are, and the files holding the token and the S3 secret.
+type Worker struct {
 	ServiceURL string
 	TokenPath  string
 	Token      string `json:"-"`
@@ -29,6 +27,53 @@ type Config struct {
 	S3Secret     string `json:"-"`
 	S3Region     string
 	S3Insecure   bool
+	LogLevel     string
+}
+
+// workerFromEnv reads the Worker variables; it returns the missing required ones in a fixed
+// order. Secrets are read later, by readSecrets.
+func workerFromEnv(get func(string) string) (Worker, []error) {
+	w := Worker{
+		ServiceURL: get("SERVICE_ROOT_URL"), TokenPath: get("TOKEN_PATH"), S3URL: get("S3_URL"),
+		S3AccessKey: get("S3_ACCESS_KEY"), S3SecretPath: get("S3_SECRET_PATH"), S3Region: get("S3_REGION"),
+		S3Insecure: strings.EqualFold(get("S3_INSECURE"), "true"), LogLevel: get("CTS_LOG_LEVEL"),
+	}
+	if w.S3Region == "" {
+		w.S3Region = "us-east-1"
+	}
+	var errs []error
+	for _, kv := range [][2]string{{"SERVICE_ROOT_URL", w.ServiceURL}, {"TOKEN_PATH", w.TokenPath},
+		{"S3_URL", w.S3URL}, {"S3_ACCESS_KEY", w.S3AccessKey}, {"S3_SECRET_PATH", w.S3SecretPath}} {
+		if kv[1] == "" {
+			errs = append(errs, fmt.Errorf("%s is required", kv[0]))
+		}
+	}
+	return w, errs
+}
+
+// readSecrets reads the token and the S3 secret from their files.
+func (w *Worker) readSecrets() []error {
+	var errs []error
+	var err error
+	if w.TokenPath != "" {
+		if w.Token, err = readSecret(w.TokenPath); err != nil {
+			errs = append(errs, fmt.Errorf("read token: %w", err))
+		}
+	}
+	if w.S3SecretPath != "" {
+		if w.S3Secret, err = readSecret(w.S3SecretPath); err != nil {
+			errs = append(errs, fmt.Errorf("read S3 secret: %w", err))
+		}
+	}
+	return errs
+}
+
+// Config is the agent's configuration.
+type Config struct {
+	Worker
+	JobID     string
+	Container int
+	Attempt   string
 
 	// WorkDir holds this container's inputs, outputs and logs.
 	WorkDir string
@@ -42,7 +87,6 @@ type Config struct {
 	// MountPrefixOverride ("from:to") rewrites host mount sources for an agent that runs
 	// inside a container itself.
 	MountPrefixOverride string
-	LogLevel            string
 	// Runtime is "oci", "docker" or "auto" (default: docker when its socket answers, else oci).
 	Runtime string
 	// DockerSocket is the Docker Engine's unix socket (default /var/run/docker.sock).
@@ -59,23 +103,17 @@ type Config struct {
 func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 	get := func(k string) string { v, _ := lookup(k); return strings.TrimSpace(v) }
 	var errs []error
+	worker, workerErrs := workerFromEnv(get)
 	c := Config{
+		Worker:              worker,
 		JobID:               get("JOB_ID"),
 		Attempt:             get("CTS_AGENT_ATTEMPT"),
-		ServiceURL:          get("SERVICE_ROOT_URL"),
-		TokenPath:           get("TOKEN_PATH"),
-		S3URL:               get("S3_URL"),
-		S3AccessKey:         get("S3_ACCESS_KEY"),
-		S3SecretPath:        get("S3_SECRET_PATH"),
-		S3Region:            get("S3_REGION"),
-		S3Insecure:          strings.EqualFold(get("S3_INSECURE"), "true"),
 		WorkDir:             get("CTS_AGENT_WORKDIR"),
 		CacheDir:            get("CTS_AGENT_CACHE_DIR"),
 		RuncRoot:            get("CTS_AGENT_RUNC_ROOT"),
 		RuncPath:            get("CTS_AGENT_RUNC"),
 		Network:             get("CTS_AGENT_NETWORK"),
 		MountPrefixOverride: get("MOUNT_PREFIX_OVERRIDE"),
-		LogLevel:            get("CTS_LOG_LEVEL"),
 		Runtime:             get("CTS_AGENT_RUNTIME"),
 		DockerSocket:        get("CTS_AGENT_DOCKER_SOCKET"),
 		S3LogPath:           get("S3_ERROR_LOG_PATH"),
@@ -87,15 +125,10 @@ func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 		errs = append(errs, fmt.Errorf("CONTAINER_NUMBER must be a whole number ≥ 0, got %q", cn))
 	}
 	c.Container = n
-	for _, kv := range [][2]string{{"JOB_ID", c.JobID}, {"SERVICE_ROOT_URL", c.ServiceURL}, {"TOKEN_PATH", c.TokenPath},
-		{"S3_URL", c.S3URL}, {"S3_ACCESS_KEY", c.S3AccessKey}, {"S3_SECRET_PATH", c.S3SecretPath}} {
-		if kv[1] == "" {
-			errs = append(errs, fmt.Errorf("%s is required", kv[0]))
-		}
+	if c.JobID == "" {
+		errs = append(errs, errors.New("JOB_ID is required"))
 	}
-	if c.S3Region == "" {
-		c.S3Region = "us-east-1"
-	}
+	errs = append(errs, workerErrs...)
 	if c.Attempt == "" {
 		host, _ := os.Hostname()
 		c.Attempt = fmt.Sprintf("%s-%d", host, os.Getpid())
@@ -134,16 +167,7 @@ func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 			errs = append(errs, fmt.Errorf("MOUNT_PREFIX_OVERRIDE must be <absolute prefix>:<absolute replacement>, got %q", c.MountPrefixOverride))
 		}
 	}
-	if c.TokenPath != "" {
-		if c.Token, err = readSecret(c.TokenPath); err != nil {
-			errs = append(errs, fmt.Errorf("read token: %w", err))
-		}
-	}
-	if c.S3SecretPath != "" {
-		if c.S3Secret, err = readSecret(c.S3SecretPath); err != nil {
-			errs = append(errs, fmt.Errorf("read S3 secret: %w", err))
-		}
-	}
+	errs = append(errs, c.readSecrets()...)
 	for _, p := range []*string{&c.WorkDir, &c.CacheDir, &c.RuncRoot} {
 		if abs, err := filepath.Abs(*p); err == nil {
 			*p = abs

@@ -12,6 +12,7 @@ import (
 // REFDATA_ID, REFDATA_S3_PATH, REFDATA_CRC64NVME, REFDATA_UNPACK and REFDATA_CLUSTER; the
 // site's worker environment gives the rest, as for jobs.
 type Refdata struct {
+	Worker
 	ID        string
 	S3Path    string
 	CRC64NVME string
@@ -24,17 +25,6 @@ type Refdata struct {
 	// the stager's defaults.
 	MaxBytes int64
 	MaxFiles int
-
-	ServiceURL   string
-	TokenPath    string
-	Token        string `json:"-"`
-	S3URL        string
-	S3AccessKey  string
-	S3SecretPath string
-	S3Secret     string `json:"-"`
-	S3Region     string
-	S3Insecure   bool
-	LogLevel     string
 }
 
 // RefdataFromEnv reads the refdata mode's configuration with lookup and reads the secret
@@ -42,20 +32,19 @@ type Refdata struct {
 func RefdataFromEnv(lookup func(string) (string, bool)) (Refdata, error) {
 	get := func(k string) string { v, _ := lookup(k); return strings.TrimSpace(v) }
 	var errs []error
+	worker, workerErrs := workerFromEnv(get)
 	c := Refdata{
-		ID: get("REFDATA_ID"), S3Path: get("REFDATA_S3_PATH"), CRC64NVME: get("REFDATA_CRC64NVME"),
+		Worker: worker,
+		ID:     get("REFDATA_ID"), S3Path: get("REFDATA_S3_PATH"), CRC64NVME: get("REFDATA_CRC64NVME"),
 		Cluster: get("REFDATA_CLUSTER"), HostPath: get("REFDATA_HOST_PATH"),
-		ServiceURL: get("SERVICE_ROOT_URL"), TokenPath: get("TOKEN_PATH"), S3URL: get("S3_URL"),
-		S3AccessKey: get("S3_ACCESS_KEY"), S3SecretPath: get("S3_SECRET_PATH"), S3Region: get("S3_REGION"),
-		S3Insecure: strings.EqualFold(get("S3_INSECURE"), "true"), LogLevel: get("CTS_LOG_LEVEL"),
 	}
 	for _, kv := range [][2]string{{"REFDATA_ID", c.ID}, {"REFDATA_S3_PATH", c.S3Path}, {"REFDATA_CRC64NVME", c.CRC64NVME},
-		{"REFDATA_CLUSTER", c.Cluster}, {"REFDATA_HOST_PATH", c.HostPath}, {"SERVICE_ROOT_URL", c.ServiceURL},
-		{"TOKEN_PATH", c.TokenPath}, {"S3_URL", c.S3URL}, {"S3_ACCESS_KEY", c.S3AccessKey}, {"S3_SECRET_PATH", c.S3SecretPath}} {
+		{"REFDATA_CLUSTER", c.Cluster}, {"REFDATA_HOST_PATH", c.HostPath}} {
 		if kv[1] == "" {
 			errs = append(errs, fmt.Errorf("%s is required", kv[0]))
 		}
 	}
+	errs = append(errs, workerErrs...)
 	if u := get("REFDATA_UNPACK"); u != "" {
 		b, err := strconv.ParseBool(u)
 		if err != nil {
@@ -77,19 +66,6 @@ func RefdataFromEnv(lookup func(string) (string, bool)) (Refdata, error) {
 		}
 		c.MaxFiles = n
 	}
-	if c.S3Region == "" {
-		c.S3Region = "us-east-1"
-	}
-	var err error
-	if c.TokenPath != "" {
-		if c.Token, err = readSecret(c.TokenPath); err != nil {
-			errs = append(errs, fmt.Errorf("read token: %w", err))
-		}
-	}
-	if c.S3SecretPath != "" {
-		if c.S3Secret, err = readSecret(c.S3SecretPath); err != nil {
-			errs = append(errs, fmt.Errorf("read S3 secret: %w", err))
-		}
-	}
+	errs = append(errs, c.readSecrets()...)
 	return c, errors.Join(errs...)
 }
