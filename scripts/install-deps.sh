@@ -5,6 +5,9 @@ set -euo pipefail
 need=()
 command -v runc >/dev/null 2>&1 || need+=(runc)
 [[ -x /usr/bin/time ]] || need+=(time) # GNU time: the agent's peak-RSS test
+# Docker engine: the agent's `docker` runtime is tested against a real engine (test/e2e runs
+# its container tests under both runtimes).
+command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 if ((${#need[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "install-deps: need ${need[*]}; run as root or install them yourself" >&2
@@ -15,4 +18,9 @@ if ((${#need[@]})); then
   apt-get update -qq
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+# Docker engine: started here when none answers (there is no systemd on CI machines). Flags:
+# no iptables or bridge (containers run with --network none or host), overlay2. It keeps its
+# own pidfile and log under /run/cts-dockerd and is left running for the tests; an engine that
+# already answers (started by systemd or by hand) is used as it is and never stopped.
+scripts/dockerd.sh start
 go mod download

@@ -49,6 +49,25 @@ type Options struct {
 	Configure func(*app.Config)
 	// RegistryOptions configure the embedded registry (tests use devstack.WithBlobTamper).
 	RegistryOptions []devstack.RegistryOption
+	// AgentRuntime is the agents' container runtime (CTS_AGENT_RUNTIME: "oci", "docker" or
+	// "auto"); "" takes CTS_AGENT_RUNTIME from this process's environment, else "oci", so a
+	// Docker engine that happens to run never changes what dev agents do.
+	AgentRuntime string
+}
+
+// AgentRuntime returns the runtime dev agents use for o.AgentRuntime (see Options).
+func AgentRuntime(o Options) (string, error) {
+	rt := o.AgentRuntime
+	if rt == "" {
+		rt = strings.TrimSpace(os.Getenv("CTS_AGENT_RUNTIME"))
+	}
+	if rt == "" {
+		rt = "oci"
+	}
+	if rt != "oci" && rt != "docker" && rt != "auto" {
+		return "", fmt.Errorf("CTS_AGENT_RUNTIME must be oci, docker or auto, got %q", rt)
+	}
+	return rt, nil
 }
 
 // Env is a running dev environment.
@@ -61,6 +80,8 @@ type Env struct {
 	UserToken, AdminToken, ExecutorToken string
 	Dir                                  string
 	Config                               app.Config
+	// AgentRuntime is the container runtime of the dev agents ("oci", "docker" or "auto").
+	AgentRuntime string
 
 	cancel  context.CancelFunc
 	stopped chan struct{}
@@ -87,7 +108,11 @@ func Start(ctx context.Context, o Options) (e *Env, err error) {
 			return nil, fmt.Errorf("binary %q not found: build it first (make build)", p)
 		}
 	}
-	e = &Env{Dir: dir, UserToken: token(), AdminToken: token(), ExecutorToken: token()}
+	runtimeName, err := AgentRuntime(o)
+	if err != nil {
+		return nil, err
+	}
+	e = &Env{Dir: dir, UserToken: token(), AdminToken: token(), ExecutorToken: token(), AgentRuntime: runtimeName}
 	defer func() {
 		if err != nil {
 			_ = e.Close()
@@ -158,6 +183,8 @@ func Start(ctx context.Context, o Options) (e *Env, err error) {
 			"env": map[string]string{
 				"CTS_AGENT_CACHE_DIR": filepath.Join(dir, "image-cache"),
 				"CTS_AGENT_RUNC_ROOT": filepath.Join(dir, "runc"),
+				"CTS_AGENT_NODE_DIR":  filepath.Join(dir, "node"),
+				"CTS_AGENT_RUNTIME":   runtimeName,
 			},
 			"kill_grace_seconds": 10,
 		},

@@ -42,7 +42,8 @@ type Config struct {
 	// S3_SECRET_PATH, GLOBAL_CACHE_DIR, ...). The request's variables override it.
 	Env map[string]string `json:"env"`
 	// KillGraceSeconds is the time between SIGTERM and SIGKILL when a proc is removed
-	// (job_max_vacate_time; default 10).
+	// (job_max_vacate_time; default 45). It is the outer clock of a stop (shared/grace): each
+	// agent gets it in CTS_AGENT_KILL_GRACE and stops its container and reports within it.
 	KillGraceSeconds float64 `json:"kill_grace_seconds"`
 	// RuntimeMarginSeconds is added to the job's runtime for allowed_job_duration: the agent
 	// also downloads, pulls and uploads (default 3600).
@@ -63,7 +64,7 @@ type Config struct {
 
 // Defaults of the optional settings.
 const (
-	DefaultKillGraceSeconds      = 10
+	DefaultKillGraceSeconds      = 45
 	DefaultRuntimeMarginSeconds  = 3600
 	DefaultCommandTimeoutSeconds = 60
 )

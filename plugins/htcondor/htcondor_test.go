@@ -55,7 +55,7 @@ func TestDescription(t *testing.T) {
 	}
 	for _, want := range []string{
 		"executable = /opt/cts/cts-agent\n", "transfer_executable = true\n", "initialdir = /condor_workdir\n",
-		`environment = "JOB_ID=job1 S3_URL=http://s3 TOKEN_PATH=/cts/cts_token CONTAINER_NUMBER=$(ProcId) CTS_AGENT_ATTEMPT=$(ClusterId).$(ProcId)"` + "\n",
+		`environment = "CTS_AGENT_KILL_GRACE=10 JOB_ID=job1 S3_URL=http://s3 TOKEN_PATH=/cts/cts_token CONTAINER_NUMBER=$(ProcId) CTS_AGENT_ATTEMPT=$(ClusterId).$(ProcId)"` + "\n",
 		"request_cpus = 4\n", "request_memory = 1025\n", "request_disk = 2097152\n", "batch_name = cts-job1\n",
 		"concurrency_limits = some_user\n", `+AccountingGroup = "some_user"` + "\n",
 		`requirements = regexp("kbase", CLIENTGROUP)` + "\n", "want_graceful_removal = true\n",

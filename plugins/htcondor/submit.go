@@ -7,7 +7,9 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/kbase/cts/shared/grace"
 	"github.com/kbase/cts/shared/launcher"
 )
 
@@ -90,6 +92,8 @@ func Description(cfg Config, req launcher.SubmitRequest) (string, error) {
 	for k, v := range req.Env {
 		env[k] = v
 	}
+	// The agent fits its container's stop and its final report inside job_max_vacate_time.
+	env[grace.EnvKillGrace] = grace.Seconds(time.Duration(cfg.KillGraceSeconds * float64(time.Second)))
 	envValue, err := Environment(env)
 	if err != nil {
 		return "", fmt.Errorf("%w: environment: %v", launcher.ErrInvalidRequest, err)

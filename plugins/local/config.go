@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kbase/cts/shared/grace"
 	"github.com/kbase/cts/shared/launcher"
 )
 
@@ -32,12 +33,14 @@ type Config struct {
 	// S3_SECRET_PATH, ...). Request variables override it; the launcher's own
 	// (CONTAINER_NUMBER, CTS_AGENT_ATTEMPT, CTS_AGENT_WORKDIR) override both.
 	Env map[string]string `json:"env"`
-	// KillGraceSeconds is how long Cancel waits after SIGTERM before SIGKILL (default 10).
+	// KillGraceSeconds is how long Cancel waits after SIGTERM before SIGKILL (default 45). It
+	// is the outer clock of a stop (shared/grace): each agent gets it in CTS_AGENT_KILL_GRACE
+	// and stops its container and reports within it.
 	KillGraceSeconds float64 `json:"kill_grace_seconds"`
 }
 
 // DefaultKillGraceSeconds is KillGraceSeconds when the configuration omits it.
-const DefaultKillGraceSeconds = 10
+var DefaultKillGraceSeconds = grace.DefaultLauncherKill.Seconds()
 
 // maxKillGraceSeconds bounds KillGraceSeconds (one hour).
 const maxKillGraceSeconds = 3600
@@ -47,7 +50,7 @@ const maxKillGraceSeconds = 3600
 const EnvAgentWorkDir = "CTS_AGENT_WORKDIR"
 
 // reservedEnv are set by the launcher per container and may not come from configuration.
-var reservedEnv = []string{launcher.EnvContainerNumber, launcher.EnvAgentAttempt, EnvAgentWorkDir}
+var reservedEnv = []string{launcher.EnvContainerNumber, launcher.EnvAgentAttempt, EnvAgentWorkDir, grace.EnvKillGrace}
 
 // ParseConfig decodes and validates a configuration. Unknown fields are errors (a misspelt key
 // must not silently fall back to a default). Every problem is reported, each wrapping
@@ -119,6 +122,9 @@ func (c Config) Validate() error {
 				bad("env: %s is set by the launcher", k)
 			}
 		}
+	}
+	if rt, ok := c.Env["CTS_AGENT_RUNTIME"]; ok && rt != "oci" && rt != "docker" && rt != "auto" {
+		bad("env: CTS_AGENT_RUNTIME must be oci, docker or auto, got %q", rt)
 	}
 	for i, a := range c.AgentArgs {
 		if strings.ContainsRune(a, 0) {

@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -31,6 +32,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kbase/cts/shared/grace"
 	"github.com/kbase/cts/shared/launcher"
 )
 
@@ -219,11 +221,16 @@ func (l *Launcher) Submit(ctx context.Context, req launcher.SubmitRequest) (laun
 		if err := os.MkdirAll(cd, 0o750); err != nil {
 			return launcher.SubmitResponse{}, fmt.Errorf("submit %s: %w", req.JobID, err)
 		}
-		if err := l.startSupervisor(cfg, cd, append(env,
+		cenv := append(slices.Clone(env),
 			launcher.EnvContainerNumber+"="+strconv.Itoa(n),
 			launcher.EnvAgentAttempt+"="+AttemptName(req.JobID, req.Attempt, n),
 			EnvAgentWorkDir+"="+cd,
-		)); err != nil {
+		)
+		if cfg.killGrace() > 0 {
+			// The agent fits its container's stop and its final report inside this grace.
+			cenv = append(cenv, grace.EnvKillGrace+"="+grace.Seconds(cfg.killGrace()))
+		}
+		if err := l.startSupervisor(cfg, cd, cenv); err != nil {
 			return launcher.SubmitResponse{}, fmt.Errorf("submit %s container %d: %w", req.JobID, n, err)
 		}
 		started++

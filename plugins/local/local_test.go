@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kbase/cts/plugins/local"
+	"github.com/kbase/cts/shared/grace"
 	"github.com/kbase/cts/shared/launcher"
 	"github.com/kbase/cts/shared/launcher/launchertest"
 )
@@ -85,7 +86,7 @@ func TestAgentEnvironmentAndFiles(t *testing.T) {
 
 	allowed := map[string]bool{
 		"PATH": true, "HOME": true, "CFG_ONLY": true, "TOKEN_PATH": true, local.EnvAgentWorkDir: true,
-		launcher.EnvContainerNumber: true, launcher.EnvAgentAttempt: true, "CTS_TEST_CWD": true,
+		launcher.EnvContainerNumber: true, launcher.EnvAgentAttempt: true, "CTS_TEST_CWD": true, grace.EnvKillGrace: true,
 		// Set by the stand-in's shell itself.
 		"PWD": true, "OLDPWD": true, "SHLVL": true, "_": true,
 	}
@@ -108,6 +109,8 @@ func TestAgentEnvironmentAndFiles(t *testing.T) {
 			"PATH":                      os.Getenv("PATH"),
 			"CTS_TEST_PLUGIN_ONLY":      "",
 			launcher.EnvContainerNumber: strconv.Itoa(n),
+			// The agent fits its stop inside the launcher's kill grace.
+			grace.EnvKillGrace: grace.Seconds(e.h.KillGrace),
 		} {
 			if env[k] != want {
 				t.Errorf("container %d: %s=%q, want %q", n, k, env[k], want)

@@ -15,6 +15,7 @@ import (
 	"github.com/kbase/cts/coordinator/devmode"
 	"github.com/kbase/cts/coordinator/devstack"
 	"github.com/kbase/cts/test/demo"
+	"github.com/kbase/cts/test/dockertest"
 	"github.com/kbase/cts/test/imagebuild"
 )
 
@@ -37,6 +38,9 @@ type Options struct {
 	// HTCondor serves the site with the htcondor launcher plugin over a mini-condor pool
 	// (test/minicondor) instead of the local launcher.
 	HTCondor bool
+	// Runtime is the agents' container runtime, "oci" (when "") or "docker": tests pin it,
+	// never "auto", so an engine that happens to run does not change what they test.
+	Runtime string
 }
 
 // Site is a running dev site, closed when the test ends.
@@ -78,9 +82,15 @@ func Start(t testing.TB, opts Options) *Site {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
+	if opts.Runtime == "" {
+		opts.Runtime = "oci"
+	}
+	if opts.Runtime == "docker" {
+		dockertest.Require(t)
+	}
 	env, err := devmode.Start(ctx, devmode.Options{
 		Dir: t.TempDir(), AgentPath: opts.AgentPath, LauncherPath: bins.Launcher, Log: s.Log,
-		Configure: configure, RegistryOptions: opts.RegistryOptions,
+		Configure: configure, RegistryOptions: opts.RegistryOptions, AgentRuntime: opts.Runtime,
 	})
 	if err != nil {
 		t.Fatalf("start dev site: %v", err)

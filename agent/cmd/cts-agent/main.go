@@ -167,6 +167,7 @@ func runJob(cfg config.Config, log *slog.Logger) (int, error) {
 	r = runner.New(runner.Config{
 		WorkDir: cfg.WorkDir, Attempt: cfg.Attempt, HostPath: cfg.HostPath, Network: cfg.Network,
 		RefdataHostPath: cfg.RefdataHostPath, LiveLog: sess, Progress: sess, Hurry: hurry,
+		KillGrace: cfg.Budget.ContainerStop, FinalTimeout: cfg.Budget.FinalReport,
 	}, sess, xfer, rt, sess.Cancels(), log)
 	if err := r.Run(ctx, a); err != nil {
 		if errors.Is(err, session.ErrRefused) {

@@ -12,6 +12,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/kbase/cts/shared/grace"
 )
 
 // Worker is the connection half of the CTS worker contract, the same in both agent modes:
@@ -68,34 +71,121 @@ func (w *Worker) readSecrets() []error {
 	return errs
 }
 
+// Node is the container half of the agent's configuration: the node's runtime, its shared
+// state and its bounds. The run, reap and check modes read it the same way (NodeFromEnv).
+type Node struct {
+	// Runtime is "oci", "docker" or "auto" (docker when its socket answers a ping, else oci).
+	Runtime string
+	// DockerSocket is the Docker Engine's unix socket (default /var/run/docker.sock).
+	DockerSocket string
+	// CacheDir holds the node's verified image cache (shared by agents).
+	CacheDir string
+	// RuncRoot is the runc state directory of CTS containers on this node.
+	RuncRoot string
+	RuncPath string
+	// NodeDir holds what the agents of this node share besides the image cache: each live
+	// agent's registration (its work directory, under an owner lock) and the record of the
+	// Docker images agents pulled. Reapers use it to find what dead agents left.
+	NodeDir string
+	// ImageCacheMaxBytes and ImageCacheMaxAge bound the images agents keep on this node (the
+	// oci cache, or the Docker images agents pulled): least recently used images go first, and
+	// none is removed while an agent uses it.
+	ImageCacheMaxBytes int64
+	ImageCacheMaxAge   time.Duration
+}
+
+// Node defaults.
+const (
+	DefaultNodeDir            = "/var/lib/cts-agent"
+	DefaultImageCacheMaxBytes = 20_000_000_000
+	DefaultImageCacheMaxAge   = 7 * 24 * time.Hour
+	DefaultLogMaxBytes        = 1_000_000_000
+)
+
+// NodeFromEnv reads the Node variables, with their defaults.
+func NodeFromEnv(lookup func(string) (string, bool)) (Node, error) {
+	get := func(k string) string { v, _ := lookup(k); return strings.TrimSpace(v) }
+	var errs []error
+	n := Node{
+		Runtime: get("CTS_AGENT_RUNTIME"), DockerSocket: get("CTS_AGENT_DOCKER_SOCKET"),
+		CacheDir: get("CTS_AGENT_CACHE_DIR"), RuncRoot: get("CTS_AGENT_RUNC_ROOT"), RuncPath: get("CTS_AGENT_RUNC"),
+		NodeDir: get("CTS_AGENT_NODE_DIR"),
+	}
+	if n.CacheDir == "" {
+		base := get("GLOBAL_CACHE_DIR")
+		if base == "" {
+			base = os.TempDir()
+		}
+		n.CacheDir = filepath.Join(base, "cts-image-cache")
+	}
+	if n.RuncRoot == "" {
+		n.RuncRoot = "/run/cts-runc"
+	}
+	if n.NodeDir == "" {
+		n.NodeDir = DefaultNodeDir
+	}
+	if n.Runtime == "" {
+		n.Runtime = "auto"
+	}
+	if n.Runtime != "oci" && n.Runtime != "docker" && n.Runtime != "auto" {
+		errs = append(errs, fmt.Errorf("CTS_AGENT_RUNTIME must be oci, docker or auto, got %q", n.Runtime))
+	}
+	if n.DockerSocket == "" {
+		n.DockerSocket = "/var/run/docker.sock"
+	}
+	n.ImageCacheMaxBytes = DefaultImageCacheMaxBytes
+	if v := get("CTS_AGENT_IMAGE_CACHE_GB"); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || !(f > 0 && f < 1<<20) {
+			errs = append(errs, fmt.Errorf("CTS_AGENT_IMAGE_CACHE_GB must be a number of gigabytes above 0, got %q", v))
+		}
+		n.ImageCacheMaxBytes = int64(f * 1e9)
+	}
+	n.ImageCacheMaxAge = DefaultImageCacheMaxAge
+	if v := get("CTS_AGENT_IMAGE_CACHE_DAYS"); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || !(f > 0 && f < 100000) {
+			errs = append(errs, fmt.Errorf("CTS_AGENT_IMAGE_CACHE_DAYS must be a number of days above 0, got %q", v))
+		}
+		n.ImageCacheMaxAge = time.Duration(f * 24 * float64(time.Hour))
+	}
+	for _, p := range []*string{&n.CacheDir, &n.RuncRoot, &n.NodeDir} {
+		if abs, err := filepath.Abs(*p); err == nil {
+			*p = abs
+		}
+	}
+	return n, errors.Join(errs...)
+}
+
 // Config is the agent's configuration.
 type Config struct {
 	Worker
+	Node
 	JobID     string
 	Container int
 	Attempt   string
 
 	// WorkDir holds this container's inputs, outputs and logs.
 	WorkDir string
-	// CacheDir holds the node's verified image cache (shared by agents).
-	CacheDir string
-	// RuncRoot is the runc state directory of CTS containers on this node.
-	RuncRoot string
-	RuncPath string
+	// WorkDirGiven is false when WorkDir is the default ./cts-work of a hand run (no launcher
+	// named one): such a run removes the directory when it ends (unless --keep).
+	WorkDirGiven bool
 	// Network is "none" (default) or "host".
 	Network string
 	// MountPrefixOverride ("from:to") rewrites host mount sources for an agent that runs
 	// inside a container itself.
 	MountPrefixOverride string
-	// Runtime is "oci", "docker" or "auto" (default: docker when its socket answers, else oci).
-	Runtime string
-	// DockerSocket is the Docker Engine's unix socket (default /var/run/docker.sock).
-	DockerSocket string
 	// S3LogPath is S3_ERROR_LOG_PATH ("bucket/prefix"): the CTS contract's log folder; the
 	// agent uses it only for `cts-agent check` (the assignment names the real log folder).
 	S3LogPath string
 	// RefdataHostPath is REFDATA_HOST_PATH: where the node's staged reference data lives.
 	RefdataHostPath string
+	// Budget orders the deadlines of a stop (shared/grace), from the launcher's kill grace
+	// (CTS_AGENT_KILL_GRACE).
+	Budget grace.Budget
+	// LogMaxBytes bounds each of the container's stdout and stderr files
+	// (CTS_AGENT_LOG_MAX_MB); output past it is counted and dropped, with a note at the end.
+	LogMaxBytes int64
 }
 
 // FromEnv reads the configuration with lookup (os.LookupEnv in production) and reads the
@@ -104,18 +194,18 @@ func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 	get := func(k string) string { v, _ := lookup(k); return strings.TrimSpace(v) }
 	var errs []error
 	worker, workerErrs := workerFromEnv(get)
+	node, err := NodeFromEnv(lookup)
+	if err != nil {
+		errs = append(errs, err)
+	}
 	c := Config{
 		Worker:              worker,
+		Node:                node,
 		JobID:               get("JOB_ID"),
 		Attempt:             get("CTS_AGENT_ATTEMPT"),
 		WorkDir:             get("CTS_AGENT_WORKDIR"),
-		CacheDir:            get("CTS_AGENT_CACHE_DIR"),
-		RuncRoot:            get("CTS_AGENT_RUNC_ROOT"),
-		RuncPath:            get("CTS_AGENT_RUNC"),
 		Network:             get("CTS_AGENT_NETWORK"),
 		MountPrefixOverride: get("MOUNT_PREFIX_OVERRIDE"),
-		Runtime:             get("CTS_AGENT_RUNTIME"),
-		DockerSocket:        get("CTS_AGENT_DOCKER_SOCKET"),
 		S3LogPath:           get("S3_ERROR_LOG_PATH"),
 		RefdataHostPath:     get("REFDATA_HOST_PATH"),
 	}
@@ -133,31 +223,13 @@ func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 		host, _ := os.Hostname()
 		c.Attempt = fmt.Sprintf("%s-%d", host, os.Getpid())
 	}
+	c.WorkDirGiven = c.WorkDir != ""
 	if c.WorkDir == "" {
 		wd, _ := os.Getwd()
 		c.WorkDir = filepath.Join(wd, "cts-work")
 	}
-	if c.CacheDir == "" {
-		base := get("GLOBAL_CACHE_DIR")
-		if base == "" {
-			base = os.TempDir()
-		}
-		c.CacheDir = filepath.Join(base, "cts-image-cache")
-	}
-	if c.RuncRoot == "" {
-		c.RuncRoot = "/run/cts-runc"
-	}
 	if c.Network == "" {
 		c.Network = "none"
-	}
-	if c.Runtime == "" {
-		c.Runtime = "auto"
-	}
-	if c.Runtime != "oci" && c.Runtime != "docker" && c.Runtime != "auto" {
-		errs = append(errs, fmt.Errorf("CTS_AGENT_RUNTIME must be oci, docker or auto, got %q", c.Runtime))
-	}
-	if c.DockerSocket == "" {
-		c.DockerSocket = "/var/run/docker.sock"
 	}
 	if c.Network != "none" && c.Network != "host" {
 		errs = append(errs, fmt.Errorf("CTS_AGENT_NETWORK must be none or host, got %q", c.Network))
@@ -167,11 +239,22 @@ func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 			errs = append(errs, fmt.Errorf("MOUNT_PREFIX_OVERRIDE must be <absolute prefix>:<absolute replacement>, got %q", c.MountPrefixOverride))
 		}
 	}
-	errs = append(errs, c.readSecrets()...)
-	for _, p := range []*string{&c.WorkDir, &c.CacheDir, &c.RuncRoot} {
-		if abs, err := filepath.Abs(*p); err == nil {
-			*p = abs
+	kill, err := grace.Parse(get(grace.EnvKillGrace))
+	if err != nil {
+		errs = append(errs, err)
+	}
+	c.Budget = grace.Split(kill)
+	c.LogMaxBytes = DefaultLogMaxBytes
+	if v := get("CTS_AGENT_LOG_MAX_MB"); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || !(f > 0 && f < 1<<30) {
+			errs = append(errs, fmt.Errorf("CTS_AGENT_LOG_MAX_MB must be a number of megabytes above 0, got %q", v))
 		}
+		c.LogMaxBytes = int64(f * 1e6)
+	}
+	errs = append(errs, c.readSecrets()...)
+	if abs, err := filepath.Abs(c.WorkDir); err == nil {
+		c.WorkDir = abs
 	}
 	return c, errors.Join(errs...)
 }

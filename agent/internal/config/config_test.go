@@ -94,6 +94,23 @@ func TestFromEnvDefaults(t *testing.T) {
 		{"container 0", map[string]string{"CONTAINER_NUMBER": "0"}, func(c Config) error {
 			return want(fmt.Sprint(c.Container), "0")
 		}},
+		{"node dir", nil, func(c Config) error { return want(c.NodeDir, DefaultNodeDir) }},
+		{"default work dir is a hand run's", nil, func(c Config) error { return want(fmt.Sprint(c.WorkDirGiven), "false") }},
+		{"launcher's work dir", map[string]string{"CTS_AGENT_WORKDIR": "/w"}, func(c Config) error {
+			return want(fmt.Sprint(c.WorkDirGiven), "true")
+		}},
+		{"stop budget without a launcher", nil, func(c Config) error {
+			return want(c.Budget.String(), "container stop 10s < final report 30s < launcher kill 45s")
+		}},
+		{"stop budget from the launcher's kill grace", map[string]string{"CTS_AGENT_KILL_GRACE": "9"}, func(c Config) error {
+			return want(c.Budget.String(), "container stop 2s < final report 6s < launcher kill 9s")
+		}},
+		{"bounds", nil, func(c Config) error {
+			return want(fmt.Sprint(c.ImageCacheMaxBytes, c.ImageCacheMaxAge, c.LogMaxBytes), "20000000000 168h0m0s 1000000000")
+		}},
+		{"bounds set", map[string]string{"CTS_AGENT_IMAGE_CACHE_GB": "1.5", "CTS_AGENT_IMAGE_CACHE_DAYS": "0.5", "CTS_AGENT_LOG_MAX_MB": "2"}, func(c Config) error {
+			return want(fmt.Sprint(c.ImageCacheMaxBytes, c.ImageCacheMaxAge, c.LogMaxBytes), "1500000000 12h0m0s 2000000")
+		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -162,6 +179,16 @@ func TestFromEnvErrors(t *testing.T) {
 			name:  "mount prefix override without a colon",
 			edit:  func(t *testing.T, e map[string]string) { e["MOUNT_PREFIX_OVERRIDE"] = "/data" },
 			wants: []string{"MOUNT_PREFIX_OVERRIDE must be"},
+		},
+		{
+			name: "bounds and grace",
+			edit: func(t *testing.T, e map[string]string) {
+				e["CTS_AGENT_KILL_GRACE"] = "0"
+				e["CTS_AGENT_IMAGE_CACHE_GB"] = "-1"
+				e["CTS_AGENT_IMAGE_CACHE_DAYS"] = "week"
+				e["CTS_AGENT_LOG_MAX_MB"] = "0"
+			},
+			wants: []string{"CTS_AGENT_IMAGE_CACHE_GB must be", "CTS_AGENT_IMAGE_CACHE_DAYS must be", "CTS_AGENT_KILL_GRACE must be", "CTS_AGENT_LOG_MAX_MB must be"},
 		},
 		{
 			name: "token file missing",

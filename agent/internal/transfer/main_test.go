@@ -230,11 +230,18 @@ type cutBody struct {
 	rc    io.ReadCloser
 	left  int64
 	block <-chan struct{}
+	// onBlock, when set, is called once the body starts hanging (tests fire the stall
+	// watchdog from it).
+	onBlock func()
 }
 
 func (c *cutBody) Read(p []byte) (int, error) {
 	if c.left <= 0 {
 		if c.block != nil {
+			if c.onBlock != nil {
+				c.onBlock()
+				c.onBlock = nil
+			}
 			<-c.block
 			return 0, errors.New("stalled body canceled")
 		}

@@ -44,7 +44,7 @@ func (c *Client) withRetry(ctx context.Context, op attemptFunc) error {
 	failures := 0
 	for {
 		actx, cancel := context.WithCancelCause(ctx)
-		timer := time.AfterFunc(c.cfg.StallTimeout, func() { cancel(errStalled) })
+		timer := c.afterFunc(c.cfg.StallTimeout, func() { cancel(errStalled) })
 		progressed, err := op(actx, func() { timer.Reset(c.cfg.StallTimeout) })
 		timer.Stop()
 		stalled := errors.Is(context.Cause(actx), errStalled)

@@ -135,11 +135,22 @@ type Client struct {
 	// backoffBase and backoffCap are fields so tests can shorten the waits.
 	backoffBase time.Duration
 	backoffCap  time.Duration
+	// afterFunc arms an attempt's stall watchdog (time.AfterFunc); tests replace it with a
+	// timer they fire themselves, so no test depends on how fast a loaded machine runs.
+	afterFunc func(d time.Duration, f func()) watchdog
 }
+
+// watchdog is the part of *time.Timer the stall watchdog uses.
+type watchdog interface {
+	Reset(d time.Duration) bool
+	Stop() bool
+}
+
+func realAfterFunc(d time.Duration, f func()) watchdog { return time.AfterFunc(d, f) }
 
 // New returns a Client that uses s3c (see NewS3Client) with cfg (zero fields default).
 func New(s3c *s3.Client, cfg Config) *Client {
-	return &Client{s3: s3c, cfg: cfg.withDefaults(), backoffBase: backoffBase, backoffCap: backoffCap}
+	return &Client{s3: s3c, cfg: cfg.withDefaults(), backoffBase: backoffBase, backoffCap: backoffCap, afterFunc: realAfterFunc}
 }
 
 // splitPath splits "bucket/key" into its parts. Full validation of S3 paths belongs to the

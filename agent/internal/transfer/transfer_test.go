@@ -214,18 +214,23 @@ func TestDownloadResumes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			var rec recorder
-			c := newClient(t, Config{StallTimeout: 300 * time.Millisecond}, func(req *http.Request, next s3.HTTPClient) (*http.Response, error) {
+			// The watchdog fires only when the stalled body says it hangs: a slow machine
+			// never makes a healthy attempt look stalled.
+			timers := &fakeTimers{}
+			c := newClient(t, Config{}, func(req *http.Request, next s3.HTTPClient) (*http.Response, error) {
 				n := rec.add(req)
 				resp, err := next.Do(req)
 				if err == nil && op(req) == "GetObject" && n == 1 {
 					cb := &cutBody{rc: resp.Body, left: cut}
 					if tc.stall {
 						cb.block = req.Context().Done()
+						cb.onBlock = timers.fireAll
 					}
 					resp.Body = cb
 				}
 				return resp, err
 			})
+			c.afterFunc = timers.afterFunc
 			dest := filepath.Join(t.TempDir(), "dest")
 			err := c.Download(t.Context(), Download{S3Path: testBucket + "/" + k, CRC64NVME: checksum.Encode(checksum.Sum(data)), Size: int64(len(data)), Dest: dest})
 			if err != nil {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -199,17 +200,19 @@ func TestWithRetry(t *testing.T) {
 		})
 	}
 	t.Run("stall", func(t *testing.T) {
-		c := New(nil, Config{Retries: 2, StallTimeout: 20 * time.Millisecond})
+		c := New(nil, Config{Retries: 2, StallTimeout: time.Hour})
 		c.backoffBase, c.backoffCap = time.Microsecond, time.Microsecond
+		timers := &fakeTimers{}
+		c.afterFunc = timers.afterFunc
 		n := 0
 		err := c.withRetry(t.Context(), func(ctx context.Context, kick func()) (bool, error) {
 			n++
 			if n == 1 {
-				<-ctx.Done() // no kick: the watchdog must cancel us
+				timers.fireAll() // the watchdog's time passes without a kick: it must cancel us
+				<-ctx.Done()
 				return false, errors.New("read canceled")
 			}
-			for range 5 { // kicking keeps a slow attempt alive past the timeout
-				time.Sleep(10 * time.Millisecond)
+			for range 5 { // kicking re-arms the watchdog of a slow attempt
 				kick()
 			}
 			return true, ctx.Err()
@@ -217,5 +220,88 @@ func TestWithRetry(t *testing.T) {
 		if err != nil || n != 2 {
 			t.Errorf("attempts %d, err %v; want success on the second", n, err)
 		}
+		if got := timers.resets(); got != 5 {
+			t.Errorf("the second attempt re-armed its watchdog %d times, want 5", got)
+		}
 	})
+	t.Run("stall on the last attempt names the stall", func(t *testing.T) {
+		c := New(nil, Config{Retries: 1, StallTimeout: time.Hour})
+		timers := &fakeTimers{}
+		c.afterFunc = timers.afterFunc
+		err := c.withRetry(t.Context(), func(ctx context.Context, kick func()) (bool, error) {
+			timers.fireAll()
+			<-ctx.Done()
+			return false, errors.New("read canceled")
+		})
+		if !errors.Is(err, errStalled) {
+			t.Errorf("err %v, want errStalled", err)
+		}
+	})
+}
+
+// fakeTimers replaces the stall watchdog's clock: a timer fires only when the test says so.
+type fakeTimers struct {
+	mu     sync.Mutex
+	timers []*fakeTimer
+}
+
+type fakeTimer struct {
+	mu      sync.Mutex
+	f       func()
+	stopped bool
+	resets  int
+}
+
+func (ft *fakeTimers) afterFunc(_ time.Duration, f func()) watchdog {
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	t := &fakeTimer{f: f}
+	ft.timers = append(ft.timers, t)
+	return t
+}
+
+// fireAll fires every armed timer, as if its whole timeout had passed.
+func (ft *fakeTimers) fireAll() {
+	ft.mu.Lock()
+	ts := append([]*fakeTimer(nil), ft.timers...)
+	ft.mu.Unlock()
+	for _, t := range ts {
+		t.mu.Lock()
+		fire := !t.stopped
+		t.stopped = true
+		t.mu.Unlock()
+		if fire {
+			t.f()
+		}
+	}
+}
+
+// resets counts the Reset calls of every timer.
+func (ft *fakeTimers) resets() int {
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	n := 0
+	for _, t := range ft.timers {
+		t.mu.Lock()
+		n += t.resets
+		t.mu.Unlock()
+	}
+	return n
+}
+
+func (t *fakeTimer) Reset(time.Duration) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.resets++
+	was := !t.stopped
+	t.stopped = false
+	return was
+}
+
+func (t *fakeTimer) Stop() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	was := !t.stopped
+	t.stopped = true
+	return was
 }

@@ -49,6 +49,7 @@ func runDev(argv []string, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stderr, "CTS dev site %q running at %s\nenvironment: source %s\n", devmode.SiteName, env.URL, envFile)
+	fmt.Fprintf(stderr, "agents run containers with the %s runtime (set CTS_AGENT_RUNTIME=oci|docker|auto to choose)\n", env.AgentRuntime)
 	select {
 	case <-ctx.Done():
 	case <-env.Stopped():
