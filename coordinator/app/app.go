@@ -21,6 +21,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/kbase/cts/coordinator/internal/access"
 	"github.com/kbase/cts/coordinator/internal/agentws"
 	"github.com/kbase/cts/coordinator/internal/api"
 	"github.com/kbase/cts/coordinator/internal/auth"
@@ -110,6 +111,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error) 
 		Endpoint: cfg.S3.Endpoint, AccessKey: cfg.S3.AccessKey, SecretKey: cfg.S3.SecretKey,
 		Region: cfg.S3.Region, Insecure: cfg.S3.Insecure,
 	}))
+	rules, err := access.New(cfg.AccessConfig())
+	if err != nil {
+		return nil, fmt.Errorf("access rules: %w", err)
+	}
 	imgs := images.NewManager(a.store)
 	a.metrics = metrics.New(metrics.Options{Version: Version, GitHash: GitHash, Agents: func() int { return a.agents.Connected() },
 		Log: log.With("component", "metrics")})
@@ -154,7 +159,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error) 
 		}
 		rsites = append(rsites, refdata.Site{Name: st.Name, Launcher: st.Launcher, Env: env})
 	}
-	a.refdata = refdata.NewManager(refdata.Config{Sites: rsites, Active: func(ctx context.Context) (map[string]bool, error) {
+	a.refdata = refdata.NewManager(refdata.Config{Sites: rsites, CanRead: rules.CanRead, Active: func(ctx context.Context) (map[string]bool, error) {
 		ss, err := a.jobs.Sites(ctx)
 		m := map[string]bool{}
 		for _, s := range ss {
@@ -181,7 +186,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error) 
 	var apiSrv *api.Server
 	a.agents = agentws.New(agentws.Config{}, a.jobs, func(r *http.Request) error { return apiSrv.AuthorizeExecutor(r) },
 		log.With("component", "agentws"), func(w http.ResponseWriter, r *http.Request, err error) { apiSrv.WriteError(w, r, err) })
-	apiSrv = api.New(api.Config{Version: Version, GitHash: GitHash, AllowedPaths: cfg.Jobs.AllowedPaths, Notifier: a.notifier,
+	apiSrv = api.New(api.Config{Version: Version, GitHash: GitHash, Access: rules, Notifier: a.notifier,
 		LiveLogs: a.agents, Progress: a.agents, AgentBinary: cfg.AgentBinary, Observer: a.metrics, Refdata: a.refdata},
 		authc, a.jobs, imgs, objs, a.agents, log.With("component", "api"))
 

@@ -3,6 +3,7 @@ package args
 import (
 	"cmp"
 	"encoding/json"
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -57,6 +58,13 @@ func DecodeParameters(data []byte) (Parameters, []Problem) {
 		}
 	}
 	ps := prune(d.problems)
+	if len(ps) == 0 {
+		// The container sees "/data/../in/" as /in: store and hand the agent that form.
+		p.InputMountPoint, p.OutputMountPoint = CleanMountPoint(p.InputMountPoint), CleanMountPoint(p.OutputMountPoint)
+		if p.RefdataMountPoint != "" {
+			p.RefdataMountPoint = CleanMountPoint(p.RefdataMountPoint)
+		}
+	}
 	sortProblems(ps, p.Environment, members)
 	return p, ps
 }
@@ -154,6 +162,12 @@ func (d *decoder) args(raw json.RawMessage) []Arg {
 			Input: rawjson.Value(raw)})
 		return nil
 	}
+	if n := len(items); n > MaxArgs {
+		d.fail(Problem{Loc: []any{"args"}, Type: "too_long",
+			Msg:   fmt.Sprintf("List should have at most %d items after validation, not %d", MaxArgs, n),
+			Input: nil, Ctx: map[string]any{"field_type": "List", "max_length": MaxArgs, "actual_length": n}})
+		return nil
+	}
 	out := make([]Arg, len(items))
 	for i, item := range items {
 		out[i] = d.value([]any{"args", i}, item, true)
@@ -169,6 +183,12 @@ func (d *decoder) environment(raw json.RawMessage) Environment {
 	if !ok {
 		d.fail(Problem{Loc: []any{"environment"}, Type: "dict_type",
 			Msg: "Input should be a valid dictionary", Input: rawjson.Value(raw)})
+		return nil
+	}
+	if n := len(members); n > MaxEnvironment {
+		d.fail(Problem{Loc: []any{"environment"}, Type: "too_long",
+			Msg:   fmt.Sprintf("Dictionary should have at most %d items after validation, not %d", MaxEnvironment, n),
+			Input: nil, Ctx: map[string]any{"field_type": "Dictionary", "max_length": MaxEnvironment, "actual_length": n}})
 		return nil
 	}
 	env := make(Environment, len(members))

@@ -117,11 +117,7 @@ func isFileParam(p *Parameter) bool {
 // itself invalid.
 func (p *Parameters) Validate() []Problem {
 	var ps []Problem
-	ps = append(ps, checkStr([]any{"input_mount_point"}, p.InputMountPoint, mountPoint)...)
-	ps = append(ps, checkStr([]any{"output_mount_point"}, p.OutputMountPoint, mountPoint)...)
-	if p.RefdataMountPoint != "" {
-		ps = append(ps, checkStr([]any{"refdata_mount_point"}, p.RefdataMountPoint, mountPoint)...)
-	}
+	ps = append(ps, p.validateMountPoints()...)
 	for i, a := range p.Args {
 		loc := []any{"args", i}
 		if a.Param != nil {
@@ -167,6 +163,43 @@ func (p *Parameters) Validate() []Problem {
 			"At most one Parameter instance with file input is allowed per parameter set"))
 	}
 	return prune(ps)
+}
+
+// validateMountPoints checks each mount point's pattern and length, then that none is in a
+// folder the runtimes reserve (after normalisation), then that no two are the same folder or
+// one inside the other (a read-only input mount cannot hold the output mount point).
+func (p *Parameters) validateMountPoints() []Problem {
+	var ps []Problem
+	type mount struct {
+		name, value string
+	}
+	var valid []mount
+	for _, m := range []mount{{"input_mount_point", p.InputMountPoint}, {"output_mount_point", p.OutputMountPoint},
+		{"refdata_mount_point", p.RefdataMountPoint}} {
+		if m.name == "refdata_mount_point" && m.value == "" {
+			continue
+		}
+		loc := []any{m.name}
+		if bad := checkStr(loc, m.value, mountPoint); len(bad) > 0 {
+			ps = append(ps, bad...)
+			continue
+		}
+		if msg := mountPointProblem(m.value); msg != "" {
+			ps = append(ps, valueError(loc, m.value, msg))
+			continue
+		}
+		valid = append(valid, m)
+	}
+	for i, a := range valid {
+		for _, b := range valid[i+1:] {
+			if nested(CleanMountPoint(a.value), CleanMountPoint(b.value)) {
+				ps = append(ps, valueError([]any{b.name}, b.value, fmt.Sprintf(
+					"The %s %s and the %s %s are the same folder or one is inside the other; mount them side by side, "+
+						"as /input_files and /output_files", a.name, a.value, b.name, b.value)))
+			}
+		}
+	}
+	return ps
 }
 
 // checkArgLiteral checks a literal argument: a Flag if it starts with '-', otherwise an
@@ -364,9 +397,9 @@ func hasPrefix(loc, prefix []any) bool {
 	return len(prefix) <= len(loc) && slices.Equal(prefix, loc[:len(prefix)])
 }
 
-// ValidMountPoint reports whether p is an acceptable mount point: an absolute path of CTS word
-// characters, '.' and '-' (AbsolutePathPattern with Unicode word characters), at most 1024
-// characters, not "/" alone.
+// ValidMountPoint reports whether p matches the mount point pattern: an absolute path of CTS
+// word characters, '.' and '-' (AbsolutePathPattern with Unicode word characters), at most 1024
+// characters, not "/" alone. MountPointProblem adds the runtimes' reserved folders.
 func ValidMountPoint(p string) bool {
 	return utf8.RuneCountInString(p) <= maxMountPoint && absolutePathRE.MatchString(p)
 }

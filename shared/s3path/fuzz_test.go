@@ -19,7 +19,8 @@ var bucketRule = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$`)
 //	go test -run=^$ -fuzz=FuzzParse -fuzztime=60s ./shared/s3path/
 func FuzzParse(f *testing.F) {
 	for _, s := range []string{"bucket/key", " bucket/a b ", "bucket/a//b", "bücket/k", "b/k",
-		"bucket/f\x07", "bucket/日本/語", "/bucket/key", "bucket//k", "123/k", "bucket/\ufeff"} {
+		"bucket/f\x07", "bucket/日本/語", "/bucket/key", "bucket//k", "123/k", "bucket/\ufeff",
+		"bucket/a/../b", "bucket/..", "bucket/./", "bucket/.. /x"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -58,6 +59,11 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("Parse(%q) accepted key %q with an illegal character", s, k)
 		case len(k) > MaxKeyBytes || !utf8.ValidString(k):
 			t.Fatalf("Parse(%q) accepted key of %d bytes (valid UTF-8: %v)", s, len(k), utf8.ValidString(k))
+		}
+		for _, seg := range strings.Split(k, "/") {
+			if seg == "." || seg == ".." {
+				t.Fatalf("Parse(%q) accepted key %q with a %q segment", s, k, seg)
+			}
 		}
 		for i, r := range k {
 			// L, M, N, P, S, Zs are graphic; Zl and Zp are the rest of Z. Nothing of C.

@@ -18,6 +18,16 @@
 //  4. The key does not start with "/", is at most 1024 bytes of UTF-8, does not contain "'",
 //     ";" or "//", and contains no character of Unicode category C (Cc, Cf, Cs, Co and
 //     unassigned Cn, as Python's unicodedata.category(c)[0] == "C").
+//  5. No segment of the key (the text between two "/") is "." or "..". The Python service
+//     accepts them, but S3 stores disagree on what they mean: AWS keeps them as literal
+//     names, a file-system backed store (MinIO, versitygw) resolves them, so "out/../logs/x"
+//     would name another folder's object there. Together with rule 4 this leaves exactly one
+//     empty segment possible, after a trailing "/".
+//
+// Because every valid key is made of plain segments, one path is inside a folder exactly when
+// the folder's segments are a prefix of the path's: Dir compares paths that way, and every
+// prefix rule of the service (the log folder, allowed paths, per-user paths) uses it instead
+// of comparing raw strings.
 //
 // Positions in messages count characters (runes) of the key, as Python does; the length limit
 // counts bytes. The normalised path is Path.String(): "bucket/key".
@@ -120,7 +130,28 @@ func parse(s, at string) (Path, error) {
 		}
 		pos++
 	}
+	if seg, pos := findDotSegment(key); seg != "" {
+		return Path{}, errorf("Path '%s'%s has a '%s' segment at key index %d: relative segments are not allowed "+
+			"in S3 paths, name the folder itself", path, at, seg, pos)
+	}
 	return Path{Bucket: bucket, Key: key}, nil
+}
+
+// findDotSegment returns the first "." or ".." segment of key and its position in runes, or
+// "" if there is none.
+func findDotSegment(key string) (seg string, pos int) {
+	runes := 0
+	for rest := key; ; {
+		s, after, more := strings.Cut(rest, "/")
+		if s == "." || s == ".." {
+			return s, runes
+		}
+		if !more {
+			return "", 0
+		}
+		runes += utf8.RuneCountInString(s) + 1
+		rest = after
+	}
 }
 
 // findIllegal returns the first match of the Python regex ([';]|[/]{2}) in key and its

@@ -20,6 +20,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/kbase/cts/coordinator/internal/access"
 	"github.com/kbase/cts/coordinator/internal/auth"
 	"github.com/kbase/cts/coordinator/internal/ctserr"
 	"github.com/kbase/cts/coordinator/internal/images"
@@ -54,10 +55,11 @@ type Notifications interface {
 // Config holds what the API reports about itself and the optional dependencies.
 type Config struct {
 	// Refdata serves the reference data routes when set.
-	Refdata      *refdata.Manager
-	Version      string
-	GitHash      string
-	AllowedPaths []string
+	Refdata *refdata.Manager
+	Version string
+	GitHash string
+	// Access are the site's S3 access rules GET /whoami reports (nil: none).
+	Access *access.Rules
 	// MaxBodyBytes bounds request bodies (default 16 MiB: 10000 input files fit).
 	MaxBodyBytes int64
 	// Notifier serves the notification admin routes; without it they answer 400/60000.

@@ -108,7 +108,7 @@ func newFixtureWith(t testing.TB, configure func(*api.Config)) *fixture {
 	var apiSrv *api.Server
 	live := agentws.New(agentws.Config{}, svc, func(r *http.Request) error { return apiSrv.AuthorizeExecutor(r) }, log,
 		func(w http.ResponseWriter, r *http.Request, err error) { apiSrv.WriteError(w, r, err) })
-	cfg := api.Config{Version: "1.2.3", GitHash: "abc123", AllowedPaths: nil, Notifier: notes, LiveLogs: live, Progress: live,
+	cfg := api.Config{Version: "1.2.3", GitHash: "abc123", Notifier: notes, LiveLogs: live, Progress: live,
 		LiveLogHeartbeat: 100 * time.Millisecond, LiveLogPoll: 50 * time.Millisecond, Observer: obs}
 	if configure != nil {
 		configure(&cfg)

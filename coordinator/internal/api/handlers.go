@@ -130,8 +130,10 @@ func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
 	if u.Admin {
 		v.Roles = append(v.Roles, "full_admin")
 	}
-	for _, p := range s.cfg.AllowedPaths {
-		v.AllowedPaths = append(v.AllowedPaths, AllowedPath{Path: p, Perm: "write"})
+	if s.cfg.Access != nil {
+		for _, g := range s.cfg.Access.Grants(u.Name) {
+			v.AllowedPaths = append(v.AllowedPaths, AllowedPath{Path: g.Path, Perm: string(g.Perm)})
+		}
 	}
 	writeJSON(w, 200, v)
 }

@@ -43,10 +43,12 @@ type Root struct {
 	Notes       string    `json:"notes"`
 }
 
-// AllowedPath is an S3 prefix the user's jobs may write to.
+// AllowedPath is an S3 folder the user's jobs may use: Perm "write" (read and write) or
+// "read". The list is empty when the site sets no access rules: jobs may then use anything
+// the service can reach but the log folder.
 type AllowedPath struct {
 	Path string `json:"path"`
-	Perm string `json:"perm"`
+	Perm string `json:"perm" enum:"read,write"`
 }
 
 // WhoAmI is GET /whoami. Roles holds "full_admin" or nothing.

@@ -16,6 +16,9 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/kbase/cts/coordinator/internal/access"
+	"github.com/kbase/cts/shared/s3path"
 )
 
 // Config is the whole coordinator configuration.
@@ -34,6 +37,7 @@ type Config struct {
 	Kafka         Kafka         `yaml:"kafka"`
 	S3            S3            `yaml:"s3"`
 	Jobs          Jobs          `yaml:"jobs"`
+	Access        Access        `yaml:"access"`
 	Reconcile     Reconcile     `yaml:"reconcile"`
 	Observability Observability `yaml:"observability"`
 	Sites         []Site        `yaml:"sites"`
@@ -110,6 +114,23 @@ type Jobs struct {
 	CleanInterval time.Duration `yaml:"clean_interval" env:"CTS_JOBS_CLEAN_INTERVAL"`
 	CleanJitter   time.Duration `yaml:"clean_jitter" env:"CTS_JOBS_CLEAN_JITTER"`
 	CleanAge      time.Duration `yaml:"clean_age" env:"CTS_JOBS_CLEAN_AGE"`
+}
+
+// Access configures the S3 folders each user's jobs may read and write, beside
+// jobs.allowed_paths (every user's) and jobs.log_dir (nobody's). A "{user}" segment stands for
+// the user's name: write_paths ["cts-data/{user}/"] gives alice cts-data/alice/. With none of
+// the three lists set, jobs may use any path the service's own S3 credentials can (docs/admins.md).
+type Access struct {
+	// ReadPaths are folders users may read (inputs, reference data) but not write.
+	ReadPaths []string `yaml:"read_paths" env:"CTS_ACCESS_READ_PATHS"`
+	// WritePaths are folders users may read and write (output folders).
+	WritePaths []string `yaml:"write_paths" env:"CTS_ACCESS_WRITE_PATHS"`
+}
+
+// AccessConfig returns the access rules' configuration: the log folder, the allowed paths and
+// the per-user folders.
+func (c Config) AccessConfig() access.Config {
+	return access.Config{LogDir: c.Jobs.LogDir, Allowed: c.Jobs.AllowedPaths, Read: c.Access.ReadPaths, Write: c.Access.WritePaths}
 }
 
 // Site is one compute site with its launcher plugin.
@@ -215,8 +236,11 @@ func (c Config) Validate() error {
 	if c.S3.Endpoint == "" || c.S3.AccessKey == "" || c.S3.SecretKey == "" {
 		bad("s3.endpoint, s3.access_key and a secret key (CTS_S3_SECRET_KEY or s3.secret_key_file) are required")
 	}
-	if c.Jobs.LogDir == "" || !strings.Contains(strings.Trim(c.Jobs.LogDir, "/"), "/") && len(strings.Trim(c.Jobs.LogDir, "/")) < 3 {
+	if d, err := s3path.ParseDir(c.Jobs.LogDir); err != nil || d.Prefix == "" {
 		bad("jobs.log_dir must be an S3 path (bucket/prefix), got %q", c.Jobs.LogDir)
+	} else if _, err := access.New(c.AccessConfig()); err != nil {
+		// The log folder, allowed paths and per-user folders, checked together (overlaps).
+		bad("jobs.allowed_paths, access.read_paths, access.write_paths: %w", err)
 	}
 	if c.Jobs.MaxCPUHours < 1 {
 		bad("jobs.max_cpu_hours must be at least 1")

@@ -85,7 +85,8 @@ auth: {url: "http://a", admin_roles: [R1, R2], staff_role: S, executor_role: E, 
 mongo: {uri: "mongodb://m", database: db}
 kafka: {brokers: [b1, b2], topic: t-1}
 s3: {endpoint: "http://s3", access_key: AK, region: eu, insecure: true, worker_endpoint: "http://s3w"}
-jobs: {log_dir: logs/cl, allowed_paths: [a/b/, c/], max_cpu_hours: 2.5, submit_interval: 250ms, clean_interval: 2h, clean_jitter: 5m, clean_age: 48h}
+jobs: {log_dir: logs/cl, allowed_paths: [aaa/b/, ccc/], max_cpu_hours: 2.5, submit_interval: 250ms, clean_interval: 2h, clean_jitter: 5m, clean_age: 48h}
+access: {read_paths: [ccc/shared/, "ddd/{user}/ro"], write_paths: ["ddd/{user}/"]}
 reconcile: {interval: 3s, heartbeat_deadline: 1m, connect_deadline: 2m, submit_deadline: 3m, cancel_deadline: 4m, idle_deadline: 5m, runtime_grace: 6m, max_launch_retries: 3}
 sites:
   - name: kbase
@@ -111,8 +112,9 @@ sites:
 			Mongo:         config.Mongo{URI: "mongodb://m", Database: "db"},
 			Kafka:         config.Kafka{Brokers: []string{"b1", "b2"}, Topic: "t-1"},
 			S3:            config.S3{Endpoint: "http://s3", AccessKey: "AK", SecretKey: "s3cr3t", Region: "eu", Insecure: true, WorkerEndpoint: "http://s3w"},
-			Jobs: config.Jobs{LogDir: "logs/cl", AllowedPaths: []string{"a/b/", "c/"}, MaxCPUHours: 2.5, SubmitInterval: 250 * time.Millisecond,
+			Jobs: config.Jobs{LogDir: "logs/cl", AllowedPaths: []string{"aaa/b/", "ccc/"}, MaxCPUHours: 2.5, SubmitInterval: 250 * time.Millisecond,
 				CleanInterval: 2 * time.Hour, CleanJitter: 5 * time.Minute, CleanAge: 48 * time.Hour},
+			Access: config.Access{ReadPaths: []string{"ccc/shared/", "ddd/{user}/ro"}, WritePaths: []string{"ddd/{user}/"}},
 			Reconcile: config.Reconcile{Interval: 3 * time.Second, HeartbeatDeadline: time.Minute, ConnectDeadline: 2 * time.Minute,
 				SubmitDeadline: 3 * time.Minute, CancelDeadline: 4 * time.Minute, IdleDeadline: 5 * time.Minute,
 				RuntimeGrace: 6 * time.Minute, MaxLaunchRetries: 3},
@@ -216,12 +218,12 @@ func TestLoadEnvironment(t *testing.T) {
 		}
 	})
 	t.Run("allowed paths are directories", func(t *testing.T) {
-		c, err := config.Load(file, env(map[string]string{"CTS_S3_SECRET_KEY": "x", "CTS_JOBS_ALLOWED_PATHS": "bucket/out,other/,b3"}))
+		c, err := config.Load(file, env(map[string]string{"CTS_S3_SECRET_KEY": "x", "CTS_JOBS_ALLOWED_PATHS": "bucket/out,other/,b33"}))
 		if err != nil {
 			t.Fatal(err)
 		}
 		// "bucket/out" must not allow "bucket/outside/": a "/" is appended, as in the CTS.
-		if want := []string{"bucket/out/", "other/", "b3/"}; !reflect.DeepEqual(c.Jobs.AllowedPaths, want) {
+		if want := []string{"bucket/out/", "other/", "b33/"}; !reflect.DeepEqual(c.Jobs.AllowedPaths, want) {
 			t.Fatalf("allowed paths %q, want %q", c.Jobs.AllowedPaths, want)
 		}
 	})
@@ -273,6 +275,34 @@ func TestValidateJoinsEveryProblem(t *testing.T) {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("Validate() misses %q", w)
 		}
+	}
+}
+
+// TestValidateAccess checks the folders are S3 folders compared by segments: a log folder
+// reached through "..", or an allowed path that holds the log folder, is refused at start.
+func TestValidateAccess(t *testing.T) {
+	tests := []struct {
+		name string
+		set  func(*config.Config)
+		want string
+	}{
+		{"dot-dot log folder", func(c *config.Config) { c.Jobs.LogDir = "cts-logs/x/../container_logs" }, "jobs.log_dir must be an S3 path"},
+		{"log folder a bucket", func(c *config.Config) { c.Jobs.LogDir = "cts-logs/" }, "jobs.log_dir must be an S3 path"},
+		{"allowed path holds the log folder", func(c *config.Config) { c.Jobs.AllowedPaths = []string{"cts-logs/"} }, "overlaps the log folder"},
+		{"write path in the log folder", func(c *config.Config) { c.Access.WritePaths = []string{"cts-logs/container_logs/x/"} }, "overlaps the log folder"},
+		{"placeholder inside a name", func(c *config.Config) { c.Access.ReadPaths = []string{"cts-data/u-{user}/"} }, "whole path segment"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := config.Load(writeFile(t, "c.yaml", minimalYAML), env(secretEnv))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.set(&c)
+			if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Validate() = %v, want %q", err, tt.want)
+			}
+		})
 	}
 }
 

@@ -183,6 +183,10 @@ func (m *Manager) resolveRegistration(ctx context.Context, reg Registration) (Re
 		if !args.ValidMountPoint(reg.DefaultRefdataMountPoint) {
 			return reg, ctserr.New(ctserr.CodeIllegalParameter, "The refdata mount point %q must be an absolute path matching %s", reg.DefaultRefdataMountPoint, args.AbsolutePathPattern)
 		}
+		if msg := args.MountPointProblem(reg.DefaultRefdataMountPoint); msg != "" {
+			return reg, ctserr.New(ctserr.CodeIllegalParameter, "%s", msg)
+		}
+		reg.DefaultRefdataMountPoint = args.CleanMountPoint(reg.DefaultRefdataMountPoint)
 	}
 	if reg.RefdataID != "" {
 		if m.refdata == nil {

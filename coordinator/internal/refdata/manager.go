@@ -77,6 +77,9 @@ type Config struct {
 	// StageInterval is how often Run looks for sites waiting to be staged without a poke
 	// (default 10 s).
 	StageInterval time.Duration
+	// CanRead, when set, decides whether a user may register the S3 object p as reference
+	// data (the site's access rules: never the log folder); its refusal is a *ctserr.Error.
+	CanRead func(user string, p s3path.Path) error
 }
 
 // Manager registers reference data and drives its staging. It is safe for concurrent use.
@@ -127,6 +130,13 @@ func (m *Manager) Register(ctx context.Context, admin, file, crc string, unpack 
 		return nil, ctserr.New(ctserr.CodeIllegalS3Path, "%s", err.Error())
 	}
 	file = p.String()
+	if m.cfg.CanRead != nil {
+		// Registered data is readable by every job of its images: it must be something the
+		// admin's own jobs could read.
+		if err := m.cfg.CanRead(admin, p); err != nil {
+			return nil, err
+		}
+	}
 	if _, err := checksum.Decode(crc); err != nil {
 		return nil, ctserr.New(ctserr.CodeIllegalParameter, "Illegal CRC64/NVME checksum '%s'", crc)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kbase/cts/coordinator/devstack"
+	"github.com/kbase/cts/coordinator/internal/access"
 	"github.com/kbase/cts/coordinator/internal/ctserr"
 	"github.com/kbase/cts/coordinator/internal/refdata"
 	"github.com/kbase/cts/coordinator/internal/store"
@@ -68,7 +69,13 @@ func newFixture(t *testing.T) *fixture {
 			"refs/genome.tar.gz": {Size: 10, CRC64NVME: crc},
 			"refs/plain.txt":     {Size: 3, CRC64NVME: crc},
 			"refs/nocrc.gz":      {Size: 3},
+			"cts-logs/container_logs/j/container-0-stdout.txt": {Size: 3, CRC64NVME: crc},
+			"private/bob/db.tar.gz":                            {Size: 3, CRC64NVME: crc},
 		}}
+	rules, err := access.New(access.Config{LogDir: "cts-logs/container_logs", Read: []string{"refs/"}, Write: []string{"private/{user}/"}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	head := func(_ context.Context, p string) (refdata.Object, error) {
 		o, ok := f.objs[p]
 		if !ok {
@@ -81,7 +88,8 @@ func newFixture(t *testing.T) *fixture {
 			{Name: "kbase", Launcher: f.kbase, Env: map[string]string{"SERVICE_ROOT_URL": "http://cts", "REFDATA_HOST_PATH": "/refdata"}},
 			{Name: "other", Launcher: f.other},
 		},
-		Active: func(context.Context) (map[string]bool, error) { return f.active, nil },
+		Active:  func(context.Context) (map[string]bool, error) { return f.active, nil },
+		CanRead: rules.CanRead,
 	}, st, head, log)
 	return f
 }
@@ -116,6 +124,11 @@ func TestRegisterRefusals(t *testing.T) {
 		{"missing object", "refs/missing.gz", crc, false, ctserr.CodeS3PathNotFound},
 		{"object without crc", "refs/nocrc.gz", crc, false, ctserr.CodeIllegalParameter},
 		{"crc mismatch", "refs/genome.tar.gz", "AAAAAAAAAAA=", true, ctserr.CodeChecksumMismatch},
+		// Registered data is readable by every job of its images: a container log or another
+		// user's folder must not become reference data.
+		{"log folder", "cts-logs/container_logs/j/container-0-stdout.txt", crc, false, ctserr.CodeS3PathInaccessible},
+		{"another user's folder", "private/bob/db.tar.gz", crc, true, ctserr.CodeS3PathInaccessible},
+		{"dot-dot into the log folder", "refs/../cts-logs/container_logs/j/container-0-stdout.txt", crc, false, ctserr.CodeIllegalS3Path},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := f.m.Register(ctx, "admin", c.file, c.crc, c.unpack)
