@@ -198,7 +198,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error) 
 	mux.Handle("GET /healthz", metrics.Healthy())
 	mux.Handle("GET /readyz", metrics.Ready([]metrics.Check{
 		metrics.MongoCheck(a.counts), metrics.S3Check(objs.Client(), logBucket), metrics.KafkaCheck(cfg.Kafka.Brokers),
-	}, cfg.Observability.ReadyTimeout))
+	}, cfg.Observability.ReadyTimeout, apiSrv.IsAdmin))
 	mux.Handle("/", apiSrv)
 
 	a.ln, err = net.Listen("tcp", cfg.Listen)

@@ -226,7 +226,22 @@ func TestProbes(t *testing.T) {
 	}
 	readyz := func() (int, ready) {
 		t.Helper()
-		code, b := get(t, env.URL+"/readyz")
+		// The details are for admins; anyone else learns only the status.
+		req, _ := http.NewRequestWithContext(t.Context(), "GET", env.URL+"/readyz", nil)
+		req.Header.Set("Authorization", "Bearer "+env.AdminToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		code := resp.StatusCode
+		if anon, ab := get(t, env.URL+"/readyz"); anon != code || !strings.Contains(`{"status":"ready"} {"status":"unavailable"}`, strings.TrimSpace(string(ab))) {
+			t.Fatalf("anonymous readyz = %d %s (admin: %d %s)", anon, ab, code, b)
+		}
 		var r ready
 		if err := json.Unmarshal(b, &r); err != nil {
 			t.Fatalf("%v: %s", err, b)
@@ -250,6 +265,19 @@ func TestProbes(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
 		t.Fatalf("metrics with a bad token = %d", resp.StatusCode)
+	}
+
+	// Made-up methods, unauthenticated, do not each add metric series.
+	for i := range 50 {
+		req, _ := http.NewRequestWithContext(t.Context(), fmt.Sprintf("MADEUP%d", i), env.URL+"/jobs", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	if _, b := get(t, env.URL+"/metrics"); strings.Contains(string(b), "MADEUP") || !strings.Contains(string(b), `method="other"`) {
+		t.Fatalf("made-up methods in the metrics:\n%s", b)
 	}
 
 	if err := env.Stack.Kafka.Close(); err != nil {

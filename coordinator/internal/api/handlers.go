@@ -113,6 +113,17 @@ func (s *Server) AuthorizeExecutor(r *http.Request) error {
 	return nil
 }
 
+// IsAdmin reports whether r carries a valid token of a service administrator, looked up
+// within ctx: the probes, which sit beside the API, show details to admins only.
+func (s *Server) IsAdmin(ctx context.Context, r *http.Request) bool {
+	tok, err := auth.ParseAuthHeader(r.Header.Get("Authorization"))
+	if err != nil {
+		return false
+	}
+	u, err := s.auth.User(ctx, tok)
+	return err == nil && u.Admin
+}
+
 func (s *Server) root(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, Root{
 		ServiceName: ServiceName, Version: s.cfg.Version, GitHash: s.cfg.GitHash, ServerTime: Timestamp(time.Now()),

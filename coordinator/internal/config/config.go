@@ -279,24 +279,103 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Redacted returns a copy safe to log.
+// Redacted returns a copy safe to log: secret fields are "REDACTED", and in every URI (the
+// service, auth2, MongoDB and S3 URLs, and URIs inside sites' plugin configurations and worker
+// environments) the user-info password and the value of every query parameter that may hold
+// a secret (see RedactURI).
 func (c Config) Redacted() Config {
 	r := c
 	if r.S3.SecretKey != "" {
 		r.S3.SecretKey = "REDACTED"
 	}
-	if r.Mongo.URI != "" {
-		u, err := url.Parse(r.Mongo.URI)
-		switch {
-		case err != nil:
-			// Unparseable: it may still hold a password, so hide it whole.
-			r.Mongo.URI = "REDACTED"
-		case u.User != nil:
-			u.User = url.UserPassword(u.User.Username(), "REDACTED")
-			r.Mongo.URI = u.String()
+	r.Mongo.URI = RedactURI(r.Mongo.URI)
+	r.ServiceURL = RedactURI(r.ServiceURL)
+	r.Auth.URL = RedactURI(r.Auth.URL)
+	r.S3.Endpoint = RedactURI(r.S3.Endpoint)
+	r.S3.WorkerEndpoint = RedactURI(r.S3.WorkerEndpoint)
+	r.Sites = make([]Site, len(c.Sites))
+	for i, st := range c.Sites {
+		st.PluginConfig, _ = redactValue(st.PluginConfig).(map[string]any)
+		if st.WorkerEnv != nil {
+			env := make(map[string]string, len(st.WorkerEnv))
+			for k, v := range st.WorkerEnv {
+				env[k] = RedactURI(v)
+			}
+			st.WorkerEnv = env
 		}
+		r.Sites[i] = st
 	}
 	return r
+}
+
+// redactValue returns a copy of a decoded YAML/JSON value with RedactURI applied to every
+// string in it.
+func redactValue(v any) any {
+	switch x := v.(type) {
+	case string:
+		return RedactURI(x)
+	case map[string]any:
+		if x == nil {
+			return x
+		}
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = redactValue(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = redactValue(e)
+		}
+		return out
+	}
+	return v
+}
+
+// secretParam reports whether a URI query parameter may carry a secret: its name holds
+// "password", "secret", "token", "credential" or "signature" (tlsCertificateKeyFilePassword,
+// X-Amz-Security-Token, ...), or it is MongoDB's authMechanismProperties (AWS session
+// tokens). Names compare without case.
+func secretParam(name string) bool {
+	n := strings.ToLower(name)
+	for _, w := range []string{"password", "secret", "token", "credential", "signature", "authmechanismproperties"} {
+		if strings.Contains(n, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// RedactURI returns s with the password of its user info and the values of its secret query
+// parameters (secretParam) replaced by REDACTED; the order and spelling of the other
+// parameters are kept. A string without "://" is returned as is; one that does not parse as a
+// URI is replaced whole, as it may still hold a secret.
+func RedactURI(s string) string {
+	if !strings.Contains(s, "://") {
+		return s
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return "REDACTED"
+	}
+	if u.User != nil {
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "REDACTED")
+		}
+	}
+	if u.RawQuery != "" {
+		parts := strings.Split(u.RawQuery, "&")
+		for i, p := range parts {
+			k, _, _ := strings.Cut(p, "=")
+			name, err := url.QueryUnescape(k)
+			if err != nil || secretParam(name) {
+				parts[i] = k + "=REDACTED"
+			}
+		}
+		u.RawQuery = strings.Join(parts, "&")
+	}
+	return u.String()
 }
 
 // applyEnv sets every field with an `env` tag from the environment.

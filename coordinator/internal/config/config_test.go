@@ -335,6 +335,14 @@ func TestRedacted(t *testing.T) {
 		// A URI url.Parse refuses (a bad escape in the password) must not leak either.
 		"unparseable": {"mongodb://u:pa%zzword@h/db", "REDACTED"},
 		"empty":       {"", ""},
+		// The logged URI hid the password but not these parameters.
+		"tls key password": {"mongodb://h/db?tls=true&tlsCertificateKeyFile=/k.pem&tlsCertificateKeyFilePassword=hunter2",
+			"mongodb://h/db?tls=true&tlsCertificateKeyFile=/k.pem&tlsCertificateKeyFilePassword=REDACTED"},
+		"aws session token": {"mongodb://AKIA:hunter2@h/db?authMechanism=MONGODB-AWS&authMechanismProperties=AWS_SESSION_TOKEN:hunter2",
+			"mongodb://AKIA:REDACTED@h/db?authMechanism=MONGODB-AWS&authMechanismProperties=REDACTED"},
+		"ssl key password":    {"mongodb://h/?sslClientCertificateKeyPassword=hunter2&replicaSet=rs", "mongodb://h/?sslClientCertificateKeyPassword=REDACTED&replicaSet=rs"},
+		"escaped name":        {"mongodb://h/?tlsCertificateKey%46ilePassword=hunter2", "mongodb://h/?tlsCertificateKey%46ilePassword=REDACTED"},
+		"user without secret": {"mongodb://cts@h/db?authSource=admin", "mongodb://cts@h/db?authSource=admin"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			c := config.Default()
@@ -344,6 +352,25 @@ func TestRedacted(t *testing.T) {
 			}
 		})
 	}
+	t.Run("every URI", func(t *testing.T) {
+		c := config.Default()
+		c.ServiceURL = "https://u:hunter2@cts.example/?token=hunter2"
+		c.Auth.URL = "https://auth.example/services/auth?secret=hunter2"
+		c.S3.Endpoint = "https://k:hunter2@s3.example"
+		c.S3.WorkerEndpoint = "https://s3w.example/?X-Amz-Security-Token=hunter2"
+		c.Sites = []config.Site{{Name: "s", PluginConfig: map[string]any{"agent_url": "https://x.example/a?token=hunter2",
+			"nested": map[string]any{"list": []any{"https://u:hunter2@h.example/"}}}, WorkerEnv: map[string]string{"X": "http://u:hunter2@h/"}}}
+		b, err := json.Marshal(c.Redacted())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), "hunter2") {
+			t.Fatalf("a secret leaks into the log: %s", b)
+		}
+		if !strings.Contains(c.Sites[0].PluginConfig["agent_url"].(string), "hunter2") {
+			t.Fatal("Redacted changed the original's plugin configuration")
+		}
+	})
 	t.Run("empty secret stays empty", func(t *testing.T) {
 		if got := config.Default().Redacted().S3.SecretKey; got != "" {
 			t.Fatalf("secret %q", got)

@@ -77,16 +77,19 @@ func KafkaCheck(brokers []string) Check {
 type Readiness struct {
 	// Status is "ready" or "unavailable".
 	Status string `json:"status"`
-	// Checks maps each dependency to "ok" or the reason it failed.
-	Checks map[string]string `json:"checks"`
-	// Failed names the dependencies that failed, sorted (absent when ready).
+	// Checks maps each dependency to "ok" or the reason it failed; only for admins.
+	Checks map[string]string `json:"checks,omitempty"`
+	// Failed names the dependencies that failed, sorted (absent when ready); only for admins.
 	Failed []string `json:"failed,omitempty"`
 }
 
 // Ready serves GET /readyz: every check runs concurrently with timeout; 200 when all pass,
-// 503 naming the failed ones otherwise. It needs no auth: put it behind the network policy
-// of the probes, since failure reasons name internal hosts.
-func Ready(checks []Check, timeout time.Duration) http.Handler {
+// 503 otherwise. Anyone may ask, and learns only "ready" or "unavailable": the failure
+// reasons name internal hosts and ports. A request for which admin returns true (a service
+// administrator's token) also gets every check's result; admin is called only for requests
+// with an Authorization header, and bounded by the same timeout, so the probe itself never
+// waits on auth2. A nil admin never shows details.
+func Ready(checks []Check, timeout time.Duration, admin func(ctx context.Context, r *http.Request) bool) http.Handler {
 	if timeout <= 0 {
 		timeout = 2 * time.Second
 	}
@@ -109,12 +112,19 @@ func Ready(checks []Check, timeout time.Duration) http.Handler {
 				res.Checks[c.Name] = "ok"
 			})
 		}
+		details := false
+		if admin != nil && r.Header.Get("Authorization") != "" {
+			wg.Go(func() { details = admin(ctx, r) })
+		}
 		wg.Wait()
 		code := http.StatusOK
 		if len(res.Failed) > 0 {
 			sort.Strings(res.Failed)
 			res.Status = "unavailable"
 			code = http.StatusServiceUnavailable
+		}
+		if !details {
+			res.Checks, res.Failed = nil, nil
 		}
 		writeJSON(w, code, res)
 	})

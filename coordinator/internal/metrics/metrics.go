@@ -140,7 +140,11 @@ const submitRoute = "/jobs"
 // streaming requests (websockets, live logs) are counted but kept out of the duration
 // histogram, where their hours would drown the rest.
 func (m *Metrics) ObserveRequest(route, method string, status int, d time.Duration, streaming bool) {
+	method = MethodLabel(method)
 	code := strconv.Itoa(status)
+	if status < 100 || status > 599 {
+		code = "other"
+	}
 	m.httpRequests.WithLabelValues(route, method, code).Inc()
 	if streaming {
 		return
@@ -149,6 +153,21 @@ func (m *Metrics) ObserveRequest(route, method string, status int, d time.Durati
 	if route == submitRoute && method == http.MethodPost {
 		m.submit.WithLabelValues(code).Observe(d.Seconds())
 	}
+}
+
+// MethodOther is the method label of every request whose method is not a standard one.
+const MethodOther = "other"
+
+// MethodLabel returns the method label of a request: one of the HTTP methods of RFC 9110
+// (and PATCH), or MethodOther. Anyone can send any method token: taken raw, made-up methods
+// would add series without bound.
+func MethodLabel(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return method
+	}
+	return MethodOther
 }
 
 // ObjectSize records the size of an S3 object the coordinator looked at (HeadObject). Output

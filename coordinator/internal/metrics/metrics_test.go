@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -79,6 +80,32 @@ func TestRequestsAndSubmitLatency(t *testing.T) {
 	}
 	if !strings.Contains(text, "go_goroutines ") || !strings.Contains(text, "process_") {
 		t.Error("the Go runtime and process collectors are missing")
+	}
+}
+
+// TestMethodLabelBounded performs the attack of unauthenticated requests with made-up methods:
+// they must not add a series each.
+func TestMethodLabelBounded(t *testing.T) {
+	m := metrics.New(metrics.Options{})
+	before := strings.Count(scrape(t, m), "\n")
+	for i := range 3000 {
+		m.ObserveRequest("unmatched", fmt.Sprintf("M%dX", i), 405, time.Millisecond, false)
+	}
+	m.ObserveRequest("unmatched", "get", 404, time.Millisecond, false) // methods are case-sensitive
+	m.ObserveRequest("/", "GET", 999, time.Millisecond, false)
+	text := scrape(t, m)
+	if got := value(t, text, `cts_http_requests_total{method="other",route="unmatched",status="405"}`); got != "3000" {
+		t.Errorf("made-up methods counted %s", got)
+	}
+	if got := value(t, text, `cts_http_requests_total{method="other",route="unmatched",status="404"}`); got != "1" {
+		t.Errorf("lower-case get counted %s", got)
+	}
+	if got := value(t, text, `cts_http_requests_total{method="GET",route="/",status="other"}`); got != "1" {
+		t.Errorf("odd status counted %s", got)
+	}
+	// Two counter series and two histograms (of 14 lines each) more, whatever was sent.
+	if after := strings.Count(text, "\n"); after-before > 40 {
+		t.Errorf("the exposition grew by %d lines", after-before)
 	}
 }
 
@@ -188,6 +215,40 @@ func TestReconcilerActions(t *testing.T) {
 	}
 }
 
+// isAdmin stands in for the API's admin check: the token "admin-token" is an admin's.
+func isAdmin(_ context.Context, r *http.Request) bool {
+	return r.Header.Get("Authorization") == "Bearer admin-token"
+}
+
+// TestReadyHidesDetails performs the attack of an unauthenticated /readyz that told internal
+// hosts and ports: without an admin's token only the status is shown.
+func TestReadyHidesDetails(t *testing.T) {
+	broken := metrics.Check{Name: "mongodb", Probe: func(context.Context) error {
+		return errors.New("server selection error: mongo-internal.example:27017: connection refused")
+	}}
+	for _, authz := range []string{"", "Bearer user-token", "Bearer admin-tokenX"} {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest("GET", "/readyz", nil)
+		if authz != "" {
+			req.Header.Set("Authorization", authz)
+		}
+		metrics.Ready([]metrics.Check{broken}, time.Second, isAdmin).ServeHTTP(rec, req)
+		if body := strings.TrimSpace(rec.Body.String()); rec.Code != 503 || body != `{"status":"unavailable"}` {
+			t.Errorf("authorization %q: readyz = %d %s", authz, rec.Code, body)
+		}
+	}
+	// The admin check is bounded by the probe timeout: a hung auth2 does not hang the probe.
+	hung := func(ctx context.Context, _ *http.Request) bool { <-ctx.Done(); return false }
+	start := time.Now()
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("GET", "/readyz", nil)
+	req.Header.Set("Authorization", "Bearer x")
+	metrics.Ready(nil, 100*time.Millisecond, hung).ServeHTTP(rec, req)
+	if rec.Code != 200 || time.Since(start) > 5*time.Second {
+		t.Fatalf("readyz with a hung admin check = %d after %s", rec.Code, time.Since(start))
+	}
+}
+
 func TestReadyAndHealthy(t *testing.T) {
 	ok := metrics.Check{Name: "mongodb", Probe: func(context.Context) error { return nil }}
 	broken := metrics.Check{Name: "kafka", Probe: func(context.Context) error { return errors.New("dial: refused") }}
@@ -205,7 +266,9 @@ func TestReadyAndHealthy(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
 			rec := httptest.NewRecorder()
-			metrics.Ready(tc.checks, 100*time.Millisecond).ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+			req := httptest.NewRequest("GET", "/readyz", nil)
+			req.Header.Set("Authorization", "Bearer admin-token")
+			metrics.Ready(tc.checks, 100*time.Millisecond, isAdmin).ServeHTTP(rec, req)
 			if time.Since(start) > 2*time.Second {
 				t.Fatalf("readyz took %s", time.Since(start))
 			}
