@@ -29,6 +29,9 @@ const (
 // DefaultKillGrace is the time between SIGTERM and SIGKILL when Spec.KillGrace is 0.
 const DefaultKillGrace = 10 * time.Second
 
+// DefaultPidsLimit bounds a container's processes and threads when Spec.PidsLimit is 0.
+const DefaultPidsLimit = 4096
+
 // Mount binds a host path into the container.
 type Mount struct {
 	// Source is the absolute host path.
@@ -58,6 +61,8 @@ type Spec struct {
 	CPUs float64
 	// MemoryBytes limits memory (swap included); 0 = no limit.
 	MemoryBytes int64
+	// PidsLimit bounds the container's processes and threads (DefaultPidsLimit when 0).
+	PidsLimit int64
 	// Timeout is the wall-clock limit from start; 0 = none. When it passes the container is
 	// stopped (TERM, KillGrace, KILL) and Result.TimedOut is set.
 	Timeout time.Duration
@@ -118,6 +123,14 @@ var (
 	ErrUnsafeLayer = errors.New("unsafe layer entry")
 	// ErrTooLarge: the unpacked image exceeds the configured size bound.
 	ErrTooLarge = errors.New("unpacked image too large")
+	// ErrImageUnavailable: the registry did not deliver the image (unknown name or digest,
+	// access refused, registry unreachable). The wrapped message says which.
+	ErrImageUnavailable = errors.New("image not available from its registry")
+	// ErrEngineUnavailable: the container runtime itself cannot be used on this node (the
+	// Docker engine does not answer, runc is missing or failing).
+	ErrEngineUnavailable = errors.New("container runtime not available on this node")
+	// ErrNoSpace: the node's disk filled up while pulling or unpacking the image.
+	ErrNoSpace = errors.New("no space left on the node's disk")
 )
 
 // StartError reports that the runtime could not start the container's process (for example

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,11 +25,18 @@ import (
 
 // The `docker` runtime drives the Docker Engine API (what KBase worker nodes have) over its
 // unix socket with plain net/http: no Docker SDK, whose dependency tree is larger than the
-// agent. It applies the same hardening as `oci`: every capability dropped, no new privileges,
-// a read-only root file system with a tmpfs /tmp, read-only input and refdata mounts,
-// memory / CPU / pids limits, network none or host, the runtime enforced with the engine's own
-// stop (TERM, grace, KILL), OOM kills read from the container's state, and the container
-// always removed. Docker verifies the blobs of a pull by digest itself.
+// agent. It applies the confinement of hardening.go, the same as `oci`: the same seccomp
+// profile (sent inline), no capability, no new privileges, the same masked and read-only
+// paths, a read-only root file system with the same tmpfs /tmp, read-only input and refdata
+// mounts, memory / CPU / pids limits, network none or host. The job's runtime is enforced
+// with the engine's own stop (TERM, grace, KILL), OOM kills are read from the container's
+// state, and the container is always removed. Docker verifies the blobs of a pull by digest
+// itself.
+//
+// The container's output is read through an attach opened before the start (nothing is
+// missed) and the engine keeps no copy of it (log driver "none"): a container writing
+// gigabytes fills neither the engine's disk nor the agent's memory, and the agent's own
+// bound on the log files applies.
 //
 // Containers carry labels naming their owner (DockerLabelOwner: host, pid and process start
 // time of the agent), so that Reap removes only the containers of agents that are gone.
@@ -52,7 +60,7 @@ const dockerAPIVersion = "v1.41"
 type DockerConfig struct {
 	// Socket is the Engine's unix socket (DefaultDockerSocket when empty).
 	Socket string
-	// TmpfsBytes sizes the container's /tmp (default 1 GiB).
+	// TmpfsBytes sizes the container's /tmp (DefaultTmpfsBytes when 0).
 	TmpfsBytes int64
 	// Logger receives notes. Discarded when nil.
 	Logger *slog.Logger
@@ -74,7 +82,7 @@ func NewDocker(cfg DockerConfig) *Docker {
 		cfg.Socket = DefaultDockerSocket
 	}
 	if cfg.TmpfsBytes <= 0 {
-		cfg.TmpfsBytes = 1 << 30
+		cfg.TmpfsBytes = DefaultTmpfsBytes
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -98,7 +106,8 @@ func ownerID(pid int) string {
 }
 
 // procStart returns field 22 of /proc/<pid>/stat (start time in clock ticks since boot), ""
-// when the process does not exist.
+// when the process does not exist or is dead: a zombie (state Z or X) has exited, whoever has
+// not reaped it yet.
 func procStart(pid int) string {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -111,7 +120,7 @@ func procStart(pid int) string {
 		return ""
 	}
 	f := strings.Fields(s[i+1:])
-	if len(f) < 20 {
+	if len(f) < 20 || f[0] == "Z" || f[0] == "X" {
 		return ""
 	}
 	return f[19] // fields 3.. start at index 0, so field 22 is index 19
@@ -186,7 +195,7 @@ func (d *Docker) do(ctx context.Context, method, path string, q url.Values, body
 	}
 	resp, err := d.hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("docker %s %s: %w", method, path, err)
+		return nil, fmt.Errorf("docker %s %s: %w", method, path, d.engineError(err))
 	}
 	if resp.StatusCode >= 400 {
 		defer resp.Body.Close()
@@ -198,6 +207,28 @@ func (d *Docker) do(ctx context.Context, method, path string, q url.Values, body
 		return nil, fmt.Errorf("docker %s %s: %w", method, path, &dockerError{Status: resp.StatusCode, Message: m.Message})
 	}
 	return resp, nil
+}
+
+// engineError marks a failure to reach the engine at all (its socket missing, refused, not
+// answering) as ErrEngineUnavailable; other errors pass unchanged.
+func (d *Docker) engineError(err error) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "dial" {
+		return fmt.Errorf("%w: the Docker engine at %s does not answer (is dockerd running? `cts-agent check` tells): %w", ErrEngineUnavailable, d.cfg.Socket, err)
+	}
+	return err
+}
+
+// pullError classifies an error the engine reported for a pull: a blob or manifest that does
+// not match its digest is ErrDigestMismatch (the engine verifies them: "filesystem layer
+// verification failed for digest ..."), anything else from the registry side is
+// ErrImageUnavailable.
+func pullError(msg string) error {
+	lower := strings.ToLower(msg)
+	if strings.Contains(lower, "verification failed") || strings.Contains(lower, "digest mismatch") || strings.Contains(lower, "digest did not match") {
+		return fmt.Errorf("%w: %s", ErrDigestMismatch, msg)
+	}
+	return fmt.Errorf("%w: %s", ErrImageUnavailable, msg)
 }
 
 // Ping checks that the engine answers (GET /_ping) and returns its API version.
@@ -229,6 +260,10 @@ func (d *Docker) Pull(ctx context.Context, image string) error {
 	}
 	q := url.Values{"fromImage": {dg.Context().Name()}, "tag": {dg.DigestStr()}}
 	resp, err := d.do(ctx, http.MethodPost, "/images/create", q, nil)
+	var de *dockerError
+	if errors.As(err, &de) {
+		return fmt.Errorf("pull %s: %w", image, pullError(de.Message))
+	}
 	if err != nil {
 		return fmt.Errorf("pull %s: %w", image, err)
 	}
@@ -247,7 +282,7 @@ func (d *Docker) Pull(ctx context.Context, image string) error {
 			return fmt.Errorf("pull %s: progress stream: %w", image, err)
 		}
 		if m.Error != "" {
-			return fmt.Errorf("pull %s: %s", image, m.Error)
+			return fmt.Errorf("pull %s: %w", image, pullError(m.Error))
 		}
 	}
 	if err := d.call(ctx, http.MethodGet, "/images/"+image+"/json", nil, nil, nil); err != nil {
@@ -276,8 +311,11 @@ type dockerHostConfig struct {
 	Mounts         []dockerMount     `json:"Mounts"`
 	CapDrop        []string          `json:"CapDrop"`
 	SecurityOpt    []string          `json:"SecurityOpt"`
+	MaskedPaths    []string          `json:"MaskedPaths"`
+	ReadonlyPaths  []string          `json:"ReadonlyPaths"`
 	ReadonlyRootfs bool              `json:"ReadonlyRootfs"`
 	Tmpfs          map[string]string `json:"Tmpfs"`
+	LogConfig      dockerLogConfig   `json:"LogConfig"`
 	NetworkMode    string            `json:"NetworkMode"`
 	Memory         int64             `json:"Memory,omitempty"`
 	MemorySwap     int64             `json:"MemorySwap,omitempty"`
@@ -286,6 +324,11 @@ type dockerHostConfig struct {
 	Ulimits        []dockerUlimit    `json:"Ulimits"`
 	AutoRemove     bool              `json:"AutoRemove"`
 	Privileged     bool              `json:"Privileged"`
+}
+
+type dockerLogConfig struct {
+	Type   string            `json:"Type"`
+	Config map[string]string `json:"Config"`
 }
 
 type dockerMount struct {
@@ -301,8 +344,9 @@ type dockerUlimit struct {
 	Hard int64  `json:"Hard"`
 }
 
-// createBody builds the create request of a Spec: the hardening lives here.
-func (d *Docker) createBody(s Spec) dockerCreate {
+// createBody builds the create request of a Spec: the confinement of hardening.go, in the
+// Engine API's terms.
+func (d *Docker) createBody(s Spec) (dockerCreate, error) {
 	network := s.Network
 	if network == "" {
 		network = NetworkNone
@@ -311,6 +355,10 @@ func (d *Docker) createBody(s Spec) dockerCreate {
 	if grace == 0 {
 		grace = DefaultKillGrace
 	}
+	profile, err := seccompProfile()
+	if err != nil {
+		return dockerCreate{}, err
+	}
 	var ms []dockerMount
 	for _, m := range s.Mounts {
 		ms = append(ms, dockerMount{Type: "bind", Source: m.Source, Target: m.Destination, ReadOnly: m.ReadOnly})
@@ -318,12 +366,16 @@ func (d *Docker) createBody(s Spec) dockerCreate {
 	hc := dockerHostConfig{
 		Mounts:         ms,
 		CapDrop:        []string{"ALL"},
-		SecurityOpt:    []string{"no-new-privileges:true"},
+		SecurityOpt:    []string{"no-new-privileges:true", "seccomp=" + profile},
+		MaskedPaths:    slices.Clone(maskedPaths),
+		ReadonlyPaths:  slices.Clone(readonlyPaths),
 		ReadonlyRootfs: true,
-		Tmpfs:          map[string]string{"/tmp": fmt.Sprintf("rw,nosuid,nodev,size=%d", d.cfg.TmpfsBytes)},
-		NetworkMode:    network,
-		PidsLimit:      pidsLimit,
-		Ulimits:        []dockerUlimit{{Name: "nofile", Soft: nofileLimit, Hard: nofileLimit}},
+		Tmpfs:          map[string]string{"/tmp": strings.Join(tmpfsOptions(d.cfg.TmpfsBytes), ",")},
+		// The agent reads the output through an attach; the engine keeps no copy.
+		LogConfig:   dockerLogConfig{Type: "none", Config: map[string]string{}},
+		NetworkMode: network,
+		PidsLimit:   pidsOf(s),
+		Ulimits:     []dockerUlimit{{Name: "nofile", Soft: nofileLimit, Hard: nofileLimit}},
 	}
 	if s.MemoryBytes > 0 {
 		hc.Memory, hc.MemorySwap = s.MemoryBytes, s.MemoryBytes // swap included, as with oci
@@ -337,7 +389,7 @@ func (d *Docker) createBody(s Spec) dockerCreate {
 		AttachStdout: true, AttachStderr: true,
 		StopSignal: "SIGTERM", StopTimeout: int((grace + time.Second - 1) / time.Second),
 		HostConfig: hc,
-	}
+	}, nil
 }
 
 // Run implements Runtime.
@@ -345,11 +397,25 @@ func (d *Docker) Run(ctx context.Context, s Spec) (res Result, err error) {
 	if err := validate(s); err != nil {
 		return Result{}, err
 	}
+	if ref, err := name.ParseReference(s.Image, name.WeakValidation); err != nil {
+		return Result{}, fmt.Errorf("run %s: image %q: %w", s.ID, s.Image, err)
+	} else if _, ok := ref.(name.Digest); !ok {
+		return Result{}, fmt.Errorf("run %s: image %q: %w", s.ID, s.Image, ErrNotPinned)
+	}
 	if ctx.Err() != nil {
 		return Result{ExitCode: -1, Canceled: true}, nil
 	}
+	body, err := d.createBody(s)
+	if err != nil {
+		return Result{}, fmt.Errorf("run %s: %w", s.ID, err)
+	}
+	// Create and start are not interrupted by ctx: an interrupted request may still have
+	// created or started the container, which must then be stopped and removed, not orphaned.
+	// A cancel during them is seen right after.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), runcCallTimeout)
+	defer cancel()
 	var created struct{ ID string }
-	err = d.call(ctx, http.MethodPost, "/containers/create", url.Values{"name": {s.ID}}, d.createBody(s), &created)
+	err = d.call(cctx, http.MethodPost, "/containers/create", url.Values{"name": {s.ID}}, body, &created)
 	var de *dockerError
 	switch {
 	case errors.As(err, &de) && de.Status == http.StatusConflict:
@@ -357,9 +423,8 @@ func (d *Docker) Run(ctx context.Context, s Spec) (res Result, err error) {
 	case errors.As(err, &de) && de.Status == http.StatusNotFound:
 		return Result{}, fmt.Errorf("run %s: %s: %w", s.ID, s.Image, ErrNotPulled)
 	case err != nil:
-		if ctx.Err() != nil {
-			return Result{ExitCode: -1, Canceled: true}, nil
-		}
+		// The request may have reached the engine: make sure nothing stays.
+		_ = d.remove(cctx, s.ID)
 		return Result{}, fmt.Errorf("run %s: %w", s.ID, err)
 	}
 	// From here the container exists: remove it whatever happens (never orphan it).
@@ -370,6 +435,9 @@ func (d *Docker) Run(ctx context.Context, s Spec) (res Result, err error) {
 			err = errors.Join(err, rerr)
 		}
 	}()
+	if ctx.Err() != nil {
+		return Result{ExitCode: -1, Canceled: true}, nil
+	}
 	res, err = d.run(ctx, s)
 	if err != nil {
 		return res, fmt.Errorf("run %s: %w", s.ID, err)
@@ -380,28 +448,35 @@ func (d *Docker) Run(ctx context.Context, s Spec) (res Result, err error) {
 func (d *Docker) run(ctx context.Context, s Spec) (Result, error) {
 	var res Result
 	cctx := context.WithoutCancel(ctx)
-	res.Started = time.Now()
-	if err := d.call(ctx, http.MethodPost, "/containers/"+s.ID+"/start", nil, nil, nil); err != nil {
-		var de *dockerError
-		if errors.As(err, &de) && de.Status < 500 || errors.As(err, &de) && strings.Contains(de.Message, "OCI runtime") {
-			res.ExitCode = -1
-			fmt.Fprintln(orDiscard(s.Stderr), de.Message)
-			return res, &StartError{ID: s.ID, Message: de.Message}
-		}
-		if ctx.Err() != nil {
-			return Result{ExitCode: -1, Canceled: true}, nil
-		}
+	// Attach before the start, so not a byte of output is missed.
+	out, err := d.attach(cctx, s.ID)
+	if err != nil {
 		return res, err
 	}
-	// Follow the output from the start (logs replays what was written before the request).
 	var logWG sync.WaitGroup
 	logWG.Add(1)
 	go func() {
 		defer logWG.Done()
-		if err := d.follow(cctx, s); err != nil {
-			d.log.Warn("follow container output", "container", s.ID, "error", err)
+		defer out.Close()
+		if err := demux(bufio.NewReaderSize(out, 64<<10), orDiscard(s.Stdout), orDiscard(s.Stderr)); err != nil {
+			d.log.Warn("read container output", "container", s.ID, "error", err)
 		}
 	}()
+	res.Started = time.Now()
+	sctx, cancel := context.WithTimeout(cctx, runcCallTimeout)
+	err = d.call(sctx, http.MethodPost, "/containers/"+s.ID+"/start", nil, nil, nil)
+	cancel()
+	if err != nil {
+		out.Close()
+		logWG.Wait()
+		var de *dockerError
+		if errors.As(err, &de) && de.Status < 500 || errors.As(err, &de) && strings.Contains(de.Message, "OCI runtime") {
+			res.ExitCode = -1
+			fmt.Fprintln(orDiscard(s.Stderr), de.Message)
+			return res, &StartError{ID: s.ID, Message: startMessage(de.Message)}
+		}
+		return res, err
+	}
 	done := make(chan dockerWait, 1)
 	go func() {
 		var w struct {
@@ -478,16 +553,37 @@ func (d *Docker) stop(ctx context.Context, id string, grace time.Duration, done 
 	}
 }
 
-// follow copies the container's output (the engine's multiplexed stream: 8-byte frame
-// headers, stream 1 = stdout, 2 = stderr) to the Spec's writers until the container ends.
-func (d *Docker) follow(ctx context.Context, s Spec) error {
-	q := url.Values{"follow": {"1"}, "stdout": {"1"}, "stderr": {"1"}}
-	resp, err := d.do(ctx, http.MethodGet, "/containers/"+s.ID+"/logs", q, nil)
+// attach opens the container's output stream: POST /containers/{id}/attach with stream=1,
+// upgraded to a raw connection that carries the engine's multiplexed frames until the
+// container ends. The caller closes it.
+func (d *Docker) attach(ctx context.Context, id string) (io.ReadCloser, error) {
+	q := url.Values{"stream": {"1"}, "stdout": {"1"}, "stderr": {"1"}}
+	u := "http://docker/" + dockerAPIVersion + "/containers/" + id + "/attach?" + q.Encode()
+	req, err := http.NewRequestWithContext(context.WithoutCancel(ctx), http.MethodPost, u, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer resp.Body.Close()
-	return demux(bufio.NewReaderSize(resp.Body, 64<<10), orDiscard(s.Stdout), orDiscard(s.Stderr))
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "tcp")
+	resp, err := d.hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("docker attach %s: %w", id, d.engineError(err))
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols && resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		return nil, fmt.Errorf("docker attach %s: %w", id, &dockerError{Status: resp.StatusCode, Message: strings.TrimSpace(string(b))})
+	}
+	return resp.Body, nil
+}
+
+// startMessage shortens the engine's start error to the part a user can act on: the OCI
+// runtime's own sentence (e.g. `exec: "tool": executable file not found in $PATH`).
+func startMessage(msg string) string {
+	if i := strings.LastIndex(msg, "exec: "); i >= 0 {
+		return strings.TrimSuffix(strings.TrimSpace(msg[i:]), ": unknown")
+	}
+	return msg
 }
 
 // demux splits the engine's multiplexed stream.

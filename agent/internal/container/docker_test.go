@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -124,16 +123,27 @@ func (f *fakeEngine) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		w.WriteHeader(204)
-	case r.Method == "GET" && len(parts) == 3 && parts[2] == "logs":
+	case r.Method == "POST" && len(parts) == 3 && parts[2] == "attach":
+		if r.Header.Get("Upgrade") != "tcp" || r.URL.Query().Get("stream") != "1" {
+			f.t.Errorf("attach without upgrade or stream: %v %s", r.Header, r.URL.RawQuery)
+		}
+		conn, buf, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			f.t.Error(err)
+			return
+		}
+		defer conn.Close()
+		fmt.Fprint(buf, "HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker.raw-stream\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n")
 		frame := func(stream byte, s string) {
 			var h [8]byte
 			h[0] = stream
 			binary.BigEndian.PutUint32(h[4:], uint32(len(s)))
-			_, _ = w.Write(h[:])
-			_, _ = io.WriteString(w, s)
+			_, _ = buf.Write(h[:])
+			_, _ = buf.WriteString(s)
 		}
 		frame(1, f.stdout)
 		frame(2, f.stderr)
+		_ = buf.Flush()
 	case r.Method == "POST" && len(parts) == 3 && parts[2] == "wait":
 		if f.blockWait {
 			select {
@@ -210,12 +220,15 @@ func TestDockerRunRequests(t *testing.T) {
 		{"labels", body.Labels[DockerLabel] == "1" && strings.Count(body.Labels[DockerLabelOwner], "/") == 2},
 		{"stop signal and timeout", body.StopSignal == "SIGTERM" && body.StopTimeout == 3},
 		{"cap drop all", slices.Equal(hc.CapDrop, []string{"ALL"})},
-		{"no new privileges", slices.Equal(hc.SecurityOpt, []string{"no-new-privileges:true"})},
-		{"read-only root with tmpfs /tmp", hc.ReadonlyRootfs && strings.HasPrefix(hc.Tmpfs["/tmp"], "rw,nosuid,nodev")},
+		{"no new privileges and the seccomp profile", len(hc.SecurityOpt) == 2 && hc.SecurityOpt[0] == "no-new-privileges:true" &&
+			strings.HasPrefix(hc.SecurityOpt[1], `seccomp={"defaultAction":"SCMP_ACT_ERRNO"`)},
+		{"masked and read-only paths", slices.Equal(hc.MaskedPaths, maskedPaths) && slices.Equal(hc.ReadonlyPaths, readonlyPaths)},
+		{"read-only root with the tmpfs /tmp", hc.ReadonlyRootfs && hc.Tmpfs["/tmp"] == "rw,nosuid,nodev,noexec,size=1073741824,mode=1777"},
+		{"the engine keeps no log", hc.LogConfig.Type == "none"},
 		{"network none by default", hc.NetworkMode == "none"},
 		{"memory without swap", hc.Memory == 1<<30 && hc.MemorySwap == 1<<30},
 		{"nano cpus", hc.NanoCPUs == 2e9},
-		{"pids limit", hc.PidsLimit == pidsLimit},
+		{"pids limit", hc.PidsLimit == DefaultPidsLimit},
 		{"not privileged, not auto-removed", !hc.Privileged && !hc.AutoRemove},
 		{"mounts", slices.Equal(hc.Mounts, []dockerMount{
 			{Type: "bind", Source: "/work/input", Target: "/in", ReadOnly: true},
@@ -231,6 +244,7 @@ func TestDockerRunRequests(t *testing.T) {
 	calls := f.callList()
 	want := []string{
 		"POST /containers/create?name=" + s.ID,
+		"POST /containers/" + s.ID + "/attach?stderr=1&stdout=1&stream=1",
 		"POST /containers/" + s.ID + "/start?",
 		"GET /containers/" + s.ID + "/json?",
 		"DELETE /containers/" + s.ID + "?force=1&v=1",

@@ -3,10 +3,13 @@ package container
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"io"
 	"log"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/kbase/cts/test/dockertest"
 	"github.com/kbase/cts/test/imagebuild"
 )
 
@@ -105,11 +109,17 @@ func newOCI(t testing.TB, d dirs) *OCI {
 	return o
 }
 
-// fixture is a runtime with the testtool image pulled.
+// fixture is a runtime with the testtool image pulled: the `oci` runtime over its own
+// directories, or the `docker` runtime on the node's real engine.
 type fixture struct {
-	d     dirs
-	rt    *OCI
+	kind  string // "oci" or "docker"
+	rt    Runtime
 	image string
+	// oci only
+	d   dirs
+	oci *OCI
+	// docker only
+	dock *Docker
 }
 
 func newFixture(t testing.TB) *fixture {
@@ -123,7 +133,63 @@ func newFixture(t testing.TB) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { assertNoContainers(t, rt, d) })
-	return &fixture{d: d, rt: rt, image: image}
+	return &fixture{kind: "oci", d: d, rt: rt, oci: rt, image: image}
+}
+
+// newDockerFixture is newFixture for the docker runtime, on the real engine. The image it
+// pulled is removed at the end.
+func newDockerFixture(t testing.TB) *fixture {
+	t.Helper()
+	sock := dockertest.Require(t)
+	host := newRegistry(t, nil)
+	image := push(t, toolImage(t), host, "testtool")
+	rt := NewDocker(DockerConfig{Socket: sock})
+	if err := rt.Pull(context.Background(), image); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		assertNoDockerContainers(t, rt)
+		removeDockerImage(t, rt, image)
+	})
+	return &fixture{kind: "docker", rt: rt, dock: rt, image: image}
+}
+
+// eachRuntime runs fn as the subtests "oci" and "docker", each with its own fixture.
+func eachRuntime(t *testing.T, fn func(t *testing.T, f *fixture)) {
+	t.Run("oci", func(t *testing.T) { fn(t, newFixture(t)) })
+	t.Run("docker", func(t *testing.T) { fn(t, newDockerFixture(t)) })
+}
+
+// assertNoDockerContainers checks that the engine holds no container of this runtime's owner.
+func assertNoDockerContainers(t testing.TB, d *Docker) {
+	t.Helper()
+	if ids := dockerContainersOf(t, d, d.owner); len(ids) > 0 {
+		t.Errorf("containers left in the engine: %v", ids)
+	}
+}
+
+// dockerContainersOf lists the names of the engine's containers whose owner label is owner.
+func dockerContainersOf(t testing.TB, d *Docker, owner string) []string {
+	t.Helper()
+	filters, _ := json.Marshal(map[string][]string{"label": {DockerLabelOwner + "=" + owner}})
+	var list []struct{ Names []string }
+	if err := d.call(context.Background(), http.MethodGet, "/containers/json", url.Values{"all": {"1"}, "filters": {string(filters)}}, nil, &list); err != nil {
+		t.Fatalf("list containers: %v", err)
+	}
+	var names []string
+	for _, c := range list {
+		names = append(names, strings.Join(c.Names, ","))
+	}
+	return names
+}
+
+func removeDockerImage(t testing.TB, d *Docker, image string) {
+	t.Helper()
+	err := d.call(context.Background(), http.MethodDelete, "/images/"+image, url.Values{"force": {"1"}}, nil, nil)
+	var de *dockerError
+	if err != nil && !(errors.As(err, &de) && de.Status == http.StatusNotFound) {
+		t.Errorf("remove image %s: %v", image, err)
+	}
 }
 
 var idSeq struct {
@@ -138,7 +204,7 @@ func (f *fixture) spec(args ...string) Spec {
 	n := idSeq.n
 	idSeq.Unlock()
 	return Spec{
-		// Cgroups are node-wide: the pid keeps concurrent test binaries apart.
+		// Cgroups and Docker names are node-wide: the pid keeps concurrent test binaries apart.
 		ID:          "cts-test-" + strconv.Itoa(os.Getpid()) + "-" + strconv.Itoa(n),
 		Image:       f.image,
 		Command:     append([]string{"testtool"}, args...),

@@ -59,6 +59,8 @@ type OCIConfig struct {
 	// CgroupParent is the absolute cgroup path under which each container gets a cgroup
 	// named by its ID ("/cts" when empty).
 	CgroupParent string
+	// TmpfsBytes sizes the container's /tmp (DefaultTmpfsBytes when 0).
+	TmpfsBytes int64
 	// Logger receives notes (skipped layer entries, cleanup problems). Discarded when nil.
 	Logger *slog.Logger
 }
@@ -114,6 +116,9 @@ func NewOCI(cfg OCIConfig) (*OCI, error) {
 	}
 	if cfg.CgroupParent == "" {
 		cfg.CgroupParent = defaultCgroupParent
+	}
+	if cfg.TmpfsBytes <= 0 {
+		cfg.TmpfsBytes = DefaultTmpfsBytes
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -261,7 +266,11 @@ func (o *OCI) prepare(ctx context.Context, s Spec, bundle string) error {
 		return err
 	}
 	cgroupsPath := path.Join(o.cfg.CgroupParent, s.ID)
-	b, err := json.MarshalIndent(runtimeSpec(s, cfg.Config, user, o.hostNofile, cgroupsPath), "", "  ")
+	spec, err := runtimeSpec(s, cfg.Config, user, o.hostNofile, cgroupsPath, o.cfg.TmpfsBytes)
+	if err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(spec, "", "  ")
 	if err != nil {
 		return fmt.Errorf("config.json: %w", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -20,7 +21,6 @@ import (
 const (
 	defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 	cpuPeriod   = 100000 // µs, the kernel's default CFS period
-	pidsLimit   = 4096
 	nofileLimit = 1024
 )
 
@@ -60,6 +60,9 @@ func validate(s Spec) error {
 	if s.MemoryBytes < 0 {
 		errs = append(errs, fmt.Sprintf("memory %d: negative", s.MemoryBytes))
 	}
+	if s.PidsLimit < 0 {
+		errs = append(errs, fmt.Sprintf("pids limit %d: negative", s.PidsLimit))
+	}
 	if s.Timeout < 0 || s.KillGrace < 0 {
 		errs = append(errs, "negative timeout or kill grace")
 	}
@@ -94,9 +97,9 @@ func mergeEnv(base, extra []string) []string {
 	return out
 }
 
-// runtimeSpec builds the runc config.json for a container. It is pure: everything it needs
-// from the image or the host is passed in.
-func runtimeSpec(s Spec, img v1.Config, user specs.User, hostNofile uint64, cgroupsPath string) *specs.Spec {
+// runtimeSpec builds the runc config.json for a container, with the confinement of
+// hardening.go. It is pure: everything it needs from the image or the host is passed in.
+func runtimeSpec(s Spec, img v1.Config, user specs.User, hostNofile uint64, cgroupsPath string, tmpfsBytes int64) (*specs.Spec, error) {
 	cwd := img.WorkingDir
 	if cwd == "" {
 		cwd = "/"
@@ -120,7 +123,7 @@ func runtimeSpec(s Spec, img v1.Config, user specs.User, hostNofile uint64, cgro
 
 	res := &specs.LinuxResources{
 		Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
-		Pids:    &specs.LinuxPids{Limit: ptr(int64(pidsLimit))},
+		Pids:    &specs.LinuxPids{Limit: ptr(pidsOf(s))},
 	}
 	if s.MemoryBytes > 0 {
 		// swap is memory+swap: equal values leave no swap.
@@ -131,7 +134,7 @@ func runtimeSpec(s Spec, img v1.Config, user specs.User, hostNofile uint64, cgro
 		res.CPU = &specs.LinuxCPU{Quota: ptr(max(quota, 1000)), Period: ptr(uint64(cpuPeriod))}
 	}
 
-	return &specs.Spec{
+	spec := &specs.Spec{
 		Version:  specs.Version,
 		Hostname: hostname,
 		Root:     &specs.Root{Path: "rootfs", Readonly: true},
@@ -148,24 +151,26 @@ func runtimeSpec(s Spec, img v1.Config, user specs.User, hostNofile uint64, cgro
 			Rlimits:         []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: nofile, Soft: nofile}},
 			NoNewPrivileges: true,
 		},
-		Mounts: mounts(s.Mounts),
+		Mounts: mounts(s.Mounts, tmpfsBytes),
 		Linux: &specs.Linux{
-			CgroupsPath: cgroupsPath,
-			Resources:   res,
-			Namespaces:  namespaces,
-			// As `runc spec` writes them.
-			MaskedPaths: []string{
-				"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
-				"/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi",
-			},
-			ReadonlyPaths: []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"},
+			CgroupsPath:   cgroupsPath,
+			Resources:     res,
+			Namespaces:    namespaces,
+			MaskedPaths:   slices.Clone(maskedPaths),
+			ReadonlyPaths: slices.Clone(readonlyPaths),
 		},
 	}
+	sc, err := ociSeccomp(spec)
+	if err != nil {
+		return nil, err
+	}
+	spec.Linux.Seccomp = sc
+	return spec, nil
 }
 
-// mounts returns runc's default mounts, a writable /tmp, then the bind mounts with parents
-// before children.
-func mounts(binds []Mount) []specs.Mount {
+// mounts returns runc's default mounts, a writable /tmp of tmpfsBytes, then the bind mounts
+// with parents before children.
+func mounts(binds []Mount, tmpfsBytes int64) []specs.Mount {
 	ms := []specs.Mount{
 		{Destination: "/proc", Type: "proc", Source: "proc"},
 		{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
@@ -175,7 +180,7 @@ func mounts(binds []Mount) []specs.Mount {
 		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
 		// The root is read-only; programs still expect a writable /tmp. Its pages are
 		// charged to the container's memory limit.
-		{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777"}},
+		{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: tmpfsOptions(tmpfsBytes)},
 	}
 	sorted := append([]Mount(nil), binds...)
 	sort.SliceStable(sorted, func(i, j int) bool {
@@ -194,6 +199,14 @@ func mounts(binds []Mount) []specs.Mount {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// pidsOf is the Spec's pids limit, DefaultPidsLimit when unset.
+func pidsOf(s Spec) int64 {
+	if s.PidsLimit > 0 {
+		return s.PidsLimit
+	}
+	return DefaultPidsLimit
+}
 
 // resolveUser turns the image config's User ("", "uid", "uid:gid", "name", "name:group") into
 // numeric ids, reading the image's /etc/passwd and /etc/group through root when names are

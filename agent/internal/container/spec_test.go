@@ -90,7 +90,10 @@ func TestRuntimeSpec(t *testing.T) {
 		CPUs: 1.5, MemoryBytes: 1 << 30,
 	}
 	img := v1.Config{Env: []string{"PATH=/bin"}, WorkingDir: "/work"}
-	got := runtimeSpec(s, img, specs.User{UID: 5, GID: 6}, 20000, "/cts/cts-1")
+	got, err := runtimeSpec(s, img, specs.User{UID: 5, GID: 6}, 20000, "/cts/cts-1", 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	p := got.Process
 	if p.Terminal || !p.NoNewPrivileges || !slices.Equal(p.Args, s.Command) || p.Cwd != "/work" || p.User.UID != 5 || p.User.GID != 6 {
@@ -107,7 +110,7 @@ func TestRuntimeSpec(t *testing.T) {
 		t.Errorf("root %+v", got.Root)
 	}
 	r := got.Linux.Resources
-	if *r.Memory.Limit != 1<<30 || *r.Memory.Swap != 1<<30 || *r.CPU.Quota != 150000 || *r.CPU.Period != 100000 || *r.Pids.Limit != 4096 {
+	if *r.Memory.Limit != 1<<30 || *r.Memory.Swap != 1<<30 || *r.CPU.Quota != 150000 || *r.CPU.Period != 100000 || *r.Pids.Limit != DefaultPidsLimit {
 		t.Errorf("resources %+v %+v %+v", r.Memory, r.CPU, r.Pids)
 	}
 	if got.Linux.CgroupsPath != "/cts/cts-1" {
@@ -137,10 +140,43 @@ func TestRuntimeSpec(t *testing.T) {
 	if !slices.Equal(dests, wantDests) {
 		t.Errorf("mount order %v, want %v", dests, wantDests)
 	}
+	if tmp := got.Mounts[6]; !slices.Equal(tmp.Options, []string{"rw", "nosuid", "nodev", "noexec", "size=1048576", "mode=1777"}) {
+		t.Errorf("/tmp options %v", tmp.Options)
+	}
+	if !slices.Equal(got.Linux.MaskedPaths, maskedPaths) || !slices.Equal(got.Linux.ReadonlyPaths, readonlyPaths) {
+		t.Errorf("masked %v read-only %v", got.Linux.MaskedPaths, got.Linux.ReadonlyPaths)
+	}
+	// The seccomp profile: Docker's default (deny by default with EPERM), without ptrace, and
+	// without the rules that need a capability (the container has none).
+	sc := got.Linux.Seccomp
+	if sc == nil || sc.DefaultAction != specs.ActErrno || len(sc.Syscalls) < 10 {
+		t.Fatalf("seccomp %+v", sc)
+	}
+	allowed := map[string]bool{}
+	for _, rule := range sc.Syscalls {
+		for _, n := range rule.Names {
+			if rule.Action == specs.ActAllow && len(rule.Args) == 0 {
+				allowed[n] = true
+			}
+		}
+	}
+	for _, n := range []string{"read", "write", "execve", "openat", "exit_group", "fork"} {
+		if !allowed[n] {
+			t.Errorf("seccomp does not allow %s", n)
+		}
+	}
+	for _, n := range []string{"ptrace", "process_vm_readv", "mount", "unshare", "setns", "bpf", "kexec_load", "init_module", "reboot"} {
+		if allowed[n] {
+			t.Errorf("seccomp allows %s", n)
+		}
+	}
 
 	t.Run("host network, low host nofile, no limits", func(t *testing.T) {
 		s := Spec{ID: strings.Repeat("x", 100), Command: []string{"x"}, Network: NetworkHost}
-		got := runtimeSpec(s, v1.Config{}, specs.User{}, 512, "/cts/x")
+		got, err := runtimeSpec(s, v1.Config{}, specs.User{}, 512, "/cts/x", 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
 		for _, n := range got.Linux.Namespaces {
 			if n.Type == specs.NetworkNamespace {
 				t.Error("host network has its own namespace")

@@ -6,11 +6,13 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"net"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"sort"
@@ -34,7 +36,16 @@ const usage = `usage: testtool COMMAND [ARGS...]
   ls DIR                  print the names in DIR, one per line
   env                     print the environment, one variable per line
   ifaces                  print the network interface names, one per line
-  id                      print "uid=U gid=G"`
+  id                      print "uid=U gid=G"
+  probe                   (as a container's PID 1 only) print the container's confinement, one "name: value" line each: the
+                          Seccomp, NoNewPrivs and capability lines of /proc/self/status, then
+                          the errno of each forbidden operation (mount, unshare, ptrace of
+                          PID 1 from a child, writing /proc/sys, reading /proc/timer_list and
+                          /proc/keys, listing
+                          /sys/firmware, executing a file in /tmp), "ok" when it succeeded
+  fork N                  start up to N processes that wait; print "forked K of N" and the
+                          first error, then exit 0 (the pids limit is what stops it)
+  flood MB                write MB megabytes of lines to stdout as fast as possible`
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
@@ -119,8 +130,177 @@ func run(args []string) error {
 		fmt.Println(strings.Join(names, "\n"))
 	case "id":
 		fmt.Printf("uid=%d gid=%d\n", os.Getuid(), os.Getgid())
+	case "probe":
+		return probe()
+	case "ptrace-pid1":
+		// The child half of probe's ptrace check.
+		if err := syscall.PtraceAttach(1); err != nil {
+			fmt.Println(errName(err))
+			return nil
+		}
+		_ = syscall.PtraceDetach(1)
+		fmt.Println("ok")
+	case "fork":
+		n, err := intArg(rest)
+		if err != nil {
+			return err
+		}
+		return forkMany(n)
+	case "flood":
+		n, err := intArg(rest)
+		if err != nil {
+			return err
+		}
+		return flood(n)
 	default:
 		return fmt.Errorf("unknown command %q\n%s", cmd, usage)
+	}
+	return nil
+}
+
+// probe reports what the container may and may not do. Every forbidden operation is tried for
+// real; the line says how the kernel answered.
+func probe() error {
+	if os.Getpid() != 1 {
+		// Outside a container a forbidden operation may well succeed: never try them there.
+		return errors.New("probe runs only as a container's PID 1")
+	}
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, _ := strings.Cut(line, ":")
+		switch k {
+		case "Seccomp", "NoNewPrivs", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb":
+			fmt.Printf("%s: %s\n", k, strings.TrimSpace(v))
+		}
+	}
+	try := func(name string, err error) {
+		if err != nil {
+			fmt.Printf("%s: %s\n", name, errName(err))
+		} else {
+			fmt.Printf("%s: ok\n", name)
+		}
+	}
+	_ = os.MkdirAll("/tmp/probe-mnt", 0o755)
+	try("mount", syscall.Mount("none", "/tmp/probe-mnt", "tmpfs", 0, ""))
+	try("unshare", syscall.Unshare(syscall.CLONE_NEWUSER))
+	out, err := exec.Command("/proc/self/exe", "ptrace-pid1").Output()
+	if err != nil {
+		try("ptrace", err)
+	} else {
+		fmt.Printf("ptrace: %s\n", strings.TrimSpace(string(out)))
+	}
+	// The value written is the one read: even where the write goes through, nothing changes.
+	domain, err := os.ReadFile("/proc/sys/kernel/domainname")
+	if err == nil {
+		var f *os.File
+		if f, err = os.OpenFile("/proc/sys/kernel/domainname", os.O_WRONLY, 0); err == nil {
+			_, err = f.Write(domain)
+			f.Close()
+		}
+	}
+	try("write /proc/sys", err)
+	// Masked paths (kernel state a container must not read) read as empty. /proc/kcore is
+	// masked too, but some kernels have none.
+	for _, p := range []string{"/proc/timer_list", "/proc/keys"} {
+		b, err := os.ReadFile(p)
+		if err == nil && len(b) == 0 {
+			err = errors.New("EMPTY")
+		}
+		try("read "+p, err)
+	}
+	fw, err := os.ReadDir("/sys/firmware")
+	if err == nil && len(fw) == 0 {
+		err = errors.New("EMPTY")
+	}
+	try("list /sys/firmware", err)
+	self, err := os.ReadFile("/proc/self/exe")
+	if err == nil {
+		err = os.WriteFile("/tmp/probe-exe", self, 0o755)
+	}
+	if err == nil {
+		err = exec.Command("/tmp/probe-exe", "id").Run()
+	}
+	try("exec in /tmp", err)
+	return nil
+}
+
+// errName gives the errno's name of err (EPERM, EROFS, ...), or err's text.
+func errName(err error) string {
+	var errno syscall.Errno
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	if errors.As(err, &errno) {
+		switch errno {
+		case syscall.EPERM:
+			return "EPERM"
+		case syscall.EACCES:
+			return "EACCES"
+		case syscall.EROFS:
+			return "EROFS"
+		case syscall.EINVAL:
+			return "EINVAL"
+		case syscall.ENOENT:
+			return "ENOENT"
+		case syscall.ENOSYS:
+			return "ENOSYS"
+		case syscall.EAGAIN:
+			return "EAGAIN"
+		}
+		return errno.Error()
+	}
+	return err.Error()
+}
+
+// forkMany forks children that only wait (raw fork: no Go runtime in the child, so each
+// costs a few pages) until the kernel refuses one or n are running. The children die with
+// the container's PID 1, this process.
+func forkMany(n int) error {
+	started := 0
+	var first error
+	for started < n {
+		pid, _, errno := syscall.RawSyscall(syscall.SYS_FORK, 0, 0, 0)
+		if errno != 0 {
+			first = errno
+			break
+		}
+		if pid == 0 {
+			for {
+				syscall.RawSyscall(syscall.SYS_PAUSE, 0, 0, 0)
+			}
+		}
+		started++
+	}
+	if first != nil {
+		fmt.Printf("forked %d of %d: %s\n", started, n, errName(first))
+	} else {
+		fmt.Printf("forked %d of %d\n", started, n)
+	}
+	return nil
+}
+
+// flood writes mb megabytes of 100-byte lines to stdout.
+func flood(mb int) error {
+	line := []byte(strings.Repeat("x", 99) + "\n")
+	buf := make([]byte, 0, 1<<20)
+	for len(buf)+len(line) <= cap(buf) {
+		buf = append(buf, line...)
+	}
+	total := int64(mb) * 1_000_000
+	for total > 0 {
+		chunk := buf
+		if int64(len(chunk)) > total {
+			chunk = chunk[:total]
+		}
+		n, err := os.Stdout.Write(chunk)
+		if err != nil {
+			return err
+		}
+		total -= int64(n)
 	}
 	return nil
 }
