@@ -1,6 +1,6 @@
 // Package app is the coordinator's composition root: it builds every component from a
-// config.Config (store, notifier, auth client, S3, image manager, launcher plugins, jobs
-// service, REST API, agent endpoint, metrics and probes), serves HTTP, runs the background
+// config.Config (store, notifier, auth client, S3, image manager, launcher plugins, sites, the
+// job lifecycle of admission, launch and ingest, REST API, agent endpoint, metrics and probes), serves HTTP, runs the background
 // loops, and stops them all in order. cmd/cts-coordinator, dev mode and the end-to-end tests
 // use it.
 package app
@@ -22,17 +22,21 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kbase/cts/coordinator/internal/access"
+	"github.com/kbase/cts/coordinator/internal/admission"
 	"github.com/kbase/cts/coordinator/internal/agentws"
 	"github.com/kbase/cts/coordinator/internal/api"
 	"github.com/kbase/cts/coordinator/internal/auth"
 	"github.com/kbase/cts/coordinator/internal/config"
 	"github.com/kbase/cts/coordinator/internal/images"
+	"github.com/kbase/cts/coordinator/internal/ingest"
 	"github.com/kbase/cts/coordinator/internal/jobs"
+	"github.com/kbase/cts/coordinator/internal/launch"
 	"github.com/kbase/cts/coordinator/internal/metrics"
 	"github.com/kbase/cts/coordinator/internal/notify"
 	"github.com/kbase/cts/coordinator/internal/objects"
 	"github.com/kbase/cts/coordinator/internal/reconcile"
 	"github.com/kbase/cts/coordinator/internal/refdata"
+	"github.com/kbase/cts/coordinator/internal/sites"
 	"github.com/kbase/cts/coordinator/internal/store"
 	"github.com/kbase/cts/shared/job"
 	"github.com/kbase/cts/shared/launcher"
@@ -66,7 +70,8 @@ type App struct {
 	srv       *http.Server
 	store     *store.Store
 	notifier  *notify.Notifier
-	jobs      *jobs.Service
+	sites     *sites.Directory
+	launch    *launch.Service
 	agents    *agentws.Handler
 	launchers []*launcher.Client
 	refdata   *refdata.Manager
@@ -123,7 +128,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error) 
 		return nil, fmt.Errorf("connect to MongoDB for metrics: %w", err)
 	}
 
-	var sites []jobs.Site
+	var siteList []sites.Site
+	var launchSites []launch.Site
 	for _, sc := range cfg.Sites {
 		// A plugin gets only PATH and HOME of our environment: never the coordinator's secrets.
 		l, err := launcher.Start(ctx, launcher.HostConfig{Path: sc.Plugin, Logger: log.With("plugin", sc.Name),
@@ -136,11 +142,16 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error) 
 		if err := l.Configure(ctx, pc); err != nil {
 			return nil, fmt.Errorf("site %s: configure launcher plugin: %w", sc.Name, err)
 		}
-		sites = append(sites, jobs.Site{
-			Name: sc.Name, Launcher: l, CPUsPerNode: sc.CPUsPerNode, MemoryPerNodeGB: sc.MemoryPerNodeGB,
+		siteList = append(siteList, sites.Site{
+			Name: sc.Name, CPUsPerNode: sc.CPUsPerNode, MemoryPerNodeGB: sc.MemoryPerNodeGB,
 			MaxRuntimeMin: sc.MaxRuntimeMin, RequireStaff: sc.RequireStaff, WorkerEnv: sc.WorkerEnv,
 			Nodes: sc.Nodes, Notes: sc.Notes,
 		})
+		launchSites = append(launchSites, launch.Site{Name: sc.Name, Launcher: l, WorkerEnv: sc.WorkerEnv})
+	}
+	a.sites = sites.New(siteList, a.store, log.With("component", "sites"))
+	if err := a.sites.Init(ctx); err != nil {
+		return nil, err
 	}
 	s3url := cfg.S3.WorkerEndpoint
 	if s3url == "" {
@@ -149,7 +160,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error) 
 	// Reference data is staged by agents in refdata mode, started through each site's launcher
 	// with the site's worker environment (no job ID, no log path).
 	var rsites []refdata.Site
-	for _, st := range sites {
+	for _, st := range launchSites {
 		env := map[string]string{"SERVICE_ROOT_URL": cfg.ServiceURL, "S3_URL": s3url, "S3_ACCESS_KEY": cfg.S3.AccessKey}
 		if cfg.S3.Insecure {
 			env["S3_INSECURE"] = "TRUE"
@@ -159,36 +170,37 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error) 
 		}
 		rsites = append(rsites, refdata.Site{Name: st.Name, Launcher: st.Launcher, Env: env})
 	}
-	a.refdata = refdata.NewManager(refdata.Config{Sites: rsites, CanRead: rules.CanRead, Active: func(ctx context.Context) (map[string]bool, error) {
-		ss, err := a.jobs.Sites(ctx)
-		m := map[string]bool{}
-		for _, s := range ss {
-			m[s.Name] = s.Active
-		}
-		return m, err
-	}}, a.store, func(ctx context.Context, p string) (refdata.Object, error) {
-		m, err := objs.Head(ctx, p)
-		return refdata.Object{Size: m.Size, CRC64NVME: m.CRC64NVME}, err
-	}, log.With("component", "refdata"))
+	a.refdata = refdata.NewManager(refdata.Config{Sites: rsites, CanRead: rules.CanRead, Active: a.sites.Active}, a.store,
+		func(ctx context.Context, p string) (refdata.Object, error) {
+			m, err := objs.Head(ctx, p)
+			return refdata.Object{Size: m.Size, CRC64NVME: m.CRC64NVME}, err
+		}, log.With("component", "refdata"))
 	imgs.SetRefdata(func(ctx context.Context, id string) error {
 		_, err := a.refdata.Get(ctx, id)
 		return err
 	})
-	a.jobs = jobs.New(jobs.Config{
+
+	// The job lifecycle: admission creates jobs, launch hands them to the sites' launchers,
+	// ingest applies the agents' reports. Every job transition goes through the one Mover.
+	mover := jobs.NewMover(&meteredTransitions{a.store, a.metrics}, a.notifier, log.With("component", "jobs"))
+	ing := ingest.New(ingest.Config{LogDir: cfg.Jobs.LogDir}, a.store, mover, &meteredObjects{objs, a.metrics},
+		log.With("component", "ingest"))
+	a.launch = launch.New(launch.Config{
 		ServiceURL: cfg.ServiceURL, S3URL: s3url, S3AccessKey: cfg.S3.AccessKey, S3Insecure: cfg.S3.Insecure,
-		LogDir: cfg.Jobs.LogDir, AllowedPaths: cfg.Jobs.AllowedPaths, MaxCPUHours: cfg.Jobs.MaxCPUHours,
-		SubmitInterval: cfg.Jobs.SubmitInterval, Sites: sites, Refdata: a.refdata,
-	}, &meteredStore{a.store, a.metrics}, &meteredObjects{objs, a.metrics}, imgs, a.notifier, log.With("component", "jobs"))
-	if err := a.jobs.InitSites(ctx); err != nil {
-		return nil, err
-	}
+		LogDir: cfg.Jobs.LogDir, SubmitInterval: cfg.Jobs.SubmitInterval, Sites: launchSites,
+	}, a.store, mover, ing, log.With("component", "launch"))
+	adm := admission.New(admission.Config{
+		LogDir: cfg.Jobs.LogDir, AllowedPaths: cfg.Jobs.AllowedPaths, MaxCPUHours: cfg.Jobs.MaxCPUHours, Refdata: a.refdata,
+	}, admission.Deps{Store: a.store, Sites: a.sites, Objects: objs, Images: imgs, Notify: a.notifier, Submitter: a.launch,
+		Log: log.With("component", "admission")})
 
 	var apiSrv *api.Server
-	a.agents = agentws.New(agentws.Config{}, a.jobs, func(r *http.Request) error { return apiSrv.AuthorizeExecutor(r) },
+	a.agents = agentws.New(agentws.Config{}, ing, a.launch, func(r *http.Request) error { return apiSrv.AuthorizeExecutor(r) },
 		log.With("component", "agentws"), func(w http.ResponseWriter, r *http.Request, err error) { apiSrv.WriteError(w, r, err) })
 	apiSrv = api.New(api.Config{Version: Version, GitHash: GitHash, Access: rules, Notifier: a.notifier,
 		LiveLogs: a.agents, Progress: a.agents, AgentBinary: cfg.AgentBinary, Observer: a.metrics, Refdata: a.refdata},
-		authc, a.jobs, imgs, objs, a.agents, log.With("component", "api"))
+		authc, api.Jobs{Admission: adm, Records: jobs.NewRecords(a.store), Launch: a.launch, Sites: a.sites},
+		imgs, objs, a.agents, log.With("component", "api"))
 
 	// The probes and the metrics sit beside the API, outside its token handling: they need no
 	// auth, and a probe must not depend on auth2.
@@ -223,13 +235,13 @@ func (a *App) Run(ctx context.Context) error {
 		}
 		return nil
 	})
-	g.Go(func() error { return a.jobs.RunSubmitter(gctx) })
+	g.Go(func() error { return a.launch.RunSubmitter(gctx) })
 	g.Go(func() error { return a.notifier.Run(gctx) })
 	g.Go(func() error {
 		return a.metrics.RunCounter(gctx, metrics.NewMongoCounter(a.counts.Database(a.cfg.Mongo.Database)), a.cfg.Observability.CountInterval)
 	})
 	g.Go(func() error {
-		return a.jobs.RunCleaner(gctx, jobs.CleanerConfig{
+		return a.launch.RunCleaner(gctx, launch.CleanerConfig{
 			Interval: a.cfg.Jobs.CleanInterval, Jitter: a.cfg.Jobs.CleanJitter, Age: a.cfg.Jobs.CleanAge,
 		})
 	})
@@ -238,7 +250,7 @@ func (a *App) Run(ctx context.Context) error {
 		Interval: rc.Interval, HeartbeatDeadline: rc.HeartbeatDeadline, ConnectDeadline: rc.ConnectDeadline,
 		SubmitDeadline: rc.SubmitDeadline, CancelDeadline: rc.CancelDeadline, IdleDeadline: rc.IdleDeadline,
 		RuntimeGrace: rc.RuntimeGrace, MaxLaunchRetries: rc.MaxLaunchRetries,
-	}, &meteredJobs{a.jobs, a.metrics}, a.log.With("component", "reconcile"), nil)
+	}, &meteredAccounting{a.store, a.metrics}, &meteredLaunch{a.launch, a.metrics}, a.log.With("component", "reconcile"), nil)
 	g.Go(func() error { return rec.Run(gctx) })
 	g.Go(func() error { return a.refdata.Run(gctx) })
 	g.Go(func() error {
@@ -274,25 +286,18 @@ func (a *App) close(ctx context.Context) {
 	}
 }
 
-// The decorators below feed the metrics from the jobs service's dependencies (STYLE: add
-// behaviour by decorating, not by flags inside implementations). Each embeds the concrete
-// type, so the optional capabilities the jobs service finds by type assertion
-// (jobs.ReconcileStore, jobs.LaunchStore, ...) stay visible through it.
+// The decorators below feed the metrics from the lifecycle's dependencies (STYLE: add
+// behaviour by decorating an interface, not by flags inside implementations). Each wraps
+// exactly the interface its consumer takes.
 
-// meteredStore counts job transitions and, when a job completes, its bytes transferred.
-type meteredStore struct {
-	*store.Store
+// meteredTransitions counts job transitions and, when a job completes, its bytes transferred.
+type meteredTransitions struct {
+	jobs.TransitionStore
 	m *metrics.Metrics
 }
 
-var (
-	_ jobs.Store          = (*meteredStore)(nil)
-	_ jobs.ReconcileStore = (*meteredStore)(nil)
-	_ jobs.LaunchStore    = (*meteredStore)(nil)
-)
-
-func (s *meteredStore) TransitionJob(ctx context.Context, id string, from []job.State, t jobs.Transition, u jobs.JobUpdate) (*jobs.Job, error) {
-	j, err := s.Store.TransitionJob(ctx, id, from, t, u)
+func (s *meteredTransitions) TransitionJob(ctx context.Context, id string, from []job.State, t jobs.Transition, u jobs.JobUpdate) (*jobs.Job, error) {
+	j, err := s.TransitionStore.TransitionJob(ctx, id, from, t, u)
 	if err == nil {
 		s.m.JobTransition(j, u.Outputs)
 	}
@@ -301,11 +306,9 @@ func (s *meteredStore) TransitionJob(ctx context.Context, id string, from []job.
 
 // meteredObjects records the sizes the output verification reads, for the transfer counters.
 type meteredObjects struct {
-	*objects.Objects
+	ingest.Objects
 	m *metrics.Metrics
 }
-
-var _ jobs.Objects = (*meteredObjects)(nil)
 
 func (o *meteredObjects) Head(ctx context.Context, p string) (jobs.ObjectMeta, error) {
 	meta, err := o.Objects.Head(ctx, p)
@@ -315,34 +318,38 @@ func (o *meteredObjects) Head(ctx context.Context, p string) (jobs.ObjectMeta, e
 	return meta, err
 }
 
-// meteredJobs counts the reconciler's actions.
-type meteredJobs struct {
-	*jobs.Service
+// meteredLaunch counts the reconciler's fail and relaunch actions.
+type meteredLaunch struct {
+	reconcile.Launch
 	m *metrics.Metrics
 }
 
-var _ reconcile.Jobs = (*meteredJobs)(nil)
-
-func (j *meteredJobs) FailJob(ctx context.Context, id, adminErr, userErr string) (bool, error) {
-	ended, err := j.Service.FailJob(ctx, id, adminErr, userErr)
+func (l *meteredLaunch) FailJob(ctx context.Context, id, adminErr, userErr string) (bool, error) {
+	ended, err := l.Launch.FailJob(ctx, id, adminErr, userErr)
 	if ended {
-		j.m.ReconcilerAction(metrics.ActionFailJob)
+		l.m.ReconcilerAction(metrics.ActionFailJob)
 	}
 	return ended, err
 }
 
-func (j *meteredJobs) RetryLaunch(ctx context.Context, id, reason string, maxRetries int) (bool, error) {
-	retried, err := j.Service.RetryLaunch(ctx, id, reason, maxRetries)
+func (l *meteredLaunch) RetryLaunch(ctx context.Context, id, reason string, maxRetries int) (bool, error) {
+	retried, err := l.Launch.RetryLaunch(ctx, id, reason, maxRetries)
 	if retried {
-		j.m.ReconcilerAction(metrics.ActionRetryLaunch)
+		l.m.ReconcilerAction(metrics.ActionRetryLaunch)
 	}
 	return retried, err
 }
 
-func (j *meteredJobs) RecordAccounting(ctx context.Context, id string, acc jobs.Accounting) error {
-	err := j.Service.RecordAccounting(ctx, id, acc)
+// meteredAccounting counts the accounting the reconciler records.
+type meteredAccounting struct {
+	reconcile.Store
+	m *metrics.Metrics
+}
+
+func (s *meteredAccounting) SetAccounting(ctx context.Context, id string, acc jobs.Accounting) error {
+	err := s.Store.SetAccounting(ctx, id, acc)
 	if err == nil {
-		j.m.ReconcilerAction(metrics.ActionRecordAccounting)
+		s.m.ReconcilerAction(metrics.ActionRecordAccounting)
 	}
 	return err
 }

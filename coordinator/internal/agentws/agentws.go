@@ -1,6 +1,6 @@
 // Package agentws is the coordinator's end of the agent websocket (shared/protocol): it
 // authenticates the agent (executor role), hands it its assignment, applies its events exactly
-// once through the jobs service and acknowledges them, keeps the heartbeat, and pushes cancels
+// once through package ingest and acknowledges them, keeps the heartbeat, and pushes cancels
 // down. It holds no job state of its own: a coordinator restart loses nothing, and an agent
 // may reconnect to any replica.
 package agentws
@@ -16,15 +16,19 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/kbase/cts/coordinator/internal/ctserr"
-	"github.com/kbase/cts/coordinator/internal/jobs"
+	"github.com/kbase/cts/coordinator/internal/ingest"
 	"github.com/kbase/cts/shared/protocol"
 )
 
-// Service is what the endpoint needs from the jobs service.
-type Service interface {
+// Ingest applies what agents report (*ingest.Service).
+type Ingest interface {
 	Assignment(ctx context.Context, h protocol.Hello) (*protocol.Assignment, error)
 	ApplyEvent(ctx context.Context, jobID string, container int, attempt string, ev protocol.Event) error
 	Touch(ctx context.Context, jobID string, container int, attempt string) error
+}
+
+// Cancels tells sessions that their job is being canceled (*launch.Service).
+type Cancels interface {
 	WatchCancel(jobID string) (<-chan protocol.Cancel, func())
 }
 
@@ -44,11 +48,12 @@ type Config struct {
 
 // Handler serves protocol.Path.
 type Handler struct {
-	cfg   Config
-	svc   Service
-	authz Authorizer
-	log   *slog.Logger
-	up    websocket.Upgrader
+	cfg     Config
+	svc     Ingest
+	cancels Cancels
+	authz   Authorizer
+	log     *slog.Logger
+	up      websocket.Upgrader
 	// ErrorWriter renders refusals before the upgrade.
 	ErrorWriter func(w http.ResponseWriter, r *http.Request, err error)
 
@@ -62,7 +67,7 @@ type Handler struct {
 }
 
 // New returns a Handler.
-func New(cfg Config, svc Service, authz Authorizer, log *slog.Logger, errw func(http.ResponseWriter, *http.Request, error)) *Handler {
+func New(cfg Config, svc Ingest, cancels Cancels, authz Authorizer, log *slog.Logger, errw func(http.ResponseWriter, *http.Request, error)) *Handler {
 	if cfg.PingInterval <= 0 {
 		cfg.PingInterval = 15 * time.Second
 	}
@@ -72,7 +77,7 @@ func New(cfg Config, svc Service, authz Authorizer, log *slog.Logger, errw func(
 	if cfg.HelloTimeout <= 0 {
 		cfg.HelloTimeout = 10 * time.Second
 	}
-	return &Handler{cfg: cfg, svc: svc, authz: authz, log: log, ErrorWriter: errw, logs: newLogBook(cfg.Logs),
+	return &Handler{cfg: cfg, svc: svc, cancels: cancels, authz: authz, log: log, ErrorWriter: errw, logs: newLogBook(cfg.Logs),
 		progress: newProgressBook(cfg.Logs.MaxContainers),
 		up:       websocket.Upgrader{ReadBufferSize: 16 << 10, WriteBufferSize: 16 << 10},
 		conns:    map[*websocket.Conn]struct{}{}}
@@ -212,7 +217,7 @@ func (s *session) run(parent context.Context) {
 	log.InfoContext(ctx, "agent connected")
 	s.touch(ctx, hello)
 
-	cancels, unwatch := s.h.svc.WatchCancel(hello.JobID)
+	cancels, unwatch := s.h.cancels.WatchCancel(hello.JobID)
 	defer unwatch()
 	// Heartbeat: ping periodically; any frame or pong extends the read deadline.
 	extend := func() { _ = s.conn.SetReadDeadline(time.Now().Add(s.h.cfg.ReadTimeout)) }
@@ -269,7 +274,7 @@ func (s *session) run(parent context.Context) {
 			err := s.h.svc.ApplyEvent(ctx, hello.JobID, hello.Container, hello.Attempt, *m)
 			if err != nil {
 				var ce *ctserr.Error
-				if errors.As(err, &ce) || errors.Is(err, jobs.ErrRejected) {
+				if errors.As(err, &ce) || errors.Is(err, ingest.ErrRejected) {
 					log.WarnContext(ctx, "agent event rejected", "seq", m.Seq, "state", m.State, "error", err)
 					s.fatal(err.Error())
 					return

@@ -21,7 +21,7 @@ import (
 	"github.com/kbase/cts/coordinator/internal/api"
 	"github.com/kbase/cts/coordinator/internal/auth"
 	"github.com/kbase/cts/coordinator/internal/ctserr"
-	"github.com/kbase/cts/coordinator/internal/jobs"
+	"github.com/kbase/cts/coordinator/internal/ingest"
 	"github.com/kbase/cts/shared/job"
 	"github.com/kbase/cts/shared/protocol"
 )
@@ -120,9 +120,9 @@ func newFixture(t *testing.T, cfg agentws.Config) *fixture {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	f := &fixture{svc: newFakeService()}
 	var apiSrv *api.Server
-	f.h = agentws.New(cfg, f.svc, func(r *http.Request) error { return apiSrv.AuthorizeExecutor(r) }, log,
+	f.h = agentws.New(cfg, f.svc, f.svc, func(r *http.Request) error { return apiSrv.AuthorizeExecutor(r) }, log,
 		func(w http.ResponseWriter, r *http.Request, err error) { apiSrv.WriteError(w, r, err) })
-	apiSrv = api.New(api.Config{}, ac, nil, nil, nil, f.h, log)
+	apiSrv = api.New(api.Config{}, ac, api.Jobs{}, nil, nil, f.h, log)
 	srv := httptest.NewServer(apiSrv)
 	t.Cleanup(func() {
 		srv.Close()
@@ -312,7 +312,7 @@ func TestEventFailures(t *testing.T) {
 		err   error
 		fatal string // "" means: closed without a fatal
 	}{
-		{"rejected", fmt.Errorf("%w: container 1 of job job1 is complete, cannot move to error", jobs.ErrRejected),
+		{"rejected", fmt.Errorf("%w: container 1 of job job1 is complete, cannot move to error", ingest.ErrRejected),
 			"event rejected: container 1 of job job1 is complete, cannot move to error"},
 		{"refused with a CTS error", ctserr.New(ctserr.CodeNoSuchSubJob, "no such container"), "no such container"},
 		// A store outage: no ack (the agent resends after reconnecting) and no fatal (it may).

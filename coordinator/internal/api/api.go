@@ -1,8 +1,9 @@
 // Package api is the coordinator's CTS-compatible REST API (reference §1): routing, the
 // Authorization header rules, role checks, request decoding and the response models with the
 // CTS conventions (null fields omitted, ISO 8601 UTC timestamps with Z, ISO 8601 durations).
-// Every error leaves through ctserr.Write exactly once. Business rules live in the jobs and
-// images packages; this package only translates HTTP.
+// Every error leaves through ctserr.Write exactly once. Business rules live in the lifecycle
+// packages (admission, launch, jobs' records, sites) and images; this package only translates
+// HTTP.
 package api
 
 import (
@@ -24,8 +25,10 @@ import (
 	"github.com/kbase/cts/coordinator/internal/auth"
 	"github.com/kbase/cts/coordinator/internal/ctserr"
 	"github.com/kbase/cts/coordinator/internal/images"
+	"github.com/kbase/cts/coordinator/internal/jobinput"
 	"github.com/kbase/cts/coordinator/internal/jobs"
 	"github.com/kbase/cts/coordinator/internal/refdata"
+	"github.com/kbase/cts/coordinator/internal/sites"
 	"github.com/kbase/cts/shared/protocol"
 )
 
@@ -50,6 +53,43 @@ type Notifications interface {
 	Send(ctx context.Context, jobID string, t jobs.Transition) error
 	// CheckUnsent counts the unsent transitions older than olderThan and wakes the sender.
 	CheckUnsent(ctx context.Context, olderThan time.Time) (jobCount, transitions int, err error)
+}
+
+// Admission admits jobs (*admission.Service).
+type Admission interface {
+	Submit(ctx context.Context, u jobs.User, in *jobinput.JobInput) (string, error)
+}
+
+// Records reads jobs and edits their admin metadata (*jobs.Records).
+type Records interface {
+	Get(ctx context.Context, u jobs.User, id string) (*jobs.Job, error)
+	List(ctx context.Context, f jobs.ListFilter) ([]*jobs.Job, error)
+	SubJob(ctx context.Context, id string, n int) (*jobs.SubJob, error)
+	SubJobs(ctx context.Context, id string) ([]jobs.SubJob, error)
+	UpdateAdminMeta(ctx context.Context, id string, set map[string]any, unset []string) error
+}
+
+// Launch cancels and cleans jobs and reports the launcher's view (*launch.Service).
+type Launch interface {
+	Cancel(ctx context.Context, u jobs.User, id string) error
+	Clean(ctx context.Context, id string, force bool) error
+	RunnerStatus(ctx context.Context, id string, container int) (json.RawMessage, error)
+}
+
+// SiteDirectory is the compute sites and their active flags (*sites.Directory).
+type SiteDirectory interface {
+	Names() []string
+	Statuses(ctx context.Context) ([]sites.Status, error)
+	SetActive(ctx context.Context, name string, active bool) error
+}
+
+// Jobs are the services behind the job and site routes. Tests of other parts may leave them
+// all nil (no sites, no jobs).
+type Jobs struct {
+	Admission Admission
+	Records   Records
+	Launch    Launch
+	Sites     SiteDirectory
 }
 
 // Config holds what the API reports about itself and the optional dependencies.
@@ -83,7 +123,7 @@ type Config struct {
 type Server struct {
 	cfg    Config
 	auth   Authenticator
-	jobs   *jobs.Service
+	jobs   Jobs
 	images *images.Manager
 	logs   LogStreamer
 	agents http.Handler
@@ -97,7 +137,7 @@ type Server struct {
 }
 
 // New returns the API handler. agents serves the agent websocket at protocol.Path.
-func New(cfg Config, a Authenticator, js *jobs.Service, im *images.Manager, logs LogStreamer, agents http.Handler, log *slog.Logger) *Server {
+func New(cfg Config, a Authenticator, js Jobs, im *images.Manager, logs LogStreamer, agents http.Handler, log *slog.Logger) *Server {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 16 << 20
 	}

@@ -21,12 +21,16 @@ import (
 
 	"github.com/kbase/cts/coordinator/devstack"
 	"github.com/kbase/cts/coordinator/devstack/auth2"
+	"github.com/kbase/cts/coordinator/internal/admission"
 	"github.com/kbase/cts/coordinator/internal/agentws"
 	"github.com/kbase/cts/coordinator/internal/api"
 	"github.com/kbase/cts/coordinator/internal/auth"
 	"github.com/kbase/cts/coordinator/internal/images"
+	"github.com/kbase/cts/coordinator/internal/ingest"
 	"github.com/kbase/cts/coordinator/internal/jobs"
+	"github.com/kbase/cts/coordinator/internal/launch"
 	"github.com/kbase/cts/coordinator/internal/objects"
+	"github.com/kbase/cts/coordinator/internal/sites"
 	"github.com/kbase/cts/coordinator/internal/store"
 	"github.com/kbase/cts/shared/checksum"
 	"github.com/kbase/cts/shared/job"
@@ -43,20 +47,20 @@ const (
 	logDir    = "cts-logs/container_logs"
 )
 
-// fixture is the API over the real jobs service, store (embedded MongoDB), S3, image manager
+// fixture is the API over the real lifecycle services, store (embedded MongoDB), S3, image manager
 // (with an embedded registry) and auth client (against a fake auth2). No site launcher runs:
 // jobs stay where the API puts them, and tests move them further through the store.
 type fixture struct {
-	url   string
-	srv   *api.Server
-	live  *agentws.Handler // the agent endpoint, also the live log source
-	obs   *fakeObserver
-	st    *store.Store
-	objs  *objects.Objects
-	reg   *devstack.Registry
-	svc   *jobs.Service
-	notes *fakeNotifications
-	imgID string // a registered image's name
+	url    string
+	srv    *api.Server
+	live   *agentws.Handler // the agent endpoint, also the live log source
+	obs    *fakeObserver
+	st     *store.Store
+	objs   *objects.Objects
+	reg    *devstack.Registry
+	launch *launch.Service
+	notes  *fakeNotifications
+	imgID  string // a registered image's name
 }
 
 var (
@@ -99,14 +103,20 @@ func newFixtureWith(t testing.TB, configure func(*api.Config)) *fixture {
 	// The gateway's shutdown waits for idle keep-alive connections: drop ours first.
 	t.Cleanup(func() { objs.Client().Options().HTTPClient.(*http.Client).CloseIdleConnections() })
 	imgs := images.NewManager(st)
-	svc := jobs.New(jobs.Config{
-		ServiceURL: "http://cts.example", S3URL: s3srv.Endpoint, LogDir: logDir, MaxCPUHours: 100, SubmitInterval: time.Hour,
-		Sites: []jobs.Site{{Name: "kbase", CPUsPerNode: 8, MemoryPerNodeGB: 10, MaxRuntimeMin: 100}},
-	}, st, objs, imgs, nopNotifier{}, log)
+	mover := jobs.NewMover(st, nopNotifier{}, log)
+	ing := ingest.New(ingest.Config{LogDir: logDir}, st, mover, objs, log)
+	lch := launch.New(launch.Config{ServiceURL: "http://cts.example", S3URL: s3srv.Endpoint, LogDir: logDir, SubmitInterval: time.Hour,
+		Sites: []launch.Site{{Name: "kbase"}}}, st, mover, ing, log)
+	dir := sites.New([]sites.Site{{Name: "kbase", CPUsPerNode: 8, MemoryPerNodeGB: 10, MaxRuntimeMin: 100}}, st, log)
+	svc := api.Jobs{
+		Admission: admission.New(admission.Config{LogDir: logDir, MaxCPUHours: 100},
+			admission.Deps{Store: st, Sites: dir, Objects: objs, Images: imgs, Notify: nopNotifier{}, Submitter: lch, Log: log}),
+		Records: jobs.NewRecords(st), Launch: lch, Sites: dir,
+	}
 	notes := &fakeNotifications{}
 	obs := &fakeObserver{}
 	var apiSrv *api.Server
-	live := agentws.New(agentws.Config{}, svc, func(r *http.Request) error { return apiSrv.AuthorizeExecutor(r) }, log,
+	live := agentws.New(agentws.Config{}, ing, lch, func(r *http.Request) error { return apiSrv.AuthorizeExecutor(r) }, log,
 		func(w http.ResponseWriter, r *http.Request, err error) { apiSrv.WriteError(w, r, err) })
 	cfg := api.Config{Version: "1.2.3", GitHash: "abc123", Notifier: notes, LiveLogs: live, Progress: live,
 		LiveLogHeartbeat: 100 * time.Millisecond, LiveLogPoll: 50 * time.Millisecond, Observer: obs}
@@ -121,7 +131,7 @@ func newFixtureWith(t testing.TB, configure func(*api.Config)) *fixture {
 		live.Wait()
 	})
 
-	f := &fixture{url: srv.URL, srv: apiSrv, live: live, obs: obs, st: st, objs: objs, reg: devstack.TestRegistry(t), svc: svc, notes: notes}
+	f := &fixture{url: srv.URL, srv: apiSrv, live: live, obs: obs, st: st, objs: objs, reg: devstack.TestRegistry(t), launch: lch, notes: notes}
 	img, err := imagebuild.Build([]imagebuild.File{{Path: "/marker", Data: []byte("x")}}, []string{"/bin/tool"}, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -151,8 +151,8 @@ func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) sites(w http.ResponseWriter, r *http.Request) {
 	out := Sites{Sites: []SiteInfo{}}
-	if s.jobs != nil {
-		sts, err := s.jobs.Sites(r.Context())
+	if s.jobs.Sites != nil {
+		sts, err := s.jobs.Sites.Statuses(r.Context())
 		if err != nil {
 			s.fail(w, r, err)
 			return
@@ -183,7 +183,7 @@ func (s *Server) listFilter(p *params) jobs.ListFilter {
 }
 
 func (s *Server) writeJobList(w http.ResponseWriter, r *http.Request, f jobs.ListFilter) {
-	js, err := s.jobs.List(r.Context(), f)
+	js, err := s.jobs.Records.List(r.Context(), f)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -267,13 +267,13 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	opts := jobinput.DefaultOptions()
-	opts.Sites = s.jobs.SiteNames()
+	opts.Sites = s.jobs.Sites.Names()
 	in, err := jobinput.Decode(bytes.NewReader(body), opts)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	id, err := s.jobs.Submit(r.Context(), jobsUser(u), in)
+	id, err := s.jobs.Admission.Submit(r.Context(), jobsUser(u), in)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -300,7 +300,7 @@ func (s *Server) loadJob(w http.ResponseWriter, r *http.Request, level string, m
 	}
 	ju := jobsUser(u)
 	ju.Admin = level != authOwner
-	j, err := s.jobs.Get(r.Context(), ju, id)
+	j, err := s.jobs.Records.Get(r.Context(), ju, id)
 	if err != nil {
 		s.fail(w, r, err)
 		return nil, nil, false
@@ -336,7 +336,7 @@ func (s *Server) writeExitCodes(w http.ResponseWriter, r *http.Request, level st
 	if !ok {
 		return
 	}
-	subs, err := s.jobs.SubJobs(r.Context(), j.ID)
+	subs, err := s.jobs.Records.SubJobs(r.Context(), j.ID)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -365,7 +365,7 @@ func (s *Server) writeSubJobs(w http.ResponseWriter, r *http.Request, level stri
 	if !ok {
 		return
 	}
-	subs, err := s.jobs.SubJobs(r.Context(), j.ID)
+	subs, err := s.jobs.Records.SubJobs(r.Context(), j.ID)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -387,7 +387,7 @@ func (s *Server) adminSubJob(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	sj, err := s.jobs.SubJob(r.Context(), j.ID, n)
+	sj, err := s.jobs.Records.SubJob(r.Context(), j.ID, n)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -401,7 +401,7 @@ func (s *Server) runnerStatus(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	raw, err := s.jobs.RunnerStatus(r.Context(), j.ID, n)
+	raw, err := s.jobs.Launch.RunnerStatus(r.Context(), j.ID, n)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -421,7 +421,7 @@ func (s *Server) doCancel(w http.ResponseWriter, r *http.Request, level string) 
 	}
 	ju := jobsUser(userOf(r))
 	ju.Admin = level != authOwner
-	if err := s.jobs.Cancel(r.Context(), ju, j.ID); err != nil {
+	if err := s.jobs.Launch.Cancel(r.Context(), ju, j.ID); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -635,7 +635,7 @@ func (s *Server) adminMeta(w http.ResponseWriter, r *http.Request) {
 			unset = append(unset, k)
 		}
 	}
-	if err := s.jobs.UpdateAdminMeta(r.Context(), j.ID, set, unset); err != nil {
+	if err := s.jobs.Records.UpdateAdminMeta(r.Context(), j.ID, set, unset); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -672,7 +672,7 @@ func (s *Server) adminClean(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := s.jobs.Clean(r.Context(), j.ID, force); err != nil {
+	if err := s.jobs.Launch.Clean(r.Context(), j.ID, force); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -691,7 +691,7 @@ func (s *Server) siteActive(active bool) http.HandlerFunc {
 			s.fail(w, r, err)
 			return
 		}
-		if err := s.jobs.SetSiteActive(r.Context(), site, active); err != nil {
+		if err := s.jobs.Sites.SetActive(r.Context(), site, active); err != nil {
 			s.fail(w, r, err)
 			return
 		}

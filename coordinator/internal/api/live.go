@@ -66,7 +66,7 @@ func (s *Server) liveLog(stream string) http.HandlerFunc {
 		}
 		// The job's owner, or any admin.
 		ju := jobsUser(u)
-		j, err := s.jobs.Get(r.Context(), ju, id)
+		j, err := s.jobs.Records.Get(r.Context(), ju, id)
 		if err != nil {
 			s.fail(w, r, err)
 			return
@@ -129,7 +129,7 @@ func (s *Server) liveLog(stream string) http.HandlerFunc {
 					return
 				}
 			case <-poll.C:
-				cur, err := s.jobs.Get(r.Context(), jobs.User{Name: j.User}, j.ID)
+				cur, err := s.jobs.Records.Get(r.Context(), jobs.User{Name: j.User}, j.ID)
 				if err != nil {
 					// A store outage: keep streaming; the next poll tries again.
 					s.log.WarnContext(r.Context(), "live log: read job state", "job_id", j.ID, "error", err)

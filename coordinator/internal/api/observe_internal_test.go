@@ -15,7 +15,7 @@ import (
 func TestRequestLogFields(t *testing.T) {
 	var buf bytes.Buffer
 	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	s := New(Config{Version: "1"}, nil, nil, nil, nil, nil, log)
+	s := New(Config{Version: "1"}, nil, Jobs{}, nil, nil, nil, log)
 	rec := httptest.NewRecorder()
 	s.ServeHTTP(rec, httptest.NewRequest("GET", "/jobs/job-7/status", nil))
 	if rec.Code != 401 {

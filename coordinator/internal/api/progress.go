@@ -52,7 +52,7 @@ func (s *Server) jobProgress(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	j, err := s.jobs.Get(r.Context(), jobsUser(u), id)
+	j, err := s.jobs.Records.Get(r.Context(), jobsUser(u), id)
 	if err != nil {
 		s.fail(w, r, err)
 		return

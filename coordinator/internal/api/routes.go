@@ -189,8 +189,8 @@ const (
 )
 
 func (s *Server) siteNames() []string {
-	if s.jobs == nil {
+	if s.jobs.Sites == nil {
 		return nil
 	}
-	return s.jobs.SiteNames()
+	return s.jobs.Sites.Names()
 }

@@ -403,10 +403,10 @@ func TestAdminJobRoutes(t *testing.T) {
 			jobs.JobUpdate{Error: "e", AdminError: "ae"}); err != nil {
 			t.Fatal(err)
 		}
-		if n, err := f.svc.CleanPass(ctx, 2*time.Hour); err != nil || n != 0 {
+		if n, err := f.launch.CleanPass(ctx, 2*time.Hour); err != nil || n != 0 {
 			t.Fatalf("clean pass (too young) = %d, %v", n, err)
 		}
-		if n, err := f.svc.CleanPass(ctx, 30*time.Minute); err != nil || n != 1 {
+		if n, err := f.launch.CleanPass(ctx, 30*time.Minute); err != nil || n != 1 {
 			t.Fatalf("clean pass = %d, %v; want 1 job cleaned", n, err)
 		}
 		if a := f.getJSON(t, "GET", "/admin/jobs/"+other, root, "", 200); a["cleaned"] != true {

@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/kbase/cts/coordinator/internal/jobs"
+	"github.com/kbase/cts/coordinator/internal/jobs/jobstest"
 	"github.com/kbase/cts/coordinator/internal/notify"
 	"github.com/kbase/cts/shared/job"
 	"github.com/kbase/cts/shared/protocol"
@@ -48,7 +49,7 @@ func TestKafkaOutageMidJob(t *testing.T) {
 	_ = ln.Close()
 
 	k := startKafkaAt(t, port)
-	n, err := notify.New(notify.Config{Brokers: []string{addr}, Interval: 100 * time.Millisecond}, f.store, discard())
+	n, err := notify.New(notify.Config{Brokers: []string{addr}, Interval: 100 * time.Millisecond}, f.Store, discard())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,14 +63,10 @@ func TestKafkaOutageMidJob(t *testing.T) {
 			t.Errorf("notifier Run = %v", err)
 		}
 	})
-	svc := jobs.New(jobs.Config{
-		ServiceURL: "http://coordinator.example:5000", S3URL: f.s3.Endpoint, LogDir: logDir, MaxCPUHours: 5, SubmitInterval: time.Hour,
-		Sites: []jobs.Site{{Name: "kbase", Launcher: f.launcher, CPUsPerNode: 4, MemoryPerNodeGB: 2, MaxRuntimeMin: 60}},
-	}, f.store, f.objs, f.imgs, n, discard())
-	f.svc = svc
+	f.Wire(n)
 
 	unsent := func() int {
-		js, err := f.store.UnsentTransitions(ctx, time.Now().Add(time.Hour), 0)
+		js, err := f.Store.UnsentTransitions(ctx, time.Now().Add(time.Hour), 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -91,33 +88,33 @@ func TestKafkaOutageMidJob(t *testing.T) {
 	}
 
 	// Before the outage: the job is submitted and starts; its transitions go out.
-	good := f.put(t, "outputs/run1/good.txt", []byte("good"))
-	id1 := f.submit(t, nil)
-	a0, a1 := f.agent(id1, 0, "x"), f.agent(id1, 1, "x")
-	a0.walk(t, job.JobSubmitting, job.JobSubmitted)
-	a1.walk(t, job.JobSubmitting, job.JobSubmitted)
-	f.wantState(t, id1, job.JobSubmitted)
+	good := f.Put(t, "outputs/run1/good.txt", []byte("good"))
+	id1 := f.Submit(t, nil)
+	a0, a1 := f.Agent(id1, 0, "x"), f.Agent(id1, 1, "x")
+	a0.Walk(t, job.JobSubmitting, job.JobSubmitted)
+	a1.Walk(t, job.JobSubmitting, job.JobSubmitted)
+	f.WantState(t, id1, job.JobSubmitted)
 	waitUnsent(0)
 
 	// The broker dies mid-job.
 	k.Close()
-	a0.walk(t, job.UploadSubmitting, job.UploadSubmitted)
-	a1.walk(t, job.UploadSubmitting, job.UploadSubmitted)
-	for _, a := range []*agent{a0, a1} {
-		if err := a.send(ctx, protocol.Event{State: job.Complete, Outputs: []protocol.OutputFile{{File: "outputs/run1/good.txt", CRC64NVME: good}}}); err != nil {
+	a0.Walk(t, job.UploadSubmitting, job.UploadSubmitted)
+	a1.Walk(t, job.UploadSubmitting, job.UploadSubmitted)
+	for _, a := range []*jobstest.Agent{a0, a1} {
+		if err := a.Send(ctx, protocol.Event{State: job.Complete, Outputs: []protocol.OutputFile{{File: "outputs/run1/good.txt", CRC64NVME: good}}}); err != nil {
 			t.Fatalf("an agent event during the outage: %v", err)
 		}
 	}
-	f.wantState(t, id1, job.Complete)
+	f.WantState(t, id1, job.Complete)
 	// New jobs are accepted and run meanwhile.
-	id2 := f.submit(t, nil)
-	if err := svc.Cancel(ctx, alice, id2); err != nil {
+	id2 := f.Submit(t, nil)
+	if err := f.Launch.Cancel(ctx, alice, id2); err != nil {
 		t.Fatal(err)
 	}
-	if err := svc.SubmitPass(ctx); err != nil {
+	if err := f.Launch.Pass(ctx); err != nil {
 		t.Fatal(err)
 	}
-	f.wantState(t, id2, job.Canceled)
+	f.WantState(t, id2, job.Canceled)
 	time.Sleep(300 * time.Millisecond)
 	// upload_submitting, upload_submitted, complete of job 1; created, download_submitted,
 	// canceling, canceled of job 2.
@@ -144,11 +141,11 @@ func TestKafkaOutageMidJob(t *testing.T) {
 		st := string(m.Value)
 		got[string(m.Key)] = append(got[string(m.Key)], st)
 	}
-	j1, err := f.store.GetJob(ctx, id1)
+	j1, err := f.Store.GetJob(ctx, id1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	j2, err := f.store.GetJob(ctx, id2)
+	j2, err := f.Store.GetJob(ctx, id2)
 	if err != nil {
 		t.Fatal(err)
 	}

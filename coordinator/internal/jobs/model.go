@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"strings"
 	"time"
 
 	"github.com/kbase/cts/coordinator/internal/images"
@@ -114,4 +115,61 @@ type SubJobUpdate struct {
 type Seq struct {
 	Attempt string
 	Seq     int64
+}
+
+// Accounting is the resource use recorded on a finished job (cpu_hours, cpu_factor,
+// max_memory), from the launcher's view of its containers.
+type Accounting struct {
+	CPUHours  *float64
+	CPUFactor *float64
+	MaxMemory *int64
+}
+
+// ObjectMeta is what the coordinator needs to know of an S3 object.
+type ObjectMeta struct {
+	Size      int64
+	CRC64NVME string // "" when the object has no CRC64/NVME
+}
+
+// User is the caller of a lifecycle or record method.
+type User struct {
+	Name  string
+	Staff bool
+	Admin bool
+}
+
+// Now is the clock of job records: UTC, truncated to the millisecond a BSON date keeps.
+func Now() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }
+
+// ReachedAt reports whether the sub-job passed through one of the states, and the latest
+// time it did.
+func ReachedAt(s SubJob, states ...job.State) (time.Time, bool) {
+	var t time.Time
+	found := false
+	for _, tr := range s.Transitions {
+		if tr.State == "" {
+			continue
+		}
+		for _, st := range states {
+			if tr.State == st {
+				found = true
+				if tr.Time.After(t) {
+					t = tr.Time
+				}
+			}
+		}
+	}
+	return t, found
+}
+
+// LogPath is the folder ("bucket/prefix/<job id>", no trailing slash) below logDir where the
+// containers of job id left their stdout and stderr, or "" when none of them started (logs
+// exist only for containers that ran).
+func LogPath(logDir, id string, subs []SubJob) string {
+	for _, sj := range subs {
+		if _, ran := ReachedAt(sj, job.JobSubmitted); ran {
+			return strings.TrimRight(logDir, "/") + "/" + id
+		}
+	}
+	return ""
 }

@@ -20,7 +20,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
 
+	"github.com/kbase/cts/coordinator/internal/admission"
 	"github.com/kbase/cts/coordinator/internal/ctserr"
+	"github.com/kbase/cts/coordinator/internal/ingest"
 	"github.com/kbase/cts/coordinator/internal/jobs"
 	"github.com/kbase/cts/shared/checksum"
 	"github.com/kbase/cts/shared/s3path"
@@ -46,7 +48,10 @@ type Objects struct {
 	c *s3.Client
 }
 
-var _ jobs.Objects = (*Objects)(nil)
+var (
+	_ admission.Objects = (*Objects)(nil)
+	_ ingest.Objects    = (*Objects)(nil)
+)
 
 // NewClient returns an S3 client for cfg: path-style addressing, static credentials, and the
 // SDK's own checksum code off (we compute CRC64/NVME ourselves and pass the value).

@@ -16,18 +16,16 @@
 //	  running past runtime + RuntimeGrace   → error
 //	launcher unreachable                    → only the heartbeat and deadline rules apply
 //
-// When it ends a job, jobs.Service.FailJob also stops the connected agents and asks the
+// A failure the verdict marks retryable (held, lost or never-connected agents) is first handed
+// to launch.Service.RetryLaunch, which launches the job again as a new attempt when nothing of
+// it has run yet (every container still download_submitted) and MaxLaunchRetries allows;
+// otherwise launch.Service.FailJob ends the job, stops the connected agents and asks the
 // launcher to remove the job's containers. After jobs end (by any path) it records their
 // accounting (cpu_hours, cpu_factor, max_memory) from the launcher's view once the containers
-// have ended (reference §6.6).
+// have ended, as the Python service does.
 //
-// Retrying a container after an infrastructure failure is deliberately not done here: the
-// sub-job state machine has no backward transitions and the agent protocol names one attempt
-// per container, so a retry needs a new launch Attempt with its own sub-job generation (see
-// the report of issue 5); until then an infrastructure failure ends the job.
-//
-// It must not change job states except through jobs.Service, and must not fail a job because
-// the launcher is merely unreachable.
+// It must not change job states except through package launch, and must not fail a job
+// because the launcher is merely unreachable.
 package reconcile
 
 import (
@@ -38,6 +36,7 @@ import (
 	"time"
 
 	"github.com/kbase/cts/coordinator/internal/jobs"
+	"github.com/kbase/cts/coordinator/internal/launch"
 	"github.com/kbase/cts/shared/job"
 	"github.com/kbase/cts/shared/launcher"
 )
@@ -93,43 +92,50 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Jobs is what the reconciler needs of the jobs service (*jobs.Service implements it).
-type Jobs interface {
-	ActiveJobs(ctx context.Context, limit int) ([]*jobs.Job, error)
-	SubJobs(ctx context.Context, id string) ([]jobs.SubJob, error)
-	SiteLauncher(name string) (jobs.Launcher, bool)
+// Store is what the reconciler reads, and the accounting it records.
+type Store interface {
+	jobs.StateLister
+	jobs.SubJobGetter
+	// JobsToAccount returns up to limit terminal jobs that were launched, ended at or after
+	// since, and have no accounting recorded yet, oldest first.
+	JobsToAccount(ctx context.Context, since time.Time, limit int) ([]*jobs.Job, error)
+	// SetAccounting records a terminal job's accounting once; a job that is not terminal is
+	// jobs.ErrConflict, an unknown one jobs.ErrNotFound.
+	SetAccounting(ctx context.Context, id string, a jobs.Accounting) error
+}
+
+// Launch is what the reconciler needs of package launch (*launch.Service implements it).
+type Launch interface {
+	SiteLauncher(name string) (launch.Launcher, bool)
 	FailJob(ctx context.Context, id, adminErr, userErr string) (bool, error)
 	RetryLaunch(ctx context.Context, id, reason string, maxRetries int) (bool, error)
-	JobsToAccount(ctx context.Context, since time.Time, limit int) ([]*jobs.Job, error)
-	RecordAccounting(ctx context.Context, id string, a jobs.Accounting) error
 }
 
-// StatusLauncher is the launcher capability the reconciler uses, found by type assertion on
-// a site's launcher (launcher.Client has it).
-type StatusLauncher interface {
-	Status(ctx context.Context, refs []launcher.JobRef) ([]launcher.JobStatus, error)
-}
+var _ Launch = (*launch.Service)(nil)
 
-var _ Jobs = (*jobs.Service)(nil)
+// activeStates are the states the reconciler watches: every non-terminal one.
+var activeStates = []job.State{job.Created, job.DownloadSubmitted, job.JobSubmitting, job.JobSubmitted,
+	job.UploadSubmitting, job.UploadSubmitted, job.ErrorProcessingSubmitting, job.ErrorProcessingSubmitted, job.Canceling}
 
 // Reconciler runs the passes. It is safe to run one per coordinator replica: every change
 // goes through conditional updates.
 type Reconciler struct {
-	cfg  Config
-	jobs Jobs
-	log  *slog.Logger
-	now  func() time.Time
+	cfg    Config
+	store  Store
+	launch Launch
+	log    *slog.Logger
+	now    func() time.Time
 }
 
 // New returns a reconciler; now is the clock (nil: time.Now).
-func New(cfg Config, j Jobs, log *slog.Logger, now func() time.Time) *Reconciler {
+func New(cfg Config, store Store, l Launch, log *slog.Logger, now func() time.Time) *Reconciler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if now == nil {
 		now = time.Now
 	}
-	return &Reconciler{cfg: cfg.withDefaults(), jobs: j, log: log, now: now}
+	return &Reconciler{cfg: cfg.withDefaults(), store: store, launch: l, log: log, now: now}
 }
 
 // Run runs a pass every Interval until ctx ends.
@@ -150,14 +156,14 @@ func (r *Reconciler) Run(ctx context.Context) error {
 
 // Pass looks at every active job once, then collects accounting of ended jobs.
 func (r *Reconciler) Pass(ctx context.Context) error {
-	active, err := r.jobs.ActiveJobs(ctx, r.cfg.Limit)
+	active, err := r.activeJobs(ctx)
 	if err != nil {
 		return err
 	}
 	statuses := r.statuses(ctx, active)
 	var errs []error
 	for _, j := range active {
-		subs, err := r.jobs.SubJobs(ctx, j.ID)
+		subs, err := r.store.GetSubJobs(ctx, j.ID)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("job %s: %w", j.ID, err))
 			continue
@@ -167,7 +173,7 @@ func (r *Reconciler) Pass(ctx context.Context) error {
 			continue
 		}
 		if f.Retryable && r.cfg.MaxLaunchRetries > 0 {
-			retried, err := r.jobs.RetryLaunch(ctx, j.ID, f.AdminError, r.cfg.MaxLaunchRetries)
+			retried, err := r.launch.RetryLaunch(ctx, j.ID, f.AdminError, r.cfg.MaxLaunchRetries)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("relaunch job %s: %w", j.ID, err))
 				continue
@@ -177,7 +183,7 @@ func (r *Reconciler) Pass(ctx context.Context) error {
 				continue
 			}
 		}
-		ended, err := r.jobs.FailJob(ctx, j.ID, f.AdminError, f.UserError)
+		ended, err := r.launch.FailJob(ctx, j.ID, f.AdminError, f.UserError)
 		if ended {
 			r.log.WarnContext(ctx, "reconciler ended job", "job_id", j.ID, "admin_error", f.AdminError)
 		}
@@ -191,6 +197,19 @@ func (r *Reconciler) Pass(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// activeJobs returns the non-terminal jobs, up to Limit per state.
+func (r *Reconciler) activeJobs(ctx context.Context) ([]*jobs.Job, error) {
+	var out []*jobs.Job
+	for _, st := range activeStates {
+		js, err := r.store.JobsInState(ctx, st, r.cfg.Limit)
+		if err != nil {
+			return nil, fmt.Errorf("active jobs: %w", err)
+		}
+		out = append(out, js...)
+	}
+	return out, nil
+}
+
 // statuses asks each site's launcher, in one batched call per site, about the launched jobs.
 // A site whose launcher cannot answer is left out (nil status: only the deadline rules apply).
 func (r *Reconciler) statuses(ctx context.Context, js []*jobs.Job) map[string]*launcher.JobStatus {
@@ -202,11 +221,11 @@ func (r *Reconciler) statuses(ctx context.Context, js []*jobs.Job) map[string]*l
 	}
 	out := map[string]*launcher.JobStatus{}
 	for site, refs := range bySite {
-		l, ok := r.jobs.SiteLauncher(site)
+		l, ok := r.launch.SiteLauncher(site)
 		if !ok {
 			continue
 		}
-		sl, ok := l.(StatusLauncher)
+		sl, ok := l.(launch.StatusLauncher)
 		if !ok {
 			continue
 		}
@@ -393,7 +412,7 @@ func stateOf(known bool, c launcher.ContainerStatus) string {
 // account records the accounting of jobs that ended recently, once their containers ended.
 func (r *Reconciler) account(ctx context.Context) error {
 	now := r.now()
-	js, err := r.jobs.JobsToAccount(ctx, now.Add(-r.cfg.AccountingWindow), r.cfg.Limit)
+	js, err := r.store.JobsToAccount(ctx, now.Add(-r.cfg.AccountingWindow), r.cfg.Limit)
 	if err != nil {
 		return err
 	}
@@ -415,7 +434,7 @@ func (r *Reconciler) account(ctx context.Context) error {
 			continue
 		}
 		u := launcher.SumUsage(st.Containers)
-		if err := r.jobs.RecordAccounting(ctx, j.ID, jobs.Accounting{CPUHours: u.CPUHours, CPUFactor: u.CPUFactor, MaxMemory: u.MaxMemory}); err != nil {
+		if err := r.store.SetAccounting(ctx, j.ID, jobs.Accounting{CPUHours: u.CPUHours, CPUFactor: u.CPUFactor, MaxMemory: u.MaxMemory}); err != nil {
 			errs = append(errs, fmt.Errorf("accounting of job %s: %w", j.ID, err))
 		}
 	}

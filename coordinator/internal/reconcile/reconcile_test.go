@@ -9,6 +9,7 @@ import (
 
 	"github.com/kbase/cts/coordinator/internal/jobinput"
 	"github.com/kbase/cts/coordinator/internal/jobs"
+	"github.com/kbase/cts/coordinator/internal/launch"
 	"github.com/kbase/cts/shared/job"
 	"github.com/kbase/cts/shared/launcher"
 )
@@ -111,11 +112,12 @@ func TestDecide(t *testing.T) {
 	}
 }
 
-// fakeJobs is the Jobs interface over fixed data, recording what the reconciler does.
+// fakeJobs is the Store and Launch interfaces over fixed data, recording what the reconciler
+// does.
 type fakeJobs struct {
 	active   []*jobs.Job
 	subs     map[string][]jobs.SubJob
-	launcher jobs.Launcher
+	launcher launch.Launcher
 	toAcct   []*jobs.Job
 	failed   map[string]Failure
 	acct     map[string]jobs.Accounting
@@ -124,11 +126,19 @@ type fakeJobs struct {
 	retried    map[string]string
 }
 
-func (f *fakeJobs) ActiveJobs(context.Context, int) ([]*jobs.Job, error) { return f.active, nil }
-func (f *fakeJobs) SubJobs(_ context.Context, id string) ([]jobs.SubJob, error) {
+func (f *fakeJobs) JobsInState(_ context.Context, st job.State, _ int) ([]*jobs.Job, error) {
+	var out []*jobs.Job
+	for _, j := range f.active {
+		if j.State == st {
+			out = append(out, j)
+		}
+	}
+	return out, nil
+}
+func (f *fakeJobs) GetSubJobs(_ context.Context, id string) ([]jobs.SubJob, error) {
 	return f.subs[id], nil
 }
-func (f *fakeJobs) SiteLauncher(name string) (jobs.Launcher, bool) {
+func (f *fakeJobs) SiteLauncher(name string) (launch.Launcher, bool) {
 	return f.launcher, name == "condor"
 }
 func (f *fakeJobs) FailJob(_ context.Context, id, a, u string) (bool, error) {
@@ -148,7 +158,7 @@ func (f *fakeJobs) RetryLaunch(_ context.Context, id, reason string, maxRetries 
 func (f *fakeJobs) JobsToAccount(context.Context, time.Time, int) ([]*jobs.Job, error) {
 	return f.toAcct, nil
 }
-func (f *fakeJobs) RecordAccounting(_ context.Context, id string, a jobs.Accounting) error {
+func (f *fakeJobs) SetAccounting(_ context.Context, id string, a jobs.Accounting) error {
 	f.acct[id] = a
 	return nil
 }
@@ -190,7 +200,7 @@ func TestPass(t *testing.T) {
 	f := &fakeJobs{active: []*jobs.Job{held, ok}, toAcct: []*jobs.Job{done}, launcher: l,
 		subs:   map[string][]jobs.SubJob{"j1": {sub(0, job.DownloadSubmitted, time.Time{})}, "j2": {sub(0, job.JobSubmitted, t0)}},
 		failed: map[string]Failure{}, acct: map[string]jobs.Accounting{}}
-	r := New(Config{}, f, nil, func() time.Time { return t0.Add(30 * time.Second) })
+	r := New(Config{}, f, f, nil, func() time.Time { return t0.Add(30 * time.Second) })
 	if err := r.Pass(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +238,7 @@ func TestPassRetriesInfrastructureFailures(t *testing.T) {
 			f := &fakeJobs{active: []*jobs.Job{held}, launcher: l, allowRetry: tc.allow,
 				subs:   map[string][]jobs.SubJob{"j1": {sub(0, job.DownloadSubmitted, time.Time{})}},
 				failed: map[string]Failure{}, acct: map[string]jobs.Accounting{}}
-			r := New(Config{MaxLaunchRetries: tc.max}, f, nil, func() time.Time { return t0.Add(30 * time.Second) })
+			r := New(Config{MaxLaunchRetries: tc.max}, f, f, nil, func() time.Time { return t0.Add(30 * time.Second) })
 			if err := r.Pass(t.Context()); err != nil {
 				t.Fatal(err)
 			}

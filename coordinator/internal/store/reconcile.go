@@ -11,9 +11,10 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/kbase/cts/coordinator/internal/jobs"
+	"github.com/kbase/cts/coordinator/internal/reconcile"
 )
 
-var _ jobs.ReconcileStore = (*Store)(nil)
+var _ reconcile.Store = (*Store)(nil)
 
 // accountedField marks a job whose accounting was recorded (the Job model does not carry it).
 const accountedField = "_accounted"

@@ -9,10 +9,11 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/kbase/cts/coordinator/internal/jobs"
+	"github.com/kbase/cts/coordinator/internal/launch"
 	"github.com/kbase/cts/shared/job"
 )
 
-var _ jobs.LaunchStore = (*Store)(nil)
+var _ launch.Store = (*Store)(nil)
 
 // UpdateLaunch replaces the launch record of a job that is still in state with launch attempt
 // attempt (a record written before attempts were counted has none, which means 0).

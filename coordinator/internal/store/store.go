@@ -1,6 +1,8 @@
 // Package store owns the coordinator's MongoDB persistence (official driver v2): the jobs,
-// subjobs, images and sites collections, their indexes (reference §10.1), the job document layout
-// (§10.2) and the queries (§10.3). It implements jobs.Store and images.Store; every state
+// subjobs, images, sites and refdata collections, their indexes, the job document layout (the
+// Python service's, so both can read the same database) and the queries. It implements the
+// narrow store interface of each package that persists through it (admission, ingest, launch,
+// reconcile, sites, notify, images, refdata, and jobs' records and transitions); every state
 // change is one conditional update on one document, so two writers can never both move a job.
 //
 // It must not hold business rules (which transitions are legal is decided by the caller, who
@@ -27,8 +29,12 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/kbase/cts/coordinator/internal/admission"
 	"github.com/kbase/cts/coordinator/internal/images"
+	"github.com/kbase/cts/coordinator/internal/ingest"
 	"github.com/kbase/cts/coordinator/internal/jobs"
+	"github.com/kbase/cts/coordinator/internal/notify"
+	"github.com/kbase/cts/coordinator/internal/sites"
 )
 
 // Collection names.
@@ -60,7 +66,7 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Store is the MongoDB implementation of jobs.Store and images.Store. It is safe for
+// Store is the MongoDB implementation of the coordinator's store interfaces. It is safe for
 // concurrent use.
 type Store struct {
 	client  *mongo.Client
@@ -74,9 +80,15 @@ type Store struct {
 	ferret bool
 }
 
+// The store implements the narrow store interface of every package that persists through it.
 var (
-	_ jobs.Store   = (*Store)(nil)
-	_ images.Store = (*Store)(nil)
+	_ admission.Store      = (*Store)(nil)
+	_ ingest.Store         = (*Store)(nil)
+	_ jobs.RecordStore     = (*Store)(nil)
+	_ jobs.TransitionStore = (*Store)(nil)
+	_ sites.Store          = (*Store)(nil)
+	_ notify.Outbox        = (*Store)(nil)
+	_ images.Store         = (*Store)(nil)
 )
 
 // New connects to MongoDB, pings it and creates the indexes of the jobs, subjobs and images

@@ -1,8 +1,9 @@
-package jobs
+package ingest
 
 import (
 	"time"
 
+	"github.com/kbase/cts/coordinator/internal/jobs"
 	"github.com/kbase/cts/shared/job"
 )
 
@@ -15,7 +16,7 @@ type step struct {
 	to      [2]job.State
 }
 
-// steps is the fold of sub-job states into the job state (reference §2.4).
+// steps is the fold of sub-job states into the job state, as the Python service folds them.
 var steps = []step{
 	{job.DownloadSubmitted, [2]job.State{job.JobSubmitting}, [2]job.State{job.JobSubmitting}},
 	{job.JobSubmitting, [2]job.State{job.JobSubmitted}, [2]job.State{job.JobSubmitted}},
@@ -38,7 +39,7 @@ type Fold struct {
 // NextFold computes the job's next state from its current state and its sub-jobs. It moves one
 // step at a time; callers apply it and call again until To is "".
 // A job that is canceling or terminal never folds.
-func NextFold(current job.State, subs []SubJob) Fold {
+func NextFold(current job.State, subs []jobs.SubJob) Fold {
 	if current.Terminal() || current == job.Canceling || current == job.Created || len(subs) == 0 {
 		return Fold{}
 	}
@@ -63,7 +64,7 @@ func NextFold(current job.State, subs []SubJob) Fold {
 		errBranch := false
 		stalled := false
 		for _, s := range subs {
-			t, ok := reachedAt(s, st.reached)
+			t, ok := jobs.ReachedAt(s, st.reached[:]...)
 			if !ok {
 				stalled = true
 				break
@@ -71,7 +72,7 @@ func NextFold(current job.State, subs []SubJob) Fold {
 			if t.After(when) {
 				when = t
 			}
-			if _, ok := reachedAt(s, [2]job.State{job.ErrorProcessingSubmitting}); ok {
+			if _, ok := jobs.ReachedAt(s, job.ErrorProcessingSubmitting); ok {
 				errBranch = true
 			}
 		}
@@ -94,23 +95,4 @@ func NextFold(current job.State, subs []SubJob) Fold {
 		}
 	}
 	return Fold{}
-}
-
-// reachedAt reports whether the sub-job passed through one of the states, and the latest time
-// it did.
-func reachedAt(s SubJob, states [2]job.State) (time.Time, bool) {
-	var t time.Time
-	found := false
-	for _, tr := range s.Transitions {
-		if tr.State == "" {
-			continue
-		}
-		if tr.State == states[0] || tr.State == states[1] {
-			found = true
-			if tr.Time.After(t) {
-				t = tr.Time
-			}
-		}
-	}
-	return t, found
 }

@@ -1,4 +1,4 @@
-package jobs_test
+package ingest_test
 
 import (
 	"errors"
@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kbase/cts/coordinator/internal/ingest"
 	"github.com/kbase/cts/coordinator/internal/jobs"
 	"github.com/kbase/cts/shared/job"
 	"github.com/kbase/cts/shared/protocol"
@@ -22,31 +23,31 @@ func states(ts []jobs.Transition) []job.State {
 func TestEventsFoldToComplete(t *testing.T) {
 	f := newFixture(t)
 	ctx := t.Context()
-	id := f.submit(t, nil)
-	out0 := f.put(t, "outputs/run1/out0.txt", []byte("result of container 0"))
-	out1 := f.put(t, "outputs/run1/sub/out1.txt", []byte("result of container 1"))
-	a0, a1 := f.agent(id, 0, "c0.a"), f.agent(id, 1, "c1.a")
+	id := f.Submit(t, nil)
+	out0 := f.Put(t, "outputs/run1/out0.txt", []byte("result of container 0"))
+	out1 := f.Put(t, "outputs/run1/sub/out1.txt", []byte("result of container 1"))
+	a0, a1 := f.Agent(id, 0, "c0.a"), f.Agent(id, 1, "c1.a")
 
 	// The job moves only once both containers got there.
-	a0.walk(t, job.JobSubmitting)
-	f.wantState(t, id, job.DownloadSubmitted)
-	a1.walk(t, job.JobSubmitting)
-	f.wantState(t, id, job.JobSubmitting)
-	a0.walk(t, job.JobSubmitted, job.UploadSubmitting, job.UploadSubmitted)
-	f.wantState(t, id, job.JobSubmitting)
-	a1.walk(t, job.JobSubmitted, job.UploadSubmitting, job.UploadSubmitted)
-	f.wantState(t, id, job.UploadSubmitted)
+	a0.Walk(t, job.JobSubmitting)
+	f.WantState(t, id, job.DownloadSubmitted)
+	a1.Walk(t, job.JobSubmitting)
+	f.WantState(t, id, job.JobSubmitting)
+	a0.Walk(t, job.JobSubmitted, job.UploadSubmitting, job.UploadSubmitted)
+	f.WantState(t, id, job.JobSubmitting)
+	a1.Walk(t, job.JobSubmitted, job.UploadSubmitting, job.UploadSubmitted)
+	f.WantState(t, id, job.UploadSubmitted)
 
-	if err := a0.send(ctx, protocol.Event{State: job.Complete, Outputs: []protocol.OutputFile{{File: "outputs/run1/out0.txt", CRC64NVME: out0}}}); err != nil {
+	if err := a0.Send(ctx, protocol.Event{State: job.Complete, Outputs: []protocol.OutputFile{{File: "outputs/run1/out0.txt", CRC64NVME: out0}}}); err != nil {
 		t.Fatal(err)
 	}
-	f.wantState(t, id, job.UploadSubmitted)
-	pokes := f.notify.pokes.Load()
-	if err := a1.send(ctx, protocol.Event{State: job.Complete, Outputs: []protocol.OutputFile{{File: "outputs/run1/sub/out1.txt", CRC64NVME: out1}}}); err != nil {
+	f.WantState(t, id, job.UploadSubmitted)
+	pokes := f.Notify.Pokes.Load()
+	if err := a1.Send(ctx, protocol.Event{State: job.Complete, Outputs: []protocol.OutputFile{{File: "outputs/run1/sub/out1.txt", CRC64NVME: out1}}}); err != nil {
 		t.Fatal(err)
 	}
-	j := f.wantState(t, id, job.Complete)
-	if f.notify.pokes.Load() == pokes {
+	j := f.WantState(t, id, job.Complete)
+	if f.Notify.Pokes.Load() == pokes {
 		t.Fatal("the complete transition did not poke the notifier")
 	}
 	wantStates := []job.State{job.Created, job.DownloadSubmitted, job.JobSubmitting, job.JobSubmitted,
@@ -68,7 +69,7 @@ func TestEventsFoldToComplete(t *testing.T) {
 	if j.LogPath != logDir+"/"+id || j.Error != "" || j.AdminError != "" {
 		t.Fatalf("logpath %q error %q admin error %q", j.LogPath, j.Error, j.AdminError)
 	}
-	subs, err := f.store.GetSubJobs(ctx, id)
+	subs, err := f.Store.GetSubJobs(ctx, id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,24 +80,24 @@ func TestEventsFoldToComplete(t *testing.T) {
 	}
 
 	t.Run("a resent event is acknowledged and not applied again", func(t *testing.T) {
-		before, _ := f.store.GetSubJobs(ctx, id)
+		before, _ := f.Store.GetSubJobs(ctx, id)
 		for _, seq := range []int64{5, 1} {
-			err := f.svc.ApplyEvent(ctx, id, 0, "c0.a", protocol.Event{Seq: seq, State: job.Complete})
+			err := f.Ingest.ApplyEvent(ctx, id, 0, "c0.a", protocol.Event{Seq: seq, State: job.Complete})
 			if err != nil {
 				t.Fatalf("resend of seq %d = %v, want nil", seq, err)
 			}
 		}
-		after, _ := f.store.GetSubJobs(ctx, id)
+		after, _ := f.Store.GetSubJobs(ctx, id)
 		if len(after[0].Transitions) != len(before[0].Transitions) || after[0].LastSeq != 5 {
 			t.Fatalf("a resend changed the sub-job: %+v", after[0])
 		}
-		if got := f.job(t, id); len(got.Transitions) != len(j.Transitions) {
+		if got := f.Job(t, id); len(got.Transitions) != len(j.Transitions) {
 			t.Fatal("a resend changed the job")
 		}
 	})
 	t.Run("events after the end are rejected", func(t *testing.T) {
-		err := f.svc.ApplyEvent(ctx, id, 0, "c0.a", protocol.Event{Seq: 6, State: job.Error, AdminError: "late"})
-		if !errors.Is(err, jobs.ErrRejected) {
+		err := f.Ingest.ApplyEvent(ctx, id, 0, "c0.a", protocol.Event{Seq: 6, State: job.Error, AdminError: "late"})
+		if !errors.Is(err, ingest.ErrRejected) {
 			t.Fatalf("ApplyEvent = %v, want ErrRejected", err)
 		}
 	})
@@ -105,9 +106,9 @@ func TestEventsFoldToComplete(t *testing.T) {
 func TestEventRejections(t *testing.T) {
 	f := newFixture(t)
 	ctx := t.Context()
-	id := f.submit(t, nil)
-	a := f.agent(id, 0, "a1")
-	a.walk(t, job.JobSubmitting)
+	id := f.Submit(t, nil)
+	a := f.Agent(id, 0, "a1")
+	a.Walk(t, job.JobSubmitting)
 	for _, tc := range []struct {
 		name      string
 		jobID     string
@@ -130,21 +131,21 @@ func TestEventRejections(t *testing.T) {
 			if tc.name == "other attempt repeats" {
 				attempt = "a2"
 			}
-			err := f.svc.ApplyEvent(ctx, tc.jobID, tc.container, attempt, tc.ev)
-			if !errors.Is(err, jobs.ErrRejected) {
+			err := f.Ingest.ApplyEvent(ctx, tc.jobID, tc.container, attempt, tc.ev)
+			if !errors.Is(err, ingest.ErrRejected) {
 				t.Fatalf("ApplyEvent = %v, want ErrRejected", err)
 			}
 		})
 	}
-	subs, _ := f.store.GetSubJobs(ctx, id)
+	subs, _ := f.Store.GetSubJobs(ctx, id)
 	if subs[0].State != job.JobSubmitting || subs[0].LastSeq != 1 || subs[0].Attempt != "a1" || len(subs[0].Transitions) != 3 {
 		t.Fatalf("rejected events changed the sub-job: %+v", subs[0])
 	}
 	// A new attempt continues from where the container is, with its own numbering.
-	if err := f.svc.ApplyEvent(ctx, id, 0, "a2", protocol.Event{Seq: 1, State: job.JobSubmitted}); err != nil {
+	if err := f.Ingest.ApplyEvent(ctx, id, 0, "a2", protocol.Event{Seq: 1, State: job.JobSubmitted}); err != nil {
 		t.Fatal(err)
 	}
-	subs, _ = f.store.GetSubJobs(ctx, id)
+	subs, _ = f.Store.GetSubJobs(ctx, id)
 	if subs[0].State != job.JobSubmitted || subs[0].Attempt != "a2" || subs[0].LastSeq != 1 {
 		t.Fatalf("sub-job after a new attempt: %+v", subs[0])
 	}
@@ -154,22 +155,22 @@ func TestEventRejections(t *testing.T) {
 // the given outputs; it returns the job.
 func completeBoth(t *testing.T, f *fixture, id string, outs0, outs1 []protocol.OutputFile) *jobs.Job {
 	t.Helper()
-	a0, a1 := f.agent(id, 0, "x"), f.agent(id, 1, "x")
-	a0.walk(t, running...)
-	a1.walk(t, running...)
-	if err := a0.send(t.Context(), protocol.Event{State: job.Complete, Outputs: outs0}); err != nil {
+	a0, a1 := f.Agent(id, 0, "x"), f.Agent(id, 1, "x")
+	a0.Walk(t, running...)
+	a1.Walk(t, running...)
+	if err := a0.Send(t.Context(), protocol.Event{State: job.Complete, Outputs: outs0}); err != nil {
 		t.Fatal(err)
 	}
-	if err := a1.send(t.Context(), protocol.Event{State: job.Complete, Outputs: outs1}); err != nil {
+	if err := a1.Send(t.Context(), protocol.Event{State: job.Complete, Outputs: outs1}); err != nil {
 		t.Fatal(err)
 	}
-	return f.job(t, id)
+	return f.Job(t, id)
 }
 
 func TestOutputVerification(t *testing.T) {
 	f := newFixture(t)
-	good := f.put(t, "outputs/run1/good.txt", []byte("good"))
-	other := f.put(t, "outputs/run1/other.txt", []byte("other"))
+	good := f.Put(t, "outputs/run1/good.txt", []byte("good"))
+	other := f.Put(t, "outputs/run1/other.txt", []byte("other"))
 	cases := []struct {
 		name         string
 		outs0, outs1 []protocol.OutputFile
@@ -195,7 +196,7 @@ func TestOutputVerification(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			j := completeBoth(t, f, f.submit(t, nil), tc.outs0, tc.outs1)
+			j := completeBoth(t, f, f.Submit(t, nil), tc.outs0, tc.outs1)
 			if j.State != job.Error || j.Error != tc.err || j.AdminError != tc.admin || j.Outputs != nil {
 				t.Fatalf("job %s: error %q admin %q outputs %v\nwant error %q admin %q", j.State, j.Error, j.AdminError, j.Outputs, tc.err, tc.admin)
 			}
@@ -203,7 +204,7 @@ func TestOutputVerification(t *testing.T) {
 	}
 	t.Run("one file from two containers with one content is one output", func(t *testing.T) {
 		o := []protocol.OutputFile{{File: "outputs/run1/good.txt", CRC64NVME: good}}
-		j := completeBoth(t, f, f.submit(t, nil), o, o)
+		j := completeBoth(t, f, f.Submit(t, nil), o, o)
 		if j.State != job.Complete || len(j.Outputs) != 1 || *j.OutputFileCount != 1 {
 			t.Fatalf("job %s outputs %+v", j.State, j.Outputs)
 		}
@@ -213,24 +214,24 @@ func TestOutputVerification(t *testing.T) {
 func TestContainerErrors(t *testing.T) {
 	f := newFixture(t)
 	ctx := t.Context()
-	good := f.put(t, "outputs/run1/good.txt", []byte("good"))
+	good := f.Put(t, "outputs/run1/good.txt", []byte("good"))
 	okOutputs := []protocol.OutputFile{{File: "outputs/run1/good.txt", CRC64NVME: good}}
 
 	t.Run("non-zero exit", func(t *testing.T) {
-		id := f.submit(t, nil)
-		a0, a1 := f.agent(id, 0, "x"), f.agent(id, 1, "x")
-		a0.walk(t, running...)
-		if err := a0.send(ctx, protocol.Event{State: job.Complete, Outputs: okOutputs}); err != nil {
+		id := f.Submit(t, nil)
+		a0, a1 := f.Agent(id, 0, "x"), f.Agent(id, 1, "x")
+		a0.Walk(t, running...)
+		if err := a0.Send(ctx, protocol.Event{State: job.Complete, Outputs: okOutputs}); err != nil {
 			t.Fatal(err)
 		}
-		a1.walk(t, job.JobSubmitting, job.JobSubmitted, job.ErrorProcessingSubmitting)
-		f.wantState(t, id, job.ErrorProcessingSubmitting)
-		a1.walk(t, job.ErrorProcessingSubmitted)
-		f.wantState(t, id, job.ErrorProcessingSubmitted)
-		if err := a1.send(ctx, protocol.Event{State: job.Error, Error: "Your tool failed", AdminError: "exit code 1", Traceback: "tb"}); err != nil {
+		a1.Walk(t, job.JobSubmitting, job.JobSubmitted, job.ErrorProcessingSubmitting)
+		f.WantState(t, id, job.ErrorProcessingSubmitting)
+		a1.Walk(t, job.ErrorProcessingSubmitted)
+		f.WantState(t, id, job.ErrorProcessingSubmitted)
+		if err := a1.Send(ctx, protocol.Event{State: job.Error, Error: "Your tool failed", AdminError: "exit code 1", Traceback: "tb"}); err != nil {
 			t.Fatal(err)
 		}
-		j := f.wantState(t, id, job.Error)
+		j := f.WantState(t, id, job.Error)
 		want := []job.State{job.Created, job.DownloadSubmitted, job.JobSubmitting, job.JobSubmitted,
 			job.ErrorProcessingSubmitting, job.ErrorProcessingSubmitted, job.Error}
 		if !reflect.DeepEqual(states(j.Transitions), want) {
@@ -240,40 +241,40 @@ func TestContainerErrors(t *testing.T) {
 			j.AdminError != "container 1: exit code 1" || j.LogPath != logDir+"/"+id || j.Outputs != nil {
 			t.Fatalf("error %q admin %q logpath %q outputs %v", j.Error, j.AdminError, j.LogPath, j.Outputs)
 		}
-		subs, _ := f.store.GetSubJobs(ctx, id)
+		subs, _ := f.Store.GetSubJobs(ctx, id)
 		if subs[1].ExitCode == nil || *subs[1].ExitCode != 1 || subs[1].Traceback != "tb" || subs[1].Error != "Your tool failed" {
 			t.Fatalf("sub-job %+v", subs[1])
 		}
 	})
 	t.Run("system errors", func(t *testing.T) {
-		id := f.submit(t, nil)
-		a0, a1 := f.agent(id, 0, "x"), f.agent(id, 1, "x")
+		id := f.Submit(t, nil)
+		a0, a1 := f.Agent(id, 0, "x"), f.Agent(id, 1, "x")
 		// Container 0 fails its download, container 1 later fails without details.
-		if err := a0.send(ctx, protocol.Event{State: job.Error, Error: "An input file failed its checksum", AdminError: "crc mismatch on inputs/in/a.txt"}); err != nil {
+		if err := a0.Send(ctx, protocol.Event{State: job.Error, Error: "An input file failed its checksum", AdminError: "crc mismatch on inputs/in/a.txt"}); err != nil {
 			t.Fatal(err)
 		}
-		f.wantState(t, id, job.DownloadSubmitted)
-		a1.walk(t, job.JobSubmitting, job.JobSubmitted)
-		if err := a1.send(ctx, protocol.Event{State: job.Error}); err != nil {
+		f.WantState(t, id, job.DownloadSubmitted)
+		a1.Walk(t, job.JobSubmitting, job.JobSubmitted)
+		if err := a1.Send(ctx, protocol.Event{State: job.Error}); err != nil {
 			t.Fatal(err)
 		}
-		j := f.wantState(t, id, job.Error)
+		j := f.WantState(t, id, job.Error)
 		if j.Error != "An input file failed its checksum" ||
 			j.AdminError != "container 0: crc mismatch on inputs/in/a.txt; container 1: the agent reported an error without details" {
 			t.Fatalf("error %q admin %q", j.Error, j.AdminError)
 		}
 	})
 	t.Run("unexpected error", func(t *testing.T) {
-		id := f.submit(t, nil)
-		a0 := f.agent(id, 0, "x")
-		a0.walk(t, running...)
-		if err := a0.send(ctx, protocol.Event{State: job.Complete, Outputs: okOutputs}); err != nil {
+		id := f.Submit(t, nil)
+		a0 := f.Agent(id, 0, "x")
+		a0.Walk(t, running...)
+		if err := a0.Send(ctx, protocol.Event{State: job.Complete, Outputs: okOutputs}); err != nil {
 			t.Fatal(err)
 		}
-		if err := f.agent(id, 1, "y").send(ctx, protocol.Event{State: job.Error, AdminError: "pull failed"}); err != nil {
+		if err := f.Agent(id, 1, "y").Send(ctx, protocol.Event{State: job.Error, AdminError: "pull failed"}); err != nil {
 			t.Fatal(err)
 		}
-		j := f.wantState(t, id, job.Error)
+		j := f.WantState(t, id, job.Error)
 		if j.Error != "An unexpected error occurred." || j.AdminError != "container 1: pull failed" {
 			t.Fatalf("error %q admin %q", j.Error, j.AdminError)
 		}
@@ -286,39 +287,39 @@ func TestContainerErrors(t *testing.T) {
 func TestResendAfterFailedFoldFolds(t *testing.T) {
 	f := newFixture(t)
 	ctx := t.Context()
-	id := f.submit(t, nil)
-	good := f.put(t, "outputs/run1/good.txt", []byte("good"))
+	id := f.Submit(t, nil)
+	good := f.Put(t, "outputs/run1/good.txt", []byte("good"))
 	outs := []protocol.OutputFile{{File: "outputs/run1/good.txt", CRC64NVME: good}}
-	a0, a1 := f.agent(id, 0, "x"), f.agent(id, 1, "x")
-	a0.walk(t, running...)
-	a1.walk(t, running...)
-	if err := a0.send(ctx, protocol.Event{State: job.Complete, Outputs: outs}); err != nil {
+	a0, a1 := f.Agent(id, 0, "x"), f.Agent(id, 1, "x")
+	a0.Walk(t, running...)
+	a1.Walk(t, running...)
+	if err := a0.Send(ctx, protocol.Event{State: job.Complete, Outputs: outs}); err != nil {
 		t.Fatal(err)
 	}
-	f.store.setHook(once(job.Complete, func(string) error { return errOutage }))
+	f.Store.SetHook(once(job.Complete, func(string) error { return errOutage }))
 	last := protocol.Event{Seq: 5, State: job.Complete, Outputs: outs}
-	err := f.svc.ApplyEvent(ctx, id, 1, "x", last)
-	if !errors.Is(err, errOutage) || errors.Is(err, jobs.ErrRejected) {
+	err := f.Ingest.ApplyEvent(ctx, id, 1, "x", last)
+	if !errors.Is(err, errOutage) || errors.Is(err, ingest.ErrRejected) {
 		t.Fatalf("ApplyEvent during the outage = %v, want the outage (not a rejection)", err)
 	}
-	f.wantState(t, id, job.UploadSubmitted)
-	if err := f.svc.ApplyEvent(ctx, id, 1, "x", last); err != nil {
+	f.WantState(t, id, job.UploadSubmitted)
+	if err := f.Ingest.ApplyEvent(ctx, id, 1, "x", last); err != nil {
 		t.Fatalf("resend = %v", err)
 	}
-	f.wantState(t, id, job.Complete)
+	f.WantState(t, id, job.Complete)
 }
 
 func TestTouch(t *testing.T) {
 	f := newFixture(t)
-	id := f.submit(t, nil)
-	if err := f.svc.Touch(t.Context(), id, 0, "x"); err != nil {
+	id := f.Submit(t, nil)
+	if err := f.Ingest.Touch(t.Context(), id, 0, "x"); err != nil {
 		t.Fatal(err)
 	}
-	subs, _ := f.store.GetSubJobs(t.Context(), id)
+	subs, _ := f.Store.GetSubJobs(t.Context(), id)
 	if subs[0].LastSeen.IsZero() || !subs[1].LastSeen.IsZero() {
 		t.Fatalf("last seen %v / %v", subs[0].LastSeen, subs[1].LastSeen)
 	}
-	if err := f.svc.Touch(t.Context(), id, 9, "x"); err == nil || !strings.Contains(err.Error(), "not found") {
+	if err := f.Ingest.Touch(t.Context(), id, 9, "x"); err == nil || !strings.Contains(err.Error(), "not found") {
 		t.Fatalf("Touch of an unknown container = %v", err)
 	}
 }

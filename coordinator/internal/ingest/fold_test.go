@@ -1,17 +1,18 @@
-package jobs
+package ingest
 
 import (
 	"testing"
 	"time"
 
+	"github.com/kbase/cts/coordinator/internal/jobs"
 	"github.com/kbase/cts/shared/job"
 )
 
-func sub(states ...job.State) SubJob {
+func sub(states ...job.State) jobs.SubJob {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	s := SubJob{}
+	s := jobs.SubJob{}
 	for i, st := range states {
-		s.Transitions = append(s.Transitions, Transition{State: st, Time: t0.Add(time.Duration(i) * time.Second)})
+		s.Transitions = append(s.Transitions, jobs.Transition{State: st, Time: t0.Add(time.Duration(i) * time.Second)})
 		s.State = st
 		s.UpdateTime = t0.Add(time.Duration(i) * time.Second)
 	}
@@ -27,26 +28,26 @@ func TestNextFold(t *testing.T) {
 	cases := []struct {
 		name     string
 		current  job.State
-		subs     []SubJob
+		subs     []jobs.SubJob
 		want     job.State
 		terminal bool
 	}{
-		{"created never folds", job.Created, []SubJob{sub(with(job.JobSubmitting)...)}, "", false},
-		{"waits for all downloads", job.DownloadSubmitted, []SubJob{sub(with(job.JobSubmitting)...), sub(ds...)}, "", false},
-		{"all downloaded", job.DownloadSubmitted, []SubJob{sub(with(job.JobSubmitting)...), sub(with(job.JobSubmitting, job.JobSubmitted)...)}, job.JobSubmitting, false},
-		{"all running", job.JobSubmitting, []SubJob{sub(with(job.JobSubmitting, job.JobSubmitted)...)}, job.JobSubmitted, false},
-		{"one failed container takes the error branch", job.JobSubmitted, []SubJob{
+		{"created never folds", job.Created, []jobs.SubJob{sub(with(job.JobSubmitting)...)}, "", false},
+		{"waits for all downloads", job.DownloadSubmitted, []jobs.SubJob{sub(with(job.JobSubmitting)...), sub(ds...)}, "", false},
+		{"all downloaded", job.DownloadSubmitted, []jobs.SubJob{sub(with(job.JobSubmitting)...), sub(with(job.JobSubmitting, job.JobSubmitted)...)}, job.JobSubmitting, false},
+		{"all running", job.JobSubmitting, []jobs.SubJob{sub(with(job.JobSubmitting, job.JobSubmitted)...)}, job.JobSubmitted, false},
+		{"one failed container takes the error branch", job.JobSubmitted, []jobs.SubJob{
 			sub(with(job.JobSubmitting, job.JobSubmitted, job.UploadSubmitting)...),
 			sub(with(job.JobSubmitting, job.JobSubmitted, job.ErrorProcessingSubmitting)...),
 		}, job.ErrorProcessingSubmitting, false},
-		{"upload branch", job.JobSubmitted, []SubJob{sub(with(job.JobSubmitting, job.JobSubmitted, job.UploadSubmitting)...)}, job.UploadSubmitting, false},
-		{"error processing submitted", job.ErrorProcessingSubmitting, []SubJob{sub(okPath...), sub(errPath[:len(errPath)-1]...)}, job.ErrorProcessingSubmitted, false},
-		{"all complete", job.UploadSubmitted, []SubJob{sub(okPath...), sub(okPath...)}, job.Complete, true},
-		{"complete but job lags", job.JobSubmitted, []SubJob{sub(okPath...)}, job.UploadSubmitting, false},
-		{"one error, all terminal", job.JobSubmitted, []SubJob{sub(okPath...), sub(with(job.Error)...)}, job.Error, true},
-		{"direct error waits for the others", job.JobSubmitted, []SubJob{sub(with(job.JobSubmitting, job.JobSubmitted, job.Error)...), sub(with(job.JobSubmitting, job.JobSubmitted)...)}, "", false},
-		{"canceling never folds", job.Canceling, []SubJob{sub(okPath...)}, "", false},
-		{"terminal never folds", job.Complete, []SubJob{sub(okPath...)}, "", false},
+		{"upload branch", job.JobSubmitted, []jobs.SubJob{sub(with(job.JobSubmitting, job.JobSubmitted, job.UploadSubmitting)...)}, job.UploadSubmitting, false},
+		{"error processing submitted", job.ErrorProcessingSubmitting, []jobs.SubJob{sub(okPath...), sub(errPath[:len(errPath)-1]...)}, job.ErrorProcessingSubmitted, false},
+		{"all complete", job.UploadSubmitted, []jobs.SubJob{sub(okPath...), sub(okPath...)}, job.Complete, true},
+		{"complete but job lags", job.JobSubmitted, []jobs.SubJob{sub(okPath...)}, job.UploadSubmitting, false},
+		{"one error, all terminal", job.JobSubmitted, []jobs.SubJob{sub(okPath...), sub(with(job.Error)...)}, job.Error, true},
+		{"direct error waits for the others", job.JobSubmitted, []jobs.SubJob{sub(with(job.JobSubmitting, job.JobSubmitted, job.Error)...), sub(with(job.JobSubmitting, job.JobSubmitted)...)}, "", false},
+		{"canceling never folds", job.Canceling, []jobs.SubJob{sub(okPath...)}, "", false},
+		{"terminal never folds", job.Complete, []jobs.SubJob{sub(okPath...)}, "", false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -66,11 +67,11 @@ func TestFoldWalksToTheEnd(t *testing.T) {
 	ok := sub(job.Created, job.DownloadSubmitted, job.JobSubmitting, job.JobSubmitted, job.UploadSubmitting, job.UploadSubmitted, job.Complete)
 	bad := sub(job.Created, job.DownloadSubmitted, job.JobSubmitting, job.JobSubmitted, job.ErrorProcessingSubmitting, job.ErrorProcessingSubmitted, job.Error)
 	for _, tc := range []struct {
-		subs []SubJob
+		subs []jobs.SubJob
 		want []job.State
 	}{
-		{[]SubJob{ok, ok}, []job.State{job.JobSubmitting, job.JobSubmitted, job.UploadSubmitting, job.UploadSubmitted, job.Complete}},
-		{[]SubJob{ok, bad}, []job.State{job.JobSubmitting, job.JobSubmitted, job.ErrorProcessingSubmitting, job.ErrorProcessingSubmitted, job.Error}},
+		{[]jobs.SubJob{ok, ok}, []job.State{job.JobSubmitting, job.JobSubmitted, job.UploadSubmitting, job.UploadSubmitted, job.Complete}},
+		{[]jobs.SubJob{ok, bad}, []job.State{job.JobSubmitting, job.JobSubmitted, job.ErrorProcessingSubmitting, job.ErrorProcessingSubmitted, job.Error}},
 	} {
 		cur := job.DownloadSubmitted
 		var got []job.State

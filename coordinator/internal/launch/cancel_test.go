@@ -1,4 +1,4 @@
-package jobs_test
+package launch_test
 
 import (
 	"errors"
@@ -23,22 +23,22 @@ func TestCancel(t *testing.T) {
 	ctx := t.Context()
 
 	t.Run("owner", func(t *testing.T) {
-		id := f.submit(t, nil)
-		watch, unwatch := f.svc.WatchCancel(id)
+		id := f.Submit(t, nil)
+		watch, unwatch := f.Launch.WatchCancel(id)
 		defer unwatch()
-		other, unwatchOther := f.svc.WatchCancel("some-other-job")
+		other, unwatchOther := f.Launch.WatchCancel("some-other-job")
 		defer unwatchOther()
-		if err := f.svc.Cancel(ctx, alice, id); err != nil {
+		if err := f.Launch.Cancel(ctx, alice, id); err != nil {
 			t.Fatal(err)
 		}
-		f.wantState(t, id, job.Canceling)
+		f.WantState(t, id, job.Canceling)
 		// Canceling twice: the job is already canceling.
-		wantCTSErr(t, f.svc.Cancel(ctx, alice, id), ctserr.CodeNoSuchJob, terminalMsg(id))
+		wantCTSErr(t, f.Launch.Cancel(ctx, alice, id), ctserr.CodeNoSuchJob, terminalMsg(id))
 
-		if err := f.svc.SubmitPass(ctx); err != nil {
+		if err := f.Launch.Pass(ctx); err != nil {
 			t.Fatal(err)
 		}
-		j := f.wantState(t, id, job.Canceled)
+		j := f.WantState(t, id, job.Canceled)
 		select {
 		case c := <-watch:
 			if c.Reason == "" {
@@ -52,44 +52,44 @@ func TestCancel(t *testing.T) {
 			t.Fatal("another job's watcher got the cancel")
 		default:
 		}
-		cs := f.launcher.cancels()
+		cs := f.Launcher.Cancels()
 		if len(cs) != 1 || cs[0] != (launcher.JobRef{JobID: id, Handle: j.Launch.Handle}) {
 			t.Fatalf("launcher cancels %+v, want the job's handle %q", cs, j.Launch.Handle)
 		}
-		wantCTSErr(t, f.svc.Cancel(ctx, alice, id), ctserr.CodeNoSuchJob, terminalMsg(id))
+		wantCTSErr(t, f.Launch.Cancel(ctx, alice, id), ctserr.CodeNoSuchJob, terminalMsg(id))
 	})
 	t.Run("other user", func(t *testing.T) {
-		id := f.submit(t, nil)
-		wantCTSErr(t, f.svc.Cancel(ctx, bob, id), ctserr.CodeUnauthorized, "User bob may not access job "+id)
-		f.wantState(t, id, job.DownloadSubmitted)
+		id := f.Submit(t, nil)
+		wantCTSErr(t, f.Launch.Cancel(ctx, bob, id), ctserr.CodeUnauthorized, "User bob may not access job "+id)
+		f.WantState(t, id, job.DownloadSubmitted)
 	})
 	t.Run("admin", func(t *testing.T) {
-		id := f.submit(t, nil)
-		if err := f.svc.Cancel(ctx, admin, id); err != nil {
+		id := f.Submit(t, nil)
+		if err := f.Launch.Cancel(ctx, admin, id); err != nil {
 			t.Fatal(err)
 		}
-		f.wantState(t, id, job.Canceling)
+		f.WantState(t, id, job.Canceling)
 	})
 	t.Run("unknown job", func(t *testing.T) {
-		wantCTSErr(t, f.svc.Cancel(ctx, admin, "nope"), ctserr.CodeNoSuchJob, "No job with ID 'nope' exists")
+		wantCTSErr(t, f.Launch.Cancel(ctx, admin, "nope"), ctserr.CodeNoSuchJob, "No job with ID 'nope' exists")
 	})
 	t.Run("terminal job", func(t *testing.T) {
-		id := f.submit(t, func(in *jobinput.JobInput) { in.NumContainers = 1 })
-		if err := f.agent(id, 0, "x").send(ctx, protocol.Event{State: job.Error, AdminError: "x"}); err != nil {
+		id := f.Submit(t, func(in *jobinput.JobInput) { in.NumContainers = 1 })
+		if err := f.Agent(id, 0, "x").Send(ctx, protocol.Event{State: job.Error, AdminError: "x"}); err != nil {
 			t.Fatal(err)
 		}
-		f.wantState(t, id, job.Error)
-		wantCTSErr(t, f.svc.Cancel(ctx, alice, id), ctserr.CodeNoSuchJob, terminalMsg(id))
-		f.wantState(t, id, job.Error)
+		f.WantState(t, id, job.Error)
+		wantCTSErr(t, f.Launch.Cancel(ctx, alice, id), ctserr.CodeNoSuchJob, terminalMsg(id))
+		f.WantState(t, id, job.Error)
 	})
 	t.Run("unwatched channels get nothing", func(t *testing.T) {
-		id := f.submit(t, nil)
-		watch, unwatch := f.svc.WatchCancel(id)
+		id := f.Submit(t, nil)
+		watch, unwatch := f.Launch.WatchCancel(id)
 		unwatch()
-		if err := f.svc.Cancel(ctx, alice, id); err != nil {
+		if err := f.Launch.Cancel(ctx, alice, id); err != nil {
 			t.Fatal(err)
 		}
-		if err := f.svc.SubmitPass(ctx); err != nil {
+		if err := f.Launch.Pass(ctx); err != nil {
 			t.Fatal(err)
 		}
 		select {
@@ -102,18 +102,18 @@ func TestCancel(t *testing.T) {
 
 func TestCancelBeforeSubmission(t *testing.T) {
 	f := newFixture(t)
-	id, err := f.svc.Submit(t.Context(), alice, input(t, nil))
+	id, err := f.Admission.Submit(t.Context(), alice, input(t, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := f.svc.Cancel(t.Context(), alice, id); err != nil {
+	if err := f.Launch.Cancel(t.Context(), alice, id); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.svc.SubmitPass(t.Context()); err != nil {
+	if err := f.Launch.Pass(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	f.wantState(t, id, job.Canceled)
-	if d, _ := f.launcher.launches(); d != 0 || len(f.launcher.cancels()) != 0 {
+	f.WantState(t, id, job.Canceled)
+	if d, _ := f.Launcher.Launches(); d != 0 || len(f.Launcher.Cancels()) != 0 {
 		t.Fatal("a job canceled before submission reached the launcher")
 	}
 }
@@ -123,16 +123,16 @@ func TestCancelBeforeSubmission(t *testing.T) {
 func TestCancelDuringSubmission(t *testing.T) {
 	f := newFixture(t)
 	ctx := t.Context()
-	id, err := f.svc.Submit(ctx, alice, input(t, nil))
+	id, err := f.Admission.Submit(ctx, alice, input(t, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.store.setHook(once(job.DownloadSubmitted, func(id string) error { return f.svc.Cancel(ctx, alice, id) }))
-	if err := f.svc.SubmitPass(ctx); err != nil {
+	f.Store.SetHook(once(job.DownloadSubmitted, func(id string) error { return f.Launch.Cancel(ctx, alice, id) }))
+	if err := f.Launch.Pass(ctx); err != nil {
 		t.Fatal(err)
 	}
-	f.wantState(t, id, job.Canceled)
-	cs := f.launcher.cancels()
+	f.WantState(t, id, job.Canceled)
+	cs := f.Launcher.Cancels()
 	if len(cs) != 1 || cs[0] != (launcher.JobRef{JobID: id, Handle: "cluster-1"}) {
 		t.Fatalf("launcher cancels %+v, want the launch just made", cs)
 	}
@@ -141,25 +141,25 @@ func TestCancelDuringSubmission(t *testing.T) {
 func TestFinishCancelLauncherErrors(t *testing.T) {
 	f := newFixture(t)
 	ctx := t.Context()
-	id := f.submit(t, nil)
-	if err := f.svc.Cancel(ctx, alice, id); err != nil {
+	id := f.Submit(t, nil)
+	if err := f.Launch.Cancel(ctx, alice, id); err != nil {
 		t.Fatal(err)
 	}
-	f.launcher.mu.Lock()
-	f.launcher.cancelErr = launcher.ErrUnavailable
-	f.launcher.mu.Unlock()
-	if err := f.svc.SubmitPass(ctx); !errors.Is(err, launcher.ErrUnavailable) {
+	f.Launcher.Mu.Lock()
+	f.Launcher.CancelErr = launcher.ErrUnavailable
+	f.Launcher.Mu.Unlock()
+	if err := f.Launch.Pass(ctx); !errors.Is(err, launcher.ErrUnavailable) {
 		t.Fatalf("pass = %v, want the launcher's error", err)
 	}
-	f.wantState(t, id, job.Canceling)
+	f.WantState(t, id, job.Canceling)
 	// A launcher that no longer knows the job has nothing to stop.
-	f.launcher.mu.Lock()
-	f.launcher.cancelErr = launcher.ErrNotFound
-	f.launcher.mu.Unlock()
-	if err := f.svc.SubmitPass(ctx); err != nil {
+	f.Launcher.Mu.Lock()
+	f.Launcher.CancelErr = launcher.ErrNotFound
+	f.Launcher.Mu.Unlock()
+	if err := f.Launch.Pass(ctx); err != nil {
 		t.Fatal(err)
 	}
-	f.wantState(t, id, job.Canceled)
+	f.WantState(t, id, job.Canceled)
 }
 
 // Two cancels (the owner's and an admin's) and the final complete event race: exactly one
@@ -168,13 +168,13 @@ func TestFinishCancelLauncherErrors(t *testing.T) {
 func TestCancelRacesCompletion(t *testing.T) {
 	f := newFixture(t)
 	ctx := t.Context()
-	good := f.put(t, "outputs/run1/good.txt", []byte("good"))
+	good := f.Put(t, "outputs/run1/good.txt", []byte("good"))
 	outcomes := map[job.State]int{}
 	for round := range 8 {
-		id := f.submit(t, func(in *jobinput.JobInput) { in.NumContainers = 1 })
-		a := f.agent(id, 0, "x")
-		a.walk(t, running...)
-		f.wantState(t, id, job.UploadSubmitted)
+		id := f.Submit(t, func(in *jobinput.JobInput) { in.NumContainers = 1 })
+		a := f.Agent(id, 0, "x")
+		a.Walk(t, running...)
+		f.WantState(t, id, job.UploadSubmitted)
 
 		var wg sync.WaitGroup
 		start := make(chan struct{})
@@ -184,7 +184,7 @@ func TestCancelRacesCompletion(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			eventErr = a.send(ctx, protocol.Event{State: job.Complete, Outputs: []protocol.OutputFile{{File: "outputs/run1/good.txt", CRC64NVME: good}}})
+			eventErr = a.Send(ctx, protocol.Event{State: job.Complete, Outputs: []protocol.OutputFile{{File: "outputs/run1/good.txt", CRC64NVME: good}}})
 		}()
 		for i, u := range []jobs.User{alice, admin} {
 			go func() {
@@ -193,7 +193,7 @@ func TestCancelRacesCompletion(t *testing.T) {
 				if round%2 == 1 {
 					time.Sleep(time.Duration(round+i) * time.Millisecond)
 				}
-				cancelErrs[i] = f.svc.Cancel(ctx, u, id)
+				cancelErrs[i] = f.Launch.Cancel(ctx, u, id)
 			}()
 		}
 		close(start)
@@ -201,10 +201,10 @@ func TestCancelRacesCompletion(t *testing.T) {
 		if eventErr != nil {
 			t.Fatalf("round %d: the complete event = %v", round, eventErr)
 		}
-		if err := f.svc.SubmitPass(ctx); err != nil {
+		if err := f.Launch.Pass(ctx); err != nil {
 			t.Fatal(err)
 		}
-		j := f.job(t, id)
+		j := f.Job(t, id)
 		won := 0
 		for _, err := range cancelErrs {
 			if err == nil {
@@ -229,23 +229,23 @@ func TestCancelRacesCompletion(t *testing.T) {
 func TestCancelBetweenFoldReadAndWrite(t *testing.T) {
 	f := newFixture(t)
 	ctx := t.Context()
-	id := f.submit(t, func(in *jobinput.JobInput) { in.NumContainers = 1 })
-	a := f.agent(id, 0, "x")
-	a.walk(t, job.JobSubmitting, job.JobSubmitted)
+	id := f.Submit(t, func(in *jobinput.JobInput) { in.NumContainers = 1 })
+	a := f.Agent(id, 0, "x")
+	a.Walk(t, job.JobSubmitting, job.JobSubmitted)
 	var cancelErr error
-	f.store.setHook(once(job.Error, func(id string) error {
-		cancelErr = f.svc.Cancel(ctx, alice, id)
+	f.Store.SetHook(once(job.Error, func(id string) error {
+		cancelErr = f.Launch.Cancel(ctx, alice, id)
 		return nil
 	}))
-	if err := a.send(ctx, protocol.Event{State: job.Error, AdminError: "killed"}); err != nil {
+	if err := a.Send(ctx, protocol.Event{State: job.Error, AdminError: "killed"}); err != nil {
 		t.Fatal(err)
 	}
 	if cancelErr != nil {
 		t.Fatalf("Cancel = %v", cancelErr)
 	}
-	f.wantState(t, id, job.Canceling)
-	if err := f.svc.SubmitPass(ctx); err != nil {
+	f.WantState(t, id, job.Canceling)
+	if err := f.Launch.Pass(ctx); err != nil {
 		t.Fatal(err)
 	}
-	f.wantState(t, id, job.Canceled)
+	f.WantState(t, id, job.Canceled)
 }

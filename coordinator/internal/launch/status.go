@@ -1,4 +1,4 @@
-package jobs
+package launch
 
 import (
 	"context"
@@ -9,15 +9,10 @@ import (
 	"github.com/kbase/cts/shared/launcher"
 )
 
-// statusLauncher is the optional Status capability of a site's launcher.
-type statusLauncher interface {
-	Status(ctx context.Context, refs []launcher.JobRef) ([]launcher.JobStatus, error)
-}
-
-// RunnerStatus returns the launcher's raw record of one container (HTCondor: the ClassAd
-// subset of reference §6.5) for GET /admin/jobs/{id}/runner_status: an empty object when the
-// job was not launched yet or the launcher keeps no record, a *ctserr.Error for an unknown
-// job or container.
+// RunnerStatus returns the launcher's raw record of one container (HTCondor: the subset of
+// its ClassAd the Python service showed) for GET /admin/jobs/{id}/runner_status: an empty
+// object when the job was not launched yet or the launcher keeps no record, a *ctserr.Error
+// for an unknown job or container.
 func (s *Service) RunnerStatus(ctx context.Context, id string, container int) (json.RawMessage, error) {
 	j, err := s.store.GetJob(ctx, id)
 	if err != nil {
@@ -34,7 +29,7 @@ func (s *Service) RunnerStatus(ctx context.Context, id string, container int) (j
 	if !ok {
 		return empty, nil
 	}
-	sl, ok := l.(statusLauncher)
+	sl, ok := l.(StatusLauncher)
 	if !ok {
 		return empty, nil
 	}

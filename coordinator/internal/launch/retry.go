@@ -1,20 +1,14 @@
-package jobs
+package launch
 
 import (
 	"context"
 	"errors"
 	"fmt"
 
+	"github.com/kbase/cts/coordinator/internal/jobs"
 	"github.com/kbase/cts/shared/job"
 	"github.com/kbase/cts/shared/launcher"
 )
-
-// LaunchStore is the persistence RetryLaunch needs beyond Store.
-type LaunchStore interface {
-	// UpdateLaunch replaces the launch record of job id if the job is still in state and its
-	// current launch attempt is attempt; ErrConflict otherwise.
-	UpdateLaunch(ctx context.Context, id string, state job.State, attempt int, l Launch) error
-}
 
 // RetryLaunch launches a job again after an infrastructure failure (a node that held or lost
 // the agent, an agent that never connected), as long as nothing of the job has run: the job
@@ -23,8 +17,7 @@ type LaunchStore interface {
 // false (and does nothing) when the job is not eligible or has used maxRetries relaunches;
 // the caller then ends the job.
 func (s *Service) RetryLaunch(ctx context.Context, id, reason string, maxRetries int) (bool, error) {
-	ls, ok := s.store.(LaunchStore)
-	if !ok || maxRetries <= 0 {
+	if maxRetries <= 0 {
 		return false, nil
 	}
 	j, err := s.store.GetJob(ctx, id)
@@ -52,16 +45,16 @@ func (s *Service) RetryLaunch(ctx context.Context, id, reason string, maxRetries
 		return false, fmt.Errorf("cancel attempt %d: %w", old.Attempt, err)
 	}
 	next := old.Attempt + 1
-	resp, err := site.Launcher.Submit(ctx, s.launchRequest(j, site, next))
+	resp, err := site.Launcher.Submit(ctx, s.request(j, site, next))
 	if err != nil {
 		return false, fmt.Errorf("launch attempt %d: %w", next, err)
 	}
-	nl := Launch{Site: old.Site, Handle: resp.Handle, Attempt: next, LaunchedAt: s.now(),
+	nl := jobs.Launch{Site: old.Site, Handle: resp.Handle, Attempt: next, LaunchedAt: jobs.Now(),
 		Retries: append(append([]string{}, old.Retries...), fmt.Sprintf("attempt %d (%s): %s", old.Attempt, old.Handle, reason))}
-	if err := ls.UpdateLaunch(ctx, id, job.DownloadSubmitted, old.Attempt, nl); err != nil {
+	if err := s.store.UpdateLaunch(ctx, id, job.DownloadSubmitted, old.Attempt, nl); err != nil {
 		// The job moved on meanwhile (an agent reported, a cancel): take the new launch back.
 		_ = site.Launcher.Cancel(ctx, launcher.JobRef{JobID: id, Handle: resp.Handle})
-		if errors.Is(err, ErrConflict) {
+		if errors.Is(err, jobs.ErrConflict) {
 			return false, nil
 		}
 		return false, err

@@ -1,0 +1,292 @@
+// Package admission owns the first step of a job's life: POST /jobs after jobinput has
+// validated the request. Submit checks the job against its site (configured, active, staff
+// only, CPU / memory / runtime limits, the CPU-hour cap), resolves the image to its
+// registered digest, requires the image's reference data to be staged at the site, proves the
+// output folder writable, and heads every input in S3 (a CRC64/NVME is required; one the user
+// supplied must match). Only when every check passed are the job (created) and its sub-jobs
+// written, in one CreateJob; nothing is written otherwise.
+//
+// It must not launch anything: it pokes the submitter (package launch), which does.
+package admission
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/google/uuid"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/kbase/cts/coordinator/internal/ctserr"
+	"github.com/kbase/cts/coordinator/internal/images"
+	"github.com/kbase/cts/coordinator/internal/jobinput"
+	"github.com/kbase/cts/coordinator/internal/jobs"
+	"github.com/kbase/cts/coordinator/internal/sites"
+	"github.com/kbase/cts/shared/args"
+	"github.com/kbase/cts/shared/job"
+)
+
+// Store is the persistence admission needs.
+type Store interface {
+	// CreateJob inserts the job and its sub-jobs. The job must not exist.
+	CreateJob(ctx context.Context, j *jobs.Job, subs []jobs.SubJob) error
+}
+
+// Objects is the S3 access admission needs. Errors that are the caller's fault (missing
+// object, access denied) are *ctserr.Error.
+type Objects interface {
+	// Head returns the object's size and CRC64/NVME (HeadObject with ChecksumMode enabled).
+	Head(ctx context.Context, s3path string) (jobs.ObjectMeta, error)
+	// CheckWritable proves the service can write below dir ("bucket/prefix/") by writing and
+	// deleting a test object.
+	CheckWritable(ctx context.Context, dir string) error
+}
+
+// ImageResolver finds the registered image a job names.
+type ImageResolver interface {
+	Resolve(ctx context.Context, ref string) (*images.Image, error)
+}
+
+// RefdataChecker reports whether reference data is ready at a site: nil, or a *ctserr.Error
+// (40060 unknown, 30400 not staged there yet).
+type RefdataChecker interface {
+	Ready(ctx context.Context, refdataID, site string) error
+}
+
+// Sites is the site directory admission checks against (*sites.Directory).
+type Sites interface {
+	Site(name string) (*sites.Site, bool)
+	// CheckActive returns a *ctserr.Error when the site is deactivated.
+	CheckActive(ctx context.Context, name string) error
+}
+
+// Waker is told that a job was created (the submitter, which then launches it).
+type Waker interface{ Poke() }
+
+// Config is admission's configuration.
+type Config struct {
+	// LogDir is "bucket/prefix/" under which container logs go: no job may write there.
+	LogDir string
+	// AllowedPaths, when set, are the only S3 prefixes jobs may read and write.
+	AllowedPaths []string
+	// MaxCPUHours caps cpus × containers × runtime.
+	MaxCPUHours float64
+	// HeadConcurrency bounds the HeadObject calls of one submit (default 10).
+	HeadConcurrency int
+	// Refdata tells whether reference data is staged at a site (nil: images that need
+	// reference data are refused).
+	Refdata RefdataChecker
+}
+
+// Deps are admission's collaborators.
+type Deps struct {
+	Store   Store
+	Sites   Sites
+	Objects Objects
+	Images  ImageResolver
+	// Notify is poked for the created transition (the Kafka outbox).
+	Notify jobs.Notifier
+	// Submitter is poked when a job was created; nil: the submitter finds it on its next pass.
+	Submitter Waker
+	Log       *slog.Logger
+}
+
+// Service admits jobs. It is safe for concurrent use.
+type Service struct {
+	cfg Config
+	d   Deps
+}
+
+// New returns a Service.
+func New(cfg Config, d Deps) *Service {
+	if cfg.HeadConcurrency <= 0 {
+		cfg.HeadConcurrency = 10
+	}
+	if cfg.LogDir != "" && !strings.HasSuffix(cfg.LogDir, "/") {
+		cfg.LogDir += "/"
+	}
+	// An allowed path is a directory: "bucket/out" must not admit "bucket/outside/".
+	cfg.AllowedPaths = slices.Clone(cfg.AllowedPaths)
+	for i, p := range cfg.AllowedPaths {
+		if !strings.HasSuffix(p, "/") {
+			cfg.AllowedPaths[i] = p + "/"
+		}
+	}
+	return &Service{cfg: cfg, d: d}
+}
+
+// Submit checks a validated job input against the site, the image registry and S3, records
+// the job and returns its ID. Nothing is recorded when any check fails.
+func (s *Service) Submit(ctx context.Context, u jobs.User, in *jobinput.JobInput) (string, error) {
+	site, ok := s.d.Sites.Site(in.Cluster)
+	if !ok {
+		return "", ctserr.New(ctserr.CodeJobFlowUnavailable, "Job flow for cluster %s is not registered", in.Cluster)
+	}
+	if err := s.d.Sites.CheckActive(ctx, site.Name); err != nil {
+		return "", err
+	}
+	if site.RequireStaff && !u.Staff {
+		return "", ctserr.New(ctserr.CodeUnauthorized, "To use the %s site, you must be a KBase staff member.", site.Name)
+	}
+	if err := checkLimits(site, in, s.cfg.MaxCPUHours); err != nil {
+		return "", err
+	}
+	if err := checkNoManifest(site, in); err != nil {
+		return "", err
+	}
+	img, err := s.d.Images.Resolve(ctx, in.Image)
+	if err != nil {
+		return "", err
+	}
+	if img.RefdataID != "" {
+		// A mount point, and the data staged at the job's site.
+		if in.Params.RefdataMountPoint == "" && img.DefaultRefdataMountPoint == "" {
+			return "", ctserr.New(ctserr.CodeIllegalParameter,
+				"Image %s requires reference data %s; a refdata mount point must be provided", img.NameWithDigest(), img.RefdataID)
+		}
+		if s.cfg.Refdata == nil {
+			return "", ctserr.New(ctserr.CodeUnsupportedOperation,
+				"Image %s requires reference data %s, which this service does not stage", img.NameWithDigest(), img.RefdataID)
+		}
+		if err := s.cfg.Refdata.Ready(ctx, img.RefdataID, site.Name); err != nil {
+			return "", err
+		}
+	}
+	if err := s.checkOutputDir(ctx, in.OutputDir); err != nil {
+		return "", err
+	}
+	sizes, err := s.checkInputs(ctx, in)
+	if err != nil {
+		return "", err
+	}
+
+	now := jobs.Now()
+	j := &jobs.Job{
+		ID:             uuid.NewString(),
+		User:           u.Name,
+		AdminMeta:      map[string]any{},
+		State:          job.Created,
+		UpdateTime:     now,
+		Transitions:    []jobs.Transition{{State: job.Created, Time: now, TransID: uuid.NewString()}},
+		Input:          *in,
+		Image:          *img,
+		InputFileCount: len(in.InputFiles),
+		InputSizes:     sizes,
+	}
+	j.Image.URLs, j.Image.UsageNotes = nil, ""
+	subs := make([]jobs.SubJob, in.NumContainers)
+	for i := range subs {
+		subs[i] = jobs.SubJob{
+			JobID: j.ID, SubID: i, State: job.DownloadSubmitted, UpdateTime: now,
+			Transitions: []jobs.Transition{{State: job.Created, Time: now}, {State: job.DownloadSubmitted, Time: now}},
+		}
+	}
+	if err := s.d.Store.CreateJob(ctx, j, subs); err != nil {
+		return "", fmt.Errorf("save job: %w", err)
+	}
+	s.d.Log.InfoContext(ctx, "job created", "job_id", j.ID, "user", u.Name, "cluster", in.Cluster, "containers", in.NumContainers)
+	s.d.Notify.Poke()
+	if s.d.Submitter != nil {
+		s.d.Submitter.Poke()
+	}
+	return j.ID, nil
+}
+
+func checkLimits(site *sites.Site, in *jobinput.JobInput, maxCPUHours float64) error {
+	if site.CPUsPerNode > 0 && in.CPUs > site.CPUsPerNode {
+		return ctserr.New(ctserr.CodeIllegalParameter, "The maximum number of CPUs for site %s is %d vs %d submitted", site.Name, site.CPUsPerNode, in.CPUs)
+	}
+	if site.MaxRuntimeMin > 0 && in.RuntimeSeconds/60 > site.MaxRuntimeMin {
+		return ctserr.New(ctserr.CodeIllegalParameter, "The maximum runtime for site %s is %s minutes vs %s submitted", site.Name, fmtNum(site.MaxRuntimeMin), fmtNum(in.RuntimeSeconds/60))
+	}
+	if site.MemoryPerNodeGB > 0 && float64(in.Memory)/1e9 > site.MemoryPerNodeGB {
+		return ctserr.New(ctserr.CodeIllegalParameter, "The maximum memory for site %s is %s GB vs %s submitted", site.Name, fmtNum(site.MemoryPerNodeGB), fmtNum(float64(in.Memory)/1e9))
+	}
+	if maxCPUHours > 0 {
+		h := float64(in.CPUs) * float64(in.NumContainers) * in.RuntimeSeconds / 3600
+		if h > maxCPUHours {
+			return ctserr.New(ctserr.CodeIllegalParameter, "Job compute time of %s CPU hours is greater than the limit of %s", fmtNum(h), fmtNum(maxCPUHours))
+		}
+	}
+	return nil
+}
+
+func fmtNum(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
+
+func checkNoManifest(site *sites.Site, in *jobinput.JobInput) error {
+	isManifest := func(a args.Arg) bool { return a.Param != nil && a.Param.Type == args.TypeManifestFile }
+	for _, a := range in.Params.Args {
+		if isManifest(a) {
+			return ctserr.New(ctserr.CodeUnsupportedOperation, "Manifest files are not currently supported for the %s job flow", site.Name)
+		}
+	}
+	for _, e := range in.Params.Environment {
+		if isManifest(e.Value) {
+			return ctserr.New(ctserr.CodeUnsupportedOperation, "Manifest files are not currently supported for the %s job flow", site.Name)
+		}
+	}
+	return nil
+}
+
+func (s *Service) allowed(p string) bool {
+	if len(s.cfg.AllowedPaths) == 0 {
+		return true
+	}
+	for _, a := range s.cfg.AllowedPaths {
+		if strings.HasPrefix(p, a) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Service) checkOutputDir(ctx context.Context, dir string) error {
+	if s.cfg.LogDir != "" && strings.HasPrefix(dir, s.cfg.LogDir) {
+		return ctserr.New(ctserr.CodeS3PathInaccessible, "Jobs may not write to the log directory %s", s.cfg.LogDir)
+	}
+	if len(s.cfg.AllowedPaths) > 0 {
+		if !s.allowed(dir) {
+			return ctserr.New(ctserr.CodeS3PathInaccessible, "Output directory %s is not in the allowed S3 paths", dir)
+		}
+		return nil
+	}
+	return s.d.Objects.CheckWritable(ctx, dir)
+}
+
+// checkInputs heads every input, requires a CRC64/NVME, compares a user-supplied one and fills
+// the checksum in. It returns the objects' sizes.
+func (s *Service) checkInputs(ctx context.Context, in *jobinput.JobInput) ([]int64, error) {
+	for i, f := range in.InputFiles {
+		if !s.allowed(f.File) {
+			return nil, ctserr.New(ctserr.CodeS3PathInaccessible, "Input file %s at index %d is not in the allowed S3 paths", f.File, i)
+		}
+	}
+	sizes := make([]int64, len(in.InputFiles))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(s.cfg.HeadConcurrency)
+	for i := range in.InputFiles {
+		f := &in.InputFiles[i]
+		g.Go(func() error {
+			meta, err := s.d.Objects.Head(gctx, f.File)
+			if err != nil {
+				return err
+			}
+			if meta.CRC64NVME == "" {
+				return ctserr.New(ctserr.CodeIllegalParameter, "The S3 path '%s' does not have a CRC64/NVME checksum", f.File)
+			}
+			if f.CRC64NVME != "" && f.CRC64NVME != meta.CRC64NVME {
+				return ctserr.New(ctserr.CodeChecksumMismatch, "The expected CRC64/NVME checksum '%s' for the path '%s' does not match the actual checksum '%s'", f.CRC64NVME, f.File, meta.CRC64NVME)
+			}
+			f.CRC64NVME = meta.CRC64NVME
+			sizes[i] = meta.Size
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return sizes, nil
+}

@@ -1,0 +1,213 @@
+package admission_test
+
+import (
+	"context"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/kbase/cts/coordinator/internal/admission"
+	"github.com/kbase/cts/coordinator/internal/ctserr"
+	"github.com/kbase/cts/coordinator/internal/jobinput"
+	"github.com/kbase/cts/coordinator/internal/jobs"
+	"github.com/kbase/cts/coordinator/internal/objects"
+	"github.com/kbase/cts/shared/args"
+	"github.com/kbase/cts/shared/job"
+)
+
+func TestSubmitRefusals(t *testing.T) {
+	f := newFixture(t)
+	// An object whose only checksum is a composite CRC32 (multipart) has no CRC64/NVME.
+	c := f.Objs.Client()
+	mp, err := c.CreateMultipartUpload(t.Context(), &s3.CreateMultipartUploadInput{
+		Bucket: aws.String("inputs"), Key: aws.String("in/composite.txt"),
+		ChecksumAlgorithm: types.ChecksumAlgorithmCrc32, ChecksumType: types.ChecksumTypeComposite,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	part, err := c.UploadPart(t.Context(), &s3.UploadPartInput{
+		Bucket: aws.String("inputs"), Key: aws.String("in/composite.txt"), UploadId: mp.UploadId,
+		PartNumber: aws.Int32(1), Body: strings.NewReader("x"), ChecksumAlgorithm: types.ChecksumAlgorithmCrc32,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CompleteMultipartUpload(t.Context(), &s3.CompleteMultipartUploadInput{
+		Bucket: aws.String("inputs"), Key: aws.String("in/composite.txt"), UploadId: mp.UploadId,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: []types.CompletedPart{
+			{PartNumber: aws.Int32(1), ETag: part.ETag, ChecksumCRC32: part.ChecksumCRC32},
+		}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	manifest := &args.Parameter{Type: args.TypeManifestFile, ManifestFileFormat: "files"}
+	cases := []struct {
+		name string
+		user jobs.User
+		cfg  func(*admission.Config)
+		mod  func(*jobinput.JobInput)
+		code ctserr.Code
+		msg  string
+	}{
+		{name: "unknown site", mod: func(in *jobinput.JobInput) { in.Cluster = "nope" },
+			code: ctserr.CodeJobFlowUnavailable, msg: "Job flow for cluster nope is not registered"},
+		{name: "staff site", mod: func(in *jobinput.JobInput) { in.Cluster = "staffonly" },
+			code: ctserr.CodeUnauthorized, msg: "To use the staffonly site, you must be a KBase staff member."},
+		{name: "cpus", mod: func(in *jobinput.JobInput) { in.CPUs = 8 },
+			code: ctserr.CodeIllegalParameter, msg: "The maximum number of CPUs for site kbase is 4 vs 8 submitted"},
+		{name: "runtime", mod: func(in *jobinput.JobInput) { in.RuntimeSeconds = 7230 },
+			code: ctserr.CodeIllegalParameter, msg: "The maximum runtime for site kbase is 60 minutes vs 120.5 submitted"},
+		{name: "memory", mod: func(in *jobinput.JobInput) { in.Memory = 3_000_000_000 },
+			code: ctserr.CodeIllegalParameter, msg: "The maximum memory for site kbase is 2 GB vs 3 submitted"},
+		{name: "cpu hours", mod: func(in *jobinput.JobInput) { in.CPUs = 4; in.RuntimeSeconds = 3600 },
+			code: ctserr.CodeIllegalParameter, msg: "Job compute time of 8 CPU hours is greater than the limit of 5"},
+		{name: "manifest argument", mod: func(in *jobinput.JobInput) { in.Params.Args = append(in.Params.Args, args.Arg{Param: manifest}) },
+			code: ctserr.CodeUnsupportedOperation, msg: "Manifest files are not currently supported for the kbase job flow"},
+		{name: "manifest environment", mod: func(in *jobinput.JobInput) {
+			in.Params.Environment = append(in.Params.Environment, args.EnvVar{Key: "M", Value: args.Arg{Param: manifest}})
+		}, code: ctserr.CodeUnsupportedOperation, msg: "Manifest files are not currently supported for the kbase job flow"},
+		{name: "image not registered", mod: func(in *jobinput.JobInput) { in.Image = "kbase/other" },
+			code: ctserr.CodeNoSuchImage, msg: "No image docker.io/kbase/other with tag 'latest' exists in the system."},
+		{name: "image digest not registered", mod: func(in *jobinput.JobInput) { in.Image = "kbase/tool@" + refimgDigest },
+			code: ctserr.CodeNoSuchImage, msg: "No image docker.io/kbase/tool with digest " + refimgDigest + " exists in the system."},
+		{name: "image needs refdata, no mount point", mod: func(in *jobinput.JobInput) { in.Image = "kbase/refimg:1" },
+			code: ctserr.CodeIllegalParameter,
+			msg:  "Image docker.io/kbase/refimg@" + refimgDigest + " requires reference data r1; a refdata mount point must be provided"},
+		{name: "image needs refdata, no stager", mod: func(in *jobinput.JobInput) {
+			in.Image, in.Params.RefdataMountPoint = "kbase/refimg:1", "/refdata"
+		}, code: ctserr.CodeUnsupportedOperation,
+			msg: "Image docker.io/kbase/refimg@" + refimgDigest + " requires reference data r1, which this service does not stage"},
+		{name: "image needs refdata not staged at the site", mod: func(in *jobinput.JobInput) {
+			in.Image, in.Params.RefdataMountPoint = "kbase/refimg:1", "/refdata"
+		}, cfg: func(c *admission.Config) { c.Refdata = refdataNotReady{} },
+			code: ctserr.CodeInvalidRefdataState, msg: "Reference data r1 is not yet ready at site kbase"},
+		{name: "output in the log dir", mod: func(in *jobinput.JobInput) { in.OutputDir = logDir + "/mine/" },
+			code: ctserr.CodeS3PathInaccessible, msg: "Jobs may not write to the log directory " + logDir + "/"},
+		{name: "output bucket missing", mod: func(in *jobinput.JobInput) { in.OutputDir = "nobucket/out/" },
+			code: ctserr.CodeS3BucketNotFound, msg: "The bucket for path 'nobucket/out/' was not found on the s3 system"},
+		{name: "output not allowed", cfg: func(c *admission.Config) { c.AllowedPaths = []string{"inputs/", "outputs/allowed/"} },
+			code: ctserr.CodeS3PathInaccessible, msg: "Output directory outputs/run1/ is not in the allowed S3 paths"},
+		// "outputs/run" must not admit "outputs/run1/": an allowed path is a directory.
+		{name: "allowed path is a directory", cfg: func(c *admission.Config) { c.AllowedPaths = []string{"inputs", "outputs/run"} },
+			code: ctserr.CodeS3PathInaccessible, msg: "Output directory outputs/run1/ is not in the allowed S3 paths"},
+		{name: "input not allowed", cfg: func(c *admission.Config) { c.AllowedPaths = []string{"outputs/", "inputs/in/b"} },
+			code: ctserr.CodeS3PathInaccessible, msg: "Input file inputs/in/a.txt at index 0 is not in the allowed S3 paths"},
+		{name: "input missing", mod: func(in *jobinput.JobInput) { in.InputFiles[1].File = "inputs/in/none.txt" },
+			code: ctserr.CodeS3PathNotFound, msg: "The path 'inputs/in/none.txt' was not found on the s3 system"},
+		{name: "input without crc64nvme", mod: func(in *jobinput.JobInput) { in.InputFiles[0].File = "inputs/in/composite.txt" },
+			code: ctserr.CodeIllegalParameter, msg: "The S3 path 'inputs/in/composite.txt' does not have a CRC64/NVME checksum"},
+		{name: "user crc differs", mod: func(in *jobinput.JobInput) { in.InputFiles[1].CRC64NVME = "AAAAAAAAAAA=" },
+			code: ctserr.CodeChecksumMismatch},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			pokes := f.Notify.Pokes.Load()
+			user := tc.user
+			if user.Name == "" {
+				user = alice
+			}
+			id, err := f.NewAdmission(tc.cfg).Submit(t.Context(), user, input(t, tc.mod))
+			wantCTSErr(t, err, tc.code, tc.msg)
+			if id != "" {
+				t.Fatalf("a refused submit returned job ID %q", id)
+			}
+			if n, m := f.Count(t, "jobs"), f.Count(t, "subjobs"); n != 0 || m != 0 {
+				t.Fatalf("a refused submit recorded %d jobs and %d sub-jobs", n, m)
+			}
+			if f.Notify.Pokes.Load() != pokes {
+				t.Fatal("a refused submit poked the notifier")
+			}
+		})
+	}
+	t.Run("user crc mismatch message", func(t *testing.T) {
+		_, err := f.Admission.Submit(t.Context(), alice, input(t, func(in *jobinput.JobInput) { in.InputFiles[1].CRC64NVME = "AAAAAAAAAAA=" }))
+		wantCTSErr(t, err, ctserr.CodeChecksumMismatch, "The expected CRC64/NVME checksum 'AAAAAAAAAAA=' for the path 'inputs/in/b.txt' does not match the actual checksum '"+f.CRCB+"'")
+	})
+	if d, _ := f.Launcher.Launches(); d != 0 {
+		t.Fatalf("refused submits reached the launcher %d times", d)
+	}
+}
+
+func TestSubmitRecordsTheJob(t *testing.T) {
+	f := newFixture(t)
+	before := time.Now().Add(-time.Second)
+	// The user may give the right CRC for some inputs and none for others.
+	in := input(t, func(in *jobinput.JobInput) { in.InputFiles[0].CRC64NVME = f.CRCA })
+	id, err := f.Admission.Submit(t.Context(), alice, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := f.WantState(t, id, job.Created)
+	if j.User != "alice" || j.InputFileCount != 2 || j.Launch != nil || j.UpdateTime.Before(before) {
+		t.Fatalf("job %+v", j)
+	}
+	wantFiles := []jobinput.InputFile{{File: "inputs/in/a.txt", CRC64NVME: f.CRCA}, {File: "inputs/in/b.txt", CRC64NVME: f.CRCB}}
+	if !reflect.DeepEqual(j.Input.InputFiles, wantFiles) {
+		t.Fatalf("input files %+v, want the CRCs filled in from S3: %+v", j.Input.InputFiles, wantFiles)
+	}
+	if !reflect.DeepEqual(j.InputSizes, []int64{int64(len(inputA)), int64(len(inputB))}) {
+		t.Fatalf("input sizes %v", j.InputSizes)
+	}
+	if j.Input.OutputDir != "outputs/run1/" || j.Input.Image != "kbase/tool:1" {
+		t.Fatalf("input %+v", j.Input)
+	}
+	// The job keeps a copy of the image without its usage information.
+	if j.Image.Name != "docker.io/kbase/tool" || j.Image.Digest != toolDigest || j.Image.Tag != "1" ||
+		j.Image.URLs != nil || j.Image.UsageNotes != "" || !reflect.DeepEqual(j.Image.Entrypoint, []string{"/bin/tool", "run"}) {
+		t.Fatalf("image %+v", j.Image)
+	}
+	if len(j.Transitions) != 1 || j.Transitions[0].State != job.Created || j.Transitions[0].TransID == "" ||
+		j.Transitions[0].NotifSent || !j.Transitions[0].Time.Equal(j.UpdateTime) {
+		t.Fatalf("transitions %+v", j.Transitions)
+	}
+	subs, err := f.Store.GetSubJobs(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(subs) != 2 {
+		t.Fatalf("%d sub-jobs, want 2", len(subs))
+	}
+	for i, s := range subs {
+		if s.SubID != i || s.State != job.DownloadSubmitted || len(s.Transitions) != 2 ||
+			s.Transitions[0].State != job.Created || s.Transitions[1].State != job.DownloadSubmitted || s.ExitCode != nil {
+			t.Fatalf("sub-job %d: %+v", i, s)
+		}
+	}
+	if f.Notify.Pokes.Load() == 0 {
+		t.Fatal("the notifier was not poked for the created transition")
+	}
+	// The write test of the output directory left nothing behind.
+	if _, err := f.Objs.Head(t.Context(), "outputs/run1/"+objects.WriteTestObject); err == nil {
+		t.Fatal("the write test object is still there")
+	}
+	// Submitting is not launching: the submitter does that.
+	if d, _ := f.Launcher.Launches(); d != 0 {
+		t.Fatal("Submit called the launcher")
+	}
+	t.Run("get", func(t *testing.T) {
+		if _, err := f.Records.Get(t.Context(), alice, id); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Records.Get(t.Context(), admin, id); err != nil {
+			t.Fatal(err)
+		}
+		_, err := f.Records.Get(t.Context(), bob, id)
+		wantCTSErr(t, err, ctserr.CodeUnauthorized, "User bob may not access job "+id)
+		_, err = f.Records.Get(t.Context(), alice, "nope")
+		wantCTSErr(t, err, ctserr.CodeNoSuchJob, "No job with ID 'nope' exists")
+	})
+}
+
+// refdataNotReady is a RefdataChecker (an interface admission owns) for which nothing is staged.
+type refdataNotReady struct{}
+
+func (refdataNotReady) Ready(_ context.Context, id, site string) error {
+	return ctserr.New(ctserr.CodeInvalidRefdataState, "Reference data %s is not yet ready at site %s", id, site)
+}

@@ -1,0 +1,80 @@
+package ingest_test
+
+import (
+	"reflect"
+	"testing"
+
+	"github.com/kbase/cts/coordinator/internal/ctserr"
+	"github.com/kbase/cts/shared/job"
+	"github.com/kbase/cts/shared/protocol"
+)
+
+func TestAssignment(t *testing.T) {
+	f := newFixture(t)
+	id := f.Submit(t, nil)
+	ctx := t.Context()
+	want := func(c int, file, crc string, size int) *protocol.Assignment {
+		return &protocol.Assignment{
+			JobID: id, Container: c, Image: "docker.io/kbase/tool@" + toolDigest,
+			Command:         []string{"/bin/tool", "run", "--out", "/out", "/in/" + file},
+			Env:             []string{"CONTAINER=" + string(rune('0'+c))},
+			Inputs:          []protocol.InputFile{{S3Path: "inputs/in/" + file, CRC64NVME: crc, Size: int64(size), RelPath: file}},
+			InputMountPoint: "/in", OutputMountPoint: "/out", OutputDir: "outputs/run1/",
+			LogDir: logDir + "/" + id + "/", CPUs: 1, MemoryBytes: 10_000_000, RuntimeSeconds: 60, NextSeq: 1,
+		}
+	}
+	for c, w := range []*protocol.Assignment{want(0, "a.txt", f.CRCA, len(inputA)), want(1, "b.txt", f.CRCB, len(inputB))} {
+		a, err := f.Ingest.Assignment(ctx, protocol.Hello{JobID: id, Container: c, Attempt: "at1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(a, w) {
+			t.Fatalf("assignment %d\n%+v\nwant\n%+v", c, a, w)
+		}
+	}
+	// After two events of attempt at1 it expects seq 3 from at1, and 1 from a new attempt.
+	f.Agent(id, 0, "at1").Walk(t, job.JobSubmitting, job.JobSubmitted)
+	for attempt, next := range map[string]int64{"at1": 3, "at2": 1} {
+		a, err := f.Ingest.Assignment(ctx, protocol.Hello{JobID: id, Container: 0, Attempt: attempt})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.NextSeq != next {
+			t.Fatalf("attempt %s: next seq %d, want %d", attempt, a.NextSeq, next)
+		}
+	}
+
+	refusals := []struct {
+		name  string
+		hello protocol.Hello
+		code  ctserr.Code
+		msg   string
+	}{
+		{"unknown job", protocol.Hello{JobID: "nope", Attempt: "a"}, ctserr.CodeNoSuchJob, "No job with ID 'nope' exists"},
+		{"container out of range", protocol.Hello{JobID: id, Container: 2, Attempt: "a"}, ctserr.CodeNoSuchSubJob, "Job " + id + " has no container 2"},
+		{"negative container", protocol.Hello{JobID: id, Container: -1, Attempt: "a"}, ctserr.CodeNoSuchSubJob, "Job " + id + " has no container -1"},
+	}
+	for _, tc := range refusals {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := f.Ingest.Assignment(ctx, tc.hello)
+			wantCTSErr(t, err, tc.code, tc.msg)
+		})
+	}
+	t.Run("ended container", func(t *testing.T) {
+		if err := f.Agent(id, 1, "at1").Send(ctx, protocol.Event{State: job.Error, AdminError: "boom"}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := f.Ingest.Assignment(ctx, protocol.Hello{JobID: id, Container: 1, Attempt: "at9"})
+		wantCTSErr(t, err, ctserr.CodeInvalidJobState, "Container 1 of job "+id+" is error")
+	})
+	t.Run("canceling job still assigns", func(t *testing.T) {
+		// An agent reconnecting during a cancel must be able to report its final state.
+		if err := f.Launch.Cancel(ctx, alice, id); err != nil {
+			t.Fatal(err)
+		}
+		a, err := f.Ingest.Assignment(ctx, protocol.Hello{JobID: id, Container: 0, Attempt: "at1"})
+		if err != nil || a.Container != 0 {
+			t.Fatalf("assignment of a canceling job: %+v, %v", a, err)
+		}
+	})
+}

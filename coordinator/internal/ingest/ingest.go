@@ -1,0 +1,350 @@
+// Package ingest owns what the agents report: it builds the assignment an agent receives when
+// it connects, applies each agent event to its container exactly once (conditional on the
+// container's state and on the event's sequence number within its attempt), and folds the
+// containers' states into the job state (fold.go). When every container has ended it writes
+// the job's terminal transition: on success the union of the containers' outputs, each
+// checked once more in S3 (its stored CRC64/NVME must equal what the agent uploaded); on
+// failure the user and admin errors. agentws calls it; launch calls Fold after recording a
+// launch, as agents may report before that.
+//
+// It must not launch or cancel anything, and must not move a job backwards: every write is
+// conditional on the state it was computed from.
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/kbase/cts/coordinator/internal/ctserr"
+	"github.com/kbase/cts/coordinator/internal/jobs"
+	"github.com/kbase/cts/shared/args"
+	"github.com/kbase/cts/shared/job"
+	"github.com/kbase/cts/shared/protocol"
+)
+
+// Store is the persistence ingest needs (job transitions go through the Mover).
+type Store interface {
+	jobs.Getter
+	jobs.SubJobGetter
+	jobs.SubJobTransitioner
+	// TouchSubJob records that the agent of a sub-job was seen at t (heartbeat).
+	TouchSubJob(ctx context.Context, id string, sub int, attempt string, t time.Time) error
+}
+
+// Objects is the S3 access the output verification needs.
+type Objects interface {
+	// Head returns the object's size and CRC64/NVME (HeadObject with ChecksumMode enabled).
+	Head(ctx context.Context, s3path string) (jobs.ObjectMeta, error)
+}
+
+// Config is ingest's configuration.
+type Config struct {
+	// LogDir is "bucket/prefix/" under which container logs go, in <LogDir><job_id>/.
+	LogDir string
+	// HeadConcurrency bounds the HeadObject calls of one output verification (default 10).
+	HeadConcurrency int
+}
+
+// Service applies agent reports. It is safe for concurrent use.
+type Service struct {
+	cfg     Config
+	store   Store
+	mover   *jobs.Mover
+	objects Objects
+	log     *slog.Logger
+}
+
+// New returns a Service; job transitions go through mover.
+func New(cfg Config, store Store, mover *jobs.Mover, objects Objects, log *slog.Logger) *Service {
+	if cfg.HeadConcurrency <= 0 {
+		cfg.HeadConcurrency = 10
+	}
+	if cfg.LogDir != "" && !strings.HasSuffix(cfg.LogDir, "/") {
+		cfg.LogDir += "/"
+	}
+	return &Service{cfg: cfg, store: store, mover: mover, objects: objects, log: log}
+}
+
+// Assignment builds what the agent of one container needs. It refuses (with a
+// *ctserr.Error) unknown jobs and containers and jobs that are already over.
+func (s *Service) Assignment(ctx context.Context, h protocol.Hello) (*protocol.Assignment, error) {
+	j, err := s.store.GetJob(ctx, h.JobID)
+	if errors.Is(err, jobs.ErrNotFound) {
+		return nil, ctserr.New(ctserr.CodeNoSuchJob, "No job with ID '%s' exists", h.JobID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	// A canceling job still takes its agents' hellos: an agent that reconnects during the
+	// cancel must be able to report how its container ended.
+	if j.State.Terminal() {
+		return nil, ctserr.New(ctserr.CodeInvalidJobState, "Job %s is %s", j.ID, j.State)
+	}
+	if h.Container < 0 || h.Container >= j.Input.NumContainers {
+		return nil, ctserr.New(ctserr.CodeNoSuchSubJob, "Job %s has no container %d", j.ID, h.Container)
+	}
+	subs, err := s.store.GetSubJobs(ctx, j.ID)
+	if err != nil {
+		return nil, err
+	}
+	var sj *jobs.SubJob
+	for i := range subs {
+		if subs[i].SubID == h.Container {
+			sj = &subs[i]
+		}
+	}
+	if sj == nil {
+		return nil, ctserr.New(ctserr.CodeNoSuchSubJob, "Job %s has no container %d", j.ID, h.Container)
+	}
+	if sj.State.Terminal() {
+		return nil, ctserr.New(ctserr.CodeInvalidJobState, "Container %d of job %s is %s", h.Container, j.ID, sj.State)
+	}
+	return BuildAssignment(j, h.Container, s.cfg.LogDir, nextSeq(sj, h.Attempt))
+}
+
+func nextSeq(sj *jobs.SubJob, attempt string) int64 {
+	if sj.Attempt == attempt {
+		return sj.LastSeq + 1
+	}
+	return 1
+}
+
+// BuildAssignment computes a container's assignment from its job: its slice of the inputs
+// with their container paths, the generated command and environment, mounts and limits.
+func BuildAssignment(j *jobs.Job, container int, logDir string, next int64) (*protocol.Assignment, error) {
+	in := &j.Input
+	rel, err := in.Placements()
+	if err != nil {
+		return nil, err
+	}
+	slices := in.FilesPerContainer()
+	if container >= len(slices) {
+		return nil, fmt.Errorf("container %d out of range", container)
+	}
+	var inputs []protocol.InputFile
+	var paths []string
+	for _, idx := range slices[container] {
+		f := in.InputFiles[idx]
+		var size int64
+		if idx < len(j.InputSizes) {
+			size = j.InputSizes[idx]
+		}
+		inputs = append(inputs, protocol.InputFile{S3Path: f.File, CRC64NVME: f.CRC64NVME, Size: size, RelPath: rel[idx]})
+		paths = append(paths, path.Join(in.Params.InputMountPoint, rel[idx]))
+	}
+	cmd, env, err := args.Generate(j.Image.Entrypoint, in.Params, container, paths)
+	if err != nil {
+		return nil, fmt.Errorf("generate arguments: %w", err)
+	}
+	refMount := in.Params.RefdataMountPoint
+	if refMount == "" {
+		refMount = j.Image.DefaultRefdataMountPoint
+	}
+	a := &protocol.Assignment{
+		JobID: j.ID, Container: container, Image: j.Image.NameWithDigest(), Command: cmd, Env: env,
+		Inputs: inputs, InputMountPoint: in.Params.InputMountPoint, OutputMountPoint: in.Params.OutputMountPoint,
+		OutputDir: in.OutputDir, Declobber: in.Params.Declobber,
+		LogDir: strings.TrimSuffix(logDir, "/") + "/" + j.ID + "/",
+		CPUs:   in.CPUs, MemoryBytes: in.Memory, RuntimeSeconds: in.RuntimeSeconds,
+		NextSeq: next,
+	}
+	if j.Image.RefdataID != "" {
+		a.RefdataID, a.RefdataMountPoint = j.Image.RefdataID, refMount
+	}
+	return a, nil
+}
+
+// ErrRejected marks an agent event the coordinator will not apply (illegal for the
+// container's state); the agent must stop reporting.
+var ErrRejected = errors.New("event rejected")
+
+// ApplyEvent applies one agent event to its container exactly once and folds the result into
+// the job. It returns nil for an event that was already applied (a resend), and an error
+// wrapping ErrRejected for an event that can never apply.
+func (s *Service) ApplyEvent(ctx context.Context, jobID string, container int, attempt string, ev protocol.Event) error {
+	if !ev.State.Valid() || ev.State == job.Created || ev.State == job.DownloadSubmitted {
+		return fmt.Errorf("%w: state %q", ErrRejected, ev.State)
+	}
+	if (ev.State == job.UploadSubmitting || ev.State == job.ErrorProcessingSubmitting) && ev.ExitCode == nil {
+		return fmt.Errorf("%w: %s needs the container's exit code", ErrRejected, ev.State)
+	}
+	var from []job.State
+	for _, st := range job.States {
+		if job.CanTransitionContainer(st, ev.State) {
+			from = append(from, st)
+		}
+	}
+	at := ev.Time.UTC().Truncate(time.Millisecond)
+	if at.IsZero() || at.After(jobs.Now().Add(time.Minute)) {
+		at = jobs.Now()
+	}
+	u := jobs.SubJobUpdate{ExitCode: ev.ExitCode, Error: ev.Error, AdminError: ev.AdminError, Traceback: ev.Traceback}
+	for _, o := range ev.Outputs {
+		u.Outputs = append(u.Outputs, jobs.Output{File: o.File, CRC64NVME: o.CRC64NVME})
+	}
+	if ev.State == job.Error && u.AdminError == "" {
+		u.AdminError = "the agent reported an error without details"
+	}
+	_, err := s.store.TransitionSubJob(ctx, jobID, container, from, jobs.Transition{State: ev.State, Time: at}, u, jobs.Seq{Attempt: attempt, Seq: ev.Seq})
+	if errors.Is(err, jobs.ErrConflict) {
+		subs, gerr := s.store.GetSubJobs(ctx, jobID)
+		if gerr != nil {
+			return gerr
+		}
+		for _, sj := range subs {
+			if sj.SubID == container && sj.Attempt == attempt && sj.LastSeq >= ev.Seq {
+				// Already applied: a resend. Fold anyway: the fold after the first
+				// application may have failed (the agent was then not acknowledged and
+				// resends), and without this fold a job whose last event it was never ends.
+				return s.Fold(ctx, jobID)
+			}
+			if sj.SubID == container {
+				return fmt.Errorf("%w: container %d of job %s is %s, cannot move to %s", ErrRejected, container, jobID, sj.State, ev.State)
+			}
+		}
+		return fmt.Errorf("%w: no container %d in job %s", ErrRejected, container, jobID)
+	}
+	if errors.Is(err, jobs.ErrNotFound) {
+		return fmt.Errorf("%w: no container %d in job %s", ErrRejected, container, jobID)
+	}
+	if err != nil {
+		return err
+	}
+	return s.Fold(ctx, jobID)
+}
+
+// Touch records a heartbeat of a container's agent.
+func (s *Service) Touch(ctx context.Context, jobID string, container int, attempt string) error {
+	return s.store.TouchSubJob(ctx, jobID, container, attempt, jobs.Now())
+}
+
+// Fold advances the job as far as its containers allow. Concurrent folds of one job are safe:
+// transitions are conditional, and a loser re-reads and recomputes.
+func (s *Service) Fold(ctx context.Context, id string) error {
+	for range 20 {
+		j, err := s.store.GetJob(ctx, id)
+		if err != nil {
+			return err
+		}
+		subs, err := s.store.GetSubJobs(ctx, id)
+		if err != nil {
+			return err
+		}
+		f := NextFold(j.State, subs)
+		if f.To == "" {
+			return nil
+		}
+		var u jobs.JobUpdate
+		if f.Terminal {
+			u, f.To = s.terminalUpdate(ctx, j, subs, f.To)
+		}
+		// Conditional on the state the fold was computed from: Error may follow canceling,
+		// so with Predecessors(Error) a cancel accepted meanwhile would be overwritten.
+		_, err = s.mover.MoveFrom(ctx, id, []job.State{j.State}, f.To, f.Time, u)
+		if errors.Is(err, jobs.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if f.To.Terminal() {
+			s.log.InfoContext(ctx, "job ended", "job_id", id, "state", f.To, "error", u.AdminError)
+			return nil
+		}
+	}
+	return fmt.Errorf("fold job %s: too many concurrent updates", id)
+}
+
+const (
+	userErrExit       = "At least one container exited with a non-zero error code. Please examine the logs for details."
+	userErrUnexpected = "An unexpected error occurred."
+)
+
+// terminalUpdate computes the fields of a job's terminal transition: on success the verified
+// union of the containers' outputs (which may still turn the job into an error), on failure
+// the user and admin errors.
+func (s *Service) terminalUpdate(ctx context.Context, j *jobs.Job, subs []jobs.SubJob, to job.State) (jobs.JobUpdate, job.State) {
+	logPath := jobs.LogPath(s.cfg.LogDir, j.ID, subs)
+	if to == job.Complete {
+		outs, err := s.verifyOutputs(ctx, subs)
+		if err != nil {
+			return jobs.JobUpdate{Error: "The job's output files failed verification.", AdminError: err.Error(), LogPath: logPath}, job.Error
+		}
+		if len(outs) == 0 {
+			msg := "The job produced no output files"
+			return jobs.JobUpdate{Error: msg, AdminError: msg, LogPath: logPath}, job.Error
+		}
+		n := len(outs)
+		return jobs.JobUpdate{Outputs: outs, OutputFileCount: &n, LogPath: logPath}, job.Complete
+	}
+	var admin []string
+	userErr := ""
+	nonZero := false
+	for _, sj := range subs {
+		if sj.ExitCode != nil && *sj.ExitCode != 0 {
+			nonZero = true
+		}
+		if sj.AdminError != "" {
+			admin = append(admin, fmt.Sprintf("container %d: %s", sj.SubID, sj.AdminError))
+		}
+		if userErr == "" && sj.Error != "" {
+			userErr = sj.Error
+		}
+	}
+	switch {
+	case nonZero:
+		userErr = userErrExit
+	case userErr == "":
+		userErr = userErrUnexpected
+	}
+	if len(admin) == 0 {
+		admin = []string{"Check subjobs / containers for admin errors"}
+	}
+	return jobs.JobUpdate{Error: userErr, AdminError: strings.Join(admin, "; "), LogPath: logPath}, job.Error
+}
+
+// verifyOutputs checks every output the containers reported against S3: it must exist with the
+// CRC64/NVME the agent computed while uploading.
+func (s *Service) verifyOutputs(ctx context.Context, subs []jobs.SubJob) ([]jobs.Output, error) {
+	byFile := map[string]jobs.Output{}
+	var order []string
+	for _, sj := range subs {
+		for _, o := range sj.Outputs {
+			if prev, ok := byFile[o.File]; ok {
+				if prev.CRC64NVME != o.CRC64NVME {
+					return nil, fmt.Errorf("containers wrote different contents to %s", o.File)
+				}
+				continue
+			}
+			byFile[o.File] = o
+			order = append(order, o.File)
+		}
+	}
+	outs := make([]jobs.Output, len(order))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(s.cfg.HeadConcurrency)
+	for i, f := range order {
+		g.Go(func() error {
+			meta, err := s.objects.Head(gctx, f)
+			if err != nil {
+				return fmt.Errorf("check output %s: %w", f, err)
+			}
+			if meta.CRC64NVME != byFile[f].CRC64NVME {
+				return fmt.Errorf("output %s has CRC64/NVME %q in S3, but the agent uploaded %q", f, meta.CRC64NVME, byFile[f].CRC64NVME)
+			}
+			outs[i] = byFile[f]
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return outs, nil
+}
