@@ -186,6 +186,12 @@ func (c *Client) lookup(ctx context.Context, token string) (*User, time.Duration
 	// cancellation (bounded by the timeout) so a caller that gives up does not fail the
 	// others waiting on it; each caller still returns when its own ctx ends.
 	ch := c.lookups.DoChan(string(key[:]), func() (any, error) {
+		// Again inside the flight: a lookup that missed the cache just before another
+		// lookup's flight stored the user and ended must not ask auth2 a second time.
+		now := c.now()
+		if u, exp, ok := c.users.get(key, now); ok {
+			return lookupResult{user: u, ttl: exp.Sub(now)}, nil
+		}
 		return c.fetchUser(context.WithoutCancel(ctx), token, key)
 	})
 	select {
