@@ -31,7 +31,7 @@ test: deps vet
 	CTS_REQUIRE_DOCKER=1 $(GO) test $(TESTFLAGS) ./...
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 2s ./shared/checksum/ ./shared/args/ ./agent/internal/transfer/
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./shared/checksum/ ./shared/args/ ./agent/internal/transfer/ ./agent/internal/untar/
 
 # Dev mode in the foreground: the embedded stack, the coordinator and the local launcher.
 dev: deps build

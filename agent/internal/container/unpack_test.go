@@ -14,13 +14,14 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/kbase/cts/agent/internal/untar"
 )
 
 // ent is one tar entry; typ defaults to a regular file (or a directory when name ends in /).
@@ -187,124 +188,18 @@ func (s *sandbox) tree(t testing.TB) []string {
 	return out
 }
 
-func TestUnpackLayers(t *testing.T) {
-	cases := []struct {
-		name   string
-		layers [][]ent
-		want   []string
-	}{
-		{
-			name:   "parents are created when the tar omits them",
-			layers: [][]ent{{file("a/b/c.txt", "c")}},
-			want:   []string{"a/", "a/b/", "a/b/c.txt"},
-		},
-		{
-			name:   "symlinks are kept as they are, absolute or not",
-			layers: [][]ent{{file("bin/real", "x"), symlink("bin/abs", "/etc/passwd"), symlink("bin/rel", "real")}},
-			want:   []string{"bin/", "bin/abs -> /etc/passwd", "bin/real", "bin/rel -> real"},
-		},
-		{
-			name: "whiteouts delete lower entries",
-			layers: [][]ent{
-				{file("a/x", "1"), file("a/y", "2"), file("b/z", "3")},
-				{file("a/.wh.x", ""), file(".wh.b", "")},
-			},
-			want: []string{"a/", "a/y"},
-		},
-		{
-			name: "opaque directory hides lower entries, marker first",
-			layers: [][]ent{
-				{file("d/old", "1"), file("d/sub/old2", "2"), file("keep", "k")},
-				{dir("d/"), file("d/.wh..wh..opq", ""), file("d/new", "n"), file("d/sub/new2", "n")},
-			},
-			want: []string{"d/", "d/new", "d/sub/", "d/sub/new2", "keep"},
-		},
-		{
-			name: "opaque directory hides lower entries, marker last",
-			layers: [][]ent{
-				{file("d/old", "1"), file("d/sub/old2", "2")},
-				{file("d/new", "n"), file("d/sub/new2", "n"), file("d/.wh..wh..opq", "")},
-			},
-			want: []string{"d/", "d/new", "d/sub/", "d/sub/new2"},
-		},
-		{
-			name: "a file replaces a directory and a symlink, and is not written through it",
-			layers: [][]ent{
-				{file("d/inner", "1"), file("target", "t"), symlink("link", "target")},
-				{file("d", "now a file"), file("link", "now a file")},
-			},
-			want: []string{"d", "link", "target"},
-		},
-		{
-			name:   "device nodes and fifos are skipped",
-			layers: [][]ent{{{name: "dev/null", typ: tar.TypeChar}, {name: "dev/sda", typ: tar.TypeBlock}, {name: "fifo", typ: tar.TypeFifo}, file("f", "x")}},
-			want:   []string{"dev/", "f"},
-		},
-		{
-			name:   "hard links",
-			layers: [][]ent{{file("a", "shared"), hardlink("b", "a"), hardlink("./c", "/a")}},
-			want:   []string{"a", "b", "c"},
-		},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			s := newSandbox(t)
-			var layers [][]byte
-			for _, l := range tc.layers {
-				layers = append(layers, gz(t, tarOf(t, l...)))
-			}
-			if err := s.apply(t, 1<<20, layers...); err != nil {
-				t.Fatal(err)
-			}
-			if got := s.tree(t); !slices.Equal(got, tc.want) {
-				t.Errorf("tree\n got %q\nwant %q", got, tc.want)
-			}
-			if b, err := os.ReadFile(filepath.Join(s.rootDir, "target")); err == nil && string(b) != "t" {
-				t.Errorf("written through a symlink: target = %q", b)
-			}
-			s.untouched(t)
-		})
-	}
-}
+// The layer semantics (whiteouts, replacement, attributes, hard links, skipped devices) are
+// tested in agent/internal/untar; these tests check what applyBlob adds: the digest, the
+// compression detection and the errors callers branch on.
 
-func TestUnpackAttributes(t *testing.T) {
+func TestUnpackWhiteout(t *testing.T) {
 	s := newSandbox(t)
-	l := tarOf(t,
-		ent{name: "bin/", typ: tar.TypeDir, mode: 0o711, uid: 7, gid: 8},
-		ent{name: "bin/suid", data: "x", mode: 0o4755, uid: 1000, gid: 1001},
-		ent{name: "bin/ro", data: "y", mode: 0o400},
-		ent{name: "bin/link", link: "suid", typ: tar.TypeSymlink, uid: 5, gid: 6},
-		ent{name: "bin/hard", link: "bin/suid", typ: tar.TypeLink},
-	)
-	if err := s.apply(t, 1<<20, zst(t, l)); err != nil {
+	err := s.apply(t, 1<<20, gz(t, tarOf(t, file("a/x", "1"), file("a/y", "2"))), zst(t, tarOf(t, file("a/.wh.x", ""))))
+	if err != nil {
 		t.Fatal(err)
 	}
-	check := func(name string, mode fs.FileMode, uid, gid uint32) {
-		t.Helper()
-		fi, err := os.Lstat(filepath.Join(s.rootDir, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if mode != 0 && fi.Mode()&(fs.ModePerm|fs.ModeSetuid) != mode {
-			t.Errorf("%s: mode %v, want %v", name, fi.Mode(), mode)
-		}
-		st := fi.Sys().(*syscall.Stat_t)
-		if os.Geteuid() == 0 && (st.Uid != uid || st.Gid != gid) {
-			t.Errorf("%s: owner %d:%d, want %d:%d", name, st.Uid, st.Gid, uid, gid)
-		}
-	}
-	check("bin", 0o711, 7, 8)
-	check("bin/suid", 0o755|fs.ModeSetuid, 1000, 1001)
-	check("bin/ro", 0o400, 0, 0)
-	check("bin/link", 0, 5, 6)
-	fi, err := os.Stat(filepath.Join(s.rootDir, "bin/ro"))
-	if err != nil || !fi.ModTime().Equal(mtime) {
-		t.Errorf("mtime %v, want %v (%v)", fi.ModTime(), mtime, err)
-	}
-	a, _ := os.Stat(filepath.Join(s.rootDir, "bin/suid"))
-	b, _ := os.Stat(filepath.Join(s.rootDir, "bin/hard"))
-	if !os.SameFile(a, b) {
-		t.Error("hard link is a copy")
+	if got := s.tree(t); !slices.Equal(got, []string{"a/", "a/y"}) {
+		t.Errorf("tree %q", got)
 	}
 }
 
@@ -383,8 +278,14 @@ func TestUnpackLimits(t *testing.T) {
 	t.Run("size bound", func(t *testing.T) {
 		s := newSandbox(t)
 		err := s.apply(t, 10, tarOf(t, file("a", "12345")), tarOf(t, file("b", "123456")))
-		if !errors.Is(err, ErrTooLarge) {
+		if !errors.Is(err, ErrTooLarge) || !errors.Is(err, untar.ErrTooLarge) {
 			t.Errorf("err %v, want ErrTooLarge", err)
+		}
+	})
+	t.Run("a name longer than PATH_MAX", func(t *testing.T) {
+		s := newSandbox(t)
+		if err := s.apply(t, 1<<20, tarOf(t, dir(strings.Repeat("d/", 2100)))); !errors.Is(err, ErrUnsafeLayer) {
+			t.Errorf("err %v, want ErrUnsafeLayer", err)
 		}
 	})
 	t.Run("digest mismatch", func(t *testing.T) {

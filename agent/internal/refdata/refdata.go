@@ -3,18 +3,22 @@
 // .tar.zst/.tzst, .tar), writes a manifest of every file (path, size, CRC64/NVME) and
 // publishes the tree atomically as <HostPath>/<id>, the directory jobs get mounted read-only.
 //
-// Safety of unpacking: every file-system call goes through os.Root on the staging directory,
-// and entries are refused (the whole staging fails, nothing is published) when they are
-// absolute or contain "..", are devices or FIFOs, are hard links to anything but a regular
-// file unpacked earlier, are symlinks whose target is absolute or resolves outside the tree
-// (checked at creation and again for every symlink once the tree is complete, since a later
-// link can redirect an earlier one), or duplicate an earlier file. The total bytes and the
-// number of entries are bounded.
+// Safety of unpacking: archives go through agent/internal/untar with its Tree policy (its
+// package comment is the full list): everything is written through os.Root on the staging
+// directory, and the whole staging fails (nothing is published) on an entry that is absolute
+// or contains "..", a device or FIFO, a hard link to anything but a regular file unpacked
+// earlier, a symlink whose target is absolute or resolves outside the tree (checked at
+// creation and again once the tree is complete, since a later link can redirect an earlier
+// one), a duplicate of an earlier entry, or the manifest's name. Config.MaxBytes bounds the
+// unpacked bytes and Config.MaxFiles every file, directory and link, the directories an entry's
+// path creates implicitly included; both are checked before anything over them is written.
 //
 // Publishing: the tree is built in <id>.tmp beside the final directory and renamed to <id>
 // only once complete, manifest included; a lock file serialises stagers of one id on one
-// file system. Staging is idempotent: a published tree whose manifest matches the request is
-// success without a download.
+// file system. On any failure (a hostile archive, a full file system) the temporary
+// directories are removed whatever their depth, and the error says what to do. Staging is
+// idempotent: a published tree whose manifest matches the request is success without a
+// download.
 //
 // The package must not talk to the coordinator (the caller reports) and must not log.
 package refdata
@@ -28,21 +32,28 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/kbase/cts/agent/internal/transfer"
+	"github.com/kbase/cts/agent/internal/untar"
 	"github.com/kbase/cts/shared/checksum"
 )
 
 // ManifestName is the manifest's file name at the top of a published tree.
 const ManifestName = ".cts-manifest.json"
 
-// Defaults of the zero Config bounds.
+// Defaults of the zero Config bounds (REFDATA_MAX_BYTES, REFDATA_MAX_FILES).
+//
+// DefaultMaxBytes is 256 GiB: above the largest reference packages KBase apps use (GTDB-Tk's
+// release 232 package needs 198 GB, 98 GB since GTDB-Tk 2.7; Kraken2's standard database is
+// under 100 GB), and low enough that a decompression bomb stops long before it fills a shared
+// refdata file system of a few TiB, which every job at the site mounts. A site with larger
+// data raises REFDATA_MAX_BYTES in its worker_env. DefaultMaxFiles (a million files,
+// directories and links) is far above those packages too (tens of thousands of files).
 const (
-	DefaultMaxBytes int64 = 1 << 40
+	DefaultMaxBytes int64 = 256 << 30
 	DefaultMaxFiles       = 1_000_000
 )
 
@@ -50,9 +61,12 @@ const (
 // checksum.ErrMismatch.
 var (
 	// ErrUnsafe: an archive entry was refused (path escape, link out of the tree, device...).
-	ErrUnsafe = errors.New("unsafe archive entry")
+	ErrUnsafe = untar.ErrUnsafe
 	// ErrTooLarge: the unpacked data exceeds Config.MaxBytes or Config.MaxFiles.
-	ErrTooLarge = errors.New("unpacked data exceeds the bounds")
+	ErrTooLarge = untar.ErrTooLarge
+	// ErrNoSpace: the refdata file system filled up (or the user's quota) while downloading
+	// or unpacking.
+	ErrNoSpace = untar.ErrNoSpace
 	// ErrPublished: <id> exists but is not what this request would publish (no manifest, or a
 	// manifest of other data, or files that changed): an admin must look.
 	ErrPublished = errors.New("published reference data does not match")
@@ -71,7 +85,8 @@ type Config struct {
 	Unpack bool
 	// HostPath is REFDATA_HOST_PATH, the existing directory holding published trees.
 	HostPath string
-	// MaxBytes bounds the bytes of the unpacked files, MaxFiles the number of entries.
+	// MaxBytes bounds the bytes of the unpacked files (DefaultMaxBytes when 0), MaxFiles the
+	// files, directories and links, implicit directories included (DefaultMaxFiles when 0).
 	MaxBytes int64
 	MaxFiles int
 }
@@ -198,55 +213,71 @@ func Stage(ctx context.Context, cfg Config, dl Downloader) (*Result, error) {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("stage %s: %w", cfg.ID, err)
 	}
+	m, err := build(ctx, cfg, dl, host, base, fm, single)
+	if err != nil {
+		return nil, fmt.Errorf("stage %s: %w", cfg.ID, explain(err, cfg, host))
+	}
+	return &Result{Dir: final, Manifest: *m}, nil
+}
 
+// build downloads, unpacks and publishes under the lock. Whatever fails, <id>.tmp and
+// <id>.download are removed, however deep and whatever their modes.
+func build(ctx context.Context, cfg Config, dl Downloader, host, base string, fm format, single string) (_ *Manifest, err error) {
+	final := filepath.Join(host, cfg.ID)
 	tmp, dlDir := final+".tmp", final+".download"
 	// Leftovers of a stager that died (we hold the lock: no live one uses them).
 	for _, d := range []string{tmp, dlDir} {
-		if err := os.RemoveAll(d); err != nil {
-			return nil, fmt.Errorf("stage %s: remove leftover %s: %w", cfg.ID, d, err)
+		if err := untar.RemoveAll(d); err != nil {
+			return nil, fmt.Errorf("remove leftover %s: %w", d, err)
 		}
 	}
-	defer os.RemoveAll(dlDir)
 	published := false
 	defer func() {
-		if !published {
-			_ = os.RemoveAll(tmp)
+		for _, d := range []string{tmp, dlDir} {
+			if d == tmp && published {
+				continue
+			}
+			if rerr := untar.RemoveAll(d); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("clean up: %w", rerr))
+			}
 		}
 	}()
 	if err := os.Mkdir(tmp, 0o755); err != nil {
-		return nil, fmt.Errorf("stage %s: %w", cfg.ID, err)
+		return nil, err
 	}
 	root, err := os.OpenRoot(tmp)
 	if err != nil {
-		return nil, fmt.Errorf("stage %s: %w", cfg.ID, err)
+		return nil, err
 	}
 	defer root.Close()
 
 	m := Manifest{ID: cfg.ID, S3Path: cfg.S3Path, CRC64NVME: cfg.CRC64NVME, Unpack: cfg.Unpack, Files: []File{}}
 	if !cfg.Unpack {
 		if err := dl.Download(ctx, transfer.Download{S3Path: cfg.S3Path, CRC64NVME: cfg.CRC64NVME, Dest: filepath.Join(tmp, base)}); err != nil {
-			return nil, fmt.Errorf("stage %s: %w", cfg.ID, err)
+			return nil, fmt.Errorf("download: %w", err)
 		}
 		fi, err := root.Lstat(base)
 		if err != nil {
-			return nil, fmt.Errorf("stage %s: %w", cfg.ID, err)
+			return nil, err
 		}
 		if err := root.Chmod(base, 0o644); err != nil {
-			return nil, fmt.Errorf("stage %s: %w", cfg.ID, err)
+			return nil, err
 		}
 		m.Files = append(m.Files, File{Path: base, Size: fi.Size(), CRC64NVME: cfg.CRC64NVME})
 	} else {
+		if err := os.Mkdir(dlDir, 0o700); err != nil {
+			return nil, err
+		}
 		archive := filepath.Join(dlDir, base)
 		if err := dl.Download(ctx, transfer.Download{S3Path: cfg.S3Path, CRC64NVME: cfg.CRC64NVME, Dest: archive}); err != nil {
-			return nil, fmt.Errorf("stage %s: %w", cfg.ID, err)
+			return nil, fmt.Errorf("download: %w", err)
 		}
-		x := newExtractor(root, cfg.MaxBytes, cfg.MaxFiles)
-		if err := x.unpack(ctx, archive, fm, single); err != nil {
-			return nil, fmt.Errorf("stage %s: unpack %s: %w", cfg.ID, base, err)
+		if m.Files, m.Symlinks, err = unpack(ctx, root, archive, fm, single, cfg); err != nil {
+			return nil, fmt.Errorf("unpack %s: %w", base, err)
 		}
-		m.Files, m.Symlinks = x.manifest()
-		if err := os.RemoveAll(dlDir); err != nil {
-			return nil, fmt.Errorf("stage %s: %w", cfg.ID, err)
+		// The archive's space is needed no more.
+		if err := untar.RemoveAll(dlDir); err != nil {
+			return nil, err
 		}
 	}
 	for _, f := range m.Files {
@@ -254,19 +285,44 @@ func Stage(ctx context.Context, cfg Config, dl Downloader) (*Result, error) {
 	}
 	m.StagedOn = time.Now().UTC()
 	if err := writeManifest(root, m); err != nil {
-		return nil, fmt.Errorf("stage %s: %w", cfg.ID, err)
+		return nil, err
 	}
 	if err := os.Chmod(tmp, 0o755); err != nil {
-		return nil, fmt.Errorf("stage %s: %w", cfg.ID, err)
+		return nil, err
 	}
 	if err := os.Rename(tmp, final); err != nil {
-		return nil, fmt.Errorf("stage %s: publish: %w", cfg.ID, err)
+		return nil, fmt.Errorf("publish: %w", err)
 	}
 	published = true
 	if err := syncDir(host); err != nil {
-		return nil, fmt.Errorf("stage %s: publish: %w", cfg.ID, err)
+		return nil, fmt.Errorf("publish: %w", err)
 	}
-	return &Result{Dir: final, Manifest: m}, nil
+	return &m, nil
+}
+
+// explain adds to a staging error what an admin can do about it.
+func explain(err error, cfg Config, host string) error {
+	switch {
+	case errors.Is(err, ErrNoSpace) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT):
+		if !errors.Is(err, ErrNoSpace) {
+			err = fmt.Errorf("%w: %w", ErrNoSpace, err)
+		}
+		free := "an unknown amount"
+		var st syscall.Statfs_t
+		if serr := syscall.Statfs(host, &st); serr == nil {
+			free = untar.Size(int64(st.Bavail) * st.Bsize)
+		}
+		return fmt.Errorf("%w; nothing was published. The refdata file system %s has %s free now: it needs room for "+
+			"the archive and its unpacked data at once; free space there (or raise the quota), then recover the staging",
+			err, host, free)
+	case errors.Is(err, ErrTooLarge):
+		return fmt.Errorf("%w; nothing was published. The bounds are REFDATA_MAX_BYTES=%d (%s) and REFDATA_MAX_FILES=%d: "+
+			"if the archive is genuine, raise them in the site's worker_env, then recover the staging",
+			err, cfg.MaxBytes, untar.Size(cfg.MaxBytes), cfg.MaxFiles)
+	case errors.Is(err, ErrUnsafe):
+		return fmt.Errorf("%w; nothing was published: the archive must be rebuilt without such entries", err)
+	}
+	return err
 }
 
 func writeManifest(root *os.Root, m Manifest) error {
@@ -361,13 +417,4 @@ func syncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
-}
-
-func sortedFiles(m map[string]File) []File {
-	out := make([]File, 0, len(m))
-	for _, f := range m {
-		out = append(out, f)
-	}
-	slices.SortFunc(out, func(a, b File) int { return strings.Compare(a.Path, b.Path) })
-	return out
 }

@@ -9,7 +9,9 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -385,6 +387,150 @@ func TestInvalidRequests(t *testing.T) {
 			if _, err := refdata.Stage(t.Context(), cfg, nil); err == nil {
 				t.Fatal("Stage succeeded")
 			}
+		})
+	}
+}
+
+// rawHeader is a hand-made ustar header (tar.Writer refuses a size without its data).
+func rawHeader(name string, size int64) []byte {
+	b := make([]byte, 512)
+	copy(b[0:], name)
+	copy(b[100:], fmt.Sprintf("%07o\x00", 0o644))
+	copy(b[108:], "0000000\x000000000\x00")
+	b[124] = 0x80 // GNU base-256: sizes from 8 GiB up do not fit the octal field
+	for i := 135; i > 124; i-- {
+		b[i] = byte(size)
+		size >>= 8
+	}
+	copy(b[136:], fmt.Sprintf("%011o\x00", 0))
+	b[156] = tar.TypeReg
+	copy(b[257:], "ustar\x0000")
+	copy(b[148:], "        ")
+	sum := 0
+	for _, c := range b {
+		sum += int(c)
+	}
+	copy(b[148:], fmt.Sprintf("%06o\x00 ", sum))
+	return b
+}
+
+// TestUnpackBounds: the attacks on the bounds of issue 11's review of the refdata unpack.
+func TestUnpackBounds(t *testing.T) {
+	e := newEnv(t)
+	stage := func(t *testing.T, id string, archive []byte, maxFiles int) error {
+		t.Helper()
+		key := "b/" + id + ".tar.gz"
+		crc := e.put(t, key, gz(t, archive))
+		_, err := refdata.Stage(t.Context(), refdata.Config{ID: id, S3Path: bucket + "/" + key, CRC64NVME: crc,
+			Unpack: true, HostPath: e.host, MaxFiles: maxFiles}, e.tc)
+		onlyPublished(t, e.host)
+		return err
+	}
+	t.Run("one deep directory entry counts every directory", func(t *testing.T) {
+		// One entry "d/d/…/d/", 2,000 levels: it used to count as one entry and pass MaxFiles=5.
+		err := stage(t, "deep", tarOf(t, entry{name: strings.Repeat("d/", 2000), typ: tar.TypeDir}), 5)
+		if !errors.Is(err, refdata.ErrTooLarge) || !strings.Contains(err.Error(), "REFDATA_MAX_FILES=5") {
+			t.Fatalf("err = %v", err)
+		}
+	})
+	t.Run("a name longer than PATH_MAX", func(t *testing.T) {
+		// The review's archive: "d/" × 20,000 (took 34 s and left a tree os.RemoveAll could not delete).
+		err := stage(t, "deeper", tarOf(t, entry{name: strings.Repeat("d/", 20000), typ: tar.TypeDir}), 5)
+		if !errors.Is(err, refdata.ErrUnsafe) {
+			t.Fatalf("err = %v", err)
+		}
+	})
+	t.Run("the default byte bound is realistic", func(t *testing.T) {
+		// A header announcing 300 GiB (the data need not follow: it is refused before any
+		// byte is written), under the default bounds.
+		archive := append(rawHeader("huge", 300<<30), make([]byte, 1024)...)
+		err := stage(t, "huge", archive, 0)
+		if !errors.Is(err, refdata.ErrTooLarge) || !strings.Contains(err.Error(), "REFDATA_MAX_BYTES=274877906944 (256 GiB)") {
+			t.Fatalf("err = %v", err)
+		}
+	})
+}
+
+// TestCleanupDeepTree: a failed staging removes its tree however deep. os.RemoveAll holds a
+// descriptor per level, so past the descriptor limit it failed and the tree stayed on the
+// shared file system; the limit is lowered here to show it with a 2,000-level tree.
+func TestCleanupDeepTree(t *testing.T) {
+	e := newEnv(t)
+	archive := tarOf(t, entry{name: strings.Repeat("d/", 2000) + "f", typ: tar.TypeReg, body: []byte("x")},
+		entry{name: "fifo", typ: tar.TypeFifo})
+	crc := e.put(t, "deep.tar.gz", gz(t, archive))
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	low := lim
+	low.Cur = 256
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
+		t.Skipf("cannot lower the descriptor limit: %v", err)
+	}
+	_, err := refdata.Stage(t.Context(), refdata.Config{ID: "deep", S3Path: bucket + "/deep.tar.gz", CRC64NVME: crc,
+		Unpack: true, HostPath: e.host}, e.tc)
+	if rerr := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); rerr != nil {
+		t.Fatal(rerr)
+	}
+	if !errors.Is(err, refdata.ErrUnsafe) {
+		t.Fatalf("err = %v", err)
+	}
+	onlyPublished(t, e.host)
+}
+
+// smallFS mounts a tmpfs of size bytes: a real file system that fills up. It needs root
+// (CAP_SYS_ADMIN); elsewhere the test is skipped, saying so.
+func smallFS(t *testing.T, size int) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "small")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, fmt.Sprintf("size=%d", size)); err != nil {
+		t.Skipf("cannot mount a %d-byte tmpfs to fill up (needs root): %v", size, err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	return dir
+}
+
+// TestFullDisk: the refdata file system fills up while downloading or unpacking: a clear error,
+// nothing published, nothing left behind.
+func TestFullDisk(t *testing.T) {
+	e := newEnv(t)
+	zeros := bytes.Repeat([]byte{0}, 6<<20)
+	random := make([]byte, 3<<20)
+	for i := range random {
+		random[i] = byte(i*7919 + i>>8*31 + i>>16)
+	}
+	for _, c := range []struct {
+		name, key string
+		data      []byte
+		unpack    bool
+	}{
+		{"unpacking", "full/zeros.tar.gz", gz(t, tarOf(t, entry{name: "small", typ: tar.TypeReg, body: []byte("x")},
+			entry{name: "db/zeros", typ: tar.TypeReg, body: zeros})), true},
+		{"downloading", "full/random.bin", random, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			host := smallFS(t, 2<<20)
+			crc := e.put(t, c.key, c.data)
+			_, err := refdata.Stage(t.Context(), refdata.Config{ID: "full", S3Path: bucket + "/" + c.key, CRC64NVME: crc,
+				Unpack: c.unpack, HostPath: host}, e.tc)
+			if !errors.Is(err, refdata.ErrNoSpace) {
+				t.Fatalf("err = %v, want ErrNoSpace", err)
+			}
+			for _, want := range []string{"no space left", "nothing was published", host, "free now"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("the error does not say %q: %v", want, err)
+				}
+			}
+			t.Logf("the admin reads: %v", err)
+			onlyPublished(t, host)
 		})
 	}
 }
