@@ -22,6 +22,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/kbase/cts/agent/internal/untar"
 )
 
 const (
@@ -185,11 +187,11 @@ func (o *OCI) Run(ctx context.Context, s Spec) (Result, error) {
 	// this process dies, which is what makes the container reapable).
 	unlock, err := takeOwnerLock(bundle)
 	if err != nil {
-		_ = os.RemoveAll(bundle)
+		_ = untar.RemoveAll(bundle)
 		return Result{}, fmt.Errorf("run %s: %w", s.ID, err)
 	}
 	defer func() {
-		if err := os.RemoveAll(bundle); err != nil {
+		if err := untar.RemoveAll(bundle); err != nil {
 			// Reap removes it at the next start; the run's outcome stands.
 			o.log.Warn("remove container bundle", "container", s.ID, "error", err)
 		}
@@ -594,7 +596,7 @@ func (o *OCI) Reap(ctx context.Context) error {
 		}
 		err := o.delete(ctx, id)
 		if err == nil && bundle != "" && filepath.Dir(bundle) == o.cfg.BundleDir {
-			err = os.RemoveAll(bundle)
+			err = untar.RemoveAll(bundle)
 		}
 		release()
 		if err != nil {
@@ -620,7 +622,7 @@ func (o *OCI) Reap(ctx context.Context) error {
 		if !gone {
 			continue
 		}
-		if err := os.RemoveAll(b); err != nil {
+		if err := untar.RemoveAll(b); err != nil {
 			errs = append(errs, err)
 		}
 		release()
