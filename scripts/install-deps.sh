@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing CTS-Go needs on a fresh Debian machine: runc (containers),
-# GNU time (peak-RSS measurement), and the Go modules. Idempotent; quiet when everything is there.
+# GNU time (peak-RSS measurement), chromium (the dashboard's browser tests), and the Go modules.
+# Idempotent; quiet when everything is there.
 set -euo pipefail
 need=()
 command -v runc >/dev/null 2>&1 || need+=(runc)
@@ -8,6 +9,9 @@ command -v runc >/dev/null 2>&1 || need+=(runc)
 # Docker engine: the agent's `docker` runtime is tested against a real engine (test/e2e runs
 # its container tests under both runtimes).
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+# Debian's chromium: the dashboard's browser tests (test/ui) drive it over the DevTools
+# protocol (chromedp), so no chromium-driver is needed.
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if ((${#need[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "install-deps: need ${need[*]}; run as root or install them yourself" >&2

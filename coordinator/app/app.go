@@ -38,6 +38,7 @@ import (
 	"github.com/kbase/cts/coordinator/internal/refdata"
 	"github.com/kbase/cts/coordinator/internal/sites"
 	"github.com/kbase/cts/coordinator/internal/store"
+	"github.com/kbase/cts/coordinator/internal/ui"
 	"github.com/kbase/cts/shared/job"
 	"github.com/kbase/cts/shared/launcher"
 )
@@ -197,8 +198,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error) 
 	var apiSrv *api.Server
 	a.agents = agentws.New(agentws.Config{}, ing, a.launch, func(r *http.Request) error { return apiSrv.AuthorizeExecutor(r) },
 		log.With("component", "agentws"), func(w http.ResponseWriter, r *http.Request, err error) { apiSrv.WriteError(w, r, err) })
+	dashboard, err := ui.New()
+	if err != nil {
+		return nil, err
+	}
 	apiSrv = api.New(api.Config{Version: Version, GitHash: GitHash, Access: rules, Notifier: a.notifier,
-		LiveLogs: a.agents, Progress: a.agents, AgentBinary: cfg.AgentBinary, Observer: a.metrics, Refdata: a.refdata},
+		LiveLogs: a.agents, Progress: a.agents, AgentBinary: cfg.AgentBinary, Observer: a.metrics, Refdata: a.refdata,
+		Lister: objs, UI: dashboard},
 		authc, api.Jobs{Admission: adm, Records: jobs.NewRecords(a.store), Launch: a.launch, Sites: a.sites},
 		imgs, objs, a.agents, log.With("component", "api"))
 

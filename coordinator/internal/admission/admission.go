@@ -4,7 +4,8 @@
 // registered digest, requires the image's reference data to be staged at the site, proves the
 // output folder writable, and heads every input in S3 (a CRC64/NVME is required; one the user
 // supplied must match). Only when every check passed are the job (created) and its sub-jobs
-// written, in one CreateJob; nothing is written otherwise.
+// written, in one CreateJob; nothing is written otherwise. Preview makes the same checks and
+// writes nothing: it returns what each container would run (POST /jobs/preview).
 //
 // It must not launch anything: it pokes the submitter (package launch), which does.
 package admission
@@ -13,6 +14,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,6 +24,7 @@ import (
 
 	"github.com/kbase/cts/coordinator/internal/ctserr"
 	"github.com/kbase/cts/coordinator/internal/images"
+	"github.com/kbase/cts/coordinator/internal/ingest"
 	"github.com/kbase/cts/coordinator/internal/jobinput"
 	"github.com/kbase/cts/coordinator/internal/jobs"
 	"github.com/kbase/cts/coordinator/internal/sites"
@@ -121,62 +124,11 @@ func New(cfg Config, d Deps) *Service {
 // Submit checks a validated job input against the site, the image registry and S3, records
 // the job and returns its ID. Nothing is recorded when any check fails.
 func (s *Service) Submit(ctx context.Context, u jobs.User, in *jobinput.JobInput) (string, error) {
-	site, ok := s.d.Sites.Site(in.Cluster)
-	if !ok {
-		return "", ctserr.New(ctserr.CodeJobFlowUnavailable, "Job flow for cluster %s is not registered", in.Cluster)
-	}
-	if err := s.d.Sites.CheckActive(ctx, site.Name); err != nil {
-		return "", err
-	}
-	if site.RequireStaff && !u.Staff {
-		return "", ctserr.New(ctserr.CodeUnauthorized, "To use the %s site, you must be a KBase staff member.", site.Name)
-	}
-	if err := checkLimits(site, in, s.cfg.MaxCPUHours); err != nil {
-		return "", err
-	}
-	if err := checkNoManifest(site, in); err != nil {
-		return "", err
-	}
-	img, err := s.d.Images.Resolve(ctx, in.Image)
+	j, err := s.prepare(ctx, u, in)
 	if err != nil {
 		return "", err
 	}
-	if img.RefdataID != "" {
-		// A mount point, and the data staged at the job's site.
-		if in.Params.RefdataMountPoint == "" && img.DefaultRefdataMountPoint == "" {
-			return "", ctserr.New(ctserr.CodeIllegalParameter,
-				"Image %s requires reference data %s; a refdata mount point must be provided", img.NameWithDigest(), img.RefdataID)
-		}
-		if s.cfg.Refdata == nil {
-			return "", ctserr.New(ctserr.CodeUnsupportedOperation,
-				"Image %s requires reference data %s, which this service does not stage", img.NameWithDigest(), img.RefdataID)
-		}
-		if err := s.cfg.Refdata.Ready(ctx, img.RefdataID, site.Name); err != nil {
-			return "", err
-		}
-	}
-	if err := s.checkOutputDir(ctx, in.OutputDir); err != nil {
-		return "", err
-	}
-	sizes, err := s.checkInputs(ctx, in)
-	if err != nil {
-		return "", err
-	}
-
-	now := jobs.Now()
-	j := &jobs.Job{
-		ID:             uuid.NewString(),
-		User:           u.Name,
-		AdminMeta:      map[string]any{},
-		State:          job.Created,
-		UpdateTime:     now,
-		Transitions:    []jobs.Transition{{State: job.Created, Time: now, TransID: uuid.NewString()}},
-		Input:          *in,
-		Image:          *img,
-		InputFileCount: len(in.InputFiles),
-		InputSizes:     sizes,
-	}
-	j.Image.URLs, j.Image.UsageNotes = nil, ""
+	now := j.UpdateTime
 	subs := make([]jobs.SubJob, in.NumContainers)
 	for i := range subs {
 		subs[i] = jobs.SubJob{
@@ -193,6 +145,100 @@ func (s *Service) Submit(ctx context.Context, u jobs.User, in *jobinput.JobInput
 		s.d.Submitter.Poke()
 	}
 	return j.ID, nil
+}
+
+// ContainerPreview is what one container of a job would run: its command (the image's
+// entrypoint and the generated arguments), its environment, and the paths of its input files
+// inside the container.
+type ContainerPreview struct {
+	Container int
+	Command   []string
+	Env       []string
+	Inputs    []string
+}
+
+// Preview makes every check Submit makes (the same errors) and returns what each container
+// would run, without recording anything: a dry run of Submit. The commands are built as the
+// agents' assignments are (ingest.BuildAssignment).
+func (s *Service) Preview(ctx context.Context, u jobs.User, in *jobinput.JobInput) ([]ContainerPreview, error) {
+	j, err := s.prepare(ctx, u, in)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ContainerPreview, 0, in.NumContainers)
+	for c := range in.NumContainers {
+		a, err := ingest.BuildAssignment(j, c, s.cfg.LogDir, 0)
+		if err != nil {
+			return nil, fmt.Errorf("preview container %d: %w", c, err)
+		}
+		cp := ContainerPreview{Container: c, Command: a.Command, Env: a.Env, Inputs: []string{}}
+		for _, f := range a.Inputs {
+			cp.Inputs = append(cp.Inputs, path.Join(a.InputMountPoint, f.RelPath))
+		}
+		out = append(out, cp)
+	}
+	return out, nil
+}
+
+// prepare runs every check of Submit and returns the job Submit would record.
+func (s *Service) prepare(ctx context.Context, u jobs.User, in *jobinput.JobInput) (*jobs.Job, error) {
+	site, ok := s.d.Sites.Site(in.Cluster)
+	if !ok {
+		return nil, ctserr.New(ctserr.CodeJobFlowUnavailable, "Job flow for cluster %s is not registered", in.Cluster)
+	}
+	if err := s.d.Sites.CheckActive(ctx, site.Name); err != nil {
+		return nil, err
+	}
+	if site.RequireStaff && !u.Staff {
+		return nil, ctserr.New(ctserr.CodeUnauthorized, "To use the %s site, you must be a KBase staff member.", site.Name)
+	}
+	if err := checkLimits(site, in, s.cfg.MaxCPUHours); err != nil {
+		return nil, err
+	}
+	if err := checkNoManifest(site, in); err != nil {
+		return nil, err
+	}
+	img, err := s.d.Images.Resolve(ctx, in.Image)
+	if err != nil {
+		return nil, err
+	}
+	if img.RefdataID != "" {
+		// A mount point, and the data staged at the job's site.
+		if in.Params.RefdataMountPoint == "" && img.DefaultRefdataMountPoint == "" {
+			return nil, ctserr.New(ctserr.CodeIllegalParameter,
+				"Image %s requires reference data %s; a refdata mount point must be provided", img.NameWithDigest(), img.RefdataID)
+		}
+		if s.cfg.Refdata == nil {
+			return nil, ctserr.New(ctserr.CodeUnsupportedOperation,
+				"Image %s requires reference data %s, which this service does not stage", img.NameWithDigest(), img.RefdataID)
+		}
+		if err := s.cfg.Refdata.Ready(ctx, img.RefdataID, site.Name); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.checkOutputDir(ctx, in.OutputDir); err != nil {
+		return nil, err
+	}
+	sizes, err := s.checkInputs(ctx, in)
+	if err != nil {
+		return nil, err
+	}
+
+	now := jobs.Now()
+	j := &jobs.Job{
+		ID:             uuid.NewString(),
+		User:           u.Name,
+		AdminMeta:      map[string]any{},
+		State:          job.Created,
+		UpdateTime:     now,
+		Transitions:    []jobs.Transition{{State: job.Created, Time: now, TransID: uuid.NewString()}},
+		Input:          *in,
+		Image:          *img,
+		InputFileCount: len(in.InputFiles),
+		InputSizes:     sizes,
+	}
+	j.Image.URLs, j.Image.UsageNotes = nil, ""
+	return j, nil
 }
 
 func checkLimits(site *sites.Site, in *jobinput.JobInput, maxCPUHours float64) error {

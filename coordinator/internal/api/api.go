@@ -22,6 +22,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/kbase/cts/coordinator/internal/access"
+	"github.com/kbase/cts/coordinator/internal/admission"
 	"github.com/kbase/cts/coordinator/internal/auth"
 	"github.com/kbase/cts/coordinator/internal/ctserr"
 	"github.com/kbase/cts/coordinator/internal/images"
@@ -58,6 +59,8 @@ type Notifications interface {
 // Admission admits jobs (*admission.Service).
 type Admission interface {
 	Submit(ctx context.Context, u jobs.User, in *jobinput.JobInput) (string, error)
+	// Preview makes Submit's checks, records nothing, and returns what each container would run.
+	Preview(ctx context.Context, u jobs.User, in *jobinput.JobInput) ([]admission.ContainerPreview, error)
 }
 
 // Records reads jobs and edits their admin metadata (*jobs.Records).
@@ -117,6 +120,10 @@ type Config struct {
 	AgentBinary string
 	// Observer, when set, records every request (metrics).
 	Observer Observer
+	// Lister serves GET /s3/list; without it that route answers 400/60000.
+	Lister ObjectLister
+	// UI, when set, serves the web dashboard below /ui/.
+	UI http.Handler
 }
 
 // Server is the REST API.
@@ -172,6 +179,10 @@ func (s *Server) routes() {
 		m.HandleFunc(rt.Method+" "+rt.Pattern, rt.handler)
 	}
 	s.mountDocs()
+	if s.cfg.UI != nil {
+		m.Handle("GET /ui/", s.cfg.UI)
+		m.Handle("GET /ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently))
+	}
 	if s.agents != nil {
 		m.Handle("GET "+protocol.Path, s.agents)
 	}

@@ -119,7 +119,7 @@ func newFixtureWith(t testing.TB, configure func(*api.Config)) *fixture {
 	live := agentws.New(agentws.Config{}, ing, lch, func(r *http.Request) error { return apiSrv.AuthorizeExecutor(r) }, log,
 		func(w http.ResponseWriter, r *http.Request, err error) { apiSrv.WriteError(w, r, err) })
 	cfg := api.Config{Version: "1.2.3", GitHash: "abc123", Notifier: notes, LiveLogs: live, Progress: live,
-		LiveLogHeartbeat: 100 * time.Millisecond, LiveLogPoll: 50 * time.Millisecond, Observer: obs}
+		LiveLogHeartbeat: 100 * time.Millisecond, LiveLogPoll: 50 * time.Millisecond, Observer: obs, Lister: objs}
 	if configure != nil {
 		configure(&cfg)
 	}

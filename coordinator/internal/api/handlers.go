@@ -173,13 +173,15 @@ func (s *Server) sites(w http.ResponseWriter, r *http.Request) {
 
 // listFilter reads the filters GET /jobs and GET /admin/jobs share.
 func (s *Server) listFilter(p *params) jobs.ListFilter {
-	return jobs.ListFilter{
+	f := jobs.ListFilter{
 		Cluster: p.enum("query", "cluster", s.siteNames(), false),
 		State:   p.state("state", false),
 		After:   p.datetime("after"),
 		Before:  p.datetime("before"),
 		Limit:   p.integer("query", "limit", 1000, 1, 1000),
 	}
+	f.ImageName, f.ImageTag, f.ImageDigest = p.image("image")
+	return f
 }
 
 func (s *Server) writeJobList(w http.ResponseWriter, r *http.Request, f jobs.ListFilter) {

@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/kbase/cts/coordinator/internal/ctserr"
+	"github.com/kbase/cts/coordinator/internal/images"
 	"github.com/kbase/cts/coordinator/internal/jobinput"
 	"github.com/kbase/cts/shared/job"
 )
@@ -208,6 +209,26 @@ func parseAwareTime(v string) (time.Time, string, string) {
 		}
 	}
 	return time.Time{}, "datetime_parsing", "Input should be a valid datetime, invalid datetime format"
+}
+
+// image reads an image reference query parameter (name, name:tag or name@sha256:...) and
+// returns its normalised name, tag and digest; a reference that does not parse is a
+// validation problem with the image parser's message.
+func (p *params) image(name string) (imageName, tag, digest string) {
+	v, ok := p.raw("query", name)
+	if !ok {
+		return "", "", ""
+	}
+	if utf8.RuneCountInString(v) > 1000 {
+		p.bad("query", name, "string_too_long", "String should have at most 1000 characters", v, map[string]any{"max_length": 1000})
+		return "", "", ""
+	}
+	ref, err := images.ParseRef(v)
+	if err != nil {
+		p.bad("query", name, "value_error", "Value error, "+err.Error(), v, nil)
+		return "", "", ""
+	}
+	return ref.Name, ref.Tag, ref.Digest
 }
 
 // duration reads an ISO 8601 / seconds duration query parameter of at least minSec seconds.

@@ -60,7 +60,10 @@ var (
 		Description: "Only jobs whose last transition is at or after this time (ISO 8601 with a time zone)."}
 	pBefore = param{In: "query", Name: "before", Type: "date-time",
 		Description: "Only jobs whose last transition is before this time (ISO 8601 with a time zone)."}
-	pLimit = param{In: "query", Name: "limit", Type: "integer", Description: "At most this many jobs, 1 to 1000 (default 1000)."}
+	pLimit     = param{In: "query", Name: "limit", Type: "integer", Description: "At most this many jobs, 1 to 1000 (default 1000)."}
+	pListImage = param{In: "query", Name: "image", Type: "string",
+		Description: "Only jobs that ran this registered image: a name (any tag or digest), name:tag or name@sha256:... " +
+			"(an addition to the CTS API). Names are normalised as at registration (ubuntu is docker.io/library/ubuntu)."}
 )
 
 func (s *Server) routeTable() []route {
@@ -68,7 +71,7 @@ func (s *Server) routeTable() []route {
 	site := param{In: "path", Name: "site", Type: "string", Required: true, Description: "The site.", Enum: s.siteNames()}
 	state := pState
 	state.Enum = stateNames()
-	listParams := []param{cluster, state, pAfter, pBefore, pLimit}
+	listParams := []param{cluster, state, pListImage, pAfter, pBefore, pLimit}
 	notJAWS := "Answers 400 with app code 100000: no site of this service uses NERSC or JAWS."
 	return []route{
 		{Method: "GET", Pattern: "/{$}", Tag: "General", Summary: "Service information", Auth: authNone, Status: 200, Response: Root{}, handler: s.root},
@@ -79,6 +82,8 @@ func (s *Server) routeTable() []route {
 			Response: ListJobsResponse{}, Params: listParams, handler: s.listJobs},
 		{Method: "POST", Pattern: "/jobs", Tag: "Jobs", Summary: "Submit a job", Auth: authUser, Status: 200,
 			Request: JobInput{}, Response: SubmitJobResponse{}, handler: s.submit},
+		{Method: "POST", Pattern: "/jobs/preview", Tag: "Jobs", Summary: previewSummary, Auth: authUser, Status: 200,
+			Request: JobInput{}, Response: JobPreview{}, handler: s.preview},
 		{Method: "GET", Pattern: "/jobs/{job_id}", Tag: "Jobs", Summary: "A job", Auth: authOwner, Status: 200,
 			Response: Job{}, Params: []param{pJobID}, handler: s.getJob},
 		{Method: "GET", Pattern: "/jobs/{job_id}/status", Tag: "Jobs", Summary: "A job's state", Auth: authOwner, Status: 200,
@@ -99,6 +104,9 @@ func (s *Server) routeTable() []route {
 			Response: JobProgress{}, Params: []param{pJobID}, handler: s.jobProgress},
 		{Method: "PUT", Pattern: "/jobs/{job_id}/cancel", Tag: "Jobs", Summary: "Cancel a job", Auth: authOwner, Status: 204,
 			Params: []param{pJobID}, handler: s.cancel},
+
+		{Method: "GET", Pattern: "/s3/list", Tag: "Jobs", Summary: s3ListSummary, Auth: authUser, Status: 200,
+			Response: S3Listing{}, Params: s3ListParams, handler: s.s3List},
 
 		{Method: "GET", Pattern: "/images", Tag: "Images", Summary: "The registered images, by name and digest, a page at a time", Auth: authNone, Status: 200,
 			Response: Images{}, Params: []param{

@@ -222,6 +222,12 @@ func TestListJobs(t *testing.T) {
 			{"/jobs?before=" + url.QueryEscape(time.Now().Add(time.Hour).Format(time.RFC3339)), []string{a1, a2}},
 			{"/jobs?before=2000-01-01T00:00:00Z", nil},
 			{"/jobs?after=946684800", []string{a1, a2}}, // Unix seconds, as pydantic takes them
+			{"/jobs?image=" + url.QueryEscape(f.imgID), []string{a1, a2}},
+			{"/jobs?image=" + url.QueryEscape(f.imgID+":1"), []string{a1, a2}},
+			{"/jobs?image=" + url.QueryEscape(f.imgID+":2"), nil},
+			{"/jobs?image=" + url.QueryEscape(f.imgID+"@sha256:"+strings.Repeat("0", 64)), nil},
+			{"/jobs?state=error&image=" + url.QueryEscape(f.imgID), []string{a1}},
+			{"/jobs?image=ubuntu", nil},
 		} {
 			if got := list(alice, tc.path); !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("%s = %v, want %v", tc.path, got, tc.want)
@@ -234,6 +240,9 @@ func TestListJobs(t *testing.T) {
 		}
 		if got := list(root, "/admin/jobs?user=bob"); !reflect.DeepEqual(got, []string{b1}) {
 			t.Fatalf("bob's jobs %v", got)
+		}
+		if got := list(root, "/admin/jobs?user=bob&image="+url.QueryEscape(f.imgID)); !reflect.DeepEqual(got, []string{b1}) {
+			t.Fatalf("bob's jobs of the image %v", got)
 		}
 		f.wantError(t, "GET", "/admin/jobs?user=nosuchuser", root, "", 400, 10040, "No such user: nosuchuser")
 		f.wantError(t, "GET", "/admin/jobs?user=Bob", root, "", 400, 30010, "")
@@ -248,6 +257,8 @@ func TestListJobs(t *testing.T) {
 			{"after=2024-01-01T00:00:00", "after", "timezone_aware"},
 			{"before=2024-01-01", "before", "timezone_aware"},
 			{"after=yesterday", "after", "datetime_parsing"},
+			{"image=a%20b", "image", "value_error"},
+			{"image=" + strings.Repeat("a", 1001), "image", "string_too_long"},
 		} {
 			e := f.wantError(t, "GET", "/jobs?"+tc.query, alice, "", 400, 30010, "")
 			d := e["request_validation_detail"].([]any)[0].(map[string]any)

@@ -69,7 +69,12 @@ type ListFilter struct {
 	User    string
 	Cluster string
 	State   job.State
-	After   time.Time // inclusive, on UpdateTime
-	Before  time.Time // exclusive, on UpdateTime
-	Limit   int
+	// ImageName is the registered image's normalised name (no tag or digest); ImageTag and
+	// ImageDigest, when set with it, narrow to the image registered with that tag or digest.
+	ImageName   string
+	ImageTag    string
+	ImageDigest string
+	After       time.Time // inclusive, on UpdateTime
+	Before      time.Time // exclusive, on UpdateTime
+	Limit       int
 }

@@ -13,6 +13,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -190,4 +191,56 @@ func mapErr(err error, p, op string) error {
 		}
 	}
 	return fmt.Errorf("s3 %s %s: %w", strings.ToLower(op), p, err)
+}
+
+// Listing is one page of a folder-style listing of an S3 prefix: the objects directly below it
+// and its sub-folders (keys grouped at the next "/"), each as "bucket/key".
+type Listing struct {
+	Folders []string
+	Files   []ObjectInfo
+	// Next continues the listing (List's next argument); empty on the last page.
+	Next string
+}
+
+// ObjectInfo is one object of a Listing.
+type ObjectInfo struct {
+	Path     string
+	Size     int64
+	Modified time.Time
+}
+
+// List lists up to limit entries (folders and objects) directly below prefix, which is
+// "bucket/" or "bucket/key-prefix". next is empty for the first page, then the Next of the
+// page before. It reads S3 only; the caller decides whether the caller may see prefix.
+func (o *Objects) List(ctx context.Context, prefix, next string, limit int) (Listing, error) {
+	bucket, key, ok := strings.Cut(prefix, "/")
+	if !ok {
+		return Listing{}, ctserr.New(ctserr.CodeIllegalS3Path, "The prefix '%s' has no bucket: give bucket/ or bucket/path", prefix)
+	}
+	if err := s3path.ValidateBucket(bucket); err != nil {
+		return Listing{}, ctserr.New(ctserr.CodeIllegalS3Path, "%s", err.Error())
+	}
+	in := &s3.ListObjectsV2Input{
+		Bucket: aws.String(bucket), Prefix: aws.String(key), Delimiter: aws.String("/"),
+		MaxKeys: aws.Int32(int32(limit)),
+	}
+	if next != "" {
+		in.ContinuationToken = aws.String(next)
+	}
+	out, err := o.c.ListObjectsV2(ctx, in)
+	if err != nil {
+		return Listing{}, mapErr(err, prefix, "List")
+	}
+	l := Listing{Folders: []string{}, Files: []ObjectInfo{}}
+	for _, cp := range out.CommonPrefixes {
+		l.Folders = append(l.Folders, bucket+"/"+aws.ToString(cp.Prefix))
+	}
+	for _, obj := range out.Contents {
+		l.Files = append(l.Files, ObjectInfo{Path: bucket + "/" + aws.ToString(obj.Key), Size: aws.ToInt64(obj.Size),
+			Modified: aws.ToTime(obj.LastModified).UTC()})
+	}
+	if aws.ToBool(out.IsTruncated) {
+		l.Next = aws.ToString(out.NextContinuationToken)
+	}
+	return l, nil
 }

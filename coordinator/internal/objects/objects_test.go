@@ -241,3 +241,59 @@ func TestStreamStopsWithContext(t *testing.T) {
 		t.Fatalf("Stream with a canceled context = %v, want context.Canceled", err)
 	}
 }
+
+// TestList lists a prefix folder by folder and page by page against the real gateway.
+func TestList(t *testing.T) {
+	f := newFixture(t)
+	for _, k := range []string{"list/a.txt", "list/b.txt", "list/c.txt", "list/sub/x.txt", "list/sub2/y.txt", "listing-other/z"} {
+		f.put(t, k, []byte(k))
+	}
+	l, err := f.objs.List(t.Context(), "bucket/list/", "", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []string
+	for _, o := range l.Files {
+		files = append(files, o.Path)
+		if o.Size != int64(len(strings.TrimPrefix(o.Path, "bucket/"))) || o.Modified.IsZero() {
+			t.Errorf("object %+v", o)
+		}
+	}
+	if strings.Join(files, ",") != "bucket/list/a.txt,bucket/list/b.txt,bucket/list/c.txt" ||
+		strings.Join(l.Folders, ",") != "bucket/list/sub/,bucket/list/sub2/" || l.Next != "" {
+		t.Fatalf("listing %+v", l)
+	}
+	// Pages of two: every entry once, in order.
+	var all []string
+	next := ""
+	for range 10 {
+		p, err := f.objs.List(t.Context(), "bucket/list/", next, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, p.Folders...)
+		for _, o := range p.Files {
+			all = append(all, o.Path)
+		}
+		if next = p.Next; next == "" {
+			break
+		}
+	}
+	if len(all) != 5 {
+		t.Fatalf("paged listing %v, want 5 entries", all)
+	}
+	// A partial name lists what starts with it.
+	if l, err = f.objs.List(t.Context(), "bucket/list/s", "", 1000); err != nil || len(l.Folders) != 2 || len(l.Files) != 0 {
+		t.Fatalf("partial prefix: %+v %v", l, err)
+	}
+	for prefix, code := range map[string]ctserr.Code{
+		"bucket":         ctserr.CodeIllegalS3Path,
+		"Bad_Bucket/x":   ctserr.CodeIllegalS3Path,
+		"nosuchbucket/x": ctserr.CodeS3BucketNotFound,
+	} {
+		var ce *ctserr.Error
+		if _, err := f.objs.List(t.Context(), prefix, "", 10); !errors.As(err, &ce) || ce.Code != code {
+			t.Errorf("List(%q) = %v, want app code %d", prefix, err, code)
+		}
+	}
+}

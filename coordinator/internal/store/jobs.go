@@ -407,6 +407,15 @@ func (s *Store) ListJobs(ctx context.Context, f jobs.ListFilter) ([]*jobs.Job, e
 	if f.State != "" {
 		filter = append(filter, bson.E{Key: "state", Value: f.State})
 	}
+	if f.ImageName != "" {
+		filter = append(filter, bson.E{Key: "image.name", Value: f.ImageName})
+		if f.ImageTag != "" {
+			filter = append(filter, bson.E{Key: "image.tag", Value: f.ImageTag})
+		}
+		if f.ImageDigest != "" {
+			filter = append(filter, bson.E{Key: "image.digest", Value: f.ImageDigest})
+		}
+	}
 	var ut bson.D
 	if !f.After.IsZero() {
 		ut = append(ut, bson.E{Key: "$gte", Value: msTime(f.After)})

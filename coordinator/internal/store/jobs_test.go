@@ -549,6 +549,13 @@ func TestJobsInStateAndListJobs(t *testing.T) {
 	for _, f := range fixtures {
 		j := newJob(f.id, f.user, f.cluster, f.at)
 		j.Outputs = []jobs.Output{{File: "o", CRC64NVME: "c"}}
+		switch f.id {
+		case "c":
+			j.Image.Name = "ghcr.io/kbase/other"
+		case "d":
+			j.Image.Digest = "sha256:def"
+			j.Image.Tag = "2.0"
+		}
 		if err := s.CreateJob(ctx, j, nil); err != nil {
 			t.Fatal(err)
 		}
@@ -602,6 +609,11 @@ func TestJobsInStateAndListJobs(t *testing.T) {
 		{"before exclusive", jobs.ListFilter{Before: t0.Add(2 * time.Minute)}, []string{"b", "e"}},
 		{"window", jobs.ListFilter{After: t0.Add(time.Minute), Before: t0.Add(3 * time.Minute)}, []string{"c", "b"}},
 		{"limit", jobs.ListFilter{Limit: 2}, []string{"d", "a"}},
+		{"image name", jobs.ListFilter{ImageName: "ghcr.io/kbase/tool"}, []string{"d", "a", "b", "e"}},
+		{"image name and digest", jobs.ListFilter{ImageName: "ghcr.io/kbase/tool", ImageDigest: "sha256:def"}, []string{"d"}},
+		{"image name and tag", jobs.ListFilter{ImageName: "ghcr.io/kbase/tool", ImageTag: "2.0"}, []string{"d"}},
+		{"user and image", jobs.ListFilter{User: "alice", ImageName: "ghcr.io/kbase/other"}, []string{"c"}},
+		{"image and window", jobs.ListFilter{ImageName: "ghcr.io/kbase/tool", Before: t0.Add(4 * time.Minute)}, []string{"a", "b", "e"}},
 		{"no match", jobs.ListFilter{User: "nobody"}, []string{}},
 	}
 	for _, c := range cases {

@@ -181,6 +181,9 @@ func (s *Store) indexSpecs() []struct {
 		{s.jobs, index{keys: ut(bson.E{Key: "user", Value: 1})}},
 		{s.jobs, index{keys: ut(bson.E{Key: "user", Value: 1}, bson.E{Key: "state", Value: 1})}},
 		{s.jobs, index{keys: ut(bson.E{Key: "user", Value: 1}, bson.E{Key: "job_input.cluster", Value: 1})}},
+		// The job list's image filter (not in the Python service): by name, for one user or all.
+		{s.jobs, index{keys: ut(bson.E{Key: "image.name", Value: 1})}},
+		{s.jobs, index{keys: ut(bson.E{Key: "user", Value: 1}, bson.E{Key: "image.name", Value: 1})}},
 		{s.jobs, index{
 			keys:    bson.D{{Key: "transition_times.time", Value: -1}},
 			partial: bson.D{{Key: "transition_times.notif_sent", Value: false}},

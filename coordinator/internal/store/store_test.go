@@ -73,6 +73,7 @@ func TestIndexes(t *testing.T) {
 			"user_1__update_time_-1", "user_1_state_1__update_time_-1",
 			"user_1_job_input.cluster_1__update_time_-1", "transition_times.time_-1",
 			"cleaned_1_state_1__update_time_1",
+			"image.name_1__update_time_-1", "user_1_image.name_1__update_time_-1",
 		},
 		"subjobs": {"id_1_sub_id_1"},
 		"images":  {"name_1_digest_1", "name_1_tag_1"},
