@@ -19,9 +19,12 @@ deps:
 agent:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w -X main.Version=$(VERSION)' -o $(BIN)/cts-agent ./agent/cmd/cts-agent
 
+# cts-dev (the dev site, with the embedded stack) is its own program, so that the user CLI cts
+# stays small. The two sample programs are static: they run inside the dev site's images.
 build: agent
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./coordinator/cmd/cts-coordinator ./coordinator/cmd/cts ./plugins/local/cmd/cts-launcher-local ./test/demo/cmd/cts-demo
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./coordinator/cmd/cts-coordinator ./coordinator/cmd/cts ./coordinator/cmd/cts-dev ./plugins/local/cmd/cts-launcher-local ./test/demo/cmd/cts-demo
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/cts-demo-tool ./test/demo/tool
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/cts-demo-seqkit ./test/demo/seqkit
 
 vet:
 	$(GO) vet ./...
@@ -34,8 +37,10 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./shared/checksum/ ./shared/args/ ./agent/internal/transfer/ ./agent/internal/untar/
 
 # Dev mode in the foreground: the embedded stack, the coordinator and the local launcher.
+# Started again it restarts the same site (.dev keeps its state); `make clean` resets it. The
+# coordinator listens on $(CTS_DEV_LISTEN), 127.0.0.1:5000 when unset.
 dev: deps build
-	$(BIN)/cts dev --dir .dev
+	$(BIN)/cts-dev --dir .dev $(if $(CTS_DEV_LISTEN),--listen $(CTS_DEV_LISTEN))
 
 demo: deps build
 	@scripts/demo.sh

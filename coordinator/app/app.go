@@ -82,22 +82,27 @@ type App struct {
 	counts *mongo.Client
 }
 
-// New builds the coordinator and binds its listener; nothing runs until Run.
-func New(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error) {
+// New builds the coordinator and binds its listener; nothing runs until Run. It first checks
+// that MongoDB, S3 and Kafka answer (each within StartTimeout), so a wrong address or a
+// service that is down ends the start with an error naming it. When New fails, what it
+// started is stopped again.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid configuration: %w", err)
 	}
 	// Every line logged while serving a request carries its request_id.
 	log = slog.New(api.LogHandler(log.Handler()))
-	a = &App{cfg: cfg, log: log}
+	// a is not the named result: every failure returns nil, and the cleanup below must still
+	// see what was built.
+	a := &App{cfg: cfg, log: log}
 	defer func() {
 		if err != nil {
 			a.close(context.Background())
 		}
 	}()
-	a.store, err = store.New(ctx, store.Config{URI: cfg.Mongo.URI, Database: cfg.Mongo.Database, Logger: log.With("component", "store")})
+	a.store, err = connectStore(ctx, cfg, log.With("component", "store"))
 	if err != nil {
-		return nil, fmt.Errorf("connect to MongoDB: %w", err)
+		return nil, err
 	}
 	if err := a.store.InitRefdata(ctx); err != nil {
 		return nil, fmt.Errorf("reference data collection: %w", err)
@@ -117,6 +122,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error) 
 		Endpoint: cfg.S3.Endpoint, AccessKey: cfg.S3.AccessKey, SecretKey: cfg.S3.SecretKey,
 		Region: cfg.S3.Region, Insecure: cfg.S3.Insecure,
 	}))
+	if err := checkS3(ctx, objs.Client(), cfg); err != nil {
+		return nil, err
+	}
+	if err := checkKafka(ctx, cfg.Kafka.Brokers); err != nil {
+		return nil, err
+	}
 	rules, err := access.New(cfg.AccessConfig())
 	if err != nil {
 		return nil, fmt.Errorf("access rules: %w", err)
@@ -221,7 +232,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (a *App, err error) 
 
 	a.ln, err = net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		return nil, fmt.Errorf("listen: %w", err)
+		return nil, listenError(cfg.Listen, err)
 	}
 	a.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	// Live log streams never go idle: end them, or Shutdown would wait for its timeout.

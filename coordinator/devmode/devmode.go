@@ -1,6 +1,6 @@
 // Package devmode runs a complete CTS on one machine: the embedded stack (devstack: S3,
 // MongoDB wire, Kafka, registry, auth2), the coordinator, and the local launcher plugin that
-// starts real agents (which run real containers with runc). `cts dev`, `make demo` and the
+// starts real agents (which run real containers with runc). cts-dev (`make dev`), `make demo` and the
 // end-to-end tests use it. Like devstack, it is never a production path.
 package devmode
 
@@ -8,14 +8,17 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/kbase/cts/coordinator/app"
@@ -37,9 +40,12 @@ const (
 
 // Options configures a dev environment.
 type Options struct {
-	// Dir holds all state (made absolute).
+	// Dir holds all state (made absolute). Starting again on a Dir that held a dev site
+	// restarts that site: its jobs, images, reference data, S3 objects, Kafka messages and
+	// tokens are kept (see Start). Only one process may run a site from a Dir at a time.
 	Dir string
-	// Listen is the coordinator's address; "" or a port of 0 picks a free loopback port.
+	// Listen is the coordinator's address. "" or a port of 0 takes the address of the
+	// site's previous run when it is free, else a free loopback port.
 	Listen string
 	// AgentPath and LauncherPath are the cts-agent and cts-launcher-local binaries.
 	AgentPath    string
@@ -49,6 +55,12 @@ type Options struct {
 	Configure func(*app.Config)
 	// RegistryOptions configure the embedded registry (tests use devstack.WithBlobTamper).
 	RegistryOptions []devstack.RegistryOption
+	// Samples, when set, are pushed, registered and uploaded when the site is first created
+	// (and on a later start if that did not finish), so the documentation's examples run on
+	// a new site as they are written.
+	Samples *Samples
+	// ClientDir, when set, is prepended to PATH in the env file: the folder holding cts.
+	ClientDir string
 	// AgentRuntime is the agents' container runtime (CTS_AGENT_RUNTIME: "oci", "docker" or
 	// "auto"); "" takes CTS_AGENT_RUNTIME from this process's environment, else "oci", so a
 	// Docker engine that happens to run never changes what dev agents do.
@@ -76,16 +88,21 @@ type Env struct {
 	App   *app.App
 	// URL is the coordinator's root URL.
 	URL string
-	// UserToken, AdminToken and ExecutorToken are auth2 tokens of the dev users.
+	// UserToken, AdminToken and ExecutorToken are auth2 tokens of the dev users. They are made
+	// when the site is created and kept across restarts.
 	UserToken, AdminToken, ExecutorToken string
 	Dir                                  string
 	Config                               app.Config
+	// Restarted says the site existed before this start (its state was kept).
+	Restarted bool
 	// AgentRuntime is the container runtime of the dev agents ("oci", "docker" or "auto").
 	AgentRuntime string
 
-	cancel  context.CancelFunc
-	stopped chan struct{}
-	runErr  error
+	clientDir string
+	unlock    func()
+	cancel    context.CancelFunc
+	stopped   chan struct{}
+	runErr    error
 }
 
 func token() string {
@@ -94,14 +111,53 @@ func token() string {
 	return strings.ToUpper(hex.EncodeToString(b))
 }
 
-// Start brings the environment up; the coordinator runs until Close.
-func Start(ctx context.Context, o Options) (e *Env, err error) {
+// siteState is what a site keeps in <Dir>/site.json across restarts (mode 0600: tokens).
+type siteState struct {
+	UserToken     string `json:"user_token"`
+	AdminToken    string `json:"admin_token"`
+	ExecutorToken string `json:"executor_token"`
+	// Listen is the coordinator's address of the last run.
+	Listen string `json:"listen,omitempty"`
+	// Seeded says the samples were all registered and uploaded.
+	Seeded bool `json:"seeded,omitempty"`
+}
+
+const siteFile = "site.json"
+
+func readState(dir string) (siteState, bool, error) {
+	var st siteState
+	b, err := os.ReadFile(filepath.Join(dir, siteFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return st, false, nil
+	}
+	if err != nil {
+		return st, false, err
+	}
+	if err := json.Unmarshal(b, &st); err != nil || st.UserToken == "" || st.AdminToken == "" || st.ExecutorToken == "" {
+		return st, false, fmt.Errorf("%s is damaged: remove %s to start afresh (make clean)", filepath.Join(dir, siteFile), dir)
+	}
+	return st, true, nil
+}
+
+func writeState(dir string, st siteState) error {
+	b, _ := json.MarshalIndent(st, "", "  ")
+	tmp := filepath.Join(dir, siteFile+".tmp")
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, siteFile))
+}
+
+// Start brings the environment up; the coordinator runs until Close. On a Dir that held a
+// site it restarts that site with its state and tokens. When it fails, everything it started
+// is stopped again.
+func Start(ctx context.Context, o Options) (*Env, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	dir, err := filepath.Abs(o.Dir)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("dev site folder %q: %w", o.Dir, err)
 	}
 	for _, p := range []string{o.AgentPath, o.LauncherPath} {
 		if st, err := os.Stat(p); err != nil || st.IsDir() {
@@ -112,12 +168,48 @@ func Start(ctx context.Context, o Options) (e *Env, err error) {
 	if err != nil {
 		return nil, err
 	}
-	e = &Env{Dir: dir, UserToken: token(), AdminToken: token(), ExecutorToken: token(), AgentRuntime: runtimeName}
-	defer func() {
-		if err != nil {
-			_ = e.Close()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("dev site folder: %w", err)
+	}
+	unlock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	e := &Env{Dir: dir, unlock: unlock, clientDir: o.ClientDir, AgentRuntime: runtimeName}
+	if err := e.start(ctx, o); err != nil {
+		return nil, errors.Join(err, e.Close())
+	}
+	return e, nil
+}
+
+// start does Start's work on e; Start closes e when it fails.
+func (e *Env) start(ctx context.Context, o Options) error {
+	dir := e.Dir
+	state, existed, err := readState(dir)
+	if err != nil {
+		return err
+	}
+	e.Restarted = existed
+	if !existed {
+		state = siteState{UserToken: token(), AdminToken: token(), ExecutorToken: token()}
+	}
+	e.UserToken, e.AdminToken, e.ExecutorToken = state.UserToken, state.AdminToken, state.ExecutorToken
+	listen := o.Listen
+	if listen == "" || strings.HasSuffix(listen, ":0") {
+		// The service URL must be known before the coordinator starts: pick the port now.
+		if state.Listen != "" && portFree(state.Listen) {
+			listen = state.Listen
+		} else if listen, err = freeAddr(); err != nil {
+			return err
 		}
-	}()
+	} else if err := checkListen(listen); err != nil {
+		return err
+	}
+	// Saved before the stack starts, so a failed first start keeps the same tokens.
+	state.Listen = listen
+	if err := writeState(dir, state); err != nil {
+		return fmt.Errorf("save the site's state: %w", err)
+	}
 	e.Stack, err = devstack.Start(ctx, devstack.Options{
 		Dir:             filepath.Join(dir, "stack"),
 		Buckets:         []string{DataBucket, LogBucket},
@@ -129,30 +221,23 @@ func Start(ctx context.Context, o Options) (e *Env, err error) {
 		},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("start embedded stack: %w", err)
+		return fmt.Errorf("start embedded stack: %w", err)
 	}
 	// Worker-side secret files, as an HTCondor worker would hold them.
 	secrets := filepath.Join(dir, "secrets")
 	if err := os.MkdirAll(secrets, 0o700); err != nil {
-		return nil, err
+		return err
 	}
 	// The site's shared reference data folder, where refdata agents publish.
 	if err := os.MkdirAll(filepath.Join(dir, "refdata"), 0o755); err != nil {
-		return nil, err
+		return err
 	}
 	tokenPath, secretPath := filepath.Join(secrets, "cts_token"), filepath.Join(secrets, "s3_secret")
 	if err := os.WriteFile(tokenPath, []byte(e.ExecutorToken+"\n"), 0o600); err != nil {
-		return nil, err
+		return err
 	}
 	if err := os.WriteFile(secretPath, []byte(e.Stack.S3.SecretKey+"\n"), 0o600); err != nil {
-		return nil, err
-	}
-	listen := o.Listen
-	if listen == "" || strings.HasSuffix(listen, ":0") {
-		// The service URL must be known before the coordinator starts: pick the port now.
-		if listen, err = freeAddr(); err != nil {
-			return nil, err
-		}
+		return err
 	}
 	cfg := app.DefaultConfig()
 	cfg.Listen = listen
@@ -184,7 +269,7 @@ func Start(ctx context.Context, o Options) (e *Env, err error) {
 				"CTS_AGENT_CACHE_DIR": filepath.Join(dir, "image-cache"),
 				"CTS_AGENT_RUNC_ROOT": filepath.Join(dir, "runc"),
 				"CTS_AGENT_NODE_DIR":  filepath.Join(dir, "node"),
-				"CTS_AGENT_RUNTIME":   runtimeName,
+				"CTS_AGENT_RUNTIME":   e.AgentRuntime,
 			},
 			"kill_grace_seconds": 10,
 		},
@@ -196,13 +281,45 @@ func Start(ctx context.Context, o Options) (e *Env, err error) {
 	e.URL = cfg.ServiceURL
 	e.App, err = app.New(ctx, cfg, o.Log)
 	if err != nil {
-		return nil, fmt.Errorf("start coordinator: %w", err)
+		return fmt.Errorf("start coordinator: %w", err)
 	}
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	e.cancel = cancel
 	e.stopped = make(chan struct{})
 	go func() { e.runErr = e.App.Run(rctx); close(e.stopped) }()
-	return e, nil
+	if o.Samples != nil && !state.Seeded {
+		if err := o.Samples.seed(ctx, e); err != nil {
+			return fmt.Errorf("add the sample images and data: %w", err)
+		}
+		state.Seeded = true
+		if err := writeState(dir, state); err != nil {
+			return fmt.Errorf("save the site's state: %w", err)
+		}
+	}
+	return nil
+}
+
+// checkListen says, in one sentence a person can act on, why the coordinator cannot listen
+// on addr.
+func checkListen(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err == nil {
+		return ln.Close()
+	}
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("the coordinator's address %s is in use by another program: stop it, or pick another address with CTS_DEV_LISTEN=127.0.0.1:PORT (or --listen)", addr)
+	}
+	return fmt.Errorf("the coordinator cannot listen on %s: %w", addr, err)
+}
+
+// portFree reports whether addr can be listened on right now.
+func portFree(addr string) bool {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return false
+	}
+	_ = ln.Close()
+	return true
 }
 
 // freeAddr returns a free loopback address.
@@ -229,12 +346,15 @@ func (e *Env) EnvLines() string {
 		"CTS_REGISTRY=" + s.Registry.Host(),
 		"KAFKA_BOOTSTRAP_SERVERS=" + strings.Join(s.Kafka.Brokers(), ","),
 		"MONGODB_URI=" + s.Mongo.URI(),
-		"CTS_SITE=" + SiteName,
+		"CTS_CLUSTER=" + SiteName,
 		"CTS_DATA_BUCKET=" + DataBucket,
 	}
 	var b strings.Builder
 	for _, l := range lines {
 		b.WriteString("export " + l + "\n")
+	}
+	if e.clientDir != "" {
+		b.WriteString("export PATH=" + shellQuote(e.clientDir) + ":\"$PATH\"\n")
 	}
 	return b.String()
 }
@@ -257,7 +377,13 @@ func (e *Env) Stopped() <-chan struct{} { return e.stopped }
 // Err is the coordinator's result once Stopped is closed.
 func (e *Env) Err() error { return e.runErr }
 
-// Close stops the coordinator, then the stack.
+// shellQuote quotes s for a POSIX shell.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// Close stops the coordinator, then the stack, and releases the site's folder. It is
+// idempotent.
 func (e *Env) Close() error {
 	var errs []error
 	if e.cancel != nil {
@@ -271,6 +397,10 @@ func (e *Env) Close() error {
 	if e.Stack != nil {
 		errs = append(errs, e.Stack.Close())
 		e.Stack = nil
+	}
+	if e.unlock != nil {
+		e.unlock()
+		e.unlock = nil
 	}
 	return errors.Join(errs...)
 }

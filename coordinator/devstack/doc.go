@@ -1,5 +1,5 @@
 // Package devstack starts the embedded service stack that stands in for MongoDB, S3, Kafka, an
-// OCI registry and KBase auth2, for automated tests and for dev mode (`cts dev`) only. It
+// OCI registry and KBase auth2, for automated tests and for dev mode (cts-dev) only. It
 // must never be used on a production path: nothing here is tuned, secured or durable beyond a
 // developer's machine or CI.
 //
@@ -19,14 +19,18 @@
 //     CRC64NVME. posix.New calls os.Chdir(dataRoot), and a process can host only one gateway,
 //     so the gateway runs in a child process: StartS3 re-executes os.Executable() and Main, at
 //     the top of main or TestMain, turns that child into the gateway.
-//   - Kafka: franz-go's kfake cluster with one broker and automatic topic creation. kfake must
+//   - Kafka: franz-go's kfake cluster with one broker and automatic topic creation, in memory
+//     or (StartKafkaIn, Start) with its log in a folder. kfake must
 //     stay pinned with franz-go v1.22.3 in go.mod (its own go.mod names an older franz-go that
 //     does not compile with it).
-//   - Registry: go-containerregistry's in-process registry, with an optional hook that serves
-//     wrong bytes under a blob's digest, to test that pulls verify layers.
+//   - Registry: go-containerregistry's in-process registry, in memory or (WithStorage, Start)
+//     with its blobs on disk and its manifests in a journal replayed at start, with an optional
+//     hook that serves wrong bytes under a blob's digest, to test that pulls verify layers.
 //   - Auth: the fake KBase auth2 server of package auth2.
 //
-// Start brings the whole stack up and Close takes it down; TestStack and the Test* helpers do
-// the same for one test with t.Cleanup. Each Start* function cleans up what it started when it
+// Start brings the whole stack up and Close takes it down; started again on the same folder it
+// finds all its state (S3 credentials and objects, databases, Kafka log, images) and, when
+// they are free, the same addresses. TestStack and the Test* helpers do the same for one test
+// with t.Cleanup. Each Start* function cleans up what it started when it
 // fails, and every Close is idempotent.
 package devstack

@@ -3,6 +3,9 @@ package devstack
 import (
 	"context"
 	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 
@@ -26,21 +29,47 @@ type Kafka struct {
 	closeOnce sync.Once
 }
 
-// StartKafka starts the cluster with topics created up front (one partition each). ctx is
-// only checked: kfake starts synchronously.
+// StartKafka starts an in-memory cluster with topics created up front (one partition each).
+// ctx is only checked: kfake starts synchronously.
 func StartKafka(ctx context.Context, topics ...string) (*Kafka, error) {
+	return StartKafkaIn(ctx, "", topics)
+}
+
+// StartKafkaIn is StartKafka keeping the cluster's state (topics, messages, committed
+// offsets) in dir, so that a restart on the same dir finds it again; "" keeps it in memory.
+// The broker listens on the At address when it is free, else on a free port.
+func StartKafkaIn(ctx context.Context, dir string, topics []string, opts ...Option) (*Kafka, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("start kafka: %w", err)
 	}
-	opts := []kfake.Opt{
+	o := startOpts(opts)
+	kopts := []kfake.Opt{
 		kfake.NumBrokers(1),
 		kfake.AllowAutoTopicCreation(),
 		kfake.DefaultNumPartitions(1),
 	}
 	if len(topics) > 0 {
-		opts = append(opts, kfake.SeedTopics(1, topics...))
+		kopts = append(kopts, kfake.SeedTopics(1, topics...))
 	}
-	c, err := kfake.NewCluster(opts...)
+	if dir != "" {
+		abs, err := filepath.Abs(dir)
+		if err != nil {
+			return nil, fmt.Errorf("start kafka: %w", err)
+		}
+		kopts = append(kopts, kfake.DataDir(abs))
+	}
+	if o.addr != "" && portFree(o.addr) {
+		if _, p, err := net.SplitHostPort(o.addr); err == nil {
+			if port, err := strconv.Atoi(p); err == nil {
+				c, err := kfake.NewCluster(append(kopts, kfake.Ports(port))...)
+				if err == nil {
+					return &Kafka{c: c}, nil
+				}
+				// Taken in between: fall back to a free port.
+			}
+		}
+	}
+	c, err := kfake.NewCluster(kopts...)
 	if err != nil {
 		return nil, fmt.Errorf("start kafka: %w", err)
 	}

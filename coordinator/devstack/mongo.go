@@ -53,9 +53,11 @@ type Mongo struct {
 }
 
 // StartMongo starts FerretDB with its SQLite databases in dir (created if missing) and the
-// serialising proxy in front of it, both on 127.0.0.1 ephemeral ports. ctx bounds the start
-// only; the servers run until Close.
-func StartMongo(ctx context.Context, dir string) (*Mongo, error) {
+// serialising proxy in front of it, both on 127.0.0.1 ephemeral ports (the proxy on the At
+// address when it is free). ctx bounds the start only; the servers run until Close. The
+// databases survive a restart on the same dir.
+func StartMongo(ctx context.Context, dir string, opts ...Option) (*Mongo, error) {
+	o := startOpts(opts)
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("start mongo: %w", err)
 	}
@@ -92,7 +94,7 @@ func StartMongo(ctx context.Context, dir string) (*Mongo, error) {
 		return nil, fmt.Errorf("start mongo: ferretdb uri: %w", err)
 	}
 	m.backend = u.Host
-	m.ln, err = net.Listen("tcp", "127.0.0.1:0")
+	m.ln, err = listenPreferred(o.addr)
 	if err != nil {
 		m.stopFerret()
 		return nil, fmt.Errorf("start mongo: proxy: %w", err)

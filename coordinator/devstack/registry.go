@@ -10,22 +10,26 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/registry"
 )
 
-// Registry is an in-memory OCI registry (go-containerregistry's pkg/registry) served over
-// plain HTTP on a 127.0.0.1 ephemeral port; go-containerregistry clients use http for
-// 127.0.0.1 by themselves. Images are gone once it is closed.
+// Registry is an OCI registry (go-containerregistry's pkg/registry) served over plain HTTP on
+// 127.0.0.1; go-containerregistry clients use http for 127.0.0.1 by themselves. Images are
+// in memory and gone once it is closed, unless WithStorage keeps them in a folder.
 type Registry struct {
 	host      string
 	srv       *http.Server
 	served    chan error
+	journal   *manifestJournal
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -36,6 +40,20 @@ type RegistryOption func(*registryConfig)
 type registryConfig struct {
 	tamper     func(digest string, b []byte) []byte
 	user, pass string
+	dir, addr  string
+}
+
+// WithStorage keeps the registry's images in dir (blobs under dir/blobs, manifests in a
+// journal replayed at start), so a registry started again on dir serves them again.
+func WithStorage(dir string) RegistryOption {
+	return func(c *registryConfig) { c.dir = dir }
+}
+
+// WithAddr makes the registry listen on addr ("127.0.0.1:PORT"). Unlike At for the other
+// components there is no fallback: image references name the registry's host and port, so a
+// registry that moved would not serve the images registered with the coordinator.
+func WithAddr(addr string) RegistryOption {
+	return func(c *registryConfig) { c.addr = addr }
 }
 
 // WithBasicAuth makes the registry private: every request must carry these credentials
@@ -77,21 +95,49 @@ func StartRegistry(ctx context.Context, opts ...RegistryOption) (*Registry, erro
 	for _, o := range opts {
 		o(&cfg)
 	}
-	var h http.Handler = registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	ropts := []registry.Option{registry.Logger(log.New(io.Discard, "", 0))}
+	var journal *manifestJournal
+	if cfg.dir != "" {
+		abs, err := filepath.Abs(cfg.dir)
+		if err != nil {
+			return nil, fmt.Errorf("start registry: %w", err)
+		}
+		blobs := filepath.Join(abs, "blobs")
+		if err := os.MkdirAll(blobs, 0o700); err != nil {
+			return nil, fmt.Errorf("start registry: %w", err)
+		}
+		ropts = append(ropts, registry.WithBlobHandler(registry.NewDiskBlobHandler(blobs)))
+		journal = &manifestJournal{path: filepath.Join(abs, "manifests.jsonl")}
+	}
+	var h http.Handler = registry.New(ropts...)
+	if journal != nil {
+		if err := journal.replay(h); err != nil {
+			return nil, fmt.Errorf("start registry: %w", err)
+		}
+		h = journal.wrap(h)
+	}
 	if cfg.tamper != nil {
 		h = tamperBlobs(h, cfg.tamper)
 	}
 	if cfg.user != "" {
 		h = basicAuth(h, cfg.user, cfg.pass)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr := cfg.addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
+		if cfg.addr != "" && errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("start registry: %s is in use by another program, and the registered images name this address: stop that program, or remove the state folder to start afresh (make clean)", cfg.addr)
+		}
 		return nil, fmt.Errorf("start registry: %w", err)
 	}
 	r := &Registry{
-		host:   ln.Addr().String(),
-		srv:    &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second},
-		served: make(chan error, 1),
+		host:    ln.Addr().String(),
+		srv:     &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second},
+		served:  make(chan error, 1),
+		journal: journal,
 	}
 	go func() { r.served <- r.srv.Serve(ln) }()
 	return r, nil

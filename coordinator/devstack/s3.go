@@ -143,30 +143,41 @@ type S3 struct {
 }
 
 // StartS3 starts the gateway with objects under dir/data and metadata under dir/meta (both
-// created if missing), on a free 127.0.0.1 port, and waits until it answers ListBuckets. ctx
-// bounds the start only; the gateway runs until Close. The process must call Main at the top
-// of main or TestMain, since the child is this same executable.
-func StartS3(ctx context.Context, dir string) (*S3, error) {
+// created if missing), on a free 127.0.0.1 port (or the At address when it is free), and
+// waits until it answers ListBuckets. ctx bounds the start only; the gateway runs until
+// Close. The process must call Main at the top of main or TestMain, since the child is this
+// same executable.
+//
+// The root credentials are random on the first start in dir and kept in dir/credentials.json
+// (mode 0600): S3 buckets belong to the credentials that created them, so a restart on the
+// same dir must use the same ones.
+func StartS3(ctx context.Context, dir string, opts ...Option) (*S3, error) {
+	o := startOpts(opts)
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("start s3: %w", err)
 	}
 	cfg := s3ChildConfig{
-		DataDir:   filepath.Join(abs, "data"),
-		MetaDir:   filepath.Join(abs, "meta"),
-		AccessKey: randomHex(10),
-		SecretKey: randomHex(20),
-		Region:    s3Region,
+		DataDir: filepath.Join(abs, "data"),
+		MetaDir: filepath.Join(abs, "meta"),
+		Region:  s3Region,
 	}
 	for _, d := range []string{cfg.DataDir, cfg.MetaDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("start s3: %w", err)
 		}
 	}
+	if cfg.AccessKey, cfg.SecretKey, err = s3Credentials(abs); err != nil {
+		return nil, fmt.Errorf("start s3: %w", err)
+	}
 	// The gateway cannot report the port it bound to, so pick a free one here; another
 	// process may take it in between, hence the retry.
 	for attempt := 1; ; attempt++ {
-		s, err := startS3Child(ctx, cfg)
+		addr := ""
+		if attempt == 1 && o.addr != "" && portFree(o.addr) {
+			addr = o.addr
+		}
+		s, err := startS3Child(ctx, cfg, addr)
 		if err == nil {
 			return s, nil
 		}
@@ -176,12 +187,42 @@ func StartS3(ctx context.Context, dir string) (*S3, error) {
 	}
 }
 
-func startS3Child(ctx context.Context, cfg s3ChildConfig) (*S3, error) {
-	port, err := freePort()
-	if err != nil {
-		return nil, err
+// s3Credentials returns the root credentials kept in dir, making and saving them on the
+// first start.
+func s3Credentials(dir string) (access, secret string, err error) {
+	path := filepath.Join(dir, "credentials.json")
+	var c struct {
+		AccessKey string `json:"access_key"`
+		SecretKey string `json:"secret_key"`
 	}
-	cfg.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if err := json.Unmarshal(b, &c); err != nil || c.AccessKey == "" || c.SecretKey == "" {
+			return "", "", fmt.Errorf("%s is damaged (remove the folder to start afresh)", path)
+		}
+		return c.AccessKey, c.SecretKey, nil
+	case !errors.Is(err, os.ErrNotExist):
+		return "", "", err
+	}
+	c.AccessKey, c.SecretKey = randomHex(10), randomHex(20)
+	b, _ = json.Marshal(c)
+	if err := writeFileAtomic(path, append(b, '\n'), 0o600); err != nil {
+		return "", "", fmt.Errorf("save credentials: %w", err)
+	}
+	return c.AccessKey, c.SecretKey, nil
+}
+
+// startS3Child starts the gateway on addr, or on a free port when addr is "".
+func startS3Child(ctx context.Context, cfg s3ChildConfig, addr string) (*S3, error) {
+	if addr == "" {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	}
+	cfg.Addr = addr
 	line, err := json.Marshal(cfg)
 	if err != nil {
 		return nil, err
@@ -284,6 +325,10 @@ func (s *S3) CreateBucket(ctx context.Context, name string) error {
 	var ae smithy.APIError
 	if errors.As(err, &ae) && ae.ErrorCode() == "BucketAlreadyOwnedByYou" {
 		return nil
+	}
+	if errors.As(err, &ae) && ae.ErrorCode() == "BucketAlreadyExists" {
+		// Only a folder written by a version that did not keep its credentials gets here.
+		return fmt.Errorf("create bucket %s: it exists but belongs to other S3 credentials than the ones kept in this folder: remove the folder to start afresh (make clean)", name)
 	}
 	if err != nil {
 		return fmt.Errorf("create bucket %s: %w", name, err)

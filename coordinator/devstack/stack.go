@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,10 +17,13 @@ const DefaultTopic = "cts-jobs"
 
 // Options configures Start.
 type Options struct {
-	// Dir holds all state: S3 objects and metadata under Dir/s3, the MongoDB (SQLite) files
-	// under Dir/mongo. Relative paths are made absolute. Required for Start; TestStack uses
-	// tb.TempDir when empty. Reusing a Dir keeps S3 and MongoDB data across restarts; Kafka
-	// and the registry are in memory.
+	// Dir holds all state: S3 objects, metadata and credentials under Dir/s3, the MongoDB
+	// (SQLite) files under Dir/mongo, Kafka's log under Dir/kafka, the registry's images
+	// under Dir/registry, and the addresses everything listened on in Dir/addrs.json.
+	// Relative paths are made absolute. Required for Start; TestStack uses tb.TempDir when
+	// empty. Starting again on a Dir keeps all of it: the same S3 credentials, buckets and
+	// objects, databases, topics and messages, images, and the same addresses when they are
+	// still free (the registry's must be: image references name it).
 	Dir string
 	// Buckets are created in S3 (existing ones are kept).
 	Buckets []string
@@ -65,6 +69,13 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 	if len(topics) == 0 {
 		topics = []string{DefaultTopic}
 	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("start devstack: %w", err)
+	}
+	prev, err := readAddrs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("start devstack: %w", err)
+	}
 
 	// The S3 child takes longest to come up: start it first and the rest meanwhile.
 	type s3Result struct {
@@ -73,7 +84,7 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 	}
 	s3Ch := make(chan s3Result, 1)
 	go func() {
-		s, err := StartS3(ctx, filepath.Join(dir, "s3"))
+		s, err := StartS3(ctx, filepath.Join(dir, "s3"), At(prev.S3))
 		if err == nil {
 			for _, b := range opts.Buckets {
 				if err = s.CreateBucket(ctx, b); err != nil {
@@ -87,23 +98,36 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 	}()
 
 	st := &Stack{}
-	err = st.startInProcess(ctx, dir, topics, opts.Users, opts.RegistryOptions)
+	regOpts := []RegistryOption{WithStorage(filepath.Join(dir, "registry"))}
+	if prev.Registry != "" {
+		regOpts = append(regOpts, WithAddr(prev.Registry))
+	}
+	err = st.startInProcess(ctx, dir, prev, topics, opts.Users, append(regOpts, opts.RegistryOptions...))
 	r := <-s3Ch
 	st.S3 = r.s
 	if err = errors.Join(err, r.err); err != nil {
 		return nil, errors.Join(fmt.Errorf("start devstack: %w", err), st.Close())
+	}
+	now := addrs{
+		S3:       strings.TrimPrefix(st.S3.Endpoint, "http://"),
+		Mongo:    strings.TrimSuffix(strings.TrimPrefix(st.Mongo.URI(), "mongodb://"), "/"),
+		Kafka:    st.Kafka.Brokers()[0],
+		Registry: st.Registry.Host(),
+	}
+	if err := writeAddrs(dir, now); err != nil {
+		return nil, errors.Join(fmt.Errorf("start devstack: save addresses: %w", err), st.Close())
 	}
 	return st, nil
 }
 
 // startInProcess starts the components that live in this process, stopping at the first
 // failure; Start closes whatever was set.
-func (st *Stack) startInProcess(ctx context.Context, dir string, topics []string, users []auth2.User, regOpts []RegistryOption) error {
+func (st *Stack) startInProcess(ctx context.Context, dir string, prev addrs, topics []string, users []auth2.User, regOpts []RegistryOption) error {
 	var err error
-	if st.Mongo, err = StartMongo(ctx, filepath.Join(dir, "mongo")); err != nil {
+	if st.Mongo, err = StartMongo(ctx, filepath.Join(dir, "mongo"), At(prev.Mongo)); err != nil {
 		return err
 	}
-	if st.Kafka, err = StartKafka(ctx, topics...); err != nil {
+	if st.Kafka, err = StartKafkaIn(ctx, filepath.Join(dir, "kafka"), topics, At(prev.Kafka)); err != nil {
 		return err
 	}
 	if st.Registry, err = StartRegistry(ctx, regOpts...); err != nil {

@@ -50,13 +50,13 @@ type Config struct {
 	Timeout time.Duration
 }
 
-// FromEnv fills a Config from the variables `cts dev` writes to its env file.
+// FromEnv fills a Config from the variables cts-dev writes to its env file.
 func FromEnv() Config {
 	return Config{
 		URL: os.Getenv("CTS_URL"), UserToken: os.Getenv("CTS_TOKEN"), AdminToken: os.Getenv("CTS_ADMIN_TOKEN"),
 		S3Endpoint: os.Getenv("AWS_ENDPOINT_URL"), S3Access: os.Getenv("AWS_ACCESS_KEY_ID"),
 		S3Secret: os.Getenv("AWS_SECRET_ACCESS_KEY"), S3Region: os.Getenv("AWS_REGION"),
-		Registry: os.Getenv("CTS_REGISTRY"), Bucket: os.Getenv("CTS_DATA_BUCKET"), Site: os.Getenv("CTS_SITE"),
+		Registry: os.Getenv("CTS_REGISTRY"), Bucket: os.Getenv("CTS_DATA_BUCKET"), Site: os.Getenv("CTS_CLUSTER"),
 	}
 }
 

@@ -1,5 +1,5 @@
 // Package imagebuild builds small OCI images in Go and pushes them to a registry, for tests
-// and the demo ("cts dev"). It needs no Docker engine and no external tool besides the go
+// and the dev site (cts-dev). It needs no Docker engine and no external tool besides the go
 // command (for BuildGoBinary).
 //
 // It owns image construction only: it does not run containers, does not serve a registry

@@ -18,7 +18,9 @@ import (
 
 func main() {
 	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "cts-coordinator:", err)
+		// One line, whatever the error: every problem of an invalid configuration is listed,
+		// separated by "; ".
+		fmt.Fprintln(os.Stderr, "cts-coordinator:", strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; "))
 		os.Exit(1)
 	}
 }
@@ -33,7 +35,7 @@ func run() error {
 	}
 	cfg, err := app.LoadConfig(*path, os.LookupEnv)
 	if err != nil {
-		return err
+		return fmt.Errorf("invalid configuration: %w", err)
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level(cfg.LogLevel)}))
 	log.Info("configuration", "config", cfg.Redacted())

@@ -35,8 +35,8 @@ func completionCommand() *command {
 // of each command, all read from the command table so completion never drifts from it.
 func completionWords() (top []string, subs map[string][]string, flags map[string][]string) {
 	subs, flags = map[string][]string{}, map[string][]string{}
-	seen := map[string]bool{"dev": true, "help": true}
-	top = []string{"dev", "help"}
+	seen := map[string]bool{"help": true}
+	top = []string{"help"}
 	for _, c := range commands {
 		first, second, two := strings.Cut(c.name, " ")
 		if !seen[first] {
@@ -53,7 +53,6 @@ func completionWords() (top []string, subs map[string][]string, flags map[string
 		fs.VisitAll(func(f *flag.Flag) { names = append(names, "--"+f.Name) })
 		flags[c.name] = names
 	}
-	flags["dev"] = []string{"--dir", "--listen", "--agent", "--launcher", "-v"}
 	sort.Strings(top)
 	return top, subs, flags
 }

@@ -1,7 +1,8 @@
 // Command cts is the CTS command-line tool: a client of the CTS REST API for users and admins
 // (submit, status, get, list, cancel, wait with a live view, logs with -f (live), exit codes,
-// images, reference data, sites, whoami, admin job commands, shell completion), and `cts dev`, which runs a complete
-// CTS on this machine for development and demos. The client commands are built on the public
+// images, reference data, sites, whoami, admin job commands, shell completion). The dev site
+// is the separate program cts-dev, so that this one does not carry the embedded stack (a test
+// keeps it out). The client commands are built on the public
 // package coordinator/client; this package owns only the command line: flags, configuration
 // (never printing the token), output formats and exit codes. docs/cli.md is its manual.
 //
@@ -22,7 +23,6 @@ import (
 	"syscall"
 
 	"github.com/kbase/cts/coordinator/client"
-	"github.com/kbase/cts/coordinator/devstack"
 )
 
 // Exit codes.
@@ -38,7 +38,6 @@ const (
 )
 
 func main() {
-	devstack.Main() // the embedded S3 of `cts dev` runs as a child process of this binary
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr, os.Getenv))
 }
 
@@ -128,14 +127,8 @@ func addGlobalFlags(fs *flag.FlagSet, g *globalFlags) {
 // environment, and returns the exit code.
 func run(args []string, stdout, stderr io.Writer, getenv func(string) string) int {
 	if len(args) > 0 && args[0] == "dev" {
-		if err := runDev(args[1:], stderr); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return exitOK
-			}
-			fmt.Fprintln(stderr, "cts:", err)
-			return exitUsage
-		}
-		return exitOK
+		fmt.Fprintln(stderr, "cts: the dev site is the program cts-dev now: run `make dev`, or bin/cts-dev --dir .dev")
+		return exitUsage
 	}
 	c := &cli{stdout: stdout, stderr: stderr, getenv: getenv}
 	gfs := flag.NewFlagSet("cts", flag.ContinueOnError)
@@ -298,7 +291,6 @@ commands:
 	for _, c := range commands {
 		fmt.Fprintf(w, "  %-22s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintf(w, "  %-22s %s\n", "dev", "run a whole CTS site on this machine (root, runc): cts dev [--dir DIR] [--listen ADDR]")
 	fmt.Fprintf(w, "  %-22s %s\n", "help", "help about a command: cts help COMMAND")
 	fmt.Fprint(w, `
 configuration: $CTS_URL, $CTS_TOKEN (or $CTS_TOKEN_FILE), or ~/.config/cts/config.yaml

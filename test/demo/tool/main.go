@@ -3,13 +3,14 @@
 //
 //	cts-demo-tool --container N FILE...
 //
-// For every input FILE it writes <basename>.stats.json (lines, words, bytes, GC fraction of
+// For every input FILE (gzipped when its name ends in .gz) it writes <basename>.stats.json (lines, words, bytes, GC fraction of
 // the sequence lines, SHA-256) to /output_files, and container-N.summary.txt listing them.
 // It prints progress to stdout and a line to stderr, so both logs have content.
 package main
 
 import (
 	"bufio"
+	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -70,7 +71,16 @@ func summarise(path string) (stats, error) {
 	h := sha256.New()
 	st := stats{File: path}
 	var gc, bases int
-	r := bufio.NewReader(io.TeeReader(f, h))
+	var src io.Reader = f
+	if strings.HasSuffix(path, ".gz") {
+		gr, err := gzip.NewReader(f)
+		if err != nil {
+			return stats{}, fmt.Errorf("%s: %w", path, err)
+		}
+		defer gr.Close()
+		src = gr
+	}
+	r := bufio.NewReader(io.TeeReader(src, h))
 	for {
 		line, err := r.ReadString('\n')
 		if len(line) > 0 {

@@ -1,5 +1,5 @@
 // Command cts-demo runs the CTS demo (package demo) against a running service, configured by
-// the variables `cts dev` writes to .dev/env. `make demo` does all of it.
+// the variables cts-dev writes to .dev/env. `make demo` does all of it.
 package main
 
 import (
@@ -20,7 +20,7 @@ func main() {
 	cfg := demo.FromEnv()
 	cfg.ToolBinary, cfg.Containers, cfg.Out = *tool, *containers, os.Stdout
 	if cfg.URL == "" {
-		fmt.Fprintln(os.Stderr, "cts-demo: CTS_URL is not set: source .dev/env (written by `cts dev`) first")
+		fmt.Fprintln(os.Stderr, "cts-demo: CTS_URL is not set: source .dev/env (written by cts-dev: make dev) first")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
