@@ -71,16 +71,21 @@ func TestRegistry(t *testing.T) {
 }
 
 func TestRegistryBlobTamper(t *testing.T) {
+	t.Run("in memory", func(t *testing.T) { testBlobTamper(t) })
+	t.Run("on disk", func(t *testing.T) { testBlobTamper(t, devstack.WithStorage(t.TempDir())) })
+}
+
+func testBlobTamper(t *testing.T, opts ...devstack.RegistryOption) {
 	var target atomic.Value // the digest of the layer to corrupt, set once pushed
 	target.Store("")
-	r := devstack.TestRegistry(t, devstack.WithBlobTamper(func(digest string, b []byte) []byte {
+	r := devstack.TestRegistry(t, append(opts, devstack.WithBlobTamper(func(digest string, b []byte) []byte {
 		if digest != target.Load().(string) || len(b) == 0 {
 			return b
 		}
 		bad := append([]byte(nil), b...)
 		bad[len(bad)/2] ^= 0xff
 		return bad
-	}))
+	}))...)
 	ref, img := pushRandom(t, r)
 	layers, err := img.Layers()
 	if err != nil {
