@@ -3,6 +3,7 @@ package local_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -234,5 +235,45 @@ func TestCleanupRemovesDirectory(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(e.d.work, jobID)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("job directory still there: %v", err)
+	}
+}
+
+// TestKilledAgentIsReaped: an agent that outlives the kill grace is killed, and the supervisor
+// then runs the agent's own reaper ("reap --yes") for what it left; an agent that stops in
+// time is not reaped.
+func TestKilledAgentIsReaped(t *testing.T) {
+	t.Parallel()
+	e := newLocal(t, nil)
+	jobID := launchertest.NewJobID("reap")
+	req := e.h.Request(jobID, 0, launchertest.Behaviour{Sleep: time.Minute}, launchertest.Behaviour{Sleep: time.Minute, IgnoreTERM: true})
+	resp, err := e.c.Submit(t.Context(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := launcher.JobRef{JobID: jobID, Handle: resp.Handle}
+	e.waitAll(t, ref, launcher.StateRunning)
+	// The stand-ins record their start once their TERM handling is in place.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		r0, _ := launchertest.ReadRecord(e.d.records, jobID, 0, 0)
+		r1, _ := launchertest.ReadRecord(e.d.records, jobID, 0, 1)
+		if len(r0.Starts) > 0 && len(r1.Starts) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the stand-ins never started")
+		}
+	}
+	if err := e.c.Cancel(t.Context(), ref); err != nil {
+		t.Fatal(err)
+	}
+	st := e.waitAll(t, ref, launcher.StateRemoved)
+	if c := st.Containers[1]; c.ExitCode == nil || *c.ExitCode != 128+int(syscall.SIGKILL) {
+		t.Fatalf("container 1 %+v: want killed", c)
+	}
+	for n, want := range []bool{false, true} {
+		b, err := os.ReadFile(filepath.Join(e.d.records, fmt.Sprintf("%s.0.%d.reap", jobID, n)))
+		if got := err == nil && strings.Contains(string(b), "reap reap --yes"); got != want {
+			t.Errorf("container %d reaped: %v (%q), want %v", n, got, b, want)
+		}
 	}
 }

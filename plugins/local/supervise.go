@@ -1,6 +1,7 @@
 package local
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -159,9 +160,34 @@ func supervise(log *slog.Logger, dir string, grace time.Duration, argv []string,
 			rec := exitFromWait(cmd.ProcessState, err)
 			rec.Started = started
 			rec.Canceled = stopping || exists(filepath.Join(dir, cancelFile))
+			if rec.Signal != "" {
+				// Killed (the grace ran out, or someone sent SIGKILL): its container, runtime
+				// state and work data are left behind. The agent's own reaper removes them
+				// now rather than at the next agent's start on this node.
+				reap(log, dir, argv, stdout, stderr)
+			}
 			return rec
 		}
 	}
+}
+
+// reapTimeout bounds the reap after a killed agent.
+const reapTimeout = 2 * time.Minute
+
+// reap runs `<agent> reap --yes` with the agent's environment, which removes what dead agents
+// left on the node (this one's included, and never a live agent's).
+func reap(log *slog.Logger, dir string, argv []string, stdout, stderr *os.File) {
+	ctx, cancel := context.WithTimeout(context.Background(), reapTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, argv[0], "reap", "--yes")
+	cmd.Dir = dir
+	cmd.Env = os.Environ()
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Run(); err != nil {
+		log.Error("reap after the agent was killed", "error", err)
+		return
+	}
+	log.Info("reaped what the killed agent left")
 }
 
 // startFailed is the exit record of an agent that could not be started (127, like a shell).

@@ -122,6 +122,12 @@ type Assignment struct {
 	// NextSeq is the sequence number the coordinator expects next from this attempt (1 for a
 	// new attempt); events below it were already applied.
 	NextSeq int64 `json:"next_seq"`
+	// ContainerState is the container's state when the hello arrived, and ContainerAttempt
+	// the attempt that last reported for it (empty before the first report). A new attempt
+	// can start only a container that is still download_submitted: the agent checks this
+	// before it downloads anything. (Empty from a coordinator older than this field.)
+	ContainerState   job.State `json:"container_state,omitempty"`
+	ContainerAttempt string    `json:"container_attempt,omitempty"`
 }
 
 // OutputFile is an uploaded output with its checksum.

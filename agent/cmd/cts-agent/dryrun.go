@@ -35,15 +35,27 @@ func runDry(cfg config.Config, log *slog.Logger, out io.Writer) (int, error) {
 	if err != nil {
 		return 1, fmt.Errorf("plan: %w", err)
 	}
-	printPlan(out, cfg, a, p)
+	kind, why := resolveRuntime(ctx, cfg.Node)
+	printPlan(out, cfg, a, p, kind+" ("+why+")")
+	if err := startable(a); err != nil {
+		fmt.Fprintf(out, "NOT STARTABLE: %v\n", err)
+	}
 	return 0, nil
 }
 
-func printPlan(out io.Writer, cfg config.Config, a *protocol.Assignment, p runner.Plan) {
+func printPlan(out io.Writer, cfg config.Config, a *protocol.Assignment, p runner.Plan, runtime string) {
 	q := func(v any) string { b, _ := json.Marshal(v); return string(b) }
 	fmt.Fprintf(out, "DRY RUN: nothing is downloaded, run, uploaded or reported\n")
 	fmt.Fprintf(out, "job %s container %d attempt %s\n", a.JobID, a.Container, cfg.Attempt)
-	fmt.Fprintf(out, "image:   %s (runtime %s, container id %s)\n", a.Image, cfg.Runtime, p.ContainerID)
+	state := string(a.ContainerState)
+	if a.ContainerAttempt != "" {
+		state += " (last reported by attempt " + a.ContainerAttempt + ")"
+	}
+	if state != "" {
+		fmt.Fprintf(out, "state:   %s\n", state)
+	}
+	fmt.Fprintf(out, "image:   %s (container id %s)\n", a.Image, p.ContainerID)
+	fmt.Fprintf(out, "runtime: %s\n", runtime)
 	fmt.Fprintf(out, "command: %s\n", q(a.Command))
 	fmt.Fprintf(out, "env:     %s\n", q(a.Env))
 	var total int64
@@ -66,6 +78,7 @@ func printPlan(out io.Writer, cfg config.Config, a *protocol.Assignment, p runne
 	}
 	fmt.Fprintf(out, "outputs: every file under %s uploaded to %s\n", a.OutputMountPoint, p.OutputPrefix)
 	fmt.Fprintf(out, "logs:    %s\n", strings.Join(p.Logs, ", "))
-	fmt.Fprintf(out, "limits:  cpus %d, memory %d bytes, runtime %s, network %s\n",
-		a.CPUs, a.MemoryBytes, time.Duration(a.RuntimeSeconds*float64(time.Second)), cfg.Network)
+	fmt.Fprintf(out, "limits:  cpus %d, memory %d bytes, runtime %s, network %s, each log file %d bytes\n",
+		a.CPUs, a.MemoryBytes, time.Duration(a.RuntimeSeconds*float64(time.Second)), cfg.Network, cfg.LogMaxBytes)
+	fmt.Fprintf(out, "stop:    %s\n", cfg.Budget)
 }

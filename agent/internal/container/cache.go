@@ -332,7 +332,7 @@ func wrapPull(image string, err error) error {
 	if err == nil {
 		return nil
 	}
-	return fmt.Errorf("pull %s: %w", image, err)
+	return fmt.Errorf("pull %s: %w", image, noSpace(err))
 }
 
 // parseRef accepts only digest references ("host/name@sha256:…", optionally with a tag
@@ -368,7 +368,7 @@ func (o *OCI) fetch(ctx context.Context, ref name.Digest, refDigest v1.Hash) err
 	}
 	desc, err := remote.Get(ref, opts...)
 	if err != nil {
-		return fmt.Errorf("get manifest: %w", err)
+		return fmt.Errorf("get manifest: %w: %w", ErrImageUnavailable, err)
 	}
 	// go-containerregistry already refuses a manifest whose digest differs from the
 	// reference; checking the raw bytes here keeps that guarantee ours.

@@ -104,10 +104,30 @@ type Runtime interface {
 	// delete) and returns with Result.Canceled. A non-nil error means the system failed
 	// (cache, unpack, runtime), never that the user's program failed: that is in Result.
 	Run(ctx context.Context, spec Spec) (Result, error)
-	// Reap kills and deletes every container a previous (crashed) process of this runtime
-	// left behind, with their bundles. Call it once at start, before any Run.
-	Reap(ctx context.Context) error
+	// Reap finds what dead agents of this node left behind in this runtime (containers, their
+	// runtime state, bundles, cgroups), never what a live agent owns, and removes it when
+	// apply is set. It returns what it removed (or would remove). Agents call it at start;
+	// `cts-agent reap` lists it for admins.
+	Reap(ctx context.Context, apply bool) ([]Leftover, error)
+	// Remove kills and deletes the container id with its runtime state and bundle, whoever
+	// owns it; a missing container is not an error. An agent restarted for the same attempt
+	// calls it first: the container of its previous process cannot be picked up.
+	Remove(ctx context.Context, id string) error
+	// Known reports whether the runtime still holds a container named id (running or not).
+	Known(ctx context.Context, id string) bool
 }
+
+// Leftover is one thing a dead agent left in a runtime.
+type Leftover struct {
+	// Kind is "container", "bundle" or "cgroup".
+	Kind string
+	// ID names it: the container ID, or the path of a bundle or cgroup.
+	ID string
+	// Detail says whose it was or why it counts as left over.
+	Detail string
+}
+
+func (l Leftover) String() string { return fmt.Sprintf("%-12s %s (%s)", l.Kind, l.ID, l.Detail) }
 
 // Sentinel errors; test with errors.Is.
 var (

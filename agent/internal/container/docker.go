@@ -225,6 +225,9 @@ func (d *Docker) engineError(err error) error {
 // ErrImageUnavailable.
 func pullError(msg string) error {
 	lower := strings.ToLower(msg)
+	if strings.Contains(lower, "no space left on device") {
+		return fmt.Errorf("%w: %s", ErrNoSpace, msg)
+	}
 	if strings.Contains(lower, "verification failed") || strings.Contains(lower, "digest mismatch") || strings.Contains(lower, "digest did not match") {
 		return fmt.Errorf("%w: %s", ErrDigestMismatch, msg)
 	}
@@ -617,31 +620,56 @@ func (d *Docker) remove(ctx context.Context, id string) error {
 	return err
 }
 
-// Reap implements Runtime: it removes the containers labelled DockerLabel whose owner agent
-// is gone (see ownerAlive); containers of live agents sharing the engine are left alone.
-func (d *Docker) Reap(ctx context.Context) error {
+// Known implements Runtime.
+func (d *Docker) Known(ctx context.Context, id string) bool {
+	return d.call(ctx, http.MethodGet, "/containers/"+id+"/json", nil, nil, nil) == nil
+}
+
+// Remove implements Runtime.
+func (d *Docker) Remove(ctx context.Context, id string) error {
+	if !idPattern.MatchString(id) {
+		return fmt.Errorf("remove container %q: %w: bad id", id, ErrInvalidSpec)
+	}
+	if err := d.remove(ctx, id); err != nil {
+		return fmt.Errorf("remove container %s: %w", id, err)
+	}
+	return nil
+}
+
+// Reap implements Runtime: it finds the containers labelled DockerLabel whose owner agent is
+// gone (see ownerAlive), and removes them when apply is set; containers of live agents
+// sharing the engine are left alone.
+func (d *Docker) Reap(ctx context.Context, apply bool) ([]Leftover, error) {
 	filters, _ := json.Marshal(map[string][]string{"label": {DockerLabel}})
 	var list []struct {
 		ID     string `json:"Id"`
 		Names  []string
+		State  string
 		Labels map[string]string
 	}
 	if err := d.call(ctx, http.MethodGet, "/containers/json", url.Values{"all": {"1"}, "filters": {string(filters)}}, nil, &list); err != nil {
-		return fmt.Errorf("reap: %w", err)
+		return nil, fmt.Errorf("reap: %w", err)
 	}
+	var left []Leftover
 	var errs []error
 	for _, c := range list {
-		if ownerAlive(c.Labels[DockerLabelOwner]) {
+		owner := c.Labels[DockerLabelOwner]
+		if ownerAlive(owner) {
+			continue
+		}
+		name := strings.TrimPrefix(strings.Join(c.Names, ","), "/")
+		left = append(left, Leftover{Kind: "container", ID: name, Detail: fmt.Sprintf("%s in the Docker engine, owner %s gone", c.State, owner)})
+		if !apply {
 			continue
 		}
 		if err := d.remove(ctx, c.ID); err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		d.log.Info("reaped leftover container", "container", strings.TrimPrefix(strings.Join(c.Names, ","), "/"))
+		d.log.Info("reaped leftover container", "container", name)
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("reap: %w", err)
+		return left, fmt.Errorf("reap: %w", err)
 	}
-	return nil
+	return left, nil
 }

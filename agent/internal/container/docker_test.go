@@ -394,7 +394,7 @@ func TestDockerReapOnlyDeadOwners(t *testing.T) {
 		{"Id": "reused", "Names": []string{"/c"}, "Labels": map[string]string{DockerLabel: "1", DockerLabelOwner: fmt.Sprintf("%s/%d/1", host, os.Getpid())}},
 		{"Id": "elsewhere", "Names": []string{"/d"}, "Labels": map[string]string{DockerLabel: "1", DockerLabelOwner: "other-host/1/1"}},
 	}
-	if err := d.Reap(t.Context()); err != nil {
+	if _, err := d.Reap(t.Context(), true); err != nil {
 		t.Fatal(err)
 	}
 	slices.Sort(f.removed)

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -59,7 +61,7 @@ type OCIConfig struct {
 	// (DefaultMaxUnpackBytes when 0).
 	MaxUnpackBytes int64
 	// CgroupParent is the absolute cgroup path under which each container gets a cgroup
-	// named by its ID ("/cts" when empty).
+	// named by its ID ("/cts/<8 hex digits of the root's SHA-256>" when empty).
 	CgroupParent string
 	// TmpfsBytes sizes the container's /tmp (DefaultTmpfsBytes when 0).
 	TmpfsBytes int64
@@ -117,7 +119,10 @@ func NewOCI(cfg OCIConfig) (*OCI, error) {
 		cfg.MaxUnpackBytes = DefaultMaxUnpackBytes
 	}
 	if cfg.CgroupParent == "" {
-		cfg.CgroupParent = defaultCgroupParent
+		// One parent per runc root: the reaper of one root never sees the cgroups of another
+		// (a second site's agents on the same machine, tests).
+		sum := sha256.Sum256([]byte(cfg.Root))
+		cfg.CgroupParent = defaultCgroupParent + "/" + hex.EncodeToString(sum[:4])
 	}
 	if cfg.TmpfsBytes <= 0 {
 		cfg.TmpfsBytes = DefaultTmpfsBytes
@@ -201,7 +206,7 @@ func (o *OCI) Run(ctx context.Context, s Spec) (Result, error) {
 		if ctx.Err() != nil {
 			return notStarted, nil
 		}
-		return Result{}, fmt.Errorf("run %s: %w", s.ID, err)
+		return Result{}, fmt.Errorf("run %s: %w", s.ID, noSpace(err))
 	}
 	res, err := o.run(ctx, s, bundle)
 	if err != nil {
@@ -367,6 +372,14 @@ func (o *OCI) run(ctx context.Context, s Spec, bundle string) (Result, error) {
 		return res, delErr
 	}
 	return res, nil
+}
+
+// noSpace marks a full disk (ENOSPC, EDQUOT) as ErrNoSpace.
+func noSpace(err error) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("%w: %w", ErrNoSpace, err)
+	}
+	return err
 }
 
 func orDiscard(w io.Writer) io.Writer {
@@ -569,17 +582,62 @@ func (o *OCI) bundleOf(ctx context.Context, id string) string {
 	return st.Bundle
 }
 
+// Known implements Runtime: runc keeps a state directory per container under Root.
+func (o *OCI) Known(_ context.Context, id string) bool {
+	if !idPattern.MatchString(id) {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(o.cfg.Root, id))
+	return err == nil
+}
+
+// Remove implements Runtime.
+func (o *OCI) Remove(ctx context.Context, id string) error {
+	if !idPattern.MatchString(id) || id == "." || id == ".." {
+		return fmt.Errorf("remove container %q: %w: bad id", id, ErrInvalidSpec)
+	}
+	bundle := o.bundleOf(ctx, id)
+	if o.Known(ctx, id) {
+		if err := o.kill(ctx, id, "KILL", true); err != nil {
+			o.log.Debug("remove: kill", "container", id, "error", err)
+		}
+		if err := o.delete(ctx, id); err != nil {
+			return fmt.Errorf("remove container %s: %w", id, err)
+		}
+	}
+	for _, b := range []string{bundle, filepath.Join(o.cfg.BundleDir, id)} {
+		if b != "" && o.ours(b) {
+			if err := untar.RemoveAll(b); err != nil {
+				return fmt.Errorf("remove container %s: %w", id, err)
+			}
+		}
+	}
+	return nil
+}
+
+// ours reports whether dir is a bundle this runtime made: it lies in BundleDir, or it holds an
+// owner lock file. Anything else a runc state names is left alone.
+func (o *OCI) ours(dir string) bool {
+	if filepath.Dir(dir) == o.cfg.BundleDir {
+		return true
+	}
+	_, err := os.Stat(filepath.Join(dir, ownerLockFile))
+	return err == nil
+}
+
 // Reap implements Runtime. Root and BundleDir may be shared by several live agents, so it
 // only touches what belongs to dead ones: for each container under Root it reads the bundle
 // runc recorded, and kills and deletes the container only when the bundle's owner lock is
 // free (the owning agent has exited: the kernel releases a dead process's flocks, so there is
 // no pid reuse to be fooled by). Then it removes the bundles under BundleDir whose owner lock
-// is free.
-func (o *OCI) Reap(ctx context.Context) error {
+// is free, and the cgroups under CgroupParent that no container of Root owns (a `runc run`
+// killed half-way leaves one).
+func (o *OCI) Reap(ctx context.Context, apply bool) ([]Leftover, error) {
 	out, err := o.runcCall(ctx, "list", "--quiet")
 	if err != nil {
-		return fmt.Errorf("reap: %w", err)
+		return nil, fmt.Errorf("reap: %w", err)
 	}
+	var left []Leftover
 	var errs []error
 	for _, id := range strings.Fields(string(out)) {
 		bundle := o.bundleOf(ctx, id)
@@ -591,11 +649,19 @@ func (o *OCI) Reap(ctx context.Context) error {
 			o.log.Debug("reap: container owned by a live agent", "container", id)
 			continue
 		}
+		left = append(left, Leftover{Kind: "container", ID: id, Detail: "runc state under " + o.cfg.Root + ", owner gone"})
+		if bundle != "" && o.ours(bundle) {
+			left = append(left, Leftover{Kind: "bundle", ID: bundle, Detail: "of container " + id})
+		}
+		if !apply {
+			release()
+			continue
+		}
 		if err := o.kill(ctx, id, "KILL", true); err != nil {
 			o.log.Debug("reap: kill", "container", id, "error", err)
 		}
 		err := o.delete(ctx, id)
-		if err == nil && bundle != "" && filepath.Dir(bundle) == o.cfg.BundleDir {
+		if err == nil && bundle != "" && o.ours(bundle) {
 			err = untar.RemoveAll(bundle)
 		}
 		release()
@@ -606,7 +672,7 @@ func (o *OCI) Reap(ctx context.Context) error {
 		o.log.Info("reaped leftover container", "container", id)
 	}
 	entries, err := os.ReadDir(o.cfg.BundleDir)
-	if err != nil {
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		errs = append(errs, err)
 	}
 	for _, e := range entries {
@@ -618,17 +684,98 @@ func (o *OCI) Reap(ctx context.Context) error {
 				continue
 			}
 		}
+		if o.Known(ctx, e.Name()) {
+			continue // handled above (owned by a live agent, or failed to delete)
+		}
 		gone, release := ownerGone(b)
 		if !gone {
 			continue
 		}
-		if err := untar.RemoveAll(b); err != nil {
-			errs = append(errs, err)
+		left = append(left, Leftover{Kind: "bundle", ID: b, Detail: "owner gone"})
+		if apply {
+			if err := untar.RemoveAll(b); err != nil {
+				errs = append(errs, err)
+			}
 		}
 		release()
 	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("reap: %w", err)
+	cg, err := o.reapCgroups(ctx, apply)
+	left = append(left, cg...)
+	if err != nil {
+		errs = append(errs, err)
 	}
-	return nil
+	if err := errors.Join(errs...); err != nil {
+		return left, fmt.Errorf("reap: %w", err)
+	}
+	return left, nil
+}
+
+// cgroupRoot is where the cgroup file systems are mounted.
+var cgroupRoot = "/sys/fs/cgroup"
+
+// cgroupMinAge is how old a cgroup without a container must be before Reap removes it (a
+// variable for tests).
+var cgroupMinAge = time.Minute
+
+// reapCgroups removes the cgroups under CgroupParent (in every cgroup v1 hierarchy, or the
+// v2 one) whose container runc does not know, once they are a minute old (runc creates the
+// state directory before the cgroup, so a younger one may be a container being created). The
+// processes still in such a cgroup are killed first.
+func (o *OCI) reapCgroups(ctx context.Context, apply bool) ([]Leftover, error) {
+	var parents []string
+	if _, err := os.Stat(filepath.Join(cgroupRoot, "cgroup.controllers")); err == nil {
+		parents = []string{filepath.Join(cgroupRoot, o.cfg.CgroupParent)}
+	} else {
+		hierarchies, _ := os.ReadDir(cgroupRoot)
+		for _, h := range hierarchies {
+			parents = append(parents, filepath.Join(cgroupRoot, h.Name(), o.cfg.CgroupParent))
+		}
+	}
+	var left []Leftover
+	var errs []error
+	for _, parent := range parents {
+		children, err := os.ReadDir(parent)
+		if err != nil {
+			continue // this hierarchy holds none of ours
+		}
+		for _, c := range children {
+			if !c.IsDir() || o.Known(ctx, c.Name()) {
+				continue
+			}
+			if info, err := c.Info(); err != nil || time.Since(info.ModTime()) < cgroupMinAge {
+				continue
+			}
+			dir := filepath.Join(parent, c.Name())
+			left = append(left, Leftover{Kind: "cgroup", ID: dir, Detail: "no container " + c.Name() + " under " + o.cfg.Root})
+			if !apply {
+				continue
+			}
+			if err := removeCgroup(dir); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return left, errors.Join(errs...)
+}
+
+// removeCgroup kills the processes left in a cgroup and removes it.
+func removeCgroup(dir string) error {
+	for range 50 {
+		b, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+		pids := strings.Fields(string(b))
+		for _, p := range pids {
+			if pid, err := strconv.Atoi(p); err == nil && pid > 1 {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		err := os.Remove(dir)
+		if err == nil || errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if len(pids) == 0 && !errors.Is(err, syscall.EBUSY) {
+			return fmt.Errorf("remove cgroup %s: %w", dir, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("remove cgroup %s: processes keep running in it", dir)
 }

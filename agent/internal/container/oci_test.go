@@ -368,11 +368,11 @@ func TestReap(t *testing.T) {
 
 	// A new runtime over the same directories, as the restarted agent.
 	rt := newOCI(t, f.d)
-	if err := rt.Reap(context.Background()); err != nil {
+	if _, err := rt.Reap(context.Background(), true); err != nil {
 		t.Fatal(err)
 	}
 	assertNoContainers(t, rt, f.d)
-	if err := rt.Reap(context.Background()); err != nil {
+	if _, err := rt.Reap(context.Background(), true); err != nil {
 		t.Errorf("second reap: %v", err)
 	}
 }
@@ -482,7 +482,7 @@ func TestReapSharedRoot(t *testing.T) {
 
 	// A second agent starts over the same root and bundle directory and reaps.
 	other := newOCI(t, f.d)
-	if err := other.Reap(ctx); err != nil {
+	if _, err := other.Reap(ctx, true); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := other.runcCall(ctx, "state", dead.ID); err == nil {

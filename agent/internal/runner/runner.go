@@ -86,7 +86,13 @@ type Config struct {
 	Progress ProgressSink
 	// ProgressInterval is the least time between two progress reports of a phase (default 1 s).
 	ProgressInterval time.Duration
+	// LogMaxBytes bounds each of the container's log files (DefaultLogMaxBytes when 0): output
+	// past it is dropped, with a note at the end of the file.
+	LogMaxBytes int64
 }
+
+// DefaultLogMaxBytes bounds each container log file when Config.LogMaxBytes is 0 (1 GB).
+const DefaultLogMaxBytes = 1_000_000_000
 
 // Runner runs one container.
 type Runner struct {
@@ -112,6 +118,9 @@ func New(cfg Config, rep Reporter, xfer Transfers, rt container.Runtime, cancele
 	}
 	if cfg.ProgressInterval <= 0 {
 		cfg.ProgressInterval = time.Second
+	}
+	if cfg.LogMaxBytes <= 0 {
+		cfg.LogMaxBytes = DefaultLogMaxBytes
 	}
 	return &Runner{cfg: cfg, report: rep, xfer: xfer, runtime: rt, log: log, canceled: canceled,
 		meter: &meter{sink: cfg.Progress, interval: cfg.ProgressInterval}}
@@ -297,12 +306,20 @@ func (r *Runner) download(ctx context.Context, st *run) error {
 
 // containerID is a runtime ID unique on the node for this job, container and attempt.
 func (r *Runner) containerID(a *protocol.Assignment) string {
-	h := sha256.Sum256([]byte(a.JobID + "\x00" + r.cfg.Attempt))
-	j := a.JobID
+	return ContainerID(a.JobID, a.Container, r.cfg.Attempt)
+}
+
+// ContainerID is the runtime's container ID of one container of a job run by one agent
+// attempt: "cts-<first 8 of the job id>-<container>-<8 hex digits of the job and attempt>".
+// A restarted agent of the same attempt computes the same ID, to remove what its previous
+// process left.
+func ContainerID(jobID string, container int, attempt string) string {
+	h := sha256.Sum256([]byte(jobID + "\x00" + attempt))
+	j := jobID
 	if len(j) > 8 {
 		j = j[:8]
 	}
-	return fmt.Sprintf("cts-%s-%d-%s", j, a.Container, hex.EncodeToString(h[:4]))
+	return fmt.Sprintf("cts-%s-%d-%s", j, container, hex.EncodeToString(h[:4]))
 }
 
 func (r *Runner) execute(ctx context.Context, st *run) error {
@@ -312,14 +329,15 @@ func (r *Runner) execute(ctx context.Context, st *run) error {
 		return err
 	}
 	if err := r.runtime.Pull(ctx, a.Image); err != nil {
+		st.userErr = imageMessage(a.Image, err)
 		return fmt.Errorf("pull image %s: %w", a.Image, err)
 	}
-	stdout, err := os.Create(st.stdout)
+	stdout, err := createLog(st.stdout, r.cfg.LogMaxBytes)
 	if err != nil {
 		return fmt.Errorf("create stdout log: %w", err)
 	}
 	defer stdout.Close()
-	stderr, err := os.Create(st.stderr)
+	stderr, err := createLog(st.stderr, r.cfg.LogMaxBytes)
 	if err != nil {
 		return fmt.Errorf("create stderr log: %w", err)
 	}
@@ -348,10 +366,15 @@ func (r *Runner) execute(ctx context.Context, st *run) error {
 	r.log.InfoContext(ctx, "container starting", "id", spec.ID, "image", a.Image)
 	res, err := r.runtime.Run(ctx, spec)
 	st.result = res
+	if cerr := errors.Join(stdout.Close(), stderr.Close()); cerr != nil && err == nil {
+		return fmt.Errorf("write container logs: %w", cerr)
+	}
 	if err != nil {
 		var se *container.StartError
 		if errors.As(err, &se) {
-			st.userErr = fmt.Sprintf("The container could not be started: %s", se.Message)
+			st.userErr = fmt.Sprintf("The container could not be started: %s. Check the image's entrypoint and the job's arguments.", se.Message)
+		} else {
+			st.userErr = imageMessage(a.Image, err)
 		}
 		return fmt.Errorf("run container: %w", err)
 	}
@@ -511,15 +534,19 @@ func (r *Runner) finish(runCtx context.Context, st *run, err error) error {
 		ev.State = job.Error
 		code := st.result.ExitCode
 		ev.ExitCode = &code
+		// A plain non-zero exit carries no user message: the coordinator words it for the whole
+		// job. The kills the system did itself name their cause and what to change.
 		switch {
 		case st.result.TimedOut:
-			ev.Error = fmt.Sprintf("The container exceeded the job's runtime of %s and was stopped.", time.Duration(st.a.RuntimeSeconds*float64(time.Second)))
+			ev.Error = fmt.Sprintf("The container ran longer than the job's runtime limit of %s and was stopped. Resubmit the job with a longer runtime.",
+				humanDuration(time.Duration(st.a.RuntimeSeconds*float64(time.Second))))
+			ev.AdminError = ev.Error
 		case st.result.OOMKilled:
-			ev.Error = fmt.Sprintf("The container exceeded the job's memory limit of %d bytes and was killed.", st.a.MemoryBytes)
+			ev.Error = fmt.Sprintf("The container used more than the job's memory limit of %s and was killed. Resubmit the job with more memory.", humanBytes(st.a.MemoryBytes))
+			ev.AdminError = ev.Error
 		default:
-			ev.Error = fmt.Sprintf("The container exited with code %d.", code)
+			ev.AdminError = fmt.Sprintf("The container exited with code %d.", code)
 		}
-		ev.AdminError = ev.Error
 		ev.OOMKilled = st.result.OOMKilled
 	case endCanceled:
 		ev.State, ev.Error, ev.AdminError = job.Error, "The job was canceled.", fmt.Sprintf("canceled: %v", context.Cause(runCtx))

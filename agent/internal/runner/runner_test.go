@@ -229,7 +229,9 @@ func (f *fakeRuntime) Run(ctx context.Context, spec container.Spec) (container.R
 	return run(ctx, spec)
 }
 
-func (f *fakeRuntime) Reap(context.Context) error { return nil }
+func (f *fakeRuntime) Reap(context.Context, bool) ([]container.Leftover, error) { return nil, nil }
+func (f *fakeRuntime) Remove(context.Context, string) error                     { return nil }
+func (f *fakeRuntime) Known(context.Context, string) bool                       { return false }
 
 func (f *fakeRuntime) ran() bool {
 	f.mu.Lock()
@@ -502,10 +504,11 @@ func TestUserContainerFailure(t *testing.T) {
 		res     container.Result
 		message string
 	}{
-		{"exit 3", container.Result{ExitCode: 3}, "The container exited with code 3."},
-		{"timeout", container.Result{ExitCode: 143, TimedOut: true}, "The container exceeded the job's runtime of 1m0s and was stopped."},
-		{"timeout, exit 0", container.Result{ExitCode: 0, TimedOut: true}, "runtime of 1m0s"},
-		{"oom", container.Result{ExitCode: 137, OOMKilled: true}, "memory limit of 1073741824 bytes"},
+		// A plain exit code has no user message of its own: the coordinator words it.
+		{"exit 3", container.Result{ExitCode: 3}, ""},
+		{"timeout", container.Result{ExitCode: 143, TimedOut: true}, "The container ran longer than the job's runtime limit of 1 minute and was stopped. Resubmit the job with a longer runtime."},
+		{"timeout, exit 0", container.Result{ExitCode: 0, TimedOut: true}, "runtime limit of 1 minute"},
+		{"oom", container.Result{ExitCode: 137, OOMKilled: true}, "The container used more than the job's memory limit of 1.07 GB (1073741824 bytes) and was killed. Resubmit the job with more memory."},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -524,7 +527,7 @@ func TestUserContainerFailure(t *testing.T) {
 				t.Errorf("error_processing_submitting = %+v", evs[2])
 			}
 			fin := last(evs)
-			if !strings.Contains(fin.Error, tc.message) || fin.AdminError == "" || fin.OOMKilled != tc.res.OOMKilled ||
+			if (tc.message == "") != (fin.Error == "") || !strings.Contains(fin.Error, tc.message) || fin.AdminError == "" || fin.OOMKilled != tc.res.OOMKilled ||
 				fin.ExitCode == nil || *fin.ExitCode != tc.res.ExitCode || fin.Outputs != nil {
 				t.Errorf("final = %+v, want error %q", fin, tc.message)
 			}
@@ -574,7 +577,31 @@ func TestSystemFailures(t *testing.T) {
 			name:   "pull digest mismatch",
 			setup:  func(h *harness) { h.rt.pullErr = fmt.Errorf("copy layer: %w", container.ErrDigestMismatch) },
 			states: statesOf(job.JobSubmitting, job.Error),
-			user:   "An unexpected error occurred.", admin: "blob digest mismatch",
+			user:   "its content does not match its digest", admin: "blob digest mismatch",
+		},
+		{
+			name: "image not in its registry",
+			setup: func(h *harness) {
+				h.rt.pullErr = fmt.Errorf("pull reg/x@sha256:1: %w: manifest unknown", container.ErrImageUnavailable)
+			},
+			states: statesOf(job.JobSubmitting, job.Error),
+			user:   "could not be pulled from its registry (manifest unknown). Nothing ran", admin: "manifest unknown",
+		},
+		{
+			name: "disk full while unpacking",
+			setup: func(h *harness) {
+				h.rt.pullErr = fmt.Errorf("unpack: %w: write x: no space left on device", container.ErrNoSpace)
+			},
+			states: statesOf(job.JobSubmitting, job.Error),
+			user:   "ran out of disk space while preparing the container image", admin: "no space left on device",
+		},
+		{
+			name: "docker engine gone",
+			setup: func(h *harness) {
+				h.rt.pullErr = fmt.Errorf("docker GET /images: %w: dial unix /var/run/docker.sock: connect: no such file", container.ErrEngineUnavailable)
+			},
+			states: statesOf(job.JobSubmitting, job.Error),
+			user:   "The container runtime of the compute node is not working", admin: "docker.sock",
 		},
 		{
 			name: "container cannot start",
@@ -584,7 +611,7 @@ func TestSystemFailures(t *testing.T) {
 				}
 			},
 			states: statesOf(job.JobSubmitting, job.JobSubmitted, job.Error),
-			user:   `The container could not be started: exec: "/bin/tool": not found`, admin: "run container", logs: true,
+			user:   `The container could not be started: exec: "/bin/tool": not found. Check the image's entrypoint`, admin: "run container", logs: true,
 		},
 		{
 			name: "runtime failure",

@@ -21,6 +21,7 @@ func TestAssignment(t *testing.T) {
 			Inputs:          []protocol.InputFile{{S3Path: "inputs/in/" + file, CRC64NVME: crc, Size: int64(size), RelPath: file}},
 			InputMountPoint: "/in", OutputMountPoint: "/out", OutputDir: "outputs/run1/",
 			LogDir: logDir + "/" + id + "/", CPUs: 1, MemoryBytes: 10_000_000, RuntimeSeconds: 60, NextSeq: 1,
+			ContainerState: job.DownloadSubmitted,
 		}
 	}
 	for c, w := range []*protocol.Assignment{want(0, "a.txt", f.CRCA, len(inputA)), want(1, "b.txt", f.CRCB, len(inputB))} {

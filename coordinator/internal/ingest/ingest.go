@@ -106,7 +106,14 @@ func (s *Service) Assignment(ctx context.Context, h protocol.Hello) (*protocol.A
 	if sj.State.Terminal() {
 		return nil, ctserr.New(ctserr.CodeInvalidJobState, "Container %d of job %s is %s", h.Container, j.ID, sj.State)
 	}
-	return BuildAssignment(j, h.Container, s.cfg.LogDir, nextSeq(sj, h.Attempt))
+	a, err := BuildAssignment(j, h.Container, s.cfg.LogDir, nextSeq(sj, h.Attempt))
+	if err != nil {
+		return nil, err
+	}
+	// The agent checks these before it downloads anything: a new attempt starts only a
+	// container that no agent has started.
+	a.ContainerState, a.ContainerAttempt = sj.State, sj.Attempt
+	return a, nil
 }
 
 func nextSeq(sj *jobs.SubJob, attempt string) int64 {
@@ -299,6 +306,9 @@ func (s *Service) terminalUpdate(ctx context.Context, j *jobs.Job, subs []jobs.S
 		}
 	}
 	switch {
+	case nonZero && userErr != "":
+		// The agent named why the system stopped a container (its memory or runtime limit,
+		// the image): that sentence says more than the exit code's.
 	case nonZero:
 		userErr = userErrExit
 	case userErr == "":

@@ -228,7 +228,8 @@ func TestContainerErrors(t *testing.T) {
 		f.WantState(t, id, job.ErrorProcessingSubmitting)
 		a1.Walk(t, job.ErrorProcessingSubmitted)
 		f.WantState(t, id, job.ErrorProcessingSubmitted)
-		if err := a1.Send(ctx, protocol.Event{State: job.Error, Error: "Your tool failed", AdminError: "exit code 1", Traceback: "tb"}); err != nil {
+		// A plain non-zero exit: the agent sends no user message, the job gets the generic one.
+		if err := a1.Send(ctx, protocol.Event{State: job.Error, AdminError: "exit code 1", Traceback: "tb"}); err != nil {
 			t.Fatal(err)
 		}
 		j := f.WantState(t, id, job.Error)
@@ -242,8 +243,24 @@ func TestContainerErrors(t *testing.T) {
 			t.Fatalf("error %q admin %q logpath %q outputs %v", j.Error, j.AdminError, j.LogPath, j.Outputs)
 		}
 		subs, _ := f.Store.GetSubJobs(ctx, id)
-		if subs[1].ExitCode == nil || *subs[1].ExitCode != 1 || subs[1].Traceback != "tb" || subs[1].Error != "Your tool failed" {
+		if subs[1].ExitCode == nil || *subs[1].ExitCode != 1 || subs[1].Traceback != "tb" || subs[1].Error != "" {
 			t.Fatalf("sub-job %+v", subs[1])
+		}
+	})
+	t.Run("a kill the agent names", func(t *testing.T) {
+		id := f.Submit(t, nil)
+		a0, a1 := f.Agent(id, 0, "x"), f.Agent(id, 1, "x")
+		a0.Walk(t, running...)
+		if err := a0.Send(ctx, protocol.Event{State: job.Complete, Outputs: okOutputs}); err != nil {
+			t.Fatal(err)
+		}
+		a1.Walk(t, job.JobSubmitting, job.JobSubmitted, job.ErrorProcessingSubmitting, job.ErrorProcessingSubmitted)
+		oom := "The container used more than the job's memory limit of 10 MB (10000000 bytes) and was killed. Resubmit the job with more memory."
+		if err := a1.Send(ctx, protocol.Event{State: job.Error, Error: oom, AdminError: oom, OOMKilled: true}); err != nil {
+			t.Fatal(err)
+		}
+		if j := f.WantState(t, id, job.Error); j.Error != oom {
+			t.Fatalf("error %q, want the agent's %q", j.Error, oom)
 		}
 	})
 	t.Run("system errors", func(t *testing.T) {

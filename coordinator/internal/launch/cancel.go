@@ -39,7 +39,13 @@ func (s *Service) finishCancel(ctx context.Context, j *jobs.Job) error {
 			}
 		}
 	}
-	_, err := s.mover.Move(ctx, j.ID, job.Canceled, time.Time{}, jobs.JobUpdate{})
+	// The agents of containers that started upload their logs as they stop: the canceled
+	// job serves them like any other (the Python service records no log folder here).
+	subs, err := s.store.GetSubJobs(ctx, j.ID)
+	if err != nil {
+		return fmt.Errorf("cancel job %s: %w", j.ID, err)
+	}
+	_, err = s.mover.Move(ctx, j.ID, job.Canceled, time.Time{}, jobs.JobUpdate{LogPath: jobs.LogPath(s.cfg.LogDir, j.ID, subs)})
 	if errors.Is(err, jobs.ErrConflict) {
 		return nil // ended otherwise meanwhile
 	}

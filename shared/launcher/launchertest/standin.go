@@ -23,11 +23,17 @@ import (
 // It appends its whole environment and working directory to
 // $CTS_TEST_RECORD_DIR/$JOB_ID.$CTS_TEST_ATTEMPT.$CONTAINER_NUMBER.env on every start, and a line
 // to the same name with .term each time it receives SIGTERM (exiting 143 unless told to ignore
-// it).
+// it). Run as "reap --yes" (what a launcher runs after killing an agent) it only appends a
+// line to the same name with .reap.
 const StandInScript = `#!/bin/sh
 # Stand-in for cts-agent used by the launcher conformance suite (shared/launcher/launchertest).
 n="${CONTAINER_NUMBER:-x}"
 rec="${CTS_TEST_RECORD_DIR:?CTS_TEST_RECORD_DIR is not set}/${JOB_ID:-nojob}.${CTS_TEST_ATTEMPT:-x}.$n"
+if [ "$1" = reap ]; then
+	# A launcher's cleanup after a killed agent ("cts-agent reap --yes"): not a start.
+	echo "reap $*" >>"$rec.reap"
+	exit 0
+fi
 
 # pick LIST DEFAULT: word number $n of LIST, else its last word, else DEFAULT.
 pick() {
