@@ -606,8 +606,14 @@ func (o *OCI) Remove(ctx context.Context, id string) error {
 		}
 	}
 	for _, b := range []string{bundle, filepath.Join(o.cfg.BundleDir, id)} {
-		if b != "" && o.ours(b) {
-			if err := untar.RemoveAll(b); err != nil {
+		if b == "" || !o.ours(b) {
+			continue
+		}
+		// A live owner removes its bundle itself once its run returns.
+		if gone, release := ownerGone(b); gone {
+			err := untar.RemoveAll(b)
+			release()
+			if err != nil {
 				return fmt.Errorf("remove container %s: %w", id, err)
 			}
 		}
