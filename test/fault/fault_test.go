@@ -235,7 +235,7 @@ func TestAgentStopSignals(t *testing.T) {
 		id := submitTool(t, s, image, in, "sleep", "600")
 		s.WaitState(t, id, 2*time.Minute, "job_submitted")
 		pid := agentPID(t, s, id)
-		time.Sleep(300 * time.Millisecond) // the container's signal handler is installed
+		waitOutput(t, s, id, "started") // the container's signal handler is installed
 		start := time.Now()
 		if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 			t.Fatal(err)
@@ -258,10 +258,11 @@ func TestAgentStopSignals(t *testing.T) {
 		id := submitTool(t, s, image, in, "sleep-ignore-term", "600")
 		s.WaitState(t, id, 2*time.Minute, "job_submitted")
 		pid := agentPID(t, s, id)
+		waitOutput(t, s, id, "started")
 		if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(300 * time.Millisecond)
+		time.Sleep(300 * time.Millisecond) // two signals, not one: any gap will do
 		if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}

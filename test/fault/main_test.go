@@ -119,6 +119,26 @@ func agentPID(t *testing.T, s *testsite.Site, id string) int {
 	}
 }
 
+// waitOutput waits until container 0 of job id has written want to its stdout (the agent's
+// log file in its work directory): the program runs and, for the fault tool, has installed
+// its signal handling.
+func waitOutput(t *testing.T, s *testsite.Site, id, want string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		files, _ := filepath.Glob(filepath.Join(s.Env.Dir, "agents", id, "*", "0", "container-0-stdout.txt"))
+		if len(files) == 1 {
+			if b, _ := os.ReadFile(files[0]); strings.Contains(string(b), want) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("container 0 of job %s never wrote %q", id, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // startupMillis measures, for the job's container 0, the agent's time from process start (the
 // supervisor's record of when it started the agent) to the runtime starting the container
 // ("container starting", logged once the image is present and job_submitted is reported),
