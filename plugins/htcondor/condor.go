@@ -3,7 +3,6 @@ package htcondor
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,45 +11,6 @@ import (
 
 	"github.com/kbase/cts/shared/launcher"
 )
-
-// ad is one ClassAd as condor_q/condor_history -json print it.
-type ad map[string]any
-
-func (a ad) int(name string) (int64, bool) {
-	switch v := a[name].(type) {
-	case json.Number:
-		if n, err := v.Int64(); err == nil {
-			return n, true
-		}
-		if f, err := v.Float64(); err == nil {
-			return int64(f), true
-		}
-	case float64:
-		return int64(v), true
-	}
-	return 0, false
-}
-
-func (a ad) float(name string) (float64, bool) {
-	switch v := a[name].(type) {
-	case json.Number:
-		f, err := v.Float64()
-		return f, err == nil
-	case float64:
-		return v, true
-	}
-	return 0, false
-}
-
-func (a ad) str(name string) string {
-	s, _ := a[name].(string)
-	return s
-}
-
-func (a ad) boolean(name string) bool {
-	b, _ := a[name].(bool)
-	return b
-}
 
 // tools runs the condor command-line tools of one configuration.
 type tools struct {
@@ -108,13 +68,8 @@ func (t *tools) query(ctx context.Context, tool, constraint string, attrs []stri
 	if err != nil {
 		return nil, err
 	}
-	if len(bytes.TrimSpace(out)) == 0 {
-		return nil, nil // nothing matched: the tools print nothing at all
-	}
-	dec := json.NewDecoder(bytes.NewReader(out))
-	dec.UseNumber()
-	var ads []ad
-	if err := dec.Decode(&ads); err != nil {
+	ads, err := parseAds(out)
+	if err != nil {
 		return nil, fmt.Errorf("%w: %s: unreadable -json output: %v", launcher.ErrUnavailable, tool, err)
 	}
 	return ads, nil

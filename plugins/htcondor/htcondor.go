@@ -410,20 +410,18 @@ func containerStatus(a ad, inQueue bool) launcher.ContainerStatus {
 	}
 	if cpu, ok := cpuSeconds(a); ok {
 		u := &launcher.Usage{CPUSeconds: cpu}
-		if w, ok := a.float("CommittedTime"); ok {
-			u.WallSeconds = w
-		} else if w, ok := a.float("RemoteWallClockTime"); ok {
+		if w, ok := a.wallSeconds(); ok {
 			u.WallSeconds = w
 		}
-		if m, ok := a.float("MemoryUsage"); ok {
-			u.MaxMemoryBytes = int64(m * (1 << 20)) // MiB, as the CTS assumes (§6.6)
+		if m, ok := a.memoryMiB(); ok {
+			u.MaxMemoryBytes = int64(m * (1 << 20))
 		}
 		if c, ok := a.int("RequestCpus"); ok {
 			u.CPUs = int(c)
 		}
 		cs.Usage = u
 	}
-	if b, err := json.Marshal(a); err == nil {
+	if b, err := json.Marshal(a.attrs); err == nil {
 		cs.Details = b
 	}
 	return cs

@@ -1,7 +1,6 @@
 package minicondor
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -287,14 +286,11 @@ func queryCmd(st *State, table string, args []string, stdout io.Writer) error {
 		}
 		return nil
 	}
-	if len(out) == 0 {
-		return nil // the real tools print nothing when nothing matches
-	}
-	b, err := json.MarshalIndent(out, "", "  ")
+	b, err := MarshalAds(out) // nothing at all when nothing matches, as the real tools
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(stdout, "%s\n", b)
+	_, err = stdout.Write(b)
 	return err
 }
 
@@ -367,10 +363,11 @@ func rmCmd(st *State, args []string, stdout io.Writer) error {
 		n++
 	}
 	if n == 0 {
+		// The real condor_rm's words, capital and full stop included: callers match them.
 		if len(sel.ids) > 0 {
-			return fmt.Errorf("Couldn't find/remove all jobs in cluster %s.", strings.Join(sel.ids, ", "))
+			return fmt.Errorf("Couldn't find/remove all jobs in cluster %s.", strings.Join(sel.ids, ", ")) //lint:ignore ST1005 condor_rm's message
 		}
-		return errors.New("Couldn't find/remove all jobs matching constraint")
+		return errors.New("Couldn't find/remove all jobs matching constraint") //lint:ignore ST1005 condor_rm's message
 	}
 	for _, id := range sel.ids {
 		fmt.Fprintf(stdout, "All jobs in cluster %s have been marked for removal\n", id)

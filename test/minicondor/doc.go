@@ -15,6 +15,16 @@
 //	execute/<c>.<p>/      the proc's scratch directory (its cwd; transferred inputs land here)
 //	shadow/<c>.<p>.log    what the proc's shadow process had to say
 //
+// ClassAds are written and read with the simulator's own codec (classad.go), which follows
+// HTCondor's: condor_q's framing, attributes sorted case-insensitively, reals always with a
+// "." ("37327.0"), integers, strings with HTCondor's escapes, null for undefined, and every
+// expression that is not a literal as "\/Expr(<text>)\/" (OnExitHold, Requirements, a "+Attr"
+// that is not a literal, and MemoryUsage, which is condor_submit's
+// ((ResidentSetSize + 1023) / 1024), never a number). Its tests read real condor_q output
+// (plugins/htcondor/testdata/real), write it back byte for byte, and check that every
+// attribute a simulated ad shares with a real one has the real one's type. It shares no code
+// with the HTCondor launcher's reader.
+//
 // What it simulates:
 //   - condor_submit [-terse] [-batch-name NAME] FILE: parses the submit description (key = value
 //     lines, "+Attr = classad literal", '#' comments, '\' continuations, `queue`, `queue N` and
@@ -27,9 +37,10 @@
 //     HTCondor's "new" quoted syntax) as its whole environment, plus _CONDOR_SCRATCH_DIR,
 //     _CONDOR_SLOT and TMPDIR, like a starter with getenv = false. stdout/stderr go to the
 //     `output` / `error` files (relative to initialdir). JobStatus becomes 2.
-//   - On exit it records ExitCode (or ExitBySignal/ExitSignal), CompletionDate,
-//     RemoteWallClockTime, CommittedTime, RemoteUserCpu, RemoteSysCpu (from rusage),
-//     MemoryUsage (MiB) and ResidentSetSize (KiB) from the peak RSS; on_exit_hold (the forms
+//   - On exit it records ExitCode (or ExitBySignal/ExitSignal), RemoteWallClockTime,
+//     RemoteUserCpu, RemoteSysCpu (from rusage) and ResidentSetSize (KiB) from the peak RSS;
+//     CompletionDate and CommittedTime only when the proc completes or is removed (they stay
+//     0 on a hold, as in a real ad); on_exit_hold (the forms
 //     `ExitCode =!= 0`, `ExitCode != 0`, `true`, `false`) holds the proc (JobStatus 5,
 //     HoldReasonCode 3 with HTCondor's wording), else the proc completes (JobStatus 4) and moves
 //     to the history.
@@ -56,7 +67,10 @@
 //     event log) is created empty;
 //   - the ClassAd language beyond the subset above: no functions (regexp, strcat, ...), no
 //     evaluation of requirements, periodic_hold/periodic_remove/periodic_release, rank, or
-//     on_exit_hold_reason; unknown attributes in constraints are undefined;
+//     on_exit_hold_reason; unknown attributes in constraints are undefined, and so are
+//     attributes holding an expression (MemoryUsage included);
+//   - whether a proc held by on_exit_hold keeps ExitCode in its ad: the simulator keeps it;
+//     the one real held ad found (HTCondor 8.8.10) has none;
 //   - condor_release, condor_hold, condor_qedit, condor_vacate, eviction and restarts,
 //     JobLeaseDuration, MaxJobRetirementTime, checkpoints, suspension, GPUs, containers
 //     universes and any universe but vanilla;

@@ -1,7 +1,6 @@
 package minicondor
 
 import (
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -59,12 +58,6 @@ func toVal(v any) val {
 		return val{k: kBool, b: x}
 	case string:
 		return val{k: kStr, s: x}
-	case json.Number:
-		f, err := x.Float64()
-		if err != nil {
-			return val{}
-		}
-		return val{k: kNum, n: f}
 	case float64:
 		return val{k: kNum, n: x}
 	case int64:
@@ -72,6 +65,7 @@ func toVal(v any) val {
 	case int:
 		return val{k: kNum, n: float64(x)}
 	}
+	// nil (undefined), and expressions: the simulator does not evaluate those.
 	return val{}
 }
 

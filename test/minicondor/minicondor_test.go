@@ -44,7 +44,7 @@ func TestSplitNewSyntax(t *testing.T) {
 }
 
 func TestExpr(t *testing.T) {
-	ad := minicondor.Ad{"CTSJobID": "abc", "ClusterId": json.Number("7"), "ProcId": int64(1), "Held": true}
+	ad := minicondor.Ad{"CTSJobID": "abc", "ClusterId": int64(7), "ProcId": int64(1), "Held": true}
 	for _, tc := range []struct {
 		expr string
 		want bool

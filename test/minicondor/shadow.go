@@ -332,9 +332,12 @@ func finish(st *State, id string, ps *os.ProcessState, started time.Time, exceed
 	now := time.Now()
 	_, err := st.update(id, func(ad Ad) bool {
 		wall := now.Sub(started).Seconds()
-		ad["CompletionDate"] = now.Unix()
+		// As in a real ad (plugins/htcondor/testdata/real): RemoteWallClockTime counts every
+		// run, CommittedTime only a run that was not evicted (a hold is an eviction), and
+		// CompletionDate stays 0 until the proc leaves the queue.
 		ad["RemoteWallClockTime"] = wall
-		ad["CommittedTime"] = int64(wall + 0.5)
+		ad["CompletionDate"] = int64(0)
+		ad["CommittedTime"] = int64(0)
 		ad["JobCurrentFinishTransferOutputDate"] = now.Unix()
 		delete(ad, "MiniPid")
 		var code *int
@@ -352,12 +355,13 @@ func finish(st *State, id string, ps *os.ProcessState, started time.Time, exceed
 			ad["RemoteUserCpu"] = float64(ru.Utime.Sec) + float64(ru.Utime.Usec)/1e6
 			ad["RemoteSysCpu"] = float64(ru.Stime.Sec) + float64(ru.Stime.Usec)/1e6
 			ad["CumulativeRemoteUserCpu"], ad["CumulativeRemoteSysCpu"] = ad["RemoteUserCpu"], ad["RemoteSysCpu"]
-			ad["ResidentSetSize"] = ru.Maxrss // KiB
-			ad["MemoryUsage"] = (ru.Maxrss + 1023) / 1024
+			// KiB. MemoryUsage stays condor_submit's expression over it, as in a real ad.
+			ad["ResidentSetSize"] = ru.Maxrss
 		}
 		status, _ := ad.Int("JobStatus")
 		switch {
 		case status == StatusRemoved:
+			ad["CompletionDate"] = now.Unix()
 			if ad.String("RemoveReason") == "" {
 				ad["RemoveReason"] = "via condor_rm (by user " + ad.String("Owner") + ")"
 			}
@@ -371,14 +375,16 @@ func finish(st *State, id string, ps *os.ProcessState, started time.Time, exceed
 			ad["HoldReasonSubCode"] = int64(0)
 			return false
 		}
-		hold, err := onExitHold(ad.String("OnExitHold"), code)
+		hold, err := onExitHold(ad.ExprText("OnExitHold"), code)
 		if err == nil && hold {
 			setStatus(ad, StatusHeld, now)
-			ad["HoldReason"] = fmt.Sprintf(holdReasonOnExitHoldTrue, ad.String("OnExitHold"))
+			ad["HoldReason"] = fmt.Sprintf(holdReasonOnExitHoldTrue, ad.ExprText("OnExitHold"))
 			ad["HoldReasonCode"] = int64(HoldCodeJobPolicy)
 			ad["HoldReasonSubCode"] = int64(0)
 			return false
 		}
+		ad["CompletionDate"] = now.Unix()
+		ad["CommittedTime"] = int64(wall + 0.5)
 		setStatus(ad, StatusCompleted, now)
 		return true
 	})

@@ -1,8 +1,6 @@
 package minicondor
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -25,31 +23,26 @@ const (
 	StatusHeld      = 5
 )
 
-// Ad is one proc's ClassAd: attribute name → string, number (json.Number or float64/int64),
-// or bool.
+// Ad is one proc's ClassAd: attribute name → int64, float64, string, bool, Expression, nil
+// (undefined), Ad or []any, the values ParseAds gives and MarshalAd writes.
 type Ad map[string]any
 
-// Int returns the integer value of attribute name, and whether it has one.
+// Int returns the integer value of attribute name (a real is truncated), and whether it has
+// one.
 func (a Ad) Int(name string) (int64, bool) {
 	switch v := a[name].(type) {
-	case json.Number:
-		if n, err := v.Int64(); err == nil {
-			return n, true
-		}
-		if f, err := v.Float64(); err == nil {
-			return int64(f), true
-		}
-	case float64:
-		return int64(v), true
 	case int64:
 		return v, true
 	case int:
+		return int64(v), true
+	case float64:
 		return int64(v), true
 	}
 	return 0, false
 }
 
-// String returns the string value of attribute name ("" when absent or not a string).
+// String returns the string value of attribute name ("" when absent, not a string, or an
+// expression).
 func (a Ad) String(name string) string {
 	s, _ := a[name].(string)
 	return s
@@ -59,6 +52,18 @@ func (a Ad) String(name string) string {
 func (a Ad) Bool(name string) bool {
 	b, _ := a[name].(bool)
 	return b
+}
+
+// ExprText returns the text of attribute name when it is an expression (or, for an attribute
+// written as a string, that string).
+func (a Ad) ExprText(name string) string {
+	switch v := a[name].(type) {
+	case Expression:
+		return string(v)
+	case string:
+		return v
+	}
+	return ""
 }
 
 // ID is "cluster.proc".
@@ -136,7 +141,7 @@ func (s *State) ScratchDir(id string) string { return filepath.Join(s.Dir, "exec
 
 // writeQueue writes ad into the queue (atomically).
 func (s *State) writeQueue(ad Ad) error {
-	b, err := json.Marshal(ad)
+	b, err := MarshalAd(ad)
 	if err != nil {
 		return err
 	}
@@ -145,7 +150,7 @@ func (s *State) writeQueue(ad Ad) error {
 
 // toHistory moves ad out of the queue into the history.
 func (s *State) toHistory(ad Ad) error {
-	b, err := json.Marshal(ad)
+	b, err := MarshalAd(ad)
 	if err != nil {
 		return err
 	}
@@ -167,13 +172,11 @@ func readAd(path string) (Ad, error) {
 	if err != nil {
 		return nil, err
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	var ad Ad
-	if err := dec.Decode(&ad); err != nil {
-		return nil, fmt.Errorf("ad %s: %w", path, err)
+	ads, err := ParseAds(b)
+	if err != nil || len(ads) != 1 {
+		return nil, fmt.Errorf("ad %s: %d ads, %v", path, len(ads), err)
 	}
-	return ad, nil
+	return ads[0], nil
 }
 
 // QueueAd reads proc id from the queue ((nil, nil) when it is not there).

@@ -25,7 +25,7 @@ type Description struct {
 }
 
 // commandAttrs maps the submit commands the simulator understands to their ClassAd attribute
-// and value type ('s' string, 'i' integer, 'b' boolean, 'e' expression kept as a string).
+// and value type ('s' string, 'i' integer, 'b' boolean, 'e' expression).
 var commandAttrs = map[string]struct {
 	attr string
 	typ  byte
@@ -186,8 +186,7 @@ func (d *Description) expand(v string, cluster int64, proc int) (string, error) 
 	return out, bad
 }
 
-// parseLiteral turns a ClassAd literal into a JSON-able value; anything else stays a string
-// holding the expression.
+// parseLiteral turns a ClassAd literal into its value; anything else is an Expression.
 func parseLiteral(v string) any {
 	switch strings.ToLower(v) {
 	case "true":
@@ -207,7 +206,7 @@ func parseLiteral(v string) any {
 		}
 		return v[1 : len(v)-1]
 	}
-	return v
+	return Expression(v)
 }
 
 // ads builds the ClassAds of every proc of the description for cluster; cwd is where
@@ -225,7 +224,9 @@ func (d *Description) ads(cluster int64, batchName, cwd string, now time.Time) (
 			"JobUniverse": int64(5), "CondorVersion": "$CondorVersion: 25.0.0 (mini-condor) $",
 			"CondorPlatform": "$CondorPlatform: mini-condor $", "Iwd": cwd,
 			"TransferExecutable": true, "WantGracefulRemoval": false, "NumJobStarts": int64(0),
-			"JobRunCount": int64(0),
+			"JobRunCount": int64(0), "MyType": "Job", "TargetType": "Machine",
+			// condor_submit's definition: the shadow only updates ResidentSetSize (KiB).
+			"MemoryUsage": Expression("((ResidentSetSize + 1023) / 1024)"),
 		}
 		for k, raw := range d.Commands {
 			v, err := d.expand(raw, cluster, proc)
@@ -234,8 +235,10 @@ func (d *Description) ads(cluster int64, batchName, cwd string, now time.Time) (
 			}
 			spec := commandAttrs[k]
 			switch spec.typ {
-			case 's', 'e':
+			case 's':
 				ad[spec.attr] = v
+			case 'e':
+				ad[spec.attr] = Expression(v)
 			case 'b':
 				switch strings.ToLower(v) {
 				case "true", "yes":
@@ -284,7 +287,7 @@ func (d *Description) ads(cluster int64, batchName, cwd string, now time.Time) (
 				return nil, fmt.Errorf("arguments: %w", err)
 			}
 		}
-		if h := ad.String("OnExitHold"); h != "" {
+		if h := ad.ExprText("OnExitHold"); h != "" {
 			if _, err := onExitHold(h, nil); err != nil {
 				return nil, err
 			}
