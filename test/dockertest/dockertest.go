@@ -5,9 +5,11 @@ package dockertest
 
 import (
 	"context"
+	"encoding/json"
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -70,3 +72,37 @@ func Ping(ctx context.Context, socket string) error {
 type statusError struct{ status string }
 
 func (e *statusError) Error() string { return "ping answered " + e.status }
+
+// ContainerNames lists the names of the engine's containers (running or not) that start with
+// prefix.
+func ContainerNames(ctx context.Context, socket, prefix string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", socket)
+	}}}
+	defer hc.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker/containers/json?all=1", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var list []struct{ Names []string }
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, c := range list {
+		for _, n := range c.Names {
+			if n = strings.TrimPrefix(n, "/"); strings.HasPrefix(n, prefix) {
+				out = append(out, n)
+			}
+		}
+	}
+	return out, nil
+}

@@ -40,11 +40,10 @@ func startSite(t *testing.T, opts testsite.Options) *testsite.Site {
 var happyStates = []string{"created", "download_submitted", "job_submitting", "job_submitted",
 	"upload_submitting", "upload_submitted", "complete"}
 
-// TestDemoJob runs what `make demo` runs and checks every stage: the states in order, a Kafka
+// checkDemoJob runs what `make demo` runs and checks every stage: the states in order, a Kafka
 // message per transition with the job ID as key, outputs in S3 with the recorded CRC64/NVME,
-// exit codes, and both containers' logs.
-func TestDemoJob(t *testing.T) {
-	s := startSite(t, testsite.Options{})
+// exit codes, and both containers' logs. (TestContainerRuntimes runs it under each runtime.)
+func checkDemoJob(t *testing.T, s *testsite.Site) {
 	ctx := context.Background()
 	start := time.Now()
 	res, err := demo.Run(ctx, s.Demo)
@@ -284,35 +283,50 @@ func TestInputChangedAfterSubmit(t *testing.T) {
 	}
 }
 
-// TestTamperedLayerRefused serves wrong bytes for the image's layer (under its digest): the
-// agent must refuse the image, run nothing, and the job must end in error.
-func TestTamperedLayerRefused(t *testing.T) {
-	var target atomic.Value // the layer digest to corrupt
-	target.Store("")
-	tamper := devstack.WithBlobTamper(func(digest string, b []byte) []byte {
-		if digest != target.Load().(string) || len(b) == 0 {
+// tamperer corrupts, in a site's registry, the blob whose digest is its target.
+type tamperer struct{ target atomic.Value }
+
+func newTamperer() *tamperer {
+	tp := &tamperer{}
+	tp.target.Store("")
+	return tp
+}
+
+// option is the registry option that serves the target blob with one byte flipped.
+func (tp *tamperer) option() devstack.RegistryOption {
+	return devstack.WithBlobTamper(func(digest string, b []byte) []byte {
+		if digest != tp.target.Load().(string) || len(b) == 0 {
 			return b
 		}
 		c := bytes.Clone(b)
 		c[len(c)/2] ^= 0xff
 		return c
 	})
-	s := startSite(t, testsite.Options{RegistryOptions: []devstack.RegistryOption{tamper}})
+}
+
+// checkTamperedLayer serves wrong bytes for an image's layer (under its digest): the agent
+// must refuse the image, run nothing, and the job must end in error with a sentence that says
+// so. The image (the fault tool, a layer no other test uses) is the tamperer's alone.
+func checkTamperedLayer(t *testing.T, s *testsite.Site, tp *tamperer) {
 	ctx := context.Background()
-	image := s.RegisterDemo(t)
+	image := s.RegisterTool(t, testsite.Binary(t, "./test/fault/tool"), "tampered")
 	layer, err := layerDigest(s, image)
 	if err != nil {
 		t.Fatal(err)
 	}
-	target.Store(layer)
+	tp.target.Store(layer)
 	c := s.Env.Stack.S3.Client()
-	if _, err := demo.PutWithCRC(ctx, c, devmode.DataBucket, "e2e/in/b.fna", []byte(">b\nGGCC\n")); err != nil {
+	if _, err := demo.PutWithCRC(ctx, c, devmode.DataBucket, "e2e/tampered/in/b.fna", []byte(">b\nGGCC\n")); err != nil {
 		t.Fatal(err)
 	}
-	id := submit(t, s, image, []string{"cts-data/e2e/in/b.fna"}, 1)
+	id := submitJob(t, s, map[string]any{"image": image, "input_files": []string{"cts-data/e2e/tampered/in/b.fna"},
+		"output_dir": "cts-data/e2e/tampered/output", "params": map[string]any{"args": []any{"sleep-copy", "0"}}})
 	j := waitJob(t, s, id)
 	if j["state"] != "error" {
 		t.Fatalf("job ended %v, want error", j["state"])
+	}
+	if msg, _ := j["error"].(string); !strings.Contains(msg, "does not match its digest") || !strings.Contains(msg, "Nothing ran") {
+		t.Errorf("user error %q does not say the image was refused", msg)
 	}
 	admin := s.AdminJob(t, id)
 	ae, _ := admin["admin_error"].(string)
@@ -324,9 +338,24 @@ func TestTamperedLayerRefused(t *testing.T) {
 			t.Errorf("a container started from a tampered image")
 		}
 	}
-	if keys := listKeys(t, c, devmode.DataBucket, "e2e/output/"); len(keys) != 0 {
+	if keys := listKeys(t, c, devmode.DataBucket, "e2e/tampered/output/"); len(keys) != 0 {
 		t.Errorf("outputs were written: %v", keys)
 	}
+}
+
+// submitJob submits a one-container job to the dev site with the given fields (cluster and
+// runtime have defaults) and returns its ID.
+func submitJob(t *testing.T, s *testsite.Site, fields map[string]any) string {
+	t.Helper()
+	body := map[string]any{"cluster": devmode.SiteName, "runtime": 300}
+	for k, v := range fields {
+		body[k] = v
+	}
+	var sub map[string]string
+	if err := s.API.Do(context.Background(), "POST", "/jobs", s.Demo.UserToken, body, &sub); err != nil {
+		t.Fatalf("submit: %v", err)
+	}
+	return sub["job_id"]
 }
 
 // layerDigest finds the (single) layer digest of a registered image through the registry API.

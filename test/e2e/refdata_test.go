@@ -41,13 +41,12 @@ func tarGz(t *testing.T, files map[string]string) []byte {
 	return buf.Bytes()
 }
 
-// TestRefdataJob registers a reference data archive, lets the coordinator stage it (an agent in
-// refdata mode, started through the site's launcher, downloads it with CRC64/NVME verification
-// and unpacks it), registers an image that needs it, and runs a job that reads it from its
-// read-only mount and copies it to its outputs. A job is refused while the data is not staged.
-func TestRefdataJob(t *testing.T) {
-	testsite.RequireEnv(t)
-	s := startSite(t, testsite.Options{})
+// checkRefdataJob registers a reference data archive, lets the coordinator stage it (an agent
+// in refdata mode, started through the site's launcher, downloads it with CRC64/NVME
+// verification and unpacks it), registers an image that needs it, and runs a job that reads it
+// from its read-only mount and copies it to its outputs. (TestContainerRuntimes runs it under
+// each runtime.)
+func checkRefdataJob(t *testing.T, s *testsite.Site) {
 	ctx := context.Background()
 	files := map[string]string{"db/genes.txt": "gene1\ngene2\n", "db/README": "reference data\n"}
 	archive := tarGz(t, files)

@@ -184,14 +184,18 @@ func (s *Site) PutInput(t testing.TB, key string, data []byte) string {
 }
 
 // PushTool pushes to the site's registry, as cts/testtool:tag, an image whose entrypoint is the
-// binary bin (installed as /usr/bin/testtool), and returns its reference and digest.
+// binary bin (installed as /usr/bin/testtool, the tag in /etc/cts-test-tag), and returns its
+// reference and digest.
 func (s *Site) PushTool(t testing.TB, bin, tag string) (ref, digest string) {
 	t.Helper()
 	data, err := os.ReadFile(bin)
 	if err != nil {
 		t.Fatal(err)
 	}
-	img, err := imagebuild.Build([]imagebuild.File{{Path: "/usr/bin/testtool", Mode: 0o755, Data: data}},
+	// The tag is in the image too: each tag is its own image (digest), which a site may
+	// register beside the others.
+	img, err := imagebuild.Build([]imagebuild.File{{Path: "/usr/bin/testtool", Mode: 0o755, Data: data},
+		{Path: "/etc/cts-test-tag", Mode: 0o644, Data: []byte(tag + "\n")}},
 		[]string{"/usr/bin/testtool"}, []string{"PATH=/usr/bin:/bin"})
 	if err != nil {
 		t.Fatal(err)

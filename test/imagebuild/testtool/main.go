@@ -45,12 +45,21 @@ const usage = `usage: testtool COMMAND [ARGS...]
                           /sys/firmware, executing a file in /tmp), "ok" when it succeeded
   fork N                  start up to N processes that wait; print "forked K of N" and the
                           first error, then exit 0 (the pids limit is what stops it)
-  flood MB                write MB megabytes of lines to stdout as fast as possible`
+  flood MB                write MB megabytes of lines to stdout as fast as possible
+With TESTTOOL_TOUCH=PATH in its environment it creates PATH after a command that succeeded.`
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "testtool:", err)
 		os.Exit(1)
+	}
+	// TESTTOOL_TOUCH names a file to create once the command succeeded: a job whose command
+	// writes no output of its own still completes.
+	if p := os.Getenv("TESTTOOL_TOUCH"); p != "" {
+		if err := os.WriteFile(p, []byte("done\n"), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "testtool:", err)
+			os.Exit(1)
+		}
 	}
 }
 
