@@ -65,18 +65,18 @@ var (
 
 // App is a running coordinator.
 type App struct {
-	cfg       Config
-	log       *slog.Logger
-	ln        net.Listener
-	srv       *http.Server
-	store     *store.Store
-	notifier  *notify.Notifier
-	sites     *sites.Directory
-	launch    *launch.Service
-	agents    *agentws.Handler
-	launchers []*launcher.Client
-	refdata   *refdata.Manager
-	metrics   *metrics.Metrics
+	cfg      Config
+	log      *slog.Logger
+	ln       net.Listener
+	srv      *http.Server
+	store    *store.Store
+	notifier *notify.Notifier
+	sites    *sites.Directory
+	launch   *launch.Service
+	agents   *agentws.Handler
+	plugins  *launch.Plugins
+	refdata  *refdata.Manager
+	metrics  *metrics.Metrics
 	// counts is a second MongoDB client for the metrics counts and the readiness probe, so
 	// that neither competes with the store's pool.
 	counts *mongo.Client
@@ -141,27 +141,34 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 	}
 
 	var siteList []sites.Site
-	var launchSites []launch.Site
+	var specs []launch.PluginSpec
 	for _, sc := range cfg.Sites {
-		// A plugin gets only PATH and HOME of our environment: never the coordinator's secrets.
-		l, err := launcher.Start(ctx, launcher.HostConfig{Path: sc.Plugin, Logger: log.With("plugin", sc.Name),
-			Env: []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}})
-		if err != nil {
-			return nil, fmt.Errorf("site %s: start launcher plugin: %w", sc.Name, err)
-		}
-		a.launchers = append(a.launchers, l)
 		pc, _ := json.Marshal(sc.PluginConfig)
-		if err := l.Configure(ctx, pc); err != nil {
-			return nil, fmt.Errorf("site %s: configure launcher plugin: %w", sc.Name, err)
-		}
+		// A plugin gets only PATH and HOME of our environment: never the coordinator's secrets.
+		specs = append(specs, launch.PluginSpec{Site: sc.Name, Config: pc, Host: launcher.HostConfig{
+			Path: sc.Plugin, Logger: log.With("plugin", sc.Name),
+			Env: []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")},
+		}})
 		siteList = append(siteList, sites.Site{
 			Name: sc.Name, CPUsPerNode: sc.CPUsPerNode, MemoryPerNodeGB: sc.MemoryPerNodeGB,
 			MaxRuntimeMin: sc.MaxRuntimeMin, RequireStaff: sc.RequireStaff, WorkerEnv: sc.WorkerEnv,
 			Nodes: sc.Nodes, Notes: sc.Notes,
 		})
-		launchSites = append(launchSites, launch.Site{Name: sc.Name, Launcher: l, WorkerEnv: sc.WorkerEnv})
 	}
-	a.sites = sites.New(siteList, a.store, log.With("component", "sites"))
+	a.plugins, err = launch.StartPlugins(ctx, specs, launch.SuperviseConfig{
+		RestartBackoff: cfg.Launchers.RestartBackoff, RestartBackoffMax: cfg.Launchers.RestartBackoffMax,
+		CheckInterval: cfg.Launchers.CheckInterval,
+	}, log.With("component", "launch"))
+	if err != nil {
+		return nil, err
+	}
+	var launchSites []launch.Site
+	for _, sc := range cfg.Sites {
+		p, _ := a.plugins.Plugin(sc.Name)
+		launchSites = append(launchSites, launch.Site{Name: sc.Name, Launcher: p, WorkerEnv: sc.WorkerEnv})
+		a.metrics.SiteAvailable(sc.Name, true)
+	}
+	a.sites = sites.New(siteList, a.store, a.plugins, log.With("component", "sites"))
 	if err := a.sites.Init(ctx); err != nil {
 		return nil, err
 	}
@@ -225,9 +232,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", a.metrics.Handler())
 	mux.Handle("GET /healthz", metrics.Healthy())
-	mux.Handle("GET /readyz", metrics.Ready([]metrics.Check{
+	checks := []metrics.Check{
 		metrics.MongoCheck(a.counts), metrics.S3Check(objs.Client(), logBucket), metrics.KafkaCheck(cfg.Kafka.Brokers),
-	}, cfg.Observability.ReadyTimeout, apiSrv.IsAdmin))
+	}
+	for _, sc := range cfg.Sites {
+		checks = append(checks, metrics.SiteCheck(sc.Name, a.plugins.Available))
+	}
+	mux.Handle("GET /readyz", metrics.Ready(checks, cfg.Observability.ReadyTimeout, apiSrv.IsAdmin))
 	mux.Handle("/", apiSrv)
 
 	a.ln, err = net.Listen("tcp", cfg.Listen)
@@ -269,6 +280,19 @@ func (a *App) Run(ctx context.Context) error {
 		RuntimeGrace: rc.RuntimeGrace, MaxLaunchRetries: rc.MaxLaunchRetries,
 	}, &meteredAccounting{a.store, a.metrics}, &meteredLaunch{a.launch, a.metrics}, a.log.With("component", "reconcile"), nil)
 	g.Go(func() error { return rec.Run(gctx) })
+	g.Go(func() error {
+		return a.plugins.Run(gctx, launch.PluginEvents{
+			Availability: func(site string, up bool, _ string) { a.metrics.SiteAvailable(site, up) },
+			Restarted: func(site string) {
+				// Work at the site may have moved while its plugin was down: submit what waits
+				// and reconcile what runs now rather than at the next tick.
+				a.metrics.PluginRestarted(site)
+				a.launch.Poke()
+				rec.Poke()
+				a.refdata.Poke()
+			},
+		})
+	})
 	g.Go(func() error { return a.refdata.Run(gctx) })
 	g.Go(func() error {
 		<-gctx.Done()
@@ -285,10 +309,9 @@ func (a *App) Run(ctx context.Context) error {
 }
 
 func (a *App) close(ctx context.Context) {
-	for _, l := range a.launchers {
-		l.Close()
+	if a.plugins != nil {
+		a.plugins.Close()
 	}
-	a.launchers = nil
 	if a.notifier != nil {
 		_ = a.notifier.Close()
 	}

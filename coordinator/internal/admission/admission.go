@@ -62,8 +62,8 @@ type RefdataChecker interface {
 // Sites is the site directory admission checks against (*sites.Directory).
 type Sites interface {
 	Site(name string) (*sites.Site, bool)
-	// CheckActive returns a *ctserr.Error when the site is deactivated.
-	CheckActive(ctx context.Context, name string) error
+	// CheckUsable returns a *ctserr.Error when the site is deactivated or unavailable.
+	CheckUsable(ctx context.Context, name string) error
 }
 
 // Waker is told that a job was created (the submitter, which then launches it).
@@ -186,7 +186,7 @@ func (s *Service) prepare(ctx context.Context, u jobs.User, in *jobinput.JobInpu
 	if !ok {
 		return nil, ctserr.New(ctserr.CodeJobFlowUnavailable, "Job flow for cluster %s is not registered", in.Cluster)
 	}
-	if err := s.d.Sites.CheckActive(ctx, site.Name); err != nil {
+	if err := s.d.Sites.CheckUsable(ctx, site.Name); err != nil {
 		return nil, err
 	}
 	if site.RequireStaff && !u.Staff {

@@ -16,6 +16,7 @@ import (
 	"github.com/kbase/cts/coordinator/internal/jobinput"
 	"github.com/kbase/cts/coordinator/internal/jobs"
 	"github.com/kbase/cts/coordinator/internal/objects"
+	"github.com/kbase/cts/coordinator/internal/sites"
 	"github.com/kbase/cts/shared/args"
 	"github.com/kbase/cts/shared/job"
 )
@@ -210,4 +211,29 @@ type refdataNotReady struct{}
 
 func (refdataNotReady) Ready(_ context.Context, id, site string) error {
 	return ctserr.New(ctserr.CodeInvalidRefdataState, "Reference data %s is not yet ready at site %s", id, site)
+}
+
+// unavailable is a sites.Availability with one site down.
+type unavailable struct{ site, reason string }
+
+func (u unavailable) Available(site string) (bool, string) {
+	if site == u.site {
+		return false, u.reason
+	}
+	return true, ""
+}
+
+// A site whose launcher plugin is down refuses new jobs with the reason (as the Python
+// service's unavailable job flows), instead of letting them wait in created.
+func TestSubmitToUnavailableSite(t *testing.T) {
+	f := newFixture(t)
+	dir := sites.New([]sites.Site{{Name: "kbase", CPUsPerNode: 4, MemoryPerNodeGB: 2, MaxRuntimeMin: 60}}, f.Store,
+		unavailable{"kbase", "the launcher plugin process exited"}, discard())
+	svc := admission.New(admission.Config{LogDir: logDir, MaxCPUHours: 5}, admission.Deps{Store: f.Store, Sites: dir,
+		Objects: f.Objs, Images: f.Imgs, Notify: f.Notify, Submitter: f.Launch, Log: discard()})
+	_, err := svc.Submit(t.Context(), alice, input(t, nil))
+	wantCTSErr(t, err, ctserr.CodeJobFlowUnavailable, "Job flow for cluster kbase is unavailable: the launcher plugin process exited")
+	if n := f.Count(t, "jobs"); n != 0 {
+		t.Fatalf("%d jobs recorded", n)
+	}
 }

@@ -107,7 +107,7 @@ func newFixtureWith(t testing.TB, configure func(*api.Config)) *fixture {
 	ing := ingest.New(ingest.Config{LogDir: logDir}, st, mover, objs, log)
 	lch := launch.New(launch.Config{ServiceURL: "http://cts.example", S3URL: s3srv.Endpoint, LogDir: logDir, SubmitInterval: time.Hour,
 		Sites: []launch.Site{{Name: "kbase"}}}, st, mover, ing, log)
-	dir := sites.New([]sites.Site{{Name: "kbase", CPUsPerNode: 8, MemoryPerNodeGB: 10, MaxRuntimeMin: 100}}, st, log)
+	dir := sites.New([]sites.Site{{Name: "kbase", CPUsPerNode: 8, MemoryPerNodeGB: 10, MaxRuntimeMin: 100}}, st, nil, log)
 	svc := api.Jobs{
 		Admission: admission.New(admission.Config{LogDir: logDir, MaxCPUHours: 100},
 			admission.Deps{Store: st, Sites: dir, Objects: objs, Images: imgs, Notify: nopNotifier{}, Submitter: lch, Log: log}),

@@ -162,10 +162,14 @@ func (s *Server) sites(w http.ResponseWriter, r *http.Request) {
 			if notes == nil {
 				notes = []string{}
 			}
-			out.Sites = append(out.Sites, SiteInfo{
+			info := SiteInfo{
 				Cluster: st.Name, Nodes: st.Nodes, CPUsPerNode: st.CPUsPerNode, MemoryPerNodeGB: st.MemoryPerNodeGB,
-				MaxRuntimeMin: st.MaxRuntimeMin, Notes: notes, Active: st.Active, Available: true,
-			})
+				MaxRuntimeMin: st.MaxRuntimeMin, Notes: notes, Active: st.Active, Available: st.Available,
+			}
+			if !st.Available {
+				info.UnavailReason = &st.Reason
+			}
+			out.Sites = append(out.Sites, info)
 		}
 	}
 	writeJSON(w, 200, out)

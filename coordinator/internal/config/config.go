@@ -39,8 +39,19 @@ type Config struct {
 	Jobs          Jobs          `yaml:"jobs"`
 	Access        Access        `yaml:"access"`
 	Reconcile     Reconcile     `yaml:"reconcile"`
+	Launchers     Launchers     `yaml:"launchers"`
 	Observability Observability `yaml:"observability"`
 	Sites         []Site        `yaml:"sites"`
+}
+
+// Launchers configures the supervision of the sites' launcher plugins: a plugin process that
+// exits is restarted after RestartBackoff, doubled after every failed restart up to
+// RestartBackoffMax.
+type Launchers struct {
+	RestartBackoff    time.Duration `yaml:"restart_backoff" env:"CTS_LAUNCHERS_RESTART_BACKOFF"`
+	RestartBackoffMax time.Duration `yaml:"restart_backoff_max" env:"CTS_LAUNCHERS_RESTART_BACKOFF_MAX"`
+	// CheckInterval is how often the plugin processes are checked.
+	CheckInterval time.Duration `yaml:"check_interval" env:"CTS_LAUNCHERS_CHECK_INTERVAL"`
 }
 
 // Observability configures the metrics and the readiness probe.
@@ -167,6 +178,7 @@ func Default() Config {
 		Reconcile: Reconcile{Interval: 30 * time.Second, HeartbeatDeadline: 2 * time.Minute, ConnectDeadline: 10 * time.Minute,
 			SubmitDeadline: time.Hour, CancelDeadline: 30 * time.Minute, IdleDeadline: 7 * 24 * time.Hour,
 			RuntimeGrace: 30 * time.Minute, MaxLaunchRetries: 2},
+		Launchers:     Launchers{RestartBackoff: time.Second, RestartBackoffMax: time.Minute, CheckInterval: time.Second},
 		Observability: Observability{CountInterval: 15 * time.Second, ReadyTimeout: 2 * time.Second},
 	}
 }
@@ -250,6 +262,9 @@ func (c Config) Validate() error {
 	}
 	if c.Jobs.CleanJitter < 0 || c.Jobs.CleanAge < 0 {
 		bad("jobs.clean_jitter and jobs.clean_age must not be negative")
+	}
+	if l := c.Launchers; l.RestartBackoff <= 0 || l.RestartBackoffMax < l.RestartBackoff || l.CheckInterval <= 0 {
+		bad("launchers.restart_backoff and launchers.check_interval must be positive, and launchers.restart_backoff_max at least launchers.restart_backoff")
 	}
 	if c.Observability.CountInterval < time.Second || c.Observability.ReadyTimeout <= 0 {
 		bad("observability.count_interval must be at least 1s and observability.ready_timeout positive")

@@ -78,6 +78,7 @@ func TestLoadFile(t *testing.T) {
 		yml := `
 agent_binary: ` + agent + `
 observability: {count_interval: 1m, ready_timeout: 500ms}
+launchers: {restart_backoff: 2s, restart_backoff_max: 3m, check_interval: 250ms}
 listen: 0.0.0.0:8080
 service_url: https://cts.example/services/cts
 log_level: debug
@@ -118,6 +119,7 @@ sites:
 			Reconcile: config.Reconcile{Interval: 3 * time.Second, HeartbeatDeadline: time.Minute, ConnectDeadline: 2 * time.Minute,
 				SubmitDeadline: 3 * time.Minute, CancelDeadline: 4 * time.Minute, IdleDeadline: 5 * time.Minute,
 				RuntimeGrace: 6 * time.Minute, MaxLaunchRetries: 3},
+			Launchers: config.Launchers{RestartBackoff: 2 * time.Second, RestartBackoffMax: 3 * time.Minute, CheckInterval: 250 * time.Millisecond},
 			Sites: []config.Site{{
 				Name: "kbase", Plugin: "/p", PluginConfig: map[string]any{"schedd": "s1", "nested": map[string]any{"x": 1}},
 				CPUsPerNode: 8, MemoryPerNodeGB: 31.5, MaxRuntimeMin: 60, Nodes: &three, RequireStaff: true,

@@ -9,6 +9,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if dir := os.Getenv(envTestPlugin); dir != "" {
+		servePlugin(dir) // the test binary as a launcher plugin process (plugins_test.go)
+		os.Exit(0)
+	}
 	devstack.Main()
 	os.Exit(m.Run())
 }

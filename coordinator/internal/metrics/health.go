@@ -18,10 +18,25 @@ import (
 
 // Check is one readiness probe of a dependency.
 type Check struct {
-	// Name names the dependency in the /readyz answer ("mongodb", "s3", "kafka").
+	// Name names the dependency in the /readyz answer ("mongodb", "s3", "kafka", "site:kbase").
 	Name string
 	// Probe returns nil when the dependency answers; it must honour ctx's deadline.
 	Probe func(ctx context.Context) error
+	// Degrades marks a dependency without which this replica still serves: its failure makes
+	// the answer "degraded" (200), not "unavailable" (503).
+	Degrades bool
+}
+
+// SiteCheck reports a compute site's availability (its launcher plugin runs). A site that is
+// down only degrades the replica: every other site and every read still work, and every
+// replica runs its own plugins, so taking this one out of service would not help.
+func SiteCheck(site string, available func(site string) (bool, string)) Check {
+	return Check{Name: "site:" + site, Degrades: true, Probe: func(context.Context) error {
+		if ok, reason := available(site); !ok {
+			return errors.New(reason)
+		}
+		return nil
+	}}
 }
 
 // MongoCheck pings MongoDB.
@@ -75,7 +90,8 @@ func KafkaCheck(brokers []string) Check {
 
 // Readiness is the JSON body of /readyz.
 type Readiness struct {
-	// Status is "ready" or "unavailable".
+	// Status is "ready", "degraded" (a dependency that Degrades failed; still 200) or
+	// "unavailable" (503).
 	Status string `json:"status"`
 	// Checks maps each dependency to "ok" or the reason it failed; only for admins.
 	Checks map[string]string `json:"checks,omitempty"`
@@ -83,9 +99,10 @@ type Readiness struct {
 	Failed []string `json:"failed,omitempty"`
 }
 
-// Ready serves GET /readyz: every check runs concurrently with timeout; 200 when all pass,
-// 503 otherwise. Anyone may ask, and learns only "ready" or "unavailable": the failure
-// reasons name internal hosts and ports. A request for which admin returns true (a service
+// Ready serves GET /readyz: every check runs concurrently with timeout; 200 "ready" when all
+// pass, 200 "degraded" when only checks that Degrade failed, 503 "unavailable" otherwise.
+// Anyone may ask, and learns only the status: the failure reasons name internal hosts and
+// ports. A request for which admin returns true (a service
 // administrator's token) also gets every check's result; admin is called only for requests
 // with an Authorization header, and bounded by the same timeout, so the probe itself never
 // waits on auth2. A nil admin never shows details.
@@ -97,6 +114,7 @@ func Ready(checks []Check, timeout time.Duration, admin func(ctx context.Context
 		ctx, cancel := context.WithTimeout(r.Context(), timeout)
 		defer cancel()
 		res := Readiness{Status: "ready", Checks: make(map[string]string, len(checks))}
+		hard := false
 		var mu sync.Mutex
 		var wg sync.WaitGroup
 		for _, c := range checks {
@@ -107,6 +125,7 @@ func Ready(checks []Check, timeout time.Duration, admin func(ctx context.Context
 				if err != nil {
 					res.Checks[c.Name] = err.Error()
 					res.Failed = append(res.Failed, c.Name)
+					hard = hard || !c.Degrades
 					return
 				}
 				res.Checks[c.Name] = "ok"
@@ -118,10 +137,13 @@ func Ready(checks []Check, timeout time.Duration, admin func(ctx context.Context
 		}
 		wg.Wait()
 		code := http.StatusOK
-		if len(res.Failed) > 0 {
-			sort.Strings(res.Failed)
+		sort.Strings(res.Failed)
+		switch {
+		case hard:
 			res.Status = "unavailable"
 			code = http.StatusServiceUnavailable
+		case len(res.Failed) > 0:
+			res.Status = "degraded"
 		}
 		if !details {
 			res.Checks, res.Failed = nil, nil

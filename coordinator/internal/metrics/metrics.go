@@ -1,6 +1,6 @@
 // Package metrics is the coordinator's observability: the Prometheus metrics served at
 // GET /metrics (jobs by state, submit latency, HTTP requests, connected agents, bytes
-// transferred, the Kafka backlog, reconciler actions), the periodic MongoDB counts behind the
+// transferred, the Kafka backlog, reconciler actions, the sites' launcher plugins), the periodic MongoDB counts behind the
 // gauges that must be right after a restart, and the /healthz and /readyz probes.
 //
 // It records what other packages report through small hooks (ObserveRequest, JobTransition,
@@ -54,6 +54,8 @@ type Metrics struct {
 	reconcile    *prometheus.CounterVec
 	countErrors  prometheus.Counter
 	lastCount    prometheus.Gauge
+	siteUp       *prometheus.GaugeVec
+	restarts     *prometheus.CounterVec
 
 	sizes sizeCache
 }
@@ -98,8 +100,12 @@ func New(o Options) *Metrics {
 		Help: "Periodic MongoDB counts (jobs by state, Kafka backlog) that failed."})
 	m.lastCount = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "metrics_count_timestamp_seconds",
 		Help: "When the MongoDB counts last succeeded (Unix time)."})
+	m.siteUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: Namespace, Name: "site_available",
+		Help: "1 while a site's launcher plugin runs on this replica, 0 while it is down (restarting)."}, []string{"site"})
+	m.restarts = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: "launcher_plugin_restarts_total",
+		Help: "Launcher plugin processes this replica restarted after they exited, by site."}, []string{"site"})
 	for _, c := range []prometheus.Collector{m.httpRequests, m.httpDuration, m.submit, m.jobs, m.transitions, m.bytes,
-		m.files, m.unsent, m.reconcile, m.countErrors, m.lastCount} {
+		m.files, m.unsent, m.reconcile, m.countErrors, m.lastCount, m.siteUp, m.restarts} {
 		f(c)
 	}
 	build := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: "build_info",
@@ -123,6 +129,18 @@ func New(o Options) *Metrics {
 	}
 	return m
 }
+
+// SiteAvailable records whether a site's launcher plugin runs.
+func (m *Metrics) SiteAvailable(site string, up bool) {
+	v := 0.0
+	if up {
+		v = 1
+	}
+	m.siteUp.WithLabelValues(site).Set(v)
+}
+
+// PluginRestarted counts a restart of a site's launcher plugin.
+func (m *Metrics) PluginRestarted(site string) { m.restarts.WithLabelValues(site).Inc() }
 
 // Handler serves the metrics in the Prometheus text (or OpenMetrics) exposition format.
 func (m *Metrics) Handler() http.Handler {

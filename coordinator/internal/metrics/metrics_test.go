@@ -253,15 +253,21 @@ func TestReadyAndHealthy(t *testing.T) {
 	ok := metrics.Check{Name: "mongodb", Probe: func(context.Context) error { return nil }}
 	broken := metrics.Check{Name: "kafka", Probe: func(context.Context) error { return errors.New("dial: refused") }}
 	slow := metrics.Check{Name: "s3", Probe: func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }}
+	sites := map[string]string{"down": "the launcher plugin process exited"}
+	avail := func(site string) (bool, string) { r, down := sites[site]; return !down, r }
+	siteDown, siteUp := metrics.SiteCheck("down", avail), metrics.SiteCheck("up", avail)
 	for _, tc := range []struct {
 		name   string
 		checks []metrics.Check
 		code   int
+		status string
 		failed []string
 	}{
-		{"all pass", []metrics.Check{ok}, 200, nil},
-		{"one fails", []metrics.Check{ok, broken}, 503, []string{"kafka"}},
-		{"one hangs past the timeout", []metrics.Check{slow, broken, ok}, 503, []string{"kafka", "s3"}},
+		{"all pass", []metrics.Check{ok, siteUp}, 200, "ready", nil},
+		{"one fails", []metrics.Check{ok, broken}, 503, "unavailable", []string{"kafka"}},
+		{"one hangs past the timeout", []metrics.Check{slow, broken, ok}, 503, "unavailable", []string{"kafka", "s3"}},
+		{"a site is down", []metrics.Check{ok, siteDown, siteUp}, 200, "degraded", []string{"site:down"}},
+		{"a site and a dependency are down", []metrics.Check{ok, siteDown, broken}, 503, "unavailable", []string{"kafka", "site:down"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
@@ -279,8 +285,11 @@ func TestReadyAndHealthy(t *testing.T) {
 			if rec.Code != tc.code || strings.Join(r.Failed, ",") != strings.Join(tc.failed, ",") || len(r.Checks) != len(tc.checks) {
 				t.Fatalf("readyz = %d %+v, want %d failing %v", rec.Code, r, tc.code, tc.failed)
 			}
-			if r.Checks["mongodb"] != "ok" || (tc.code == 503) != (r.Status == "unavailable") {
-				t.Fatalf("body %+v", r)
+			if r.Checks["mongodb"] != "ok" || r.Status != tc.status {
+				t.Fatalf("body %+v, want status %s", r, tc.status)
+			}
+			if _, down := r.Checks["site:down"]; down && r.Checks["site:down"] != sites["down"] {
+				t.Fatalf("site check %q, want the reason", r.Checks["site:down"])
 			}
 		})
 	}

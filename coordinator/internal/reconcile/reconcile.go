@@ -125,6 +125,7 @@ type Reconciler struct {
 	launch Launch
 	log    *slog.Logger
 	now    func() time.Time
+	wake   chan struct{}
 }
 
 // New returns a reconciler; now is the clock (nil: time.Now).
@@ -135,10 +136,10 @@ func New(cfg Config, store Store, l Launch, log *slog.Logger, now func() time.Ti
 	if now == nil {
 		now = time.Now
 	}
-	return &Reconciler{cfg: cfg.withDefaults(), store: store, launch: l, log: log, now: now}
+	return &Reconciler{cfg: cfg.withDefaults(), store: store, launch: l, log: log, now: now, wake: make(chan struct{}, 1)}
 }
 
-// Run runs a pass every Interval until ctx ends.
+// Run runs a pass every Interval, and after every Poke, until ctx ends.
 func (r *Reconciler) Run(ctx context.Context) error {
 	t := time.NewTicker(r.cfg.Interval)
 	defer t.Stop()
@@ -150,7 +151,16 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-r.wake:
 		}
+	}
+}
+
+// Poke makes Run pass soon (a site's launcher is back: its jobs should be looked at now).
+func (r *Reconciler) Poke() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
 	}
 }
 

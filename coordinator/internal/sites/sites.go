@@ -1,8 +1,9 @@
 // Package sites owns the compute sites ("clusters" in the CTS API) as the coordinator knows
-// them: their configured limits and worker environment, and their active flags, which admins
-// set (PUT/DELETE /admin/sites/{site}/active) and which are stored so that every coordinator
-// sees them. A site that is inactive takes no new jobs. The flags are cached for
-// ActiveTTL per coordinator.
+// them: their configured limits and worker environment, their active flags, which admins set
+// (PUT/DELETE /admin/sites/{site}/active) and which are stored so that every coordinator sees
+// them (cached for ActiveTTL per coordinator), and their availability, which their launcher
+// reports (a site whose launcher plugin is down is unavailable, with the reason). A site takes
+// new jobs only while it is active and available.
 //
 // It must not launch anything: a site's launcher is the launch package's.
 package sites
@@ -47,28 +48,40 @@ type Store interface {
 	SetSiteActive(ctx context.Context, name string, active bool) error
 }
 
-// Status is a configured site with its active flag.
-type Status struct {
-	Site
-	Active bool
+// Availability tells whether a site's launcher can take work now, and why not
+// (*launch.Plugins).
+type Availability interface {
+	Available(site string) (bool, string)
 }
 
-// Directory is the configured sites and their active flags. It is safe for concurrent use.
+// Status is a configured site with its active flag and its availability.
+type Status struct {
+	Site
+	Active    bool
+	Available bool
+	// Reason says why the site is unavailable ("" when available).
+	Reason string
+}
+
+// Directory is the configured sites, their active flags and their availability. It is safe
+// for concurrent use.
 type Directory struct {
 	list   []Site
 	byName map[string]*Site
 	store  Store
+	avail  Availability
 	log    *slog.Logger
 
-	// mu guards the cached active flags (see states).
+	// mu guards the cached active flags (see Active).
 	mu     sync.Mutex
 	active map[string]bool
 	read   time.Time
 }
 
-// New returns the Directory of the configured sites, in configuration order.
-func New(list []Site, store Store, log *slog.Logger) *Directory {
-	d := &Directory{list: list, byName: map[string]*Site{}, store: store, log: log}
+// New returns the Directory of the configured sites, in configuration order; avail reports
+// their availability (nil: always available).
+func New(list []Site, store Store, avail Availability, log *slog.Logger) *Directory {
+	d := &Directory{list: list, byName: map[string]*Site{}, store: store, avail: avail, log: log}
 	for i := range d.list {
 		d.byName[d.list[i].Name] = &d.list[i]
 	}
@@ -115,8 +128,17 @@ func (d *Directory) Active(ctx context.Context) (map[string]bool, error) {
 	return m, nil
 }
 
-// CheckActive returns a *ctserr.Error 30002 when the site is deactivated.
-func (d *Directory) CheckActive(ctx context.Context, name string) error {
+// available reports the site's availability.
+func (d *Directory) available(name string) (bool, string) {
+	if d.avail == nil {
+		return true, ""
+	}
+	return d.avail.Available(name)
+}
+
+// CheckUsable returns a *ctserr.Error 60010 when the site is deactivated, 60020 (with the
+// reason) when it is unavailable.
+func (d *Directory) CheckUsable(ctx context.Context, name string) error {
 	m, err := d.Active(ctx)
 	if err != nil {
 		return err
@@ -124,10 +146,14 @@ func (d *Directory) CheckActive(ctx context.Context, name string) error {
 	if active, ok := m[name]; ok && !active {
 		return ctserr.New(ctserr.CodeJobFlowInactive, "Job flow for cluster %s is disabled", name)
 	}
+	if ok, reason := d.available(name); !ok {
+		return ctserr.New(ctserr.CodeJobFlowUnavailable, "Job flow for cluster %s is unavailable: %s", name, reason)
+	}
 	return nil
 }
 
-// Statuses returns the configured sites with their active flags, in configuration order.
+// Statuses returns the configured sites with their active flags and availability, in
+// configuration order.
 func (d *Directory) Statuses(ctx context.Context) ([]Status, error) {
 	m, err := d.Active(ctx)
 	if err != nil {
@@ -136,7 +162,8 @@ func (d *Directory) Statuses(ctx context.Context) ([]Status, error) {
 	out := make([]Status, 0, len(d.list))
 	for _, st := range d.list {
 		active, ok := m[st.Name]
-		out = append(out, Status{Site: st, Active: active || !ok})
+		up, reason := d.available(st.Name)
+		out = append(out, Status{Site: st, Active: active || !ok, Available: up, Reason: reason})
 	}
 	return out, nil
 }

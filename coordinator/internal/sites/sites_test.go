@@ -52,10 +52,18 @@ func (m *memStore) SetSiteActive(_ context.Context, name string, active bool) er
 	return nil
 }
 
+type fakeAvailability struct{ down map[string]string }
+
+func (f *fakeAvailability) Available(site string) (bool, string) {
+	r, down := f.down[site]
+	return !down, r
+}
+
 func TestDirectory(t *testing.T) {
 	ctx := t.Context()
 	st := &memStore{active: map[string]bool{"b": false}}
-	d := New([]Site{{Name: "a", CPUsPerNode: 4}, {Name: "b"}, {Name: "c"}}, st, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	avail := &fakeAvailability{down: map[string]string{}}
+	d := New([]Site{{Name: "a", CPUsPerNode: 4}, {Name: "b"}, {Name: "c"}}, st, avail, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if got := d.Names(); !reflect.DeepEqual(got, []string{"a", "b", "c"}) {
 		t.Fatalf("names %v", got)
 	}
@@ -81,34 +89,47 @@ func TestDirectory(t *testing.T) {
 		t.Fatalf("active flags %v, want a and c active, b not", got)
 	}
 	var ce *ctserr.Error
-	if err := d.CheckActive(ctx, "b"); !errors.As(err, &ce) || ce.Code != ctserr.CodeJobFlowInactive {
-		t.Fatalf("CheckActive(b) = %v, want 30002", err)
+	if err := d.CheckUsable(ctx, "b"); !errors.As(err, &ce) || ce.Code != ctserr.CodeJobFlowInactive {
+		t.Fatalf("CheckUsable(b) = %v, want 60010", err)
 	}
-	if err := d.CheckActive(ctx, "a"); err != nil {
+	if err := d.CheckUsable(ctx, "a"); err != nil {
 		t.Fatal(err)
 	}
 	// The flags are cached: another store write is not seen before the TTL...
 	reads := st.reads
 	_ = st.SetSiteActive(ctx, "a", false)
-	if err := d.CheckActive(ctx, "a"); err != nil || st.reads != reads {
-		t.Fatalf("CheckActive(a) = %v after %d reads; want the cached flag without a read", err, st.reads-reads)
+	if err := d.CheckUsable(ctx, "a"); err != nil || st.reads != reads {
+		t.Fatalf("CheckUsable(a) = %v after %d reads; want the cached flag without a read", err, st.reads-reads)
 	}
 	// ...but this coordinator's own change is seen at once.
 	if err := d.SetActive(ctx, "b", true); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.CheckActive(ctx, "b"); err != nil {
-		t.Fatalf("CheckActive(b) after SetActive = %v", err)
+	if err := d.CheckUsable(ctx, "b"); err != nil {
+		t.Fatalf("CheckUsable(b) after SetActive = %v", err)
 	}
-	if err := d.CheckActive(ctx, "a"); !errors.As(err, &ce) {
-		t.Fatalf("CheckActive(a) after a re-read = %v, want inactive", err)
+	if err := d.CheckUsable(ctx, "a"); !errors.As(err, &ce) {
+		t.Fatalf("CheckUsable(a) after a re-read = %v, want inactive", err)
 	}
 	if err := d.SetActive(ctx, "z", true); !errors.As(err, &ce) || ce.Code != ctserr.CodeIllegalParameter {
 		t.Fatalf("SetActive of an unknown site = %v", err)
 	}
+	// A site whose launcher is down is unavailable, with the reason, while it stays active.
+	avail.down["c"] = "the launcher plugin process exited"
+	if err := d.CheckUsable(ctx, "c"); !errors.As(err, &ce) || ce.Code != ctserr.CodeJobFlowUnavailable ||
+		ce.Message != "Job flow for cluster c is unavailable: the launcher plugin process exited" {
+		t.Fatalf("CheckUsable(c) = %v, want 60020 with the reason", err)
+	}
+	sts, err = d.Statuses(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := sts[2]; !c.Active || c.Available || c.Reason != "the launcher plugin process exited" || !sts[1].Available {
+		t.Fatalf("statuses %+v", sts)
+	}
 	// A store outage is an error, not "active".
-	d2 := New([]Site{{Name: "a"}}, &memStore{err: errors.New("down")}, slog.New(slog.DiscardHandler))
-	if err := d2.CheckActive(ctx, "a"); err == nil || errors.As(err, &ce) {
-		t.Fatalf("CheckActive during an outage = %v, want the store's error", err)
+	d2 := New([]Site{{Name: "a"}}, &memStore{err: errors.New("down")}, nil, slog.New(slog.DiscardHandler))
+	if err := d2.CheckUsable(ctx, "a"); err == nil || errors.As(err, &ce) {
+		t.Fatalf("CheckUsable during an outage = %v, want the store's error", err)
 	}
 }

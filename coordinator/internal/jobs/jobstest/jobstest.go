@@ -215,7 +215,7 @@ func New(t *testing.T) *Fixture {
 	f.Sites = sites.New([]sites.Site{
 		{Name: "kbase", CPUsPerNode: 4, MemoryPerNodeGB: 2, MaxRuntimeMin: 60, WorkerEnv: map[string]string{"TOKEN_PATH": "/etc/cts/token"}},
 		{Name: "staffonly", RequireStaff: true},
-	}, f.Store, Discard())
+	}, f.Store, nil, Discard())
 	for _, img := range []images.Image{
 		{Name: "docker.io/kbase/tool", Tag: "1", Digest: ToolDigest, Entrypoint: []string{"/bin/tool", "run"},
 			RegisteredBy: "admin", RegisteredOn: time.Now(), URLs: []string{"https://example.org"}, UsageNotes: "notes"},
