@@ -3,6 +3,7 @@ package fault
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -309,6 +310,124 @@ func TestAgentKilled(t *testing.T) {
 		t.Errorf("job ended %v after its agent was killed", j["state"])
 	}
 	t.Logf("settled: %v", j["admin_error"])
+	// The supervisor reaped what the killed agent left: no container, runtime state or work
+	// data of the job remains.
+	waitNoContainer(t, s, id)
+	waitNoWorkData(t, s, id)
+}
+
+// TestAgentRestartedSameAttempt: an agent killed with SIGKILL whose parent has not reaped it
+// yet (a zombie) is dead; an agent started again for the same attempt removes the container
+// its previous process left before anything else, and reports the run as lost.
+func TestAgentRestartedSameAttempt(t *testing.T) {
+	testsite.RequireEnv(t)
+	s := startSite(t, nil)
+	image := registerTestTool(t, s)
+	in := s.PutInput(t, "fault/in/same.txt", []byte("x\n"))
+	id := submitTool(t, s, image, in, "sleep", "600")
+	s.WaitState(t, id, 2*time.Minute, "job_submitted")
+	pid := agentPID(t, s, id)
+	waitOutput(t, s, id, "started")
+	environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := strings.Split(strings.TrimRight(string(environ), "\x00"), "\x00")
+	// Stop the supervisor (it would reap right away), then kill the agent: it stays a zombie.
+	sup := supervisorPID(t, s, id)
+	if err := syscall.Kill(sup, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(sup, syscall.SIGCONT) })
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitExit(t, pid)
+	if containers := runcContainers(t, s, id); len(containers) != 1 {
+		t.Fatalf("containers of the job after the kill: %v, want the orphaned one", containers)
+	}
+	// The same attempt, by hand, with the killed agent's environment.
+	cmd := exec.Command(testsite.RequireEnv(t).Agent, "run")
+	cmd.Env = env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("restarted agent: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "removing the container a previous process of this attempt left") {
+		t.Errorf("the restarted agent did not say it removed the previous container:\n%s", out)
+	}
+	if containers := runcContainers(t, s, id); len(containers) != 0 {
+		t.Errorf("containers left: %v", containers)
+	}
+	j := s.WaitState(t, id, time.Minute, "error", "complete", "canceled")
+	if msg, _ := j["error"].(string); j["state"] != "error" || !strings.Contains(msg, "agent was restarted") {
+		t.Errorf("job ended %v: %q", j["state"], msg)
+	}
+}
+
+// supervisorPID reads the local launcher's record of container 0's supervisor.
+func supervisorPID(t *testing.T, s *testsite.Site, id string) int {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(s.Env.Dir, "agents", id, "*", "0", "supervisor.pid"))
+	if len(files) != 1 {
+		t.Fatalf("no supervisor record for job %s", id)
+	}
+	b, err := os.ReadFile(files[0])
+	var rec struct {
+		PID int `json:"pid"`
+	}
+	if err != nil || json.Unmarshal(b, &rec) != nil || rec.PID <= 0 {
+		t.Fatalf("supervisor record %q: %v", b, err)
+	}
+	return rec.PID
+}
+
+// runcContainers lists the site's runc containers of job id.
+func runcContainers(t *testing.T, s *testsite.Site, id string) []string {
+	t.Helper()
+	out, err := exec.Command("runc", "--root", filepath.Join(s.Env.Dir, "runc"), "list", "--quiet").Output()
+	if err != nil {
+		t.Fatalf("runc list: %v", err)
+	}
+	var ids []string
+	for _, c := range strings.Fields(string(out)) {
+		if strings.HasPrefix(c, "cts-"+id[:8]+"-") {
+			ids = append(ids, c)
+		}
+	}
+	return ids
+}
+
+// waitNoContainer waits until the site's runc holds no container of job id.
+func waitNoContainer(t *testing.T, s *testsite.Site, id string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for len(runcContainers(t, s, id)) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("containers of job %s left: %v", id, runcContainers(t, s, id))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// waitNoWorkData waits until no agent work data (inputs, outputs, bundles) of job id remains.
+func waitNoWorkData(t *testing.T, s *testsite.Site, id string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var left []string
+		for _, d := range []string{"input", "output", "bundles"} {
+			m, _ := filepath.Glob(filepath.Join(s.Env.Dir, "agents", id, "*", "*", d))
+			left = append(left, m...)
+		}
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("work data of job %s left: %v", id, left)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // TestAdminModes runs `cts-agent check` and `cts-agent run --dry-run` against a dev site.

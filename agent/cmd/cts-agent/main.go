@@ -219,6 +219,15 @@ func runJob(cfg config.Config, keep bool, log *slog.Logger) (code int, err error
 	} else if len(left) > 0 {
 		log.Info("reaped leftovers of dead agents", "runtime", kind, "removed", len(left))
 	}
+	// The node's image cache stays within its bounds (never dropping an image a live agent
+	// uses); a failure here costs disk, not the job.
+	if pruned, err := rt.PruneImages(ctx, cfg.ImageCacheMaxBytes, cfg.ImageCacheMaxAge); err != nil {
+		log.Warn("prune the image cache", "runtime", kind, "error", err)
+	} else {
+		for _, p := range pruned {
+			log.Info("pruned an image from the node's cache", "image", p.Image, "bytes", p.Bytes, "last_used", p.LastUsed)
+		}
+	}
 	s3c, err := transfer.NewS3Client(ctx, transfer.S3Config{
 		Endpoint: cfg.S3URL, AccessKey: cfg.S3AccessKey, SecretKey: cfg.S3Secret, Region: cfg.S3Region, Insecure: cfg.S3Insecure,
 	})
@@ -336,7 +345,7 @@ func runReap(argv []string, out io.Writer) (int, error) {
 		}
 	}
 	if nc.Runtime != "oci" {
-		d := container.NewDocker(container.DockerConfig{Socket: nc.DockerSocket, Logger: log})
+		d := container.NewDocker(container.DockerConfig{Socket: nc.DockerSocket, StateDir: nc.NodeDir, Logger: log})
 		pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
 		_, perr := d.Ping(pctx)
 		pcancel()

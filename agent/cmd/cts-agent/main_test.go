@@ -2,6 +2,8 @@ package main
 
 import (
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -77,5 +79,42 @@ func TestRunFlags(t *testing.T) {
 		if code != tc.code || (code == 0) != (err == nil) {
 			t.Errorf("run(%q) = %d, %v; want %d", tc.argv, code, err, tc.code)
 		}
+	}
+}
+
+// TestUsage: -h lists every mode with an example.
+func TestUsage(t *testing.T) {
+	for _, mode := range []string{"cts-agent [run]", "cts-agent check", "cts-agent reap [--yes]", "CTS_AGENT_MODE=refdata cts-agent", "cts-agent version"} {
+		if !strings.Contains(usage, "\n  "+mode) {
+			t.Errorf("usage lacks the mode %q", mode)
+		}
+	}
+	if n := strings.Count(usage, "e.g.  cts-agent "); n < 3 {
+		t.Errorf("usage has %d examples", n)
+	}
+	code, err := run([]string{"frobnicate"})
+	if code != 2 || err == nil || !strings.Contains(err.Error(), `unknown mode "frobnicate"`) {
+		t.Errorf("unknown mode: %d %v", code, err)
+	}
+}
+
+// TestReapModeOnACleanNode: reap lists nothing on a node no agent used, and says so.
+func TestReapModeOnACleanNode(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("runc needs root")
+	}
+	if _, err := exec.LookPath("runc"); err != nil {
+		t.Skip("runc not installed")
+	}
+	dir := t.TempDir()
+	t.Setenv("CTS_AGENT_RUNTIME", "oci")
+	t.Setenv("CTS_AGENT_RUNC_ROOT", filepath.Join(dir, "runc"))
+	t.Setenv("CTS_AGENT_NODE_DIR", filepath.Join(dir, "node"))
+	t.Setenv("CTS_AGENT_CACHE_DIR", filepath.Join(dir, "cache"))
+	var out strings.Builder
+	code, err := runReap(nil, &out)
+	if code != 0 || err != nil || !strings.Contains(out.String(), "nothing left by dead agents on this node") ||
+		!strings.Contains(out.String(), "runtimes: oci (runc root "+filepath.Join(dir, "runc")+")") {
+		t.Errorf("reap = %d %v:\n%s", code, err, out.String())
 	}
 }

@@ -34,7 +34,7 @@ func newRuntime(ctx context.Context, nc config.Node, workDir string, log *slog.L
 	kind, _ := resolveRuntime(ctx, nc)
 	switch kind {
 	case "docker":
-		return container.NewDocker(container.DockerConfig{Socket: nc.DockerSocket, Logger: log}), kind, nil
+		return container.NewDocker(container.DockerConfig{Socket: nc.DockerSocket, StateDir: nc.NodeDir, Logger: log}), kind, nil
 	case "oci":
 		rt, err := newOCI(nc, workDir, log)
 		return rt, kind, err

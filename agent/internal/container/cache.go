@@ -49,6 +49,9 @@ import (
 // it differs from the image's own digest (the reference named a multi-platform index).
 const refAnnotation = "org.kbase.cts.ref.digest"
 
+// imageAnnotation records, on an index entry, the reference that was pulled, for messages.
+const imageAnnotation = "org.kbase.cts.image"
+
 // pullParallelism bounds concurrent layer downloads of one pull.
 const pullParallelism = 3
 
@@ -77,6 +80,11 @@ func (c *cache) init(ctx context.Context) error {
 		return fmt.Errorf("cache init: %w", err)
 	}
 	defer unlock()
+	if f, err := os.OpenFile(filepath.Join(c.dir, pullGate), os.O_RDWR|os.O_CREATE, 0o644); err != nil {
+		return fmt.Errorf("cache init: %w", err)
+	} else {
+		f.Close()
+	}
 	if _, err := os.Stat(filepath.Join(c.layout, "oci-layout")); errors.Is(err, fs.ErrNotExist) {
 		if err := writeFileAtomic(filepath.Join(c.layout, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`)); err != nil {
 			return fmt.Errorf("cache init: %w", err)
@@ -204,6 +212,9 @@ func (c *cache) writeBlob(h v1.Hash, size int64, rc io.ReadCloser) (err error) {
 	}
 	final := c.blobPath(h)
 	if fi, err := os.Stat(final); err == nil && fi.Mode().IsRegular() && (size < 0 || fi.Size() == size) {
+		// Reused: touched, so that a pruner does not take it for an orphan meanwhile.
+		now := time.Now()
+		_ = os.Chtimes(final, now, now)
 		return nil
 	}
 	f, err := os.CreateTemp(filepath.Dir(final), h.Hex+".tmp*")
@@ -313,6 +324,10 @@ func (o *OCI) Pull(ctx context.Context, image string) error {
 	if err := o.ensureCache(ctx); err != nil {
 		return wrapPull(image, err)
 	}
+	// From now until this agent exits, no pruner removes the image.
+	if err := o.holdImage(ctx, refDigest); err != nil {
+		return wrapPull(image, err)
+	}
 	if _, ok, err := o.cache.lookup(ctx, refDigest); err != nil || ok {
 		return wrapPull(image, err)
 	}
@@ -325,6 +340,12 @@ func (o *OCI) Pull(ctx context.Context, image string) error {
 	if _, ok, err := o.cache.lookup(ctx, refDigest); err != nil || ok {
 		return wrapPull(image, err)
 	}
+	// No pruner deletes blobs while a pull writes them (see pullGate).
+	gate, err := lockFile(ctx, filepath.Join(o.cache.dir, pullGate), syscall.LOCK_SH)
+	if err != nil {
+		return wrapPull(image, err)
+	}
+	defer gate()
 	return wrapPull(image, o.fetch(ctx, ref, refDigest))
 }
 
@@ -438,7 +459,7 @@ func (o *OCI) fetch(ctx context.Context, ref name.Digest, refDigest v1.Hash) err
 		MediaType:   manifest.MediaType,
 		Size:        int64(len(rawManifest)),
 		Digest:      imgDigest,
-		Annotations: map[string]string{refAnnotation: refDigest.String()},
+		Annotations: map[string]string{refAnnotation: refDigest.String(), imageAnnotation: ref.String()},
 	}
 	if entry.MediaType == "" {
 		entry.MediaType = types.OCIManifestSchema1

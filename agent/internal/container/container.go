@@ -115,6 +115,10 @@ type Runtime interface {
 	Remove(ctx context.Context, id string) error
 	// Known reports whether the runtime still holds a container named id (running or not).
 	Known(ctx context.Context, id string) bool
+	// PruneImages bounds the images agents keep on this node: it removes those unused for
+	// maxAge, then the least recently used while they take more than maxBytes, never one a
+	// live agent pulled (Pull holds it until the agent exits). It returns what it removed.
+	PruneImages(ctx context.Context, maxBytes int64, maxAge time.Duration) ([]PrunedImage, error)
 }
 
 // Leftover is one thing a dead agent left in a runtime.

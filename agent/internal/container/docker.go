@@ -62,6 +62,9 @@ type DockerConfig struct {
 	Socket string
 	// TmpfsBytes sizes the container's /tmp (DefaultTmpfsBytes when 0).
 	TmpfsBytes int64
+	// StateDir holds the records of the images agents pulled (the node's CTS_AGENT_NODE_DIR);
+	// without it nothing is recorded and PruneImages removes nothing.
+	StateDir string
 	// Logger receives notes. Discarded when nil.
 	Logger *slog.Logger
 }
@@ -72,6 +75,10 @@ type Docker struct {
 	hc    *http.Client
 	log   *slog.Logger
 	owner string
+
+	// held are the use locks of the images this runtime pulled (see docker_images.go).
+	heldMu sync.Mutex
+	held   map[string]func()
 }
 
 var _ Runtime = (*Docker)(nil)
@@ -96,7 +103,7 @@ func NewDocker(cfg DockerConfig) *Docker {
 		},
 		MaxIdleConns: 4, IdleConnTimeout: 30 * time.Second, DisableCompression: true,
 	}
-	return &Docker{cfg: cfg, hc: &http.Client{Transport: tr}, log: log, owner: ownerID(os.Getpid())}
+	return &Docker{cfg: cfg, hc: &http.Client{Transport: tr}, log: log, owner: ownerID(os.Getpid()), held: map[string]func(){}}
 }
 
 // ownerID names a live process robustly against pid reuse: host, pid and its start time.
@@ -259,6 +266,9 @@ func (d *Docker) Pull(ctx context.Context, image string) error {
 	}
 	// Already present: nothing to fetch (the engine stores images by content digest).
 	if err := d.call(ctx, http.MethodGet, "/images/"+image+"/json", nil, nil, nil); err == nil {
+		if err := d.holdImage(ctx, image, false); err != nil {
+			return fmt.Errorf("pull %s: record: %w", image, err)
+		}
 		return nil
 	}
 	q := url.Values{"fromImage": {dg.Context().Name()}, "tag": {dg.DigestStr()}}
@@ -290,6 +300,9 @@ func (d *Docker) Pull(ctx context.Context, image string) error {
 	}
 	if err := d.call(ctx, http.MethodGet, "/images/"+image+"/json", nil, nil, nil); err != nil {
 		return fmt.Errorf("pull %s: not present after the pull: %w", image, err)
+	}
+	if err := d.holdImage(ctx, image, true); err != nil {
+		return fmt.Errorf("pull %s: record: %w", image, err)
 	}
 	return nil
 }

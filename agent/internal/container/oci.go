@@ -80,6 +80,10 @@ type OCI struct {
 
 	initMu sync.Mutex
 	inited bool
+
+	// held are the use locks of the images this runtime pulled (see prune.go).
+	heldMu sync.Mutex
+	held   map[string]func()
 }
 
 var _ Runtime = (*OCI)(nil)
@@ -147,6 +151,7 @@ func NewOCI(cfg OCIConfig) (*OCI, error) {
 		log:        log,
 		hostNofile: rl.Max,
 		cache:      &cache{dir: cfg.CacheDir, layout: filepath.Join(cfg.CacheDir, "layout")},
+		held:       map[string]func(){},
 	}, nil
 }
 

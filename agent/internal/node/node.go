@@ -216,12 +216,16 @@ func workDataPaths(reg Registration, inUse func(string) bool) []string {
 		for _, m := range matches {
 			if filepath.Base(m) == "bundles" && inUse != nil {
 				bundles, _ := os.ReadDir(m)
+				var free []string
 				for _, b := range bundles {
 					if !inUse(b.Name()) {
-						out = append(out, filepath.Join(m, b.Name()))
+						free = append(free, filepath.Join(m, b.Name()))
 					}
 				}
-				continue
+				if len(free) < len(bundles) {
+					out = append(out, free...)
+					continue
+				}
 			}
 			out = append(out, m)
 		}

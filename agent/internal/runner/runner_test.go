@@ -232,6 +232,9 @@ func (f *fakeRuntime) Run(ctx context.Context, spec container.Spec) (container.R
 func (f *fakeRuntime) Reap(context.Context, bool) ([]container.Leftover, error) { return nil, nil }
 func (f *fakeRuntime) Remove(context.Context, string) error                     { return nil }
 func (f *fakeRuntime) Known(context.Context, string) bool                       { return false }
+func (f *fakeRuntime) PruneImages(context.Context, int64, time.Duration) ([]container.PrunedImage, error) {
+	return nil, nil
+}
 
 func (f *fakeRuntime) ran() bool {
 	f.mu.Lock()
