@@ -34,7 +34,7 @@ test: deps vet
 	CTS_REQUIRE_DOCKER=1 $(GO) test $(TESTFLAGS) ./...
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 2s ./shared/checksum/ ./shared/args/ ./agent/internal/transfer/ ./agent/internal/untar/
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./shared/checksum/ ./shared/args/ ./shared/transfer/ ./agent/internal/untar/
 
 # Dev mode in the foreground: the embedded stack, the coordinator and the local launcher.
 # Started again it restarts the same site (.dev keeps its state); `make clean` resets it. The

@@ -45,6 +45,9 @@ type Config struct {
 	Containers int
 	// Prefix separates runs in the bucket (default: a random run name).
 	Prefix string
+	// Folder is where the runs go in the bucket ("" or "folder/"): a site with per-user
+	// folders lets the user write only below theirs.
+	Folder string
 	Out    io.Writer
 	// Timeout bounds the wait for the job (default 5 minutes).
 	Timeout time.Duration
@@ -259,7 +262,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	var inputs []string
 	for i := range 2 * cfg.Containers {
-		key := fmt.Sprintf("%s/inputs/genome_%d.fna", cfg.Prefix, i)
+		key := fmt.Sprintf("%s%s/inputs/genome_%d.fna", cfg.Folder, cfg.Prefix, i)
 		crc, err := PutWithCRC(ctx, s3c, cfg.Bucket, key, genome(fmt.Sprintf("genome_%d", i), 200+50*i, r))
 		if err != nil {
 			return nil, fmt.Errorf("upload input: %w", err)
@@ -271,7 +274,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 	body := map[string]any{
 		"cluster": cfg.Site, "image": res.Image, "input_files": inputs,
-		"output_dir":     fmt.Sprintf("%s/%s/output", cfg.Bucket, cfg.Prefix),
+		"output_dir":     fmt.Sprintf("%s/%s%s/output", cfg.Bucket, cfg.Folder, cfg.Prefix),
 		"num_containers": cfg.Containers, "cpus": 1, "memory": "100MB", "runtime": "PT5M",
 		"params": map[string]any{
 			"args": []any{

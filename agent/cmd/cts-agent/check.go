@@ -19,8 +19,8 @@ import (
 
 	"github.com/kbase/cts/agent/internal/config"
 	"github.com/kbase/cts/agent/internal/container"
-	"github.com/kbase/cts/agent/internal/transfer"
 	"github.com/kbase/cts/shared/protocol"
+	"github.com/kbase/cts/shared/transfer"
 )
 
 // checkJobID is a job ID no job has: the role check asks the coordinator for it.

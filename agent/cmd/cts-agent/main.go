@@ -34,9 +34,9 @@ import (
 	"github.com/kbase/cts/agent/internal/node"
 	"github.com/kbase/cts/agent/internal/runner"
 	"github.com/kbase/cts/agent/internal/session"
-	"github.com/kbase/cts/agent/internal/transfer"
 	"github.com/kbase/cts/shared/job"
 	"github.com/kbase/cts/shared/protocol"
+	"github.com/kbase/cts/shared/transfer"
 )
 
 // Version is set at build time.

@@ -15,7 +15,7 @@ import (
 
 	"github.com/kbase/cts/agent/internal/config"
 	"github.com/kbase/cts/agent/internal/refdata"
-	"github.com/kbase/cts/agent/internal/transfer"
+	"github.com/kbase/cts/shared/transfer"
 )
 
 // Refdata staging states the agent reports (coordinator/internal/refdata).

@@ -36,9 +36,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/kbase/cts/agent/internal/transfer"
 	"github.com/kbase/cts/agent/internal/untar"
 	"github.com/kbase/cts/shared/checksum"
+	"github.com/kbase/cts/shared/transfer"
 )
 
 // ManifestName is the manifest's file name at the top of a published tree.

@@ -20,9 +20,9 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/kbase/cts/agent/internal/refdata"
-	"github.com/kbase/cts/agent/internal/transfer"
 	"github.com/kbase/cts/coordinator/devstack"
 	"github.com/kbase/cts/shared/checksum"
+	"github.com/kbase/cts/shared/transfer"
 )
 
 const bucket = "refdata"

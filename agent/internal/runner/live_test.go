@@ -11,8 +11,8 @@ import (
 
 	"github.com/kbase/cts/agent/internal/container"
 	"github.com/kbase/cts/agent/internal/logstream"
-	"github.com/kbase/cts/agent/internal/transfer"
 	"github.com/kbase/cts/shared/job"
+	"github.com/kbase/cts/shared/transfer"
 )
 
 type liveSink struct {

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kbase/cts/agent/internal/transfer"
 	"github.com/kbase/cts/shared/protocol"
+	"github.com/kbase/cts/shared/transfer"
 )
 
 type progressSink struct {

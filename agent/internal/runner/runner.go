@@ -31,11 +31,11 @@ import (
 
 	"github.com/kbase/cts/agent/internal/container"
 	"github.com/kbase/cts/agent/internal/logstream"
-	"github.com/kbase/cts/agent/internal/transfer"
 	"github.com/kbase/cts/shared/checksum"
 	"github.com/kbase/cts/shared/job"
 	"github.com/kbase/cts/shared/protocol"
 	"github.com/kbase/cts/shared/s3path"
+	"github.com/kbase/cts/shared/transfer"
 )
 
 // Reporter delivers state events to the coordinator (exactly once).

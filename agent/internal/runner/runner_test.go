@@ -16,10 +16,10 @@ import (
 	"time"
 
 	"github.com/kbase/cts/agent/internal/container"
-	"github.com/kbase/cts/agent/internal/transfer"
 	"github.com/kbase/cts/shared/checksum"
 	"github.com/kbase/cts/shared/job"
 	"github.com/kbase/cts/shared/protocol"
+	"github.com/kbase/cts/shared/transfer"
 )
 
 // journal records what the fakes did, in order, across them.

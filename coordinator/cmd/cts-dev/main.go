@@ -29,6 +29,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/kbase/cts/coordinator/app"
 	"github.com/kbase/cts/coordinator/devmode"
 	"github.com/kbase/cts/coordinator/devstack"
 )
@@ -101,7 +102,13 @@ func runDev(argv []string, stderr io.Writer, getenv func(string) string) error {
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	opts := devmode.Options{Dir: *dir, Listen: *listen, AgentPath: *agent, LauncherPath: *launcher, Log: log, ClientDir: bin}
+	opts := devmode.Options{Dir: *dir, Listen: *listen, AgentPath: *agent, LauncherPath: *launcher, Log: log, ClientDir: bin,
+		Configure: func(cfg *app.Config) {
+			// As a site with per-user folders: the samples are for everyone to read, and
+			// each user writes below cts-data/<user>/.
+			cfg.Access.ReadPaths = []string{devmode.SamplesPrefix}
+			cfg.Access.WritePaths = []string{devmode.DataBucket + "/{user}/"}
+		}}
 	if !*noSamples {
 		opts.Samples = &devmode.Samples{DemoTool: *demoTool, SeqKit: *seqkit}
 	}

@@ -85,6 +85,7 @@ func init() {
 	commands = append(commands, refdataCommands()...)
 	commands = append(commands, adminCommands()...)
 	commands = append(commands, infoCommands()...)
+	commands = append(commands, s3Commands()...)
 	commands = append(commands, completionCommand())
 }
 

@@ -19,6 +19,8 @@ func main() {
 	flag.Parse()
 	cfg := demo.FromEnv()
 	cfg.ToolBinary, cfg.Containers, cfg.Out = *tool, *containers, os.Stdout
+	// The dev site lets its user write below cts-data/cts_user/ only.
+	cfg.Folder = "cts_user/"
 	if cfg.URL == "" {
 		fmt.Fprintln(os.Stderr, "cts-demo: CTS_URL is not set: source .dev/env (written by cts-dev: make dev) first")
 		os.Exit(2)

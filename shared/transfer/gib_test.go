@@ -24,7 +24,7 @@ import (
 // then the process's peak RSS (VmHWM). It takes about a minute and 2 GiB of disk, so it runs
 // only with CTS_BENCH_GIB=1:
 //
-//	CTS_BENCH_GIB=1 go test -count=1 -run TestGiBThroughput -v ./agent/internal/transfer/
+//	CTS_BENCH_GIB=1 go test -count=1 -run TestGiBThroughput -v ./shared/transfer/
 func TestGiBThroughput(t *testing.T) {
 	if os.Getenv("CTS_BENCH_GIB") != "1" {
 		t.Skip("a 1 GiB measurement: set CTS_BENCH_GIB=1 to run it")

@@ -1,7 +1,8 @@
-// Package transfer owns the agent's data path to and from S3: streaming, CRC64/NVME-verified
-// downloads of job inputs and uploads of job outputs, with bounded memory whatever the file
-// size, retries with backoff for transient failures (downloads resume with a Range request),
-// and multipart uploads that never leave a partial object behind.
+// Package transfer owns the data path to and from S3 of the agent (job inputs and outputs)
+// and of the cts CLI (`cts cp`): streaming, CRC64/NVME-verified downloads and uploads, with
+// bounded memory whatever the file size, retries with backoff for transient failures
+// (downloads resume with a Range request, and across runs with Download.Resume), and
+// multipart uploads that never leave a partial object behind.
 //
 // Integrity rules:
 //   - A download is written to Dest+".part", its CRC64/NVME is computed while streaming and
@@ -11,7 +12,7 @@
 //     slower), so the server refuses any byte that changed on the way; multipart uploads use a
 //     FULL_OBJECT checksum that is checked again after completion with HeadObject.
 //
-// The package must not decide what to transfer or where (the agent's runner does), must not
+// The package must not decide what to transfer or where (its callers do), must not
 // log (errors are returned, progress goes to Config.OnProgress) and must not buffer whole
 // files or parts in memory: a transfer (or part) in flight holds one pooled 1 MiB buffer
 // besides the HTTP client's own small ones.

@@ -62,6 +62,31 @@ func s3Options(cfg S3Config) (s3.Options, error) {
 	if region == "" {
 		region = "us-east-1"
 	}
+	opts := s3.Options{
+		Region:       region,
+		BaseEndpoint: aws.String(cfg.Endpoint),
+		UsePathStyle: true,
+		Credentials:  credentials.NewStaticCredentialsProvider(cfg.AccessKey, cfg.SecretKey, ""),
+	}
+	TuneOptions(&opts)
+	if cfg.Insecure {
+		t := opts.HTTPClient.(*http.Client).Transport.(*http.Transport)
+		if t.TLSClientConfig == nil {
+			t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		t.TLSClientConfig.InsecureSkipVerify = true //nolint:gosec // the operator asked for it
+	}
+	return opts, nil
+}
+
+// TuneOptions sets what this package's data path needs on the options of an S3 client,
+// whatever its endpoint and credentials come from (NewS3Client, or the AWS shared
+// configuration for the cts CLI): an HTTP client with enough idle connections for parallel
+// transfers that does not follow redirects, the SDK's checksum calculation and validation
+// only when an operation requires it (this package computes CRC64/NVME itself and hands S3
+// the value), and a standard retryer for small calls without a client-side retry quota.
+// Use it as an option function of s3.New or s3.NewFromConfig.
+func TuneOptions(o *s3.Options) {
 	// The SDK's default transport (timeouts, keep-alives), tuned, in a plain http.Client that
 	// does not follow redirects (as the SDK's own does not).
 	t := awshttp.NewBuildableClient().GetTransport()
@@ -70,33 +95,19 @@ func s3Options(cfg S3Config) (s3.Options, error) {
 	t.MaxIdleConns = 256
 	t.MaxIdleConnsPerHost = 256
 	t.IdleConnTimeout = 90 * time.Second
-	if cfg.Insecure {
-		if t.TLSClientConfig == nil {
-			t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-		}
-		t.TLSClientConfig.InsecureSkipVerify = true //nolint:gosec // the operator asked for it
-	}
-	httpClient := &http.Client{
+	o.HTTPClient = &http.Client{
 		Transport:     t,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	opts := s3.Options{
-		Region:                     region,
-		BaseEndpoint:               aws.String(cfg.Endpoint),
-		UsePathStyle:               true,
-		Credentials:                credentials.NewStaticCredentialsProvider(cfg.AccessKey, cfg.SecretKey, ""),
-		HTTPClient:                 httpClient,
-		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenRequired,
-		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenRequired,
-		Retryer: retry.NewStandard(func(o *retry.StandardOptions) {
-			o.MaxAttempts = sdkMaxAttempts
-			o.MaxBackoff = backoffCap
-			// The client-side retry quota would turn a burst of failures across many
-			// parallel transfers into "retry quota exceeded" errors.
-			o.RateLimiter = ratelimit.None
-		}),
-	}
-	return opts, nil
+	o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
+	o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
+	o.Retryer = retry.NewStandard(func(so *retry.StandardOptions) {
+		so.MaxAttempts = sdkMaxAttempts
+		so.MaxBackoff = backoffCap
+		// The client-side retry quota would turn a burst of failures across many parallel
+		// transfers into "retry quota exceeded" errors.
+		so.RateLimiter = ratelimit.None
+	})
 }
 
 // dataCall is the per-operation option for calls that carry file data (GetObject, PutObject,

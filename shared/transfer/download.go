@@ -2,6 +2,7 @@ package transfer
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -27,6 +28,18 @@ type Download struct {
 	Size int64
 	// Dest is the local file to create (parent directories are made).
 	Dest string
+	// Resume keeps what arrived when the download fails or is interrupted (Dest+".part",
+	// with Dest+".part.json" naming the object it belongs to), and a later Download of the
+	// same object (same S3 path, CRC64/NVME and size) continues from there instead of from
+	// byte 0. The whole file is still verified. A part whose bytes turn out wrong is removed.
+	Resume bool
+}
+
+// partMeta is what Dest+".part.json" holds: the object a kept part file belongs to.
+type partMeta struct {
+	S3Path    string `json:"s3_path"`
+	CRC64NVME string `json:"crc64nvme"`
+	Size      int64  `json:"size"`
 }
 
 // partSuffix is appended to Dest while the download is in progress.
@@ -41,7 +54,7 @@ const partSuffix = ".part"
 // checksum.ErrMismatch) and is not retried; 4xx errors are not retried and wrap ErrNotFound or
 // ErrAccessDenied where they apply. On any failure no part file and no Dest is left behind
 // (a Dest that existed before is left untouched).
-func (c *Client) Download(ctx context.Context, d Download) error {
+func (c *Client) Download(ctx context.Context, d Download) (err error) {
 	bucket, key, err := splitPath(d.S3Path)
 	if err != nil {
 		return fmt.Errorf("download: %w", err)
@@ -57,7 +70,20 @@ func (c *Client) Download(ctx context.Context, d Download) error {
 		return fmt.Errorf("download %s: %w", d.S3Path, err)
 	}
 	part := d.Dest + partSuffix
-	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	meta := part + ".json"
+	var resumed int64
+	var resumedCRC uint64
+	flags := os.O_RDWR | os.O_CREATE | os.O_TRUNC
+	if d.Resume {
+		if n, crc, ok := resumable(d, part, meta); ok {
+			resumed, resumedCRC, flags = n, crc, os.O_RDWR
+		}
+		b, _ := json.Marshal(partMeta{S3Path: d.S3Path, CRC64NVME: d.CRC64NVME, Size: d.Size})
+		if err := os.WriteFile(meta, b, 0o644); err != nil {
+			return fmt.Errorf("download %s: %w", d.S3Path, err)
+		}
+	}
+	f, err := os.OpenFile(part, flags, 0o644)
 	if err != nil {
 		return fmt.Errorf("download %s: %w", d.S3Path, err)
 	}
@@ -66,15 +92,30 @@ func (c *Client) Download(ctx context.Context, d Download) error {
 		if open {
 			_ = f.Close()
 		}
-		if !keep {
+		if keep {
+			_ = os.Remove(meta)
+			return
+		}
+		// A part kept for a later resume must hold only right bytes: never after a mismatch.
+		if !d.Resume || errors.Is(err, checksum.ErrMismatch) {
 			_ = os.Remove(part)
+			_ = os.Remove(meta)
 		}
 	}()
+	if resumed > 0 {
+		if _, err = f.Seek(resumed, io.SeekStart); err != nil {
+			return fmt.Errorf("download %s: %w", d.S3Path, err)
+		}
+		c.progress(d.S3Path, resumed)
+	}
 
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
-	s := &download{c: c, d: d, bucket: bucket, key: key, f: f, buf: *bp, total: -1}
-	if err := c.withRetry(ctx, s.attempt); err != nil {
+	s := &download{c: c, d: d, bucket: bucket, key: key, f: f, buf: *bp, total: -1, written: resumed, crc: resumedCRC}
+	if resumed > 0 && resumed == d.Size {
+		s.total = d.Size // every byte is there: no request to make
+	}
+	if err = c.withRetry(ctx, s.attempt); err != nil {
 		var sm *SizeMismatchError
 		if errors.As(err, &sm) {
 			return sm
@@ -82,10 +123,12 @@ func (c *Client) Download(ctx context.Context, d Download) error {
 		return s3Error("download", d.S3Path, err)
 	}
 	if d.Size > 0 && s.written != d.Size {
-		return &SizeMismatchError{Path: d.S3Path, Want: d.Size, Got: s.written}
+		err = &SizeMismatchError{Path: d.S3Path, Want: d.Size, Got: s.written}
+		return err
 	}
 	if s.crc != want {
-		return &checksum.MismatchError{Path: d.S3Path, Want: checksum.Encode(want), Got: checksum.Encode(s.crc)}
+		err = &checksum.MismatchError{Path: d.S3Path, Want: checksum.Encode(want), Got: checksum.Encode(s.crc)}
+		return err
 	}
 	// No fsync: the file is scratch space read only by this run's container on this node,
 	// which the page cache serves the verified bytes; a node crash ends the run (and its
@@ -143,7 +186,8 @@ func (s *download) attempt(ctx context.Context, kick func()) (bool, error) {
 	kick()
 
 	etag := aws.ToString(out.ETag)
-	if s.written > 0 && etag != s.etag {
+	// A resumed part has no ETag yet: it belongs to an object of the same CRC64/NVME and size.
+	if s.written > 0 && s.etag != "" && etag != s.etag {
 		if err := s.reset(); err != nil {
 			return false, err
 		}
@@ -205,6 +249,33 @@ func (s *download) attempt(ctx context.Context, kick func()) (bool, error) {
 		return false, fmt.Errorf("received %d bytes of a %d-byte object", s.written, s.total)
 	}
 	return true, nil
+}
+
+// resumable reports whether the part file kept by an earlier Download with Resume belongs to
+// d's object, and returns its length and the CRC64/NVME of its bytes.
+func resumable(d Download, part, meta string) (int64, uint64, bool) {
+	b, err := os.ReadFile(meta)
+	if err != nil {
+		return 0, 0, false
+	}
+	var m partMeta
+	if json.Unmarshal(b, &m) != nil || m.S3Path != d.S3Path || m.CRC64NVME != d.CRC64NVME || m.Size != d.Size {
+		return 0, 0, false
+	}
+	f, err := os.Open(part)
+	if err != nil {
+		return 0, 0, false
+	}
+	defer f.Close()
+	crc, err := crcOf(f)
+	if err != nil {
+		return 0, 0, false
+	}
+	st, err := f.Stat()
+	if err != nil || (d.Size > 0 && st.Size() > d.Size) {
+		return 0, 0, false
+	}
+	return st.Size(), crc, true
 }
 
 // reset empties the part file and the CRC so the next attempt starts from byte 0.
