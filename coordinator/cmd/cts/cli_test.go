@@ -312,8 +312,8 @@ func TestLiveView(t *testing.T) {
 		{State: "created", Time: time.Unix(1700000000, 0)}, {State: "job_submitted", Time: time.Unix(1700000001, 0)}}}
 	subs := []client.SubJob{{SubID: 0, State: "complete", ExitCode: &code}, {SubID: 1, State: "job_submitted"}}
 	v.draw(st, subs)
-	first := "job j1  job_submitted  (0s)\n  created                      2023-11-14T22:13:20Z\n" +
-		"  job_submitted                2023-11-14T22:13:21Z\n  containers:\n    0    complete                     exit 0\n    1    job_submitted\n"
+	first := "job j1  running (job_submitted)  (0s)\n  created                      2023-11-14T22:13:20Z\n" +
+		"  job_submitted                2023-11-14T22:13:21Z\n  containers:\n    0    complete                     exit 0\n    1    running\n"
 	if b.String() != first {
 		t.Fatalf("first frame:\n%q\nwant\n%q", b.String(), first)
 	}

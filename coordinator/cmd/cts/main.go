@@ -140,8 +140,7 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 			printHelp(stdout)
 			return exitOK
 		}
-		fmt.Fprintf(stderr, "cts: %v\n", err)
-		printHelp(stderr)
+		fmt.Fprintf(stderr, "cts: %v (cts help lists the commands and global flags)\n", err)
 		return exitUsage
 	}
 	rest := gfs.Args()
@@ -172,8 +171,8 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 			printCommandHelp(stdout, cmd, fs)
 			return exitOK
 		}
-		fmt.Fprintf(stderr, "cts %s: %v\n", cmd.name, err)
-		printCommandHelp(stderr, cmd, fs)
+		// One line and the usage, not the whole help: the mistake stays on the screen.
+		fmt.Fprintf(stderr, "cts %s: %v\nusage: cts %s %s (cts %s -h lists the flags)\n", cmd.name, err, cmd.name, cmd.args, cmd.name)
 		return exitUsage
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/kbase/cts/coordinator/client"
@@ -84,11 +85,15 @@ func waitJob(c *cli, cl *client.Client, id string, w *waitFlags) error {
 			}
 		}
 	case isTerminal(c.stdout, c.getenv):
-		live = &liveView{w: c.stdout, id: id, start: start}
+		live = &liveView{w: c.stdout, id: id, start: start, rates: &prog.rates}
 		opts.OnPoll = func(st *client.JobStatus, subs []client.SubJob) {
-			live.progress = prog.poll(ctx, st)
-			live.draw(st, subs)
+			ps := prog.poll(ctx, st)
+			live.update(st, subs, ps)
 		}
+		// Polls slow down to one every 5 s while nothing changes: redraw every second
+		// meanwhile, so the elapsed time and the ETAs keep moving.
+		stop := live.tick(time.Second)
+		defer stop()
 	default:
 		opts.OnEvent = func(e client.Event) {
 			if e.Container != nil {
@@ -99,6 +104,9 @@ func waitJob(c *cli, cl *client.Client, id string, w *waitFlags) error {
 		}
 	}
 	st, err := cl.Wait(ctx, id, opts)
+	if live != nil {
+		live.stop()
+	}
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) && c.ctx.Err() == nil {
 			state := job.State("unknown")
@@ -131,14 +139,77 @@ func waitJob(c *cli, cl *client.Client, id string, w *waitFlags) error {
 	}
 }
 
-// liveView redraws the job's progress in place on a terminal.
+// liveView redraws the job's progress in place on a terminal: at every poll, and every
+// second between polls (tick) so the elapsed time never freezes. It is safe for concurrent
+// use.
 type liveView struct {
 	w     io.Writer
 	id    string
 	start time.Time
+	// now is the clock (tests set it).
+	now func() time.Time
+
+	mu    sync.Mutex
 	lines int
-	// progress is the containers' latest transfer progress, drawn under the states.
+	st    *client.JobStatus
+	subs  []client.SubJob
+	// progress is the containers' latest transfer progress, drawn under the states, and rates
+	// their measured transfer rates.
 	progress []client.ContainerProgress
+	rates    *rateKeeper
+	stopped  bool
+	ticker   sync.WaitGroup
+	quit     chan struct{}
+}
+
+// update records a poll's answer and redraws.
+func (v *liveView) update(st *client.JobStatus, subs []client.SubJob, ps []client.ContainerProgress) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.st, v.subs, v.progress = st, subs, ps
+	v.drawLocked()
+}
+
+// tick redraws every d until the returned function (or stop) is called.
+func (v *liveView) tick(d time.Duration) func() {
+	v.quit = make(chan struct{})
+	v.ticker.Go(func() {
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-v.quit:
+				return
+			case <-t.C:
+				v.mu.Lock()
+				v.drawLocked()
+				v.mu.Unlock()
+			}
+		}
+	})
+	return v.stop
+}
+
+// stop ends the ticking and waits for it; the view is not drawn again. It is idempotent.
+func (v *liveView) stop() {
+	v.mu.Lock()
+	if v.stopped {
+		v.mu.Unlock()
+		return
+	}
+	v.stopped = true
+	v.mu.Unlock()
+	if v.quit != nil {
+		close(v.quit)
+	}
+	v.ticker.Wait()
+}
+
+func (v *liveView) drawLocked() {
+	if v.st == nil || v.stopped {
+		return
+	}
+	v.draw(v.st, v.subs)
 }
 
 func (v *liveView) draw(st *client.JobStatus, subs []client.SubJob) {
@@ -155,19 +226,46 @@ func (v *liveView) draw(st *client.JobStatus, subs []client.SubJob) {
 	_, _ = io.WriteString(v.w, b.String())
 }
 
+func (v *liveView) clock() time.Time {
+	if v.now != nil {
+		return v.now()
+	}
+	return time.Now()
+}
+
+// stateLabel is how the live view names a state: the plain words a person reads, with the
+// state's name where they differ.
+func stateLabel(s job.State) string {
+	switch s {
+	case job.JobSubmitted:
+		return "running (job_submitted)"
+	case job.DownloadSubmitted:
+		return "starting, downloading inputs (download_submitted)"
+	case job.JobSubmitting:
+		return "inputs in, starting containers (job_submitting)"
+	case job.UploadSubmitting, job.UploadSubmitted:
+		return "uploading outputs (" + string(s) + ")"
+	}
+	return string(s)
+}
+
 func (v *liveView) render(st *client.JobStatus, subs []client.SubJob) []string {
-	lines := []string{fmt.Sprintf("job %s  %s  (%s)", v.id, st.State, time.Since(v.start).Round(time.Second))}
+	lines := []string{fmt.Sprintf("job %s  %s  (%s)", v.id, stateLabel(st.State), v.clock().Sub(v.start).Round(time.Second))}
 	for _, t := range st.Transitions {
 		lines = append(lines, fmt.Sprintf("  %-28s %s", t.State, formatTime(t.Time)))
 	}
-	lines = append(lines, progressLines(v.progress)...)
+	lines = append(lines, progressLines(v.progress, v.clock(), v.rates)...)
 	if len(subs) == 0 {
 		return lines
 	}
 	if len(subs) <= 12 {
 		lines = append(lines, "  containers:")
 		for _, s := range subs {
-			l := fmt.Sprintf("    %-4d %-28s", s.SubID, s.State)
+			state := string(s.State)
+			if s.State == job.JobSubmitted {
+				state = "running"
+			}
+			l := fmt.Sprintf("    %-4d %-28s", s.SubID, state)
 			if s.ExitCode != nil {
 				l += fmt.Sprintf(" exit %d", *s.ExitCode)
 			}
@@ -243,13 +341,15 @@ var newFollower = func(c *cli, cl *client.Client, req client.LogRequest) client.
 
 // progressPoller fetches the containers' transfer progress for cts wait. The route is best
 // effort: a service without it (404, an older one) or that refuses it is not asked again,
-// silently; a transient failure keeps the last answer.
+// silently; a transient failure keeps the last answer. It keeps each container's transfer
+// rate, measured between the reports it sees.
 type progressPoller struct {
-	cl   *client.Client
-	id   string
-	off  bool
-	cur  []client.ContainerProgress
-	sent map[int]progressBody // what --json printed last, per container
+	cl    *client.Client
+	id    string
+	off   bool
+	cur   []client.ContainerProgress
+	sent  map[int]progressBody // what --json printed last, per container
+	rates rateKeeper
 }
 
 // poll returns the latest progress, or nil once the job has ended (transfers are over).
@@ -262,10 +362,70 @@ func (p *progressPoller) poll(ctx context.Context, st *client.JobStatus) []clien
 	switch {
 	case err == nil:
 		p.cur = ps
+		for _, cp := range ps {
+			p.rates.observe(cp)
+		}
 	case errors.As(err, &ae) && ae.StatusCode < 500:
 		p.off, p.cur = true, nil
 	}
 	return p.cur
+}
+
+// rateKeeper measures each container's transfer rate from successive progress reports: the
+// bytes moved between two reports over the time between them (as the coordinator received
+// them), smoothed over the last few reports. A new phase, or fewer bytes than before (a
+// transfer that started again), starts the measure afresh.
+type rateKeeper struct {
+	mu sync.Mutex
+	m  map[int]*rateSample
+}
+
+type rateSample struct {
+	phase string
+	bytes int64
+	at    time.Time
+	rate  float64 // bytes per second; 0 until two reports were seen
+}
+
+// rateWeight is the weight of the newest measure in the smoothed rate.
+const rateWeight = 0.5
+
+func (r *rateKeeper) observe(p client.ContainerProgress) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m == nil {
+		r.m = map[int]*rateSample{}
+	}
+	at := p.Updated
+	if at.IsZero() {
+		at = time.Now()
+	}
+	s := r.m[p.Container]
+	if s == nil || s.phase != p.Phase || p.BytesDone < s.bytes {
+		r.m[p.Container] = &rateSample{phase: p.Phase, bytes: p.BytesDone, at: at}
+		return
+	}
+	dt := at.Sub(s.at).Seconds()
+	if dt <= 0 {
+		return // the same report again
+	}
+	inst := float64(p.BytesDone-s.bytes) / dt
+	if s.rate == 0 {
+		s.rate = inst
+	} else {
+		s.rate = rateWeight*inst + (1-rateWeight)*s.rate
+	}
+	s.bytes, s.at = p.BytesDone, at
+}
+
+// rate returns the container's rate in bytes per second, and when it was last measured.
+func (r *rateKeeper) rate(container int) (float64, time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s := r.m[container]; s != nil {
+		return s.rate, s.at
+	}
+	return 0, time.Time{}
 }
 
 // changed returns the entries of ps that differ from what it returned before.
@@ -310,10 +470,11 @@ func progressOf(p client.ContainerProgress) progressBody {
 // are summed up on one line.
 const maxProgressLines = 12
 
-// progressLines renders the transfer progress for the live view:
+// progressLines renders the transfer progress for the live view, with each container's
+// percentage and, while it moves, its rate and the time left at that rate:
 //
-//	container 0  downloading  12.3 MiB / 40.0 MiB  3/4 files
-func progressLines(ps []client.ContainerProgress) []string {
+//	container 0  downloading  12.3 MiB / 40.0 MiB  31%  5.2 MiB/s  ETA 6s  3/4 files
+func progressLines(ps []client.ContainerProgress, now time.Time, rates ...*rateKeeper) []string {
 	if len(ps) == 0 {
 		return nil
 	}
@@ -326,14 +487,32 @@ func progressLines(ps []client.ContainerProgress) []string {
 				moving++
 			}
 		}
-		return []string{fmt.Sprintf("  transfers: %d containers, %d in progress, %s / %s", len(ps), moving, formatBytes(done), formatBytes(total))}
+		return []string{fmt.Sprintf("  transfers: %d containers, %d in progress, %s / %s  %s", len(ps), moving, formatBytes(done),
+			formatBytes(total), percent(done, total))}
 	}
 	lines := []string{"  transfers:"}
 	for _, p := range ps {
-		lines = append(lines, fmt.Sprintf("    container %d  %s  %s / %s  %d/%d files", p.Container, phaseVerb(p),
-			formatBytes(p.BytesDone), formatBytes(p.BytesTotal), p.FilesDone, p.FilesTotal))
+		l := fmt.Sprintf("    container %d  %s  %s / %s  %s", p.Container, phaseVerb(p),
+			formatBytes(p.BytesDone), formatBytes(p.BytesTotal), percent(p.BytesDone, p.BytesTotal))
+		if len(rates) > 0 && rates[0] != nil && p.BytesDone < p.BytesTotal {
+			if r, at := rates[0].rate(p.Container); r > 0 {
+				// The time left at the measured rate, counted from the last report: it keeps
+				// going down between reports.
+				left := time.Duration(float64(p.BytesTotal-p.BytesDone)/r*float64(time.Second)) - now.Sub(at)
+				l += fmt.Sprintf("  %s/s  ETA %s", formatBytes(int64(r)), max(0, left).Round(time.Second))
+			}
+		}
+		lines = append(lines, l+fmt.Sprintf("  %d/%d files", p.FilesDone, p.FilesTotal))
 	}
 	return lines
+}
+
+// percent renders done/total as "31%" ("-" when the total is unknown).
+func percent(done, total int64) string {
+	if total <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%d%%", min(100, done*100/total))
 }
 
 // phaseVerb says what a container's transfer is doing: "downloading", then "downloaded" once

@@ -246,10 +246,10 @@ func checkLimits(site *sites.Site, in *jobinput.JobInput, maxCPUHours float64) e
 		return ctserr.New(ctserr.CodeIllegalParameter, "The maximum number of CPUs for site %s is %d vs %d submitted", site.Name, site.CPUsPerNode, in.CPUs)
 	}
 	if site.MaxRuntimeMin > 0 && in.RuntimeSeconds/60 > site.MaxRuntimeMin {
-		return ctserr.New(ctserr.CodeIllegalParameter, "The maximum runtime for site %s is %s minutes vs %s submitted", site.Name, fmtNum(site.MaxRuntimeMin), fmtNum(in.RuntimeSeconds/60))
+		return ctserr.New(ctserr.CodeIllegalParameter, "The maximum runtime for site %s is %s minutes vs %s minutes submitted", site.Name, fmtNum(site.MaxRuntimeMin), fmtNum(in.RuntimeSeconds/60))
 	}
 	if site.MemoryPerNodeGB > 0 && float64(in.Memory)/1e9 > site.MemoryPerNodeGB {
-		return ctserr.New(ctserr.CodeIllegalParameter, "The maximum memory for site %s is %s GB vs %s submitted", site.Name, fmtNum(site.MemoryPerNodeGB), fmtNum(float64(in.Memory)/1e9))
+		return ctserr.New(ctserr.CodeIllegalParameter, "The maximum memory for site %s is %s GB vs %s GB submitted", site.Name, fmtNum(site.MemoryPerNodeGB), fmtNum(float64(in.Memory)/1e9))
 	}
 	if maxCPUHours > 0 {
 		h := float64(in.CPUs) * float64(in.NumContainers) * in.RuntimeSeconds / 3600

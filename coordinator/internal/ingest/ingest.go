@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path"
+	"regexp"
 	"strings"
 	"time"
 
@@ -281,8 +282,13 @@ func (s *Service) terminalUpdate(ctx context.Context, j *jobs.Job, subs []jobs.S
 	logPath := jobs.LogPath(s.cfg.LogDir, j.ID, subs)
 	if to == job.Complete {
 		outs, err := s.verifyOutputs(ctx, subs)
-		if err != nil {
-			return jobs.JobUpdate{Error: "The job's output files failed verification.", AdminError: err.Error(), LogPath: logPath}, job.Error
+		var ce *collisionError
+		switch {
+		case errors.As(err, &ce):
+			return jobs.JobUpdate{Error: ce.userMessage(), AdminError: err.Error(), LogPath: logPath}, job.Error
+		case err != nil:
+			return jobs.JobUpdate{Error: "The job's output files failed verification: " + outputOf(err) +
+				" is not in S3 as the container uploaded it. Submit the job again; if it fails again, tell the service's admins.", AdminError: err.Error(), LogPath: logPath}, job.Error
 		}
 		if len(outs) == 0 {
 			msg := "The job produced no output files"
@@ -310,7 +316,7 @@ func (s *Service) terminalUpdate(ctx context.Context, j *jobs.Job, subs []jobs.S
 		// The agent named why the system stopped a container (its memory or runtime limit,
 		// the image): that sentence says more than the exit code's.
 	case nonZero:
-		userErr = userErrExit
+		userErr = exitCodeError(j.ID, subs)
 	case userErr == "":
 		userErr = userErrUnexpected
 	}
@@ -320,20 +326,81 @@ func (s *Service) terminalUpdate(ctx context.Context, j *jobs.Job, subs []jobs.S
 	return jobs.JobUpdate{Error: userErr, AdminError: strings.Join(admin, "; "), LogPath: logPath}, job.Error
 }
 
+// maxNamedContainers is how many failed containers the exit-code message names.
+const maxNamedContainers = 3
+
+// exitCodeError is the user's error of a job whose containers exited non-zero: the Python
+// service's sentence, then which containers exited with which code and the command that
+// shows their error output.
+func exitCodeError(id string, subs []jobs.SubJob) string {
+	var named []string
+	first := -1
+	failed := 0
+	for _, sj := range subs {
+		if sj.ExitCode == nil || *sj.ExitCode == 0 {
+			continue
+		}
+		failed++
+		if first < 0 {
+			first = sj.SubID
+		}
+		if len(named) < maxNamedContainers {
+			named = append(named, fmt.Sprintf("container %d exited with code %d", sj.SubID, *sj.ExitCode))
+		}
+	}
+	msg := userErrExit + " " + strings.ToUpper(named[0][:1]) + named[0][1:]
+	if len(named) > 1 {
+		msg += ", " + strings.Join(named[1:], ", ")
+	}
+	if failed > len(named) {
+		msg += fmt.Sprintf(" (and %d more)", failed-len(named))
+	}
+	return msg + fmt.Sprintf(". Its error output: cts logs %s --container %d --stderr (or GET /jobs/%s/log/%d/stderr).", id, first, id, first)
+}
+
+// collisionError: two containers uploaded the same output file with different contents.
+type collisionError struct {
+	File string
+	A, B int // the containers
+}
+
+func (e *collisionError) Error() string {
+	return fmt.Sprintf("containers %d and %d wrote different contents to %s", e.A, e.B, e.File)
+}
+
+func (e *collisionError) userMessage() string {
+	return fmt.Sprintf("Containers %d and %d both wrote the output file %s, with different contents, so neither was kept as the job's output. "+
+		"Set \"declobber\": true in params (each container's outputs then go to <output_dir>/<container number>/), "+
+		"or put the container number in the file name with a container_number parameter.", e.A, e.B, e.File)
+}
+
+// outputErrorRE finds the output a verification error is about.
+var outputErrorRE = regexp.MustCompile(`output (\S+)`)
+
+// outputOf names the output file of a verification error, or "an output file".
+func outputOf(err error) string {
+	if m := outputErrorRE.FindStringSubmatch(err.Error()); m != nil {
+		return strings.TrimSuffix(m[1], ":")
+	}
+	return "an output file"
+}
+
 // verifyOutputs checks every output the containers reported against S3: it must exist with the
 // CRC64/NVME the agent computed while uploading.
 func (s *Service) verifyOutputs(ctx context.Context, subs []jobs.SubJob) ([]jobs.Output, error) {
 	byFile := map[string]jobs.Output{}
+	writer := map[string]int{}
 	var order []string
 	for _, sj := range subs {
 		for _, o := range sj.Outputs {
 			if prev, ok := byFile[o.File]; ok {
 				if prev.CRC64NVME != o.CRC64NVME {
-					return nil, fmt.Errorf("containers wrote different contents to %s", o.File)
+					return nil, &collisionError{File: o.File, A: writer[o.File], B: sj.SubID}
 				}
 				continue
 			}
 			byFile[o.File] = o
+			writer[o.File] = sj.SubID
 			order = append(order, o.File)
 		}
 	}

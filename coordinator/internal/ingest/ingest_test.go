@@ -179,18 +179,22 @@ func TestOutputVerification(t *testing.T) {
 		{name: "crc differs in S3",
 			outs0: []protocol.OutputFile{{File: "outputs/run1/good.txt", CRC64NVME: good}},
 			outs1: []protocol.OutputFile{{File: "outputs/run1/other.txt", CRC64NVME: good}},
-			err:   "The job's output files failed verification.",
+			err: "The job's output files failed verification: outputs/run1/other.txt is not in S3 as the container uploaded it. " +
+				"Submit the job again; if it fails again, tell the service's admins.",
 			admin: `output outputs/run1/other.txt has CRC64/NVME "` + other + `" in S3, but the agent uploaded "` + good + `"`},
 		{name: "output missing in S3",
 			outs0: []protocol.OutputFile{{File: "outputs/run1/good.txt", CRC64NVME: good}},
 			outs1: []protocol.OutputFile{{File: "outputs/run1/never.txt", CRC64NVME: good}},
-			err:   "The job's output files failed verification.",
+			err: "The job's output files failed verification: outputs/run1/never.txt is not in S3 as the container uploaded it. " +
+				"Submit the job again; if it fails again, tell the service's admins.",
 			admin: "check output outputs/run1/never.txt: The path 'outputs/run1/never.txt' was not found on the s3 system"},
 		{name: "two containers wrote one file differently",
 			outs0: []protocol.OutputFile{{File: "outputs/run1/good.txt", CRC64NVME: good}},
 			outs1: []protocol.OutputFile{{File: "outputs/run1/good.txt", CRC64NVME: other}},
-			err:   "The job's output files failed verification.",
-			admin: "containers wrote different contents to outputs/run1/good.txt"},
+			err: "Containers 0 and 1 both wrote the output file outputs/run1/good.txt, with different contents, so neither was kept as the job's output. " +
+				"Set \"declobber\": true in params (each container's outputs then go to <output_dir>/<container number>/), " +
+				"or put the container number in the file name with a container_number parameter.",
+			admin: "containers 0 and 1 wrote different contents to outputs/run1/good.txt"},
 		{name: "no outputs at all",
 			err: "The job produced no output files", admin: "The job produced no output files"},
 	}
@@ -238,7 +242,8 @@ func TestContainerErrors(t *testing.T) {
 		if !reflect.DeepEqual(states(j.Transitions), want) {
 			t.Fatalf("transitions %v, want %v", states(j.Transitions), want)
 		}
-		if j.Error != "At least one container exited with a non-zero error code. Please examine the logs for details." ||
+		if j.Error != "At least one container exited with a non-zero error code. Please examine the logs for details. "+
+			"Container 1 exited with code 1. Its error output: cts logs "+id+" --container 1 --stderr (or GET /jobs/"+id+"/log/1/stderr)." ||
 			j.AdminError != "container 1: exit code 1" || j.LogPath != logDir+"/"+id || j.Outputs != nil {
 			t.Fatalf("error %q admin %q logpath %q outputs %v", j.Error, j.AdminError, j.LogPath, j.Outputs)
 		}

@@ -275,7 +275,11 @@ func (d *decoder) memory(raw json.RawMessage, dst *int64) bool {
 	// Compare as integers: float64 would blur limits near 2^63.
 	switch {
 	case v < MinMemory:
-		d.add(geDetail(loc("memory"), input, int64(MinMemory)))
+		// pydantic says "Input should be greater than or equal to 1000000"; a bare number is
+		// bytes, which a person asking for "100" rarely means: say so.
+		g := geDetail(loc("memory"), input, int64(MinMemory))
+		g.Msg = fmt.Sprintf("Input should be greater than or equal to %d: memory is in bytes unless a unit is given (at least 1 MB; e.g. \"100MB\", \"2GB\", \"1.5GiB\"), got %d bytes", MinMemory, v)
+		d.add(g)
 		return false
 	case v > d.opts.MaxMemory:
 		d.add(leDetail(loc("memory"), input, d.opts.MaxMemory))

@@ -16,18 +16,34 @@ import (
 // Cancel moves a job the user owns (or any job, for an admin) to canceling; the submitter loop
 // then stops its agents and records it canceled.
 func (s *Service) Cancel(ctx context.Context, u jobs.User, id string) error {
-	if _, err := jobs.GetFor(ctx, s.store, u, id); err != nil {
+	j, err := jobs.GetFor(ctx, s.store, u, id)
+	if err != nil {
 		return err
 	}
-	_, err := s.mover.Move(ctx, id, job.Canceling, time.Time{}, jobs.JobUpdate{})
+	_, err = s.mover.Move(ctx, id, job.Canceling, time.Time{}, jobs.JobUpdate{})
 	if errors.Is(err, jobs.ErrConflict) {
-		return ctserr.New(ctserr.CodeNoSuchJob, "No job with ID '%s' not in states ['canceled', 'canceling', 'complete', 'error'] exists", id)
+		// The Python service says "No job with ID '...' not in states [...] exists" here; the
+		// app code stays the same, the message says what the state is.
+		state := j.State
+		if now, gerr := jobs.GetFor(ctx, s.store, u, id); gerr == nil {
+			state = now.State
+		}
+		return alreadyEnded(id, state)
 	}
 	if err != nil {
 		return err
 	}
 	s.Poke()
 	return nil
+}
+
+// alreadyEnded is the error of a cancel that comes too late (404, app code 40040 as in the
+// Python service).
+func alreadyEnded(id string, state job.State) error {
+	if state == job.Canceling || state == job.Canceled {
+		return ctserr.New(ctserr.CodeNoSuchJob, "Job %s is already %s: there is nothing more to cancel", id, state)
+	}
+	return ctserr.New(ctserr.CodeNoSuchJob, "Job %s has already ended (%s): only a job that has not ended can be canceled", id, state)
 }
 
 func (s *Service) finishCancel(ctx context.Context, j *jobs.Job) error {

@@ -14,8 +14,16 @@ import (
 	"github.com/kbase/cts/shared/protocol"
 )
 
-func terminalMsg(id string) string {
-	return "No job with ID '" + id + "' not in states ['canceled', 'canceling', 'complete', 'error'] exists"
+// terminalMsg is the message of a cancel that comes too late; state is the job's.
+func terminalMsg(id string, state ...job.State) string {
+	s := job.Canceling
+	if len(state) > 0 {
+		s = state[0]
+	}
+	if s == job.Canceling || s == job.Canceled {
+		return "Job " + id + " is already " + string(s) + ": there is nothing more to cancel"
+	}
+	return "Job " + id + " has already ended (" + string(s) + "): only a job that has not ended can be canceled"
 }
 
 func TestCancel(t *testing.T) {
@@ -56,7 +64,7 @@ func TestCancel(t *testing.T) {
 		if len(cs) != 1 || cs[0] != (launcher.JobRef{JobID: id, Handle: j.Launch.Handle}) {
 			t.Fatalf("launcher cancels %+v, want the job's handle %q", cs, j.Launch.Handle)
 		}
-		wantCTSErr(t, f.Launch.Cancel(ctx, alice, id), ctserr.CodeNoSuchJob, terminalMsg(id))
+		wantCTSErr(t, f.Launch.Cancel(ctx, alice, id), ctserr.CodeNoSuchJob, terminalMsg(id, job.Canceled))
 	})
 	t.Run("other user", func(t *testing.T) {
 		id := f.Submit(t, nil)
