@@ -36,12 +36,12 @@ func (w *waitFlags) register(fs *flag.FlagSet, submit bool) {
 		fs.BoolVar(&w.json, "json", false, "print one JSON object per state change (for scripts) instead of the live view")
 	}
 	fs.DurationVar(&w.timeout, "timeout", 0, "give up waiting after this long (e.g. 30m; 0 waits forever): exit code 5")
-	fs.BoolVar(&w.noContainers, "no-containers", false, "do not show each container's state (admins see them by default)")
+	fs.BoolVar(&w.noContainers, "no-containers", false, "do not show each container's state")
 }
 
 func waitCommand() *command {
 	return &command{name: "wait", args: "JOB [FLAGS]",
-		summary: "wait for a job to end, showing its state changes (and each container's, for admins) as they happen",
+		summary: "wait for a job to end, showing its state changes, each container's, and the transfers' progress as they happen",
 		setup: func(fs *flag.FlagSet) func(*cli, []string) error {
 			w := &waitFlags{}
 			w.register(fs, false)

@@ -452,7 +452,7 @@ func TestJobRoutes(t *testing.T) {
 	})
 	t.Run("cancel an ended job", func(t *testing.T) {
 		f.wantError(t, "PUT", "/jobs/"+id+"/cancel", alice, "", 404, 40040,
-			"Job "+id+" has already ended (complete): only a job that has not ended can be canceled")
+			"Job "+id+" has already ended (error): only a job that has not ended can be canceled")
 	})
 	t.Run("cancel", func(t *testing.T) {
 		m := f.getJSON(t, "POST", "/jobs", alice, body, 200)

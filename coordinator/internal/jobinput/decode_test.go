@@ -277,7 +277,7 @@ func TestDecodeProblems(t *testing.T) {
 		{name: "cpus huge", set: map[string]any{"cpus": json.Number("1" + strings.Repeat("0", 40))},
 			want: []string{"[body cpus]|less_than_equal|Input should be less than or equal to 256"}},
 		{name: "memory too small", set: map[string]any{"memory": "999999"},
-			want: []string{"[body memory]|greater_than_equal|Input should be greater than or equal to 1000000"}},
+			want: []string{"[body memory]|greater_than_equal|Input should be greater than or equal to 1000000: memory is in bytes unless a unit is given (at least 1 MB; e.g. \"100MB\", \"2GB\", \"1.5GiB\"), got 999999 bytes"}},
 		{name: "memory too large", set: map[string]any{"memory": "991GB"},
 			want: []string{"[body memory]|less_than_equal|Input should be less than or equal to 990000000000"}},
 		{name: "memory site option", set: map[string]any{"memory": "2GB"}, opts: func(o *Options) { o.MaxMemory = 1e9 },
@@ -392,7 +392,7 @@ func TestDecodeProblems(t *testing.T) {
 			want: []string{
 				"[body cluster]|enum|Input should be 'kbase'",
 				"[body cpus]|greater_than_equal|Input should be greater than or equal to 1",
-				"[body memory]|greater_than_equal|Input should be greater than or equal to 1000000",
+				"[body memory]|greater_than_equal|Input should be greater than or equal to 1000000: memory is in bytes unless a unit is given (at least 1 MB; e.g. \"100MB\", \"2GB\", \"1.5GiB\"), got 1000 bytes",
 				"[body zzz]|extra_forbidden|Extra inputs are not permitted",
 			}},
 	}

@@ -87,7 +87,7 @@ func TestCancel(t *testing.T) {
 			t.Fatal(err)
 		}
 		f.WantState(t, id, job.Error)
-		wantCTSErr(t, f.Launch.Cancel(ctx, alice, id), ctserr.CodeNoSuchJob, terminalMsg(id))
+		wantCTSErr(t, f.Launch.Cancel(ctx, alice, id), ctserr.CodeNoSuchJob, terminalMsg(id, job.Error))
 		f.WantState(t, id, job.Error)
 	})
 	t.Run("unwatched channels get nothing", func(t *testing.T) {
