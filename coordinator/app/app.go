@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kbase/cts/coordinator/internal/access"
@@ -107,21 +106,22 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 	if err := a.store.InitRefdata(ctx); err != nil {
 		return nil, fmt.Errorf("reference data collection: %w", err)
 	}
-	a.notifier, err = notify.New(notify.Config{Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.Topic}, a.store, log.With("component", "notify"))
+	a.notifier, err = notify.New(notify.Config{Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.Topic, SendTimeout: cfg.Kafka.Timeout},
+		a.store, log.With("component", "notify"))
 	if err != nil {
 		return nil, fmt.Errorf("kafka notifier: %w", err)
 	}
 	authc, err := auth.New(ctx, auth.Config{
 		URL: cfg.Auth.URL, AdminRoles: cfg.Auth.AdminRoles, StaffRole: cfg.Auth.StaffRole,
-		ExecutorRole: cfg.Auth.ExecutorRole, RefdataRole: cfg.Auth.RefdataRole,
+		ExecutorRole: cfg.Auth.ExecutorRole, RefdataRole: cfg.Auth.RefdataRole, Timeout: cfg.Auth.Timeout,
 	}, nil)
 	if err != nil {
 		return nil, fmt.Errorf("auth2 client: %w", err)
 	}
-	objs := objects.New(objects.NewClient(objects.Config{
+	objs := objects.Open(objects.Config{
 		Endpoint: cfg.S3.Endpoint, AccessKey: cfg.S3.AccessKey, SecretKey: cfg.S3.SecretKey,
-		Region: cfg.S3.Region, Insecure: cfg.S3.Insecure,
-	}))
+		Region: cfg.S3.Region, Insecure: cfg.S3.Insecure, Timeout: cfg.S3.Timeout,
+	})
 	if err := checkS3(ctx, objs.Client(), cfg); err != nil {
 		return nil, err
 	}
@@ -135,7 +135,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 	imgs := images.NewManager(a.store)
 	a.metrics = metrics.New(metrics.Options{Version: Version, GitHash: GitHash, Agents: func() int { return a.agents.Connected() },
 		Log: log.With("component", "metrics")})
-	a.counts, err = mongo.Connect(options.Client().ApplyURI(cfg.Mongo.URI))
+	a.counts, err = mongo.Connect(store.ClientOptions(cfg.Mongo.URI, cfg.Mongo.Timeout))
 	if err != nil {
 		return nil, fmt.Errorf("connect to MongoDB for metrics: %w", err)
 	}
@@ -222,7 +222,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 	}
 	apiSrv = api.New(api.Config{Version: Version, GitHash: GitHash, Access: rules, Notifier: a.notifier,
 		LiveLogs: a.agents, Progress: a.agents, AgentBinary: cfg.AgentBinary, Observer: a.metrics, Refdata: a.refdata,
-		Lister: objs, UI: dashboard},
+		Lister: objs, UI: dashboard, Unavailable: store.Unavailable},
 		authc, api.Jobs{Admission: adm, Records: jobs.NewRecords(a.store), Launch: a.launch, Sites: a.sites},
 		imgs, objs, a.agents, log.With("component", "api"))
 

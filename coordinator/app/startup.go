@@ -28,9 +28,9 @@ var StartTimeout = 15 * time.Second
 func connectStore(ctx context.Context, cfg Config, log *slog.Logger) (*store.Store, error) {
 	sctx, cancel := context.WithTimeout(ctx, StartTimeout)
 	defer cancel()
-	st, err := store.New(sctx, store.Config{URI: cfg.Mongo.URI, Database: cfg.Mongo.Database, Logger: log})
+	st, err := store.New(sctx, store.Config{URI: cfg.Mongo.URI, Database: cfg.Mongo.Database, Timeout: cfg.Mongo.Timeout, Logger: log})
 	if err != nil {
-		return nil, fmt.Errorf("MongoDB at %s: %s: check mongo.uri and that MongoDB is running", mongoHosts(cfg.Mongo.URI), mongoReason(err))
+		return nil, fmt.Errorf("MongoDB at %s: %s: check mongo.uri and that MongoDB is running", mongoHosts(cfg.Mongo.URI), mongoReason(err, min(StartTimeout, cfg.Mongo.Timeout)))
 	}
 	return st, nil
 }
@@ -49,13 +49,14 @@ func mongoHosts(uri string) string {
 var lastErrorRE = regexp.MustCompile(`Last error: (.*?) }`)
 
 // mongoReason shortens the driver's error to what a person can act on.
-func mongoReason(err error) string {
+// within is how long the driver waited (each operation is bounded by mongo.timeout).
+func mongoReason(err error, within time.Duration) string {
 	msg := err.Error()
 	if m := lastErrorRE.FindStringSubmatch(msg); m != nil {
-		return "no answer within " + StartTimeout.String() + " (" + m[1] + ")"
+		return "no answer within " + within.String() + " (" + m[1] + ")"
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
-		return "no answer within " + StartTimeout.String()
+		return "no answer within " + within.String()
 	}
 	return msg
 }

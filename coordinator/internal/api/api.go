@@ -124,6 +124,10 @@ type Config struct {
 	Lister ObjectLister
 	// UI, when set, serves the web dashboard below /ui/.
 	UI http.Handler
+	// Unavailable, when set, recognises a dependency's outage among errors the API does not
+	// know (MongoDB's, which reach it unwrapped through the domain packages): it returns the
+	// *ctserr.UnavailableError to answer with, or nil.
+	Unavailable func(error) error
 }
 
 // Server is the REST API.
@@ -319,12 +323,22 @@ func (s *Server) WriteError(w http.ResponseWriter, r *http.Request, err error) {
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	u := userOf(r)
 	var ce *ctserr.Error
+	var ue *ctserr.UnavailableError
+	if !errors.As(err, &ce) && !errors.As(err, &ue) && s.cfg.Unavailable != nil {
+		if dep := s.cfg.Unavailable(err); dep != nil {
+			err = dep
+		}
+	}
 	if !errors.As(err, &ce) {
 		attrs := []any{"path", r.URL.Path, "error", err}
 		if id := r.PathValue("job_id"); id != "" {
 			attrs = append(attrs, "job_id", id)
 		}
-		s.log.ErrorContext(r.Context(), "request failed", attrs...)
+		if errors.As(err, &ue) {
+			s.log.WarnContext(r.Context(), "dependency unavailable", append(attrs, "dependency", ue.Dependency)...)
+		} else {
+			s.log.ErrorContext(r.Context(), "request failed", attrs...)
+		}
 	}
 	ctserr.Write(w, err, requestID(r), u != nil && u.Admin)
 }

@@ -41,9 +41,6 @@ type JobInput struct {
 	InputFiles []any `json:"input_files"`
 }
 
-// notifyTimeout bounds the admin re-send of one notification.
-const notifyTimeout = 30 * time.Second
-
 func (s *Server) requireUser(r *http.Request) (*auth.User, error) {
 	u := userOf(r)
 	if u == nil {
@@ -663,9 +660,7 @@ func (s *Server) adminNotify(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, ctserr.New(ctserr.CodeResourceUnavailable, "This service has no Kafka notifier"))
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), notifyTimeout)
-	defer cancel()
-	if err := s.cfg.Notifier.Send(ctx, j.ID, t); err != nil {
+	if err := s.cfg.Notifier.Send(r.Context(), j.ID, t); err != nil {
 		s.fail(w, r, err)
 		return
 	}

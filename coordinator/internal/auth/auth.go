@@ -6,9 +6,10 @@
 //
 // It owns only talking to auth2. It must not decide what a role may do (the API layer does),
 // and must not log or return tokens. Failures the caller caused (an invalid token, an illegal
-// user name, a malformed header) are *ctserr.Error values; auth2 being unreachable or broken
-// is a plain error wrapping ErrAuthService, which the API renders as a 500: an outage is not
-// the user's fault.
+// user name, a malformed header) are *ctserr.Error values; auth2 being unreachable, slow or
+// broken is a *ctserr.UnavailableError wrapping ErrAuthService, which the API renders as a 503
+// naming KBase auth2: an outage is not the user's fault. Every request to auth2 has a deadline
+// (Config.Timeout).
 package auth
 
 import (
@@ -37,7 +38,7 @@ const (
 	DefaultExecutorRole = "CTS_EXTERNAL_EXECUTOR"
 	DefaultRefdataRole  = "CTS_REFDATA_SERVICE"
 	DefaultCacheSize    = 10000
-	DefaultTimeout      = 30 * time.Second
+	DefaultTimeout      = 5 * time.Second
 )
 
 // ServiceName is what auth2 reports as its servicename at its root.
@@ -62,7 +63,7 @@ type Config struct {
 	RefdataRole string
 	// CacheSize bounds each cache (users by token, existing user names); default 10000.
 	CacheSize int
-	// Timeout bounds each auth2 request; default 30 s.
+	// Timeout bounds each auth2 request; default 5 s.
 	Timeout time.Duration
 }
 
@@ -223,8 +224,8 @@ func (c *Client) fetchUser(ctx context.Context, token string, key [sha256.Size]b
 		return lookupResult{}, fmt.Errorf("auth: user: %w", err)
 	}
 	if me.User == "" || me.User != tok.User {
-		return lookupResult{}, fmt.Errorf("auth: user: token and me replies name %q and %q: %w",
-			tok.User, me.User, ErrAuthService)
+		return lookupResult{}, fmt.Errorf("auth: user: %w",
+			unavailable(fmt.Errorf("token and me replies name %q and %q", tok.User, me.User)))
 	}
 	u := &User{Name: me.User, CustomRoles: slices.Clone(me.CustomRoles)}
 	if u.CustomRoles == nil {
@@ -334,7 +335,7 @@ func (c *Client) get(ctx context.Context, path, token string, out any) error {
 			return perr
 		}
 		// url.Error names the URL, never the token.
-		return fmt.Errorf("%w: %w", ErrAuthService, err)
+		return unavailable(err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxReply))
@@ -342,19 +343,19 @@ func (c *Client) get(ctx context.Context, path, token string, out any) error {
 		if perr := parent.Err(); perr != nil {
 			return perr
 		}
-		return fmt.Errorf("%w: read reply from %s: %w", ErrAuthService, req.URL.Path, err)
+		return unavailable(fmt.Errorf("read reply from %s: %w", req.URL.Path, err))
 	}
 	if resp.StatusCode == http.StatusOK {
 		if err := json.Unmarshal(body, out); err != nil {
-			return fmt.Errorf("non-JSON reply from KBase auth server at %s, status code %d: %w",
-				req.URL.Path, resp.StatusCode, ErrAuthService)
+			return unavailable(fmt.Errorf("non-JSON reply from KBase auth server at %s, status code %d",
+				req.URL.Path, resp.StatusCode))
 		}
 		return nil
 	}
 	var ae authError
 	if err := json.Unmarshal(body, &ae); err != nil || ae.Error == nil {
-		return fmt.Errorf("non-JSON reply from KBase auth server at %s, status code %d: %w",
-			req.URL.Path, resp.StatusCode, ErrAuthService)
+		return unavailable(fmt.Errorf("non-JSON reply from KBase auth server at %s, status code %d",
+			req.URL.Path, resp.StatusCode))
 	}
 	switch ae.Error.AppCode {
 	case 10020:
@@ -365,6 +366,10 @@ func (c *Client) get(ctx context.Context, path, token string, out any) error {
 		parts := strings.SplitN(ae.Error.Message, ":", 4)
 		return ctserr.New(ctserr.CodeInvalidUserName, "%s", strings.TrimSpace(parts[len(parts)-1]))
 	}
-	return fmt.Errorf("error from KBase auth server (status %d): %s: %w",
-		resp.StatusCode, ae.Error.Message, ErrAuthService)
+	return unavailable(fmt.Errorf("error from KBase auth server (status %d): %s", resp.StatusCode, ae.Error.Message))
+}
+
+// unavailable wraps err, an auth2 failure that is not the caller's, as auth2's outage.
+func unavailable(err error) error {
+	return ctserr.Unavailable(ctserr.DependencyAuth, fmt.Errorf("%w: %w", ErrAuthService, err))
 }

@@ -357,8 +357,9 @@ func TestAuthServiceFailures(t *testing.T) {
 func assertOutage(t *testing.T, err error) {
 	t.Helper()
 	var ce *ctserr.Error
-	if err == nil || errors.As(err, &ce) || !errors.Is(err, ErrAuthService) {
-		t.Fatalf("error %v (%T): want a plain error wrapping ErrAuthService", err, err)
+	var ue *ctserr.UnavailableError
+	if err == nil || errors.As(err, &ce) || !errors.Is(err, ErrAuthService) || !errors.As(err, &ue) || ue.Dependency != ctserr.DependencyAuth {
+		t.Fatalf("error %v (%T): want auth2 unavailable, wrapping ErrAuthService", err, err)
 	}
 }
 

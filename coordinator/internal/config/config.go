@@ -86,18 +86,24 @@ type Auth struct {
 	StaffRole    string   `yaml:"staff_role" env:"CTS_AUTH_STAFF_ROLE"`
 	ExecutorRole string   `yaml:"executor_role" env:"CTS_AUTH_EXECUTOR_ROLE"`
 	RefdataRole  string   `yaml:"refdata_role" env:"CTS_AUTH_REFDATA_ROLE"`
+	// Timeout bounds each request to auth2.
+	Timeout time.Duration `yaml:"timeout" env:"CTS_AUTH_TIMEOUT"`
 }
 
 // Mongo configures the job store.
 type Mongo struct {
 	URI      string `yaml:"uri" env:"CTS_MONGO_URI" secret:"true"`
 	Database string `yaml:"database" env:"CTS_MONGO_DATABASE"`
+	// Timeout bounds each MongoDB operation (server selection and connecting included).
+	Timeout time.Duration `yaml:"timeout" env:"CTS_MONGO_TIMEOUT"`
 }
 
 // Kafka configures job notifications.
 type Kafka struct {
 	Brokers []string `yaml:"brokers" env:"CTS_KAFKA_BROKERS"`
 	Topic   string   `yaml:"topic" env:"CTS_KAFKA_TOPIC"`
+	// Timeout bounds an admin's re-send of a notification (the sender loop has its own).
+	Timeout time.Duration `yaml:"timeout" env:"CTS_KAFKA_TIMEOUT"`
 }
 
 // S3 locates the object store shared by the coordinator and the agents.
@@ -110,6 +116,9 @@ type S3 struct {
 	Insecure      bool   `yaml:"insecure" env:"CTS_S3_INSECURE"`
 	// WorkerEndpoint is the S3 URL agents use, when it differs from Endpoint.
 	WorkerEndpoint string `yaml:"worker_endpoint" env:"CTS_S3_WORKER_ENDPOINT"`
+	// Timeout bounds each S3 call of the coordinator (a log stream: until its first byte and
+	// between reads).
+	Timeout time.Duration `yaml:"timeout" env:"CTS_S3_TIMEOUT"`
 }
 
 // Jobs configures job rules.
@@ -168,11 +177,11 @@ func Default() Config {
 		LogLevel:   "info",
 		Auth: Auth{
 			StaffRole: "KBASE_STAFF", ExecutorRole: "CTS_EXTERNAL_EXECUTOR", RefdataRole: "CTS_REFDATA_SERVICE",
-			AdminRoles: []string{"CDM_TASK_SERVICE_ADMIN"},
+			AdminRoles: []string{"CDM_TASK_SERVICE_ADMIN"}, Timeout: 5 * time.Second,
 		},
-		Mongo: Mongo{Database: "cdmtaskservice"},
-		Kafka: Kafka{Topic: "cts-jobs"},
-		S3:    S3{Region: "us-east-1"},
+		Mongo: Mongo{Database: "cdmtaskservice", Timeout: 5 * time.Second},
+		Kafka: Kafka{Topic: "cts-jobs", Timeout: 5 * time.Second},
+		S3:    S3{Region: "us-east-1", Timeout: 5 * time.Second},
 		Jobs: Jobs{LogDir: "cts-logs/container_logs", MaxCPUHours: 100, SubmitInterval: 5 * time.Second,
 			CleanInterval: 24 * time.Hour, CleanJitter: time.Hour, CleanAge: 30 * 24 * time.Hour},
 		Reconcile: Reconcile{Interval: 30 * time.Second, HeartbeatDeadline: 2 * time.Minute, ConnectDeadline: 10 * time.Minute,
@@ -265,6 +274,15 @@ func (c Config) Validate() error {
 	}
 	if l := c.Launchers; l.RestartBackoff <= 0 || l.RestartBackoffMax < l.RestartBackoff || l.CheckInterval <= 0 {
 		bad("launchers.restart_backoff and launchers.check_interval must be positive, and launchers.restart_backoff_max at least launchers.restart_backoff")
+	}
+	for _, t := range []struct {
+		key string
+		d   time.Duration
+	}{{"auth.timeout", c.Auth.Timeout}, {"mongo.timeout", c.Mongo.Timeout}, {"kafka.timeout", c.Kafka.Timeout}, {"s3.timeout", c.S3.Timeout}} {
+		// An outage must be answered within 10 s, with room for the rest of the request.
+		if t.d < 100*time.Millisecond || t.d > 8*time.Second {
+			bad("%s must be between 100ms and 8s, got %s", t.key, t.d)
+		}
 	}
 	if c.Observability.CountInterval < time.Second || c.Observability.ReadyTimeout <= 0 {
 		bad("observability.count_interval must be at least 1s and observability.ready_timeout positive")

@@ -82,10 +82,10 @@ launchers: {restart_backoff: 2s, restart_backoff_max: 3m, check_interval: 250ms}
 listen: 0.0.0.0:8080
 service_url: https://cts.example/services/cts
 log_level: debug
-auth: {url: "http://a", admin_roles: [R1, R2], staff_role: S, executor_role: E, refdata_role: RD}
-mongo: {uri: "mongodb://m", database: db}
-kafka: {brokers: [b1, b2], topic: t-1}
-s3: {endpoint: "http://s3", access_key: AK, region: eu, insecure: true, worker_endpoint: "http://s3w"}
+auth: {url: "http://a", admin_roles: [R1, R2], staff_role: S, executor_role: E, refdata_role: RD, timeout: 3s}
+mongo: {uri: "mongodb://m", database: db, timeout: 4s}
+kafka: {brokers: [b1, b2], topic: t-1, timeout: 2s}
+s3: {endpoint: "http://s3", access_key: AK, region: eu, insecure: true, worker_endpoint: "http://s3w", timeout: 6s}
 jobs: {log_dir: logs/cl, allowed_paths: [aaa/b/, ccc/], max_cpu_hours: 2.5, submit_interval: 250ms, clean_interval: 2h, clean_jitter: 5m, clean_age: 48h}
 access: {read_paths: [ccc/shared/, "ddd/{user}/ro"], write_paths: ["ddd/{user}/"]}
 reconcile: {interval: 3s, heartbeat_deadline: 1m, connect_deadline: 2m, submit_deadline: 3m, cancel_deadline: 4m, idle_deadline: 5m, runtime_grace: 6m, max_launch_retries: 3}
@@ -109,10 +109,10 @@ sites:
 		want := config.Config{
 			Listen: "0.0.0.0:8080", ServiceURL: "https://cts.example/services/cts", LogLevel: "debug", AgentBinary: agent,
 			Observability: config.Observability{CountInterval: time.Minute, ReadyTimeout: 500 * time.Millisecond},
-			Auth:          config.Auth{URL: "http://a", AdminRoles: []string{"R1", "R2"}, StaffRole: "S", ExecutorRole: "E", RefdataRole: "RD"},
-			Mongo:         config.Mongo{URI: "mongodb://m", Database: "db"},
-			Kafka:         config.Kafka{Brokers: []string{"b1", "b2"}, Topic: "t-1"},
-			S3:            config.S3{Endpoint: "http://s3", AccessKey: "AK", SecretKey: "s3cr3t", Region: "eu", Insecure: true, WorkerEndpoint: "http://s3w"},
+			Auth:          config.Auth{URL: "http://a", AdminRoles: []string{"R1", "R2"}, StaffRole: "S", ExecutorRole: "E", RefdataRole: "RD", Timeout: 3 * time.Second},
+			Mongo:         config.Mongo{URI: "mongodb://m", Database: "db", Timeout: 4 * time.Second},
+			Kafka:         config.Kafka{Brokers: []string{"b1", "b2"}, Topic: "t-1", Timeout: 2 * time.Second},
+			S3:            config.S3{Endpoint: "http://s3", AccessKey: "AK", SecretKey: "s3cr3t", Region: "eu", Insecure: true, WorkerEndpoint: "http://s3w", Timeout: 6 * time.Second},
 			Jobs: config.Jobs{LogDir: "logs/cl", AllowedPaths: []string{"aaa/b/", "ccc/"}, MaxCPUHours: 2.5, SubmitInterval: 250 * time.Millisecond,
 				CleanInterval: 2 * time.Hour, CleanJitter: 5 * time.Minute, CleanAge: 48 * time.Hour},
 			Access: config.Access{ReadPaths: []string{"ccc/shared/", "ddd/{user}/ro"}, WritePaths: []string{"ddd/{user}/"}},
@@ -248,6 +248,7 @@ func TestValidateJoinsEveryProblem(t *testing.T) {
 	c.Jobs.CleanInterval = time.Second
 	c.Jobs.CleanAge = -time.Hour
 	c.Observability.CountInterval = time.Millisecond
+	c.Mongo.Timeout = time.Minute
 	c.AgentBinary = filepath.Join(t.TempDir(), "no-agent")
 	c.Sites = append(c.Sites, config.Site{Name: "kbase"}, config.Site{Name: "p", Plugin: "/p", PluginConfig: map[string]any{"f": func() {}}})
 	err = c.Validate()
@@ -264,6 +265,7 @@ func TestValidateJoinsEveryProblem(t *testing.T) {
 		"jobs.clean_interval must be at least 1m, got 1s",
 		"jobs.clean_jitter and jobs.clean_age must not be negative",
 		"observability.count_interval must be at least 1s",
+		"mongo.timeout must be between 100ms and 8s, got 1m0s",
 		"agent_binary \"" + c.AgentBinary + "\" does not exist or is not a file",
 		"sites[1]: name must be set and unique",
 		"sites[1] (kbase): plugin is required",

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
 	"time"
 )
 
@@ -43,6 +44,7 @@ func Render(err error, requestID string, showInternal bool, now time.Time) (int,
 	b := body{Time: FormatTime(now), RequestID: requestID}
 	var ce *Error
 	var se *StatusError
+	var ue *UnavailableError
 	switch {
 	case errors.As(err, &ce) && known(ce.Code):
 		b.HTTPCode = ce.Code.Status()
@@ -53,6 +55,9 @@ func Render(err error, requestID string, showInternal bool, now time.Time) (int,
 	case errors.As(err, &se) && se.Status >= 400 && se.Status <= 599:
 		b.HTTPCode = se.Status
 		b.Message = se.Message
+	case errors.As(err, &ue):
+		b.HTTPCode = http.StatusServiceUnavailable
+		b.Message = ue.Message()
 	default:
 		b.HTTPCode = http.StatusInternalServerError
 		b.Message = UnexpectedMessage
@@ -82,6 +87,8 @@ func Render(err error, requestID string, showInternal bool, now time.Time) (int,
 //     status, appcode and apperror, its Message as message when non-empty, and its Validation
 //     as request_validation_detail for request validation errors;
 //   - a *StatusError gives its status and message, without appcode;
+//   - an *UnavailableError gives 503 without appcode, a message naming the dependency, and
+//     a Retry-After header;
 //   - anything else is a 500 without appcode whose message is "An unexpected error occurred",
 //     or err.Error() when showInternal is set (the Python service shows it to full admins).
 //
@@ -91,6 +98,9 @@ func Write(w http.ResponseWriter, err error, requestID string, showInternal bool
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Del("Content-Length")
+	if status == http.StatusServiceUnavailable {
+		h.Set("Retry-After", strconv.Itoa(RetryAfterSeconds))
+	}
 	w.WriteHeader(status)
 	_, _ = w.Write(out)
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/kbase/cts/coordinator/internal/ctserr"
 	"github.com/kbase/cts/coordinator/internal/jobs"
 )
 
@@ -57,7 +58,13 @@ type Config struct {
 	Topic string
 	// Interval is the period of the resend scan; DefaultInterval if zero.
 	Interval time.Duration
+	// SendTimeout bounds Send, the admin's re-send of one notification (on a request path);
+	// DefaultSendTimeout if zero.
+	SendTimeout time.Duration
 }
+
+// DefaultSendTimeout bounds Send when the configuration gives no SendTimeout.
+const DefaultSendTimeout = 5 * time.Second
 
 // withDefaults returns cfg with its zero fields defaulted.
 func (cfg Config) withDefaults() Config {
@@ -66,6 +73,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.Interval == 0 {
 		cfg.Interval = DefaultInterval
+	}
+	if cfg.SendTimeout <= 0 {
+		cfg.SendTimeout = DefaultSendTimeout
 	}
 	return cfg
 }
@@ -282,10 +292,17 @@ func (n *Notifier) sendAndMark(ctx context.Context, js []*jobs.Job) error {
 }
 
 // Send sends one transition of job jobID now, without marking it: the admin re-send. It waits
-// for the broker's acknowledgement or ctx.
+// for the broker's acknowledgement, at most Config.SendTimeout; a broker that does not
+// acknowledge in time is a *ctserr.UnavailableError naming Kafka.
 func (n *Notifier) Send(ctx context.Context, jobID string, t jobs.Transition) error {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.SendTimeout)
+	defer cancel()
 	if err := n.w.WriteMessages(ctx, kafka.Message{Key: []byte(jobID), Value: Encode(jobID, t)}); err != nil {
-		return fmt.Errorf("send notification of job %s transition %s: %w", jobID, t.TransID, err)
+		err = fmt.Errorf("send notification of job %s transition %s: %w", jobID, t.TransID, err)
+		if errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+			return err // the caller went away
+		}
+		return ctserr.Unavailable(ctserr.DependencyKafka, err)
 	}
 	return nil
 }

@@ -14,11 +14,13 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/kbase/cts/coordinator/devstack"
+	"github.com/kbase/cts/coordinator/internal/ctserr"
 	"github.com/kbase/cts/coordinator/internal/jobinput"
 	"github.com/kbase/cts/coordinator/internal/jobs"
 	"github.com/kbase/cts/coordinator/internal/notify"
 	"github.com/kbase/cts/coordinator/internal/store"
 	"github.com/kbase/cts/shared/job"
+	"github.com/kbase/cts/test/tcpproxy"
 )
 
 const topic = "cts-jobs"
@@ -427,5 +429,39 @@ func TestNotifierSurvivesStoreOutage(t *testing.T) {
 	}
 	if errs, infos := h.counts(); errs != 1 || infos != 1 {
 		t.Fatalf("logged %d errors and %d infos, want one outage and one recovery", errs, infos)
+	}
+}
+
+// TestSendOutage performs the admin re-send against a Kafka that hangs and one that refuses
+// connections: Send answers within its timeout with Kafka named as unavailable.
+func TestSendOutage(t *testing.T) {
+	s := newStore(t)
+	k := devstack.TestKafka(t, topic)
+	hung, err := tcpproxy.New(k.Brokers()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hung.Close()
+	// Hanging from the start: the writer never learns the broker's own address.
+	if err := hung.Set(tcpproxy.Hang); err != nil {
+		t.Fatal(err)
+	}
+	for name, addr := range map[string]string{"hang": hung.Addr(), "refuse": deadAddr(t)} {
+		t.Run(name, func(t *testing.T) {
+			n, err := notify.New(notify.Config{Brokers: []string{addr}, SendTimeout: time.Second}, s, quiet())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer n.Close()
+			start := time.Now()
+			err = n.Send(t.Context(), "job1", jobs.Transition{State: job.Created, Time: time.Now(), TransID: "t1"})
+			var ue *ctserr.UnavailableError
+			if !errors.As(err, &ue) || ue.Dependency != ctserr.DependencyKafka {
+				t.Fatalf("Send = %v, want Kafka unavailable", err)
+			}
+			if d := time.Since(start); d > 8*time.Second {
+				t.Fatalf("Send took %s with a 1 s timeout", d)
+			}
+		})
 	}
 }

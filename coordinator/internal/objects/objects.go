@@ -1,7 +1,10 @@
 // Package objects is the coordinator's S3 access: HeadObject with checksums for input checks
 // and output verification, the output-directory write test, and log streaming. It never moves
 // job data (agents do). S3 errors that are the caller's fault become *ctserr.Error with the
-// CTS app codes of reference §8.2; outages stay plain errors (a 500).
+// CTS app codes of the Python service; everything else (refused or dropped connections,
+// deadlines, server errors, the service's own credentials refused) is a
+// *ctserr.UnavailableError naming S3 (a 503). Every call has a deadline (Config.Timeout): a
+// hung S3 cannot hold a request.
 package objects
 
 import (
@@ -11,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -38,7 +42,13 @@ type Config struct {
 	SecretKeyFile string `yaml:"secret_key_file" env:"CTS_S3_SECRET_KEY_FILE"`
 	Region        string `yaml:"region" env:"CTS_S3_REGION"`
 	Insecure      bool   `yaml:"insecure" env:"CTS_S3_INSECURE"`
+	// Timeout bounds each call (HeadObject, the write test, a log stream until its first byte
+	// and between two reads); DefaultTimeout when zero.
+	Timeout time.Duration
 }
+
+// DefaultTimeout bounds each S3 call when Config.Timeout is zero.
+const DefaultTimeout = 5 * time.Second
 
 // WriteTestObject is the name of the object written and deleted to prove a directory is
 // writable (the Python service's name, so existing S3 policies keep working).
@@ -46,7 +56,8 @@ const WriteTestObject = "cdm_task_service_write_test_with_random_stuff_to_avoid_
 
 // Objects talks to S3.
 type Objects struct {
-	c *s3.Client
+	c       *s3.Client
+	timeout time.Duration
 }
 
 var (
@@ -61,7 +72,16 @@ func NewClient(cfg Config) *s3.Client {
 	if region == "" {
 		region = "us-east-1"
 	}
-	hc := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	timeout := cfg.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	// Bounds for calls made without a deadline of their own; Objects sets one on each call.
+	tr.DialContext = (&net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}).DialContext
+	tr.ResponseHeaderTimeout = timeout
+	tr.TLSHandshakeTimeout = timeout
+	hc := &http.Client{Transport: tr}
 	if cfg.Insecure {
 		hc.Transport.(*http.Transport).TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // configured by the operator
 	}
@@ -76,8 +96,17 @@ func NewClient(cfg Config) *s3.Client {
 	})
 }
 
-// New returns Objects using c.
-func New(c *s3.Client) *Objects { return &Objects{c: c} }
+// New returns Objects using c, each call bounded by DefaultTimeout.
+func New(c *s3.Client) *Objects { return &Objects{c: c, timeout: DefaultTimeout} }
+
+// Open returns Objects for cfg: NewClient's client, each call bounded by cfg.Timeout.
+func Open(cfg Config) *Objects {
+	o := New(NewClient(cfg))
+	if cfg.Timeout > 0 {
+		o.timeout = cfg.Timeout
+	}
+	return o
+}
 
 // Client returns the underlying S3 client.
 func (o *Objects) Client() *s3.Client { return o.c }
@@ -88,6 +117,8 @@ func (o *Objects) Head(ctx context.Context, p string) (jobs.ObjectMeta, error) {
 	if err != nil {
 		return jobs.ObjectMeta{}, ctserr.New(ctserr.CodeIllegalS3Path, "%s", err.Error())
 	}
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
 	out, err := o.c.HeadObject(ctx, &s3.HeadObjectInput{
 		Bucket: aws.String(sp.Bucket), Key: aws.String(sp.Key), ChecksumMode: types.ChecksumModeEnabled,
 	})
@@ -109,6 +140,8 @@ func (o *Objects) CheckWritable(ctx context.Context, dir string) error {
 	if err != nil {
 		return ctserr.New(ctserr.CodeIllegalS3Path, "%s", err.Error())
 	}
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
 	body := []byte("cts write test")
 	_, err = o.c.PutObject(ctx, &s3.PutObjectInput{
 		Bucket: aws.String(sp.Bucket), Key: aws.String(sp.Key), Body: bytes.NewReader(body),
@@ -152,16 +185,41 @@ func (o *Objects) Stream(ctx context.Context, p string, seek, length int64, w fu
 			in.Range = aws.String(r)
 		}
 	}
+	// The deadline covers the request until its first byte, then each read: a log of any
+	// size may stream for as long as bytes keep coming.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stall := time.AfterFunc(o.timeout, func() { cancel(context.DeadlineExceeded) })
+	defer stall.Stop()
 	out, err := o.c.GetObject(ctx, in)
 	if err != nil {
+		if cause := context.Cause(ctx); errors.Is(cause, context.DeadlineExceeded) {
+			err = fmt.Errorf("%w: %w", cause, err)
+		}
 		return mapErr(err, p, "Read")
 	}
 	defer out.Body.Close()
-	_, err = io.Copy(w(aws.ToInt64(out.ContentLength)), out.Body)
-	return err
+	_, err = io.Copy(w(aws.ToInt64(out.ContentLength)), &stallReader{r: out.Body, t: stall, d: o.timeout})
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", p, err)
+	}
+	return nil
 }
 
-// mapErr turns S3 errors into CTS errors by who caused them.
+// stallReader re-arms a stall timer before each read.
+type stallReader struct {
+	r io.Reader
+	t *time.Timer
+	d time.Duration
+}
+
+func (s *stallReader) Read(b []byte) (int, error) {
+	s.t.Reset(s.d)
+	return s.r.Read(b)
+}
+
+// mapErr turns S3 errors into CTS errors by who caused them: the caller (a missing object,
+// access denied, a path S3 refuses: 4xx) or nobody the caller can help (an outage: 503).
 func mapErr(err error, p, op string) error {
 	var ae smithy.APIError
 	if errors.As(err, &ae) {
@@ -178,19 +236,38 @@ func mapErr(err error, p, op string) error {
 			// The service's own credentials are wrong (versitygw answers an unknown key with
 			// XAdminUserNotFound and a 404): a configuration fault, never the caller's, so it
 			// must not fall through to the 403/404 mapping below.
-			return fmt.Errorf("s3 %s %s: s3 access credentials are invalid: %w", strings.ToLower(op), p, err)
+			return &ctserr.UnavailableError{Dependency: ctserr.DependencyS3, Reason: "refused the service's credentials",
+				Err: fmt.Errorf("s3 %s %s: s3 access credentials are invalid: %w", strings.ToLower(op), p, err)}
+		case "SlowDown", "ServiceUnavailable", "RequestTimeout", "InternalError":
+			return ctserr.Unavailable(ctserr.DependencyS3, fmt.Errorf("s3 %s %s: %w", strings.ToLower(op), p, err))
 		}
 	}
 	var re interface{ HTTPStatusCode() int }
 	if errors.As(err, &re) {
-		switch re.HTTPStatusCode() {
-		case http.StatusNotFound:
+		switch code := re.HTTPStatusCode(); {
+		case code == http.StatusNotFound:
 			return &ctserr.Error{Code: ctserr.CodeS3PathNotFound, Message: fmt.Sprintf("The path '%s' was not found on the s3 system", p), Err: err}
-		case http.StatusForbidden:
+		case code == http.StatusForbidden:
 			return &ctserr.Error{Code: ctserr.CodeS3PathInaccessible, Message: fmt.Sprintf("%s access denied to path '%s' on the s3 system", op, p), Err: err}
+		case code == http.StatusTooManyRequests || code >= 500:
+			return ctserr.Unavailable(ctserr.DependencyS3, fmt.Errorf("s3 %s %s: %w", strings.ToLower(op), p, err))
+		case code >= 400:
+			// Another refusal of this request (an argument or a key S3 will not take): the
+			// caller's path, not an outage.
+			msg := http.StatusText(code)
+			if ae != nil {
+				msg = ae.ErrorCode()
+			}
+			return &ctserr.Error{Code: ctserr.CodeIllegalS3Path, Message: fmt.Sprintf("The s3 system refused %s of the path '%s': %s",
+				strings.ToLower(op), p, msg), Err: err}
 		}
 	}
-	return fmt.Errorf("s3 %s %s: %w", strings.ToLower(op), p, err)
+	if errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		// The caller went away: nobody is left to answer.
+		return fmt.Errorf("s3 %s %s: %w", strings.ToLower(op), p, err)
+	}
+	// No answer at all: refused, reset, timed out.
+	return ctserr.Unavailable(ctserr.DependencyS3, fmt.Errorf("s3 %s %s: %w", strings.ToLower(op), p, err))
 }
 
 // Listing is one page of a folder-style listing of an S3 prefix: the objects directly below it

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -18,6 +20,7 @@ import (
 	"github.com/kbase/cts/coordinator/internal/ctserr"
 	"github.com/kbase/cts/coordinator/internal/objects"
 	"github.com/kbase/cts/shared/checksum"
+	"github.com/kbase/cts/test/tcpproxy"
 )
 
 func TestMain(m *testing.M) {
@@ -167,12 +170,14 @@ func TestObjects(t *testing.T) {
 				defer closeIdle(bad)
 				err := bad.CheckWritable(t.Context(), "bucket/out/")
 				var ce *ctserr.Error
-				if err == nil || errors.As(err, &ce) || !strings.Contains(err.Error(), "s3 access credentials are invalid") {
-					t.Fatalf("CheckWritable = %v, want a plain credentials error", err)
+				var ue *ctserr.UnavailableError
+				if errors.As(err, &ce) || !errors.As(err, &ue) || ue.Dependency != "S3" || ue.Reason != "refused the service's credentials" ||
+					!strings.Contains(err.Error(), "s3 access credentials are invalid") {
+					t.Fatalf("CheckWritable = %v, want S3 unavailable for its credentials", err)
 				}
 				err = bad.Stream(t.Context(), "bucket/in/with-crc.txt", 0, 0, func(int64) io.Writer { return io.Discard })
-				if err == nil || errors.As(err, &ce) {
-					t.Fatalf("Stream = %v, want a plain credentials error", err)
+				if errors.As(err, &ce) || !errors.As(err, &ue) {
+					t.Fatalf("Stream = %v, want S3 unavailable", err)
 				}
 			})
 		}
@@ -295,5 +300,68 @@ func TestList(t *testing.T) {
 		if _, err := f.objs.List(t.Context(), prefix, "", 10); !errors.As(err, &ce) || ce.Code != code {
 			t.Errorf("List(%q) = %v, want app code %d", prefix, err, code)
 		}
+	}
+}
+
+// TestOutage performs the attack of a hung (then refusing) S3 behind a proxy: every call
+// answers within its deadline with S3 named as unavailable, never a 500 and never a wait
+// without end.
+func TestOutage(t *testing.T) {
+	f := newFixture(t)
+	f.put(t, "in/x.txt", []byte("x"))
+	u, err := url.Parse(f.s3.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy, err := tcpproxy.New(u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	o := objects.Open(objects.Config{Endpoint: "http://" + proxy.Addr(), AccessKey: f.s3.AccessKey, SecretKey: f.s3.SecretKey,
+		Region: f.s3.Region, Timeout: time.Second})
+	defer closeIdle(o)
+	if _, err := o.Head(t.Context(), "bucket/in/x.txt"); err != nil {
+		t.Fatalf("through the proxy: %v", err)
+	}
+	calls := map[string]func() error{
+		"head":       func() error { _, err := o.Head(t.Context(), "bucket/in/x.txt"); return err },
+		"write test": func() error { return o.CheckWritable(t.Context(), "bucket/out/") },
+		"stream": func() error {
+			return o.Stream(t.Context(), "bucket/in/x.txt", 0, 0, func(int64) io.Writer { return io.Discard })
+		},
+	}
+	for _, mode := range []tcpproxy.Mode{tcpproxy.Hang, tcpproxy.Refuse} {
+		if err := proxy.Set(mode); err != nil {
+			t.Fatal(err)
+		}
+		want := map[tcpproxy.Mode]string{tcpproxy.Hang: "did not answer in time", tcpproxy.Refuse: "refused the connection"}[mode]
+		for name, call := range calls {
+			start := time.Now()
+			err := call()
+			var ue *ctserr.UnavailableError
+			if !errors.As(err, &ue) || ue.Dependency != ctserr.DependencyS3 || ue.Reason != want {
+				t.Errorf("%s, %s: %v, want S3 unavailable (%s)", mode, name, err, want)
+			}
+			// The deadline is 1 s; the SDK's retries stay inside it. Generous for a loaded machine.
+			if d := time.Since(start); d > 8*time.Second {
+				t.Errorf("%s, %s took %s", mode, name, d)
+			}
+		}
+	}
+	if err := proxy.Set(tcpproxy.Pass); err != nil {
+		t.Fatal(err)
+	}
+	// Back to normal without a restart.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := o.Head(t.Context(), "bucket/in/x.txt")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the outage: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -28,8 +28,11 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver"
+	"go.mongodb.org/mongo-driver/v2/x/mongo/driver/topology"
 
 	"github.com/kbase/cts/coordinator/internal/admission"
+	"github.com/kbase/cts/coordinator/internal/ctserr"
 	"github.com/kbase/cts/coordinator/internal/images"
 	"github.com/kbase/cts/coordinator/internal/ingest"
 	"github.com/kbase/cts/coordinator/internal/jobs"
@@ -64,6 +67,54 @@ type Config struct {
 	// Logger receives the warnings about server features that had to be worked around;
 	// slog.Default() if nil.
 	Logger *slog.Logger
+	// Timeout bounds every operation whose context has no earlier deadline, server selection
+	// and connecting included (DefaultTimeout when zero): a hung or refusing MongoDB fails a
+	// request within it, as an outage (see Unavailable).
+	Timeout time.Duration
+}
+
+// DefaultTimeout bounds each MongoDB operation when Config.Timeout is zero.
+const DefaultTimeout = 5 * time.Second
+
+// ClientOptions returns the driver options of a client for uri with every operation bounded
+// by timeout (DefaultTimeout when zero).
+func ClientOptions(uri string, timeout time.Duration) *options.ClientOptions {
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	return options.Client().ApplyURI(uri).SetTimeout(timeout).SetServerSelectionTimeout(timeout).SetConnectTimeout(timeout)
+}
+
+// Unavailable returns err as MongoDB's outage, a *ctserr.UnavailableError, when it is one (no
+// server could be selected, a connection failed, an operation ran out of time), and nil when
+// it is not: the API turns outages into 503s naming MongoDB.
+func Unavailable(err error) error {
+	if err == nil || errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		return nil
+	}
+	var sse topology.ServerSelectionError
+	switch {
+	case errors.As(err, &sse):
+		ue := ctserr.Unavailable(ctserr.DependencyMongoDB, err)
+		// Selection ends in a timeout whatever the cause; the servers' last errors tell it.
+		for _, srv := range sse.Desc.Servers {
+			if srv.LastError != nil {
+				if r := ctserr.Unavailable(ctserr.DependencyMongoDB, srv.LastError).Reason; r != "answered with an error" {
+					ue.Reason = r
+				}
+				break
+			}
+		}
+		return ue
+	}
+	var pool driver.RetryablePoolError // "connection pool ... was cleared because another operation failed"
+	var conn topology.ConnectionError
+	var closed topology.PoolError
+	if mongo.IsTimeout(err) || mongo.IsNetworkError(err) || errors.Is(err, mongo.ErrClientDisconnected) ||
+		errors.As(err, &pool) || errors.As(err, &conn) || errors.As(err, &closed) {
+		return ctserr.Unavailable(ctserr.DependencyMongoDB, err)
+	}
+	return nil
 }
 
 // Store is the MongoDB implementation of the coordinator's store interfaces. It is safe for
@@ -104,7 +155,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	opts := options.Client().ApplyURI(cfg.URI).
+	opts := ClientOptions(cfg.URI, cfg.Timeout).
 		// Nested documents of free-form fields (admin_meta) decode as maps, which render
 		// as JSON objects; bson.D would render as a list of key/value pairs.
 		SetBSONOptions(&options.BSONOptions{DefaultDocumentM: true})
