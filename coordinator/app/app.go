@@ -209,7 +209,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 		LogDir: cfg.Jobs.LogDir, SubmitInterval: cfg.Jobs.SubmitInterval, Sites: launchSites,
 	}, a.store, mover, ing, log.With("component", "launch"))
 	adm := admission.New(admission.Config{
-		LogDir: cfg.Jobs.LogDir, AllowedPaths: cfg.Jobs.AllowedPaths, MaxCPUHours: cfg.Jobs.MaxCPUHours, Refdata: a.refdata,
+		LogDir: cfg.Jobs.LogDir, Access: rules, MaxCPUHours: cfg.Jobs.MaxCPUHours, Refdata: a.refdata,
 	}, admission.Deps{Store: a.store, Sites: a.sites, Objects: objs, Images: imgs, Notify: a.notifier, Submitter: a.launch,
 		Log: log.With("component", "admission")})
 

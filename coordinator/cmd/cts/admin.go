@@ -134,10 +134,14 @@ func infoCommands() []*command {
 					}
 					fmt.Fprintf(c.stdout, "user:    %s\nroles:   %s\nservice: %s\n", me.User, roles, cl.URL())
 					if len(me.AllowedPaths) == 0 {
-						fmt.Fprintln(c.stdout, "outputs: anywhere the service may write")
+						fmt.Fprintln(c.stdout, "s3:      anywhere the service can reach, but its container log folder")
 					}
 					for _, p := range me.AllowedPaths {
-						fmt.Fprintf(c.stdout, "outputs: %s (%s)\n", p.Path, p.Perm)
+						perm := "inputs only"
+						if p.Perm == "write" {
+							perm = "inputs and outputs"
+						}
+						fmt.Fprintf(c.stdout, "s3:      %s (%s)\n", p.Path, perm)
 					}
 					return nil
 				})

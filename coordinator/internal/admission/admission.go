@@ -1,9 +1,11 @@
 // Package admission owns the first step of a job's life: POST /jobs after jobinput has
 // validated the request. Submit checks the job against its site (configured, active, staff
 // only, CPU / memory / runtime limits, the CPU-hour cap), resolves the image to its
-// registered digest, requires the image's reference data to be staged at the site, proves the
-// output folder writable, and heads every input in S3 (a CRC64/NVME is required; one the user
-// supplied must match). Only when every check passed are the job (created) and its sub-jobs
+// registered digest, requires the image's reference data to be staged at the site, checks
+// that every container's command line can be started (args.CheckCommand), applies the site's
+// access rules (package access: the user may write the output folder and read every input;
+// never the log folder), proves the output folder writable on an open site, and heads every
+// input in S3 (a CRC64/NVME is required; one the user supplied must match). Only when every check passed are the job (created) and its sub-jobs
 // written, in one CreateJob; nothing is written otherwise. Preview makes the same checks and
 // writes nothing: it returns what each container would run (POST /jobs/preview).
 //
@@ -12,6 +14,7 @@ package admission
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path"
@@ -22,6 +25,7 @@ import (
 	"github.com/google/uuid"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/kbase/cts/coordinator/internal/access"
 	"github.com/kbase/cts/coordinator/internal/ctserr"
 	"github.com/kbase/cts/coordinator/internal/images"
 	"github.com/kbase/cts/coordinator/internal/ingest"
@@ -30,6 +34,7 @@ import (
 	"github.com/kbase/cts/coordinator/internal/sites"
 	"github.com/kbase/cts/shared/args"
 	"github.com/kbase/cts/shared/job"
+	"github.com/kbase/cts/shared/s3path"
 )
 
 // Store is the persistence admission needs.
@@ -71,9 +76,13 @@ type Waker interface{ Poke() }
 
 // Config is admission's configuration.
 type Config struct {
-	// LogDir is "bucket/prefix/" under which container logs go: no job may write there.
+	// LogDir is "bucket/prefix/" under which container logs go: no job may read or write
+	// there.
 	LogDir string
-	// AllowedPaths, when set, are the only S3 prefixes jobs may read and write.
+	// Access are the site's S3 access rules (which inputs a user may read, which output folders
+	// write). Nil: the rules of LogDir and AllowedPaths alone.
+	Access *access.Rules
+	// AllowedPaths, when Access is nil, are the only S3 prefixes jobs may read and write.
 	AllowedPaths []string
 	// MaxCPUHours caps cpus × containers × runtime.
 	MaxCPUHours float64
@@ -101,6 +110,9 @@ type Deps struct {
 type Service struct {
 	cfg Config
 	d   Deps
+	// rulesErr is why the rules of LogDir and AllowedPaths could not be compiled (a
+	// configuration the coordinator refuses at start; tests may still build one).
+	rulesErr error
 }
 
 // New returns a Service.
@@ -111,14 +123,11 @@ func New(cfg Config, d Deps) *Service {
 	if cfg.LogDir != "" && !strings.HasSuffix(cfg.LogDir, "/") {
 		cfg.LogDir += "/"
 	}
-	// An allowed path is a directory: "bucket/out" must not admit "bucket/outside/".
-	cfg.AllowedPaths = slices.Clone(cfg.AllowedPaths)
-	for i, p := range cfg.AllowedPaths {
-		if !strings.HasSuffix(p, "/") {
-			cfg.AllowedPaths[i] = p + "/"
-		}
+	s := &Service{cfg: cfg, d: d}
+	if cfg.Access == nil {
+		s.cfg.Access, s.rulesErr = access.New(access.Config{LogDir: cfg.LogDir, Allowed: slices.Clone(cfg.AllowedPaths)})
 	}
-	return &Service{cfg: cfg, d: d}
+	return s
 }
 
 // Submit checks a validated job input against the site, the image registry and S3, records
@@ -216,10 +225,20 @@ func (s *Service) prepare(ctx context.Context, u jobs.User, in *jobinput.JobInpu
 			return nil, err
 		}
 	}
-	if err := s.checkOutputDir(ctx, in.OutputDir); err != nil {
+	if err := checkRefdataMount(img, in); err != nil {
 		return nil, err
 	}
-	sizes, err := s.checkInputs(ctx, in)
+	if err := checkCommands(img, in); err != nil {
+		return nil, err
+	}
+	if s.rulesErr != nil {
+		return nil, fmt.Errorf("access rules: %w", s.rulesErr)
+	}
+	scope := s.cfg.Access.For(u.Name)
+	if err := s.checkOutputDir(ctx, scope, in.OutputDir); err != nil {
+		return nil, err
+	}
+	sizes, err := s.checkInputs(ctx, scope, in)
 	if err != nil {
 		return nil, err
 	}
@@ -277,26 +296,58 @@ func checkNoManifest(site *sites.Site, in *jobinput.JobInput) error {
 	return nil
 }
 
-func (s *Service) allowed(p string) bool {
-	if len(s.cfg.AllowedPaths) == 0 {
-		return true
+// checkRefdataMount checks the image's default reference data mount point, which the job
+// uses when it names none, against the job's input and output mount points: the job's own
+// mount points were checked against each other when it was decoded.
+func checkRefdataMount(img *images.Image, in *jobinput.JobInput) error {
+	if img.RefdataID == "" || in.Params.RefdataMountPoint != "" || img.DefaultRefdataMountPoint == "" {
+		return nil
 	}
-	for _, a := range s.cfg.AllowedPaths {
-		if strings.HasPrefix(p, a) {
-			return true
+	p := in.Params
+	p.RefdataMountPoint = img.DefaultRefdataMountPoint
+	for _, pr := range p.Validate() {
+		if len(pr.Loc) == 1 && pr.Loc[0] == "refdata_mount_point" {
+			return ctserr.New(ctserr.CodeIllegalParameter, "The image's reference data mount point %s cannot be used with this job: %s; "+
+				"set params.refdata_mount_point", img.DefaultRefdataMountPoint, pr.Msg)
 		}
 	}
-	return false
+	return nil
 }
 
-func (s *Service) checkOutputDir(ctx context.Context, dir string) error {
-	if s.cfg.LogDir != "" && strings.HasPrefix(dir, s.cfg.LogDir) {
-		return ctserr.New(ctserr.CodeS3PathInaccessible, "Jobs may not write to the log directory %s", s.cfg.LogDir)
+// checkCommands generates every container's command line, as its assignment will, and checks
+// it against the limits the container runtimes can start (args.CheckCommand).
+func checkCommands(img *images.Image, in *jobinput.JobInput) error {
+	rel, err := in.Placements()
+	if err != nil {
+		return err
 	}
-	if len(s.cfg.AllowedPaths) > 0 {
-		if !s.allowed(dir) {
-			return ctserr.New(ctserr.CodeS3PathInaccessible, "Output directory %s is not in the allowed S3 paths", dir)
+	for c, idxs := range in.FilesPerContainer() {
+		paths := make([]string, len(idxs))
+		for i, idx := range idxs {
+			paths[i] = path.Join(in.Params.InputMountPoint, rel[idx])
 		}
+		cmd, env, err := args.Generate(img.Entrypoint, in.Params, c, paths)
+		if err != nil {
+			return fmt.Errorf("generate arguments of container %d: %w", c, err)
+		}
+		if err := args.CheckCommand(c, cmd, env); err != nil {
+			return ctserr.New(ctserr.CodeIllegalParameter, "%s", err.Error())
+		}
+	}
+	return nil
+}
+
+// checkOutputDir checks the user may write below dir (never the log folder), and, on an open
+// site, that the service can (a test object).
+func (s *Service) checkOutputDir(ctx context.Context, scope *access.Scope, dir string) error {
+	d, err := s3path.ParseDir(dir)
+	if err != nil {
+		return ctserr.New(ctserr.CodeIllegalS3Path, "%s", err.Error())
+	}
+	if err := scope.CanWrite(d); err != nil {
+		return err
+	}
+	if s.cfg.Access.Restricted() {
 		return nil
 	}
 	return s.d.Objects.CheckWritable(ctx, dir)
@@ -304,10 +355,18 @@ func (s *Service) checkOutputDir(ctx context.Context, dir string) error {
 
 // checkInputs heads every input, requires a CRC64/NVME, compares a user-supplied one and fills
 // the checksum in. It returns the objects' sizes.
-func (s *Service) checkInputs(ctx context.Context, in *jobinput.JobInput) ([]int64, error) {
+func (s *Service) checkInputs(ctx context.Context, scope *access.Scope, in *jobinput.JobInput) ([]int64, error) {
 	for i, f := range in.InputFiles {
-		if !s.allowed(f.File) {
-			return nil, ctserr.New(ctserr.CodeS3PathInaccessible, "Input file %s at index %d is not in the allowed S3 paths", f.File, i)
+		p, err := s3path.ParseAt(f.File, i)
+		if err != nil {
+			return nil, ctserr.New(ctserr.CodeIllegalS3Path, "%s", err.Error())
+		}
+		if err := scope.CanRead(p); err != nil {
+			var ce *ctserr.Error
+			if errors.As(err, &ce) {
+				return nil, ctserr.New(ce.Code, "Input file at index %d: %s", i, ce.Message)
+			}
+			return nil, err
 		}
 	}
 	sizes := make([]int64, len(in.InputFiles))

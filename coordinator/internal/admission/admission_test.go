@@ -11,8 +11,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
+	"github.com/kbase/cts/coordinator/internal/access"
 	"github.com/kbase/cts/coordinator/internal/admission"
 	"github.com/kbase/cts/coordinator/internal/ctserr"
+	"github.com/kbase/cts/coordinator/internal/images"
 	"github.com/kbase/cts/coordinator/internal/jobinput"
 	"github.com/kbase/cts/coordinator/internal/jobs"
 	"github.com/kbase/cts/coordinator/internal/objects"
@@ -48,6 +50,11 @@ func TestSubmitRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	if err := f.Store.SaveImage(t.Context(), images.Image{Name: "docker.io/kbase/refdefault", Tag: "1",
+		Digest: "sha256:" + strings.Repeat("d", 64), Entrypoint: []string{"/x"}, RefdataID: "r1",
+		DefaultRefdataMountPoint: "/refdata/db", RegisteredBy: "admin", RegisteredOn: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
 	manifest := &args.Parameter{Type: args.TypeManifestFile, ManifestFileFormat: "files"}
 	cases := []struct {
 		name string
@@ -90,16 +97,45 @@ func TestSubmitRefusals(t *testing.T) {
 		}, cfg: func(c *admission.Config) { c.Refdata = refdataNotReady{} },
 			code: ctserr.CodeInvalidRefdataState, msg: "Reference data r1 is not yet ready at site kbase"},
 		{name: "output in the log dir", mod: func(in *jobinput.JobInput) { in.OutputDir = logDir + "/mine/" },
-			code: ctserr.CodeS3PathInaccessible, msg: "Jobs may not write to the log directory " + logDir + "/"},
+			code: ctserr.CodeS3PathInaccessible, msg: "Jobs may not write to the log directory " + logDir + "/: the output folder " + logDir + "/mine/ overlaps it"},
+		// Outputs named like "container_logs/<job>/container-0-stdout.txt" would replace logs.
+		{name: "output holding the log dir", mod: func(in *jobinput.JobInput) { in.OutputDir = "cts-logs/" },
+			code: ctserr.CodeS3PathInaccessible, msg: "Jobs may not write to the log directory " + logDir + "/: the output folder cts-logs/ overlaps it"},
+		// Inputs are copied into outputs: another job's log must not be one.
+		{name: "input in the log dir", mod: func(in *jobinput.JobInput) { in.InputFiles[1].File = logDir + "/job1/container-0-stdout.txt" },
+			code: ctserr.CodeS3PathInaccessible, msg: "Input file at index 1: The S3 path '" + logDir + "/job1/container-0-stdout.txt' is in the container log folder " + logDir + "/, which jobs may not read"},
+		{name: "input of another user", cfg: func(c *admission.Config) { c.Access = perUser(t) },
+			mod:  func(in *jobinput.JobInput) { in.OutputDir = "outputs/alice/out/"; in.InputFiles[0].File = "inputs/bob/secret.txt" },
+			code: ctserr.CodeS3PathInaccessible, msg: "Input file at index 0: User alice may not read the S3 path 'inputs/bob/secret.txt': jobs may read only below outputs/alice/, inputs/shared/ (GET /whoami lists them)"},
+		{name: "output of another user", cfg: func(c *admission.Config) { c.Access = perUser(t) },
+			mod:  func(in *jobinput.JobInput) { in.OutputDir = "outputs/bob/out/" },
+			code: ctserr.CodeS3PathInaccessible, msg: "User alice may not write to the S3 folder outputs/bob/out/: jobs may write only below outputs/alice/ (GET /whoami lists them)"},
+		{name: "output in a read-only folder", cfg: func(c *admission.Config) { c.Access = perUser(t) },
+			mod:  func(in *jobinput.JobInput) { in.OutputDir = "inputs/shared/out/" },
+			code: ctserr.CodeS3PathInaccessible, msg: "User alice may not write to the S3 folder inputs/shared/out/: jobs may write only below outputs/alice/ (GET /whoami lists them)"},
+		{name: "command line too long", mod: func(in *jobinput.JobInput) {
+			for range 200 {
+				in.Params.Args = append(in.Params.Args, args.Arg{Literal: strings.Repeat("a", 1000)})
+			}
+			in.Params.Environment = args.Environment{{Key: "FILES", Value: args.Arg{Param: &args.Parameter{Type: args.TypeInputFiles, InputFilesFormat: args.CommaSeparatedList}}}}
+			for range 1000 {
+				in.Params.Args = append(in.Params.Args, args.Arg{Literal: strings.Repeat("b", 1000)})
+			}
+		}, code: ctserr.CodeIllegalParameter,
+			msg: "The command line of container 0 is too long for the container runtime: its 1205 arguments and 1 environment variables take 1210899 bytes, more than the 1048576 bytes a container's command line may have; use a manifest file or more containers"},
+		{name: "image refdata mount point inside the inputs", mod: func(in *jobinput.JobInput) {
+			in.Image, in.Params.InputMountPoint = "kbase/refdefault:1", "/refdata"
+		}, cfg: func(c *admission.Config) { c.Refdata = refdataReady{} }, code: ctserr.CodeIllegalParameter,
+			msg: "The image's reference data mount point /refdata/db cannot be used with this job: Value error, The input_mount_point /refdata and the refdata_mount_point /refdata/db are the same folder or one is inside the other; mount them side by side, as /input_files and /output_files; set params.refdata_mount_point"},
 		{name: "output bucket missing", mod: func(in *jobinput.JobInput) { in.OutputDir = "nobucket/out/" },
 			code: ctserr.CodeS3BucketNotFound, msg: "The bucket for path 'nobucket/out/' was not found on the s3 system"},
 		{name: "output not allowed", cfg: func(c *admission.Config) { c.AllowedPaths = []string{"inputs/", "outputs/allowed/"} },
-			code: ctserr.CodeS3PathInaccessible, msg: "Output directory outputs/run1/ is not in the allowed S3 paths"},
+			code: ctserr.CodeS3PathInaccessible, msg: "User alice may not write to the S3 folder outputs/run1/: jobs may write only below inputs/, outputs/allowed/ (GET /whoami lists them)"},
 		// "outputs/run" must not admit "outputs/run1/": an allowed path is a directory.
 		{name: "allowed path is a directory", cfg: func(c *admission.Config) { c.AllowedPaths = []string{"inputs", "outputs/run"} },
-			code: ctserr.CodeS3PathInaccessible, msg: "Output directory outputs/run1/ is not in the allowed S3 paths"},
+			code: ctserr.CodeS3PathInaccessible, msg: "User alice may not write to the S3 folder outputs/run1/: jobs may write only below inputs/, outputs/run/ (GET /whoami lists them)"},
 		{name: "input not allowed", cfg: func(c *admission.Config) { c.AllowedPaths = []string{"outputs/", "inputs/in/b"} },
-			code: ctserr.CodeS3PathInaccessible, msg: "Input file inputs/in/a.txt at index 0 is not in the allowed S3 paths"},
+			code: ctserr.CodeS3PathInaccessible, msg: "Input file at index 0: User alice may not read the S3 path 'inputs/in/a.txt': jobs may read only below outputs/, inputs/in/b/ (GET /whoami lists them)"},
 		{name: "input missing", mod: func(in *jobinput.JobInput) { in.InputFiles[1].File = "inputs/in/none.txt" },
 			code: ctserr.CodeS3PathNotFound, msg: "The path 'inputs/in/none.txt' was not found on the s3 system"},
 		{name: "input without crc64nvme", mod: func(in *jobinput.JobInput) { in.InputFiles[0].File = "inputs/in/composite.txt" },
@@ -134,6 +170,15 @@ func TestSubmitRefusals(t *testing.T) {
 	if d, _ := f.Launcher.Launches(); d != 0 {
 		t.Fatalf("refused submits reached the launcher %d times", d)
 	}
+}
+
+// perUser is a site where each user owns outputs/<user>/ and everyone reads inputs/shared/.
+func perUser(t *testing.T) *access.Rules {
+	r, err := access.New(access.Config{LogDir: logDir, Write: []string{"outputs/{user}/"}, Read: []string{"inputs/shared/"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
 
 func TestSubmitRecordsTheJob(t *testing.T) {
@@ -208,6 +253,10 @@ func TestSubmitRecordsTheJob(t *testing.T) {
 
 // refdataNotReady is a RefdataChecker (an interface admission owns) for which nothing is staged.
 type refdataNotReady struct{}
+
+type refdataReady struct{}
+
+func (refdataReady) Ready(context.Context, string, string) error { return nil }
 
 func (refdataNotReady) Ready(_ context.Context, id, site string) error {
 	return ctserr.New(ctserr.CodeInvalidRefdataState, "Reference data %s is not yet ready at site %s", id, site)
