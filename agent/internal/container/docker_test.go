@@ -427,3 +427,25 @@ func TestDemux(t *testing.T) {
 		t.Error("a truncated frame was accepted")
 	}
 }
+
+// TestDockerDeadSocket: with no engine behind the socket every call says the runtime is not
+// available (ErrEngineUnavailable, naming the socket), and nothing runs.
+func TestDockerDeadSocket(t *testing.T) {
+	t.Parallel()
+	sock := filepath.Join(t.TempDir(), "docker.sock") // nothing listens here
+	d := NewDocker(DockerConfig{Socket: sock})
+	s := dockerSpec()
+	checks := map[string]error{}
+	checks["pull"] = d.Pull(t.Context(), s.Image)
+	_, checks["run"] = d.Run(t.Context(), s)
+	_, checks["reap"] = d.Reap(t.Context(), false)
+	checks["remove"] = d.Remove(t.Context(), s.ID)
+	for name, err := range checks {
+		if !errors.Is(err, ErrEngineUnavailable) || !strings.Contains(err.Error(), sock) {
+			t.Errorf("%s: %v, want ErrEngineUnavailable naming %s", name, err, sock)
+		}
+	}
+	if d.Known(t.Context(), s.ID) {
+		t.Error("a dead engine knows a container")
+	}
+}
