@@ -458,6 +458,32 @@ func TestAdminModes(t *testing.T) {
 		return string(out), code
 	}
 
+	t.Run("run refuses a container another agent started, before touching anything", func(t *testing.T) {
+		image := registerTestTool(t, s)
+		in := s.PutInput(t, "fault/in/taken.txt", []byte("taken\n"))
+		id := submitTool(t, s, image, in, "sleep", "600")
+		s.WaitState(t, id, 2*time.Minute, "job_submitted")
+		dir := t.TempDir()
+		cmd := exec.Command(bins.Agent, "run", "--job", id, "--container", "0")
+		cmd.Env = append(slices.Clone(env), "CTS_AGENT_ATTEMPT=admin-hand-run", "CTS_AGENT_NODE_DIR="+filepath.Join(t.TempDir(), "node"))
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Fatalf("exit %v, want 1:\n%s", err, out)
+		}
+		for _, want := range []string{"container 0 of job " + id + " is job_submitted", "started by agent attempt local-", "state download_submitted"} {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("output lacks %q:\n%s", want, out)
+			}
+		}
+		if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+			t.Errorf("the refused hand run left %v in its directory", entries)
+		}
+		if err := s.API.Do(t.Context(), "PUT", "/jobs/"+id+"/cancel", s.Demo.UserToken, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+	})
 	t.Run("check passes", func(t *testing.T) {
 		out, code := agent(env, "check")
 		t.Logf("cts-agent check:\n%s", out)

@@ -188,6 +188,18 @@ func runJob(cfg config.Config, keep bool, log *slog.Logger) (code int, err error
 	if err := os.MkdirAll(cfg.WorkDir, 0o755); err != nil {
 		return 1, fmt.Errorf("work directory: %w", err)
 	}
+	journal := filepath.Join(cfg.WorkDir, "events-"+attemptFile.ReplaceAllString(cfg.Attempt, "_")+".journal")
+	// The work data goes when the run ends (it runs after the session is closed), unless
+	// --keep, and unless events wait in the journal (the report failed: the journal and the
+	// logs are then what a restart or an admin needs). A refused run leaves nothing either.
+	defer func() {
+		if keep || (code != 0 && pending(journal)) {
+			return
+		}
+		if cerr := node.CleanWorkDir(cfg.WorkDir, own); cerr != nil {
+			log.Warn("clean the work directory", "error", cerr)
+		}
+	}()
 	rt, kind, err := newRuntime(ctx, cfg.Node, cfg.WorkDir, log)
 	if err != nil {
 		return 1, fmt.Errorf("container runtime: %w", err)
@@ -236,7 +248,7 @@ func runJob(cfg config.Config, keep bool, log *slog.Logger) (code int, err error
 	}
 	sess, a, err := session.Dial(ctx, session.Config{
 		ServiceURL: cfg.ServiceURL, Token: cfg.Token, Log: log,
-		JournalPath: filepath.Join(cfg.WorkDir, "events-"+attemptFile.ReplaceAllString(cfg.Attempt, "_")+".journal"),
+		JournalPath: journal,
 		Hello:       protocol.Hello{JobID: cfg.JobID, Container: cfg.Container, Attempt: cfg.Attempt, AgentVersion: Version},
 	})
 	if err != nil {
@@ -250,16 +262,6 @@ func runJob(cfg config.Config, keep bool, log *slog.Logger) (code int, err error
 	if err := startable(a); err != nil {
 		return 1, err
 	}
-	// The work data goes when the final report was delivered (kept with --keep, and kept when
-	// the report failed: the journal and the logs are then what an admin needs).
-	defer func() {
-		if code != 0 || keep {
-			return
-		}
-		if cerr := node.CleanWorkDir(cfg.WorkDir, own); cerr != nil {
-			log.Warn("clean the work directory", "error", cerr)
-		}
-	}()
 	// The transfer client counts bytes per file; the runner sums them into the progress
 	// reports it sends through the session. Transfers only run inside r.Run, after r is set.
 	var r *runner.Runner
@@ -276,6 +278,13 @@ func runJob(cfg config.Config, keep bool, log *slog.Logger) (code int, err error
 		return 1, fmt.Errorf("run: %w", err)
 	}
 	return 0, nil
+}
+
+// pending reports whether the event journal at path holds anything (it is emptied whenever
+// no event waits for its acknowledgement).
+func pending(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Size() > 0
 }
 
 // startable refuses, before anything is downloaded, an assignment whose container another

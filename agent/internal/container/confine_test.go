@@ -11,6 +11,7 @@ import (
 // TestConfinement runs the testtool's probe inside a container under each runtime: the
 // confinement is the same, checked from inside, and every forbidden operation is refused.
 func TestConfinement(t *testing.T) {
+	t.Parallel()
 	want := []string{
 		"CapInh: 0000000000000000",
 		"CapPrm: 0000000000000000",
@@ -56,6 +57,7 @@ func TestConfinement(t *testing.T) {
 // lowered to keep the test quick; jobs get DefaultPidsLimit, see TestRuntimeSpec and
 // TestDockerRunRequests.)
 func TestPidsLimit(t *testing.T) {
+	t.Parallel()
 	const limit = 200
 	eachRuntime(t, func(t *testing.T, f *fixture) {
 		s := f.spec("fork", "10000")
@@ -75,6 +77,7 @@ func TestPidsLimit(t *testing.T) {
 // TestOutputFlood: a container writing a lot to stdout is read at full speed to its end, and
 // every byte reaches the writer (the agent bounds its log files itself).
 func TestOutputFlood(t *testing.T) {
+	t.Parallel()
 	eachRuntime(t, func(t *testing.T, f *fixture) {
 		var n countingWriter
 		s := f.spec("flood", "50")

@@ -115,6 +115,9 @@ type fixture struct {
 	kind  string // "oci" or "docker"
 	rt    Runtime
 	image string
+	// prefix starts the IDs of this fixture's containers: tests share the node's Docker
+	// engine and run in parallel, so each checks only its own.
+	prefix string
 	// oci only
 	d   dirs
 	oci *OCI
@@ -133,7 +136,16 @@ func newFixture(t testing.TB) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { assertNoContainers(t, rt, d) })
-	return &fixture{kind: "oci", d: d, rt: rt, oci: rt, image: image}
+	return &fixture{kind: "oci", d: d, rt: rt, oci: rt, image: image, prefix: newPrefix()}
+}
+
+// newPrefix returns a container ID prefix no other fixture uses: cgroups and Docker names are
+// node-wide, so the pid keeps concurrent test binaries apart.
+func newPrefix() string {
+	idSeq.Lock()
+	defer idSeq.Unlock()
+	idSeq.fixtures++
+	return "cts-test-" + strconv.Itoa(os.Getpid()) + "-" + strconv.Itoa(idSeq.fixtures) + "-"
 }
 
 // newDockerFixture is newFixture for the docker runtime, on the real engine. The image it
@@ -147,11 +159,12 @@ func newDockerFixture(t testing.TB) *fixture {
 	if err := rt.Pull(context.Background(), image); err != nil {
 		t.Fatal(err)
 	}
+	prefix := newPrefix()
 	t.Cleanup(func() {
-		assertNoDockerContainers(t, rt)
+		assertNoDockerContainers(t, rt, prefix)
 		removeDockerImage(t, rt, image)
 	})
-	return &fixture{kind: "docker", rt: rt, dock: rt, image: image}
+	return &fixture{kind: "docker", rt: rt, dock: rt, image: image, prefix: prefix}
 }
 
 // eachRuntime runs fn as the subtests "oci" and "docker", each with its own fixture.
@@ -160,11 +173,18 @@ func eachRuntime(t *testing.T, fn func(t *testing.T, f *fixture)) {
 	t.Run("docker", func(t *testing.T) { fn(t, newDockerFixture(t)) })
 }
 
-// assertNoDockerContainers checks that the engine holds no container of this runtime's owner.
-func assertNoDockerContainers(t testing.TB, d *Docker) {
+// assertNoDockerContainers checks that the engine holds no container of this runtime's owner
+// whose name starts with prefix.
+func assertNoDockerContainers(t testing.TB, d *Docker, prefix string) {
 	t.Helper()
-	if ids := dockerContainersOf(t, d, d.owner); len(ids) > 0 {
-		t.Errorf("containers left in the engine: %v", ids)
+	var left []string
+	for _, n := range dockerContainersOf(t, d, d.owner) {
+		if strings.HasPrefix(strings.TrimPrefix(n, "/"), prefix) {
+			left = append(left, n)
+		}
+	}
+	if len(left) > 0 {
+		t.Errorf("containers left in the engine: %v", left)
 	}
 }
 
@@ -194,7 +214,8 @@ func removeDockerImage(t testing.TB, d *Docker, image string) {
 
 var idSeq struct {
 	sync.Mutex
-	n int
+	n        int
+	fixtures int
 }
 
 // spec returns a Spec for the testtool with a fresh id.
@@ -203,9 +224,12 @@ func (f *fixture) spec(args ...string) Spec {
 	idSeq.n++
 	n := idSeq.n
 	idSeq.Unlock()
+	prefix := f.prefix
+	if prefix == "" {
+		prefix = "cts-test-" + strconv.Itoa(os.Getpid()) + "-"
+	}
 	return Spec{
-		// Cgroups and Docker names are node-wide: the pid keeps concurrent test binaries apart.
-		ID:          "cts-test-" + strconv.Itoa(os.Getpid()) + "-" + strconv.Itoa(n),
+		ID:          prefix + strconv.Itoa(n),
 		Image:       f.image,
 		Command:     append([]string{"testtool"}, args...),
 		MemoryBytes: 256 << 20,

@@ -18,6 +18,7 @@ import (
 )
 
 func TestRunOutcomes(t *testing.T) {
+	t.Parallel()
 	eachRuntime(t, func(t *testing.T, f *fixture) {
 		tricky := []string{"a b", `"double" 'single'`, "ünïcødé ✓ 日本", "$HOME", "${PATH}", "`id`", "; rm -rf /", "back\\slash", "*", ""}
 		cases := []struct {
@@ -60,6 +61,7 @@ func TestRunOutcomes(t *testing.T) {
 }
 
 func TestRunEnvironment(t *testing.T) {
+	t.Parallel()
 	eachRuntime(t, func(t *testing.T, f *fixture) {
 		s := f.spec("env")
 		s.Env = []string{"OVERRIDE=spec", "EXTRA=a b $HOME"}
@@ -80,6 +82,7 @@ func TestRunEnvironment(t *testing.T) {
 }
 
 func TestRunHostNetwork(t *testing.T) {
+	t.Parallel()
 	eachRuntime(t, func(t *testing.T, f *fixture) {
 		ifs, err := net.Interfaces()
 		if err != nil {
@@ -101,6 +104,7 @@ func TestRunHostNetwork(t *testing.T) {
 }
 
 func TestRunMounts(t *testing.T) {
+	t.Parallel()
 	eachRuntime(t, func(t *testing.T, f *fixture) {
 		in, out := t.TempDir(), t.TempDir()
 		files := map[string]string{"a.txt": "alpha\n", "sub/dir/b.bin": "\x00\x01\x02", "sub/c": strings.Repeat("c", 100000)}
@@ -155,6 +159,7 @@ func TestRunMounts(t *testing.T) {
 }
 
 func TestRunOOM(t *testing.T) {
+	t.Parallel()
 	eachRuntime(t, func(t *testing.T, f *fixture) {
 		t.Run("over the limit", func(t *testing.T) {
 			s := f.spec("alloc", "256")
@@ -182,6 +187,7 @@ func TestRunOOM(t *testing.T) {
 }
 
 func TestRunStops(t *testing.T) {
+	t.Parallel()
 	eachRuntime(t, func(t *testing.T, f *fixture) {
 		// The runtime limit runs from the start, so on a loaded machine it may pass before the
 		// program installed its SIGTERM handler (it prints "sleeping" once it has): the
@@ -265,6 +271,7 @@ func TestRunStops(t *testing.T) {
 }
 
 func TestRunStartFailure(t *testing.T) {
+	t.Parallel()
 	eachRuntime(t, func(t *testing.T, f *fixture) {
 		s := f.spec()
 		s.Command = []string{"no-such-program"}
@@ -277,6 +284,7 @@ func TestRunStartFailure(t *testing.T) {
 }
 
 func TestRunRefusals(t *testing.T) {
+	t.Parallel()
 	eachRuntime(t, func(t *testing.T, f *fixture) {
 		host := strings.Split(f.image, "/")[0]
 		cases := []struct {
@@ -307,6 +315,7 @@ func TestRunRefusals(t *testing.T) {
 }
 
 func TestRunImageUser(t *testing.T) {
+	t.Parallel()
 	requireRunc(t)
 	host := newRegistry(t, nil)
 	base := toolImage(t)
@@ -338,6 +347,7 @@ func TestRunImageUser(t *testing.T) {
 }
 
 func TestReap(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	// Simulate an agent that crashed while its container ran: a bundle prepared by Run's own
 	// code, started detached, and abandoned.
@@ -391,6 +401,7 @@ func BenchmarkRunTrivial(b *testing.B) {
 }
 
 func TestRunHostileImage(t *testing.T) {
+	t.Parallel()
 	requireRunc(t)
 	host := newRegistry(t, nil)
 	outside := t.TempDir()
@@ -433,6 +444,7 @@ func TestRunHostileImage(t *testing.T) {
 // reaps the containers of dead agents (with a free owner lock, or none) and leaves the live
 // agent's running container alone.
 func TestReapSharedRoot(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t) // the live agent
 	ctx := context.Background()
 

@@ -14,6 +14,7 @@ import (
 // engine) are bounded by size and age, least recently used first, and never lose an image a
 // live agent uses.
 func TestPruneImages(t *testing.T) {
+	t.Parallel()
 	host := newRegistry(t, nil)
 	images := []string{push(t, smallImage(t, "a"), host, "prune-a"), push(t, smallImage(t, "b"), host, "prune-b"),
 		push(t, smallImage(t, "c"), host, "prune-c")}

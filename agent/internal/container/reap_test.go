@@ -43,6 +43,7 @@ func startBackground(t *testing.T, f *fixture, s Spec) <-chan error {
 // TestRemove: an agent restarted for the same attempt removes that attempt's container first,
 // whoever runs it; a missing container is no error.
 func TestRemove(t *testing.T) {
+	t.Parallel()
 	eachRuntime(t, func(t *testing.T, f *fixture) {
 		ctx := context.Background()
 		s := f.spec("sleep-ignore-term", "600")
@@ -71,6 +72,7 @@ func TestRemove(t *testing.T) {
 // zombie: what an agent restarted after kill -9 finds) counts as left over; listing it
 // removes nothing, applying removes it; a live owner's container is never touched.
 func TestDockerReapZombieOwner(t *testing.T) {
+	t.Parallel()
 	f := newDockerFixture(t)
 	ctx := context.Background()
 	// The owner: a process that exits at once and stays a zombie until we wait for it.
@@ -174,6 +176,7 @@ func TestReapOrphanCgroup(t *testing.T) {
 // TestRunDiskFull: the node's disk fills up while the image is unpacked into the bundle: the
 // run fails with ErrNoSpace, runs nothing, and leaves nothing (the bundle is removed).
 func TestRunDiskFull(t *testing.T) {
+	t.Parallel()
 	requireRunc(t)
 	host := newRegistry(t, nil)
 	big := make([]byte, 4<<20)
