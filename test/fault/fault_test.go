@@ -459,7 +459,7 @@ func TestAdminModes(t *testing.T) {
 	}
 
 	t.Run("run refuses a container another agent started, before touching anything", func(t *testing.T) {
-		image := registerTestTool(t, s)
+		image := s.RegisterTool(t, testsite.Binary(t, "./test/fault/tool"), "refused")
 		in := s.PutInput(t, "fault/in/taken.txt", []byte("taken\n"))
 		id := submitTool(t, s, image, in, "sleep", "600")
 		s.WaitState(t, id, 2*time.Minute, "job_submitted")
