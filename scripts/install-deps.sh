@@ -12,6 +12,10 @@ command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 # Debian's chromium: the dashboard's browser tests (test/ui) drive it over the DevTools
 # protocol (chromedp), so no chromium-driver is needed.
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# curl and jq: the user documentation's shell blocks call them, and test/docs runs those blocks
+# verbatim on a dev site (a clean Debian machine has neither).
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v jq >/dev/null 2>&1 || need+=(jq)
 if ((${#need[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "install-deps: need ${need[*]}; run as root or install them yourself" >&2

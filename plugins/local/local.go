@@ -1,5 +1,5 @@
 // Package local is the "local" launcher: it starts one agent process per container on this
-// machine. It backs the embedded default ("cts dev") and the tests. Its binary is
+// machine. It backs the dev site (cts-dev, `make dev`) and the tests. Its binary is
 // cmd/cts-launcher-local, served through shared/launcher.
 //
 // Each container runs as

@@ -60,20 +60,134 @@ var (
 	absolutePathRE   = regexp.MustCompile(`^/(?:[` + word + `.-]+/)*[` + word + `.-]+/?$`)
 )
 
-// strType is a constrained string type: length limits in characters and a pattern.
+// strType is a constrained string type: length limits in characters and a pattern, with
+// explain saying in words what a value that does not match is missing and what to do.
 type strType struct {
 	min, max int
 	re       *regexp.Regexp
 	pattern  string
+	explain  func(s string) string
 }
 
 var (
-	argumentString = strType{1, maxArgumentString, argumentStringRE, ArgumentStringPattern}
-	flagString     = strType{minFlag, maxFlag, flagRE, FlagPattern}
-	envKeyString   = strType{1, maxEnvKey, envKeyRE, EnvKeyPattern}
-	mountPoint     = strType{1, maxMountPoint, absolutePathRE, AbsolutePathPattern}
-	headerString   = strType{1, maxManifestHeader, nil, ""}
+	argumentString = strType{1, maxArgumentString, argumentStringRE, ArgumentStringPattern, explainArgument}
+	flagString     = strType{minFlag, maxFlag, flagRE, FlagPattern, explainFlag}
+	envKeyString   = strType{1, maxEnvKey, envKeyRE, EnvKeyPattern, explainEnvKey}
+	mountPoint     = strType{1, maxMountPoint, absolutePathRE, AbsolutePathPattern, explainMountPoint}
+	headerString   = strType{1, maxManifestHeader, nil, "", nil}
 )
+
+// isWord reports whether r is in the Unicode word class of the patterns (see word).
+func isWord(r rune) bool {
+	return unicode.IsLetter(r) || unicode.Is(unicode.Nl, r) || unicode.IsMark(r) || unicode.Is(unicode.Nd, r) ||
+		unicode.Is(unicode.Pc, r) || r == '\u200C' || r == '\u200D'
+}
+
+// firstBad returns the first character of s (after its first skip characters) that ok refuses,
+// described for a person: "a space", "'='".
+func firstBad(s string, skip int, ok func(rune) bool) string {
+	for i, r := range []rune(s) {
+		if i < skip || ok(r) {
+			continue
+		}
+		switch {
+		case r == ' ':
+			return "a space"
+		case r == '\t':
+			return "a tab"
+		case r == '\n' || r == '\r':
+			return "a line break"
+		case unicode.IsSpace(r):
+			return fmt.Sprintf("a space character (%U)", r)
+		case !unicode.IsPrint(r):
+			return fmt.Sprintf("the invisible character %U", r)
+		}
+		return fmt.Sprintf("'%c'", r)
+	}
+	return ""
+}
+
+// explainArgument explains a refused literal argument or environment value. The container
+// gets its arguments as they are, without a shell, so quoting cannot put a space into one.
+func explainArgument(s string) string {
+	const rule = "an argument may hold only letters, digits, '_', '.', '/' and '-' (not first)"
+	first, _ := utf8.DecodeRuneInString(s)
+	switch bad := firstBad(s, 1, func(r rune) bool { return isWord(r) || r == '.' || r == '/' || r == '-' }); {
+	case first == '-':
+		return rule + ", and this one starts with '-': only an element of args may be a flag, not an environment " +
+			"value or a container number prefix or suffix"
+	case !isWord(first) && first != '.' && first != '/':
+		return fmt.Sprintf("%s; this one starts with %s", rule, firstBad(string(first), 0, func(rune) bool { return false }))
+	case strings.ContainsAny(s, " \t"):
+		return rule + ", and this one has " + bad + ". Containers get their arguments without a shell, so quotes " +
+			"do not help: give each word as an argument of its own (in args, or one --arg each with cts submit)"
+	case strings.ContainsRune(s, '='):
+		return rule + ", and this one has '='. Give a flag and its value as two arguments: \"--threads\", \"4\""
+	case bad != "":
+		return rule + ", and this one has " + bad
+	default:
+		return rule
+	}
+}
+
+// explainFlag explains a refused flag (a literal argument or a parameter's flag that starts
+// with '-').
+func explainFlag(s string) string {
+	const rule = "a flag is '-' or '--', a letter or digit, then letters, digits, '_', '.' or '-', and may end with '='"
+	body := strings.TrimLeft(s, "-")
+	switch {
+	case !strings.HasPrefix(s, "-"):
+		return rule + "; this one does not start with '-'"
+	case strings.HasPrefix(s, "---"):
+		return rule + "; this one starts with three dashes"
+	case body == "":
+		return rule + "; this one has no name after its dashes"
+	case strings.Contains(strings.TrimSuffix(body, "="), "="):
+		return rule + "; this one has a value after '='. Give the value as the next argument: \"--threads\", \"4\""
+	default:
+		first, _ := utf8.DecodeRuneInString(body)
+		if !(first < utf8.RuneSelf && (unicode.IsLetter(first) || unicode.IsDigit(first))) {
+			return fmt.Sprintf("%s; this one has %s right after its dashes", rule, firstBad(string(first), 0, func(rune) bool { return false }))
+		}
+		if bad := firstBad(strings.TrimSuffix(body, "="), 1, func(r rune) bool { return isWord(r) || r == '.' || r == '-' }); bad != "" {
+			return rule + "; this one has " + bad
+		}
+		return rule
+	}
+}
+
+// explainEnvKey explains a refused environment variable name.
+func explainEnvKey(s string) string {
+	const rule = "an environment variable name has only upper-case A to Z, digits and '_', and does not start with a digit"
+	if up := strings.ToUpper(s); up != s && envKeyRE.MatchString(up) {
+		return rule + "; did you mean " + up + "?"
+	}
+	if first, _ := utf8.DecodeRuneInString(s); first >= '0' && first <= '9' {
+		return rule + "; this one starts with a digit"
+	}
+	if bad := firstBad(s, 0, func(r rune) bool { return r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' }); bad != "" {
+		return rule + "; this one has " + bad
+	}
+	return rule
+}
+
+// explainMountPoint explains a refused mount point.
+func explainMountPoint(s string) string {
+	const rule = "a mount point is an absolute path such as /input_files: '/' then names of letters, digits, '_', '.' " +
+		"and '-' separated by single '/'"
+	switch {
+	case !strings.HasPrefix(s, "/"):
+		return rule + "; this one does not start with '/'"
+	case s == "/":
+		return rule + "; '/' alone is the container's root, which cannot be mounted over"
+	case strings.Contains(s, "//"):
+		return rule + "; this one has '//'"
+	}
+	if bad := firstBad(s, 0, func(r rune) bool { return isWord(r) || r == '.' || r == '-' || r == '/' }); bad != "" {
+		return rule + "; this one has " + bad
+	}
+	return rule
+}
 
 var (
 	parameterTypes    = []string{TypeInputFiles, TypeManifestFile, TypeContainerNumber}
@@ -290,8 +404,12 @@ func checkStr(loc []any, s string, t strType) []Problem {
 			Msg: fmt.Sprintf("String should have at most %d %s", t.max, plural(t.max, "character")),
 			Ctx: map[string]any{"max_length": t.max}}}
 	case t.re != nil && !t.re.MatchString(s):
-		return []Problem{{Loc: loc, Type: "string_pattern_mismatch", Input: s,
-			Msg: fmt.Sprintf("String should match pattern '%s'", t.pattern),
+		// pydantic's sentence first (clients may match it), then what it means for this value.
+		msg := fmt.Sprintf("String should match pattern '%s'", t.pattern)
+		if t.explain != nil {
+			msg += ": " + t.explain(s)
+		}
+		return []Problem{{Loc: loc, Type: "string_pattern_mismatch", Input: s, Msg: msg,
 			Ctx: map[string]any{"pattern": t.pattern}}}
 	}
 	return nil

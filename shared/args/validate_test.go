@@ -7,11 +7,18 @@ import (
 	"testing"
 )
 
-// problemSummary renders problems compactly for comparison: "loc|type|msg".
+// problemSummary renders problems compactly for comparison: "loc|type|msg", the message of a
+// pattern mismatch without the explanation after pydantic's sentence (TestPatternExplanations
+// pins those).
 func problemSummary(ps []Problem) []string {
 	out := make([]string, len(ps))
 	for i, p := range ps {
-		out[i] = fmt.Sprintf("%v|%s|%s", p.Loc, p.Type, p.Msg)
+		msg := p.Msg
+		if p.Type == "string_pattern_mismatch" {
+			msg, _, _ = strings.Cut(msg, "': ")
+			msg += "'"
+		}
+		out[i] = fmt.Sprintf("%v|%s|%s", p.Loc, p.Type, msg)
 	}
 	return out
 }
@@ -149,10 +156,70 @@ func TestValidateProblemDetails(t *testing.T) {
 		t.Fatalf("got %d problems, want 1", len(ps))
 	}
 	want := Problem{Loc: []any{"args", 0}, Type: "string_pattern_mismatch",
-		Msg: "String should match pattern '^[\\w\\./][\\w\\./-]*$'", Input: "a b",
+		Msg: "String should match pattern '^[\\w\\./][\\w\\./-]*$': " + argRule + ", and this one has a space. " + noShell, Input: "a b",
 		Ctx: map[string]any{"pattern": ArgumentStringPattern}}
 	if !reflect.DeepEqual(ps[0], want) {
 		t.Errorf("problem = %#v, want %#v", ps[0], want)
+	}
+}
+
+const (
+	argRule   = "an argument may hold only letters, digits, '_', '.', '/' and '-' (not first)"
+	noShell   = "Containers get their arguments without a shell, so quotes do not help: give each word as an argument of its own (in args, or one --arg each with cts submit)"
+	flagRule  = "a flag is '-' or '--', a letter or digit, then letters, digits, '_', '.' or '-', and may end with '='"
+	envRule   = "an environment variable name has only upper-case A to Z, digits and '_', and does not start with a digit"
+	mountRule = "a mount point is an absolute path such as /input_files: '/' then names of letters, digits, '_', '.' and '-' separated by single '/'"
+)
+
+// TestPatternExplanations pins the sentence that follows pydantic's "String should match
+// pattern '...'": what is wrong with this value and what to do, in words.
+func TestPatternExplanations(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		p    Parameters
+		want string // the message after the pattern's "': "
+	}{
+		{"argument with a space", Parameters{Args: []Arg{lit("hello world")}}, argRule + ", and this one has a space. " + noShell},
+		{"argument with a tab", Parameters{Args: []Arg{lit("a\tb")}}, argRule + ", and this one has a tab. " + noShell},
+		{"argument with '='", Parameters{Args: []Arg{lit("threads=4")}},
+			argRule + `, and this one has '='. Give a flag and its value as two arguments: "--threads", "4"`},
+		{"argument with a colon", Parameters{Args: []Arg{lit("a:b")}}, argRule + ", and this one has ':'"},
+		{"argument starting with '+'", Parameters{Args: []Arg{lit("+x")}}, argRule + "; this one starts with '+'"},
+		{"argument with a line break", Parameters{Args: []Arg{lit("a\nb")}}, argRule + ", and this one has a line break"},
+		{"argument with a zero-width space", Parameters{Args: []Arg{lit("a\u200bb")}},
+			argRule + ", and this one has the invisible character U+200B"},
+		{"environment value that is a flag", Parameters{Environment: Environment{{Key: "A", Value: lit("--x")}}},
+			argRule + ", and this one starts with '-': only an element of args may be a flag, not an environment value or a container number prefix or suffix"},
+		{"environment value with a space", Parameters{Environment: Environment{{Key: "A", Value: lit("x y")}}},
+			argRule + ", and this one has a space. " + noShell},
+		{"flag with a value", Parameters{Args: []Arg{lit("--threads=4")}},
+			flagRule + `; this one has a value after '='. Give the value as the next argument: "--threads", "4"`},
+		{"flag with three dashes", Parameters{Args: []Arg{lit("---x")}}, flagRule + "; this one starts with three dashes"},
+		{"flag with a space", Parameters{Args: []Arg{lit("--a b")}}, flagRule + "; this one has a space"},
+		{"flag starting with '_'", Parameters{Args: []Arg{lit("-_x")}}, flagRule + "; this one has '_' right after its dashes"},
+		{"parameter flag without a dash", Parameters{Args: []Arg{inFiles(RepeatParameter, "xx")}}, flagRule + "; this one does not start with '-'"},
+		{"lower-case environment name", Parameters{Environment: Environment{{Key: "path", Value: lit("x")}}}, envRule + "; did you mean PATH?"},
+		{"environment name with a digit first", Parameters{Environment: Environment{{Key: "1A", Value: lit("x")}}}, envRule + "; this one starts with a digit"},
+		{"environment name with '-'", Parameters{Environment: Environment{{Key: "A-B", Value: lit("x")}}}, envRule + "; this one has '-'"},
+		{"relative mount point", Parameters{InputMountPoint: "in"}, mountRule + "; this one does not start with '/'"},
+		{"root mount point", Parameters{InputMountPoint: "/"}, mountRule + "; '/' alone is the container's root, which cannot be mounted over"},
+		{"mount point with '//'", Parameters{InputMountPoint: "/a//b"}, mountRule + "; this one has '//'"},
+		{"mount point with a space", Parameters{InputMountPoint: "/my files"}, mountRule + "; this one has a space"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tt.p.ApplyDefaults()
+			ps := tt.p.Validate()
+			if len(ps) != 1 || ps[0].Type != "string_pattern_mismatch" {
+				t.Fatalf("problems = %v, want one pattern mismatch", problemSummary(ps))
+			}
+			want := fmt.Sprintf("String should match pattern '%s': %s", ps[0].Ctx["pattern"], tt.want)
+			if ps[0].Msg != want {
+				t.Errorf("message:\n got %s\nwant %s", ps[0].Msg, want)
+			}
+		})
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,6 +25,81 @@ func TestMain(m *testing.M) { testsite.Main(m) }
 // module root, in the order a newcomer reads them.
 var docFiles = []string{"README.md", "docs/users.md", "docs/cli.md", "docs/examples.md"}
 
+// projectBinaries are the programs of this repository the dev site puts on PATH, by name.
+var projectBinaries = map[string]string{
+	"cts": "./coordinator/cmd/cts", "cts-dev": "./coordinator/cmd/cts-dev",
+	"cts-agent": testsite.AgentPkg, "cts-launcher-local": testsite.LauncherPkg,
+	"cts-demo-tool": testsite.DemoToolPkg, "cts-demo-seqkit": "./test/demo/seqkit",
+}
+
+// shellBuiltins are the bash builtins the documents may call.
+var shellBuiltins = []string{"source", ".", "cd", "echo", "printf", "export", "set", "unset", "exit", "read",
+	"test", "[", "true", "false", "wait", "trap", "eval", "exec", "command", "type", "pwd", "return", "shift"}
+
+// essentialTools are commands every Debian system has (its Essential packages: coreutils,
+// grep, sed, tar, gzip, findutils, diffutils), so scripts/install-deps.sh need not install them.
+var essentialTools = []string{"cat", "cp", "mv", "rm", "ln", "ls", "mkdir", "rmdir", "touch", "head", "tail", "sort",
+	"uniq", "wc", "cut", "tr", "tee", "env", "sleep", "date", "basename", "dirname", "sha256sum", "md5sum", "stat",
+	"grep", "sed", "tar", "gzip", "gunzip", "zcat", "find", "xargs", "diff", "cmp", "seq", "yes", "mktemp", "realpath"}
+
+// installedTools are the commands scripts/install-deps.sh installs when missing: the X of each
+// "command -v X" test in it.
+func installedTools(t *testing.T, root string) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(root, "scripts", "install-deps.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, m := range commandVRE.FindAllStringSubmatch(string(b), -1) {
+		out = append(out, m[1])
+	}
+	return out
+}
+
+var commandVRE = regexp.MustCompile(`command -v ([\w.-]+)`)
+
+// TestDocsTools checks that every command the documents' shell blocks call is a shell builtin,
+// a program of this repository, a tool every Debian system has, or one scripts/install-deps.sh
+// installs, and that it is installed here: CI starts from a clean Debian machine and runs the
+// blocks (TestDocsCommands), so a document that starts calling a new tool must come with the
+// line that installs it.
+func TestDocsTools(t *testing.T) {
+	root := moduleRoot(t)
+	installed := installedTools(t, root)
+	if !slices.Contains(installed, "jq") {
+		t.Fatalf("found no \"command -v jq\" in scripts/install-deps.sh (found %v): is the pattern still right?", installed)
+	}
+	for _, f := range docFiles {
+		blocks, err := docs.Extract(filepath.Join(root, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range blocks {
+			if b.Skip != "" {
+				continue
+			}
+			cmds, err := docs.Commands(b.Code)
+			if err != nil {
+				t.Errorf("%s:%d: %v", f, b.Line, err)
+				continue
+			}
+			for _, c := range cmds {
+				if _, ours := projectBinaries[c]; ours || slices.Contains(shellBuiltins, c) {
+					continue
+				}
+				if !slices.Contains(essentialTools, c) && !slices.Contains(installed, c) {
+					t.Errorf("%s:%d calls %s, which scripts/install-deps.sh does not install: add it there", f, b.Line, c)
+					continue
+				}
+				if _, err := exec.LookPath(c); err != nil {
+					t.Errorf("%s:%d calls %s, which is not installed here: run scripts/install-deps.sh", f, b.Line, c)
+				}
+			}
+		}
+	}
+}
+
 // blockTimeout bounds one document's blocks (they run jobs).
 const blockTimeout = 10 * time.Minute
 
@@ -34,11 +111,7 @@ func TestDocsCommands(t *testing.T) {
 	testsite.RequireEnv(t)
 	root := moduleRoot(t)
 	bin := t.TempDir()
-	for name, pkg := range map[string]string{
-		"cts": "./coordinator/cmd/cts", "cts-dev": "./coordinator/cmd/cts-dev",
-		"cts-agent": testsite.AgentPkg, "cts-launcher-local": testsite.LauncherPkg,
-		"cts-demo-tool": testsite.DemoToolPkg, "cts-demo-seqkit": "./test/demo/seqkit",
-	} {
+	for name, pkg := range projectBinaries {
 		place(t, testsite.Binary(t, pkg), filepath.Join(bin, name))
 	}
 	site := filepath.Join(t.TempDir(), "dev")

@@ -11,8 +11,12 @@ package docs
 import (
 	"bufio"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
+
+	"mvdan.cc/sh/v3/syntax"
 )
 
 // Block is one fenced shell block of a markdown file.
@@ -116,4 +120,25 @@ func Script(prelude string, blocks []Block) string {
 	}
 	b.WriteString("echo '### done' >&2\n")
 	return b.String()
+}
+
+// Commands returns the names of the commands code calls, sorted and without duplicates: the
+// first word of every simple command, in pipelines, command substitutions and process
+// substitutions too, when that word is a literal (a call through a variable is not a tool).
+// code is parsed as bash.
+func Commands(code string) ([]string, error) {
+	f, err := syntax.NewParser(syntax.Variant(syntax.LangBash)).Parse(strings.NewReader(code), "")
+	if err != nil {
+		return nil, fmt.Errorf("parse: %w", err)
+	}
+	seen := map[string]bool{}
+	syntax.Walk(f, func(n syntax.Node) bool {
+		if c, ok := n.(*syntax.CallExpr); ok && len(c.Args) > 0 {
+			if name := c.Args[0].Lit(); name != "" {
+				seen[name] = true
+			}
+		}
+		return true
+	})
+	return slices.Sorted(maps.Keys(seen)), nil
 }

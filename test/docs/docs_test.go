@@ -3,6 +3,7 @@ package docs
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -36,5 +37,22 @@ func TestExtract(t *testing.T) {
 		if _, err := Extract(p); err == nil {
 			t.Errorf("%s: no error", name)
 		}
+	}
+}
+
+func TestCommands(t *testing.T) {
+	code := "source .dev/env\nID=$(curl -s x | jq -er .id)\nfor f in a; do echo \"$f\"; done\n" +
+		"until cts get \"$ID\" | jq -e . >/dev/null; do sleep 1; done\nsource <(cts completion bash)\n" +
+		"cat > x <<EOF\nnot a command\nEOF\n$CMD arg\n"
+	got, err := Commands(code)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"cat", "cts", "curl", "echo", "jq", "sleep", "source"}
+	if !slices.Equal(got, want) {
+		t.Errorf("Commands = %v, want %v", got, want)
+	}
+	if _, err := Commands("if then"); err == nil {
+		t.Error("a block that does not parse gave no error")
 	}
 }

@@ -53,7 +53,7 @@ type OCIConfig struct {
 	BundleDir string
 	// RuncPath is the runc binary ("runc" from PATH when empty).
 	RuncPath string
-	// Insecure allows plain-http registries (e.g. 127.0.0.1 in tests and "cts dev").
+	// Insecure allows plain-http registries (e.g. 127.0.0.1 in tests and the dev site's registry).
 	Insecure bool
 	// Keychain supplies registry credentials (authn.DefaultKeychain when nil).
 	Keychain authn.Keychain

@@ -155,6 +155,34 @@ func TestUsageAndConfigErrors(t *testing.T) {
 	}
 }
 
+// TestMistypedFlagIsShort pins what a mistyped flag prints: the error and one usage line that
+// says how to list the flags, not the whole help.
+func TestMistypedFlagIsShort(t *testing.T) {
+	t.Parallel()
+	ok := map[string]string{"CTS_URL": "http://127.0.0.1:9", "CTS_TOKEN": "SECRETTOKEN"}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"list", "--colour"}, "cts list: flag provided but not defined: -colour\n" +
+			"usage: cts list [FLAGS] (cts list -h lists the flags)\n"},
+		{[]string{"submit", "--containers", "two"}, "cts submit: invalid value \"two\" for flag -containers: parse error\n" +
+			"usage: cts submit [JOBFILE.json|.yaml] [FLAGS] (cts submit -h lists the flags)\n"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			env := map[string]string{}
+			for k, v := range ok {
+				env[k] = v
+			}
+			r := runCLI(t, env, tc.args...)
+			r.want(t, exitUsage)
+			if r.stderr != tc.want || r.stdout != "" {
+				t.Errorf("stdout %q\nstderr %q\nwant stderr %q", r.stdout, r.stderr, tc.want)
+			}
+		})
+	}
+}
+
 func TestUnreachable(t *testing.T) {
 	t.Parallel()
 	l, err := net.Listen("tcp", "127.0.0.1:0")

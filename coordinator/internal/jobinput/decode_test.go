@@ -378,7 +378,9 @@ func TestDecodeProblems(t *testing.T) {
 		{name: "params problems carry the body prefix", set: map[string]any{"params": map[string]any{
 			"args": []any{"ok", "--threads=4"}, "environment": map[string]any{"A": map[string]any{"type": "container_number", "flag": "-x"}}}},
 			want: []string{
-				"[body params args 1]|string_pattern_mismatch|String should match pattern '^--?[a-zA-Z0-9][\\w\\.-]*=?$'",
+				"[body params args 1]|string_pattern_mismatch|String should match pattern '^--?[a-zA-Z0-9][\\w\\.-]*=?$': " +
+					"a flag is '-' or '--', a letter or digit, then letters, digits, '_', '.' or '-', and may end with '='; " +
+					"this one has a value after '='. Give the value as the next argument: \"--threads\", \"4\"",
 				"[body params environment A flag]|extra_forbidden|Extra inputs are not permitted",
 			}},
 		{name: "params not an object", set: map[string]any{"params": nil},
