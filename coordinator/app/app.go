@@ -176,20 +176,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 	if s3url == "" {
 		s3url = cfg.S3.Endpoint
 	}
-	// Reference data is staged by agents in refdata mode, started through each site's launcher
-	// with the site's worker environment (no job ID, no log path).
-	var rsites []refdata.Site
-	for _, st := range launchSites {
-		env := map[string]string{"SERVICE_ROOT_URL": cfg.ServiceURL, "S3_URL": s3url, "S3_ACCESS_KEY": cfg.S3.AccessKey}
-		if cfg.S3.Insecure {
-			env["S3_INSECURE"] = "TRUE"
-		}
-		for k, v := range st.WorkerEnv {
-			env[k] = v
-		}
-		rsites = append(rsites, refdata.Site{Name: st.Name, Launcher: st.Launcher, Env: env})
-	}
-	a.refdata = refdata.NewManager(refdata.Config{Sites: rsites, CanRead: rules.CanRead, Active: a.sites.Active}, a.store,
+	// Reference data: the records here; its staging tasks are launched work (package launch).
+	a.refdata = refdata.NewManager(refdata.Config{Sites: a.sites.Names(), CanRead: rules.CanRead, Active: a.sites.Active,
+		Poke: func() { a.launch.Poke() }}, a.store,
 		func(ctx context.Context, p string) (refdata.Object, error) {
 			m, err := objs.Head(ctx, p)
 			return refdata.Object{Size: m.Size, CRC64NVME: m.CRC64NVME}, err
@@ -207,7 +196,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 	a.launch = launch.New(launch.Config{
 		ServiceURL: cfg.ServiceURL, S3URL: s3url, S3AccessKey: cfg.S3.AccessKey, S3Insecure: cfg.S3.Insecure,
 		LogDir: cfg.Jobs.LogDir, SubmitInterval: cfg.Jobs.SubmitInterval, Sites: launchSites,
-	}, a.store, mover, ing, log.With("component", "launch"))
+	}, launch.Deps{Store: a.store, Mover: mover, Fold: ing, Stagings: a.refdata, Log: log.With("component", "launch")})
 	adm := admission.New(admission.Config{
 		LogDir: cfg.Jobs.LogDir, Access: rules, MaxCPUHours: cfg.Jobs.MaxCPUHours, Refdata: a.refdata,
 	}, admission.Deps{Store: a.store, Sites: a.sites, Objects: objs, Images: imgs, Notify: a.notifier, Submitter: a.launch,
@@ -221,7 +210,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 		return nil, err
 	}
 	apiSrv = api.New(api.Config{Version: Version, GitHash: GitHash, Access: rules, Notifier: a.notifier,
-		LiveLogs: a.agents, Progress: a.agents, AgentBinary: cfg.AgentBinary, Observer: a.metrics, Refdata: a.refdata,
+		LiveLogs: a.agents, Progress: a.agents, AgentBinary: cfg.AgentBinary, Observer: a.metrics, Refdata: a.refdata, Staging: a.launch,
 		Lister: objs, UI: dashboard, Unavailable: store.Unavailable},
 		authc, api.Jobs{Admission: adm, Records: jobs.NewRecords(a.store), Launch: a.launch, Sites: a.sites},
 		imgs, objs, a.agents, log.With("component", "api"))
@@ -277,8 +266,8 @@ func (a *App) Run(ctx context.Context) error {
 	rec := reconcile.New(reconcile.Config{
 		Interval: rc.Interval, HeartbeatDeadline: rc.HeartbeatDeadline, ConnectDeadline: rc.ConnectDeadline,
 		SubmitDeadline: rc.SubmitDeadline, CancelDeadline: rc.CancelDeadline, IdleDeadline: rc.IdleDeadline,
-		RuntimeGrace: rc.RuntimeGrace, MaxLaunchRetries: rc.MaxLaunchRetries,
-	}, &meteredAccounting{a.store, a.metrics}, &meteredLaunch{a.launch, a.metrics}, a.log.With("component", "reconcile"), nil)
+		RuntimeGrace: rc.RuntimeGrace, MaxLaunchRetries: rc.MaxLaunchRetries, StagingDeadline: rc.StagingDeadline,
+	}, &meteredAccounting{a.store, a.metrics}, &meteredLaunch{a.launch, a.metrics}, a.refdata, a.log.With("component", "reconcile"), nil)
 	g.Go(func() error { return rec.Run(gctx) })
 	g.Go(func() error {
 		return a.plugins.Run(gctx, launch.PluginEvents{
@@ -289,11 +278,9 @@ func (a *App) Run(ctx context.Context) error {
 				a.metrics.PluginRestarted(site)
 				a.launch.Poke()
 				rec.Poke()
-				a.refdata.Poke()
 			},
 		})
 	})
-	g.Go(func() error { return a.refdata.Run(gctx) })
 	g.Go(func() error {
 		<-gctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)

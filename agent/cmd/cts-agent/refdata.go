@@ -9,19 +9,13 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
 	"github.com/kbase/cts/agent/internal/config"
 	"github.com/kbase/cts/agent/internal/refdata"
+	"github.com/kbase/cts/shared/staging"
 	"github.com/kbase/cts/shared/transfer"
-)
-
-// Refdata staging states the agent reports (coordinator/internal/refdata).
-const (
-	refdataComplete = "complete"
-	refdataError    = "error"
 )
 
 // refdataReportTimeout bounds the report of the final state, retries included; it runs even
@@ -30,9 +24,12 @@ const refdataReportTimeout = 2 * time.Minute
 
 // runRefdata is the agent's refdata mode (CTS_AGENT_MODE=refdata), started by a launcher as
 // the coordinator's staging task: it stages one reference data object into
-// REFDATA_HOST_PATH (agent/internal/refdata) and reports complete or error with PUT
-// /external_exec/refdata/{id}/{cluster}/update/{state}. Exit 0 when the final state was
-// reported (whatever it was), 1 when it could not be, 2 on bad configuration.
+// REFDATA_HOST_PATH (agent/internal/refdata) and reports with PUT
+// /external_exec/refdata/{id}/{cluster}/update/{state} (shared/staging): download_submitted
+// when it starts and every staging.HeartbeatInterval while it works (the coordinator's
+// reconciler ends a staging whose stager went silent), then complete or error. Exit 0 when
+// the final state was reported (whatever it was), 1 when it could not be, 2 on bad
+// configuration.
 func runRefdata(ctx context.Context, lookup func(string) (string, bool), log *slog.Logger) (int, error) {
 	cfg, err := config.RefdataFromEnv(lookup)
 	if err != nil {
@@ -40,10 +37,18 @@ func runRefdata(ctx context.Context, lookup func(string) (string, bool), log *sl
 	}
 	log = log.With("refdata_id", cfg.ID, "site", cfg.Cluster)
 	start := time.Now()
+	hctx, stopHeartbeat := context.WithCancel(ctx)
+	beats := make(chan struct{})
+	go func() {
+		defer close(beats)
+		heartbeat(hctx, http.DefaultClient, cfg, log)
+	}()
 	res, serr := stageRefdata(ctx, cfg)
-	state, upd := refdataComplete, refdataUpdate{}
+	stopHeartbeat()
+	<-beats
+	state, upd := staging.Complete, staging.Update{Attempt: cfg.Attempt}
 	if serr != nil {
-		state, upd.AdminError = refdataError, serr.Error()
+		state, upd.AdminError = staging.Error, serr.Error()
 		log.Error("refdata staging failed", "error", serr)
 	} else {
 		log.Info("refdata staged", "dir", res.Dir, "files", len(res.Manifest.Files), "bytes", res.Manifest.Bytes,
@@ -67,10 +72,37 @@ func stageRefdata(ctx context.Context, cfg config.Refdata) (*refdata.Result, err
 		HostPath: cfg.HostPath, MaxBytes: cfg.MaxBytes, MaxFiles: cfg.MaxFiles}, transfer.New(s3c, transfer.Config{}))
 }
 
-// refdataUpdate is the CTS RefdataUpdate body.
-type refdataUpdate struct {
-	AdminError string `json:"admin_error,omitempty"`
-	Traceback  string `json:"traceback,omitempty"`
+// heartbeat reports download_submitted now and every staging.HeartbeatInterval until ctx
+// ends. A failed heartbeat is logged, never fatal: the next one may pass, and the final report
+// retries on its own.
+func heartbeat(ctx context.Context, hc *http.Client, cfg config.Refdata, log *slog.Logger) {
+	t := time.NewTicker(staging.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		rctx, cancel := context.WithTimeout(ctx, staging.HeartbeatInterval)
+		err := putOnce(rctx, hc, updateURL(cfg, staging.DownloadSubmitted), cfg.Token, mustJSON(staging.Update{Attempt: cfg.Attempt}))
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			log.Warn("refdata heartbeat failed", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func updateURL(cfg config.Refdata, state staging.State) string {
+	return strings.TrimRight(cfg.ServiceURL, "/") + staging.UpdatePath(cfg.ID, cfg.Cluster, state)
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // a staging.Update always marshals
+	}
+	return b
 }
 
 // errRefused is a report the coordinator answered with a 4xx: retrying cannot help.
@@ -78,13 +110,9 @@ var errRefused = errors.New("refused by the coordinator")
 
 // reportRefdata sends the state, retrying network failures and 5xx answers with backoff
 // until ctx ends.
-func reportRefdata(ctx context.Context, hc *http.Client, cfg config.Refdata, state string, upd refdataUpdate) error {
-	u := strings.TrimRight(cfg.ServiceURL, "/") + "/external_exec/refdata/" + url.PathEscape(cfg.ID) + "/" +
-		url.PathEscape(cfg.Cluster) + "/update/" + state
-	body, err := json.Marshal(upd)
-	if err != nil {
-		return err
-	}
+func reportRefdata(ctx context.Context, hc *http.Client, cfg config.Refdata, state staging.State, upd staging.Update) error {
+	u := updateURL(cfg, state)
+	body := mustJSON(upd)
 	wait := 500 * time.Millisecond
 	for {
 		err := putOnce(ctx, hc, u, cfg.Token, body)

@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/kbase/cts/shared/staging"
 )
 
 // Refdata is the configuration of the agent's refdata mode (CTS_AGENT_MODE=refdata): the
 // coordinator's staging task for one reference data object at one site. The coordinator sets
-// REFDATA_ID, REFDATA_S3_PATH, REFDATA_CRC64NVME, REFDATA_UNPACK and REFDATA_CLUSTER; the
-// site's worker environment gives the rest, as for jobs.
+// the shared/staging variables (REFDATA_ID, REFDATA_S3_PATH, REFDATA_CRC64NVME,
+// REFDATA_UNPACK, REFDATA_CLUSTER, REFDATA_ATTEMPT); the site's worker environment gives the
+// rest, as for jobs.
 type Refdata struct {
 	Worker
 	ID        string
@@ -19,6 +22,9 @@ type Refdata struct {
 	Unpack    bool
 	// Cluster is the site the staging reports for.
 	Cluster string
+	// Attempt is the coordinator's attempt number of this staging task, carried back in every
+	// report (nil: not given, not sent).
+	Attempt *int
 	// HostPath is REFDATA_HOST_PATH, where published trees live.
 	HostPath string
 	// MaxBytes (REFDATA_MAX_BYTES) and MaxFiles (REFDATA_MAX_FILES) bound an unpack; 0 takes
@@ -35,22 +41,29 @@ func RefdataFromEnv(lookup func(string) (string, bool)) (Refdata, error) {
 	worker, workerErrs := workerFromEnv(get)
 	c := Refdata{
 		Worker: worker,
-		ID:     get("REFDATA_ID"), S3Path: get("REFDATA_S3_PATH"), CRC64NVME: get("REFDATA_CRC64NVME"),
-		Cluster: get("REFDATA_CLUSTER"), HostPath: get("REFDATA_HOST_PATH"),
+		ID:     get(staging.EnvID), S3Path: get(staging.EnvS3Path), CRC64NVME: get(staging.EnvCRC64NVME),
+		Cluster: get(staging.EnvCluster), HostPath: get("REFDATA_HOST_PATH"),
 	}
-	for _, kv := range [][2]string{{"REFDATA_ID", c.ID}, {"REFDATA_S3_PATH", c.S3Path}, {"REFDATA_CRC64NVME", c.CRC64NVME},
-		{"REFDATA_CLUSTER", c.Cluster}, {"REFDATA_HOST_PATH", c.HostPath}} {
+	for _, kv := range [][2]string{{staging.EnvID, c.ID}, {staging.EnvS3Path, c.S3Path}, {staging.EnvCRC64NVME, c.CRC64NVME},
+		{staging.EnvCluster, c.Cluster}, {"REFDATA_HOST_PATH", c.HostPath}} {
 		if kv[1] == "" {
 			errs = append(errs, fmt.Errorf("%s is required", kv[0]))
 		}
 	}
 	errs = append(errs, workerErrs...)
-	if u := get("REFDATA_UNPACK"); u != "" {
+	if u := get(staging.EnvUnpack); u != "" {
 		b, err := strconv.ParseBool(u)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("REFDATA_UNPACK must be true or false, got %q", u))
+			errs = append(errs, fmt.Errorf("%s must be true or false, got %q", staging.EnvUnpack, u))
 		}
 		c.Unpack = b
+	}
+	if v := get(staging.EnvAttempt); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			errs = append(errs, fmt.Errorf("%s must be a whole number ≥ 0, got %q", staging.EnvAttempt, v))
+		}
+		c.Attempt = &n
 	}
 	if v := get("REFDATA_MAX_BYTES"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)

@@ -36,6 +36,7 @@ func TestRefdataFromEnv(t *testing.T) {
 		"missing id":      {"REFDATA_ID", "", "REFDATA_ID is required"},
 		"missing cluster": {"REFDATA_CLUSTER", "", "REFDATA_CLUSTER is required"},
 		"bad unpack":      {"REFDATA_UNPACK", "yes please", "REFDATA_UNPACK"},
+		"bad attempt":     {"REFDATA_ATTEMPT", "-1", "REFDATA_ATTEMPT"},
 		"bad max bytes":   {"REFDATA_MAX_BYTES", "-1", "REFDATA_MAX_BYTES"},
 		"missing token":   {"TOKEN_PATH", filepath.Join(dir, "none"), "read token"},
 	} {

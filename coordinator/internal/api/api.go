@@ -95,10 +95,17 @@ type Jobs struct {
 	Sites     SiteDirectory
 }
 
+// Staging restages and cleans up reference data staging tasks (*launch.Service).
+type Staging interface {
+	RecoverStaging(ctx context.Context, id, site string) error
+	CleanStaging(ctx context.Context, id, site string, force bool) error
+}
+
 // Config holds what the API reports about itself and the optional dependencies.
 type Config struct {
-	// Refdata serves the reference data routes when set.
+	// Refdata serves the reference data routes when set, with Staging (both or neither).
 	Refdata *refdata.Manager
+	Staging Staging
 	Version string
 	GitHash string
 	// Access are the site's S3 access rules GET /whoami reports (nil: none).

@@ -106,7 +106,7 @@ func newFixtureWith(t testing.TB, configure func(*api.Config)) *fixture {
 	mover := jobs.NewMover(st, nopNotifier{}, log)
 	ing := ingest.New(ingest.Config{LogDir: logDir}, st, mover, objs, log)
 	lch := launch.New(launch.Config{ServiceURL: "http://cts.example", S3URL: s3srv.Endpoint, LogDir: logDir, SubmitInterval: time.Hour,
-		Sites: []launch.Site{{Name: "kbase"}}}, st, mover, ing, log)
+		Sites: []launch.Site{{Name: "kbase"}}}, launch.Deps{Store: st, Mover: mover, Fold: ing, Log: log})
 	dir := sites.New([]sites.Site{{Name: "kbase", CPUsPerNode: 8, MemoryPerNodeGB: 10, MaxRuntimeMin: 100}}, st, nil, log)
 	svc := api.Jobs{
 		Admission: admission.New(admission.Config{LogDir: logDir, MaxCPUHours: 100},

@@ -19,7 +19,7 @@ var (
 )
 
 func (s *Server) refdataRoutes() []route {
-	if s.cfg.Refdata == nil {
+	if s.cfg.Refdata == nil || s.cfg.Staging == nil {
 		return nil
 	}
 	site := param{In: "path", Name: "cluster", Type: "string", Required: true, Description: "The site.", Enum: s.siteNames()}
@@ -166,7 +166,7 @@ func (s *Server) recoverRefdata(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if err := s.cfg.Refdata.Recover(r.Context(), id, site); err != nil {
+	if err := s.cfg.Staging.RecoverStaging(r.Context(), id, site); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -183,7 +183,7 @@ func (s *Server) cleanRefdata(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if err := s.cfg.Refdata.Clean(r.Context(), id, site, force); err != nil {
+	if err := s.cfg.Staging.CleanStaging(r.Context(), id, site, force); err != nil {
 		s.fail(w, r, err)
 		return
 	}

@@ -75,8 +75,11 @@ type Reconcile struct {
 	IdleDeadline      time.Duration `yaml:"idle_deadline" env:"CTS_RECONCILE_IDLE_DEADLINE"`
 	RuntimeGrace      time.Duration `yaml:"runtime_grace" env:"CTS_RECONCILE_RUNTIME_GRACE"`
 	// MaxLaunchRetries is how many times a job is launched again when its containers failed
-	// for infrastructure reasons before any of them ran.
+	// for infrastructure reasons before any of them ran (and a reference data staging is
+	// restaged).
 	MaxLaunchRetries int `yaml:"max_launch_retries" env:"CTS_RECONCILE_MAX_LAUNCH_RETRIES"`
+	// StagingDeadline is how long a reference data staging task may run.
+	StagingDeadline time.Duration `yaml:"staging_deadline" env:"CTS_RECONCILE_STAGING_DEADLINE"`
 }
 
 // Auth configures KBase auth2.
@@ -186,7 +189,7 @@ func Default() Config {
 			CleanInterval: 24 * time.Hour, CleanJitter: time.Hour, CleanAge: 30 * 24 * time.Hour},
 		Reconcile: Reconcile{Interval: 30 * time.Second, HeartbeatDeadline: 2 * time.Minute, ConnectDeadline: 10 * time.Minute,
 			SubmitDeadline: time.Hour, CancelDeadline: 30 * time.Minute, IdleDeadline: 7 * 24 * time.Hour,
-			RuntimeGrace: 30 * time.Minute, MaxLaunchRetries: 2},
+			RuntimeGrace: 30 * time.Minute, MaxLaunchRetries: 2, StagingDeadline: 24 * time.Hour},
 		Launchers:     Launchers{RestartBackoff: time.Second, RestartBackoffMax: time.Minute, CheckInterval: time.Second},
 		Observability: Observability{CountInterval: 15 * time.Second, ReadyTimeout: 2 * time.Second},
 	}

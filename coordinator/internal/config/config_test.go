@@ -88,7 +88,7 @@ kafka: {brokers: [b1, b2], topic: t-1, timeout: 2s}
 s3: {endpoint: "http://s3", access_key: AK, region: eu, insecure: true, worker_endpoint: "http://s3w", timeout: 6s}
 jobs: {log_dir: logs/cl, allowed_paths: [aaa/b/, ccc/], max_cpu_hours: 2.5, submit_interval: 250ms, clean_interval: 2h, clean_jitter: 5m, clean_age: 48h}
 access: {read_paths: [ccc/shared/, "ddd/{user}/ro"], write_paths: ["ddd/{user}/"]}
-reconcile: {interval: 3s, heartbeat_deadline: 1m, connect_deadline: 2m, submit_deadline: 3m, cancel_deadline: 4m, idle_deadline: 5m, runtime_grace: 6m, max_launch_retries: 3}
+reconcile: {interval: 3s, heartbeat_deadline: 1m, connect_deadline: 2m, submit_deadline: 3m, cancel_deadline: 4m, idle_deadline: 5m, runtime_grace: 6m, max_launch_retries: 3, staging_deadline: 7m}
 sites:
   - name: kbase
     plugin: /p
@@ -118,7 +118,7 @@ sites:
 			Access: config.Access{ReadPaths: []string{"ccc/shared/", "ddd/{user}/ro"}, WritePaths: []string{"ddd/{user}/"}},
 			Reconcile: config.Reconcile{Interval: 3 * time.Second, HeartbeatDeadline: time.Minute, ConnectDeadline: 2 * time.Minute,
 				SubmitDeadline: 3 * time.Minute, CancelDeadline: 4 * time.Minute, IdleDeadline: 5 * time.Minute,
-				RuntimeGrace: 6 * time.Minute, MaxLaunchRetries: 3},
+				RuntimeGrace: 6 * time.Minute, MaxLaunchRetries: 3, StagingDeadline: 7 * time.Minute},
 			Launchers: config.Launchers{RestartBackoff: 2 * time.Second, RestartBackoffMax: 3 * time.Minute, CheckInterval: 250 * time.Millisecond},
 			Sites: []config.Site{{
 				Name: "kbase", Plugin: "/p", PluginConfig: map[string]any{"schedd": "s1", "nested": map[string]any{"x": 1}},

@@ -2,8 +2,11 @@
 // launcher (the submitter), cancel (canceling → canceled, with the agents told and the
 // launcher's containers removed), relaunching a job whose containers failed for an
 // infrastructure reason before any ran, ending a job that can no longer finish (FailJob, for
-// the reconciler), the launcher's raw view of a container (RunnerStatus), and cleaning up
-// what an ended job left at its site (Clean, RunCleaner).
+// the reconciler), the launcher's raw view of a container (RunnerStatus), cleaning up what an
+// ended job left at its site (Clean, RunCleaner), the sites' launcher plugin processes
+// (Plugins, supervised), and reference data staging tasks, the second kind of launched work
+// (staging.go: launched by the same submitter pass, failed or restaged by the reconciler,
+// recovered and cleaned by admins).
 //
 //	created ──submitter──► download_submitted ──(agents, package ingest)──► ...
 //	   │                        │  RetryLaunch: attempt n+1 while nothing ran
@@ -95,23 +98,36 @@ type Config struct {
 	Sites          []Site
 }
 
-// Service launches jobs and takes them back. It is safe for concurrent use.
+// Deps are launch's collaborators.
+type Deps struct {
+	Store Store
+	// Mover writes the job transitions.
+	Mover *jobs.Mover
+	// Fold is called after a launch was recorded.
+	Fold Folder
+	// Stagings are the reference data staging records (nil: no staging).
+	Stagings Stagings
+	Log      *slog.Logger
+}
+
+// Service launches jobs and reference data stagings, and takes them back. It is safe for
+// concurrent use.
 type Service struct {
-	cfg   Config
-	store Store
-	mover *jobs.Mover
-	fold  Folder
-	log   *slog.Logger
-	sites map[string]*Site
-	wake  chan struct{}
+	cfg      Config
+	store    Store
+	mover    *jobs.Mover
+	fold     Folder
+	stagings Stagings
+	log      *slog.Logger
+	sites    map[string]*Site
+	wake     chan struct{}
 
 	mu       sync.Mutex
 	watchers map[string][]chan protocol.Cancel
 }
 
-// New returns a Service; job transitions go through mover, and fold is called after a launch
-// was recorded.
-func New(cfg Config, store Store, mover *jobs.Mover, fold Folder, log *slog.Logger) *Service {
+// New returns a Service.
+func New(cfg Config, d Deps) *Service {
 	if cfg.SubmitInterval <= 0 {
 		cfg.SubmitInterval = 5 * time.Second
 	}
@@ -119,7 +135,7 @@ func New(cfg Config, store Store, mover *jobs.Mover, fold Folder, log *slog.Logg
 		cfg.LogDir += "/"
 	}
 	s := &Service{
-		cfg: cfg, store: store, mover: mover, fold: fold, log: log,
+		cfg: cfg, store: d.Store, mover: d.Mover, fold: d.Fold, stagings: d.Stagings, log: d.Log,
 		sites:    map[string]*Site{},
 		wake:     make(chan struct{}, 1),
 		watchers: map[string][]chan protocol.Cancel{},

@@ -40,7 +40,8 @@ func (s *Service) RunSubmitter(ctx context.Context) error {
 }
 
 // Pass runs one pass of the submitter (what RunSubmitter does on every tick or poke): created
-// jobs go to their launcher, canceling jobs are finished.
+// jobs go to their launcher, canceling jobs are finished, and reference data stagings waiting
+// for a launch are launched.
 func (s *Service) Pass(ctx context.Context) error {
 	var errs []error
 	js, err := s.store.JobsInState(ctx, job.Created, 100)
@@ -61,25 +62,18 @@ func (s *Service) Pass(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("cancel job %s: %w", j.ID, err))
 		}
 	}
+	if err := s.stagePass(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
 // workerEnv is the environment every agent of a job gets (the CTS worker contract); the
 // launcher adds CONTAINER_NUMBER and the attempt.
 func (s *Service) workerEnv(j *jobs.Job, site *Site) map[string]string {
-	env := map[string]string{
-		"JOB_ID":            j.ID,
-		"SERVICE_ROOT_URL":  s.cfg.ServiceURL,
-		"S3_URL":            s.cfg.S3URL,
-		"S3_ACCESS_KEY":     s.cfg.S3AccessKey,
-		"S3_ERROR_LOG_PATH": strings.TrimSuffix(s.cfg.LogDir, "/") + "/" + j.ID,
-	}
-	if s.cfg.S3Insecure {
-		env["S3_INSECURE"] = "TRUE"
-	}
-	for k, v := range site.WorkerEnv {
-		env[k] = v
-	}
+	env := s.baseEnv(site)
+	env["JOB_ID"] = j.ID
+	env["S3_ERROR_LOG_PATH"] = strings.TrimSuffix(s.cfg.LogDir, "/") + "/" + j.ID
 	return env
 }
 

@@ -24,8 +24,12 @@
 // accounting (cpu_hours, cpu_factor, max_memory) from the launcher's view once the containers
 // have ended, as the Python service does.
 //
-// It must not change job states except through package launch, and must not fail a job
-// because the launcher is merely unreachable.
+// Reference data staging tasks are launched work too and get the same rules (staging.go):
+// deadlines, the stager's heartbeats, the launcher's view; an infrastructure failure restages
+// (a new attempt, within MaxLaunchRetries), anything else ends the staging in error.
+//
+// It must not change job or staging states except through package launch, and must not fail
+// work because the launcher is merely unreachable.
 package reconcile
 
 import (
@@ -33,6 +37,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/kbase/cts/coordinator/internal/jobs"
@@ -67,8 +72,11 @@ type Config struct {
 	// Limit bounds the jobs looked at per state and pass (default 500).
 	Limit int
 	// MaxLaunchRetries is how many times a job whose containers failed for infrastructure
-	// reasons before any of them ran is launched again (0: never).
+	// reasons before any of them ran is launched again (0: never); a reference data staging
+	// is restaged as many times.
 	MaxLaunchRetries int
+	// StagingDeadline is how long a reference data staging task may run (default 24 h).
+	StagingDeadline time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -86,6 +94,7 @@ func (c Config) withDefaults() Config {
 	def(&c.RuntimeGrace, 30*time.Minute)
 	def(&c.AccountingWindow, time.Hour)
 	def(&c.AccountingWait, time.Minute)
+	def(&c.StagingDeadline, 24*time.Hour)
 	if c.Limit <= 0 {
 		c.Limit = 500
 	}
@@ -109,6 +118,7 @@ type Launch interface {
 	SiteLauncher(name string) (launch.Launcher, bool)
 	FailJob(ctx context.Context, id, adminErr, userErr string) (bool, error)
 	RetryLaunch(ctx context.Context, id, reason string, maxRetries int) (bool, error)
+	StagingLaunch
 }
 
 var _ Launch = (*launch.Service)(nil)
@@ -120,23 +130,26 @@ var activeStates = []job.State{job.Created, job.DownloadSubmitted, job.JobSubmit
 // Reconciler runs the passes. It is safe to run one per coordinator replica: every change
 // goes through conditional updates.
 type Reconciler struct {
-	cfg    Config
-	store  Store
-	launch Launch
-	log    *slog.Logger
-	now    func() time.Time
-	wake   chan struct{}
+	cfg      Config
+	store    Store
+	launch   Launch
+	stagings Stagings
+	log      *slog.Logger
+	now      func() time.Time
+	wake     chan struct{}
 }
 
-// New returns a reconciler; now is the clock (nil: time.Now).
-func New(cfg Config, store Store, l Launch, log *slog.Logger, now func() time.Time) *Reconciler {
+// New returns a reconciler; stagings may be nil (no reference data), now is the clock (nil:
+// time.Now).
+func New(cfg Config, store Store, l Launch, stagings Stagings, log *slog.Logger, now func() time.Time) *Reconciler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if now == nil {
 		now = time.Now
 	}
-	return &Reconciler{cfg: cfg.withDefaults(), store: store, launch: l, log: log, now: now, wake: make(chan struct{}, 1)}
+	return &Reconciler{cfg: cfg.withDefaults(), store: store, launch: l, stagings: stagings, log: log, now: now,
+		wake: make(chan struct{}, 1)}
 }
 
 // Run runs a pass every Interval, and after every Poke, until ctx ends.
@@ -164,7 +177,8 @@ func (r *Reconciler) Poke() {
 	}
 }
 
-// Pass looks at every active job once, then collects accounting of ended jobs.
+// Pass looks at every active job once, then at every reference data staging in flight, then
+// collects accounting of ended jobs.
 func (r *Reconciler) Pass(ctx context.Context) error {
 	active, err := r.activeJobs(ctx)
 	if err != nil {
@@ -201,6 +215,9 @@ func (r *Reconciler) Pass(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("fail job %s: %w", j.ID, err))
 		}
 	}
+	if err := r.reconcileStagings(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	if err := r.account(ctx); err != nil && !errors.Is(err, errors.ErrUnsupported) {
 		errs = append(errs, err)
 	}
@@ -230,6 +247,17 @@ func (r *Reconciler) statuses(ctx context.Context, js []*jobs.Job) map[string]*l
 		}
 	}
 	out := map[string]*launcher.JobStatus{}
+	for key, st := range r.launcherStatuses(ctx, bySite) {
+		id, _, _ := strings.Cut(key, "/")
+		out[id] = st
+	}
+	return out
+}
+
+// launcherStatuses asks each site's launcher, in one batched call per site, about refs. The
+// answer is keyed "<job id>/<site>"; a site whose launcher cannot answer is left out.
+func (r *Reconciler) launcherStatuses(ctx context.Context, bySite map[string][]launcher.JobRef) map[string]*launcher.JobStatus {
+	out := map[string]*launcher.JobStatus{}
 	for site, refs := range bySite {
 		l, ok := r.launch.SiteLauncher(site)
 		if !ok {
@@ -246,7 +274,7 @@ func (r *Reconciler) statuses(ctx context.Context, js []*jobs.Job) map[string]*l
 		}
 		for i := range sts {
 			if i < len(refs) {
-				out[refs[i].JobID] = &sts[i]
+				out[refs[i].JobID+"/"+site] = &sts[i]
 			}
 		}
 	}

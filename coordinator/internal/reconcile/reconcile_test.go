@@ -10,6 +10,7 @@ import (
 	"github.com/kbase/cts/coordinator/internal/jobinput"
 	"github.com/kbase/cts/coordinator/internal/jobs"
 	"github.com/kbase/cts/coordinator/internal/launch"
+	"github.com/kbase/cts/coordinator/internal/refdata"
 	"github.com/kbase/cts/shared/job"
 	"github.com/kbase/cts/shared/launcher"
 )
@@ -155,6 +156,20 @@ func (f *fakeJobs) RetryLaunch(_ context.Context, id, reason string, maxRetries 
 	f.retried[id] = reason
 	return true, nil
 }
+func (f *fakeJobs) FailStaging(_ context.Context, st refdata.Staging, a string) (bool, error) {
+	f.failed["staging/"+st.ID] = Failure{AdminError: a}
+	return true, nil
+}
+func (f *fakeJobs) RetryStaging(_ context.Context, st refdata.Staging, reason string, maxRetries int) (bool, error) {
+	if f.retried == nil {
+		f.retried = map[string]string{}
+	}
+	if !f.allowRetry {
+		return false, nil
+	}
+	f.retried["staging/"+st.ID] = reason
+	return true, nil
+}
 func (f *fakeJobs) JobsToAccount(context.Context, time.Time, int) ([]*jobs.Job, error) {
 	return f.toAcct, nil
 }
@@ -200,7 +215,7 @@ func TestPass(t *testing.T) {
 	f := &fakeJobs{active: []*jobs.Job{held, ok}, toAcct: []*jobs.Job{done}, launcher: l,
 		subs:   map[string][]jobs.SubJob{"j1": {sub(0, job.DownloadSubmitted, time.Time{})}, "j2": {sub(0, job.JobSubmitted, t0)}},
 		failed: map[string]Failure{}, acct: map[string]jobs.Accounting{}}
-	r := New(Config{}, f, f, nil, func() time.Time { return t0.Add(30 * time.Second) })
+	r := New(Config{}, f, f, nil, nil, func() time.Time { return t0.Add(30 * time.Second) })
 	if err := r.Pass(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +253,7 @@ func TestPassRetriesInfrastructureFailures(t *testing.T) {
 			f := &fakeJobs{active: []*jobs.Job{held}, launcher: l, allowRetry: tc.allow,
 				subs:   map[string][]jobs.SubJob{"j1": {sub(0, job.DownloadSubmitted, time.Time{})}},
 				failed: map[string]Failure{}, acct: map[string]jobs.Accounting{}}
-			r := New(Config{MaxLaunchRetries: tc.max}, f, f, nil, func() time.Time { return t0.Add(30 * time.Second) })
+			r := New(Config{MaxLaunchRetries: tc.max}, f, f, nil, nil, func() time.Time { return t0.Add(30 * time.Second) })
 			if err := r.Pass(t.Context()); err != nil {
 				t.Fatal(err)
 			}

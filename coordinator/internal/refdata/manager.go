@@ -5,8 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
-	"strconv"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,22 +13,11 @@ import (
 
 	"github.com/kbase/cts/coordinator/internal/ctserr"
 	"github.com/kbase/cts/shared/checksum"
-	"github.com/kbase/cts/shared/launcher"
 	"github.com/kbase/cts/shared/s3path"
+	"github.com/kbase/cts/shared/staging"
 )
 
-// Environment variables the Manager adds to a staging task's environment (beside the site's
-// worker environment); the agent's refdata mode reads them.
 const (
-	EnvAgentMode = "CTS_AGENT_MODE"
-	// ModeRefdata is the value of EnvAgentMode for a staging task.
-	ModeRefdata    = "refdata"
-	EnvID          = "REFDATA_ID"
-	EnvS3Path      = "REFDATA_S3_PATH"
-	EnvCRC64NVME   = "REFDATA_CRC64NVME"
-	EnvUnpack      = "REFDATA_UNPACK"
-	EnvCluster     = "REFDATA_CLUSTER"
-	jobIDPrefix    = "refdata-"
 	listLimit      = 1000
 	updateAttempts = 20
 )
@@ -52,63 +40,43 @@ type HeadFunc func(ctx context.Context, s3path string) (Object, error)
 // active.
 type ActiveFunc func(ctx context.Context) (map[string]bool, error)
 
-// Launcher is the part of a site's launcher the Manager uses (shared/launcher semantics:
-// Submit idempotent per (JobID, Attempt), Cancel idempotent).
-type Launcher interface {
-	Submit(ctx context.Context, req launcher.SubmitRequest) (launcher.SubmitResponse, error)
-	Cancel(ctx context.Context, ref launcher.JobRef) error
-}
-
-// Site is a compute site that can stage reference data.
-type Site struct {
-	Name     string
-	Launcher Launcher
-	// Env is the worker environment of the site's agents (SERVICE_ROOT_URL, S3_URL,
-	// S3_ACCESS_KEY, TOKEN_PATH, S3_SECRET_PATH, REFDATA_HOST_PATH, ...): file paths, never
-	// secrets.
-	Env map[string]string
-}
-
 // Config configures a Manager.
 type Config struct {
-	Sites []Site
+	// Sites are the configured sites, in configuration order.
+	Sites []string
 	// Active reports which sites are active; nil means all are.
 	Active ActiveFunc
-	// StageInterval is how often Run looks for sites waiting to be staged without a poke
-	// (default 10 s).
-	StageInterval time.Duration
 	// CanRead, when set, decides whether a user may register the S3 object p as reference
 	// data (the site's access rules: never the log folder); its refusal is a *ctserr.Error.
 	CanRead func(user string, p s3path.Path) error
+	// Poke is called when stagings wait to be launched (the launch package's submitter);
+	// nil: they are found on its next pass.
+	Poke func()
 }
 
-// Manager registers reference data and drives its staging. It is safe for concurrent use.
+// Manager registers reference data and keeps its staging records. It is safe for concurrent
+// use.
 type Manager struct {
 	cfg   Config
 	store Store
 	head  HeadFunc
 	log   *slog.Logger
-	sites map[string]Site
+	sites map[string]bool
 	now   func() time.Time
-	wake  chan struct{}
 }
 
 // NewManager returns a Manager.
 func NewManager(cfg Config, store Store, head HeadFunc, log *slog.Logger) *Manager {
-	if cfg.StageInterval <= 0 {
-		cfg.StageInterval = 10 * time.Second
-	}
-	m := &Manager{cfg: cfg, store: store, head: head, log: log, sites: map[string]Site{},
-		now:  func() time.Time { return time.Now().UTC().Truncate(time.Millisecond) },
-		wake: make(chan struct{}, 1)}
+	m := &Manager{cfg: cfg, store: store, head: head, log: log, sites: map[string]bool{},
+		now: func() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }}
 	for _, s := range cfg.Sites {
-		m.sites[s.Name] = s
+		m.sites[s] = true
 	}
 	return m
 }
 
-// JobID is the launcher job ID of the staging task of refdata id.
-func JobID(id string) string { return jobIDPrefix + id }
+// Update carries a stager's report details (shared/staging).
+type Update = staging.Update
 
 // UnpackSupported reports whether a file name has an extension the stager can unpack.
 func UnpackSupported(file string) bool {
@@ -167,7 +135,7 @@ func (m *Manager) Register(ctx context.Context, admin, file, crc string, unpack 
 		return nil, fmt.Errorf("register refdata %s: %w", file, err)
 	}
 	m.log.InfoContext(ctx, "refdata registered", "refdata_id", rd.ID, "file", file, "unpack", unpack, "sites", active)
-	m.Poke()
+	m.poke()
 	return rd, nil
 }
 
@@ -204,8 +172,8 @@ func (m *Manager) activeSites(ctx context.Context) ([]string, error) {
 	}
 	var out []string
 	for _, s := range m.cfg.Sites {
-		if active, ok := flags[s.Name]; !ok || active {
-			out = append(out, s.Name)
+		if active, ok := flags[s]; !ok || active {
+			out = append(out, s)
 		}
 	}
 	return out, nil
@@ -266,18 +234,13 @@ func (m *Manager) Ready(ctx context.Context, id, site string) error {
 	return nil
 }
 
-// Update carries the stager's details of a state change.
-type Update struct {
-	AdminError string `json:"admin_error,omitempty"`
-	Traceback  string `json:"traceback,omitempty"`
-}
-
 // UpdateState applies a stager's report for refdata id at site (PUT
 // /external_exec/refdata/{id}/{site}/update/{state}). Accepted: download_submitted (from
-// created), complete (from download_submitted, or from created, recording both), and error
+// created; while download_submitted it is the stager's heartbeat, recorded as LastSeen
+// only), complete (from download_submitted, or from created, recording both), and error
 // (from any state; the user sees "An unexpected error occurred", admins the details). A
-// repeated complete is accepted as a resend. Other states are 100000; a state the site cannot
-// move to is 30400.
+// repeated complete is accepted as a resend. A report of another attempt than the current one
+// is 30400. Other states are 100000; a state the site cannot move to is 30400.
 func (m *Manager) UpdateState(ctx context.Context, id, site string, to State, u Update) error {
 	switch to {
 	case DownloadSubmitted, Complete, Error:
@@ -289,13 +252,24 @@ func (m *Manager) UpdateState(ctx context.Context, id, site string, to State, u 
 	if to == Error && u.AdminError == "" {
 		u.AdminError = "the stager reported an error without details"
 	}
+	heartbeat := false
 	err := m.update(ctx, id, func(rd *Refdata, now time.Time) (bool, error) {
+		heartbeat = false
 		st := rd.Status(site)
 		if st == nil {
 			return false, ctserr.New(ctserr.CodeNoSuchRefdata, "No reference data with ID '%s' for cluster %s exists", id, site)
 		}
+		if u.Attempt != nil && *u.Attempt != st.Attempt {
+			return false, ctserr.New(ctserr.CodeInvalidRefdataState,
+				"Reference data %s at site %s is at staging attempt %d; this report is of attempt %d, which was replaced", id, site, st.Attempt, *u.Attempt)
+		}
 		if to == Complete && st.State == Complete {
 			return false, nil // a resend of a report that was applied
+		}
+		st.LastSeen = now
+		if to == DownloadSubmitted && st.State == DownloadSubmitted {
+			heartbeat = true
+			return true, nil
 		}
 		if to == Complete && st.State == Created {
 			move(st, DownloadSubmitted, now)
@@ -313,7 +287,9 @@ func (m *Manager) UpdateState(ctx context.Context, id, site string, to State, u 
 	if err != nil {
 		return err
 	}
-	m.log.InfoContext(ctx, "refdata state reported", "refdata_id", id, "site", site, "state", to, "admin_error", u.AdminError)
+	if !heartbeat {
+		m.log.InfoContext(ctx, "refdata state reported", "refdata_id", id, "site", site, "state", to, "admin_error", u.AdminError)
+	}
 	return nil
 }
 
@@ -350,146 +326,232 @@ func (m *Manager) update(ctx context.Context, id string, fn func(rd *Refdata, no
 	return fmt.Errorf("update refdata %s: %w after %d attempts", id, ErrConflict, updateAttempts)
 }
 
-// Stage submits the staging task of refdata id at site through the site's launcher and records
-// download_submitted. The site must be created (30400 otherwise). Submit is idempotent per
-// attempt, so a crash between the launcher accepting the task and the record is harmless.
-func (m *Manager) Stage(ctx context.Context, id, site string) error {
-	s, ok := m.sites[site]
-	if !ok {
-		return ctserr.New(ctserr.CodeJobFlowUnavailable, "Job flow for cluster %s is not registered", site)
-	}
-	rd, err := m.Get(ctx, id)
-	if err != nil {
-		return err
-	}
-	st := rd.Status(site)
-	if st == nil {
-		return ctserr.New(ctserr.CodeNoSuchRefdata, "No reference data with ID '%s' for cluster %s exists", id, site)
-	}
-	if st.State != Created {
-		return ctserr.New(ctserr.CodeInvalidRefdataState, "Reference data %s at site %s is in state %s, not %s", id, site, st.State, Created)
-	}
-	env := maps.Clone(s.Env)
-	if env == nil {
-		env = map[string]string{}
-	}
-	env[EnvAgentMode] = ModeRefdata
-	env[EnvID] = rd.ID
-	env[EnvS3Path] = rd.File
-	env[EnvCRC64NVME] = rd.CRC64NVME
-	env[EnvUnpack] = strconv.FormatBool(rd.Unpack)
-	env[EnvCluster] = site
-	resp, err := s.Launcher.Submit(ctx, launcher.SubmitRequest{
-		JobID: JobID(rd.ID), Attempt: st.Attempt, Containers: 1, CPUs: 1, User: rd.RegisteredBy,
-		BatchName: JobID(rd.ID), Env: env,
-	})
-	if err != nil {
-		return fmt.Errorf("stage refdata %s at %s: launcher submit: %w", id, site, err)
-	}
-	attempt := st.Attempt
-	err = m.update(ctx, id, func(rd *Refdata, now time.Time) (bool, error) {
-		st := rd.Status(site)
-		if st == nil || st.Attempt != attempt {
-			return false, nil // recovered or removed meanwhile: the new attempt is staged anew
-		}
-		if st.Handle == "" {
-			st.Handle = resp.Handle
-		}
-		if st.State != Created {
-			// The stager already reported (complete or error): keep the handle only.
-			return true, nil
-		}
-		move(st, DownloadSubmitted, now)
-		return true, nil
-	})
-	if err != nil {
-		return err
-	}
-	m.log.InfoContext(ctx, "refdata staging submitted", "refdata_id", id, "site", site, "handle", resp.Handle, "existing", resp.Existing)
-	return nil
+// Task is one attempt of a staging to launch.
+type Task struct {
+	ID, Site string
+	Attempt  int
+	// File, CRC64NVME and Unpack are what the stager stages; User registered it.
+	File, CRC64NVME string
+	Unpack          bool
+	User            string
 }
 
-// Recover restages refdata id at site: when the site has no status (added after
-// registration, or inactive then) it gets one; when its staging ended in error, a new attempt
-// starts (the Python service could not restage an error). The S3 object must still have the
-// registered CRC (30030). Other states are 40060, as in the Python service.
-func (m *Manager) Recover(ctx context.Context, id, site string) error {
-	if _, ok := m.sites[site]; !ok {
-		return ctserr.New(ctserr.CodeJobFlowUnavailable, "Job flow for cluster %s is not registered", site)
+// Pending returns up to limit stagings waiting to be launched: sites in created that are
+// configured and active.
+func (m *Manager) Pending(ctx context.Context, limit int) ([]Task, error) {
+	rds, err := m.store.RefdataWithState(ctx, Created, limit)
+	if err != nil {
+		return nil, fmt.Errorf("refdata to stage: %w", err)
 	}
 	active, err := m.activeSites(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	isActive := false
-	for _, a := range active {
-		isActive = isActive || a == site
+	var out []Task
+	for _, rd := range rds {
+		for _, st := range rd.Statuses {
+			if st.State != Created || !slices.Contains(active, st.Cluster) {
+				continue
+			}
+			out = append(out, Task{ID: rd.ID, Site: st.Cluster, Attempt: st.Attempt, File: rd.File,
+				CRC64NVME: rd.CRC64NVME, Unpack: rd.Unpack, User: rd.RegisteredBy})
+		}
 	}
-	if !isActive {
-		return ctserr.New(ctserr.CodeJobFlowInactive, "Job flow for cluster %s is disabled", site)
+	return out, nil
+}
+
+// Launched records that the launcher accepted the attempt of the staging of refdata id at
+// site, with handle: download_submitted (unless the stager reported first), the handle and the
+// launch time. It reports false, changing nothing, when the site moved on to another attempt
+// meanwhile (recovered): the caller then takes the launch back.
+func (m *Manager) Launched(ctx context.Context, id, site string, attempt int, handle string) (bool, error) {
+	current := false
+	err := m.update(ctx, id, func(rd *Refdata, now time.Time) (bool, error) {
+		st := rd.Status(site)
+		current = st != nil && st.Attempt == attempt
+		if !current {
+			return false, nil
+		}
+		if st.Handle == "" {
+			st.Handle, st.LaunchedAt = handle, now
+		}
+		if st.State == Created {
+			move(st, DownloadSubmitted, now)
+		}
+		return true, nil
+	})
+	if err != nil {
+		return false, err
+	}
+	m.log.InfoContext(ctx, "refdata staging launched", "refdata_id", id, "site", site, "attempt", attempt, "handle", handle)
+	return current, nil
+}
+
+// Staging is one site's staging that has not ended, for the reconciler.
+type Staging struct {
+	ID     string
+	File   string
+	Status Status
+}
+
+// InFlight returns up to limit stagings per state that have not ended (created,
+// download_submitted).
+func (m *Manager) InFlight(ctx context.Context, limit int) ([]Staging, error) {
+	var out []Staging
+	for _, state := range []State{Created, DownloadSubmitted} {
+		rds, err := m.store.RefdataWithState(ctx, state, limit)
+		if err != nil {
+			return nil, fmt.Errorf("refdata in flight: %w", err)
+		}
+		for _, rd := range rds {
+			for _, st := range rd.Statuses {
+				if st.State == state {
+					out = append(out, Staging{ID: rd.ID, File: rd.File, Status: st})
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// Fail ends the attempt of the staging of refdata id at site in error with adminErr (the
+// reconciler's verdict), if that attempt is still current and has not ended. It reports
+// whether it ended it.
+func (m *Manager) Fail(ctx context.Context, id, site string, attempt int, adminErr string) (bool, error) {
+	ended := false
+	err := m.update(ctx, id, func(rd *Refdata, now time.Time) (bool, error) {
+		st := rd.Status(site)
+		ended = st != nil && st.Attempt == attempt && !st.State.Terminal()
+		if !ended {
+			return false, nil
+		}
+		move(st, Error, now)
+		st.Error, st.AdminError, st.Traceback = ctserr.UnexpectedMessage, adminErr, ""
+		return true, nil
+	})
+	if err != nil {
+		return false, err
+	}
+	if ended {
+		m.log.WarnContext(ctx, "refdata staging failed by the reconciler", "refdata_id", id, "site", site, "attempt", attempt, "admin_error", adminErr)
+	}
+	return ended, nil
+}
+
+// Restage starts a new attempt of the staging of refdata id at site after an infrastructure
+// failure of attempt (the reconciler's retry): the site goes back to created with the reason
+// recorded in Retries, as long as attempt is still current and has not ended and fewer than
+// maxRetries retries were made. Staging is idempotent (a stager that finds the data published
+// is done), so nothing has to be undone. It reports whether it restaged.
+func (m *Manager) Restage(ctx context.Context, id, site string, attempt int, reason string, maxRetries int) (bool, error) {
+	restaged := false
+	err := m.update(ctx, id, func(rd *Refdata, now time.Time) (bool, error) {
+		st := rd.Status(site)
+		restaged = st != nil && st.Attempt == attempt && !st.State.Terminal() && len(st.Retries) < maxRetries
+		if !restaged {
+			return false, nil
+		}
+		retries := append(slices.Clone(st.Retries), fmt.Sprintf("attempt %d (%s): %s", st.Attempt, st.Handle, reason))
+		restart(st, now)
+		st.Retries = retries
+		return true, nil
+	})
+	if err != nil {
+		return false, err
+	}
+	if restaged {
+		m.log.WarnContext(ctx, "refdata staging restaged after an infrastructure failure", "refdata_id", id, "site", site,
+			"attempt", attempt+1, "reason", reason)
+		m.poke()
+	}
+	return restaged, nil
+}
+
+// restart moves a status to created as a new attempt: through error first when it had not
+// ended (the state machine has no other way back), keeping the history.
+func restart(st *Status, now time.Time) {
+	if !st.State.Terminal() {
+		move(st, Error, now)
+	}
+	attempt := st.Attempt + 1
+	move(st, Created, now)
+	st.Attempt, st.Handle, st.Cleaned = attempt, "", false
+	st.LaunchedAt, st.LastSeen = time.Time{}, time.Time{}
+	st.Error, st.AdminError, st.Traceback = "", "", ""
+}
+
+// Recover restages refdata id at site (PUT /admin/refdata/{id}/{site}/recover): when the site
+// has no status (added after registration, or inactive then) it gets one; when its staging
+// ended in error, or is stuck in created or download_submitted, a new attempt starts (the
+// Python service could only add a missing site). The S3 object must still have the registered
+// CRC (30030); a complete staging is 40060, as in the Python service. It returns the status
+// as it was before (nil when the site had none), whose launched task the caller stops.
+func (m *Manager) Recover(ctx context.Context, id, site string) (*Status, error) {
+	if !m.sites[site] {
+		return nil, ctserr.New(ctserr.CodeJobFlowUnavailable, "Job flow for cluster %s is not registered", site)
+	}
+	active, err := m.activeSites(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !slices.Contains(active, site) {
+		return nil, ctserr.New(ctserr.CodeJobFlowInactive, "Job flow for cluster %s is disabled", site)
 	}
 	rd, err := m.Get(ctx, id)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := m.checkObject(ctx, rd.File, rd.CRC64NVME); err != nil {
-		return err
+		return nil, err
 	}
+	var before *Status
 	err = m.update(ctx, id, func(rd *Refdata, now time.Time) (bool, error) {
+		before = nil
 		st := rd.Status(site)
 		switch {
 		case st == nil:
 			rd.Statuses = append(rd.Statuses, newStatus(site, now, 0))
-		case st.State == Error:
-			attempt := st.Attempt + 1
-			move(st, Created, now)
-			st.Attempt, st.Handle, st.Cleaned = attempt, "", false
-			st.Error, st.AdminError, st.Traceback = "", "", ""
-		default:
+		case st.State == Complete:
 			return false, ctserr.New(ctserr.CodeNoSuchRefdata,
-				"No reference data with ID '%s' without cluster %s or in state %s there exists", id, site, Error)
+				"No reference data with ID '%s' without cluster %s or not %s there exists", id, site, Complete)
+		default:
+			b := *st
+			before = &b
+			restart(st, now)
 		}
 		return true, nil
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	m.log.InfoContext(ctx, "refdata recovery queued", "refdata_id", id, "site", site)
-	m.Poke()
-	return nil
+	m.poke()
+	return before, nil
 }
 
-// Clean removes what the site's launcher keeps of the staging task of refdata id (its queue
-// entry, work directory) and marks the status cleaned. A staging still running is refused
-// (30400) unless force, which cancels it. The staged data itself stays: jobs use it.
-func (m *Manager) Clean(ctx context.Context, id, site string, force bool) error {
-	s, ok := m.sites[site]
-	if !ok {
-		return ctserr.New(ctserr.CodeJobFlowUnavailable, "Job flow for cluster %s is not registered", site)
+// Cleanable returns the status of the staging of refdata id at site if it may be cleaned: it
+// ended, or force. A staging still running without force is 30400.
+func (m *Manager) Cleanable(ctx context.Context, id, site string, force bool) (*Status, error) {
+	if !m.sites[site] {
+		return nil, ctserr.New(ctserr.CodeJobFlowUnavailable, "Job flow for cluster %s is not registered", site)
 	}
 	rd, err := m.Get(ctx, id)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	st := rd.Status(site)
 	if st == nil {
-		return ctserr.New(ctserr.CodeNoSuchRefdata, "No reference data with ID '%s' for cluster %s exists", id, site)
+		return nil, ctserr.New(ctserr.CodeNoSuchRefdata, "No reference data with ID '%s' for cluster %s exists", id, site)
 	}
 	if !st.State.Terminal() && !force {
-		return ctserr.New(ctserr.CodeInvalidRefdataState,
+		return nil, ctserr.New(ctserr.CodeInvalidRefdataState,
 			"Reference data %s at site %s is in state %s; staging has not ended (use force)", id, site, st.State)
 	}
-	if st.Handle != "" {
-		ref := launcher.JobRef{JobID: JobID(id), Handle: st.Handle}
-		if err := s.Launcher.Cancel(ctx, ref); err != nil {
-			return fmt.Errorf("clean refdata %s at %s: cancel staging task: %w", id, site, err)
-		}
-		if c, ok := s.Launcher.(launcher.Cleaner); ok && st.State.Terminal() {
-			if err := c.Cleanup(ctx, ref); err != nil && !errors.Is(err, launcher.ErrNotFound) && !errors.Is(err, errors.ErrUnsupported) {
-				return fmt.Errorf("clean refdata %s at %s: launcher cleanup: %w", id, site, err)
-			}
-		}
-	}
+	return st, nil
+}
+
+// MarkCleaned records that the staging task of refdata id at site was cleaned up.
+func (m *Manager) MarkCleaned(ctx context.Context, id, site string) error {
 	return m.update(ctx, id, func(rd *Refdata, _ time.Time) (bool, error) {
 		st := rd.Status(site)
 		if st == nil || st.Cleaned {
@@ -500,64 +562,8 @@ func (m *Manager) Clean(ctx context.Context, id, site string, force bool) error 
 	})
 }
 
-// Poke makes Run look for sites waiting to be staged now.
-func (m *Manager) Poke() {
-	select {
-	case m.wake <- struct{}{}:
-	default:
+func (m *Manager) poke() {
+	if m.cfg.Poke != nil {
+		m.cfg.Poke()
 	}
-}
-
-// Run stages every site in created, at once after a Poke and every StageInterval otherwise,
-// until ctx ends. It is a loop over the store, not a goroutine per request, so a registration
-// saved just before a crash is staged after the restart. A launcher that fails leaves the site
-// created for the next pass. It returns nil when ctx ends.
-func (m *Manager) Run(ctx context.Context) error {
-	t := time.NewTicker(m.cfg.StageInterval)
-	defer t.Stop()
-	for {
-		m.StagePending(ctx)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		case <-m.wake:
-		}
-	}
-}
-
-// StagePending stages, once, every site in created that is configured and active. Failures
-// are logged: the next pass retries.
-func (m *Manager) StagePending(ctx context.Context) {
-	rds, err := m.store.RefdataWithState(ctx, Created, listLimit)
-	if err != nil {
-		if ctx.Err() == nil {
-			m.log.ErrorContext(ctx, "list refdata to stage", "error", err)
-		}
-		return
-	}
-	active, err := m.activeSites(ctx)
-	if err != nil {
-		m.log.ErrorContext(ctx, "list refdata to stage", "error", err)
-		return
-	}
-	for _, rd := range rds {
-		for _, st := range rd.Statuses {
-			if st.State != Created || !contains(active, st.Cluster) {
-				continue
-			}
-			if err := m.Stage(ctx, rd.ID, st.Cluster); err != nil && ctx.Err() == nil {
-				m.log.WarnContext(ctx, "stage refdata (retried on the next pass)", "refdata_id", rd.ID, "site", st.Cluster, "error", err)
-			}
-		}
-	}
-}
-
-func contains(xs []string, x string) bool {
-	for _, v := range xs {
-		if v == x {
-			return true
-		}
-	}
-	return false
 }

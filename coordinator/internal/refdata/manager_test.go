@@ -5,51 +5,24 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"sync"
+	"strings"
+	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/kbase/cts/coordinator/devstack"
 	"github.com/kbase/cts/coordinator/internal/access"
 	"github.com/kbase/cts/coordinator/internal/ctserr"
 	"github.com/kbase/cts/coordinator/internal/refdata"
 	"github.com/kbase/cts/coordinator/internal/store"
-	"github.com/kbase/cts/shared/launcher"
 )
 
 const crc = "KMXYGlfoI4c="
 
-// fakeLauncher records submits and cancels; fail makes Submit fail.
-type fakeLauncher struct {
-	mu      sync.Mutex
-	submits []launcher.SubmitRequest
-	cancels []launcher.JobRef
-	fail    error
-}
-
-func (f *fakeLauncher) Submit(_ context.Context, req launcher.SubmitRequest) (launcher.SubmitResponse, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.fail != nil {
-		return launcher.SubmitResponse{}, f.fail
-	}
-	f.submits = append(f.submits, req)
-	return launcher.SubmitResponse{Handle: "h-" + req.JobID}, nil
-}
-
-func (f *fakeLauncher) Cancel(_ context.Context, ref launcher.JobRef) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.cancels = append(f.cancels, ref)
-	return nil
-}
-
 type fixture struct {
 	m      *refdata.Manager
-	kbase  *fakeLauncher
-	other  *fakeLauncher
 	active map[string]bool
 	objs   map[string]refdata.Object
+	pokes  atomic.Int64
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -64,7 +37,7 @@ func newFixture(t *testing.T) *fixture {
 	if err := st.InitRefdata(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{kbase: &fakeLauncher{}, other: &fakeLauncher{}, active: map[string]bool{},
+	f := &fixture{active: map[string]bool{},
 		objs: map[string]refdata.Object{
 			"refs/genome.tar.gz": {Size: 10, CRC64NVME: crc},
 			"refs/plain.txt":     {Size: 3, CRC64NVME: crc},
@@ -84,12 +57,10 @@ func newFixture(t *testing.T) *fixture {
 		return o, nil
 	}
 	f.m = refdata.NewManager(refdata.Config{
-		Sites: []refdata.Site{
-			{Name: "kbase", Launcher: f.kbase, Env: map[string]string{"SERVICE_ROOT_URL": "http://cts", "REFDATA_HOST_PATH": "/refdata"}},
-			{Name: "other", Launcher: f.other},
-		},
+		Sites:   []string{"kbase", "other"},
 		Active:  func(context.Context) (map[string]bool, error) { return f.active, nil },
 		CanRead: rules.CanRead,
+		Poke:    func() { f.pokes.Add(1) },
 	}, st, head, log)
 	return f
 }
@@ -147,6 +118,10 @@ func TestRegisterRefusals(t *testing.T) {
 	}
 }
 
+func intp(n int) *int { return &n }
+
+// TestLifecycle walks the record side of a staging: registration, the launch, the stager's
+// heartbeat and reports, failures, restages and recovers as new attempts, clean.
 func TestLifecycle(t *testing.T) {
 	f := newFixture(t)
 	ctx := t.Context()
@@ -155,46 +130,44 @@ func TestLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rd.File != "refs/genome.tar.gz" || len(rd.Statuses) != 1 || rd.Status("kbase").State != refdata.Created {
-		t.Fatalf("registered %+v", rd)
+	if rd.File != "refs/genome.tar.gz" || len(rd.Statuses) != 1 || rd.Status("kbase").State != refdata.Created || f.pokes.Load() != 1 {
+		t.Fatalf("registered %+v (pokes %d)", rd, f.pokes.Load())
 	}
 	_, err = f.m.Register(ctx, "admin2", "refs/genome.tar.gz", crc, false)
 	code(t, err, ctserr.CodeRefdataExists)
 	code(t, f.m.Ready(ctx, rd.ID, "kbase"), ctserr.CodeInvalidRefdataState)
 	code(t, f.m.Ready(ctx, "nope", "kbase"), ctserr.CodeNoSuchRefdata)
 
-	f.m.StagePending(ctx)
-	if len(f.kbase.submits) != 1 || len(f.other.submits) != 0 {
-		t.Fatalf("submits kbase %d other %d", len(f.kbase.submits), len(f.other.submits))
+	tasks, err := f.m.Pending(ctx, 0)
+	want := refdata.Task{ID: rd.ID, Site: "kbase", Attempt: 0, File: "refs/genome.tar.gz", CRC64NVME: crc, Unpack: true, User: "admin"}
+	if err != nil || len(tasks) != 1 || tasks[0] != want {
+		t.Fatalf("pending %+v, %v; want %+v", tasks, err, want)
 	}
-	req := f.kbase.submits[0]
-	wantEnv := map[string]string{"SERVICE_ROOT_URL": "http://cts", "REFDATA_HOST_PATH": "/refdata",
-		"CTS_AGENT_MODE": "refdata", "REFDATA_ID": rd.ID, "REFDATA_S3_PATH": "refs/genome.tar.gz",
-		"REFDATA_CRC64NVME": crc, "REFDATA_UNPACK": "true", "REFDATA_CLUSTER": "kbase"}
-	if req.JobID != "refdata-"+rd.ID || req.Containers != 1 || req.Attempt != 0 || len(req.Env) != len(wantEnv) {
-		t.Fatalf("submit %+v", req)
+	if ok, err := f.m.Launched(ctx, rd.ID, "kbase", 0, "h1"); err != nil || !ok {
+		t.Fatalf("launched = %t, %v", ok, err)
 	}
-	for k, v := range wantEnv {
-		if req.Env[k] != v {
-			t.Errorf("env %s = %q, want %q", k, req.Env[k], v)
-		}
+	if tasks, _ := f.m.Pending(ctx, 0); len(tasks) != 0 {
+		t.Fatalf("still pending after the launch: %+v", tasks)
 	}
-	if err := req.Validate(); err != nil {
-		t.Fatalf("the staging request is not valid for launchers: %v", err)
+	got, _ := f.m.Get(ctx, rd.ID)
+	if st := got.Status("kbase"); st.State != refdata.DownloadSubmitted || st.Handle != "h1" || st.LaunchedAt.IsZero() || !st.LastSeen.IsZero() {
+		t.Fatalf("launched status %+v", st)
 	}
-	// A second pass stages nothing: the site is download_submitted.
-	f.m.StagePending(ctx)
-	if len(f.kbase.submits) != 1 {
-		t.Fatalf("staged twice")
-	}
-	code(t, f.m.Stage(ctx, rd.ID, "kbase"), ctserr.CodeInvalidRefdataState)
-	code(t, f.m.Clean(ctx, rd.ID, "kbase", false), ctserr.CodeInvalidRefdataState)
 
+	// The stager's heartbeat: download_submitted again records when it was seen, nothing else.
+	if err := f.m.UpdateState(ctx, rd.ID, "kbase", refdata.DownloadSubmitted, refdata.Update{Attempt: intp(0)}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = f.m.Get(ctx, rd.ID)
+	if st := got.Status("kbase"); st.LastSeen.IsZero() || len(st.Transitions) != 2 {
+		t.Fatalf("after a heartbeat: %+v", st)
+	}
+	code(t, f.m.UpdateState(ctx, rd.ID, "kbase", refdata.Complete, refdata.Update{Attempt: intp(5)}), ctserr.CodeInvalidRefdataState)
 	code(t, f.m.UpdateState(ctx, rd.ID, "kbase", refdata.Created, refdata.Update{}), ctserr.CodeUnsupportedOperation)
 	code(t, f.m.UpdateState(ctx, rd.ID, "other", refdata.Complete, refdata.Update{}), ctserr.CodeNoSuchRefdata)
 	code(t, f.m.UpdateState(ctx, "nope", "kbase", refdata.Complete, refdata.Update{}), ctserr.CodeNoSuchRefdata)
 	for range 2 { // the second is a resend
-		if err := f.m.UpdateState(ctx, rd.ID, "kbase", refdata.Complete, refdata.Update{}); err != nil {
+		if err := f.m.UpdateState(ctx, rd.ID, "kbase", refdata.Complete, refdata.Update{Attempt: intp(0)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -202,65 +175,102 @@ func TestLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	code(t, f.m.Ready(ctx, rd.ID, "other"), ctserr.CodeInvalidRefdataState)
-	got, err := f.m.Get(ctx, rd.ID)
-	if err != nil {
-		t.Fatal(err)
+	got, _ = f.m.Get(ctx, rd.ID)
+	if s := states(got, "kbase"); len(s) != 3 || s[2] != refdata.Complete {
+		t.Fatalf("transitions %v", s)
 	}
-	if s := states(got, "kbase"); len(s) != 3 || s[2] != refdata.Complete || got.Status("kbase").Handle != "h-refdata-"+rd.ID {
-		t.Fatalf("transitions %v, status %+v", s, got.Status("kbase"))
+	// A complete staging is not recovered, failed or restaged.
+	code(t, errOf(f.m.Recover(ctx, rd.ID, "kbase")), ctserr.CodeNoSuchRefdata)
+	if ok, err := f.m.Fail(ctx, rd.ID, "kbase", 0, "x"); ok || err != nil {
+		t.Fatalf("fail of a complete staging = %t, %v", ok, err)
 	}
 
-	// The other site becomes active: recover adds and stages it.
-	code(t, f.m.Recover(ctx, rd.ID, "other"), ctserr.CodeJobFlowInactive)
+	// The other site becomes active: recover adds it.
+	code(t, errOf(f.m.Recover(ctx, rd.ID, "other")), ctserr.CodeJobFlowInactive)
 	f.active["other"] = true
-	code(t, f.m.Recover(ctx, rd.ID, "kbase"), ctserr.CodeNoSuchRefdata)
-	if err := f.m.Recover(ctx, rd.ID, "other"); err != nil {
-		t.Fatal(err)
+	if before, err := f.m.Recover(ctx, rd.ID, "other"); err != nil || before != nil {
+		t.Fatalf("recover of a missing site = %+v, %v", before, err)
 	}
-	f.m.StagePending(ctx)
-	if len(f.other.submits) != 1 {
-		t.Fatalf("other not staged")
+	if ok, _ := f.m.Launched(ctx, rd.ID, "other", 0, "h2"); !ok {
+		t.Fatal("other not launched")
 	}
-	// The stager fails; recover starts a new attempt.
-	if err := f.m.UpdateState(ctx, rd.ID, "other", refdata.Error, refdata.Update{AdminError: "disk full", Traceback: "tb"}); err != nil {
-		t.Fatal(err)
+	// The reconciler fails it once; a second verdict on the same attempt changes nothing.
+	if ok, err := f.m.Fail(ctx, rd.ID, "other", 0, "the stager was killed"); err != nil || !ok {
+		t.Fatalf("fail = %t, %v", ok, err)
+	}
+	if ok, _ := f.m.Fail(ctx, rd.ID, "other", 0, "again"); ok {
+		t.Fatal("failed twice")
 	}
 	got, _ = f.m.AdminGet(ctx, rd.ID)
-	if st := got.Status("other"); st.State != refdata.Error || st.AdminError != "disk full" || st.Error != ctserr.UnexpectedMessage {
+	if st := got.Status("other"); st.State != refdata.Error || st.AdminError != "the stager was killed" || st.Error != ctserr.UnexpectedMessage {
 		t.Fatalf("error status %+v", st)
 	}
 	v := got.View()
 	if v.Statuses[1].AdminError != "" || v.Statuses[1].Cleaned != nil {
 		t.Fatalf("public view shows admin fields: %+v", v.Statuses[1])
 	}
-	if av := got.AdminView(); av.Statuses[1].AdminError != "disk full" || av.Statuses[1].Cleaned == nil {
+	if av := got.AdminView(); av.Statuses[1].AdminError != "the stager was killed" || av.Statuses[1].Cleaned == nil {
 		t.Fatalf("admin view: %+v", av.Statuses[1])
 	}
+	// Recover starts attempt 1; the object must still have its CRC.
 	f.objs["refs/genome.tar.gz"] = refdata.Object{Size: 10, CRC64NVME: "AAAAAAAAAAA="}
-	code(t, f.m.Recover(ctx, rd.ID, "other"), ctserr.CodeChecksumMismatch)
+	code(t, errOf(f.m.Recover(ctx, rd.ID, "other")), ctserr.CodeChecksumMismatch)
 	f.objs["refs/genome.tar.gz"] = refdata.Object{Size: 10, CRC64NVME: crc}
-	if err := f.m.Recover(ctx, rd.ID, "other"); err != nil {
-		t.Fatal(err)
+	before, err := f.m.Recover(ctx, rd.ID, "other")
+	if err != nil || before == nil || before.State != refdata.Error || before.Handle != "h2" {
+		t.Fatalf("recover = %+v, %v", before, err)
 	}
-	f.m.StagePending(ctx)
-	if len(f.other.submits) != 2 || f.other.submits[1].Attempt != 1 {
-		t.Fatalf("recover did not start attempt 1: %+v", f.other.submits)
+	tasks, _ = f.m.Pending(ctx, 0)
+	if len(tasks) != 1 || tasks[0].Attempt != 1 {
+		t.Fatalf("pending after recover %+v", tasks)
 	}
-	got, _ = f.m.Get(ctx, rd.ID)
-	if st := got.Status("other"); st.State != refdata.DownloadSubmitted || st.AdminError != "" {
-		t.Fatalf("recovered status %+v", st)
+	// A launch of the replaced attempt, and its reports, are refused.
+	if ok, _ := f.m.Launched(ctx, rd.ID, "other", 0, "late"); ok {
+		t.Fatal("a replaced attempt's launch was recorded")
+	}
+	code(t, f.m.UpdateState(ctx, rd.ID, "other", refdata.Error, refdata.Update{Attempt: intp(0), AdminError: "late"}), ctserr.CodeInvalidRefdataState)
+	if ok, _ := f.m.Launched(ctx, rd.ID, "other", 1, "h3"); !ok {
+		t.Fatal("attempt 1 not launched")
 	}
 
-	// Clean: forced while staging, plain once complete.
-	if err := f.m.Clean(ctx, rd.ID, "other", true); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.m.Clean(ctx, rd.ID, "kbase", false); err != nil {
-		t.Fatal(err)
+	// An infrastructure failure restages as a new attempt, within the retries allowed.
+	if ok, err := f.m.Restage(ctx, rd.ID, "other", 1, "held: disk quota", 1); err != nil || !ok {
+		t.Fatalf("restage = %t, %v", ok, err)
 	}
 	got, _ = f.m.AdminGet(ctx, rd.ID)
-	if !got.Status("kbase").Cleaned || !got.Status("other").Cleaned || len(f.kbase.cancels) != 1 {
-		t.Fatalf("clean: %+v, cancels %v", got.Statuses, f.kbase.cancels)
+	st := got.Status("other")
+	if st.State != refdata.Created || st.Attempt != 2 || st.Handle != "" || len(st.Retries) != 1 ||
+		!strings.Contains(st.Retries[0], "attempt 1 (h3): held: disk quota") {
+		t.Fatalf("restaged status %+v", st)
+	}
+	if s := states(got, "other"); s[len(s)-2] != refdata.Error || s[len(s)-1] != refdata.Created {
+		t.Fatalf("restage transitions %v: want through error back to created", s)
+	}
+	if ok, _ := f.m.Restage(ctx, rd.ID, "other", 2, "again", 1); ok {
+		t.Fatal("restaged past the retries allowed")
+	}
+	// An admin recovers a staging stuck in download_submitted.
+	if ok, _ := f.m.Launched(ctx, rd.ID, "other", 2, "h4"); !ok {
+		t.Fatal("attempt 2 not launched")
+	}
+	before, err = f.m.Recover(ctx, rd.ID, "other")
+	if err != nil || before.State != refdata.DownloadSubmitted || before.Handle != "h4" {
+		t.Fatalf("recover of a stuck staging = %+v, %v", before, err)
+	}
+
+	// Clean: forced while staging, plain once ended.
+	code(t, errOf(f.m.Cleanable(ctx, rd.ID, "other", false)), ctserr.CodeInvalidRefdataState)
+	for _, site := range []string{"other", "kbase"} {
+		if _, err := f.m.Cleanable(ctx, rd.ID, site, site == "other"); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.m.MarkCleaned(ctx, rd.ID, site); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, _ = f.m.AdminGet(ctx, rd.ID)
+	if !got.Status("kbase").Cleaned || !got.Status("other").Cleaned {
+		t.Fatalf("clean: %+v", got.Statuses)
 	}
 
 	byPath, err := f.m.ByPath(ctx, "refs/genome.tar.gz")
@@ -271,8 +281,11 @@ func TestLifecycle(t *testing.T) {
 	code(t, err, ctserr.CodeIllegalS3Path)
 }
 
+// errOf keeps the error of a two-valued call.
+func errOf[T any](_ T, err error) error { return err }
+
 // TestStagerFasterThanRecord: the stager reports complete before download_submitted was
-// recorded; both transitions are kept.
+// recorded; both transitions are kept, and the late launch record keeps the state.
 func TestStagerFasterThanRecord(t *testing.T) {
 	f := newFixture(t)
 	ctx := t.Context()
@@ -284,48 +297,12 @@ func TestStagerFasterThanRecord(t *testing.T) {
 	if err := f.m.UpdateState(ctx, rd.ID, "kbase", refdata.Complete, refdata.Update{}); err != nil {
 		t.Fatal(err)
 	}
+	if ok, err := f.m.Launched(ctx, rd.ID, "kbase", 0, "h1"); err != nil || !ok {
+		t.Fatalf("launched = %t, %v", ok, err)
+	}
 	got, _ := f.m.Get(ctx, rd.ID)
-	if s := states(got, "kbase"); len(s) != 3 || s[1] != refdata.DownloadSubmitted || s[2] != refdata.Complete {
-		t.Fatalf("transitions %v", s)
-	}
-	// The launcher's late record keeps the state and stores the handle.
-	code(t, f.m.Stage(ctx, rd.ID, "kbase"), ctserr.CodeInvalidRefdataState)
-}
-
-func TestRunRetriesFailedLauncher(t *testing.T) {
-	f := newFixture(t)
-	f.active["other"] = false
-	f.kbase.fail = launcher.ErrUnavailable
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error)
-	m := f.m
-	go func() { done <- m.Run(ctx) }()
-	rd, err := m.Register(ctx, "admin", "refs/plain.txt", crc, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(100 * time.Millisecond)
-	f.kbase.mu.Lock()
-	f.kbase.fail = nil
-	f.kbase.mu.Unlock()
-	m.Poke()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		got, err := m.Get(t.Context(), rd.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got.Status("kbase").State == refdata.DownloadSubmitted {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("never staged: %+v", got.Statuses)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
+	if s := states(got, "kbase"); len(s) != 3 || s[1] != refdata.DownloadSubmitted || s[2] != refdata.Complete || got.Status("kbase").Handle != "h1" {
+		t.Fatalf("transitions %v, status %+v", s, got.Status("kbase"))
 	}
 }
 
@@ -341,6 +318,7 @@ func TestCanTransition(t *testing.T) {
 		{refdata.Error, refdata.Created, true},
 		{refdata.Complete, refdata.Created, false},
 		{refdata.Complete, refdata.DownloadSubmitted, false},
+		{refdata.DownloadSubmitted, refdata.DownloadSubmitted, true}, // the stager's heartbeat
 	} {
 		t.Run(string(c.from)+"->"+string(c.to), func(t *testing.T) {
 			if got := refdata.CanTransition(c.from, c.to); got != c.ok {

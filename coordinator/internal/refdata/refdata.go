@@ -1,27 +1,21 @@
-// Package refdata owns reference data on the coordinator side (reference §5): the record of
-// one S3 object admins provide for images (its CRC64/NVME, whether it is unpacked), its
-// per-site staging state machine, and the Manager that registers it, asks each site's
-// launcher to start a staging task (the agent in its refdata mode, on a worker that mounts
-// the site's REFDATA_HOST_PATH), applies the stager's reports, and tells jobs whether the
-// data is ready at their site.
-//
-// The per-site state machine (one Status per site, transition times kept):
-//
-//	             launcher accepted the         stager reported
-//	             staging task                  "complete"
-//	created ─────────────────────► download_submitted ───────────► complete
-//	   ▲  │                                 │                          │
-//	   │  └─────────────────┬───────────────┴──────────────────────────┘
-//	   │                    ▼ stager (or admin) reported "error": from any state
-//	   └──── recover ───  error
+// Package refdata owns reference data on the coordinator side: the record of one S3 object
+// admins provide for images (its CRC64/NVME, whether it is unpacked), its per-site staging
+// state machine (the states and their table are shared/staging's, which the agent's refdata
+// mode uses too), and the Manager that registers it, applies the stager's reports and
+// heartbeats, hands the launch package the stagings to launch, records what launch and the
+// reconciler decide (launched, failed, restaged as a new attempt), and tells jobs whether the
+// data is ready at their site. Staging tasks are launched work: package launch submits,
+// cancels and cleans them through the sites' launchers, and package reconcile ends the ones
+// that can no longer finish (deadlines, heartbeats, the launcher's view), as for jobs.
 //
 // A stager that finishes before the coordinator recorded download_submitted (a fast,
 // idempotent re-stage) reports complete while the site is still created: both transitions
-// are then recorded at once. Recover of an errored site starts a new launcher attempt.
+// are then recorded at once. Every staging task runs as an attempt; a report carrying another
+// attempt than the site's current one is refused.
 //
-// The package must not touch the file system of workers (the stager does), must not know
-// MongoDB (Store is implemented by the store package) nor HTTP (the api package maps its
-// *ctserr.Error values).
+// The package must not touch the file system of workers (the stager does), must not talk to
+// launchers (package launch does), must not know MongoDB (Store is implemented by the store
+// package) nor HTTP (the api package maps its *ctserr.Error values).
 package refdata
 
 import (
@@ -30,53 +24,25 @@ import (
 	"time"
 
 	"github.com/kbase/cts/coordinator/internal/ctserr"
+	"github.com/kbase/cts/shared/staging"
 )
 
-// State is the staging state of reference data at one site.
-type State string
+// State is the staging state of reference data at one site (shared/staging).
+type State = staging.State
 
 // The states of a site's staging.
 const (
-	Created           State = "created"
-	DownloadSubmitted State = "download_submitted"
-	Complete          State = "complete"
-	Error             State = "error"
+	Created           = staging.Created
+	DownloadSubmitted = staging.DownloadSubmitted
+	Complete          = staging.Complete
+	Error             = staging.Error
 )
 
 // States lists every state.
-var States = []State{Created, DownloadSubmitted, Complete, Error}
-
-// Valid reports whether s is a known state.
-func (s State) Valid() bool {
-	for _, v := range States {
-		if s == v {
-			return true
-		}
-	}
-	return false
-}
-
-// Terminal reports whether s ends a staging (clean is allowed without force).
-func (s State) Terminal() bool { return s == Complete || s == Error }
-
-// transitions is the table of the state machine: to ← allowed from. Error is allowed from
-// every state (refdata_error in the Python service); Created only from Error (recover).
-var transitions = map[State][]State{
-	Created:           {Error},
-	DownloadSubmitted: {Created},
-	Complete:          {DownloadSubmitted},
-	Error:             {Created, DownloadSubmitted, Complete, Error},
-}
+var States = staging.States
 
 // CanTransition reports whether a site may move from one state to another.
-func CanTransition(from, to State) bool {
-	for _, f := range transitions[to] {
-		if f == from {
-			return true
-		}
-	}
-	return false
-}
+func CanTransition(from, to State) bool { return staging.CanTransition(from, to) }
 
 // Transition is one entry of a status's history.
 type Transition struct {
@@ -84,7 +50,8 @@ type Transition struct {
 	Time  time.Time `bson:"time"`
 }
 
-// Status is the staging of reference data at one site (reference §10.2 refdata document).
+// Status is the staging of reference data at one site (the Python service's refdata
+// document's status, plus the launch fields, which start with "_").
 type Status struct {
 	Cluster     string       `bson:"cluster"`
 	State       State        `bson:"state"`
@@ -101,6 +68,12 @@ type Status struct {
 	// launcher returned for it ("" before it was accepted).
 	Attempt int    `bson:"_attempt"`
 	Handle  string `bson:"_handle,omitempty"`
+	// LaunchedAt is when the launcher accepted the current attempt; LastSeen when its stager
+	// last reported (a heartbeat or a state).
+	LaunchedAt time.Time `bson:"_launched_at,omitempty"`
+	LastSeen   time.Time `bson:"_last_seen,omitempty"`
+	// Retries records why earlier attempts were abandoned, oldest first.
+	Retries []string `bson:"_retries,omitempty"`
 }
 
 // Refdata is one registered reference data object.

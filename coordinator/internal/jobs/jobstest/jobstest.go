@@ -177,6 +177,8 @@ type Fixture struct {
 
 	// CRCA and CRCB are the CRCs of the input objects inputs/in/a.txt and b.txt.
 	CRCA, CRCB string
+	// Stagings, when set before NewLaunch, are the reference data stagings it launches.
+	Stagings launch.Stagings
 }
 
 // InputA and InputB are the contents of inputs/in/a.txt and b.txt.
@@ -265,7 +267,7 @@ func (f *Fixture) NewLaunch(mod func(*launch.Config)) *launch.Service {
 	if mod != nil {
 		mod(&cfg)
 	}
-	return launch.New(cfg, f.Store, f.Mover, f.Ingest, Discard())
+	return launch.New(cfg, launch.Deps{Store: f.Store, Mover: f.Mover, Fold: f.Ingest, Stagings: f.Stagings, Log: Discard()})
 }
 
 // NewAdmission returns an admission.Service over the fixture (a CPU-hour cap of 5, no
