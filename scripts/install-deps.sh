@@ -16,6 +16,9 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # verbatim on a dev site (a clean Debian machine has neither).
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v jq >/dev/null 2>&1 || need+=(jq)
+# Debian's firefox-esr: the dashboard's browser tests (test/ui) also drive Firefox, over
+# WebDriver BiDi (its own protocol), so no geckodriver is needed.
+command -v firefox-esr >/dev/null 2>&1 || need+=(firefox-esr)
 if ((${#need[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "install-deps: need ${need[*]}; run as root or install them yourself" >&2

@@ -5,161 +5,142 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/chromedp/cdproto/accessibility"
-	"github.com/chromedp/cdproto/log"
-	"github.com/chromedp/cdproto/network"
-	"github.com/chromedp/cdproto/runtime"
-	"github.com/chromedp/chromedp"
 )
 
-// browser is one headless Chromium tab driven over the DevTools protocol. It records what a
-// page must never do: throw, log an error, break its Content-Security-Policy, or put a token
-// in a URL.
+// driver is one browser tab as the scenarios use it. chromiumTab (the DevTools protocol,
+// chromedp) and firefoxTab (WebDriver BiDi) implement it; the scenarios only see browser.
+type driver interface {
+	// name is the browser and its version ("Firefox 153.8.0"), for messages.
+	name() string
+	// navigate loads url and returns once its load event fired.
+	navigate(ctx context.Context, url string) error
+	// eval evaluates a JavaScript expression in the page and returns its value as JSON
+	// (nil when it is undefined); an exception is an error.
+	eval(ctx context.Context, expr string) ([]byte, error)
+	// typeInto focuses the element matching the CSS selector sel and types text with real
+	// key events; "\r" and "\n" are Enter.
+	typeInto(ctx context.Context, sel, text string) error
+	// press types text with real key events into whatever has the focus; "\r" and "\n"
+	// are Enter, "\t" is Tab.
+	press(ctx context.Context, text string) error
+	// shiftTab presses Shift+Tab.
+	shiftTab(ctx context.Context) error
+	// screenshot is a PNG of the whole page.
+	screenshot(ctx context.Context) ([]byte, error)
+	// takeProblems returns, and forgets, what the page did wrong since the last call:
+	// uncaught exceptions, console errors, Content-Security-Policy violations.
+	takeProblems() []string
+	// requested returns every URL the page requested so far.
+	requested() []string
+}
+
+// browser is what a scenario holds: a tab and the test it reports to. Its methods fail the
+// test on error and wait generously (the machine is shared), showing the page's text and
+// writing a screenshot (CTS_UI_SCREENSHOTS) when a wait times out.
 type browser struct {
-	t   *testing.T
-	ctx context.Context
-
-	mu       sync.Mutex
-	problems []string
-	urls     []string
+	t *testing.T
+	d driver
 }
 
-// chromium finds Debian's chromium; tests skip without it (scripts/install-deps.sh installs
-// it, so CI never skips).
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
+// in returns b reporting to t (a subtest).
+func (b *browser) in(t *testing.T) *browser { return &browser{t: t, d: b.d} }
+
+// shotName prefixes screenshot names of browsers other than Chromium (whose screenshots are
+// docs/ui.md's main pictures) with the browser's name.
+func (b *browser) shotName(name string) string {
+	if _, ok := b.d.(*firefoxTab); ok {
+		return "firefox-" + name
 	}
-	t.Skip("chromium is not installed (scripts/install-deps.sh installs it)")
-	return ""
+	return name
 }
 
-// newBrowser starts Chromium with the flags this machine needs: headless, no sandbox as root,
-// and nothing that reaches out to the network by itself.
-func newBrowser(t *testing.T) *browser {
-	t.Helper()
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium(t)),
-		chromedp.DisableGPU,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("no-first-run", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1280, 900),
-	)
-	if os.Geteuid() == 0 {
-		opts = append(opts, chromedp.NoSandbox)
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancel := chromedp.NewContext(actx)
-	t.Cleanup(func() {
-		cancel()
-		cancelAlloc()
-	})
-	b := &browser{t: t, ctx: ctx}
-	if err := chromedp.Listen(ctx, b.record); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	return b
-}
-
-func (b *browser) record(ev any) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	switch ev := ev.(type) {
-	case *runtime.EventExceptionThrown:
-		d := ev.ExceptionDetails
-		msg := d.Text
-		if d.Exception != nil && d.Exception.Description != "" {
-			msg += " " + d.Exception.Description
-		}
-		b.problems = append(b.problems, "exception: "+msg)
-	case *runtime.EventConsoleAPICalled:
-		if ev.Type == runtime.ConsoleAPICalledTypeError {
-			var parts []string
-			for _, a := range ev.Args {
-				parts = append(parts, string(a.Value)+a.Description)
-			}
-			b.problems = append(b.problems, "console.error: "+strings.Join(parts, " "))
-		}
-	case *log.EventEntryAdded:
-		e := ev.Entry
-		// The browser's own log: CSP violations and failed loads are errors here. A 4xx
-		// answer the page asked for on purpose (a refusal it shows) is logged as a
-		// network error too; those are the page's business and checked by the tests.
-		if e.Level == log.EntryLevelError && e.Source != log.EntrySourceNetwork {
-			b.problems = append(b.problems, fmt.Sprintf("browser log (%s): %s %s", e.Source, e.Text, e.URL))
-		}
-	case *network.EventRequestWillBeSent:
-		b.urls = append(b.urls, ev.Request.URL)
-	}
-}
-
-// checkClean fails the test for every problem recorded so far, and for a token in any URL.
+// checkClean fails the test for every problem recorded so far, and for a token in any URL
+// requested.
 func (b *browser) checkClean(tokens ...string) {
 	b.t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for _, p := range b.problems {
-		b.t.Errorf("page problem: %s", p)
+	for _, p := range b.d.takeProblems() {
+		b.t.Errorf("%s: page problem: %s", b.d.name(), p)
 	}
-	b.problems = nil
-	for _, u := range b.urls {
+	for _, u := range b.d.requested() {
 		for _, tok := range tokens {
 			if strings.Contains(u, tok) {
-				b.t.Errorf("a token is in the URL %s", u)
+				b.t.Errorf("%s: a token is in the URL %s", b.d.name(), u)
 			}
 		}
 	}
 }
 
-// do runs actions, failing the test on error.
-func (b *browser) do(what string, actions ...chromedp.Action[chromedp.Void]) {
+// navigate loads url.
+func (b *browser) navigate(url string) {
 	b.t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, 2*time.Minute)
+	ctx, cancel := context.WithTimeout(b.t.Context(), 2*time.Minute)
 	defer cancel()
-	if err := chromedp.Do(ctx, actions...); err != nil {
-		b.shot("failed-" + what)
-		b.t.Fatalf("%s: %v", what, err)
+	if err := b.d.navigate(ctx, url); err != nil {
+		b.shot("failed-navigate")
+		b.t.Fatalf("%s: load %s: %v", b.d.name(), url, err)
 	}
 }
 
-// eval evaluates a JavaScript expression and decodes its value into T.
+// eval evaluates a JavaScript expression and decodes its value into T (T's zero value for
+// undefined or null).
 func eval[T any](b *browser, expr string) T {
 	b.t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, time.Minute)
+	ctx, cancel := context.WithTimeout(b.t.Context(), time.Minute)
 	defer cancel()
-	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+	var v T
+	raw, err := b.d.eval(ctx, expr)
 	if err != nil {
-		b.t.Fatalf("evaluate %s: %v", expr, err)
+		b.t.Fatalf("%s: evaluate %s: %v", b.d.name(), expr, err)
+	}
+	if raw != nil {
+		if err := json.Unmarshal(raw, &v); err != nil {
+			b.t.Fatalf("%s: evaluate %s: decode %.200q: %v", b.d.name(), expr, raw, err)
+		}
 	}
 	return v
 }
 
+// run evaluates a JavaScript expression for its effect.
+func (b *browser) run(expr string) {
+	b.t.Helper()
+	eval[json.RawMessage](b, expr)
+}
+
 // waitFor polls a JavaScript predicate until it is true; the deadline is generous (the
-// machine is shared), and a timeout says what was awaited and shows the page's text.
+// machine is shared), and a timeout says what was awaited and shows the page's text. An
+// evaluation error (a page being replaced) is retried until the deadline.
 func (b *browser) waitFor(what, predicate string, within time.Duration) {
 	b.t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, within+10*time.Second)
-	defer cancel()
-	_, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](predicate, chromedp.WithPollingTimeout(within),
-		chromedp.WithPollingInterval(100*time.Millisecond)))
-	if err != nil {
-		text, _ := chromedp.Run(b.ctx, chromedp.Evaluate[string](`document.body.innerText`))
-		b.shot("timeout-" + what)
-		b.t.Fatalf("waiting for %s: %v\npage text:\n%s", what, err, text)
+	deadline := time.Now().Add(within)
+	var last error
+	for {
+		ctx, cancel := context.WithTimeout(b.t.Context(), 30*time.Second)
+		raw, err := b.d.eval(ctx, "!!("+predicate+"\n)")
+		cancel()
+		if err == nil && string(raw) == "true" {
+			return
+		}
+		last = err
+		if time.Now().After(deadline) || b.t.Context().Err() != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	text, _ := b.d.eval(ctx, `document.body.innerText`)
+	var body string
+	_ = json.Unmarshal(text, &body)
+	b.shot("timeout-" + strings.ReplaceAll(what, " ", "-"))
+	msg := fmt.Sprintf("%s: waiting for %s: not within %s", b.d.name(), what, within)
+	if last != nil {
+		msg += fmt.Sprintf(" (last evaluation: %v)", last)
+	}
+	b.t.Fatalf("%s\npage text:\n%s", msg, body)
 }
 
 // js quotes s as a JavaScript string literal.
@@ -185,7 +166,33 @@ func (b *browser) clickButton(text, within string) {
 // typeInto focuses an input and types text with real key events, as a user would.
 func (b *browser) typeInto(sel, text string) {
 	b.t.Helper()
-	b.do("type into "+sel, chromedp.SendKeys(chromedp.CSS(sel), text))
+	b.waitFor(sel, "!!document.querySelector("+js(sel)+")", time.Minute)
+	ctx, cancel := context.WithTimeout(b.t.Context(), 2*time.Minute)
+	defer cancel()
+	if err := b.d.typeInto(ctx, sel, text); err != nil {
+		b.shot("failed-type")
+		b.t.Fatalf("%s: type into %s: %v", b.d.name(), sel, err)
+	}
+}
+
+// press types keys into whatever has the focus ("\t" is Tab, "\r" Enter).
+func (b *browser) press(keys string) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.t.Context(), time.Minute)
+	defer cancel()
+	if err := b.d.press(ctx, keys); err != nil {
+		b.t.Fatalf("%s: press %q: %v", b.d.name(), keys, err)
+	}
+}
+
+// shiftTab presses Shift+Tab.
+func (b *browser) shiftTab() {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.t.Context(), time.Minute)
+	defer cancel()
+	if err := b.d.shiftTab(ctx); err != nil {
+		b.t.Fatalf("%s: shift+tab: %v", b.d.name(), err)
+	}
 }
 
 // choose selects an option of a select element by value and tells the page.
@@ -197,10 +204,24 @@ func (b *browser) choose(sel, value string) {
 	b.waitFor("option "+value+" of "+sel, pred, 30*time.Second)
 }
 
+// clearInput empties an input as a user selecting all and deleting would.
+func (b *browser) clearInput(sel string) {
+	b.t.Helper()
+	b.run(fmt.Sprintf(`(() => { const el = document.querySelector(%s); el.value = "";
+		el.dispatchEvent(new Event("input", {bubbles: true})); })()`, js(sel)))
+}
+
+// reload reloads the page and waits until the new document has replaced the old one.
+func (b *browser) reload() {
+	b.t.Helper()
+	b.run(`(window.__ctsReloading = true, location.reload())`)
+	b.waitFor("the page reloaded", `window.__ctsReloading === undefined && document.readyState === "complete"`, time.Minute)
+}
+
 // open navigates to a dashboard route (#/...) of the page already loaded.
 func (b *browser) open(route string) {
 	b.t.Helper()
-	eval[chromedp.Void](b, "location.hash = "+js(route))
+	b.run("location.hash = " + js(route))
 }
 
 // text returns the innerText of the first element matching sel ("" when none).
@@ -216,56 +237,47 @@ func (b *browser) shot(name string) {
 	if dir == "" {
 		return
 	}
-	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	buf, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	buf, err := b.d.screenshot(ctx)
 	if err != nil {
 		b.t.Logf("screenshot %s: %v", name, err)
 		return
 	}
-	if err := os.WriteFile(filepath.Join(dir, name+".png"), buf, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, b.shotName(name)+".png"), buf, 0o644); err != nil {
 		b.t.Logf("screenshot %s: %v", name, err)
 	}
 }
 
-// checkAccessibility reads the page's accessibility tree as assistive technology sees it and
-// fails for every interactive element without an accessible name; then it checks the colour
-// contrast of every visible text against its background (WCAG AA: 4.5:1, 3:1 for large text).
+// axTree is the optional capability of reading the page's accessibility tree, as assistive
+// technology sees it (Chromium's DevTools protocol has it; WebDriver BiDi does not).
+type axTree interface {
+	// unnamedControls lists the interactive elements without an accessible name and
+	// counts those with one.
+	unnamedControls(ctx context.Context) (unnamed []string, named int, err error)
+}
+
+// checkAccessibility fails for every interactive element without an accessible name (where
+// the browser's driver can read the accessibility tree), then checks the colour contrast of
+// every visible text against its background (WCAG AA: 4.5:1, 3:1 for large text).
 func (b *browser) checkAccessibility(page string) {
 	b.t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, time.Minute)
-	defer cancel()
-	tree, err := chromedp.Call(ctx, accessibility.GetFullAXTree, accessibility.GetFullAXTreeParams{})
-	if err != nil {
-		b.t.Fatalf("%s: accessibility tree: %v", page, err)
+	if ax, ok := b.d.(axTree); ok {
+		ctx, cancel := context.WithTimeout(b.t.Context(), time.Minute)
+		defer cancel()
+		unnamed, named, err := ax.unnamedControls(ctx)
+		if err != nil {
+			b.t.Fatalf("%s: accessibility tree: %v", page, err)
+		}
+		for _, u := range unnamed {
+			b.t.Errorf("%s: %s has no accessible name", page, u)
+		}
+		if named == 0 {
+			b.t.Errorf("%s: the accessibility tree has no named controls at all", page)
+		}
 	}
-	interactive := map[string]bool{"button": true, "textbox": true, "combobox": true, "checkbox": true, "link": true,
-		"listbox": true, "radio": true, "searchbox": true, "spinbutton": true, "slider": true, "progressbar": true}
-	named := 0
-	for _, n := range tree.Nodes {
-		if n.Ignored || n.Role == nil {
-			continue
-		}
-		var role, name string
-		_ = json.Unmarshal(n.Role.Value, &role)
-		if !interactive[role] {
-			continue
-		}
-		if n.Name != nil {
-			_ = json.Unmarshal(n.Name.Value, &name)
-		}
-		if strings.TrimSpace(name) == "" {
-			b.t.Errorf("%s: a %s has no accessible name (backend node %d)", page, role, n.BackendDOMNodeID)
-			continue
-		}
-		named++
-	}
-	if named == 0 {
-		b.t.Errorf("%s: the accessibility tree has no named controls at all", page)
-	}
-	bad := eval[[]string](b, contrastScript)
-	for _, v := range bad {
-		b.t.Errorf("%s: contrast: %s", page, v)
+	for _, v := range eval[[]string](b, contrastScript) {
+		b.t.Errorf("%s (%s): contrast: %s", page, b.d.name(), v)
 	}
 }
 

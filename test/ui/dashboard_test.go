@@ -1,31 +1,29 @@
-// Package ui tests the coordinator's web dashboard (/ui/) in a real browser: Debian's
-// Chromium, driven over the DevTools protocol (chromedp), against a dev site with real agents
-// running real containers (runc). It signs in as people would (a pasted token, the keyboard
-// only for one of them), registers an image as an admin, submits a 2-container job through
-// the form and watches it to the end with live logs, cancels a job, reads an error job's
-// message, and checks that a plain user sees neither another user's job nor the admin pages.
-// Every page is checked for script errors and CSP violations, its accessibility tree for
-// unnamed controls and its text for contrast. It needs root, runc and chromium
-// (scripts/install-deps.sh installs them); CTS_UI_SCREENSHOTS=DIR writes the screenshots of
-// docs/ui.md.
+// Package ui tests the coordinator's web dashboard (/ui/) in real browsers, against a dev site
+// with real agents running real containers (runc): Debian's Chromium, driven over the DevTools
+// protocol (chromedp), and Debian's Firefox ESR, driven over WebDriver BiDi (its native
+// protocol; no geckodriver).
+//
+// Both walk the user's scenario (scenario_test.go): sign in (the keyboard only), submit a
+// 2-container job through the form after its preview, watch it to the end with live logs,
+// cancel a job, read an error job's message, filter the jobs list, sign out. Chromium also
+// walks the admin pages (register and delete an image, deactivate a site, recover reference
+// data whose staging failed, a job's admin view), checks that a plain user sees neither
+// another user's job nor the admin pages, and pages through 170 jobs, many changed in the
+// same millisecond. Every page is checked for script errors and CSP violations; Chromium
+// also reads its accessibility tree for unnamed controls, and both check text contrast.
+//
+// It needs root, runc, chromium and firefox-esr (scripts/install-deps.sh installs them);
+// CTS_UI_SCREENSHOTS=DIR writes the screenshots of docs/ui.md.
 package ui
 
 import (
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
-	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/chromedp/chromedp"
-	"github.com/chromedp/chromedp/kb"
-
-	"github.com/kbase/cts/coordinator/app"
 	"github.com/kbase/cts/coordinator/devmode"
 	"github.com/kbase/cts/coordinator/devstack/auth2"
 	"github.com/kbase/cts/test/demo"
@@ -34,120 +32,29 @@ import (
 
 func TestMain(m *testing.M) { testsite.Main(m) }
 
-// jobWait bounds a job's run on a loaded 2-core machine.
-const jobWait = 3 * time.Minute
-
-func token() string {
-	b := make([]byte, 16)
-	_, _ = rand.Read(b)
-	return strings.ToUpper(hex.EncodeToString(b))
-}
-
-// site is the dev site of the suite, with the test image pushed (not yet registered) and two
-// input files.
-type site struct {
-	*testsite.Site
-	image    string // the test image's reference, registered by the admin in the browser
-	bobToken string // a second plain user
-}
-
-func startSite(t *testing.T) *site {
-	t.Helper()
-	s := testsite.Start(t, testsite.Options{Configure: func(c *app.Config) {
-		// The suites pin their container runtime.
-		if env, ok := c.Sites[0].PluginConfig["env"].(map[string]string); ok {
-			env["CTS_AGENT_RUNTIME"] = "oci"
-		}
-	}})
-	ref, _ := s.PushTool(t, testsite.Binary(t, "./test/ui/uitool"), "ui")
-	s.PutInput(t, "ui/in/a.txt", []byte("alpha\n"))
-	s.PutInput(t, "ui/in/b.txt", []byte("beta beta\n"))
-	bob := token()
-	s.Env.Stack.Auth.AddUser(auth2.User{Name: "cts_bob", Token: bob, CustomRoles: []string{"KBASE_STAFF"}})
-	return &site{Site: s, image: ref, bobToken: bob}
-}
-
-// submit submits a job through the API and returns its ID.
-func (s *site) submit(t *testing.T, tok string, containers int, inputs []string, args ...any) string {
-	t.Helper()
-	body := map[string]any{
-		"cluster": devmode.SiteName, "image": s.image, "input_files": inputs, "num_containers": containers,
-		"output_dir": devmode.DataBucket + "/ui/api-out/", "runtime": "PT10M", "memory": "100MB",
-		"params": map[string]any{"args": args},
-	}
-	var out struct {
-		JobID string `json:"job_id"`
-	}
-	if err := s.API.Do(t.Context(), "POST", "/jobs", tok, body, &out); err != nil {
-		t.Fatalf("submit: %v", err)
-	}
-	return out.JobID
-}
-
-func (s *site) job(t *testing.T, id string) map[string]any {
-	t.Helper()
-	var j map[string]any
-	if err := s.API.Do(t.Context(), "GET", "/jobs/"+id, s.Demo.UserToken, nil, &j); err != nil {
-		t.Fatal(err)
-	}
-	return j
-}
-
-// signIn pastes a token into the sign-in form and waits for the signed-in header.
-func (b *browser) signIn(tok, user string) {
-	b.t.Helper()
-	b.waitFor("the sign-in form", `!!document.querySelector("#token")`, time.Minute)
-	b.typeInto("#token", tok+"\r")
-	b.waitFor("signed in as "+user, fmt.Sprintf(`(document.querySelector("[data-testid=user]") || {}).textContent === %s`, js(user)), time.Minute)
-}
-
-func (b *browser) signOut() {
-	b.t.Helper()
-	b.clickButton("Sign out", "header")
-	b.waitFor("the sign-in form", `!!document.querySelector("#token")`, time.Minute)
-	if n := eval[int](b, `sessionStorage.length + localStorage.length`); n != 0 {
-		b.t.Errorf("after sign-out the browser still stores %d items", n)
-	}
-}
-
-// clearInput empties an input as a user selecting all and deleting would.
-func (b *browser) clearInput(sel string) {
-	b.t.Helper()
-	eval[chromedp.Void](b, fmt.Sprintf(`(() => { const el = document.querySelector(%s); el.value = "";
-		el.dispatchEvent(new Event("input", {bubbles: true})); })()`, js(sel)))
-}
-
 func TestDashboard(t *testing.T) {
 	s := startSite(t)
-	b := newBrowser(t)
-	tokens := []string{s.Demo.UserToken, s.Demo.AdminToken, s.bobToken}
+	b := &browser{t: t, d: startChromium(t)}
+	t.Logf("browser: %s", b.d.name())
+	carol := token() // a user with a long history, for paging
+	s.Env.Stack.Auth.AddUser(auth2.User{Name: "cts_carol", Token: carol, CustomRoles: []string{"KBASE_STAFF"}})
+	tokens := []string{s.Demo.UserToken, s.Demo.AdminToken, s.bobToken, carol}
+	oldImage, _ := s.PushTool(t, testsite.Binary(t, "./test/ui/uitool"), "ui-old")
+	if err := s.API.Do(t.Context(), "POST", "/admin/images/"+oldImage, s.Demo.AdminToken, nil, nil); err != nil {
+		t.Fatalf("register %s: %v", oldImage, err)
+	}
+	refdataID, repairRefdata := s.brokenRefdata(t)
 
-	// The page and its headers, as any browser gets them.
-	resp, err := http.Get(s.Env.URL + "/ui/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") || strings.Contains(csp, "unsafe") {
-		t.Fatalf("/ui/ Content-Security-Policy %q", csp)
-	}
-	b.do("load the dashboard", chromedp.Navigate(s.Env.URL+"/ui/"))
-	b.waitFor("the sign-in form", `!!document.querySelector("#token")`, time.Minute)
+	loadDashboard(t, b, s)
 	b.shot("signin")
 	b.checkAccessibility("sign-in")
 
 	t.Run("a bad token is refused with the service's message", func(t *testing.T) {
-		b.t = t
-		b.typeInto("#token", "NOT-A-TOKEN\r")
-		b.waitFor("the refusal", `(document.querySelector("[role=alert]") || {textContent: ""}).textContent.length > 0`, time.Minute)
-		if n := eval[int](b, `sessionStorage.length`); n != 0 {
-			t.Errorf("a refused token was stored")
-		}
-		b.clearInput("#token")
+		refusedToken(t, b.in(t))
 	})
 
 	t.Run("an admin registers an image and manages sites", func(t *testing.T) {
-		b.t = t
+		b := b.in(t)
 		b.signIn(s.Demo.AdminToken, devmode.AdminName)
 		b.open("#/admin/images")
 		b.waitFor("the register form", `!!document.querySelector("#i-ref")`, time.Minute)
@@ -170,199 +77,96 @@ func TestDashboard(t *testing.T) {
 		b.clickButton("Activate", "[data-site="+devmode.SiteName+"]")
 		b.waitFor("the site active", row+`.children[5].textContent === "yes"`, time.Minute)
 		b.checkAccessibility("sites")
+	})
 
+	t.Run("an admin deletes an image", func(t *testing.T) {
+		b := b.in(t)
+		b.open("#/admin/images")
+		row := fmt.Sprintf(`[data-image=%s]`, js(oldImage))
+		b.waitFor("the old image listed", "!!document.querySelector("+js(row)+")", time.Minute)
+		b.clickButton("Delete", row)
+		if got := b.text(row + " .confirm"); !strings.Contains(got, "Delete "+oldImage+"?") {
+			t.Errorf("the confirmation says %q", got)
+		}
+		b.clickButton("Yes, delete", row)
+		b.waitFor("the old image gone", "!document.querySelector("+js(row)+")", time.Minute)
+		if got := b.text("main .notice"); got != "Deleted "+oldImage+"." {
+			t.Errorf("delete notice %q", got)
+		}
+		if !eval[bool](b, fmt.Sprintf(`!!document.querySelector('[data-image=%s]')`, js(s.image))) {
+			t.Errorf("the other image went too")
+		}
+		var apiErr *demo.APIError
+		if err := s.API.Do(t.Context(), "GET", "/images/"+oldImage, "", nil, nil); !errors.As(err, &apiErr) {
+			t.Errorf("the API still has %s: %v", oldImage, err)
+		}
+	})
+
+	t.Run("an admin recovers reference data whose staging failed", func(t *testing.T) {
+		b := b.in(t)
+		st := s.waitRefdata(t, refdataID, "error")
+		sec := fmt.Sprintf(`[data-refdata=%s]`, js(refdataID))
 		b.open("#/admin/refdata")
-		b.waitFor("the reference data page", `document.body.innerText.includes("No reference data is registered.")`, time.Minute)
+		b.waitFor("the failed staging", "!!document.querySelector("+js(sec+" [data-state=error]")+")", time.Minute)
+		if msg, _ := st["error"].(string); msg == "" || !strings.Contains(b.text(sec), msg) {
+			t.Errorf("the page shows %q, the API's error is %q", b.text(sec), msg)
+		}
+		// The admin's error says what went wrong where.
+		adminErr, _ := st["admin_error"].(string)
+		if !strings.Contains(adminErr, "is not a directory") {
+			t.Errorf("the API's admin error %q does not name the missing folder", adminErr)
+		}
+		b.clickButton("Show admin errors", sec)
+		b.waitFor("the admin error", "document.querySelector("+js(sec)+").innerText.includes("+js(adminErr)+")", time.Minute)
+		b.shot("admin-refdata")
+		b.checkAccessibility("refdata")
+		// The folder is back: recover stages it again, and this time it completes.
+		repairRefdata()
+		b.clickButton("Recover", sec)
+		b.clickButton("Yes, recover", sec)
+		b.waitFor("the recovery notice", `document.querySelector("main .notice").textContent === `+js("Staging "+refdataID+" again at "+devmode.SiteName+"."), time.Minute)
+		s.waitRefdata(t, refdataID, "complete")
+		// The page shows what it loads: a reload shows the staging complete.
+		b.reload()
+		b.waitFor("the staging complete", "!!document.querySelector("+js(sec+" [data-state=complete]")+")", time.Minute)
 		b.signOut()
 	})
 
 	// Bob's job: the plain user below must not see it.
 	bobJob := s.submit(t, s.bobToken, 1, []string{"cts-data/ui/in/a.txt"}, "lines", "1", "10")
+	// The error job fails on its own time while the form's job runs.
+	errorJob := s.submit(t, s.Demo.UserToken, 1, []string{"cts-data/ui/in/b.txt"}, "fail", "3", "not_a_genome")
 
-	var formJob string
 	t.Run("a user signs in with the keyboard only", func(t *testing.T) {
-		b.t = t
-		eval[chromedp.Void](b, `document.activeElement && document.activeElement.blur()`)
-		b.do("tab to the token field", chromedp.KeyEvent(kb.Tab))
-		if id := eval[string](b, `document.activeElement.id`); id != "token" {
-			t.Fatalf("the first Tab focused %q, want the token field", id)
-		}
-		b.do("type the token and press Enter", chromedp.KeyEvent(s.Demo.UserToken), chromedp.KeyEvent(kb.Enter))
-		b.waitFor("signed in", fmt.Sprintf(`(document.querySelector("[data-testid=user]") || {}).textContent === %s`, js(devmode.UserName)), time.Minute)
-		// The page focuses its title; Shift+Tab from there goes back through the header:
-		// sign-out, the navigation and the skip link, each with a visible focus indicator.
-		b.waitFor("the jobs page title focused", `document.activeElement && document.activeElement.tagName === "H1"`, time.Minute)
-		var seen []string
-		for range 4 {
-			b.do("shift+tab", chromedp.KeyEvent(kb.Tab, chromedp.KeyModifiers(chromedp.ModifierShift)))
-			seen = append(seen, eval[string](b, `(() => { const e = document.activeElement;
-				const s = getComputedStyle(e); return (s.outlineStyle === "none" ? "NO-OUTLINE:" : "") + e.textContent.trim(); })()`))
-		}
-		if got, want := strings.Join(seen, "|"), "Sign out|Submit|Jobs|Skip to content"; got != want {
-			t.Errorf("Shift+Tab from the title went through %q, want %q", got, want)
-		}
-		// The skip link (focused now) takes the keyboard to the content.
-		b.do("follow the skip link", chromedp.KeyEvent(kb.Enter))
-		if id := eval[string](b, `document.activeElement.id`); id != "main" {
-			t.Errorf("the skip link focused %q, want the main content", id)
-		}
+		signInWithKeyboard(t, b.in(t), s)
 	})
 
+	var formJob string
 	t.Run("submit a 2-container job through the form", func(t *testing.T) {
-		b.t = t
-		b.open("#/submit")
-		b.choose("#s-image", s.image)
-		b.typeInto("#s-prefix", "cts-data/ui/in/")
-		b.clickButton("List", "fieldset.picker")
-		b.waitFor("the two input files listed", `document.querySelectorAll(".listing .files li").length === 2`, time.Minute)
-		b.clickButton("Add all 2 files listed", "fieldset.picker")
-		b.waitFor("two inputs chosen", `document.querySelectorAll("ol.chosen li").length === 2`, time.Minute)
-		b.typeInto("#s-out", "cts-data/ui/out/")
-		b.clearInput("#s-n")
-		b.typeInto("#s-n", "2")
-		b.typeInto("#s-args", "lines\n40\n500\n")
-		b.clickButton("Add input files", "")
-		b.clearInput("#s-rt")
-		b.typeInto("#s-rt", "forever")
-
-		// A bad runtime: the form shows the API's own validation message.
-		sent := b.text("[data-testid=job-json]")
-		if !strings.Contains(sent, `"num_containers": 2`) || !strings.Contains(sent, `"input_files_format": "space_separated_list"`) {
-			t.Fatalf("the JSON preview:\n%s", sent)
-		}
-		var apiErr *demo.APIError
-		if err := s.API.Do(t.Context(), "POST", "/jobs", s.Demo.UserToken, json.RawMessage(sent), nil); !errors.As(err, &apiErr) {
-			t.Fatalf("the API took the bad job: %v", err)
-		}
-		details, _ := apiErr.Body["error"].(map[string]any)["request_validation_detail"].([]any)
-		if len(details) == 0 {
-			t.Fatalf("API error %v", apiErr.Body)
-		}
-		b.clickButton("Check", "")
-		b.waitFor("the validation message", `!!document.querySelector("form [role=alert]")`, time.Minute)
-		shown := b.text("form [role=alert]")
-		for _, d := range details {
-			if msg := d.(map[string]any)["msg"].(string); !strings.Contains(shown, msg) {
-				t.Errorf("the form shows %q, not the API's message %q", shown, msg)
-			}
-		}
-
-		b.clearInput("#s-rt")
-		b.typeInto("#s-rt", "PT10M")
-		b.clickButton("Check", "")
-		b.waitFor("the preview of both containers", `document.querySelectorAll("[data-testid=preview] .preview").length === 2`, time.Minute)
-		cmds := eval[[]string](b, `[...document.querySelectorAll("[data-testid=preview] pre.cmd")].map(e => e.textContent)`)
-		if len(cmds) != 2 || cmds[0] != "/usr/bin/testtool lines 40 500 /input_files/a.txt" || cmds[1] != "/usr/bin/testtool lines 40 500 /input_files/b.txt" {
-			t.Errorf("argument lines %q", cmds)
-		}
-		b.shot("submit")
-		b.checkAccessibility("submit")
-
-		b.clickButton("Submit job", "")
-		b.waitFor("the job page", `location.hash.startsWith("#/jobs/") && !!document.querySelector(".state-line")`, time.Minute)
-		formJob = strings.TrimPrefix(eval[string](b, `location.hash`), "#/jobs/")
+		formJob = submitThroughForm(t, b.in(t), s)
 	})
 	if formJob == "" {
 		t.Fatal("no job was submitted")
 	}
 
 	t.Run("watch it to the end with live logs", func(t *testing.T) {
-		b.t = t
-		// Live: lines arrive while the job runs.
-		b.waitFor("live lines", `document.querySelector("[data-testid=log]").textContent.includes("line 3 of 40") &&
-			document.querySelector("[data-testid=log-status]").textContent.startsWith("Following live")`, jobWait)
-		if st := s.job(t, formJob)["state"]; st == "complete" {
-			t.Fatalf("the job completed before its live lines were seen")
-		}
-		// Pause holds new lines back; resume shows them.
-		b.clickButton("Pause", ".logbar")
-		n := eval[int](b, `document.querySelector("[data-testid=log]").textContent.split("\n").length`)
-		b.waitFor("lines held while paused", `/new lines held/.test(document.querySelector("[data-testid=log-status]").textContent)`, time.Minute)
-		if m := eval[int](b, `document.querySelector("[data-testid=log]").textContent.split("\n").length`); m != n {
-			t.Errorf("the paused log grew from %d to %d lines", n, m)
-		}
-		b.clickButton("Resume", ".logbar")
-		b.waitFor("the held lines shown", fmt.Sprintf(`document.querySelector("[data-testid=log]").textContent.split("\n").length > %d`, n), time.Minute)
-		b.shot("job-running")
-
-		b.waitFor("the job complete", `!!document.querySelector(".state-line [data-state=complete]")`, jobWait)
-		b.waitFor("the stored log", `document.querySelector("[data-testid=log]").textContent.includes("line 40 of 40") &&
-			document.querySelector("[data-testid=log-status]").textContent.startsWith("Stored log")`, time.Minute)
-		b.waitFor("both exit codes", `[...document.querySelectorAll("td.exit")].map(e => e.textContent).join() === "0,0"`, time.Minute)
-		b.waitFor("the outputs", `document.querySelectorAll("table.outputs tbody tr").length === 2`, time.Minute)
-		j := s.job(t, formJob)
-		outs := j["outputs"].([]any)
-		for _, o := range outs {
-			o := o.(map[string]any)
-			file, crc := o["file"].(string), o["crc64nvme"].(string)
-			row := fmt.Sprintf(`document.querySelector('[data-output=%s]')`, js(file))
-			if got := eval[string](b, row+`.querySelector(".crc").textContent`); got != crc {
-				t.Errorf("output %s shows CRC %q, the API %q", file, got, crc)
-			}
-			name := file[strings.LastIndex(file, "/")+1:]
-			if got := eval[string](b, row+`.querySelector("input").value`); got != "cts cp "+file+" ./"+name {
-				t.Errorf("output %s copy line %q", file, got)
-			}
-		}
-		// stderr of container 1.
-		b.choose("#log-container", "1")
-		b.choose("#log-stream", "stderr")
-		b.waitFor("container 1's stderr", `document.querySelector("[data-testid=log]").textContent.includes("done: 1 files")`, time.Minute)
-		b.choose("#log-stream", "stdout")
-		b.choose("#log-container", "0")
-		b.waitFor("container 0's stdout", `document.querySelector("[data-testid=log]").textContent.includes("line 40 of 40")`, time.Minute)
-		b.shot("job")
-		b.checkAccessibility("job")
+		watchToEnd(t, b.in(t), s, formJob)
 	})
 
 	t.Run("cancel a running job", func(t *testing.T) {
-		b.t = t
-		id := s.submit(t, s.Demo.UserToken, 1, []string{"cts-data/ui/in/a.txt"}, "sleep", "300")
-		b.open("#/jobs/" + id)
-		b.clickButton("Cancel job", ".state-line")
-		b.clickButton("Yes, cancel job", ".state-line")
-		b.waitFor("the job canceled", `!!document.querySelector(".state-line [data-state=canceled]")`, jobWait)
-		if st := s.job(t, id)["state"]; st != "canceled" {
-			t.Errorf("the API says %v", st)
-		}
+		cancelRunning(t, b.in(t), s)
 	})
 
 	t.Run("an error job shows its message", func(t *testing.T) {
-		b.t = t
-		id := s.submit(t, s.Demo.UserToken, 1, []string{"cts-data/ui/in/b.txt"}, "fail", "3", "not_a_genome")
-		b.open("#/jobs/" + id)
-		b.waitFor("the error", `!!document.querySelector(".joberror")`, jobWait)
-		msg, _ := s.job(t, id)["error"].(string)
-		if msg == "" || !strings.Contains(b.text(".joberror"), msg) {
-			t.Errorf("the page shows %q, the API's error is %q", b.text(".joberror"), msg)
-		}
-		b.waitFor("the exit code", `document.querySelector("td.exit").textContent === "3"`, time.Minute)
-		b.shot("job-error")
+		errorJobMessage(t, b.in(t), s, errorJob)
 	})
 
-	t.Run("the jobs list filters and pages", func(t *testing.T) {
-		b.t = t
-		b.open("#/jobs")
-		b.waitFor("three jobs", `document.querySelectorAll("table.jobs tbody tr").length === 3`, time.Minute)
-		if n := eval[int](b, fmt.Sprintf(`document.querySelectorAll('[data-job=%s]').length`, js(bobJob))); n != 0 {
-			t.Errorf("the user's list shows bob's job")
-		}
-		b.choose("#f-state", "complete")
-		b.clickButton("Apply filters", "form.filters")
-		b.waitFor("the complete job only", fmt.Sprintf(`(() => { const r = document.querySelectorAll("table.jobs tbody tr");
-			return r.length === 1 && r[0].dataset.job === %s; })()`, js(formJob)), time.Minute)
-		b.open("#/jobs?image=" + s.image)
-		b.waitFor("the image's jobs", `document.querySelectorAll("table.jobs tbody tr").length === 3`, time.Minute)
-		b.open("#/jobs?image=docker.io/library/nothing")
-		b.waitFor("no jobs", `document.body.innerText.includes("No jobs match.")`, time.Minute)
-		b.open("#/jobs")
-		b.waitFor("three jobs", `document.querySelectorAll("table.jobs tbody tr").length === 3`, time.Minute)
-		b.shot("jobs")
-		b.checkAccessibility("jobs")
+	t.Run("the jobs list filters", func(t *testing.T) {
+		filterJobs(t, b.in(t), s, formJob, bobJob)
 	})
 
 	t.Run("a plain user sees neither another user's job nor the admin pages", func(t *testing.T) {
-		b.t = t
+		b := b.in(t)
 		b.open("#/jobs/" + bobJob)
 		b.waitFor("the refusal", `!!document.querySelector("main [role=alert]")`, time.Minute)
 		if strings.Contains(b.text("main"), "Summary") {
@@ -384,7 +188,7 @@ func TestDashboard(t *testing.T) {
 	})
 
 	t.Run("an admin's job view", func(t *testing.T) {
-		b.t = t
+		b := b.in(t)
 		b.signIn(s.Demo.AdminToken, devmode.AdminName)
 		b.open("#/admin/jobs/" + formJob)
 		b.waitFor("the launcher details", `document.body.innerText.includes("Handle")`, time.Minute)
@@ -399,38 +203,108 @@ func TestDashboard(t *testing.T) {
 		b.signOut()
 	})
 
-	b.t = t
+	t.Run("paging through 170 jobs, many changed in the same millisecond", func(t *testing.T) {
+		pageThrough(t, b.in(t), s, formJob, carol)
+	})
+
 	b.checkClean(tokens...)
 
-	t.Run("the page's policy refuses an injected script, and the check sees it", func(t *testing.T) {
-		b.t = t
-		ran := eval[bool](b, `(() => { try { const s = document.createElement("script");
-			s.textContent = "window.__injected = true"; document.body.append(s); } catch (e) {}
-			const i = document.createElement("img"); i.src = "http://127.0.0.2:9/x.png"; document.body.append(i);
-			return window.__injected === true; })()`)
-		if ran {
-			t.Error("an injected inline script ran")
-		}
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			b.mu.Lock()
-			n := len(b.problems)
-			b.problems = nil
-			b.mu.Unlock()
-			if n > 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("no violation was reported: the page checks above could not have failed")
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+	t.Run("the checks see a script error and a console error", func(t *testing.T) {
+		checksSee(t, b.in(t))
 	})
-	// No cookie ever held anything.
-	if c := eval[string](b, `document.cookie`); c != "" {
-		t.Errorf("cookies %q", c)
+
+	t.Run("the page's policy refuses an injected script, and the check sees it", func(t *testing.T) {
+		policyRefusesInjection(t, b.in(t))
+	})
+	nothingKept(t, b)
+}
+
+// pageThrough seeds carol's history (copies of job template), a millisecond apart but for
+// two groups changed in one millisecond: 81 jobs (more than a page: they span three pages)
+// and 5 across the boundary of the third and fourth pages. Walking the pages with Older
+// shows each job exactly once, newest first, 50 to a page; Newer goes back to the same pages.
+func pageThrough(t *testing.T, b *browser, s *site, template, carol string) {
+	t0 := time.Now().UTC().Truncate(time.Millisecond).Add(-time.Hour)
+	var times []time.Time
+	at := t0
+	step := func(n int, d time.Duration) {
+		for range n {
+			at = at.Add(-d)
+			times = append(times, at)
+		}
 	}
-	if regexp.MustCompile(`[0-9A-F]{32}`).MatchString(eval[string](b, `location.href`)) {
-		t.Errorf("a token-like value is in the URL")
+	// A millisecond apart, but for the ties, so that each page's "before" (the last job's
+	// time plus a millisecond) meets a job it must leave out.
+	step(30, time.Millisecond)
+	step(1, time.Millisecond)
+	step(80, 0) // one millisecond: positions 31-111
+	step(35, time.Millisecond)
+	step(1, time.Millisecond)
+	step(4, 0) // one millisecond: positions 147-151
+	step(19, time.Millisecond)
+	ids := s.seedJobs(t, template, "cts_carol", times)
+
+	b.signIn(carol, "cts_carol")
+	b.open("#/jobs")
+	var seen []string
+	var pages [][]string
+	for page := 1; ; page++ {
+		b.waitFor(fmt.Sprintf("page %d", page), fmt.Sprintf(`document.querySelector(".pager span").textContent === "Page %d" &&
+			document.querySelectorAll("table.jobs tbody tr").length > 0`, page), time.Minute)
+		rows := eval[[]string](b, `[...document.querySelectorAll("table.jobs tbody tr")].map(r => r.dataset.job)`)
+		caption := b.text("table.jobs caption")
+		if want := fmt.Sprintf("Jobs %d–%d, most recently changed first", len(seen)+1, len(seen)+len(rows)); caption != want {
+			t.Errorf("page %d: caption %q, want %q", page, caption, want)
+		}
+		pages = append(pages, rows)
+		seen = append(seen, rows...)
+		more := eval[bool](b, `(() => { const o = [...document.querySelectorAll(".pager button")].find(e => e.textContent.includes("Older"));
+			return !!o && !o.disabled; })()`)
+		if !more {
+			break
+		}
+		if page > 10 {
+			t.Fatalf("still more pages after %d jobs", len(seen))
+		}
+		first := rows[0]
+		b.clickButton("Older →", ".pager")
+		b.waitFor(fmt.Sprintf("page %d replaced", page), fmt.Sprintf(`(document.querySelector("table.jobs tbody tr") || {dataset: {}}).dataset.job !== %s`, js(first)), time.Minute)
 	}
+	var sizes []int
+	for _, p := range pages {
+		sizes = append(sizes, len(p))
+	}
+	if !slices.Equal(sizes, []int{50, 50, 50, 20}) {
+		t.Errorf("page sizes %v, want [50 50 50 20]", sizes)
+	}
+	// Each job once; ties in any order, but never before a newer job.
+	count := map[string]int{}
+	for _, id := range seen {
+		count[id]++
+	}
+	for _, id := range ids {
+		if count[id] != 1 {
+			t.Errorf("job %s shown %d times", id, count[id])
+		}
+	}
+	if len(seen) != len(ids) {
+		t.Errorf("%d rows shown for %d jobs", len(seen), len(ids))
+	}
+	pos := map[string]int{}
+	for i, id := range ids {
+		pos[id] = i
+	}
+	for i := 1; i < len(seen); i++ {
+		if p, q := pos[seen[i-1]], pos[seen[i]]; times[q].After(times[p]) {
+			t.Errorf("row %d (%s) is newer than row %d (%s)", i+1, seen[i], i, seen[i-1])
+		}
+	}
+	// Newer goes back through the same pages.
+	for page := len(pages) - 1; page >= 1; page-- {
+		b.clickButton("← Newer", ".pager")
+		want := pages[page-1]
+		b.waitFor(fmt.Sprintf("page %d again", page), fmt.Sprintf(`document.querySelector(".pager span").textContent === "Page %d" &&
+			[...document.querySelectorAll("table.jobs tbody tr")].map(r => r.dataset.job).join() === %s`, page, js(strings.Join(want, ","))), time.Minute)
+	}
+	b.signOut()
 }

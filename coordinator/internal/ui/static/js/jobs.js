@@ -8,9 +8,13 @@ import { STATES, fmtTime, lastTime, imageRef, toLocalInput, fromLocalInput } fro
 
 export const PAGE_SIZE = 50;
 
+// MAX_LIMIT is the API's largest page (limit).
+const MAX_LIMIT = 1000;
+
 // pageQuery builds the list query of one page. A page starts at cursor: jobs whose last
-// transition is at or before cursor.time, minus cursor.seen (the jobs of the page before that
-// share that millisecond).
+// transition is at or before cursor.time, minus cursor.seen (the jobs earlier pages showed
+// that share that millisecond). It asks for those too, and one more job than a page, to know
+// whether another page follows.
 function pageQuery(filters, cursor, admin) {
   const q = new URLSearchParams();
   for (const k of ["state", "image", "after", "before"]) if (filters[k]) q.set(k, filters[k]);
@@ -20,15 +24,19 @@ function pageQuery(filters, cursor, admin) {
     q.set("before", new Date(Date.parse(cursor.time) + 1).toISOString());
     extra = cursor.seen.length;
   }
-  q.set("limit", String(Math.min(PAGE_SIZE + extra + 1, 1000)));
+  q.set("limit", String(PAGE_SIZE + extra + 1));
   return q;
 }
 
-// nextCursor is where the page after jobs starts.
-function nextCursor(jobs) {
+// nextCursor is where the page after jobs starts, jobs being the page that started at cursor.
+// When that page ends in the cursor's own millisecond, the jobs earlier pages showed in it
+// stay in seen: a millisecond shared by more than a page of jobs spans several pages.
+function nextCursor(cursor, jobs) {
   const t = lastTime(jobs[jobs.length - 1]);
   const ms = Date.parse(t);
-  return { time: t, seen: jobs.filter((j) => Date.parse(lastTime(j)) === ms).map((j) => j.id) };
+  const seen = jobs.filter((j) => Date.parse(lastTime(j)) === ms).map((j) => j.id);
+  if (cursor && Date.parse(cursor.time) === ms) seen.push(...cursor.seen);
+  return { time: t, seen };
 }
 
 export function JobsPage({ me, query }) {
@@ -66,7 +74,13 @@ export function JobsPage({ me, query }) {
     setError(null);
     setData(null);
     const path = allUsers ? "/admin/jobs" : "/jobs";
-    api("GET", path + "?" + pageQuery(filters, cursor, allUsers), undefined, { signal: ctl.signal })
+    const q = pageQuery(filters, cursor, allUsers);
+    if (Number(q.get("limit")) > MAX_LIMIT) {
+      // The API cannot skip that many jobs of one millisecond: say so rather than skip them.
+      setError(new Error(`More than ${MAX_LIMIT - PAGE_SIZE - 1} jobs changed at ${cursor.time}, the same millisecond: the list cannot page past them. Narrow the filters (state, image, time range) to see the older jobs.`));
+      return () => ctl.abort();
+    }
+    api("GET", path + "?" + q, undefined, { signal: ctl.signal })
       .then((r) => {
         const seen = new Set(cursor ? cursor.seen : []);
         const jobs = r.jobs.filter((j) => !seen.has(j.id));
@@ -95,7 +109,7 @@ export function JobsPage({ me, query }) {
   };
 
   const older = () => {
-    const c = nextCursor(data.jobs);
+    const c = nextCursor(cursors[page], data.jobs);
     const next = cursors.slice(0, page + 1);
     next.push(c);
     setCursors(next);
