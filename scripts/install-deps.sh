@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing CTS-Go needs on a fresh Debian machine: runc (containers),
-# GNU time (peak-RSS measurement), chromium (the dashboard's browser tests), and the Go modules.
+# GNU time (peak-RSS measurement), chromium and firefox-esr (the dashboard's browser tests), and
+# the Go modules.
 # Idempotent; quiet when everything is there.
 set -euo pipefail
 need=()
