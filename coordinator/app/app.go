@@ -81,19 +81,40 @@ type App struct {
 	counts *mongo.Client
 }
 
-// New builds the coordinator and binds its listener; nothing runs until Run. It first checks
-// that MongoDB, S3 and Kafka answer (each within StartTimeout), so a wrong address or a
-// service that is down ends the start with an error naming it. When New fails, what it
-// started is stopped again.
-func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) {
+// Option adjusts how New builds the coordinator.
+type Option func(*options)
+
+type options struct {
+	ln net.Listener
+}
+
+// WithListener makes the coordinator serve on ln instead of binding cfg.Listen (which should
+// name ln's address; it is what the logs show). A caller that must know the address before
+// the coordinator starts (dev mode writes it into the service URL) binds it and hands it over
+// here, so nothing can take the port in between. New owns ln from then on: it closes it when
+// it fails, and Run closes it when it ends.
+func WithListener(ln net.Listener) Option { return func(o *options) { o.ln = ln } }
+
+// New builds the coordinator and binds its listener (or takes the one of WithListener);
+// nothing runs until Run. It first checks that MongoDB, S3 and Kafka answer (each within
+// StartTimeout), so a wrong address or a service that is down ends the start with an error
+// naming it. When New fails, what it started is stopped again.
+func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (_ *App, err error) {
+	var o options
+	for _, f := range opts {
+		f(&o)
+	}
 	if err := cfg.Validate(); err != nil {
+		if o.ln != nil {
+			_ = o.ln.Close()
+		}
 		return nil, fmt.Errorf("invalid configuration: %w", err)
 	}
 	// Every line logged while serving a request carries its request_id.
 	log = slog.New(api.LogHandler(log.Handler()))
 	// a is not the named result: every failure returns nil, and the cleanup below must still
 	// see what was built.
-	a := &App{cfg: cfg, log: log}
+	a := &App{cfg: cfg, log: log, ln: o.ln}
 	defer func() {
 		if err != nil {
 			a.close(context.Background())
@@ -230,9 +251,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *App, err error) 
 	mux.Handle("GET /readyz", metrics.Ready(checks, cfg.Observability.ReadyTimeout, apiSrv.IsAdmin))
 	mux.Handle("/", apiSrv)
 
-	a.ln, err = net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return nil, listenError(cfg.Listen, err)
+	if a.ln == nil {
+		if a.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return nil, listenError(cfg.Listen, err)
+		}
 	}
 	a.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	// Live log streams never go idle: end them, or Shutdown would wait for its timeout.

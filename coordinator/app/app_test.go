@@ -5,8 +5,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -294,5 +297,22 @@ func TestProbes(t *testing.T) {
 	}
 	if code, _ := get(t, env.URL+"/healthz"); code != 200 {
 		t.Fatalf("healthz without Kafka = %d", code)
+	}
+}
+
+// TestNewOwnsTheGivenListener: New takes over the listener of WithListener, closing it when
+// it fails, so a caller that handed it over has nothing left to clean up.
+func TestNewOwnsTheGivenListener(t *testing.T) {
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_ = ln.SetDeadline(time.Now().Add(5 * time.Second)) // an open listener fails, not hangs
+	if _, err := app.New(t.Context(), app.Config{}, slog.New(slog.DiscardHandler), app.WithListener(ln)); err == nil {
+		t.Fatal("New with an empty configuration succeeded")
+	}
+	if _, err := ln.Accept(); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Accept on the listener after a failed New = %v, want net.ErrClosed", err)
 	}
 }

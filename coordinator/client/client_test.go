@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -14,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kbase/cts/test/ports"
 )
 
 func newTestClient(t *testing.T, h http.Handler, token string) *Client {
@@ -167,12 +168,13 @@ func TestErrors(t *testing.T) {
 
 func TestUnreachableAndCancelled(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	// A reserved port refuses connections, and nothing else can listen on it meanwhile.
+	port, err := ports.Reserve("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	_ = l.Close()
+	defer port.Close()
+	addr := port.Addr()
 	c, err := New("http://"+addr, "tok")
 	if err != nil {
 		t.Fatal(err)

@@ -24,6 +24,7 @@ import (
 	"github.com/kbase/cts/coordinator/app"
 	"github.com/kbase/cts/coordinator/devstack"
 	"github.com/kbase/cts/coordinator/devstack/auth2"
+	"github.com/kbase/cts/test/ports"
 )
 
 // Users and roles of the dev site.
@@ -45,7 +46,10 @@ type Options struct {
 	// tokens are kept (see Start). Only one process may run a site from a Dir at a time.
 	Dir string
 	// Listen is the coordinator's address. "" or a port of 0 takes the address of the
-	// site's previous run when it is free, else a free loopback port.
+	// site's previous run when it is free, else a free loopback port outside the kernel's
+	// ephemeral range (which no outgoing connection takes while the site is stopped). The
+	// address is held from the moment it is chosen, so nothing can take it while the stack
+	// starts or while the coordinator restarts.
 	Listen string
 	// AgentPath and LauncherPath are the cts-agent and cts-launcher-local binaries.
 	AgentPath    string
@@ -99,10 +103,15 @@ type Env struct {
 	AgentRuntime string
 
 	clientDir string
-	unlock    func()
-	cancel    context.CancelFunc
-	stopped   chan struct{}
-	runErr    error
+	// port holds the coordinator's address from the moment it is chosen until Close, also
+	// while the coordinator restarts (RestartCoordinator); ln is its listener until the
+	// coordinator takes it over.
+	port    *ports.Reservation
+	ln      net.Listener
+	unlock  func()
+	cancel  context.CancelFunc
+	stopped chan struct{}
+	runErr  error
 }
 
 func token() string {
@@ -194,17 +203,16 @@ func (e *Env) start(ctx context.Context, o Options) error {
 		state = siteState{UserToken: token(), AdminToken: token(), ExecutorToken: token()}
 	}
 	e.UserToken, e.AdminToken, e.ExecutorToken = state.UserToken, state.AdminToken, state.ExecutorToken
-	listen := o.Listen
-	if listen == "" || strings.HasSuffix(listen, ":0") {
-		// The service URL must be known before the coordinator starts: pick the port now.
-		if state.Listen != "" && portFree(state.Listen) {
-			listen = state.Listen
-		} else if listen, err = freeAddr(); err != nil {
-			return err
-		}
-	} else if err := checkListen(listen); err != nil {
+	// The service URL must be known before the coordinator starts: take the address now and
+	// hold it (the stack takes seconds to start, and any program could take a port that is
+	// merely known to be free).
+	if e.port, err = reserveListen(o.Listen, state.Listen); err != nil {
 		return err
 	}
+	if e.ln, err = e.port.Listen(); err != nil {
+		return fmt.Errorf("the coordinator cannot listen on %s: %w", e.port.Addr(), err)
+	}
+	listen := e.port.Addr()
 	// Saved before the stack starts, so a failed first start keeps the same tokens.
 	state.Listen = listen
 	if err := writeState(dir, state); err != nil {
@@ -279,7 +287,9 @@ func (e *Env) start(ctx context.Context, o Options) error {
 	}
 	e.Config = cfg
 	e.URL = cfg.ServiceURL
-	e.App, err = app.New(ctx, cfg, o.Log)
+	ln := e.ln
+	e.ln = nil // the coordinator owns it now, even when New fails
+	e.App, err = app.New(ctx, cfg, o.Log, app.WithListener(ln))
 	if err != nil {
 		return fmt.Errorf("start coordinator: %w", err)
 	}
@@ -299,37 +309,43 @@ func (e *Env) start(ctx context.Context, o Options) error {
 	return nil
 }
 
-// checkListen says, in one sentence a person can act on, why the coordinator cannot listen
-// on addr.
-func checkListen(addr string) error {
-	ln, err := net.Listen("tcp", addr)
-	if err == nil {
-		return ln.Close()
+// reserveListen takes the coordinator's address: listen when it names a port; else the
+// address of the site's previous run (prev) when it is free, so agents and shells set up for
+// that run find the coordinator again; else a free port outside the kernel's ephemeral range,
+// which nothing on the machine takes by chance while the site is stopped.
+func reserveListen(listen, prev string) (*ports.Reservation, error) {
+	host := "127.0.0.1"
+	if listen != "" {
+		h, port, err := net.SplitHostPort(listen)
+		if err != nil {
+			return nil, fmt.Errorf("the coordinator's address %q is not host:port: %w", listen, err)
+		}
+		if h != "" {
+			host = h
+		}
+		if port != "0" {
+			r, err := ports.ReserveAt(listen)
+			switch {
+			case errors.Is(err, syscall.EADDRINUSE):
+				return nil, fmt.Errorf("the coordinator's address %s is in use by another program: stop it, or pick another address with CTS_DEV_LISTEN=127.0.0.1:PORT (or --listen)", listen)
+			case err != nil:
+				return nil, fmt.Errorf("the coordinator cannot listen on %s: %w", listen, err)
+			}
+			return r, nil
+		}
 	}
-	if errors.Is(err, syscall.EADDRINUSE) {
-		return fmt.Errorf("the coordinator's address %s is in use by another program: stop it, or pick another address with CTS_DEV_LISTEN=127.0.0.1:PORT (or --listen)", addr)
+	if prev != "" {
+		if h, _, err := net.SplitHostPort(prev); err == nil && (listen == "" || h == host) {
+			if r, err := ports.ReserveAt(prev); err == nil {
+				return r, nil
+			}
+		}
 	}
-	return fmt.Errorf("the coordinator cannot listen on %s: %w", addr, err)
-}
-
-// portFree reports whether addr can be listened on right now.
-func portFree(addr string) bool {
-	ln, err := net.Listen("tcp", addr)
+	r, err := ports.ReserveStable(host)
 	if err != nil {
-		return false
+		return nil, fmt.Errorf("the coordinator's address: %w", err)
 	}
-	_ = ln.Close()
-	return true
-}
-
-// freeAddr returns a free loopback address.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return r, nil
 }
 
 // EnvLines are shell lines that point clients at this environment (`<dir>/env`).
@@ -393,6 +409,14 @@ func (e *Env) Close() error {
 			errs = append(errs, e.runErr)
 		}
 		e.cancel = nil
+	}
+	if e.ln != nil {
+		_ = e.ln.Close()
+		e.ln = nil
+	}
+	if e.port != nil {
+		_ = e.port.Close()
+		e.port = nil
 	}
 	if e.Stack != nil {
 		errs = append(errs, e.Stack.Close())

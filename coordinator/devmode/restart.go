@@ -15,7 +15,8 @@ import (
 // Kafka, registry, auth2) keeps running, and so do the agents: the local launcher's
 // supervisors outlive the plugin process the coordinator hosts. It is what fault tests use to
 // show that agents reconnect and that no event is lost or applied twice across a coordinator
-// restart. log is the new coordinator's logger (nil discards).
+// restart. While the coordinator is down its port refuses connections and stays the
+// environment's: nothing else can take it. log is the new coordinator's logger (nil discards).
 func (e *Env) RestartCoordinator(ctx context.Context, downtime time.Duration, log *slog.Logger) error {
 	if e.cancel == nil {
 		return errors.New("restart coordinator: the environment is closed")
@@ -34,7 +35,11 @@ func (e *Env) RestartCoordinator(ctx context.Context, downtime time.Duration, lo
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	a, err := app.New(ctx, e.Config, log)
+	ln, err := e.port.Listen()
+	if err != nil {
+		return fmt.Errorf("restart coordinator: %w", err)
+	}
+	a, err := app.New(ctx, e.Config, log, app.WithListener(ln))
 	if err != nil {
 		return fmt.Errorf("restart coordinator: %w", err)
 	}

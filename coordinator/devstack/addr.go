@@ -8,6 +8,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+
+	"github.com/kbase/cts/test/ports"
 )
 
 // Option adjusts how a component of the stack starts (StartS3, StartMongo, StartKafkaIn).
@@ -18,7 +20,7 @@ type startOptions struct {
 }
 
 // At makes the component listen on addr ("127.0.0.1:PORT") when that address is free, and
-// on a free loopback port otherwise. A restarted stack uses it to keep its addresses, so
+// on a free loopback port outside the kernel's ephemeral range otherwise. A restarted stack uses it to keep its addresses, so
 // clients configured for the previous run (and agents still running) find it again.
 func At(addr string) Option { return func(o *startOptions) { o.addr = addr } }
 
@@ -30,24 +32,28 @@ func startOpts(opts []Option) startOptions {
 	return o
 }
 
-// listenPreferred listens on addr when it is set and free, else on a free loopback port.
+// listenPreferred listens on addr when it is set and free, else on a free loopback port
+// outside the kernel's ephemeral range: the stack keeps its addresses across restarts, and no
+// outgoing connection can take such a port while the stack is stopped.
 func listenPreferred(addr string) (net.Listener, error) {
 	if addr != "" {
 		if ln, err := net.Listen("tcp", addr); err == nil {
 			return ln, nil
 		}
 	}
-	return net.Listen("tcp", "127.0.0.1:0")
+	return ports.ListenStable("127.0.0.1")
 }
 
-// portFree reports whether addr can be listened on right now.
-func portFree(addr string) bool {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return false
+// reservePreferred is listenPreferred for a server that binds the address itself (in a child
+// process): it holds the address until the server listens on it and for as long as the
+// server runs, restarts included.
+func reservePreferred(addr string) (*ports.Reservation, error) {
+	if addr != "" {
+		if r, err := ports.ReserveAt(addr); err == nil {
+			return r, nil
+		}
 	}
-	_ = ln.Close()
-	return true
+	return ports.ReserveStable("127.0.0.1")
 }
 
 // addrs are the addresses a stack listened on, kept in <Dir>/addrs.json so a restart on the

@@ -5,16 +5,15 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
-// Kafka is an in-memory Kafka cluster (franz-go's kfake) with one broker on a 127.0.0.1
-// ephemeral port. Topics are created automatically on first use, with one partition (as a
-// Kafka broker's default num.partitions).
+// Kafka is an in-memory Kafka cluster (franz-go's kfake) with one broker on a 127.0.0.1 port
+// outside the kernel's ephemeral range. Topics are created automatically on first use, with
+// one partition (as a Kafka broker's default num.partitions).
 //
 // kfake is pinned in go.mod together with github.com/twmb/franz-go v1.22.3: kfake's own
 // go.mod names an older franz-go that does not compile with it, so never let `go get -u` or
@@ -58,19 +57,25 @@ func StartKafkaIn(ctx context.Context, dir string, topics []string, opts ...Opti
 		}
 		kopts = append(kopts, kfake.DataDir(abs))
 	}
-	if o.addr != "" && portFree(o.addr) {
-		if _, p, err := net.SplitHostPort(o.addr); err == nil {
-			if port, err := strconv.Atoi(p); err == nil {
-				c, err := kfake.NewCluster(append(kopts, kfake.Ports(port))...)
-				if err == nil {
-					return &Kafka{c: c}, nil
-				}
-				// Taken in between: fall back to a free port.
-			}
-		}
+	// The broker's listener is bound here and handed to kfake, so the address is known and
+	// held before the cluster starts.
+	ln, err := listenPreferred(o.addr)
+	if err != nil {
+		return nil, fmt.Errorf("start kafka: %w", err)
 	}
+	var once sync.Once
+	listen := func(network, address string) (net.Listener, error) {
+		var given net.Listener
+		once.Do(func() { given = ln })
+		if given != nil {
+			return given, nil
+		}
+		return net.Listen(network, address)
+	}
+	kopts = append(kopts, kfake.Ports(ln.Addr().(*net.TCPAddr).Port), kfake.ListenFn(listen))
 	c, err := kfake.NewCluster(kopts...)
 	if err != nil {
+		_ = ln.Close()
 		return nil, fmt.Errorf("start kafka: %w", err)
 	}
 	return &Kafka{c: c}, nil

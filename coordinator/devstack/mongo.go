@@ -53,8 +53,9 @@ type Mongo struct {
 }
 
 // StartMongo starts FerretDB with its SQLite databases in dir (created if missing) and the
-// serialising proxy in front of it, both on 127.0.0.1 ephemeral ports (the proxy on the At
-// address when it is free). ctx bounds the start only; the servers run until Close. The
+// serialising proxy in front of it, FerretDB on a 127.0.0.1 ephemeral port, the proxy (the
+// address clients keep) on the At address when it is free, else on a port outside the
+// kernel's ephemeral range. ctx bounds the start only; the servers run until Close. The
 // databases survive a restart on the same dir.
 func StartMongo(ctx context.Context, dir string, opts ...Option) (*Mongo, error) {
 	o := startOpts(opts)

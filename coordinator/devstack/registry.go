@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/registry"
+
+	"github.com/kbase/cts/test/ports"
 )
 
 // Registry is an OCI registry (go-containerregistry's pkg/registry) served over plain HTTP on
@@ -122,11 +124,14 @@ func StartRegistry(ctx context.Context, opts ...RegistryOption) (*Registry, erro
 	if cfg.user != "" {
 		h = basicAuth(h, cfg.user, cfg.pass)
 	}
-	addr := cfg.addr
-	if addr == "" {
-		addr = "127.0.0.1:0"
+	var ln net.Listener
+	var err error
+	if cfg.addr != "" {
+		ln, err = net.Listen("tcp", cfg.addr)
+	} else {
+		// Image references name the address: keep it where a restart finds it free.
+		ln, err = ports.ListenStable("127.0.0.1")
 	}
-	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		if cfg.addr != "" && errors.Is(err, syscall.EADDRINUSE) {
 			return nil, fmt.Errorf("start registry: %s is in use by another program, and the registered images name this address: stop that program, or remove the state folder to start afresh (make clean)", cfg.addr)

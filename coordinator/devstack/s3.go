@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -28,6 +27,8 @@ import (
 	"github.com/versity/versitygw/backend/meta"
 	"github.com/versity/versitygw/backend/posix"
 	"github.com/versity/versitygw/embedgw"
+
+	"github.com/kbase/cts/test/ports"
 )
 
 // s3ChildEnv marks a process started by StartS3 as the gateway child; Main looks for it.
@@ -37,7 +38,6 @@ const (
 	s3Region       = "us-east-1"
 	s3StartTimeout = 20 * time.Second
 	s3StopTimeout  = 10 * time.Second
-	s3PortAttempts = 3
 )
 
 // s3ChildConfig is what the parent sends the child as one JSON line on its stdin (not in the
@@ -133,6 +133,7 @@ type S3 struct {
 	Region    string
 
 	cmd     *exec.Cmd
+	port    *ports.Reservation // holds the address while the child runs, until Close
 	stdin   io.WriteCloser
 	stderr  *tailBuffer
 	done    chan struct{} // closed once the child has exited; waitErr is set before
@@ -143,10 +144,10 @@ type S3 struct {
 }
 
 // StartS3 starts the gateway with objects under dir/data and metadata under dir/meta (both
-// created if missing), on a free 127.0.0.1 port (or the At address when it is free), and
-// waits until it answers ListBuckets. ctx bounds the start only; the gateway runs until
-// Close. The process must call Main at the top of main or TestMain, since the child is this
-// same executable.
+// created if missing), on a free 127.0.0.1 port outside the kernel's ephemeral range (or the
+// At address when it is free), and waits until it answers ListBuckets. ctx bounds the start
+// only; the gateway runs until Close. The process must call Main at the top of main or
+// TestMain, since the child is this same executable.
 //
 // The root credentials are random on the first start in dir and kept in dir/credentials.json
 // (mode 0600): S3 buckets belong to the credentials that created them, so a restart on the
@@ -170,21 +171,18 @@ func StartS3(ctx context.Context, dir string, opts ...Option) (*S3, error) {
 	if cfg.AccessKey, cfg.SecretKey, err = s3Credentials(abs); err != nil {
 		return nil, fmt.Errorf("start s3: %w", err)
 	}
-	// The gateway cannot report the port it bound to, so pick a free one here; another
-	// process may take it in between, hence the retry.
-	for attempt := 1; ; attempt++ {
-		addr := ""
-		if attempt == 1 && o.addr != "" && portFree(o.addr) {
-			addr = o.addr
-		}
-		s, err := startS3Child(ctx, cfg, addr)
-		if err == nil {
-			return s, nil
-		}
-		if attempt == s3PortAttempts || !strings.Contains(err.Error(), "address already in use") {
-			return nil, fmt.Errorf("start s3: %w", err)
-		}
+	// The gateway binds its address itself, in the child: hold the address from now until
+	// Close, so nothing can take it in between (a restarted gateway finds it again).
+	port, err := reservePreferred(o.addr)
+	if err != nil {
+		return nil, fmt.Errorf("start s3: %w", err)
 	}
+	s, err := startS3Child(ctx, cfg, port)
+	if err != nil {
+		_ = port.Close()
+		return nil, fmt.Errorf("start s3: %w", err)
+	}
+	return s, nil
 }
 
 // s3Credentials returns the root credentials kept in dir, making and saving them on the
@@ -213,16 +211,10 @@ func s3Credentials(dir string) (access, secret string, err error) {
 	return c.AccessKey, c.SecretKey, nil
 }
 
-// startS3Child starts the gateway on addr, or on a free port when addr is "".
-func startS3Child(ctx context.Context, cfg s3ChildConfig, addr string) (*S3, error) {
-	if addr == "" {
-		port, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	}
-	cfg.Addr = addr
+// startS3Child starts the gateway on the reserved address; the S3 it returns owns port (Close
+// releases it), the caller still does when it fails.
+func startS3Child(ctx context.Context, cfg s3ChildConfig, port *ports.Reservation) (*S3, error) {
+	cfg.Addr = port.Addr()
 	line, err := json.Marshal(cfg)
 	if err != nil {
 		return nil, err
@@ -242,6 +234,7 @@ func startS3Child(ctx context.Context, cfg s3ChildConfig, addr string) (*S3, err
 		SecretKey: cfg.SecretKey,
 		Region:    cfg.Region,
 		cmd:       cmd,
+		port:      port,
 		stderr:    &tailBuffer{max: 16 << 10},
 		done:      make(chan struct{}),
 	}
@@ -340,6 +333,8 @@ func (s *S3) CreateBucket(ctx context.Context, name string) error {
 // waits for it. It is idempotent.
 func (s *S3) Close() error {
 	s.closeOnce.Do(func() {
+		// The port is released once the child is gone.
+		defer s.port.Close()
 		_ = s.stdin.Close()
 		select {
 		case <-s.done:
@@ -375,16 +370,6 @@ func TestS3(tb testing.TB, buckets ...string) *S3 {
 		}
 	}
 	return s
-}
-
-// freePort returns a TCP port that was free on 127.0.0.1 a moment ago.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 func randomHex(n int) string {

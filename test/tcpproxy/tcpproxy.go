@@ -6,7 +6,8 @@
 //   - Hang accepts connections and holds them without forwarding a byte, and freezes the
 //     connections already open (a pooled keep-alive connection hangs too);
 //   - Refuse closes the port: new connections are refused (ECONNREFUSED) and open ones are
-//     reset.
+//     reset. The port stays the proxy's meanwhile (see package ports): nothing else can
+//     take it before the proxy listens on it again.
 //
 // It is test infrastructure: it never runs in production.
 package tcpproxy
@@ -17,6 +18,8 @@ import (
 	"io"
 	"net"
 	"sync"
+
+	"github.com/kbase/cts/test/ports"
 )
 
 // Mode is what the proxy does with connections.
@@ -46,6 +49,7 @@ func (m Mode) String() string {
 type Proxy struct {
 	target string
 	addr   string
+	port   *ports.Reservation
 
 	mu      sync.Mutex
 	mode    Mode
@@ -58,11 +62,16 @@ type Proxy struct {
 
 // New listens on a free loopback port and forwards to target ("host:port").
 func New(target string) (*Proxy, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := ports.Reserve("127.0.0.1")
 	if err != nil {
-		return nil, fmt.Errorf("tcpproxy: listen: %w", err)
+		return nil, fmt.Errorf("tcpproxy: %w", err)
 	}
-	p := &Proxy{target: target, addr: ln.Addr().String(), changed: make(chan struct{}), conns: map[net.Conn]struct{}{}}
+	ln, err := port.Listen()
+	if err != nil {
+		_ = port.Close()
+		return nil, fmt.Errorf("tcpproxy: %w", err)
+	}
+	p := &Proxy{target: target, addr: port.Addr(), port: port, changed: make(chan struct{}), conns: map[net.Conn]struct{}{}}
 	p.serve(ln)
 	return p, nil
 }
@@ -95,7 +104,7 @@ func (p *Proxy) Set(m Mode) error {
 		}
 	}
 	if p.mode == Refuse {
-		ln, err := net.Listen("tcp", p.addr)
+		ln, err := p.port.Listen()
 		if err != nil {
 			return fmt.Errorf("tcpproxy: listen again on %s: %w", p.addr, err)
 		}
@@ -125,7 +134,7 @@ func (p *Proxy) Close() error {
 	p.changed = make(chan struct{})
 	p.mu.Unlock()
 	p.wg.Wait()
-	return nil
+	return p.port.Close()
 }
 
 func (p *Proxy) serve(ln net.Listener) {

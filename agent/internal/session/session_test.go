@@ -17,6 +17,7 @@ import (
 
 	"github.com/kbase/cts/shared/job"
 	"github.com/kbase/cts/shared/protocol"
+	"github.com/kbase/cts/test/ports"
 )
 
 // action is what the fake coordinator does with an event.
@@ -71,6 +72,7 @@ type fakeCoord struct {
 	live     map[int]*fakeConn
 	nconn    int
 	srv      *http.Server
+	port     *ports.Reservation
 	ln       net.Listener
 	dropped  []time.Time // when the fake closed a connection on purpose
 	downs    int         // how many times stop was called
@@ -97,7 +99,14 @@ func newFakeCoord(t *testing.T) *fakeCoord {
 	t.Helper()
 	f := &fakeCoord{t: t, token: "secret-token", lastSeq: map[string]int64{}, live: map[int]*fakeConn{},
 		gotHello: make(chan struct{}, 100)}
-	if err := f.start("127.0.0.1:0"); err != nil {
+	// The port stays the fake's while it is stopped, so a restart finds it free.
+	port, err := ports.Reserve("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = port.Close() })
+	f.port = port
+	if err := f.start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(f.stop)
@@ -106,9 +115,9 @@ func newFakeCoord(t *testing.T) *fakeCoord {
 
 func (f *fakeCoord) url() string { return "http://" + f.addr }
 
-// start listens on addr and serves the agent endpoint.
-func (f *fakeCoord) start(addr string) error {
-	ln, err := net.Listen("tcp", addr)
+// start listens on the fake's port and serves the agent endpoint.
+func (f *fakeCoord) start() error {
+	ln, err := f.port.Listen()
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
@@ -695,11 +704,10 @@ func TestReportSurvivesACoordinatorOutage(t *testing.T) {
 	f := newFakeCoord(t)
 	s, _ := dial(t, testConfig(f))
 	report(t, s, job.JobSubmitting)
-	addr := f.addr
 	f.stop() // connection refused from now on
 	go func() {
 		time.Sleep(time.Second)
-		if err := f.start(addr); err != nil {
+		if err := f.start(); err != nil {
 			t.Errorf("restart the coordinator: %v", err)
 		}
 	}()

@@ -13,21 +13,23 @@ import (
 
 	"github.com/kbase/cts/coordinator/devstack"
 	"github.com/kbase/cts/coordinator/devstack/auth2"
+	"github.com/kbase/cts/test/ports"
 	"github.com/kbase/cts/test/testsite"
 )
 
 func TestMain(m *testing.M) { testsite.Main(m) }
 
-// closedAddr returns a loopback address nothing listens on.
+// closedAddr returns a loopback address nothing listens on, reserved until the test ends so
+// that nothing else can listen there meanwhile (the coordinator under test may: see
+// ports.Reservation).
 func closedAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := ports.Reserve("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	return addr
+	t.Cleanup(func() { _ = port.Close() })
+	return port.Addr()
 }
 
 // deps are the addresses of the services a coordinator needs.

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -27,6 +28,7 @@ import (
 	"github.com/kbase/cts/coordinator/client"
 	"github.com/kbase/cts/coordinator/devmode"
 	"github.com/kbase/cts/shared/checksum"
+	"github.com/kbase/cts/test/ports"
 	"github.com/kbase/cts/test/testsite"
 )
 
@@ -240,12 +242,13 @@ func TestDamagedState(t *testing.T) {
 // goes on. CTS_DEV_LISTEN picks the address.
 func TestSecondProcess(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "dev")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// Reserved for the test: nothing else can take the port before cts-dev listens on it.
+	port, err := ports.Reserve("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
+	defer port.Close()
+	addr := port.Addr()
 	first := startDev(t, dir, []string{"CTS_DEV_LISTEN=" + addr}, "--no-samples")
 	env := first.ready(t)
 	if env["CTS_URL"] != "http://"+addr {
@@ -273,6 +276,21 @@ func TestRestart(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "dev")
 	d := startDev(t, dir, nil, "--listen", "127.0.0.1:0")
 	env := d.ready(t)
+	// The addresses the site keeps are outside the kernel's ephemeral range: no outgoing
+	// connection can take them while the site is stopped.
+	lo, hi := ports.EphemeralRange()
+	for _, k := range []string{"CTS_URL", "AWS_ENDPOINT_URL", "CTS_REGISTRY", "KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URI"} {
+		hostPort := env[k]
+		if i := strings.Index(hostPort, "://"); i >= 0 {
+			hostPort = hostPort[i+len("://"):]
+		}
+		hostPort = strings.TrimSuffix(hostPort, "/")
+		_, p, err := net.SplitHostPort(hostPort)
+		n, err2 := strconv.Atoi(p)
+		if err != nil || err2 != nil || (n >= lo && n <= hi) {
+			t.Errorf("%s=%s: want a port outside the ephemeral range %d-%d", k, env[k], lo, hi)
+		}
+	}
 	ctx := t.Context()
 	user, err := client.New(env["CTS_URL"], env["CTS_TOKEN"])
 	if err != nil {

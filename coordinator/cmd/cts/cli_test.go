@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kbase/cts/coordinator/client"
+	"github.com/kbase/cts/test/ports"
 )
 
 func TestLoadConfig(t *testing.T) {
@@ -185,12 +185,13 @@ func TestMistypedFlagIsShort(t *testing.T) {
 
 func TestUnreachable(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	// A reserved port refuses connections, and nothing else can listen on it meanwhile.
+	port, err := ports.Reserve("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	_ = l.Close()
+	defer port.Close()
+	addr := port.Addr()
 	r := runCLI(t, map[string]string{"CTS_TOKEN": "SECRETTOKEN"}, "--url", "http://"+addr, "whoami")
 	r.want(t, exitUnreachable)
 	if !strings.Contains(r.stderr, "service unreachable") || strings.Contains(r.stderr, "SECRETTOKEN") {

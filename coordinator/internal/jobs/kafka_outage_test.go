@@ -2,7 +2,6 @@ package jobs_test
 
 import (
 	"context"
-	"net"
 	"testing"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/kbase/cts/coordinator/internal/notify"
 	"github.com/kbase/cts/shared/job"
 	"github.com/kbase/cts/shared/protocol"
+	"github.com/kbase/cts/test/ports"
 )
 
 // startKafkaAt starts an embedded Kafka on a fixed port, so that a broker can go away and come
@@ -40,13 +40,14 @@ func startKafkaAt(t *testing.T, port int) *kfake.Cluster {
 func TestKafkaOutageMidJob(t *testing.T) {
 	f := newFixture(t)
 	ctx := t.Context()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// The broker's port stays reserved while the broker is down, so that it can come back
+	// at the same address.
+	res, err := ports.Reserve("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	addr := ln.Addr().String()
-	_ = ln.Close()
+	t.Cleanup(func() { _ = res.Close() })
+	port, addr := res.Port(), res.Addr()
 
 	k := startKafkaAt(t, port)
 	n, err := notify.New(notify.Config{Brokers: []string{addr}, Interval: 100 * time.Millisecond}, f.Store, discard())

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +19,7 @@ import (
 	"github.com/kbase/cts/coordinator/internal/notify"
 	"github.com/kbase/cts/coordinator/internal/store"
 	"github.com/kbase/cts/shared/job"
+	"github.com/kbase/cts/test/ports"
 	"github.com/kbase/cts/test/tcpproxy"
 )
 
@@ -278,18 +278,16 @@ func (h *countingHandler) counts() (errs, infos int) {
 	return h.errors, h.infos
 }
 
-// deadAddr returns a loopback address where nothing listens.
+// deadAddr returns a loopback address where nothing listens, reserved until the test ends so
+// that nothing else can listen there meanwhile.
 func deadAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := ports.Reserve("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return addr
+	t.Cleanup(func() { _ = port.Close() })
+	return port.Addr()
 }
 
 func TestNotifierSurvivesKafkaOutage(t *testing.T) {
