@@ -23,6 +23,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kbase/cts/coordinator/wire"
 )
 
 // ErrUnreachable marks a request that got no HTTP answer (connection refused, DNS failure,
@@ -210,9 +212,7 @@ func (c *Client) WhoAmI(ctx context.Context) (*WhoAmI, error) {
 
 // Sites returns GET /sites.
 func (c *Client) Sites(ctx context.Context) ([]Site, error) {
-	var out struct {
-		Sites []Site `json:"sites"`
-	}
+	var out wire.Sites
 	if err := c.Do(ctx, http.MethodGet, "/sites", nil, nil, &out); err != nil {
 		return nil, err
 	}
@@ -231,9 +231,7 @@ func (c *Client) SubmitJSON(ctx context.Context, body []byte) (string, error) {
 }
 
 func (c *Client) submit(ctx context.Context, body any) (string, error) {
-	var out struct {
-		JobID string `json:"job_id"`
-	}
+	var out wire.SubmitJobResponse
 	if err := c.Do(ctx, http.MethodPost, "/jobs", nil, body, &out); err != nil {
 		return "", err
 	}
@@ -312,9 +310,7 @@ func (c *Client) AdminListJobs(ctx context.Context, opts ListOptions) ([]Job, er
 }
 
 func (c *Client) listJobs(ctx context.Context, path string, opts ListOptions) ([]Job, error) {
-	var out struct {
-		Jobs []Job `json:"jobs"`
-	}
+	var out wire.Jobs
 	if err := c.Do(ctx, http.MethodGet, path, opts.query(), nil, &out); err != nil {
 		return nil, err
 	}
@@ -323,9 +319,7 @@ func (c *Client) listJobs(ctx context.Context, path string, opts ListOptions) ([
 
 // ExitCodes returns GET /jobs/{id}/exit_codes: one entry per container, nil where not known yet.
 func (c *Client) ExitCodes(ctx context.Context, id string) ([]*int, error) {
-	var out struct {
-		ExitCodes []*int `json:"exit_codes"`
-	}
+	var out wire.ExitCodes
 	if err := c.Do(ctx, http.MethodGet, jobPath("", id)+"/exit_codes", nil, nil, &out); err != nil {
 		return nil, err
 	}
@@ -339,9 +333,7 @@ func (c *Client) Cancel(ctx context.Context, id string) error {
 
 // Images returns GET /images.
 func (c *Client) Images(ctx context.Context) ([]Image, error) {
-	var out struct {
-		Data []Image `json:"data"`
-	}
+	var out wire.Images
 	if err := c.Do(ctx, http.MethodGet, "/images", nil, nil, &out); err != nil {
 		return nil, err
 	}
@@ -367,21 +359,6 @@ func (c *Client) Image(ctx context.Context, ref string) (*Image, error) {
 	return &out, nil
 }
 
-// ImageRegistration is an image registration: the optional body, and the query parameters
-// RefdataID and DefaultRefdataMountPoint.
-type ImageRegistration struct {
-	UsageNotes string   `json:"usage_notes,omitempty"`
-	URLs       []string `json:"urls,omitempty"`
-	// FromImage names a registered image whose usage fields (and reference data settings) are
-	// copied where this registration leaves them unset.
-	FromImage string `json:"from_image,omitempty"`
-	// RefdataID is the reference data the image needs (query refdata_id).
-	RefdataID string `json:"-"`
-	// DefaultRefdataMountPoint is where jobs see the reference data unless they say otherwise
-	// (query default_refdata_mount_point).
-	DefaultRefdataMountPoint string `json:"-"`
-}
-
 // RegisterImage sends POST /admin/images/{ref} (admins only) and returns the registered image.
 func (c *Client) RegisterImage(ctx context.Context, ref string, reg ImageRegistration) (*Image, error) {
 	q := url.Values{}
@@ -405,8 +382,8 @@ func (c *Client) DeleteImage(ctx context.Context, ref string) error {
 
 // AdminJob returns GET /admin/jobs/{id}: any job with the admin details (transition IDs,
 // notification flags, the detailed error, the launcher handle).
-func (c *Client) AdminJob(ctx context.Context, id string) (*Job, error) {
-	var out Job
+func (c *Client) AdminJob(ctx context.Context, id string) (*AdminJob, error) {
+	var out AdminJob
 	if err := c.Do(ctx, http.MethodGet, jobPath("/admin", id), nil, nil, &out); err != nil {
 		return nil, err
 	}
@@ -423,9 +400,7 @@ func (c *Client) AdminCancel(ctx context.Context, id string) error {
 // Containers returns GET /jobs/{id}/containers: the owner's view of every container of the
 // job (states, transitions, exit codes, outputs; no admin errors).
 func (c *Client) Containers(ctx context.Context, id string) ([]SubJob, error) {
-	var out struct {
-		SubJobs []SubJob `json:"subjobs"`
-	}
+	var out wire.SubJobs
 	if err := c.Do(ctx, http.MethodGet, jobPath("", id)+"/containers", nil, nil, &out); err != nil {
 		return nil, err
 	}
@@ -433,9 +408,7 @@ func (c *Client) Containers(ctx context.Context, id string) ([]SubJob, error) {
 }
 
 func (c *Client) AdminContainers(ctx context.Context, id string) ([]SubJob, error) {
-	var out struct {
-		SubJobs []SubJob `json:"subjobs"`
-	}
+	var out wire.SubJobs
 	if err := c.Do(ctx, http.MethodGet, jobPath("/admin", id)+"/container", nil, nil, &out); err != nil {
 		return nil, err
 	}

@@ -239,8 +239,8 @@ func TestJobInputJSON(t *testing.T) {
 	}
 }
 
-// TestJobViewRoundTrip decodes a job as the service renders it and encodes it again: nothing
-// of the service's view is lost (cts get prints the re-encoded job).
+// TestJobViewRoundTrip decodes an admin's job as the service renders it and encodes it again:
+// nothing of the service's view is lost (cts get prints the re-encoded job).
 func TestJobViewRoundTrip(t *testing.T) {
 	t.Parallel()
 	view := `{"id":"j1","user":"u","admin_meta":{"k":1},"state":"complete",
@@ -254,8 +254,8 @@ func TestJobViewRoundTrip(t *testing.T) {
 	"image":{"name":"img","digest":"sha256:ab","tag":"1","entrypoint":["/x"],"registered_by":"a","registered_on":"2024-10-24T22:00:00Z"},
 	"input_file_count":2,"cpu_hours":0.5,"cpu_factor":1,"max_memory":123,"output_file_count":1,
 	"logpath":"logs/j1","outputs":[{"file":"b/out/x","crc64nvme":"AAAAAAAAAAI="}],
-	"cleaned":false,"admin_error":"e","launch":{"site":"local","handle":"h"}}`
-	var j Job
+	"cleaned":false,"admin_error":"e","launch":{"site":"local","handle":"h","attempt":0}}`
+	var j AdminJob
 	if err := json.Unmarshal([]byte(view), &j); err != nil {
 		t.Fatal(err)
 	}

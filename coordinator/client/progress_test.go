@@ -27,7 +27,7 @@ func TestProgress(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []ContainerProgress{{Container: 2, Phase: "upload", BytesDone: 5, BytesTotal: 9, FilesDone: 1, FilesTotal: 3,
-		Updated: time.Date(2024, 10, 24, 22, 35, 40, 5e8, time.UTC)}}
+		Updated: Timestamp{Time: time.Date(2024, 10, 24, 22, 35, 40, 5e8, time.UTC)}}}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Progress = %+v, want %+v", got, want)
 	}

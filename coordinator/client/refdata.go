@@ -6,37 +6,9 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/kbase/cts/coordinator/wire"
 )
-
-// RefdataTransition is one state change of reference data at a site.
-type RefdataTransition struct {
-	State string `json:"state"`
-	Time  string `json:"time"`
-}
-
-// RefdataStatus is the staging of reference data at one site. Cleaned, NERSCDownloadTaskID,
-// AdminError and Traceback are shown to admins only.
-type RefdataStatus struct {
-	Cluster             string              `json:"cluster"`
-	State               string              `json:"state"`
-	Transitions         []RefdataTransition `json:"transition_times"`
-	Error               string              `json:"error,omitempty"`
-	Cleaned             *bool               `json:"cleaned,omitempty"`
-	NERSCDownloadTaskID []string            `json:"nersc_download_task_id,omitempty"`
-	AdminError          string              `json:"admin_error,omitempty"`
-	Traceback           string              `json:"traceback,omitempty"`
-}
-
-// Refdata is a registered reference data object (the CTS ReferenceData model).
-type Refdata struct {
-	ID           string          `json:"id"`
-	File         string          `json:"file"`
-	CRC64NVME    string          `json:"crc64nvme"`
-	Unpack       bool            `json:"unpack"`
-	RegisteredBy string          `json:"registered_by"`
-	RegisteredOn string          `json:"registered_on"`
-	Statuses     []RefdataStatus `json:"statuses"`
-}
 
 // s3Path escapes each '/'-separated part of an S3 path, keeping the '/' (the routes take the
 // rest of the path).
@@ -49,9 +21,7 @@ func s3Path(prefix, p string) string {
 }
 
 func (c *Client) refdataList(ctx context.Context, path string) ([]Refdata, error) {
-	var out struct {
-		Data []Refdata `json:"data"`
-	}
+	var out wire.RefdataList
 	if err := c.Do(ctx, http.MethodGet, path, nil, nil, &out); err != nil {
 		return nil, err
 	}

@@ -130,7 +130,7 @@ func newEvents(id string, st *JobStatus, subs []SubJob, jobSeen *int, subSeen ma
 		*jobSeen = 0 // cannot happen with a well-behaved service; report everything again
 	}
 	for _, t := range st.Transitions[*jobSeen:] {
-		jobEv = append(jobEv, Event{JobID: id, State: t.State, Time: t.Time})
+		jobEv = append(jobEv, Event{JobID: id, State: t.State, Time: t.Time.Time})
 	}
 	*jobSeen = len(st.Transitions)
 	sources = append(sources, jobEv)
@@ -139,7 +139,7 @@ func newEvents(id string, st *JobStatus, subs []SubJob, jobSeen *int, subSeen ma
 		seen := min(subSeen[n], len(sj.Transitions))
 		var ev []Event
 		for _, t := range sj.Transitions[seen:] {
-			ev = append(ev, Event{JobID: id, Container: &n, State: t.State, Time: t.Time})
+			ev = append(ev, Event{JobID: id, Container: &n, State: t.State, Time: t.Time.Time})
 		}
 		subSeen[n] = len(sj.Transitions)
 		sources = append(sources, ev)

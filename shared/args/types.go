@@ -20,10 +20,11 @@ const (
 	TypeContainerNumber = "container_number"
 )
 
-// Parameters is the "params" object of a JobInput.
+// Parameters is the "params" object of a JobInput. Empty mount points are left out of the
+// JSON (the service then applies its defaults; the views always have them).
 type Parameters struct {
-	InputMountPoint   string      `json:"input_mount_point"`
-	OutputMountPoint  string      `json:"output_mount_point"`
+	InputMountPoint   string      `json:"input_mount_point,omitempty"`
+	OutputMountPoint  string      `json:"output_mount_point,omitempty"`
 	Declobber         bool        `json:"declobber"`
 	RefdataMountPoint string      `json:"refdata_mount_point,omitempty"`
 	Args              []Arg       `json:"args,omitempty"`
@@ -59,3 +60,14 @@ type EnvVar struct {
 // Environment is params.environment: a JSON object whose key order is kept (the generated
 // environment follows it, as in the Python service).
 type Environment []EnvVar
+
+// Set replaces the value of key, or appends it.
+func (e *Environment) Set(key string, v Arg) {
+	for i := range *e {
+		if (*e)[i].Key == key {
+			(*e)[i].Value = v
+			return
+		}
+	}
+	*e = append(*e, EnvVar{Key: key, Value: v})
+}

@@ -27,7 +27,7 @@ func imageCommands() []*command {
 						if tag == "" {
 							tag = "-"
 						}
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", im.Name, tag, shortDigest(im.Digest), im.RegisteredBy, formatTime(im.RegisteredOn))
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", im.Name, tag, shortDigest(im.Digest), im.RegisteredBy, formatTime(im.RegisteredOn.Time))
 					})
 				})
 			}},

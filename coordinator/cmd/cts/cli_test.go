@@ -338,7 +338,7 @@ func TestLiveView(t *testing.T) {
 	v := &liveView{w: &b, id: "j1", start: time.Now()}
 	code := 0
 	st := &client.JobStatus{State: "job_submitted", Transitions: []client.Transition{
-		{State: "created", Time: time.Unix(1700000000, 0)}, {State: "job_submitted", Time: time.Unix(1700000001, 0)}}}
+		{State: "created", Time: client.Timestamp{Time: time.Unix(1700000000, 0)}}, {State: "job_submitted", Time: client.Timestamp{Time: time.Unix(1700000001, 0)}}}}
 	subs := []client.SubJob{{SubID: 0, State: "complete", ExitCode: &code}, {SubID: 1, State: "job_submitted"}}
 	v.draw(st, subs)
 	first := "job j1  running (job_submitted)  (0s)\n  created                      2023-11-14T22:13:20Z\n" +

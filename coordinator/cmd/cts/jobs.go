@@ -144,7 +144,7 @@ func jobCommands() []*command {
 					}
 					fmt.Fprintf(c.stdout, "job %s  %s  (user %s)\n", st.ID, st.State, st.User)
 					for _, t := range st.Transitions {
-						fmt.Fprintf(c.stdout, "  %-28s %s\n", t.State, formatTime(t.Time))
+						fmt.Fprintf(c.stdout, "  %-28s %s\n", t.State, formatTime(t.Time.Time))
 					}
 					return nil
 				})
@@ -408,7 +408,7 @@ func listJobs(c *cli, lf *listFlags, args []string, admin bool) error {
 	return printTable(c.stdout, header, jobs, func(w io.Writer, j client.Job) {
 		updated := time.Time{}
 		if n := len(j.Transitions); n > 0 {
-			updated = j.Transitions[n-1].Time
+			updated = j.Transitions[n-1].Time.Time
 		}
 		img := j.Image.Name
 		if j.Image.Tag != "" {

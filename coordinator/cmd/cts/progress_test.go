@@ -61,7 +61,7 @@ func TestLiveViewShowsProgress(t *testing.T) {
 	var b strings.Builder
 	v := &liveView{w: &b, id: "j1", start: time.Now(), progress: []client.ContainerProgress{
 		{Container: 0, Phase: "download", BytesDone: 1 << 20, BytesTotal: 4 << 20, FilesDone: 1, FilesTotal: 4}}}
-	st := &client.JobStatus{State: "download_submitted", Transitions: []client.Transition{{State: "created", Time: time.Unix(1700000000, 0)}}}
+	st := &client.JobStatus{State: "download_submitted", Transitions: []client.Transition{{State: "created", Time: client.Timestamp{Time: time.Unix(1700000000, 0)}}}}
 	v.draw(st, nil)
 	want := "job j1  starting, downloading inputs (download_submitted)  (0s)\n  created                      2023-11-14T22:13:20Z\n" +
 		"  transfers:\n    container 0  downloading  1.0 MiB / 4.0 MiB  25%  1/4 files\n"
@@ -77,7 +77,7 @@ func TestRatesAndETA(t *testing.T) {
 	t0 := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
 	var r rateKeeper
 	report := func(done int64, at time.Time) client.ContainerProgress {
-		p := client.ContainerProgress{Container: 0, Phase: "download", BytesDone: done, BytesTotal: 100 << 20, FilesDone: 0, FilesTotal: 1, Updated: at}
+		p := client.ContainerProgress{Container: 0, Phase: "download", BytesDone: done, BytesTotal: 100 << 20, FilesDone: 0, FilesTotal: 1, Updated: client.Timestamp{Time: at}}
 		r.observe(p)
 		return p
 	}
@@ -97,7 +97,7 @@ func TestRatesAndETA(t *testing.T) {
 		t.Fatalf("smoothed: %q", got[1])
 	}
 	// A new phase starts the measure afresh: no rate until two reports.
-	up := client.ContainerProgress{Container: 0, Phase: "upload", BytesDone: 1, BytesTotal: 10, FilesTotal: 1, Updated: t0.Add(5 * time.Second)}
+	up := client.ContainerProgress{Container: 0, Phase: "upload", BytesDone: 1, BytesTotal: 10, FilesTotal: 1, Updated: client.Timestamp{Time: t0.Add(5 * time.Second)}}
 	r.observe(up)
 	if got := progressLines([]client.ContainerProgress{up}, t0.Add(5*time.Second), &r); strings.Contains(got[1], "/s") {
 		t.Fatalf("upload: %q", got[1])

@@ -102,7 +102,7 @@ func printRefdataList(c *cli, rds []client.Refdata, asJSON bool) error {
 	return printTable(c.stdout, "ID\tFILE\tUNPACK\tSITES\tREGISTERED BY\tREGISTERED ON", rds, func(w io.Writer, rd client.Refdata) {
 		var sites []string
 		for _, s := range rd.Statuses {
-			sites = append(sites, s.Cluster+":"+s.State)
+			sites = append(sites, s.Cluster+":"+string(s.State))
 		}
 		st := "-"
 		if len(sites) > 0 {

@@ -308,7 +308,7 @@ params:
 		if err != nil {
 			t.Fatal(err)
 		}
-		if j.Input.Runtime != "PT5M" || j.Input.Memory != "100000000" || len(j.Outputs) != 4 {
+		if j.Input.Runtime != "PT5M" || j.Input.Memory != 100000000 || len(j.Outputs) != 4 {
 			t.Errorf("job input %+v, outputs %v", j.Input, j.Outputs)
 		}
 	})

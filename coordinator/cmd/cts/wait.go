@@ -81,7 +81,7 @@ func waitJob(c *cli, cl *client.Client, id string, w *waitFlags) error {
 		opts.OnEvent = func(e client.Event) { _ = enc.Encode(e) }
 		opts.OnPoll = func(st *client.JobStatus, _ []client.SubJob) {
 			for _, p := range prog.changed(prog.poll(ctx, st)) {
-				_ = enc.Encode(progressEvent{JobID: id, Container: p.Container, Progress: progressOf(p), Time: p.Updated})
+				_ = enc.Encode(progressEvent{JobID: id, Container: p.Container, Progress: progressOf(p), Time: p.Updated.Time})
 			}
 		}
 	case isTerminal(c.stdout, c.getenv):
@@ -252,7 +252,7 @@ func stateLabel(s job.State) string {
 func (v *liveView) render(st *client.JobStatus, subs []client.SubJob) []string {
 	lines := []string{fmt.Sprintf("job %s  %s  (%s)", v.id, stateLabel(st.State), v.clock().Sub(v.start).Round(time.Second))}
 	for _, t := range st.Transitions {
-		lines = append(lines, fmt.Sprintf("  %-28s %s", t.State, formatTime(t.Time)))
+		lines = append(lines, fmt.Sprintf("  %-28s %s", t.State, formatTime(t.Time.Time)))
 	}
 	lines = append(lines, progressLines(v.progress, v.clock(), v.rates)...)
 	if len(subs) == 0 {
@@ -396,7 +396,7 @@ func (r *rateKeeper) observe(p client.ContainerProgress) {
 	if r.m == nil {
 		r.m = map[int]*rateSample{}
 	}
-	at := p.Updated
+	at := p.Updated.Time
 	if at.IsZero() {
 		at = time.Now()
 	}

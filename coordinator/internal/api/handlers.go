@@ -17,29 +17,9 @@ import (
 	"github.com/kbase/cts/coordinator/internal/images"
 	"github.com/kbase/cts/coordinator/internal/jobinput"
 	"github.com/kbase/cts/coordinator/internal/jobs"
-	"github.com/kbase/cts/shared/args"
+	"github.com/kbase/cts/coordinator/wire"
 	"github.com/kbase/cts/shared/job"
 )
-
-// JobInput documents the body of POST /jobs for the OpenAPI document; jobinput.Decode reads
-// and validates the body itself (reference §3).
-type JobInput struct {
-	Cluster string          `json:"cluster"`
-	Image   string          `json:"image"`
-	Params  args.Parameters `json:"params"`
-	// NumContainers defaults to 1; at most the number of input files.
-	NumContainers int `json:"num_containers,omitempty"`
-	// CPUs defaults to 1.
-	CPUs int `json:"cpus,omitempty"`
-	// Memory is bytes, or a string with units ("10MB", "1.5GiB"); default "10MB".
-	Memory any `json:"memory,omitempty"`
-	// Runtime is seconds or an ISO 8601 duration ("PT30M"); default PT60S.
-	Runtime    any      `json:"runtime,omitempty"`
-	InputRoots []string `json:"input_roots,omitempty"`
-	OutputDir  string   `json:"output_dir"`
-	// InputFiles are S3 paths ("bucket/key"), or all objects {file, crc64nvme?, data_id?}.
-	InputFiles []any `json:"input_files"`
-}
 
 func (s *Server) requireUser(r *http.Request) (*auth.User, error) {
 	u := userOf(r)
@@ -122,8 +102,8 @@ func (s *Server) IsAdmin(ctx context.Context, r *http.Request) bool {
 }
 
 func (s *Server) root(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, 200, Root{
-		ServiceName: ServiceName, Version: s.cfg.Version, GitHash: s.cfg.GitHash, ServerTime: Timestamp(time.Now()),
+	writeJSON(w, 200, wire.ServiceInfo{
+		ServiceName: ServiceName, Version: s.cfg.Version, GitHash: s.cfg.GitHash, ServerTime: wire.At(time.Now()),
 		Notes: "This service is a Go re-implementation of the CDM Task Service",
 	})
 }
@@ -134,20 +114,20 @@ func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	v := WhoAmI{User: u.Name, Roles: []string{}, AllowedPaths: []AllowedPath{}}
+	v := wire.WhoAmI{User: u.Name, Roles: []string{}, AllowedPaths: []wire.AllowedPath{}}
 	if u.Admin {
 		v.Roles = append(v.Roles, "full_admin")
 	}
 	if s.cfg.Access != nil {
 		for _, g := range s.cfg.Access.Grants(u.Name) {
-			v.AllowedPaths = append(v.AllowedPaths, AllowedPath{Path: g.Path, Perm: string(g.Perm)})
+			v.AllowedPaths = append(v.AllowedPaths, wire.AllowedPath{Path: g.Path, Perm: string(g.Perm)})
 		}
 	}
 	writeJSON(w, 200, v)
 }
 
 func (s *Server) sites(w http.ResponseWriter, r *http.Request) {
-	out := Sites{Sites: []SiteInfo{}}
+	out := wire.Sites{Sites: []wire.Site{}}
 	if s.jobs.Sites != nil {
 		sts, err := s.jobs.Sites.Statuses(r.Context())
 		if err != nil {
@@ -159,12 +139,12 @@ func (s *Server) sites(w http.ResponseWriter, r *http.Request) {
 			if notes == nil {
 				notes = []string{}
 			}
-			info := SiteInfo{
+			info := wire.Site{
 				Cluster: st.Name, Nodes: st.Nodes, CPUsPerNode: st.CPUsPerNode, MemoryPerNodeGB: st.MemoryPerNodeGB,
 				MaxRuntimeMin: st.MaxRuntimeMin, Notes: notes, Active: st.Active, Available: st.Available,
 			}
 			if !st.Available {
-				info.UnavailReason = &st.Reason
+				info.UnavailableReason = &st.Reason
 			}
 			out.Sites = append(out.Sites, info)
 		}
@@ -191,7 +171,7 @@ func (s *Server) writeJobList(w http.ResponseWriter, r *http.Request, f jobs.Lis
 		s.fail(w, r, err)
 		return
 	}
-	out := ListJobsResponse{Jobs: make([]Job, 0, len(js))}
+	out := wire.Jobs{Jobs: make([]wire.Job, 0, len(js))}
 	for _, j := range js {
 		out.Jobs = append(out.Jobs, jobView(j, true))
 	}
@@ -281,7 +261,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, 200, SubmitJobResponse{JobID: id})
+	writeJSON(w, 200, wire.SubmitJobResponse{JobID: id})
 }
 
 // loadJob checks the route's auth level and the job_id, and loads the job: the owner's on
@@ -352,7 +332,7 @@ func (s *Server) writeExitCodes(w http.ResponseWriter, r *http.Request, level st
 	for i, sj := range subs {
 		codes[i] = sj.ExitCode
 	}
-	writeJSON(w, 200, ExitCodes{ExitCodes: codes})
+	writeJSON(w, 200, wire.ExitCodes{ExitCodes: codes})
 }
 
 func (s *Server) adminSubJobs(w http.ResponseWriter, r *http.Request) {
@@ -373,7 +353,7 @@ func (s *Server) writeSubJobs(w http.ResponseWriter, r *http.Request, level stri
 		s.fail(w, r, err)
 		return
 	}
-	out := SubJobs{SubJobs: make([]SubJob, 0, len(subs))}
+	out := wire.SubJobs{SubJobs: make([]wire.SubJob, 0, len(subs))}
 	for i := range subs {
 		v := subJobView(&subs[i])
 		if level != authAdmin {
@@ -486,7 +466,7 @@ func (s *Server) listImages(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	out := Images{Data: make([]Image, 0, len(imgs))}
+	out := wire.Images{Data: make([]wire.Image, 0, len(imgs))}
 	for _, im := range imgs {
 		out.Data = append(out.Data, imageView(im))
 	}
@@ -601,7 +581,7 @@ func (s *Server) adminMeta(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	var req UpdateAdminMeta
+	var req wire.UpdateAdminMeta
 	if err := decodeStrict(body, &req); err != nil {
 		s.fail(w, r, err)
 		return
@@ -721,7 +701,7 @@ func (s *Server) unsentNotifications(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, 200, UnsentNotifications{Jobs: nj, Transitions: nt})
+	writeJSON(w, 200, wire.UnsentNotifications{Jobs: nj, Transitions: nt})
 }
 
 // unsupported answers a route of the Python service that no site of this one needs (NERSC,

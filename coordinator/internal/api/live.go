@@ -9,6 +9,8 @@ import (
 	"github.com/kbase/cts/coordinator/internal/agentws"
 	"github.com/kbase/cts/coordinator/internal/ctserr"
 	"github.com/kbase/cts/coordinator/internal/jobs"
+	"github.com/kbase/cts/coordinator/wire"
+	"github.com/kbase/cts/shared/job"
 )
 
 // LiveLogs is the source of live container output: the agent endpoint keeps a bounded tail
@@ -28,12 +30,6 @@ const liveBuffer = 1024
 // liveWriteTimeout bounds one write to a follower, so a client that stopped reading cannot
 // hold the stream open forever.
 const liveWriteTimeout = 30 * time.Second
-
-// LiveEnd is the data of the "end" event that closes a live log stream once the job ended.
-type LiveEnd struct {
-	// State is the job's terminal state.
-	State string `json:"state"`
-}
 
 // CloseStreams ends every live log stream (the clients may reconnect elsewhere); call it
 // when the HTTP server shuts down (http.Server.RegisterOnShutdown), whose Shutdown would
@@ -189,7 +185,7 @@ func (e *sseWriter) line(text string) {
 func (e *sseWriter) comment(c string) { e.write(": " + c + "\n\n") }
 
 func (e *sseWriter) end(state string) {
-	b, _ := json.Marshal(LiveEnd{State: state})
+	b, _ := json.Marshal(wire.LiveEnd{State: job.State(state)})
 	e.write("event: end\ndata: " + string(b) + "\n\n")
 	e.flush()
 }

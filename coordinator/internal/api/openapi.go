@@ -7,16 +7,12 @@ import (
 	"time"
 
 	"github.com/kbase/cts/coordinator/internal/openapi"
+	"github.com/kbase/cts/coordinator/wire"
 	"github.com/kbase/cts/shared/args"
 )
 
 // The OpenAPI document (GET /openapi.json) and the docs page (GET /docs), built from the route
 // table and the very types the handlers encode.
-
-// JSONSchema describes a Timestamp: an ISO 8601 UTC date-time with a Z.
-func (Timestamp) JSONSchema() map[string]any {
-	return map[string]any{"type": "string", "format": "date-time", "example": "2024-10-24T22:35:40.123000Z"}
-}
 
 const apiDescription = "A service for running arbitrary binaries on remote compute for the KBase CDM. " +
 	"This is the Go re-implementation of the CDM Task Service API: the same routes, models and error codes."
@@ -39,7 +35,7 @@ func (s *Server) Document() (*openapi.Document, error) {
 			"description":          "Environment variables (keys ^[A-Z_][A-Z0-9_]*$): literal values or parameters without a flag.",
 			"additionalProperties": map[string]any{"oneOf": []any{map[string]any{"type": "string"}, openapi.SchemaOf(args.Parameter{})}},
 		}),
-		openapi.WithSchema(JobInput{}, jobInputSchema()),
+		openapi.WithSchema(wire.JobInput{}, jobInputSchema()),
 	)
 }
 

@@ -5,23 +5,8 @@ import (
 	"net/http"
 
 	"github.com/kbase/cts/coordinator/internal/jobinput"
+	"github.com/kbase/cts/coordinator/wire"
 )
-
-// ContainerRun is what one container of a previewed job would run.
-type ContainerRun struct {
-	Container int `json:"container"`
-	// Command is the image's entrypoint followed by the generated arguments.
-	Command []string `json:"command"`
-	// Env is the generated environment, NAME=value.
-	Env []string `json:"env"`
-	// InputFiles are the container's input files, as paths inside the container.
-	InputFiles []string `json:"input_files"`
-}
-
-// JobPreview is POST /jobs/preview.
-type JobPreview struct {
-	Containers []ContainerRun `json:"containers"`
-}
 
 const previewSummary = "Check a job as POST /jobs does (the same validation and the same errors) without submitting it, " +
 	"and show what each container would run: its command line, environment and input paths (an addition to the CTS API)."
@@ -50,13 +35,13 @@ func (s *Server) preview(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	out := JobPreview{Containers: make([]ContainerRun, 0, len(runs))}
+	out := wire.JobPreview{Containers: make([]wire.ContainerRun, 0, len(runs))}
 	for _, c := range runs {
 		env := c.Env
 		if env == nil {
 			env = []string{}
 		}
-		out.Containers = append(out.Containers, ContainerRun{Container: c.Container, Command: c.Command, Env: env, InputFiles: c.Inputs})
+		out.Containers = append(out.Containers, wire.ContainerRun{Container: c.Container, Command: c.Command, Env: env, InputFiles: c.Inputs})
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -5,6 +5,7 @@ import (
 	"sort"
 
 	"github.com/kbase/cts/coordinator/internal/agentws"
+	"github.com/kbase/cts/coordinator/wire"
 )
 
 // ProgressSource is the source of the agents' transfer progress: the agent endpoint keeps the
@@ -13,25 +14,6 @@ type ProgressSource interface {
 	// Progress returns the latest progress of each of the job's containers, by number (nil
 	// when none is known).
 	Progress(jobID string) map[int]agentws.ContainerProgress
-}
-
-// ContainerProgress is one container's latest transfer progress in GET /jobs/{id}/progress.
-type ContainerProgress struct {
-	Container int `json:"container"`
-	// Phase is "download" (the inputs) or "upload" (the outputs).
-	Phase      string    `json:"phase"`
-	BytesDone  int64     `json:"bytes_done"`
-	BytesTotal int64     `json:"bytes_total"`
-	FilesDone  int       `json:"files_done"`
-	FilesTotal int       `json:"files_total"`
-	Updated    Timestamp `json:"updated"`
-}
-
-// JobProgress is GET /jobs/{id}/progress.
-type JobProgress struct {
-	// Containers lists the containers whose progress is known, by container number; empty
-	// when none is.
-	Containers []ContainerProgress `json:"containers"`
 }
 
 // progressSummary describes the progress route.
@@ -57,12 +39,12 @@ func (s *Server) jobProgress(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	out := JobProgress{Containers: []ContainerProgress{}}
+	out := wire.JobProgress{Containers: []wire.ContainerProgress{}}
 	if s.cfg.Progress != nil {
 		for n, cp := range s.cfg.Progress.Progress(j.ID) {
-			out.Containers = append(out.Containers, ContainerProgress{Container: n, Phase: cp.Phase,
+			out.Containers = append(out.Containers, wire.ContainerProgress{Container: n, Phase: cp.Phase,
 				BytesDone: cp.BytesDone, BytesTotal: cp.BytesTotal, FilesDone: cp.FilesDone, FilesTotal: cp.FilesTotal,
-				Updated: Timestamp(cp.Updated)})
+				Updated: wire.At(cp.Updated)})
 		}
 		sort.Slice(out.Containers, func(a, b int) bool { return out.Containers[a].Container < out.Containers[b].Container })
 	}

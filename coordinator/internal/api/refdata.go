@@ -7,6 +7,7 @@ import (
 
 	"github.com/kbase/cts/coordinator/internal/ctserr"
 	"github.com/kbase/cts/coordinator/internal/refdata"
+	"github.com/kbase/cts/coordinator/wire"
 )
 
 // The reference data routes (reference §1.4 routes 14–16, 19, 30–32, 43), served when
@@ -29,24 +30,24 @@ func (s *Server) refdataRoutes() []route {
 	}
 	return []route{
 		{Method: "GET", Pattern: "/refdata", Tag: "Reference data", Summary: "List reference data (at most 1000, by file)", Auth: authNone, Status: 200,
-			Response: refdata.RefDataList{}, handler: s.listRefdata},
+			Response: wire.RefdataList{}, handler: s.listRefdata},
 		{Method: "GET", Pattern: "/refdata/id/{refdata_id}", Tag: "Reference data", Summary: "Get reference data by ID", Auth: authNone, Status: 200,
-			Response: refdata.View{}, Params: []param{pRefdataID}, handler: s.getRefdata},
+			Response: wire.Refdata{}, Params: []param{pRefdataID}, handler: s.getRefdata},
 		{Method: "GET", Pattern: "/refdata/path/{s3_path...}", Tag: "Reference data", Summary: "Get reference data by its S3 file", Auth: authNone, Status: 200,
-			Response: refdata.RefDataList{}, Params: []param{pS3Path}, handler: s.refdataByPath},
+			Response: wire.RefdataList{}, Params: []param{pS3Path}, handler: s.refdataByPath},
 		{Method: "POST", Pattern: "/admin/refdata/{s3_path...}", Tag: "Admin", Summary: "Register reference data and stage it at every active site", Auth: authAdmin, Status: 200,
-			Response: refdata.View{}, Params: []param{pS3Path,
+			Response: wire.Refdata{}, Params: []param{pS3Path,
 				{In: "query", Name: "crc64nvme", Type: "string", Required: true, Description: "The file's CRC64/NVME, base64 (12 characters); must match S3's."},
 				{In: "query", Name: "unpack", Type: "boolean", Description: "Unpack the archive (.tar.gz, .tgz, .tar.zst, .tar, .gz, .zst); default false."}},
 			handler: s.registerRefdata},
 		{Method: "GET", Pattern: "/admin/refdata/{refdata_id}", Tag: "Admin", Summary: "Get reference data with its per-site details", Auth: authAdmin, Status: 200,
-			Response: refdata.View{}, Params: []param{pRefdataID}, handler: s.adminGetRefdata},
+			Response: wire.Refdata{}, Params: []param{pRefdataID}, handler: s.adminGetRefdata},
 		{Method: "PUT", Pattern: "/admin/refdata/{refdata_id}/{cluster}/recover", Tag: "Admin", Summary: "Stage reference data again at a site", Auth: authAdmin, Status: 204,
 			Params: []param{pRefdataID, site}, handler: s.recoverRefdata},
 		{Method: "DELETE", Pattern: "/admin/refdata/{refdata_id}/{cluster}/clean", Tag: "Admin", Summary: "Clean up a site's staging task", Auth: authAdmin, Status: 204,
 			Params: []param{pRefdataID, site, {In: "query", Name: "force", Type: "boolean", Description: "Clean even when not terminal."}}, handler: s.cleanRefdata},
 		{Method: "PUT", Pattern: "/external_exec/refdata/{refdata_id}/{cluster}/update/{new_state}", Tag: "Agents", Summary: "The staging agent reports its state",
-			Auth: authAdminExecutor, Status: 204, Request: refdata.Update{}, Params: []param{pRefdataID, site, state}, handler: s.updateRefdata},
+			Auth: authAdminExecutor, Status: 204, Request: wire.RefdataUpdate{}, Params: []param{pRefdataID, site, state}, handler: s.updateRefdata},
 	}
 }
 
@@ -67,8 +68,8 @@ func (s *Server) listRefdata(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 200, listView(rds))
 }
 
-func listView(rds []refdata.Refdata) refdata.RefDataList {
-	out := refdata.RefDataList{Data: []refdata.View{}}
+func listView(rds []refdata.Refdata) wire.RefdataList {
+	out := wire.RefdataList{Data: []wire.Refdata{}}
 	for i := range rds {
 		out.Data = append(out.Data, rds[i].View())
 	}
@@ -214,7 +215,7 @@ func (s *Server) updateRefdata(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	var upd refdata.Update
+	var upd wire.RefdataUpdate
 	body, err := readBody(w, r, 1<<20)
 	if err != nil {
 		s.fail(w, r, err)

@@ -2,6 +2,8 @@ package api
 
 import (
 	"net/http"
+
+	"github.com/kbase/cts/coordinator/wire"
 )
 
 // Auth levels of the routes (reference §1.3).
@@ -74,22 +76,22 @@ func (s *Server) routeTable() []route {
 	listParams := []param{cluster, state, pListImage, pAfter, pBefore, pLimit}
 	notJAWS := "Answers 400 with app code 100000: no site of this service uses NERSC or JAWS."
 	return []route{
-		{Method: "GET", Pattern: "/{$}", Tag: "General", Summary: "Service information", Auth: authNone, Status: 200, Response: Root{}, handler: s.root},
-		{Method: "GET", Pattern: "/whoami", Tag: "General", Summary: "Who the token belongs to", Auth: authUser, Status: 200, Response: WhoAmI{}, handler: s.whoami},
-		{Method: "GET", Pattern: "/sites", Tag: "General", Summary: "The compute sites and their limits", Auth: authNone, Status: 200, Response: Sites{}, handler: s.sites},
+		{Method: "GET", Pattern: "/{$}", Tag: "General", Summary: "Service information", Auth: authNone, Status: 200, Response: wire.ServiceInfo{}, handler: s.root},
+		{Method: "GET", Pattern: "/whoami", Tag: "General", Summary: "Who the token belongs to", Auth: authUser, Status: 200, Response: wire.WhoAmI{}, handler: s.whoami},
+		{Method: "GET", Pattern: "/sites", Tag: "General", Summary: "The compute sites and their limits", Auth: authNone, Status: 200, Response: wire.Sites{}, handler: s.sites},
 
 		{Method: "GET", Pattern: "/jobs", Tag: "Jobs", Summary: "List your jobs, newest first", Auth: authUser, Status: 200,
-			Response: ListJobsResponse{}, Params: listParams, handler: s.listJobs},
+			Response: wire.Jobs{}, Params: listParams, handler: s.listJobs},
 		{Method: "POST", Pattern: "/jobs", Tag: "Jobs", Summary: "Submit a job", Auth: authUser, Status: 200,
-			Request: JobInput{}, Response: SubmitJobResponse{}, handler: s.submit},
+			Request: wire.JobInput{}, Response: wire.SubmitJobResponse{}, handler: s.submit},
 		{Method: "POST", Pattern: "/jobs/preview", Tag: "Jobs", Summary: previewSummary, Auth: authUser, Status: 200,
-			Request: JobInput{}, Response: JobPreview{}, handler: s.preview},
+			Request: wire.JobInput{}, Response: wire.JobPreview{}, handler: s.preview},
 		{Method: "GET", Pattern: "/jobs/{job_id}", Tag: "Jobs", Summary: "A job", Auth: authOwner, Status: 200,
-			Response: Job{}, Params: []param{pJobID}, handler: s.getJob},
+			Response: wire.Job{}, Params: []param{pJobID}, handler: s.getJob},
 		{Method: "GET", Pattern: "/jobs/{job_id}/status", Tag: "Jobs", Summary: "A job's state", Auth: authOwner, Status: 200,
-			Response: JobStatus{}, Params: []param{pJobID}, handler: s.getStatus},
+			Response: wire.JobStatus{}, Params: []param{pJobID}, handler: s.getStatus},
 		{Method: "GET", Pattern: "/jobs/{job_id}/exit_codes", Tag: "Jobs", Summary: "The exit code of every container", Auth: authOwner, Status: 200,
-			Response: ExitCodes{}, Params: []param{pJobID}, handler: s.exitCodes},
+			Response: wire.ExitCodes{}, Params: []param{pJobID}, handler: s.exitCodes},
 		{Method: "GET", Pattern: "/jobs/{job_id}/log/{container_num}/stdout", Tag: "Jobs", Summary: "A container's standard output",
 			Auth: authOwner, Status: 200, ContentType: "text/plain; charset=utf-8", Params: []param{pJobID, pContainer, pSeek, pLength},
 			handler: s.containerLog("stdout")},
@@ -101,22 +103,22 @@ func (s *Server) routeTable() []route {
 		{Method: "GET", Pattern: "/jobs/{job_id}/log/{container_num}/stderr/live", Tag: "Jobs", Summary: liveSummary("error"),
 			Auth: authOwnerAdmin, Status: 200, ContentType: eventStream, Params: []param{pJobID, pContainer}, handler: s.liveLog("stderr")},
 		{Method: "GET", Pattern: "/jobs/{job_id}/progress", Tag: "Jobs", Summary: progressSummary, Auth: authOwnerAdmin, Status: 200,
-			Response: JobProgress{}, Params: []param{pJobID}, handler: s.jobProgress},
+			Response: wire.JobProgress{}, Params: []param{pJobID}, handler: s.jobProgress},
 		{Method: "PUT", Pattern: "/jobs/{job_id}/cancel", Tag: "Jobs", Summary: "Cancel a job", Auth: authOwner, Status: 204,
 			Params: []param{pJobID}, handler: s.cancel},
 
 		{Method: "GET", Pattern: "/s3/list", Tag: "Jobs", Summary: s3ListSummary, Auth: authUser, Status: 200,
-			Response: S3Listing{}, Params: s3ListParams, handler: s.s3List},
+			Response: wire.S3Listing{}, Params: s3ListParams, handler: s.s3List},
 
 		{Method: "GET", Pattern: "/images", Tag: "Images", Summary: "The registered images, by name and digest, a page at a time", Auth: authNone, Status: 200,
-			Response: Images{}, Params: []param{
+			Response: wire.Images{}, Params: []param{
 				{In: "query", Name: "limit", Type: "integer", Description: "At most this many images, 1 to 1000 (default 1000)."},
 				{In: "query", Name: "skip", Type: "integer", Description: "Skip this many images first (default 0): the next page starts at skip + limit."}},
 			handler: s.listImages},
 		{Method: "GET", Pattern: "/images/{image_id...}", Tag: "Images", Summary: "A registered image", Auth: authNone, Status: 200,
-			Response: Image{}, Params: []param{pImage}, handler: s.getImage},
+			Response: wire.Image{}, Params: []param{pImage}, handler: s.getImage},
 		{Method: "POST", Pattern: "/admin/images/{image_id...}", Tag: "Admin", Summary: "Register an image", Auth: authAdmin, Status: 200,
-			Request: ImageRegistration{}, Response: Image{}, Params: []param{pImage,
+			Request: wire.ImageRegistration{}, Response: wire.Image{}, Params: []param{pImage,
 				{In: "query", Name: "refdata_id", Type: "string", Description: `Reference data the image needs: ^[\w-]+$, 1 to 50 characters.`},
 				{In: "query", Name: "default_refdata_mount_point", Type: "string", Description: "Where jobs see the reference data unless they say otherwise (an absolute path)."}},
 			handler: s.registerImage},
@@ -124,25 +126,25 @@ func (s *Server) routeTable() []route {
 			Params: []param{pImage}, handler: s.deleteImage},
 
 		{Method: "GET", Pattern: "/admin/jobs", Tag: "Admin", Summary: "List any user's jobs, newest first", Auth: authAdmin, Status: 200,
-			Response: ListJobsResponse{}, handler: s.adminListJobs,
+			Response: wire.Jobs{}, handler: s.adminListJobs,
 			Params: append([]param{{In: "query", Name: "user", Type: "string", Description: "Only this user's jobs: ^[a-z][a-z\\d_]*$, 1 to 100 characters; the user must exist."}}, listParams...)},
 		{Method: "GET", Pattern: "/admin/jobs/{job_id}", Tag: "Admin", Summary: "A job with its admin details", Auth: authAdminExecutor, Status: 200,
-			Response: AdminJobDetails{}, Params: []param{pJobID}, handler: s.adminGetJob},
+			Response: wire.AdminJob{}, Params: []param{pJobID}, handler: s.adminGetJob},
 		{Method: "GET", Pattern: "/admin/jobs/{job_id}/exit_codes", Tag: "Admin", Summary: "The exit code of every container", Auth: authAdmin, Status: 200,
-			Response: ExitCodes{}, Params: []param{pJobID}, handler: s.adminExitCodes},
+			Response: wire.ExitCodes{}, Params: []param{pJobID}, handler: s.adminExitCodes},
 		{Method: "GET", Pattern: "/admin/jobs/{job_id}/container", Tag: "Admin", Summary: "Every container (sub-job) of a job", Auth: authAdmin, Status: 200,
-			Response: SubJobs{}, Params: []param{pJobID}, handler: s.adminSubJobs},
+			Response: wire.SubJobs{}, Params: []param{pJobID}, handler: s.adminSubJobs},
 		{Method: "GET", Pattern: "/jobs/{job_id}/containers", Tag: "Jobs", Summary: "The states, exit codes and outputs of your job's containers (an addition to the CTS API)", Auth: authOwner, Status: 200,
-			Response: SubJobs{}, Params: []param{pJobID}, handler: s.subJobs},
+			Response: wire.SubJobs{}, Params: []param{pJobID}, handler: s.subJobs},
 		{Method: "GET", Pattern: "/admin/jobs/{job_id}/container/{container_num}", Tag: "Admin", Summary: "One container (sub-job) of a job",
-			Auth: authAdmin, Status: 200, Response: SubJob{}, Params: []param{pJobID, pContainer}, handler: s.adminSubJob},
+			Auth: authAdmin, Status: 200, Response: wire.SubJob{}, Params: []param{pJobID, pContainer}, handler: s.adminSubJob},
 		{Method: "GET", Pattern: "/admin/jobs/{job_id}/runner_status", Tag: "Admin", Summary: "The site launcher's raw record of a container",
 			Auth: authAdmin, Status: 200, Response: map[string]any{}, handler: s.runnerStatus,
 			Params: []param{pJobID, {In: "query", Name: "container_number", Type: "integer", Description: "The container, from 0 (default 0)."}}},
 		{Method: "PUT", Pattern: "/admin/jobs/{job_id}/cancel", Tag: "Admin", Summary: "Cancel any job", Auth: authAdmin, Status: 204,
 			Params: []param{pJobID}, handler: s.adminCancel},
 		{Method: "PUT", Pattern: "/admin/jobs/{job_id}/meta", Tag: "Admin", Summary: "Set and unset admin metadata keys", Auth: authAdmin, Status: 204,
-			Request: UpdateAdminMeta{}, Params: []param{pJobID}, handler: s.adminMeta},
+			Request: wire.UpdateAdminMeta{}, Params: []param{pJobID}, handler: s.adminMeta},
 		{Method: "PUT", Pattern: "/admin/jobs/{job_id}/notify", Tag: "Admin", Summary: "Re-send the Kafka notification of a transition",
 			Auth: authAdmin, Status: 204, handler: s.adminNotify,
 			Params: []param{pJobID, {In: "query", Name: "state", Type: "string", Required: true, Enum: stateNames(), Description: "The state whose (last) transition is re-sent."}}},
@@ -154,7 +156,7 @@ func (s *Server) routeTable() []route {
 		{Method: "DELETE", Pattern: "/admin/sites/{site}/active", Tag: "Admin", Summary: "Deactivate a site: submissions to it are refused (60010)",
 			Auth: authAdmin, Status: 204, Params: []param{site}, handler: s.siteActive(false)},
 		{Method: "POST", Pattern: "/admin/unsent_notifications", Tag: "Admin", Summary: "Send the Kafka notifications not yet acknowledged",
-			Auth: authAdmin, Status: 200, Response: UnsentNotifications{}, handler: s.unsentNotifications,
+			Auth: authAdmin, Status: 200, Response: wire.UnsentNotifications{}, handler: s.unsentNotifications,
 			Params: []param{{In: "query", Name: "notification_age", Type: "duration",
 				Description: "Only transitions older than this, ISO 8601 or seconds, at least 1 minute (default PT10M)."}}},
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/kbase/cts/coordinator/internal/ctserr"
 	"github.com/kbase/cts/coordinator/internal/objects"
+	"github.com/kbase/cts/coordinator/wire"
 	"github.com/kbase/cts/shared/s3path"
 )
 
@@ -18,29 +19,6 @@ type ObjectLister interface {
 }
 
 var _ ObjectLister = (*objects.Objects)(nil)
-
-// S3Object is one object of an S3 listing.
-type S3Object struct {
-	// File is the object's path, "bucket/key", as input_files takes it.
-	File     string    `json:"file"`
-	Size     int64     `json:"size"`
-	Modified Timestamp `json:"modified"`
-}
-
-// S3Listing is GET /s3/list.
-type S3Listing struct {
-	// Prefix is the prefix listed.
-	Prefix string `json:"prefix"`
-	// Folders are the sub-folders directly below it, each ending in "/"; list one to go down.
-	Folders []string `json:"folders"`
-	// Files are the objects directly below it.
-	Files []S3Object `json:"files"`
-	// Next, when present, continues the listing: pass it back as the next parameter.
-	Next string `json:"next,omitempty"`
-	// AllowedPaths are the folders the caller may read or write, when the site restricts
-	// them (the listing of an empty prefix is only these, as folders).
-	AllowedPaths []string `json:"allowed_paths,omitempty"`
-}
 
 const s3ListSummary = "List the S3 folders and files directly below a prefix that you may use as job inputs, a page at a " +
 	"time (an addition to the CTS API, for choosing inputs). Only folders your jobs may read under the site's access " +
@@ -71,7 +49,7 @@ func (s *Server) s3List(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	out := S3Listing{Prefix: prefix, Folders: []string{}, Files: []S3Object{}}
+	out := wire.S3Listing{Prefix: prefix, Folders: []string{}, Files: []wire.S3Object{}}
 	var grants []string
 	if s.cfg.Access != nil {
 		for _, g := range s.cfg.Access.Grants(u.Name) {
@@ -103,7 +81,7 @@ func (s *Server) s3List(w http.ResponseWriter, r *http.Request) {
 	}
 	out.Folders, out.Next = l.Folders, l.Next
 	for _, f := range l.Files {
-		out.Files = append(out.Files, S3Object{File: f.Path, Size: f.Size, Modified: Timestamp(f.Modified)})
+		out.Files = append(out.Files, wire.S3Object{File: f.Path, Size: f.Size, Modified: wire.At(f.Modified)})
 	}
 	writeJSON(w, http.StatusOK, out)
 }

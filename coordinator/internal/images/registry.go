@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/kbase/cts/coordinator/internal/ctserr"
+	"github.com/kbase/cts/coordinator/wire"
 	"github.com/kbase/cts/shared/args"
 )
 
@@ -115,16 +116,7 @@ func (r Ref) remote(withDigest bool) (name.Reference, error) {
 }
 
 // Registration is the optional body of an image registration.
-type Registration struct {
-	URLs       []string `json:"urls,omitempty"`
-	UsageNotes string   `json:"usage_notes,omitempty"`
-	// FromImage names a registered image whose usage fields (and reference data settings)
-	// are copied where this registration leaves them unset.
-	FromImage string `json:"from_image,omitempty"`
-	// RefdataID and DefaultRefdataMountPoint come from the query string of the route.
-	RefdataID                string `json:"-"`
-	DefaultRefdataMountPoint string `json:"-"`
-}
+type Registration = wire.ImageRegistration
 
 // Limits of a registration (reference §4.1).
 const (

@@ -1,35 +1,23 @@
 package jobinput
 
-import "github.com/kbase/cts/shared/args"
+import "github.com/kbase/cts/coordinator/wire"
 
-// View is a JobInput as the CTS API renders it: runtime as an ISO 8601 duration
-// (FormatDuration), memory in bytes, input files as {file, crc64nvme, data_id?} objects.
+// APIView renders the job input as the API shows it in a full job record: runtime as an
+// ISO 8601 duration (FormatDuration), memory in bytes, input files with their CRC64/NVME.
 // Empty optional fields are omitted, as the Python service's exclude_none does.
-type View struct {
-	Cluster       string          `json:"cluster"`
-	Image         string          `json:"image"`
-	Params        args.Parameters `json:"params"`
-	NumContainers int             `json:"num_containers"`
-	CPUs          int             `json:"cpus"`
-	Memory        int64           `json:"memory"`
-	Runtime       string          `json:"runtime"`
-	InputRoots    []string        `json:"input_roots,omitempty"`
-	OutputDir     string          `json:"output_dir"`
-	// InputFiles is nil in a preview (JobInputPreview has no input_files).
-	InputFiles []InputFile `json:"input_files,omitempty"`
-}
-
-// APIView renders the job input as the API shows it in a full job record.
-func (ji *JobInput) APIView() View {
+func (ji *JobInput) APIView() wire.JobInputView {
 	v := ji.APIPreview()
-	v.InputFiles = ji.InputFiles
+	v.InputFiles = make([]wire.InputFileView, len(ji.InputFiles))
+	for i, f := range ji.InputFiles {
+		v.InputFiles[i] = wire.InputFileView{File: f.File, CRC64NVME: f.CRC64NVME, DataID: f.DataID}
+	}
 	return v
 }
 
 // APIPreview renders the job input as the API shows it in a job list (JobInputPreview):
 // the same as APIView without input_files.
-func (ji *JobInput) APIPreview() View {
-	return View{
+func (ji *JobInput) APIPreview() wire.JobInputView {
+	return wire.JobInputView{
 		Cluster:       ji.Cluster,
 		Image:         ji.Image,
 		Params:        ji.Params,

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/kbase/cts/coordinator/internal/ctserr"
+	"github.com/kbase/cts/coordinator/wire"
 	"github.com/kbase/cts/shared/staging"
 )
 
@@ -132,54 +133,19 @@ func notFound(id string) *ctserr.Error {
 	return ctserr.New(ctserr.CodeNoSuchRefdata, "No reference data with ID '%s' exists", id)
 }
 
-// View is the public CTS ReferenceData model; AdminView adds the admin fields. Times are
-// rendered as the CTS does (ctserr.FormatTime).
-type View struct {
-	ID           string       `json:"id"`
-	File         string       `json:"file"`
-	CRC64NVME    string       `json:"crc64nvme"`
-	Unpack       bool         `json:"unpack"`
-	RegisteredBy string       `json:"registered_by"`
-	RegisteredOn string       `json:"registered_on"`
-	Statuses     []StatusView `json:"statuses"`
-}
-
-// TransitionView is a Transition as the API shows it.
-type TransitionView struct {
-	State State  `json:"state"`
-	Time  string `json:"time"`
-}
-
-// StatusView is a Status as the API shows it; the admin fields are nil in public views.
-type StatusView struct {
-	Cluster             string           `json:"cluster"`
-	State               State            `json:"state"`
-	Transitions         []TransitionView `json:"transition_times"`
-	Error               string           `json:"error,omitempty"`
-	Cleaned             *bool            `json:"cleaned,omitempty"`
-	NERSCDownloadTaskID *[]string        `json:"nersc_download_task_id,omitempty"`
-	AdminError          string           `json:"admin_error,omitempty"`
-	Traceback           string           `json:"traceback,omitempty"`
-}
-
-// RefDataList is the CTS RefData model (GET /refdata, /refdata/path/...).
-type RefDataList struct {
-	Data []View `json:"data"`
-}
-
-// View returns the public view of r.
-func (r *Refdata) View() View { return r.view(false) }
+// View returns the public view of r (the CTS ReferenceData model).
+func (r *Refdata) View() wire.Refdata { return r.view(false) }
 
 // AdminView returns the admin view of r (CTS AdminReferenceData).
-func (r *Refdata) AdminView() View { return r.view(true) }
+func (r *Refdata) AdminView() wire.Refdata { return r.view(true) }
 
-func (r *Refdata) view(admin bool) View {
-	v := View{ID: r.ID, File: r.File, CRC64NVME: r.CRC64NVME, Unpack: r.Unpack, RegisteredBy: r.RegisteredBy,
-		RegisteredOn: ctserr.FormatTime(r.RegisteredOn), Statuses: []StatusView{}}
+func (r *Refdata) view(admin bool) wire.Refdata {
+	v := wire.Refdata{ID: r.ID, File: r.File, CRC64NVME: r.CRC64NVME, Unpack: r.Unpack, RegisteredBy: r.RegisteredBy,
+		RegisteredOn: wire.At(r.RegisteredOn), Statuses: []wire.RefdataStatus{}}
 	for _, s := range r.Statuses {
-		sv := StatusView{Cluster: s.Cluster, State: s.State, Error: s.Error, Transitions: []TransitionView{}}
+		sv := wire.RefdataStatus{Cluster: s.Cluster, State: s.State, Error: s.Error, Transitions: []wire.RefdataTransition{}}
 		for _, t := range s.Transitions {
-			sv.Transitions = append(sv.Transitions, TransitionView{State: t.State, Time: ctserr.FormatTime(t.Time)})
+			sv.Transitions = append(sv.Transitions, wire.RefdataTransition{State: t.State, Time: wire.At(t.Time)})
 		}
 		if admin {
 			cleaned := s.Cleaned
