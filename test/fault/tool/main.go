@@ -2,6 +2,9 @@
 // its inputs to its outputs, so a job that survived a fault still has outputs to check.
 //
 //	tool sleep-copy SECONDS         sleep, then copy /input_files/* to /output_files
+//	tool wait-copy NAME             wait until /input_files/NAME exists (the test creates it in
+//	                                the agent's input folder, which the container sees live),
+//	                                then copy the other inputs to /output_files
 //	tool sleep SECONDS              sleep; on SIGTERM print "got SIGTERM" and exit 143
 //	tool sleep-ignore-term SECONDS  sleep and ignore SIGTERM
 package main
@@ -19,8 +22,20 @@ import (
 
 func main() {
 	if len(os.Args) != 3 {
-		fmt.Fprintln(os.Stderr, "usage: tool sleep-copy|sleep|sleep-ignore-term SECONDS")
+		fmt.Fprintln(os.Stderr, "usage: tool sleep-copy|sleep|sleep-ignore-term SECONDS | wait-copy NAME")
 		os.Exit(2)
+	}
+	if os.Args[1] == "wait-copy" {
+		fmt.Println("started")
+		gate := filepath.Join("/input_files", os.Args[2])
+		for {
+			if _, err := os.Stat(gate); err == nil {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		copyInputs(gate)
+		return
 	}
 	secs, err := strconv.ParseFloat(os.Args[2], 64)
 	if err != nil {
@@ -44,8 +59,13 @@ func main() {
 	if os.Args[1] != "sleep-copy" {
 		return
 	}
-	err = filepath.Walk("/input_files", func(p string, info os.FileInfo, err error) error {
-		if err != nil || info.IsDir() {
+	copyInputs("")
+}
+
+// copyInputs copies every file under /input_files but skip to /output_files.
+func copyInputs(skip string) {
+	err := filepath.Walk("/input_files", func(p string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() || p == skip {
 			return err
 		}
 		in, err := os.Open(p)
