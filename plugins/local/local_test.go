@@ -277,3 +277,63 @@ func TestKilledAgentIsReaped(t *testing.T) {
 		}
 	}
 }
+
+// orphaningAgent is a stand-in agent that starts a process in a process group of its own
+// with a child of its own (as the agent's `runc run` and the container's init are), records
+// both pids, and is then killed with SIGKILL. Run as "reap --yes" it records whether either
+// process still lives.
+const orphaningAgent = `#!/bin/sh
+rec="$CTS_TEST_RECORD_DIR/$JOB_ID"
+alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+if [ "$1" = reap ]; then
+	if alive "$rec.group" || alive "$rec.grandchild"; then
+		echo "reap: agent processes alive" >>"$rec.reap"
+	else
+		echo "reap: agent processes gone" >>"$rec.reap"
+	fi
+	exit 0
+fi
+setsid sh -c 'sleep 600 & echo $! >"$0.grandchild.tmp"; mv "$0.grandchild.tmp" "$0.grandchild"; wait' "$rec" &
+echo $! >"$rec.group"
+while [ ! -s "$rec.grandchild" ]; do sleep 0.05; done
+kill -KILL $$
+`
+
+// TestKilledAgentLeavesNoProcess: an agent killed with SIGKILL may leave processes outside
+// its process group (its `runc run`, still creating or running the container, and that
+// container's init). The supervisor ends them all before it runs the reaper, so nothing can
+// create or keep the container after the reap, and only then records the exit.
+func TestKilledAgentLeavesNoProcess(t *testing.T) {
+	t.Parallel()
+	e := newLocal(t, nil)
+	if err := os.WriteFile(e.d.agent, []byte(orphaningAgent), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	jobID := launchertest.NewJobID("orphan")
+	resp, err := e.c.Submit(t.Context(), e.h.Request(jobID, 0, launchertest.Behaviour{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := launcher.JobRef{JobID: jobID, Handle: resp.Handle}
+	st := e.waitAll(t, ref, launcher.StateExited)
+	if c := st.Containers[0]; c.ExitCode == nil || *c.ExitCode != 128+int(syscall.SIGKILL) {
+		t.Fatalf("container 0 %+v: want killed", c)
+	}
+	rec := filepath.Join(e.d.records, jobID)
+	b, err := os.ReadFile(rec + ".reap")
+	if err != nil || strings.TrimSpace(string(b)) != "reap: agent processes gone" {
+		t.Errorf("reaper saw %q (%v), want it run once after the agent's processes were gone", b, err)
+	}
+	for _, name := range []string{".group", ".grandchild"} {
+		b, err := os.ReadFile(rec + name)
+		pid, perr := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || perr != nil {
+			t.Fatalf("pid %s: %q %v %v", name, b, err, perr)
+		}
+		t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			data, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+			t.Errorf("process %s %d outlived the agent's exit record: %v %q", name, pid, err, data)
+		}
+	}
+}

@@ -75,3 +75,47 @@ func signalProcess(pid int, sig syscall.Signal) error {
 	}
 	return nil
 }
+
+// child is a child process: its pid and process group.
+type child struct{ pid, pgrp int }
+
+// children returns the processes whose parent is pid, zombies included, read from /proc (nil
+// without procfs).
+func children(pid int) []child {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var kids []child
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if parent, pgrp, err := parentOf(p); err == nil && parent == pid {
+			kids = append(kids, child{pid: p, pgrp: pgrp})
+		}
+	}
+	return kids
+}
+
+// parentOf returns the parent pid and the process group of pid (fields 4 and 5 of
+// /proc/<pid>/stat).
+func parentOf(pid int) (ppid, pgrp int, err error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0, 0, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	fields := bytes.Fields(data[i+1:])
+	if len(fields) < 3 {
+		return 0, 0, fmt.Errorf("parse /proc/%d/stat: %d fields", pid, len(fields))
+	}
+	if ppid, err = strconv.Atoi(string(fields[1])); err == nil {
+		pgrp, err = strconv.Atoi(string(fields[2]))
+	}
+	return ppid, pgrp, err
+}

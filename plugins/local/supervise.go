@@ -12,6 +12,8 @@ import (
 	"runtime"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // SuperviseCommand is the hidden first argument that makes the plugin binary run Supervise
@@ -29,9 +31,9 @@ const SuperviseCommand = "__cts_supervise"
 // It claims the container directory first (exactly one supervisor ever runs per container),
 // starts the agent with the supervisor's own environment in its own process group, records
 // its pid, forwards SIGTERM/SIGINT to the agent's group (then SIGKILL after the grace period),
-// and when the agent ends kills what is left of its group and writes the exit record. The
-// agent dies with the supervisor (parent-death signal), so no agent runs unrecorded.
-// It returns the supervisor's exit code.
+// and when the agent ends kills every process the agent left (see endDescendants) and writes
+// the exit record. The agent dies with the supervisor (parent-death signal), so no agent runs
+// unrecorded. It returns the supervisor's exit code.
 func Supervise(args []string) int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	if len(args) < 3 {
@@ -53,6 +55,12 @@ func Supervise(args []string) int {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	signal.Ignore(syscall.SIGHUP)
+	// Orphans among the agent's descendants become our children (the agent runs `runc run` in
+	// a process group of its own, which outlives an agent killed with SIGKILL), so that
+	// endDescendants can find and end them.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		log.Warn("become the subreaper of the agent's processes", "error", err)
+	}
 
 	claim, err := os.OpenFile(filepath.Join(dir, claimFile), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if errors.Is(err, os.ErrExist) {
@@ -155,19 +163,60 @@ func supervise(log *slog.Logger, dir string, grace time.Duration, argv []string,
 				log.Error("kill agent", "error", err)
 			}
 		case err := <-done:
-			// Whatever the agent left behind in its process group ends with it.
+			// Whatever the agent left behind ends with it: first its process group, then
+			// every other descendant (a `runc run` still creating or running the container
+			// would otherwise create or keep it after the reap below).
 			_ = signalGroup(pid, syscall.SIGKILL)
+			left := endDescendants(log, pid, descendantsWait)
 			rec := exitFromWait(cmd.ProcessState, err)
 			rec.Started = started
 			rec.Canceled = stopping || exists(filepath.Join(dir, cancelFile))
-			if rec.Signal != "" {
-				// Killed (the grace ran out, or someone sent SIGKILL): its container, runtime
-				// state and work data are left behind. The agent's own reaper removes them
-				// now rather than at the next agent's start on this node.
+			if rec.Signal != "" || left > 0 {
+				// Killed (the grace ran out, or someone sent SIGKILL) or ended without
+				// waiting for its processes: its container, runtime state and work data are
+				// left behind. The agent's own reaper removes them now rather than at the
+				// next agent's start on this node; nothing of the agent runs any more, so
+				// nothing can create them after the reap.
 				reap(log, dir, argv, stdout, stderr)
 			}
 			return rec
 		}
+	}
+}
+
+// descendantsWait bounds endDescendants: a process stuck in the kernel (uninterruptible
+// sleep) may ignore SIGKILL for a while; the reap still runs after it.
+const descendantsWait = 30 * time.Second
+
+// endDescendants kills (SIGKILL) and waits for every child of this process, over and over:
+// as a subreaper we inherit the orphans of each one we kill (a killed `runc run` hands us the
+// container's init, whose death ends every process of the container). It returns how many
+// of them were outside the agent's process group (group), which the agent should have
+// waited for, and gives up after wait.
+func endDescendants(log *slog.Logger, group int, wait time.Duration) int {
+	deadline := time.Now().Add(wait)
+	outside := map[int]bool{}
+	for {
+		kids := children(os.Getpid())
+		if len(kids) == 0 {
+			return len(outside)
+		}
+		if time.Now().After(deadline) {
+			log.Error("processes of the agent outlived SIGKILL", "processes", len(kids), "first_pid", kids[0].pid)
+			return len(outside)
+		}
+		for _, k := range kids {
+			if k.pgrp != group && !outside[k.pid] {
+				outside[k.pid] = true
+				log.Info("killing a process the agent left", "pid", k.pid)
+			}
+			_ = signalProcess(k.pid, syscall.SIGKILL)
+		}
+		for _, k := range kids {
+			var ws syscall.WaitStatus
+			_, _ = syscall.Wait4(k.pid, &ws, syscall.WNOHANG, nil)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

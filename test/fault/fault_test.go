@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -297,7 +298,7 @@ func waitExit(t *testing.T, pid int) {
 			return // a zombie: exited, its supervisor has not reaped it yet
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("agent %d still running", pid)
+			t.Fatalf("process %d still running", pid)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -306,15 +307,34 @@ func waitExit(t *testing.T, pid int) {
 // TestAgentKilled kills an agent with SIGKILL mid-job: it can neither stop its container
 // gracefully nor report. Noticing is the coordinator's job: its reconciler must settle the job
 // once the agent's heartbeat is missing (or the launcher reports the agent gone), so the job
-// does not stay stuck.
+// does not stay stuck. The agent runs `runc run` in a process group of its own, which
+// outlives the agent: here the agent's runc is held before it creates the container (as a
+// loaded machine may hold it), so a supervisor that reaped without ending it would leave runc
+// to create and run the container after the reap.
 func TestAgentKilled(t *testing.T) {
-	testsite.RequireEnv(t)
-	s := startSite(t, nil)
+	bins := testsite.RequireEnv(t)
+	dir := t.TempDir()
+	held, goAhead := filepath.Join(dir, "held.pid"), filepath.Join(dir, "go")
+	runc := testsite.Script(t, "held-runc", fmt.Sprintf(`#!/bin/sh
+for a in "$@"; do
+	if [ "$a" = run ]; then
+		echo $$ >%[1]s.tmp && mv %[1]s.tmp %[1]s
+		while [ ! -e %[2]s ]; do sleep 0.1; done
+		break
+	fi
+done
+exec runc "$@"
+`, held, goAhead))
+	agent := testsite.Script(t, "agent", fmt.Sprintf("#!/bin/sh\nCTS_AGENT_RUNC=%s exec %s \"$@\"\n", runc, bins.Agent))
+	s := startSiteWith(t, agent, nil)
 	image := registerTestTool(t, s)
 	in := s.PutInput(t, "fault/in/kill.txt", []byte("x\n"))
 	id := submitTool(t, s, image, in, "sleep", "600")
 	s.WaitState(t, id, 2*time.Minute, "job_submitted")
-	if err := syscall.Kill(agentPID(t, s, id), syscall.SIGKILL); err != nil {
+	pid := agentPID(t, s, id)
+	runcPID := waitPIDFile(t, held, 2*time.Minute)
+	t.Cleanup(func() { _ = syscall.Kill(runcPID, syscall.SIGKILL) })
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	j := s.WaitState(t, id, 5*time.Minute, "error", "complete", "canceled")
@@ -322,10 +342,31 @@ func TestAgentKilled(t *testing.T) {
 		t.Errorf("job ended %v after its agent was killed", j["state"])
 	}
 	t.Logf("settled: %v", j["admin_error"])
-	// The supervisor reaped what the killed agent left: no container, runtime state or work
-	// data of the job remains.
+	// The supervisor ended the agent's runc before it could create the container, and reaped
+	// what the killed agent left: no process, container, runtime state or work data of the
+	// job remains, even once the held runc would have gone on.
+	waitExit(t, runcPID)
+	if err := os.WriteFile(goAhead, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	waitNoContainer(t, s, id)
 	waitNoWorkData(t, s, id)
+}
+
+// waitPIDFile waits until path holds a pid and returns it.
+func waitPIDFile(t *testing.T, path string, wait time.Duration) int {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for {
+		b, _ := os.ReadFile(path)
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
+			return pid
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no pid in %s after %s", path, wait)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // TestAgentRestartedSameAttempt: an agent killed with SIGKILL whose parent has not reaped it
