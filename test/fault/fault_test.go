@@ -292,7 +292,7 @@ func TestAgentStopSignals(t *testing.T) {
 // waitExit waits for a process (not our child) to end.
 func waitExit(t *testing.T, pid int) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(2 * time.Minute)
 	for syscall.Kill(pid, 0) == nil {
 		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && strings.Contains(string(b), ") Z ") {
 			return // a zombie: exited, its supervisor has not reaped it yet
@@ -391,7 +391,12 @@ func TestAgentRestartedSameAttempt(t *testing.T) {
 	if err := syscall.Kill(sup, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = syscall.Kill(sup, syscall.SIGCONT) })
+	t.Cleanup(func() {
+		// Resumed, the supervisor reaps and records the agent's exit in the site's folder:
+		// wait for it, so the folder's removal does not race its last writes.
+		_ = syscall.Kill(sup, syscall.SIGCONT)
+		waitExit(t, sup)
+	})
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
