@@ -12,9 +12,15 @@
 //     the filter, so concurrent callers can all "win" and concurrent $inc loses updates; the
 //     serialising proxy restores per-document atomicity. The proxy also drops the reply
 //     FerretDB wrongly sends to a moreToCome (w:0) request. Never use SQLite mode=memory
-//     (deadlocks) and leave journal_mode alone. FerretDB has no transactions, reports a
-//     unique-index violation on update as InternalError (not E11000), and scans every filter
-//     but {_id: X} in Go, so keep test collections small.
+//     (deadlocks) and leave journal_mode alone. FerretDB has no transactions and reports a
+//     unique-index violation on update as InternalError (not E11000). Its SQLite backend
+//     narrows a query only for a filter of exactly {_id: X} and reads every document for any
+//     other filter; even that lookup read the whole table, because FerretDB's _id index is on
+//     another SQLite expression than its query: the proxy adds the index the query can use
+//     (idindex.go), and runs a conditional findAndModify, update or delete on one _id as a
+//     point lookup followed by the command narrowed to {_id} (pushdown.go), so that the cost
+//     of both stays flat as a collection grows. Every other filter still reads the whole
+//     collection: code that must stay fast with a site's history finds documents by _id.
 //   - S3: versitygw with its posix backend and sidecar metadata, which stores and verifies
 //     CRC64NVME. posix.New calls os.Chdir(dataRoot), and a process can host only one gateway,
 //     so the gateway runs in a child process: StartS3 re-executes os.Executable() and Main, at

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/FerretDB/FerretDB/ferretdb"
@@ -50,6 +51,11 @@ type Mongo struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	// points counts the point commands run as a probe and a narrowed command.
+	points atomic.Int64
+	// ids makes the _id index FerretDB's lookups can use (idindex.go).
+	ids *idIndexes
 }
 
 // StartMongo starts FerretDB with its SQLite databases in dir (created if missing) and the
@@ -70,10 +76,14 @@ func StartMongo(ctx context.Context, dir string, opts ...Option) (*Mongo, error)
 		return nil, fmt.Errorf("start mongo: %w", err)
 	}
 	f, err := ferretdb.New(&ferretdb.Config{
-		Listener:  ferretdb.ListenerConfig{TCP: "127.0.0.1:0"},
-		Logger:    slog.New(slog.DiscardHandler),
-		Handler:   "sqlite",
-		SQLiteURL: "file:" + abs + "/",
+		Listener: ferretdb.ListenerConfig{TCP: "127.0.0.1:0"},
+		Logger:   slog.New(slog.DiscardHandler),
+		Handler:  "sqlite",
+		// Each write commits a SQLite transaction; in WAL mode, synchronous=NORMAL makes the
+		// commit skip its fsync (the WAL is synced at checkpoints): a dev machine's crash may
+		// lose the last writes, never corrupt the files. FULL cost a disk flush per MongoDB
+		// write, milliseconds each on a busy disk. journal_mode stays FerretDB's (WAL).
+		SQLiteURL: "file:" + abs + "/?_pragma=synchronous(normal)",
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start mongo: ferretdb: %w", err)
@@ -83,6 +93,7 @@ func StartMongo(ctx context.Context, dir string, opts ...Option) (*Mongo, error)
 		ferretStop: stop,
 		ferretDone: make(chan struct{}),
 		conns:      make(map[net.Conn]struct{}),
+		ids:        newIDIndexes(abs),
 	}
 	go func() {
 		defer close(m.ferretDone)
@@ -105,6 +116,10 @@ func StartMongo(ctx context.Context, dir string, opts ...Option) (*Mongo, error)
 	go m.acceptLoop()
 	return m, nil
 }
+
+// PointCommands returns how many conditional commands on one _id the proxy has run without
+// reading the whole collection (see pushdown.go).
+func (m *Mongo) PointCommands() int64 { return m.points.Load() }
 
 // URI returns the mongodb:// URI of the proxy; it is the only address clients may use.
 func (m *Mongo) URI() string { return m.uri }
@@ -130,6 +145,7 @@ func (m *Mongo) Close() error {
 func (m *Mongo) stopFerret() {
 	m.ferretStop()
 	<-m.ferretDone
+	m.ids.close()
 }
 
 // TestMongo starts a Mongo in tb.TempDir and closes it on tb.Cleanup; it calls tb.Fatal if
@@ -207,12 +223,38 @@ func (m *Mongo) serve(client net.Conn) {
 			return
 		}
 		m.mu.Lock()
-		err = roundTrip(req, backend, br, client)
+		err = m.pointRoundTrip(req, backend, br, client)
 		m.mu.Unlock()
 		if err != nil {
 			return
 		}
 	}
+}
+
+// pointRoundTrip forwards one request and all its replies, running a point command (see
+// planPoint) as a probe and a narrowed command. The caller holds the lock.
+func (m *Mongo) pointRoundTrip(req []byte, backend io.Writer, br *bufio.Reader, client io.Writer) error {
+	if p := planPoint(req); p != nil {
+		matched, err := probe(p, backend, br)
+		if err == nil {
+			m.points.Add(1)
+		}
+		switch {
+		case errors.Is(err, errProbe):
+		case err != nil:
+			return err
+		case !matched:
+			reply, err := noMatchReply(req, p.noMatch)
+			if err != nil {
+				return err
+			}
+			_, err = client.Write(reply)
+			return err
+		default:
+			req = p.narrowed
+		}
+	}
+	return roundTrip(req, backend, br, client, func() { m.ids.after(req) })
 }
 
 // roundTrip forwards one request and all its replies. A request flagged moreToCome gets no
@@ -221,18 +263,27 @@ func (m *Mongo) serve(client net.Conn) {
 // FerretDB v1 breaks the first rule: it answers every request, moreToCome or not (an
 // unacknowledged w:0 write, for one). The proxy reads that answer and drops it, so the client,
 // which expects nothing, stays in step, and the write has finished before the lock is released.
-func roundTrip(req []byte, backend io.Writer, br *bufio.Reader, client io.Writer) error {
+//
+// answered is called once FerretDB has answered (or, for a moreToCome request, finished), before
+// anything goes back to the client.
+func roundTrip(req []byte, backend io.Writer, br *bufio.Reader, client io.Writer, answered func()) error {
 	if _, err := backend.Write(req); err != nil {
 		return err
 	}
 	if moreToCome(req) {
 		_, err := readWireMessage(br)
+		if err == nil {
+			answered()
+		}
 		return err
 	}
-	for {
+	for first := true; ; first = false {
 		reply, err := readWireMessage(br)
 		if err != nil {
 			return err
+		}
+		if first {
+			answered()
 		}
 		if _, err := client.Write(reply); err != nil {
 			return err

@@ -1,0 +1,122 @@
+package devmode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/kbase/cts/coordinator/internal/jobs"
+	"github.com/kbase/cts/coordinator/internal/store"
+)
+
+// seedWorkers is how many jobs SeedFinishedJobs writes at once.
+const seedWorkers = 4
+
+// SeedFinishedJobs writes n finished jobs into the site's job store, through the store (no
+// container runs): copies of the finished job template (its input, image, launch, outputs
+// and sub-jobs) under new IDs. Their transitions are the template's states with every
+// notification sent; they ended between end-n ms and end, in order, and are marked cleaned,
+// like the history of a long-running site (pick end before the reconciler's accounting
+// window, or the reconciler will ask the launcher about them). It is how benchmarks give a
+// site a history without spending hours running it.
+func (e *Env) SeedFinishedJobs(ctx context.Context, template string, n int, end time.Time) error {
+	st, err := store.New(ctx, store.Config{URI: e.Config.Mongo.URI, Database: e.Config.Mongo.Database,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return fmt.Errorf("seed jobs: %w", err)
+	}
+	defer st.Close(context.WithoutCancel(ctx))
+	tj, err := st.GetJob(ctx, template)
+	if err != nil {
+		return fmt.Errorf("seed jobs: template: %w", err)
+	}
+	if !tj.State.Terminal() {
+		return fmt.Errorf("seed jobs: template job %s is %s, not finished", template, tj.State)
+	}
+	tsubs, err := st.GetSubJobs(ctx, template)
+	if err != nil {
+		return fmt.Errorf("seed jobs: template: %w", err)
+	}
+	next := make(chan int)
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	for range seedWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				j, subs := seedCopy(tj, tsubs, end.Add(-time.Duration(n-i)*time.Millisecond))
+				if err := st.CreateJob(ctx, j, subs); err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for i := range n {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	close(next)
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("seed jobs: %w", err)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("seed jobs: %d of %d failed: %w", len(errs), n, errors.Join(errs...))
+	}
+	return nil
+}
+
+// seedCopy returns a copy of the finished job t and its sub-jobs under a new ID, its
+// transitions shifted so that it ended at end.
+func seedCopy(t *jobs.Job, tsubs []jobs.SubJob, end time.Time) (*jobs.Job, []jobs.SubJob) {
+	end = end.UTC().Truncate(time.Millisecond)
+	j := *t
+	j.ID = uuid.NewString()
+	j.AdminMeta = map[string]any{}
+	j.Cleaned = true
+	shift := end.Sub(t.UpdateTime)
+	j.UpdateTime = end
+	j.Transitions = make([]jobs.Transition, len(t.Transitions))
+	for i, tr := range t.Transitions {
+		j.Transitions[i] = jobs.Transition{State: tr.State, Time: tr.Time.Add(shift), TransID: uuid.NewString(), NotifSent: true}
+	}
+	if t.Launch != nil {
+		l := *t.Launch
+		l.Handle = j.ID
+		l.LaunchedAt = l.LaunchedAt.Add(shift)
+		j.Launch = &l
+	}
+	if t.LogPath != "" {
+		j.LogPath = t.LogPath[:len(t.LogPath)-len(t.ID)] + j.ID
+	}
+	subs := make([]jobs.SubJob, len(tsubs))
+	for i, s := range tsubs {
+		s.JobID = j.ID
+		s.UpdateTime = s.UpdateTime.Add(shift)
+		s.LastSeen = s.LastSeen.Add(shift)
+		tr := make([]jobs.Transition, len(s.Transitions))
+		for k, x := range s.Transitions {
+			tr[k] = jobs.Transition{State: x.State, Time: x.Time.Add(shift)}
+		}
+		s.Transitions = tr
+		s.Attempt = uuid.NewString()
+		subs[i] = s
+	}
+	return &j, subs
+}

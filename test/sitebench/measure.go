@@ -1,0 +1,77 @@
+package sitebench
+
+import (
+	"context"
+	"fmt"
+	"syscall"
+	"time"
+)
+
+// ProcessCPU returns the CPU time (user + system, all threads, children excluded) this process
+// has used so far. The coordinator of a benchmark site runs in this process, with the
+// embedded MongoDB-wire server, Kafka, registry and auth2 (as in `cts dev`); S3 runs in a
+// child process and is not counted.
+func ProcessCPU() (time.Duration, error) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0, fmt.Errorf("getrusage: %w", err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
+}
+
+// IdleCPU measures the CPU this process uses over window while nothing is asked of it, in
+// percent of one core. The caller makes sure the site is idle (its jobs ended) and sends no
+// request meanwhile.
+func IdleCPU(ctx context.Context, window time.Duration) (float64, error) {
+	c0, err := ProcessCPU()
+	if err != nil {
+		return 0, err
+	}
+	t0 := time.Now()
+	select {
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-time.After(window):
+	}
+	c1, err := ProcessCPU()
+	if err != nil {
+		return 0, err
+	}
+	return 100 * float64(c1-c0) / float64(time.Since(t0)), nil
+}
+
+// Trivial is one trivial job: a one-container job summarising the small input on "local".
+type Trivial struct {
+	ID string
+	// Total is from the created transition to the complete one (the coordinator's clock).
+	Total time.Duration
+	// Phases are the times between consecutive transitions, named "from→to".
+	Phases map[string]time.Duration
+}
+
+// RunTrivial submits a trivial job, waits for it and returns its times; a job that does not
+// complete is an error.
+func (s *Site) RunTrivial(ctx context.Context, outDir string) (Trivial, error) {
+	var resp struct {
+		JobID string `json:"job_id"`
+	}
+	if err := s.API.Do(ctx, "POST", "/jobs", s.Demo.UserToken, s.JobBody("local", outDir), &resp); err != nil {
+		return Trivial{}, fmt.Errorf("submit trivial job: %w", err)
+	}
+	st, err := s.WaitEnded(ctx, resp.JobID)
+	if err != nil {
+		return Trivial{}, err
+	}
+	if st.State != "complete" {
+		var j map[string]any
+		_ = s.API.Do(ctx, "GET", "/admin/jobs/"+resp.JobID, s.Demo.AdminToken, nil, &j)
+		return Trivial{}, fmt.Errorf("trivial job %s ended %s: %v", resp.JobID, st.State, j["admin_error"])
+	}
+	tr := Trivial{ID: resp.JobID, Phases: map[string]time.Duration{}}
+	ts := st.Transitions
+	tr.Total = ts[len(ts)-1].Time.Sub(ts[0].Time)
+	for i := 1; i < len(ts); i++ {
+		tr.Phases[ts[i-1].State+"→"+ts[i].State] = ts[i].Time.Sub(ts[i-1].Time)
+	}
+	return tr, nil
+}

@@ -1,0 +1,79 @@
+package sitebench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+)
+
+// BareRunc runs the trivial job's container n times with a bare `runc run`: the demo tool from
+// the demo image summarising the same small input, from a bundle made once (runc's default
+// spec, the input mounted read-only, the output folder read-write), nothing else: no
+// transfer, no pull, no coordinator. It returns each run's wall time. dir holds the bundle.
+func (s *Site) BareRunc(ctx context.Context, dir string, n int) (Latencies, error) {
+	bundle := filepath.Join(dir, "bundle")
+	rootfs := filepath.Join(bundle, "rootfs")
+	in, out := filepath.Join(dir, "input"), filepath.Join(dir, "output")
+	for _, d := range []string{filepath.Join(rootfs, "usr", "bin"), filepath.Join(rootfs, "input_files"),
+		filepath.Join(rootfs, "output_files"), in, out} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	tool, err := os.ReadFile(s.Demo.ToolBinary)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(rootfs, "usr", "bin", "cts-demo-tool"), tool, 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(in, "small.fna"), []byte(">small\nACGTACGTGGCC\nGGCCAATT\n"), 0o644); err != nil {
+		return nil, err
+	}
+	if b, err := exec.CommandContext(ctx, "runc", "spec", "--bundle", bundle).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("runc spec: %v: %s", err, b)
+	}
+	cfgPath := filepath.Join(bundle, "config.json")
+	raw, err := os.ReadFile(cfgPath)
+	if err != nil {
+		return nil, err
+	}
+	var spec map[string]any
+	if err := json.Unmarshal(raw, &spec); err != nil {
+		return nil, fmt.Errorf("runc spec: %w", err)
+	}
+	proc := spec["process"].(map[string]any)
+	proc["terminal"] = false
+	proc["args"] = []string{"/usr/bin/cts-demo-tool", "--container", "0", "/input_files/small.fna"}
+	spec["mounts"] = append(spec["mounts"].([]any),
+		map[string]any{"destination": "/input_files", "type": "bind", "source": in, "options": []string{"rbind", "ro"}},
+		map[string]any{"destination": "/output_files", "type": "bind", "source": out, "options": []string{"rbind", "rw"}})
+	if raw, err = json.Marshal(spec); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(cfgPath, raw, 0o644); err != nil {
+		return nil, err
+	}
+	root := filepath.Join(dir, "runc-root")
+	var lat Latencies
+	for i := range n {
+		var stderr bytes.Buffer
+		cmd := exec.CommandContext(ctx, "runc", "--root", root, "run", "--bundle", bundle, fmt.Sprintf("cts-bench-%d-%d", os.Getpid(), i))
+		cmd.Stderr = &stderr
+		t0 := time.Now()
+		err := cmd.Run()
+		lat = append(lat, time.Since(t0))
+		if err != nil {
+			return lat, fmt.Errorf("runc run: %v: %s", err, stderr.String())
+		}
+		if _, err := os.Stat(filepath.Join(out, "container-0.summary.txt")); err != nil {
+			return lat, fmt.Errorf("runc run: no output: %w", err)
+		}
+	}
+	return lat, nil
+}
