@@ -249,6 +249,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (_ *
 		checks = append(checks, metrics.SiteCheck(sc.Name, a.plugins.Available))
 	}
 	mux.Handle("GET /readyz", metrics.Ready(checks, cfg.Observability.ReadyTimeout, apiSrv.IsAdmin))
+	if cfg.Observability.Pprof {
+		mux.Handle(metrics.ProfilesPath, metrics.Profiles(apiSrv.AuthorizeAdmin, apiSrv.WriteError))
+	}
 	mux.Handle("/", apiSrv)
 
 	if a.ln == nil {
@@ -277,7 +280,7 @@ func (a *App) Run(ctx context.Context) error {
 	g.Go(func() error { return a.launch.RunSubmitter(gctx) })
 	g.Go(func() error { return a.notifier.Run(gctx) })
 	g.Go(func() error {
-		return a.metrics.RunCounter(gctx, metrics.NewMongoCounter(a.counts.Database(a.cfg.Mongo.Database)), a.cfg.Observability.CountInterval)
+		return a.metrics.RunCounter(gctx, store.NewCounter(a.counts.Database(a.cfg.Mongo.Database)), a.cfg.Observability.CountInterval)
 	})
 	g.Go(func() error {
 		return a.launch.RunCleaner(gctx, launch.CleanerConfig{

@@ -316,3 +316,60 @@ func TestNewOwnsTheGivenListener(t *testing.T) {
 		t.Fatalf("Accept on the listener after a failed New = %v, want net.ErrClosed", err)
 	}
 }
+
+// TestProfiles: with observability.pprof on (dev mode), /debug/pprof/ serves the runtime's
+// profiles to an admin only; off, the path is not served.
+func TestProfiles(t *testing.T) {
+	env := startSite(t)
+	fetch := func(url, token string) (int, []byte) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(t.Context(), "GET", url, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, b
+	}
+	for _, c := range []struct {
+		token  string
+		code   int
+		detail string
+	}{
+		{"", 401, `"appcode":10010`},
+		{env.UserToken, 403, `"appcode":20000`},
+		{env.AdminToken, 200, "goroutine"},
+	} {
+		if code, b := fetch(env.URL+"/debug/pprof/", c.token); code != c.code || !strings.Contains(string(b), c.detail) {
+			t.Errorf("/debug/pprof/ with token %q = %d %.300s, want %d with %q", c.token, code, b, c.code, c.detail)
+		}
+	}
+	if code, b := fetch(env.URL+"/debug/pprof/heap?debug=1", env.AdminToken); code != 200 || !strings.Contains(string(b), "heap profile") {
+		t.Errorf("heap profile = %d %.200s", code, b)
+	}
+	if code, _ := fetch(env.URL+"/debug/pprof/goroutine?debug=1", env.UserToken); code != 403 {
+		t.Errorf("a user read the goroutine profile: %d", code)
+	}
+
+	off := env.Config
+	off.Observability.Pprof = false
+	off.Listen = "127.0.0.1:0"
+	a, err := app.New(t.Context(), off, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	if code, b := fetch("http://"+a.Addr()+"/debug/pprof/", env.AdminToken); code == 200 || strings.Contains(string(b), "goroutine") {
+		t.Errorf("profiles served with observability.pprof off: %d %.200s", code, b)
+	}
+}

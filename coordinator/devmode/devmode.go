@@ -259,6 +259,8 @@ func (e *Env) start(ctx context.Context, o Options) error {
 	cfg.S3.Region = e.Stack.S3.Region
 	cfg.Jobs.LogDir = LogBucket + "/container_logs"
 	cfg.Jobs.SubmitInterval = time.Second
+	// A dev site is for looking inside: its profiles are there for the admin token.
+	cfg.Observability.Pprof = true
 	cfg.Sites = []app.Site{{
 		Name:            SiteName,
 		Plugin:          o.LauncherPath,

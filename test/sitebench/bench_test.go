@@ -48,7 +48,11 @@ func measure(t *testing.T, ctx context.Context, s *sitebench.Site, sz sizes, rou
 	t.Helper()
 	var f figures
 	for _, c := range []int{1, 8} {
-		b, err := s.Submit(ctx, sitebench.NoopSite, sz.Submits, c)
+		var b sitebench.Burst
+		err := sitebench.CPUProfile(profilePath(round, fmt.Sprintf("submit-c%d", c)), func() (err error) {
+			b, err = s.Submit(ctx, sitebench.NoopSite, sz.Submits, c)
+			return err
+		})
 		if err != nil {
 			t.Fatalf("%s: submit burst at concurrency %d: %v", round, c, err)
 		}
@@ -98,13 +102,27 @@ func measure(t *testing.T, ctx context.Context, s *sitebench.Site, sz sizes, rou
 	// Let the last agents' processes and the coordinator's follow-up work (notifications,
 	// accounting reads) finish before measuring idle.
 	time.Sleep(5 * time.Second)
-	idle, err := sitebench.IdleCPU(ctx, sz.Idle)
+	var idle float64
+	err := sitebench.CPUProfile(profilePath(round, "idle"), func() (err error) {
+		idle, err = sitebench.IdleCPU(ctx, sz.Idle)
+		return err
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.IdleCPUPct = float64(int(idle*100)) / 100
 	t.Logf("%s: idle CPU %.2f %% of a core over %v", round, idle, sz.Idle)
 	return f
+}
+
+// profilePath is where the CPU profile of one phase goes when $CTS_BENCH_SITE_PROFILES names
+// a folder, else "".
+func profilePath(round, phase string) string {
+	dir := os.Getenv("CTS_BENCH_SITE_PROFILES")
+	if dir == "" {
+		return ""
+	}
+	return filepath.Join(dir, round+"-"+phase+".pprof")
 }
 
 // run measures a fresh site, seeds it with sz.History finished jobs and measures it again.

@@ -3,6 +3,8 @@ package sitebench
 import (
 	"context"
 	"fmt"
+	"os"
+	"runtime/pprof"
 	"syscall"
 	"time"
 )
@@ -74,4 +76,23 @@ func (s *Site) RunTrivial(ctx context.Context, outDir string) (Trivial, error) {
 		tr.Phases[ts[i-1].State+"→"+ts[i].State] = ts[i].Time.Sub(ts[i-1].Time)
 	}
 	return tr, nil
+}
+
+// CPUProfile records a CPU profile of this process (the coordinator and the embedded stack)
+// into path while f runs; with path "" it only runs f.
+func CPUProfile(path string, f func() error) error {
+	if path == "" {
+		return f()
+	}
+	out, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	if err := pprof.StartCPUProfile(out); err != nil {
+		return err
+	}
+	ferr := f()
+	pprof.StopCPUProfile()
+	return ferr
 }

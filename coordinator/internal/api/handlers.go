@@ -90,6 +90,27 @@ func (s *Server) AuthorizeExecutor(r *http.Request) error {
 	return nil
 }
 
+// AuthorizeAdmin checks that a request outside the API (the profiling endpoint) carries a CTS
+// admin's token; the error is a CTS error for WriteError.
+func (s *Server) AuthorizeAdmin(r *http.Request) error {
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		return ctserr.New(ctserr.CodeNoToken, "Authorization header required")
+	}
+	tok, err := auth.ParseAuthHeader(h)
+	if err != nil {
+		return err
+	}
+	u, err := s.auth.User(r.Context(), tok)
+	if err != nil {
+		return err
+	}
+	if !u.Admin {
+		return ctserr.New(ctserr.CodeUnauthorized, "User %s is not a service administrator", u.Name)
+	}
+	return nil
+}
+
 // IsAdmin reports whether r carries a valid token of a service administrator, looked up
 // within ctx: the probes, which sit beside the API, show details to admins only.
 func (s *Server) IsAdmin(ctx context.Context, r *http.Request) bool {

@@ -61,6 +61,8 @@ type Observability struct {
 	CountInterval time.Duration `yaml:"count_interval" env:"CTS_OBSERVABILITY_COUNT_INTERVAL"`
 	// ReadyTimeout bounds each dependency check of GET /readyz.
 	ReadyTimeout time.Duration `yaml:"ready_timeout" env:"CTS_OBSERVABILITY_READY_TIMEOUT"`
+	// Pprof serves the Go runtime's profiles at /debug/pprof/ to CTS admins (off by default).
+	Pprof bool `yaml:"pprof" env:"CTS_OBSERVABILITY_PPROF"`
 }
 
 // Reconcile configures the reconciler that settles jobs whose containers went wrong outside

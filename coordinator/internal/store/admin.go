@@ -36,7 +36,7 @@ func (s *Store) UpdateAdminMeta(ctx context.Context, id string, set map[string]a
 	if len(update) == 0 {
 		return nil
 	}
-	res, err := s.jobs.UpdateOne(ctx, bson.D{{Key: "id", Value: id}}, update)
+	res, err := s.jobs.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, update)
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
@@ -49,7 +49,7 @@ func (s *Store) UpdateAdminMeta(ctx context.Context, id string, set map[string]a
 // SetCleaned implements jobs.Store.
 func (s *Store) SetCleaned(ctx context.Context, id string) error {
 	op := "set job " + id + " cleaned"
-	key := bson.D{{Key: "id", Value: id}}
+	key := bson.D{{Key: "_id", Value: id}}
 	filter := append(bson.D{}, key...)
 	filter = append(filter, bson.E{Key: "state", Value: bson.D{{Key: "$in", Value: terminalStates()}}})
 	res, err := s.jobs.UpdateOne(ctx, filter, bson.D{{Key: "$set", Value: bson.D{{Key: "cleaned", Value: true}}}})

@@ -23,10 +23,30 @@ import (
 // JobInput's JSON form is its storage form (it holds custom JSON types, args.Arg and
 // args.Environment, and no bson tags), so it is converted through extended JSON. The outer
 // Input field shadows the inlined Job.Input (shallower field wins).
+//
+// Its _id is the job ID (the Python service let MongoDB pick an ObjectID): every lookup of a job
+// is then a lookup by _id, which stays one index search however many jobs are stored, on
+// MongoDB and on the embedded FerretDB alike (which uses no other index). The id field stays,
+// as the Python service and the id_1 index have it.
 type jobDoc struct {
+	// Key is written as the job ID; it reads as whatever is stored (an ObjectID before the
+	// migration, see migrate.go).
+	Key      any `bson:"_id"`
 	jobs.Job `bson:",inline"`
 	Input    bson.Raw `bson:"job_input"`
+	// Accounted is set once the reconciler recorded the job's accounting (not in the Job
+	// model: only the store and its work documents use it).
+	Accounted bool `bson:"_accounted,omitempty"`
 }
+
+// subJobDoc is the stored form of a sub-job: its _id is subKey(job ID, sub ID).
+type subJobDoc struct {
+	Key         string `bson:"_id"`
+	jobs.SubJob `bson:",inline"`
+}
+
+// subKey is the _id of sub-job sub of job id. Job IDs never contain '/'.
+func subKey(id string, sub int) string { return id + "/" + strconv.Itoa(sub) }
 
 // encodeInput converts a JobInput to its BSON sub-document. Object keys cannot start with '$'
 // (extended JSON would read them as type wrappers): the only free-form keys are environment
@@ -112,7 +132,9 @@ func normalizeSubJob(s *jobs.SubJob) {
 // CreateJob inserts the job and its sub-jobs. It normalises j and subs in place (see
 // normalizeJob) so the caller holds exactly what is stored. The sub-jobs are written first:
 // without transactions a failure can leave orphans, and orphan sub-jobs are inert while a job
-// without sub-jobs would be picked up by the submitter. A job ID that exists is ErrConflict.
+// without sub-jobs would be picked up by the submitter. Then its work document (work.go),
+// before the job, so that a job with work to do always has one; a job created already ended
+// (a history imported or seeded) waits for no accounting. A job ID that exists is ErrConflict.
 func (s *Store) CreateJob(ctx context.Context, j *jobs.Job, subs []jobs.SubJob) error {
 	normalizeJob(j)
 	in, err := encodeInput(&j.Input)
@@ -124,7 +146,7 @@ func (s *Store) CreateJob(ctx context.Context, j *jobs.Job, subs []jobs.SubJob) 
 		for i := range subs {
 			subs[i].JobID = j.ID
 			normalizeSubJob(&subs[i])
-			docs[i] = &subs[i]
+			docs[i] = &subJobDoc{Key: subKey(j.ID, subs[i].SubID), SubJob: subs[i]}
 		}
 		if _, err := s.subjobs.InsertMany(ctx, docs); err != nil {
 			if isDuplicateKey(err) {
@@ -133,22 +155,37 @@ func (s *Store) CreateJob(ctx context.Context, j *jobs.Job, subs []jobs.SubJob) 
 			return fmt.Errorf("create job %s: insert sub-jobs: %w", j.ID, err)
 		}
 	}
-	if _, err := s.jobs.InsertOne(ctx, &jobDoc{Job: *j, Input: in}); err != nil {
-		if len(subs) > 0 {
-			// Best effort, and only the sub-jobs inserted above (a job that exists keeps its
-			// own): orphans are inert anyway, and the insert error is the one to report.
-			ids := make([]int, len(subs))
-			for i := range subs {
-				ids[i] = subs[i].SubID
+	undo := func() {
+		// Best effort, and only what was inserted above (a job that exists keeps its own):
+		// orphans are inert anyway, and the insert error is the one to report.
+		ctx := context.WithoutCancel(ctx)
+		for i := range subs {
+			_, _ = s.subjobs.DeleteOne(ctx, bson.D{{Key: "_id", Value: subKey(j.ID, subs[i].SubID)}})
+		}
+	}
+	w, pending := workOf(j, j.State.Terminal())
+	if pending {
+		w.Created = jobs.Now()
+		if _, err := s.work.InsertOne(ctx, &w); err != nil {
+			undo()
+			if isDuplicateKey(err) {
+				return fmt.Errorf("create job %s: job exists: %w", j.ID, jobs.ErrConflict)
 			}
-			_, _ = s.subjobs.DeleteMany(context.WithoutCancel(ctx), bson.D{
-				{Key: "id", Value: j.ID}, {Key: "sub_id", Value: bson.D{{Key: "$in", Value: ids}}},
-			})
+			return fmt.Errorf("create job %s: insert work document: %w", j.ID, err)
+		}
+	}
+	if _, err := s.jobs.InsertOne(ctx, &jobDoc{Key: j.ID, Job: *j, Input: in}); err != nil {
+		undo()
+		if pending {
+			_, _ = s.work.DeleteOne(context.WithoutCancel(ctx), bson.D{{Key: "_id", Value: j.ID}, {Key: "v", Value: w.V}, {Key: "created", Value: w.Created}})
 		}
 		if isDuplicateKey(err) {
 			return fmt.Errorf("create job %s: job exists: %w", j.ID, jobs.ErrConflict)
 		}
 		return fmt.Errorf("create job %s: %w", j.ID, err)
+	}
+	if j.State.Terminal() {
+		s.countTerminal(ctx, j.State, 1)
 	}
 	return nil
 }
@@ -156,7 +193,7 @@ func (s *Store) CreateJob(ctx context.Context, j *jobs.Job, subs []jobs.SubJob) 
 // GetJob returns the job, or ErrNotFound.
 func (s *Store) GetJob(ctx context.Context, id string) (*jobs.Job, error) {
 	var d jobDoc
-	err := s.jobs.FindOne(ctx, bson.D{{Key: "id", Value: id}}).Decode(&d)
+	err := s.jobs.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&d)
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return nil, fmt.Errorf("get job %s: %w", id, jobs.ErrNotFound)
 	}
@@ -167,13 +204,30 @@ func (s *Store) GetJob(ctx context.Context, id string) (*jobs.Job, error) {
 }
 
 // GetSubJobs returns the job's sub-jobs sorted by SubID (empty if none).
+//
+// MongoDB: one query on the id_1_sub_id_1 index. FerretDB would read every sub-job ever stored
+// for it, so there the sub-jobs are read by _id, 0, 1, 2, ... until one is missing (a job's
+// sub-jobs are numbered from 0 without gaps).
 func (s *Store) GetSubJobs(ctx context.Context, id string) ([]jobs.SubJob, error) {
+	subs := []jobs.SubJob{}
+	if s.ferret {
+		for n := 0; ; n++ {
+			var sj jobs.SubJob
+			err := s.subjobs.FindOne(ctx, bson.D{{Key: "_id", Value: subKey(id, n)}}).Decode(&sj)
+			if errors.Is(err, mongo.ErrNoDocuments) {
+				return subs, nil
+			}
+			if err != nil {
+				return nil, fmt.Errorf("get sub-jobs %s: %w", id, err)
+			}
+			subs = append(subs, sj)
+		}
+	}
 	cur, err := s.subjobs.Find(ctx, bson.D{{Key: "id", Value: id}},
 		options.Find().SetSort(bson.D{{Key: "sub_id", Value: 1}}))
 	if err != nil {
 		return nil, fmt.Errorf("get sub-jobs %s: %w", id, err)
 	}
-	subs := []jobs.SubJob{}
 	if err := cur.All(ctx, &subs); err != nil {
 		return nil, fmt.Errorf("get sub-jobs %s: %w", id, err)
 	}
@@ -231,7 +285,7 @@ func (s *Store) TransitionJob(ctx context.Context, id string, from []job.State, 
 		{Key: "state", Value: t.State},
 		{Key: "_update_time", Value: t.Time},
 	}, jobUpdateFields(u)...)
-	filter := bson.D{{Key: "id", Value: id}, {Key: "state", Value: bson.D{{Key: "$in", Value: from}}}}
+	filter := bson.D{{Key: "_id", Value: id}, {Key: "state", Value: bson.D{{Key: "$in", Value: from}}}}
 	update := bson.D{
 		{Key: "$set", Value: set},
 		{Key: "$push", Value: bson.D{{Key: "transition_times", Value: t}}},
@@ -240,13 +294,18 @@ func (s *Store) TransitionJob(ctx context.Context, id string, from []job.State, 
 	err := s.jobs.FindOneAndUpdate(ctx, filter, update,
 		options.FindOneAndUpdate().SetReturnDocument(options.After)).Decode(&d)
 	if errors.Is(err, mongo.ErrNoDocuments) {
-		return nil, s.missOrConflict(ctx, s.jobs, bson.D{{Key: "id", Value: id}},
+		return nil, s.missOrConflict(ctx, s.jobs, bson.D{{Key: "_id", Value: id}},
 			fmt.Sprintf("transition job %s to %s", id, t.State), from)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("transition job %s to %s: %w", id, t.State, err)
 	}
-	return d.toJob()
+	j, err := d.toJob()
+	if err != nil {
+		return nil, err
+	}
+	s.afterTransition(ctx, j)
+	return j, nil
 }
 
 // nonNil makes a nil "from" an empty array: $in needs an array, and an empty one matches
@@ -290,7 +349,7 @@ func (s *Store) TransitionSubJob(ctx context.Context, id string, sub int, from [
 	t.Time = msTime(t.Time)
 	from = nonNil(from)
 	op := fmt.Sprintf("transition sub-job %s/%d to %s", id, sub, t.State)
-	key := bson.D{{Key: "id", Value: id}, {Key: "sub_id", Value: sub}}
+	key := bson.D{{Key: "_id", Value: subKey(id, sub)}}
 	filter := append(bson.D{}, key...)
 	filter = append(filter, bson.E{Key: "state", Value: bson.D{{Key: "$in", Value: from}}})
 	set := bson.D{{Key: "state", Value: t.State}, {Key: "_update_time", Value: t.Time}}
@@ -344,7 +403,7 @@ func (s *Store) TransitionSubJob(ctx context.Context, id string, sub int, from [
 // first event (TransitionSubJob).
 func (s *Store) TouchSubJob(ctx context.Context, id string, sub int, attempt string, t time.Time) error {
 	op := fmt.Sprintf("touch sub-job %s/%d", id, sub)
-	key := bson.D{{Key: "id", Value: id}, {Key: "sub_id", Value: sub}}
+	key := bson.D{{Key: "_id", Value: subKey(id, sub)}}
 	filter := append(bson.D{}, key...)
 	if attempt != "" {
 		filter = append(filter, bson.E{Key: "$or", Value: bson.A{
@@ -388,12 +447,6 @@ func (s *Store) findJobs(ctx context.Context, op string, filter any, opts *optio
 	return out, nil
 }
 
-// JobsInState returns up to limit (default 1000) jobs in state, oldest UpdateTime first.
-func (s *Store) JobsInState(ctx context.Context, state job.State, limit int) ([]*jobs.Job, error) {
-	return s.findJobs(ctx, "jobs in state "+string(state), bson.D{{Key: "state", Value: state}},
-		options.Find().SetSort(bson.D{{Key: "_update_time", Value: 1}}).SetLimit(limitOrDefault(limit)))
-}
-
 // ListJobs returns jobs matching f, newest UpdateTime first, up to f.Limit (default 1000),
 // without outputs and input files (reference §10.3).
 func (s *Store) ListJobs(ctx context.Context, f jobs.ListFilter) ([]*jobs.Job, error) {
@@ -432,47 +485,9 @@ func (s *Store) ListJobs(ctx context.Context, f jobs.ListFilter) ([]*jobs.Job, e
 		SetLimit(limitOrDefault(f.Limit)))
 }
 
-// UnsentTransitions returns up to limit (default 1000) jobs having transitions not yet
-// notified and older than olderThan, oldest UpdateTime first, each with only those transitions
-// (in their stored order) and without outputs and input files.
-//
-// On MongoDB the query is the Python one ($elemMatch, served by the partial index on
-// transition_times.time). FerretDB does not support $elemMatch on fields, so there the query
-// only asks for some unsent transition and the time condition is applied here; jobs whose
-// unsent transitions are all too recent then take a slot of limit without being returned.
-func (s *Store) UnsentTransitions(ctx context.Context, olderThan time.Time, limit int) ([]*jobs.Job, error) {
-	filter := bson.D{{Key: "transition_times.notif_sent", Value: false}}
-	if !s.ferret {
-		filter = append(filter, bson.E{Key: "transition_times", Value: bson.D{{Key: "$elemMatch", Value: bson.D{
-			{Key: "notif_sent", Value: false},
-			{Key: "time", Value: bson.D{{Key: "$lt", Value: olderThan}}},
-		}}}})
-	}
-	found, err := s.findJobs(ctx, "unsent transitions", filter, options.Find().
-		SetProjection(listProjection()).
-		SetSort(bson.D{{Key: "_update_time", Value: 1}}).
-		SetLimit(limitOrDefault(limit)))
-	if err != nil {
-		return nil, err
-	}
-	out := found[:0]
-	for _, j := range found {
-		var unsent []jobs.Transition
-		for _, t := range j.Transitions {
-			if !t.NotifSent && t.Time.Before(olderThan) {
-				unsent = append(unsent, t)
-			}
-		}
-		if len(unsent) > 0 {
-			j.Transitions = unsent
-			out = append(out, j)
-		}
-	}
-	return out, nil
-}
-
 // MarkNotified sets notif_sent on transition transID of job id; ErrNotFound if the job or the
-// transition does not exist. Marking twice is harmless.
+// transition does not exist. Marking twice is harmless. Once no transition of the job waits,
+// its work document is synced (work.go).
 //
 // MongoDB: one update with the positional operator. FerretDB supports neither "$" nor
 // arrayFilters in updates, so there the transitions are read, and the element is updated by
@@ -487,7 +502,7 @@ func (s *Store) MarkNotified(ctx context.Context, id, transID string) error {
 				TransID string `bson:"trans_id"`
 			} `bson:"transition_times"`
 		}
-		err := s.jobs.FindOne(ctx, bson.D{{Key: "id", Value: id}},
+		err := s.jobs.FindOne(ctx, bson.D{{Key: "_id", Value: id}},
 			options.FindOne().SetProjection(bson.D{{Key: "transition_times.trans_id", Value: 1}})).Decode(&d)
 		if errors.Is(err, mongo.ErrNoDocuments) {
 			return fmt.Errorf("%s: %w", op, jobs.ErrNotFound)
@@ -508,14 +523,39 @@ func (s *Store) MarkNotified(ctx context.Context, id, transID string) error {
 		elem := "transition_times." + strconv.Itoa(idx)
 		match, set = elem+".trans_id", elem+".notif_sent"
 	}
-	res, err := s.jobs.UpdateOne(ctx,
-		bson.D{{Key: "id", Value: id}, {Key: match, Value: transID}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: set, Value: true}}}})
+	var after jobDoc
+	err := s.jobs.FindOneAndUpdate(ctx,
+		bson.D{{Key: "_id", Value: id}, {Key: match, Value: transID}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: set, Value: true}}}},
+		s.findAndModifyAfter(true)).Decode(&after)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return fmt.Errorf("%s: %w", op, jobs.ErrNotFound)
+	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	if res.MatchedCount == 0 {
-		return fmt.Errorf("%s: %w", op, jobs.ErrNotFound)
+	j := after.Job
+	if !slices.ContainsFunc(j.Transitions, func(t jobs.Transition) bool { return !t.NotifSent }) {
+		if err := s.syncWork(ctx, &j, after.Accounted); err != nil {
+			s.log.WarnContext(ctx, "work document of a notified job not updated (the next pass repairs it)", "job_id", id, "error", err.Error())
+		}
 	}
 	return nil
+}
+
+// findAndModifyAfter returns the options of a findAndModify that returns the document after
+// the update; with work, only what workOf needs of it. FerretDB refuses projections in
+// findAndModify: it returns the whole document.
+func (s *Store) findAndModifyAfter(work bool) *options.FindOneAndUpdateOptionsBuilder {
+	o := options.FindOneAndUpdate().SetReturnDocument(options.After)
+	if work && !s.ferret {
+		o.SetProjection(workProjection())
+	}
+	return o
+}
+
+// workProjection is what workOf needs of a job.
+func workProjection() bson.D {
+	return bson.D{{Key: "id", Value: 1}, {Key: "state", Value: 1}, {Key: "_update_time", Value: 1},
+		{Key: "transition_times", Value: 1}, {Key: "launch", Value: 1}, {Key: accountedField, Value: 1}}
 }

@@ -1,14 +1,15 @@
 package store
 
-// The reconciler's store methods (jobs.ReconcileStore): accounting recorded after a job ended.
+// The reconciler's store methods (reconcile.Store): accounting recorded after a job ended.
+// JobsToAccount reads the work documents (work.go).
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/kbase/cts/coordinator/internal/jobs"
 	"github.com/kbase/cts/coordinator/internal/reconcile"
@@ -16,22 +17,7 @@ import (
 
 var _ reconcile.Store = (*Store)(nil)
 
-// accountedField marks a job whose accounting was recorded (the Job model does not carry it).
-const accountedField = "_accounted"
-
-// JobsToAccount implements jobs.ReconcileStore.
-func (s *Store) JobsToAccount(ctx context.Context, since time.Time, limit int) ([]*jobs.Job, error) {
-	filter := bson.D{
-		{Key: "state", Value: bson.D{{Key: "$in", Value: terminalStates()}}},
-		{Key: "launch", Value: bson.D{{Key: "$exists", Value: true}}},
-		{Key: accountedField, Value: bson.D{{Key: "$ne", Value: true}}},
-		{Key: "_update_time", Value: bson.D{{Key: "$gte", Value: msTime(since)}}},
-	}
-	return s.findJobs(ctx, "jobs to account", filter,
-		options.Find().SetSort(bson.D{{Key: "_update_time", Value: 1}}).SetLimit(limitOrDefault(limit)).SetProjection(listProjection()))
-}
-
-// SetAccounting implements jobs.ReconcileStore.
+// SetAccounting implements reconcile.Store.
 func (s *Store) SetAccounting(ctx context.Context, id string, a jobs.Accounting) error {
 	op := "set accounting of job " + id
 	set := bson.D{{Key: accountedField, Value: true}}
@@ -44,15 +30,20 @@ func (s *Store) SetAccounting(ctx context.Context, id string, a jobs.Accounting)
 	if a.MaxMemory != nil {
 		set = append(set, bson.E{Key: "max_memory", Value: *a.MaxMemory})
 	}
-	key := bson.D{{Key: "id", Value: id}}
+	key := bson.D{{Key: "_id", Value: id}}
 	filter := append(bson.D{}, key...)
 	filter = append(filter, bson.E{Key: "state", Value: bson.D{{Key: "$in", Value: terminalStates()}}})
-	res, err := s.jobs.UpdateOne(ctx, filter, bson.D{{Key: "$set", Value: set}})
+	var after jobDoc
+	err := s.jobs.FindOneAndUpdate(ctx, filter, bson.D{{Key: "$set", Value: set}},
+		s.findAndModifyAfter(true)).Decode(&after)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return s.missOrConflict(ctx, s.jobs, key, op, nil)
+	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	if res.MatchedCount == 0 {
-		return s.missOrConflict(ctx, s.jobs, key, op, nil)
+	if err := s.syncWork(ctx, &after.Job, true); err != nil {
+		s.log.WarnContext(ctx, "work document of an accounted job not updated (the next pass repairs it)", "job_id", id, "error", err.Error())
 	}
 	return nil
 }

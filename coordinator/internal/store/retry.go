@@ -28,7 +28,7 @@ func (s *Store) UpdateLaunch(ctx context.Context, id string, state job.State, at
 			bson.D{{Key: "launch.attempt", Value: bson.D{{Key: "$exists", Value: false}}}},
 		}}}
 	}
-	filter := append(bson.D{{Key: "id", Value: id}, {Key: "state", Value: state}}, attemptFilter...)
+	filter := append(bson.D{{Key: "_id", Value: id}, {Key: "state", Value: state}}, attemptFilter...)
 	res, err := s.jobs.UpdateOne(ctx, filter, bson.D{{Key: "$set", Value: bson.D{{Key: "launch", Value: l}}}})
 	if err != nil {
 		return fmt.Errorf("update launch of job %s: %w", id, err)
@@ -36,7 +36,7 @@ func (s *Store) UpdateLaunch(ctx context.Context, id string, state job.State, at
 	if res.MatchedCount == 1 {
 		return nil
 	}
-	if err := s.jobs.FindOne(ctx, bson.D{{Key: "id", Value: id}}).Err(); errors.Is(err, mongo.ErrNoDocuments) {
+	if err := s.jobs.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Err(); errors.Is(err, mongo.ErrNoDocuments) {
 		return jobs.ErrNotFound
 	}
 	return jobs.ErrConflict

@@ -13,8 +13,13 @@
 //   - partial indexes are refused (NotImplemented): the index is created without its filter;
 //   - the positional update operator ($) and arrayFilters are unsupported: MarkNotified reads
 //     the transitions, then updates the element by index, guarded by its trans_id;
-//   - $elemMatch with field conditions is unsupported: UnsentTransitions filters the matching
-//     transitions in Go after a coarser query.
+//   - it uses no index but the one on _id (with the embedded stack's proxy, see devstack), so
+//     every query by another field reads the whole collection: GetSubJobs reads the sub-jobs
+//     by _id, and jobsByID reads jobs one by one.
+//
+// Jobs and sub-jobs are keyed by _id (the job ID; "<job ID>/<sub ID>"), and the periodic passes
+// find the jobs they act on through the small job_work collection, never by scanning the
+// history (work.go). Databases written before are migrated once at start (migrate.go).
 package store
 
 import (
@@ -121,13 +126,16 @@ func Unavailable(err error) error {
 // concurrent use.
 type Store struct {
 	client  *mongo.Client
+	db      *mongo.Database
 	jobs    *mongo.Collection
 	subjobs *mongo.Collection
 	images  *mongo.Collection
 	sites   *mongo.Collection
+	work    *mongo.Collection
+	counts  *mongo.Collection
 	log     *slog.Logger
 	// ferret is true when the server is FerretDB (its buildInfo carries ferretdbVersion):
-	// MarkNotified and UnsentTransitions then take their fallback paths.
+	// MarkNotified and GetSubJobs then take their fallback paths.
 	ferret bool
 }
 
@@ -177,10 +185,13 @@ func (s *Store) init(ctx context.Context, database string) error {
 		return fmt.Errorf("ping mongo: %w", err)
 	}
 	db := s.client.Database(database)
+	s.db = db
 	s.jobs = db.Collection(collJobs)
 	s.subjobs = db.Collection(collSubJobs)
 	s.images = db.Collection(collImages)
 	s.sites = db.Collection(collSites)
+	s.work = db.Collection(collWork)
+	s.counts = db.Collection(collCounts)
 
 	var info bson.Raw
 	if err := db.RunCommand(ctx, bson.D{{Key: "buildInfo", Value: 1}}).Decode(&info); err != nil {
@@ -188,9 +199,12 @@ func (s *Store) init(ctx context.Context, database string) error {
 	}
 	if _, err := info.LookupErr("ferretdbVersion"); err == nil {
 		s.ferret = true
-		s.log.Warn("mongo server is FerretDB: using fallbacks for positional updates and $elemMatch")
+		s.log.Warn("mongo server is FerretDB: using fallbacks for positional updates and lookups by fields other than _id")
 	}
-	return s.createIndexes(ctx)
+	if err := s.createIndexes(ctx); err != nil {
+		return err
+	}
+	return s.migrate(ctx)
 }
 
 // Close disconnects from MongoDB.
@@ -247,6 +261,10 @@ func (s *Store) indexSpecs() []struct {
 			},
 		}},
 		{s.subjobs, index{keys: bson.D{{Key: "id", Value: 1}, {Key: "sub_id", Value: 1}}, unique: true}},
+		// The periodic passes' queries of the work documents (work.go).
+		{s.work, index{keys: bson.D{{Key: "state", Value: 1}, {Key: "t", Value: 1}}}},
+		{s.work, index{keys: bson.D{{Key: "unsent", Value: 1}, {Key: "t", Value: 1}}}},
+		{s.work, index{keys: bson.D{{Key: "account", Value: 1}, {Key: "t", Value: 1}}}},
 		{s.sites, index{keys: bson.D{{Key: "site", Value: 1}}, unique: true}},
 		{s.images, index{
 			keys:   bson.D{{Key: "name", Value: 1}, {Key: "digest", Value: 1}},

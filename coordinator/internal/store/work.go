@@ -1,0 +1,334 @@
+package store
+
+// The job_work collection: what the periodic passes look for, kept apart from the history.
+//
+// The submitter, the reconciler, the notifier and the metrics look for jobs by state, by
+// unsent transitions and by missing accounting, on every tick. Asked of the jobs collection,
+// each of those questions costs a pass over every job ever run on a server without a matching
+// index (FerretDB, the embedded stack, has none that it uses), and an index scan of a growing
+// history on MongoDB for the metrics' counts. So each job that still has something to happen
+// to it has a small work document, keyed by the job ID, holding a copy of what the passes
+// select on:
+//
+//	{_id: <job id>, state, t: <_update_time>, v: <number of transitions>, unsent: bool,
+//	 account: bool}
+//
+// A job has one while it has not ended, while any of its transitions waits for Kafka, and,
+// once ended, until its accounting is recorded or the accounting window has passed. Finished
+// jobs have none, so the passes cost what the work in flight costs, however long the history.
+//
+// The job document stays the only truth. Work documents are a hint written beside it, without
+// transactions, with three rules that keep them sound under crashes and concurrent
+// coordinators:
+//   - A job gets its work document before it exists (CreateJob writes it first), so no job
+//     with work to do lacks one; a transition of an unfinished job finds it in place.
+//   - After each change of a job, the writer syncs the work document from the job as the
+//     change left it: an update conditional on v (the job's transition count) being older,
+//     so a slow writer never overwrites a newer copy; the document goes when nothing is left
+//     to do.
+//   - Every reader re-reads the job of each work document it finds and acts on the job, never
+//     on the copy; a copy that disagrees (a writer crashed between its two writes, or lost the
+//     race to a newer one) is synced on the spot. Every work document is read by some pass
+//     every tick (the reconciler reads every unfinished job), so a stale copy lives one tick.
+//
+// Counts for the metrics: jobs in each unfinished state are counted among the work documents;
+// jobs that ended are counted in job_counts, incremented by the writer of each terminal
+// transition (and set from the jobs collection by the schema migration). A coordinator that
+// crashes between a terminal transition and its increment leaves that count one short.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/kbase/cts/coordinator/internal/jobs"
+	"github.com/kbase/cts/shared/job"
+)
+
+// Collection names of the work documents and of the terminal counts.
+const (
+	collWork   = "job_work"
+	collCounts = "job_counts"
+	// countsID is the one document of job_counts: {_id: "terminal", <state>: n, ...}.
+	countsID = "terminal"
+	// orphanGrace is how old a work document without a job must be before it is deleted:
+	// CreateJob writes the work document first, and its job a moment later.
+	orphanGrace = time.Minute
+	// readers bounds the concurrent point reads of the jobs a pass found.
+	readers = 8
+)
+
+// workDoc is a job's entry in job_work (see above).
+type workDoc struct {
+	ID      string    `bson:"_id"`
+	State   job.State `bson:"state"`
+	Time    time.Time `bson:"t"`
+	V       int       `bson:"v"`
+	Unsent  bool      `bson:"unsent"`
+	Account bool      `bson:"account"`
+	// Created is when the document was first written (orphans are judged by it).
+	Created time.Time `bson:"created"`
+}
+
+// accountedField marks a job whose accounting was recorded (the Job model does not carry it).
+const accountedField = "_accounted"
+
+// workOf is the work document job j calls for; pending is false when j has nothing left to
+// happen to it. accounted tells whether j's accounting was recorded.
+func workOf(j *jobs.Job, accounted bool) (w workDoc, pending bool) {
+	w = workDoc{ID: j.ID, State: j.State, Time: j.UpdateTime, V: len(j.Transitions)}
+	for _, t := range j.Transitions {
+		w.Unsent = w.Unsent || !t.NotifSent
+	}
+	w.Account = j.State.Terminal() && j.Launch != nil && !accounted
+	return w, !j.State.Terminal() || w.Unsent || w.Account
+}
+
+// syncWork makes the work document of job j agree with j (see above); accounted tells whether
+// j's accounting is recorded. A newer document (higher v) is left alone.
+func (s *Store) syncWork(ctx context.Context, j *jobs.Job, accounted bool) error {
+	w, pending := workOf(j, accounted)
+	if !pending {
+		_, err := s.work.DeleteOne(ctx, bson.D{{Key: "_id", Value: w.ID}, {Key: "v", Value: bson.D{{Key: "$lte", Value: w.V}}}})
+		if err != nil {
+			return fmt.Errorf("sync work of job %s: %w", j.ID, err)
+		}
+		return nil
+	}
+	set := bson.D{
+		{Key: "state", Value: w.State}, {Key: "t", Value: w.Time}, {Key: "v", Value: w.V},
+		{Key: "unsent", Value: w.Unsent}, {Key: "account", Value: w.Account},
+	}
+	res, err := s.work.UpdateOne(ctx, bson.D{{Key: "_id", Value: w.ID}, {Key: "v", Value: bson.D{{Key: "$lte", Value: w.V}}}},
+		bson.D{{Key: "$set", Value: set}})
+	if err != nil {
+		return fmt.Errorf("sync work of job %s: %w", j.ID, err)
+	}
+	if res.MatchedCount > 0 {
+		return nil
+	}
+	w.Created = jobs.Now()
+	if _, err := s.work.InsertOne(ctx, &w); err != nil && !isDuplicateKey(err) {
+		// A duplicate is a newer document: it stays.
+		return fmt.Errorf("sync work of job %s: %w", j.ID, err)
+	}
+	return nil
+}
+
+// afterTransition keeps the work document and the terminal counts in step with a transition
+// that has just moved job j (as it is after the transition) out of state from. Its errors are
+// logged, not returned: the transition happened, and readers repair a stale work document.
+func (s *Store) afterTransition(ctx context.Context, j *jobs.Job) {
+	if err := s.syncWork(ctx, j, false); err != nil {
+		s.log.WarnContext(ctx, "job transition recorded, its work document not updated (the next pass repairs it)",
+			"job_id", j.ID, "state", string(j.State), "error", err.Error())
+	}
+	if j.State.Terminal() {
+		s.countTerminal(ctx, j.State, 1)
+	}
+}
+
+// countTerminal adds n to the count of jobs that ended in state st.
+func (s *Store) countTerminal(ctx context.Context, st job.State, n int64) {
+	_, err := s.counts.UpdateOne(ctx, bson.D{{Key: "_id", Value: countsID}},
+		bson.D{{Key: "$inc", Value: bson.D{{Key: string(st), Value: n}}}}, options.UpdateOne().SetUpsert(true))
+	if err != nil {
+		s.log.WarnContext(ctx, "count of finished jobs not updated", "state", string(st), "error", err.Error())
+	}
+}
+
+// findWork returns up to limit work documents matching filter, oldest t first.
+func (s *Store) findWork(ctx context.Context, filter bson.D, limit int) ([]workDoc, error) {
+	cur, err := s.work.Find(ctx, filter, options.Find().SetSort(bson.D{{Key: "t", Value: 1}}).SetLimit(limitOrDefault(limit)))
+	if err != nil {
+		return nil, err
+	}
+	var ws []workDoc
+	if err := cur.All(ctx, &ws); err != nil {
+		return nil, err
+	}
+	return ws, nil
+}
+
+// workJob is a work document with the job it names, as read now; Job is nil for an orphan.
+type workJob struct {
+	w         workDoc
+	Job       *jobs.Job
+	accounted bool
+}
+
+// readWork reads the job of every work document (in parallel, order kept), syncs the work
+// documents that disagree with their job and deletes orphans past their grace.
+func (s *Store) readWork(ctx context.Context, ws []workDoc, projection bson.D) ([]workJob, error) {
+	out := make([]workJob, len(ws))
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+	)
+	sem := make(chan struct{}, readers)
+	for i := range ws {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			wj, err := s.readOneWork(ctx, ws[i], projection)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+			out[i] = wj
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	return out, nil
+}
+
+func (s *Store) readOneWork(ctx context.Context, w workDoc, projection bson.D) (workJob, error) {
+	wj := workJob{w: w}
+	var d jobDoc
+	opts := options.FindOne()
+	if projection != nil {
+		opts.SetProjection(projection)
+	}
+	err := s.jobs.FindOne(ctx, bson.D{{Key: "_id", Value: w.ID}}, opts).Decode(&d)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		if time.Since(w.Created) > orphanGrace {
+			// CreateJob failed after writing the work document: nothing will ever come of it.
+			_, _ = s.work.DeleteOne(ctx, bson.D{{Key: "_id", Value: w.ID}, {Key: "v", Value: w.V}})
+		}
+		return wj, nil
+	}
+	if err != nil {
+		return wj, fmt.Errorf("read job %s: %w", w.ID, err)
+	}
+	j, err := d.toJob()
+	if err != nil {
+		return wj, err
+	}
+	wj.Job, wj.accounted = j, d.Accounted
+	if fresh, _ := workOf(j, d.Accounted); fresh.V != w.V || fresh.State != w.State || fresh.Unsent != w.Unsent || fresh.Account != w.Account {
+		if err := s.syncWork(ctx, j, d.Accounted); err != nil {
+			s.log.WarnContext(ctx, "stale work document not repaired", "job_id", j.ID, "error", err.Error())
+		}
+	}
+	return wj, nil
+}
+
+// activeStates are the states of jobs that have not ended.
+func activeStates() []job.State {
+	var out []job.State
+	for _, st := range job.States {
+		if !st.Terminal() {
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+// JobsInState returns up to limit (default 1000) jobs in state, oldest UpdateTime first. It
+// reads the work documents (only unfinished jobs have one in a state that has not ended), then
+// each job; a job whose state changed meanwhile is left out.
+func (s *Store) JobsInState(ctx context.Context, state job.State, limit int) ([]*jobs.Job, error) {
+	op := "jobs in state " + string(state)
+	ws, err := s.findWork(ctx, bson.D{{Key: "state", Value: state}}, limit)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	wjs, err := s.readWork(ctx, ws, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	out := []*jobs.Job{}
+	for _, wj := range wjs {
+		if wj.Job != nil && wj.Job.State == state {
+			out = append(out, wj.Job)
+		}
+	}
+	return out, nil
+}
+
+// UnsentTransitions returns up to limit (default 1000) jobs having transitions not yet
+// notified and older than olderThan, oldest UpdateTime first, each with only those transitions
+// (in their stored order) and without outputs and input files. Jobs whose unsent transitions
+// are all too recent take a slot of limit without being returned.
+func (s *Store) UnsentTransitions(ctx context.Context, olderThan time.Time, limit int) ([]*jobs.Job, error) {
+	const op = "unsent transitions"
+	ws, err := s.findWork(ctx, bson.D{{Key: "unsent", Value: true}}, limit)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	wjs, err := s.readWork(ctx, ws, listProjection())
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	out := []*jobs.Job{}
+	for _, wj := range wjs {
+		j := wj.Job
+		if j == nil {
+			continue
+		}
+		var unsent []jobs.Transition
+		for _, t := range j.Transitions {
+			if !t.NotifSent && t.Time.Before(olderThan) {
+				unsent = append(unsent, t)
+			}
+		}
+		if len(unsent) > 0 {
+			j.Transitions = unsent
+			out = append(out, j)
+		}
+	}
+	return out, nil
+}
+
+// JobsToAccount implements reconcile.Store: terminal jobs that were launched, ended at or
+// after since and have no accounting yet, oldest first. Work documents kept for accounting
+// past the window are settled here (their accounting will never be recorded).
+func (s *Store) JobsToAccount(ctx context.Context, since time.Time, limit int) ([]*jobs.Job, error) {
+	const op = "jobs to account"
+	since = msTime(since)
+	expired, err := s.findWork(ctx, bson.D{{Key: "account", Value: true}, {Key: "t", Value: bson.D{{Key: "$lt", Value: since}}}}, limit)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	for _, w := range expired {
+		if _, err := s.work.UpdateOne(ctx, bson.D{{Key: "_id", Value: w.ID}, {Key: "v", Value: w.V}},
+			bson.D{{Key: "$set", Value: bson.D{{Key: "account", Value: false}}}}); err != nil {
+			return nil, fmt.Errorf("%s: %w", op, err)
+		}
+		if !w.Unsent && w.State.Terminal() {
+			if _, err := s.work.DeleteOne(ctx, bson.D{{Key: "_id", Value: w.ID}, {Key: "v", Value: w.V},
+				{Key: "unsent", Value: false}, {Key: "account", Value: false}}); err != nil {
+				return nil, fmt.Errorf("%s: %w", op, err)
+			}
+		}
+	}
+	ws, err := s.findWork(ctx, bson.D{{Key: "account", Value: true}, {Key: "t", Value: bson.D{{Key: "$gte", Value: since}}}}, limit)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	wjs, err := s.readWork(ctx, ws, listProjection())
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	out := []*jobs.Job{}
+	for _, wj := range wjs {
+		j := wj.Job
+		if j != nil && j.State.Terminal() && j.Launch != nil && !wj.accounted && !j.UpdateTime.Before(since) {
+			out = append(out, j)
+		}
+	}
+	return out, nil
+}
