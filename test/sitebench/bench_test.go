@@ -41,6 +41,7 @@ type figures struct {
 	IdleCPUPct      float64            `json:"idle_cpu_pct"`
 	TrivialJobMs    float64            `json:"trivial_job_ms"`
 	TrivialPhasesMs map[string]float64 `json:"trivial_phases_ms"`
+	TrivialStepsMs  map[string]float64 `json:"trivial_steps_ms"`
 }
 
 // measure runs one round on s.
@@ -82,7 +83,7 @@ func measure(t *testing.T, ctx context.Context, s *sitebench.Site, sz sizes, rou
 		}
 	}
 	var totals sitebench.Latencies
-	phases := map[string]sitebench.Latencies{}
+	phases, steps := map[string]sitebench.Latencies{}, map[string]sitebench.Latencies{}
 	for i := range sz.Trivial {
 		tr, err := s.RunTrivial(ctx, fmt.Sprintf("bench/trivial/%s/%d", round, i))
 		if err != nil {
@@ -92,13 +93,20 @@ func measure(t *testing.T, ctx context.Context, s *sitebench.Site, sz sizes, rou
 		for k, v := range tr.Phases {
 			phases[k] = append(phases[k], v)
 		}
+		for k, v := range tr.Steps {
+			steps[k] = append(steps[k], v)
+		}
 	}
 	f.TrivialJobMs = sitebench.Ms(totals.Median())
 	f.TrivialPhasesMs = map[string]float64{}
 	for k, v := range phases {
 		f.TrivialPhasesMs[k] = sitebench.Ms(v.Median())
 	}
-	t.Logf("%s: trivial job median %v over %d (phases %v)", round, totals.Median(), len(totals), f.TrivialPhasesMs)
+	f.TrivialStepsMs = map[string]float64{}
+	for k, v := range steps {
+		f.TrivialStepsMs[k] = sitebench.Ms(v.Median())
+	}
+	t.Logf("%s: trivial job median %v over %d (phases %v; steps %v)", round, totals.Median(), len(totals), f.TrivialPhasesMs, f.TrivialStepsMs)
 	// Let the last agents' processes and the coordinator's follow-up work (notifications,
 	// accounting reads) finish before measuring idle.
 	time.Sleep(5 * time.Second)
@@ -246,4 +254,48 @@ func ratio(h, f float64) float64 {
 		return 0
 	}
 	return float64(int(h/f*100)) / 100
+}
+
+// TestTrivialTrace runs $CTS_BENCH_TRIVIAL trivial jobs on a fresh site and logs the median of
+// each step, and every event of the last job's agent: the tool for trimming a job's overhead.
+func TestTrivialTrace(t *testing.T) {
+	n := 0
+	if _, err := fmt.Sscan(os.Getenv("CTS_BENCH_TRIVIAL"), &n); err != nil || n <= 0 {
+		t.Skip("set CTS_BENCH_TRIVIAL to the number of trivial jobs to trace")
+	}
+	ctx := t.Context()
+	s := sitebench.Start(t, sitebench.Options{})
+	var totals sitebench.Latencies
+	steps := map[string]sitebench.Latencies{}
+	var last sitebench.Trivial
+	for i := range n + 1 {
+		tr, err := s.RunTrivial(ctx, fmt.Sprintf("trace/%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			continue // the first pulls the image
+		}
+		totals = append(totals, tr.Total)
+		for k, v := range tr.Steps {
+			steps[k] = append(steps[k], v)
+		}
+		last = tr
+	}
+	bare, err := s.BareRunc(ctx, t.TempDir(), n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("load: %s", uptime())
+	t.Logf("trivial job: median %v over %d; bare runc run: median %v", totals.Median(), n, bare.Median())
+	for _, k := range sitebench.TrivialSteps {
+		t.Logf("  %-18s median %7.1f ms", k, sitebench.Ms(steps[k].Median()))
+	}
+	ev, err := s.AgentTrace(last.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ev {
+		t.Logf("  %+8.1f ms  %s", sitebench.Ms(e.Time.Sub(ev[0].Time)), e.Msg)
+	}
 }

@@ -49,7 +49,13 @@ type Trivial struct {
 	Total time.Duration
 	// Phases are the times between consecutive transitions, named "from→to".
 	Phases map[string]time.Duration
+	// Steps are the job's steps as its agent saw them (TrivialSteps), when its log was found.
+	Steps map[string]time.Duration
 }
+
+// TrivialSteps are the steps of a trivial job, from the coordinator's transitions and its
+// agent's log: what each costs, end to end.
+var TrivialSteps = []string{"launch", "agent start", "download", "container start", "container run", "upload and report", "final fold"}
 
 // RunTrivial submits a trivial job, waits for it and returns its times; a job that does not
 // complete is an error.
@@ -74,6 +80,25 @@ func (s *Site) RunTrivial(ctx context.Context, outDir string) (Trivial, error) {
 	tr.Total = ts[len(ts)-1].Time.Sub(ts[0].Time)
 	for i := 1; i < len(ts); i++ {
 		tr.Phases[ts[i-1].State+"→"+ts[i].State] = ts[i].Time.Sub(ts[i-1].Time)
+	}
+	if ev, err := s.AgentTrace(tr.ID); err == nil {
+		at := func(msg string) time.Time {
+			for _, e := range ev {
+				if e.Msg == msg {
+					return e.Time
+				}
+			}
+			return time.Time{}
+		}
+		marks := []time.Time{ts[0].Time, at("agent process started"), at("assignment received"),
+			at("inputs downloaded and verified"), at("container starting"), at("container exited"),
+			at("final state reported"), ts[len(ts)-1].Time}
+		tr.Steps = map[string]time.Duration{}
+		for i, name := range TrivialSteps {
+			if !marks[i].IsZero() && !marks[i+1].IsZero() {
+				tr.Steps[name] = marks[i+1].Sub(marks[i])
+			}
+		}
 	}
 	return tr, nil
 }
