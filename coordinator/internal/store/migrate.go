@@ -46,6 +46,9 @@ func (s *Store) migrate(ctx context.Context) error {
 	if meta.Version >= schemaVersion {
 		return nil
 	}
+	if n, err := s.jobs.EstimatedDocumentCount(ctx); err == nil && n > 0 {
+		s.log.Info("migrating the job store: every job is read once; do not run older coordinators on this database", "schema_version", schemaVersion, "jobs", n)
+	}
 	jobKey := func(d bson.Raw) (string, bool) { return d.Lookup("id").StringValueOK() }
 	subKeyOf := func(d bson.Raw) (string, bool) {
 		id, ok := d.Lookup("id").StringValueOK()

@@ -150,8 +150,9 @@ var (
 	_ images.Store         = (*Store)(nil)
 )
 
-// New connects to MongoDB, pings it and creates the indexes of the jobs, subjobs and images
-// collections. ctx bounds the whole start.
+// New connects to MongoDB, pings it, creates the indexes of the jobs, subjobs and images
+// collections and migrates a database of an older layout (migrate.go). ctx bounds the start,
+// except that a migration runs past ctx's deadline (not past its cancellation).
 func New(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.URI == "" {
 		return nil, errors.New("new store: empty mongo URI")
@@ -204,7 +205,17 @@ func (s *Store) init(ctx context.Context, database string) error {
 	if err := s.createIndexes(ctx); err != nil {
 		return err
 	}
-	return s.migrate(ctx)
+	// A migration reads every job once: ctx's deadline, meant for connecting, does not bound
+	// it (each operation has the client's timeout); its cancellation does.
+	mctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() {
+		if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			cancel()
+		}
+	})
+	defer stop()
+	return s.migrate(mctx)
 }
 
 // Close disconnects from MongoDB.
