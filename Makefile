@@ -8,7 +8,7 @@ GITHASH   ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -s -w -X github.com/kbase/cts/coordinator/app.Version=$(VERSION) -X github.com/kbase/cts/coordinator/app.GitHash=$(GITHASH)
 TESTFLAGS ?= -count=1 -timeout 20m
 
-.PHONY: all deps build agent test vet demo dev clean bench release release-check
+.PHONY: all deps build agent test vet demo dev clean bench bench-site release release-check
 
 all: build
 
@@ -35,6 +35,15 @@ test: deps vet
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./shared/checksum/ ./shared/args/ ./shared/transfer/ ./agent/internal/untar/
+
+# The site benchmark (docs/benchmarks.md): submit bursts, status reads, idle CPU and trivial
+# jobs on a fresh dev site, then the same after 10,000 finished jobs seeded through the store,
+# and a bare `runc run`; the figures and the targets they meet go to $(BENCH_SITE_OUT). It
+# takes 10 to 30 minutes. CTS_BENCH_SITE_SIZES=submits,statuses,history,trivial,idle_seconds
+# runs a smaller one; CTS_BENCH_SITE_PROFILES=<folder> keeps CPU profiles of each phase.
+BENCH_SITE_OUT ?= $(CURDIR)/bench-site.json
+bench-site: deps
+	CTS_BENCH_SITE_OUT='$(BENCH_SITE_OUT)' $(GO) test -count=1 -timeout 120m -run '^TestBenchSite$$' -v ./test/sitebench/
 
 # Dev mode in the foreground: the embedded stack, the coordinator and the local launcher.
 # Started again it restarts the same site (.dev keeps its state); `make clean` resets it. The

@@ -1,0 +1,79 @@
+package sitebench_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/kbase/cts/test/sitebench"
+)
+
+// flat are the figures TestSiteStaysFlat compares: medians, which a busy machine disturbs
+// least.
+type flat struct {
+	submitP50 time.Duration // POST /jobs, one at a time
+	statusP50 time.Duration // GET /jobs/{id}/status, one at a time
+	idle      float64       // the coordinator process's CPU while idle, % of a core
+}
+
+// measureFlat submits n jobs to the noop site one at a time, reads their status 4n times,
+// cancels them and measures idle CPU over idle.
+func measureFlat(t *testing.T, ctx context.Context, s *sitebench.Site, n int, idle time.Duration, round string) flat {
+	t.Helper()
+	b, err := s.Submit(ctx, sitebench.NoopSite, n, 1)
+	if err != nil {
+		t.Fatalf("%s: %v", round, err)
+	}
+	st, err := s.Status(ctx, b.IDs, 4*n, 1)
+	if err != nil {
+		t.Fatalf("%s: %v", round, err)
+	}
+	if err := s.CancelAndSettle(ctx, b.IDs); err != nil {
+		t.Fatalf("%s: %v", round, err)
+	}
+	time.Sleep(3 * time.Second) // notifications of the cancellations
+	cpu, err := sitebench.IdleCPU(ctx, idle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := flat{submitP50: b.Latencies.Median(), statusP50: st.Median(), idle: cpu}
+	t.Logf("%s: submit p50 %v, status p50 %v, idle CPU %.2f %% of a core", round, f.submitP50, f.statusP50, f.idle)
+	return f
+}
+
+// TestSiteStaysFlat is the site benchmark at the size CI affords: a site with 2,000 finished
+// jobs must answer and idle about as fast as the same site fresh. The bounds are loose, for a
+// busy 2-core machine, but a periodic pass or a request that reads the whole history costs
+// many times the fresh figure at this size (before jobs were keyed by _id and the passes read
+// work documents, a status read took hundreds of milliseconds and idle CPU most of a core
+// after a few hundred jobs).
+func TestSiteStaysFlat(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the site benchmark is not short")
+	}
+	const history, n, idle = 2000, 20, 10 * time.Second
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Minute)
+	defer cancel()
+	s := sitebench.Start(t, sitebench.Options{})
+	template, err := s.RunTrivial(ctx, "flat/template")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh := measureFlat(t, ctx, s, n, idle, "fresh")
+	if err := s.Seed(ctx, template.ID, history); err != nil {
+		t.Fatal(err)
+	}
+	hist := measureFlat(t, ctx, s, n, idle, fmt.Sprintf("history-%d", history))
+	t.Logf("load: %s", uptime())
+	check := func(what string, f, h, slack time.Duration) {
+		if limit := 3*f + slack; h > limit {
+			t.Errorf("%s with %d finished jobs: %v, fresh %v: more than 3× + %v: something reads the whole history", what, history, h, f, slack)
+		}
+	}
+	check("submit p50", fresh.submitP50, hist.submitP50, 50*time.Millisecond)
+	check("status p50", fresh.statusP50, hist.statusP50, 20*time.Millisecond)
+	if limit := 2*fresh.idle + 10; hist.idle > limit {
+		t.Errorf("idle CPU with %d finished jobs: %.2f %% of a core, fresh %.2f %%: more than 2× + 10 points: a periodic pass reads the whole history", history, hist.idle, fresh.idle)
+	}
+}
