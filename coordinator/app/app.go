@@ -22,6 +22,7 @@ import (
 
 	"github.com/kbase/cts/coordinator/internal/access"
 	"github.com/kbase/cts/coordinator/internal/admission"
+	"github.com/kbase/cts/coordinator/internal/agentcred"
 	"github.com/kbase/cts/coordinator/internal/agentws"
 	"github.com/kbase/cts/coordinator/internal/api"
 	"github.com/kbase/cts/coordinator/internal/auth"
@@ -209,6 +210,17 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (_ *
 		return err
 	})
 
+	// Agent credentials: signed with a key every replica reads from MongoDB (made by the
+	// first replica to start), so an agent may reconnect to any replica.
+	key, err := a.store.AgentCredentialKey(ctx, agentcred.MinKeyBytes)
+	if err != nil {
+		return nil, err
+	}
+	creds, err := agentcred.New(key)
+	if err != nil {
+		return nil, err
+	}
+
 	// The job lifecycle: admission creates jobs, launch hands them to the sites' launchers,
 	// ingest applies the agents' reports. Every job transition goes through the one Mover.
 	mover := jobs.NewMover(&meteredTransitions{a.store, a.metrics}, a.notifier, log.With("component", "jobs"))
@@ -216,7 +228,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (_ *
 		log.With("component", "ingest"))
 	a.launch = launch.New(launch.Config{
 		ServiceURL: cfg.ServiceURL, S3URL: s3url, S3AccessKey: cfg.S3.AccessKey, S3Insecure: cfg.S3.Insecure,
-		LogDir: cfg.Jobs.LogDir, SubmitInterval: cfg.Jobs.SubmitInterval, Sites: launchSites,
+		LogDir: cfg.Jobs.LogDir, SubmitInterval: cfg.Jobs.SubmitInterval, Sites: launchSites, Credentials: creds,
 	}, launch.Deps{Store: a.store, Mover: mover, Fold: ing, Stagings: a.refdata, Log: log.With("component", "launch")})
 	adm := admission.New(admission.Config{
 		LogDir: cfg.Jobs.LogDir, Access: rules, MaxCPUHours: cfg.Jobs.MaxCPUHours, Refdata: a.refdata,
@@ -224,7 +236,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (_ *
 		Log: log.With("component", "admission")})
 
 	var apiSrv *api.Server
-	a.agents = agentws.New(agentws.Config{}, ing, a.launch, func(r *http.Request) error { return apiSrv.AuthorizeExecutor(r) },
+	a.agents = agentws.New(agentws.Config{Credentials: creds}, ing, a.launch, func(r *http.Request) error { return apiSrv.AuthorizeExecutor(r) },
 		log.With("component", "agentws"), func(w http.ResponseWriter, r *http.Request, err error) { apiSrv.WriteError(w, r, err) })
 	dashboard, err := ui.New()
 	if err != nil {
@@ -232,7 +244,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (_ *
 	}
 	apiSrv = api.New(api.Config{Version: Version, GitHash: GitHash, Access: rules, Notifier: a.notifier,
 		LiveLogs: a.agents, Progress: a.agents, AgentBinary: cfg.AgentBinary, Observer: a.metrics, Refdata: a.refdata, Staging: a.launch,
-		Lister: objs, UI: dashboard, Unavailable: store.Unavailable},
+		Lister: objs, UI: dashboard, Unavailable: store.Unavailable, Credentials: creds},
 		authc, api.Jobs{Admission: adm, Records: jobs.NewRecords(a.store), Launch: a.launch, Sites: a.sites},
 		imgs, objs, a.agents, log.With("component", "api"))
 

@@ -3,6 +3,7 @@ package htcondor_test
 import (
 	"flag"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/kbase/cts/plugins/htcondor"
@@ -22,7 +23,9 @@ func TestExampleSubmitFile(t *testing.T) {
 		BatchName: "cts-2b8a3c0e-6f1d-4c1e-9d1a-0f3b5e7c9a11",
 		Env: map[string]string{"JOB_ID": "2b8a3c0e-6f1d-4c1e-9d1a-0f3b5e7c9a11", "SERVICE_ROOT_URL": "https://cts.example.org/services/cts",
 			"S3_URL": "https://s3.example.org", "S3_ACCESS_KEY": "cts_service",
-			"S3_ERROR_LOG_PATH": "cts-logs/container_logs/2b8a3c0e-6f1d-4c1e-9d1a-0f3b5e7c9a11"}}
+			"S3_ERROR_LOG_PATH": "cts-logs/container_logs/2b8a3c0e-6f1d-4c1e-9d1a-0f3b5e7c9a11"},
+		// The agents' credentials never appear in the description: files carry them.
+		Credentials: []string{"ctsagent1.zzvalue0.x", "ctsagent1.zzvalue1.x"}}
 	desc, err := htcondor.Description(cfg, req)
 	if err != nil {
 		t.Fatal(err)
@@ -36,6 +39,9 @@ func TestExampleSubmitFile(t *testing.T) {
 	got, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatalf("%v (regenerate with -update)", err)
+	}
+	if strings.Contains(desc, "zzvalue") {
+		t.Fatalf("a credential is in the submit description:\n%s", desc)
 	}
 	if string(got) != desc {
 		t.Errorf("%s is stale; regenerate with: go test ./plugins/htcondor -run Example -update\nplugin writes:\n%s", path, desc)

@@ -176,6 +176,11 @@ func (l *Launcher) Submit(ctx context.Context, req launcher.SubmitRequest) (laun
 		}
 		return launcher.SubmitResponse{Handle: strconv.FormatInt(cluster, 10), Existing: true}, nil
 	}
+	for n, c := range req.Credentials {
+		if err := writePrivate(CredentialFile(*cfg, req.JobID, req.Attempt, n), c); err != nil {
+			return launcher.SubmitResponse{}, fmt.Errorf("submit %s: container %d: %w", req.JobID, n, err)
+		}
+	}
 	file := filepath.Join(cfg.InitialDir, fmt.Sprintf("cts-%s-%d.sub", req.JobID, req.Attempt))
 	if err := os.WriteFile(file, []byte(desc), 0o644); err != nil {
 		return launcher.SubmitResponse{}, fmt.Errorf("submit %s: write submit file: %w", req.JobID, err)
@@ -190,6 +195,27 @@ func (l *Launcher) Submit(ctx context.Context, req launcher.SubmitRequest) (laun
 	}
 	l.log.Info("submitted", "job_id", req.JobID, "attempt", req.Attempt, "cluster", cluster, "containers", req.Containers)
 	return launcher.SubmitResponse{Handle: strconv.FormatInt(cluster, 10)}, nil
+}
+
+// writePrivate writes a secret to path with mode 0600 (created anew, or replaced atomically).
+func writePrivate(path, secret string) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("write credential: %w", err)
+	}
+	_, werr := f.WriteString(secret + "\n")
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = os.Rename(tmp, path)
+	}
+	if werr != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("write credential: %w", werr)
+	}
+	return nil
 }
 
 // parseTerse reads condor_submit -terse output, "C.0 - C.N-1".

@@ -3,6 +3,7 @@ package htcondor
 import (
 	"fmt"
 	"math"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
@@ -77,6 +78,15 @@ func limitName(user string) string {
 
 var unsafeBatch = regexp.MustCompile(`[^A-Za-z0-9_.:-]`)
 
+// CredentialSuffix ends the name of a proc's credential file, cts-<job>-<attempt>-<proc>
+// plus this, in the initial directory (mode 0600) and in the proc's sandbox.
+const CredentialSuffix = ".credential"
+
+// CredentialFile is the path of container n's credential file of a launch.
+func CredentialFile(cfg Config, jobID string, attempt, n int) string {
+	return filepath.Join(cfg.InitialDir, fmt.Sprintf("cts-%s-%d-%d%s", jobID, attempt, n, CredentialSuffix))
+}
+
 // Description returns the submit description of one launch: one cluster, one proc per
 // container with ProcId = container number (reference §6.2, with the changes of issue 5: the
 // static agent is the executable, HTCondor enforces the runtime, request_disk and batch_name
@@ -103,9 +113,17 @@ func Description(cfg Config, req launcher.SubmitRequest) (string, error) {
 	if len(env) > 0 {
 		envValue += " "
 	}
-	envValue += launcher.EnvContainerNumber + "=$(ProcId) " + launcher.EnvAgentAttempt + `=$(ClusterId).$(ProcId)"`
-
+	envValue += launcher.EnvContainerNumber + "=$(ProcId) " + launcher.EnvAgentAttempt + `=$(ClusterId).$(ProcId)`
 	base := fmt.Sprintf("cts-%s-%d", req.JobID, req.Attempt)
+	var inputs []string
+	if len(req.Credentials) > 0 {
+		// Each proc's credential travels as a file in its sandbox: never in the
+		// description, whose environment anyone who can query the schedd can read.
+		envValue += " " + launcher.EnvCredentialFile + "=" + base + "-$(ProcId)" + CredentialSuffix
+		inputs = append(inputs, base+"-$(ProcId)"+CredentialSuffix)
+	}
+	envValue += `"`
+
 	batch := req.BatchName
 	if batch == "" {
 		batch = "cts-" + req.JobID
@@ -120,10 +138,13 @@ func Description(cfg Config, req launcher.SubmitRequest) (string, error) {
 		line("executable", "/bin/sh")
 		line("transfer_executable", "false")
 		line("arguments", newSyntax([]string{"-c", quoteWord("chmod u+x ./" + cfg.agentName() + " && exec ./" + cfg.agentName())}))
-		line("transfer_input_files", cfg.AgentURL)
+		inputs = append([]string{cfg.AgentURL}, inputs...)
 	} else {
 		line("executable", cfg.AgentPath)
 		line("transfer_executable", "true")
+	}
+	if len(inputs) > 0 {
+		line("transfer_input_files", strings.Join(inputs, ", "))
 	}
 	line("initialdir", cfg.InitialDir)
 	line("output", base+"-$(ProcId).out")

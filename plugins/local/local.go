@@ -226,6 +226,15 @@ func (l *Launcher) Submit(ctx context.Context, req launcher.SubmitRequest) (laun
 			launcher.EnvAgentAttempt+"="+AttemptName(req.JobID, req.Attempt, n),
 			EnvAgentWorkDir+"="+cd,
 		)
+		if len(req.Credentials) > 0 {
+			// The container's credential, readable by the agent's user only, named by the
+			// environment: never the credential itself in a process environment or a log.
+			cf := filepath.Join(cd, CredentialFile)
+			if err := writePrivate(cf, req.Credentials[n]); err != nil {
+				return launcher.SubmitResponse{}, fmt.Errorf("submit %s container %d: %w", req.JobID, n, err)
+			}
+			cenv = append(cenv, launcher.EnvCredentialFile+"="+cf)
+		}
 		if cfg.killGrace() > 0 {
 			// The agent fits its container's stop and its final report inside this grace.
 			cenv = append(cenv, grace.EnvKillGrace+"="+grace.Seconds(cfg.killGrace()))
@@ -238,6 +247,31 @@ func (l *Launcher) Submit(ctx context.Context, req launcher.SubmitRequest) (laun
 	l.log.Info("submitted", "job_id", req.JobID, "attempt", req.Attempt, "containers", req.Containers,
 		"started", started, "existing", resp.Existing)
 	return resp, nil
+}
+
+// CredentialFile is the name of a container's credential file in its directory.
+const CredentialFile = "credential"
+
+// writePrivate writes a secret to path with mode 0600 (created anew, or replaced atomically).
+func writePrivate(path, secret string) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("write credential: %w", err)
+	}
+	_, werr := f.WriteString(secret + "\n")
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("write credential: %w", werr)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("write credential: %w", err)
+	}
+	return nil
 }
 
 // agentEnv is the environment common to the job's agents: PATH and HOME of this process, then

@@ -88,6 +88,7 @@ func TestAgentEnvironmentAndFiles(t *testing.T) {
 	allowed := map[string]bool{
 		"PATH": true, "HOME": true, "CFG_ONLY": true, "TOKEN_PATH": true, local.EnvAgentWorkDir: true,
 		launcher.EnvContainerNumber: true, launcher.EnvAgentAttempt: true, "CTS_TEST_CWD": true, grace.EnvKillGrace: true,
+		launcher.EnvCredentialFile: true, "CTS_TEST_CREDENTIAL": true, "CTS_TEST_CREDENTIAL_MODE": true,
 		// Set by the stand-in's shell itself.
 		"PWD": true, "OLDPWD": true, "SHLVL": true, "_": true,
 	}
@@ -110,6 +111,10 @@ func TestAgentEnvironmentAndFiles(t *testing.T) {
 			"PATH":                      os.Getenv("PATH"),
 			"CTS_TEST_PLUGIN_ONLY":      "",
 			launcher.EnvContainerNumber: strconv.Itoa(n),
+			// The credential is a private file in the container's directory, not a variable.
+			launcher.EnvCredentialFile: filepath.Join(dir, local.CredentialFile),
+			"CTS_TEST_CREDENTIAL":      launchertest.Credential(jobID, 0, n),
+			"CTS_TEST_CREDENTIAL_MODE": "600",
 			// The agent fits its stop inside the launcher's kill grace.
 			grace.EnvKillGrace: grace.Seconds(e.h.KillGrace),
 		} {

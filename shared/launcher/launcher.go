@@ -48,7 +48,18 @@ const (
 	// EnvAgentAttempt names this run of the container, unique per launch (HTCondor
 	// "cluster.proc", local "local-<jobid8>-<attempt>-<n>"); the agent reports it in its hello.
 	EnvAgentAttempt = "CTS_AGENT_ATTEMPT"
+	// EnvCredentialFile names the file holding the container's credential
+	// (SubmitRequest.Credentials): an absolute path, or one relative to the agent's working
+	// directory. The file is readable by the agent's user only.
+	EnvCredentialFile = "CTS_AGENT_CREDENTIAL_FILE"
+	// EnvCredential holds the container's credential itself, for a backend that can pass
+	// environment variables privately but no file (other processes of the agent's user may
+	// read a process environment: prefer EnvCredentialFile).
+	EnvCredential = "CTS_AGENT_CREDENTIAL"
 )
+
+// MaxCredentialLength bounds one credential of SubmitRequest.Credentials.
+const MaxCredentialLength = 4096
 
 // Limits on a SubmitRequest, checked by SubmitRequest.Validate.
 const (
@@ -104,6 +115,13 @@ type SubmitRequest struct {
 	// Env names those files. The launcher adds EnvContainerNumber and EnvAgentAttempt per
 	// container, and its own configured variables.
 	Env map[string]string
+	// Credentials holds one secret per container (index = container number) that the
+	// container's agent presents to the coordinator: the launcher hands Credentials[n] to
+	// container n only, as a private file named by EnvCredentialFile (or, where the backend
+	// has no file transfer, in EnvCredential), and never logs it, returns it, or puts it in
+	// anything other users of the backend can read (a job description, a queue listing).
+	// Empty when the coordinator mints none.
+	Credentials []string
 }
 
 var jobIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-][A-Za-z0-9_.-]*$`)
@@ -145,8 +163,17 @@ func (r SubmitRequest) Validate() error {
 		if strings.ContainsRune(v, 0) {
 			errs = append(errs, fmt.Errorf("%w: environment variable %s contains NUL", ErrInvalidRequest, k))
 		}
-		if k == EnvContainerNumber || k == EnvAgentAttempt {
+		if k == EnvContainerNumber || k == EnvAgentAttempt || k == EnvCredentialFile || k == EnvCredential {
 			errs = append(errs, fmt.Errorf("%w: environment variable %s is set by the launcher", ErrInvalidRequest, k))
+		}
+	}
+	if len(r.Credentials) != 0 && len(r.Credentials) != r.Containers {
+		errs = append(errs, fmt.Errorf("%w: %d credentials for %d containers", ErrInvalidRequest, len(r.Credentials), r.Containers))
+	}
+	for i, c := range r.Credentials {
+		// Never quote a credential in an error.
+		if c == "" || len(c) > MaxCredentialLength || strings.IndexFunc(c, func(r rune) bool { return r <= ' ' || r > '~' }) >= 0 {
+			errs = append(errs, fmt.Errorf("%w: credential %d is empty, longer than %d bytes or not printable ASCII", ErrInvalidRequest, i, MaxCredentialLength))
 		}
 	}
 	return errors.Join(errs...)

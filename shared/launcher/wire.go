@@ -21,6 +21,7 @@ func submitToWire(r SubmitRequest) *launcherpb.SubmitRequest {
 		User:           r.User,
 		BatchName:      r.BatchName,
 		Env:            r.Env,
+		Credentials:    r.Credentials,
 	}
 }
 
@@ -36,6 +37,7 @@ func submitFromWire(r *launcherpb.SubmitRequest) SubmitRequest {
 		User:           r.GetUser(),
 		BatchName:      r.GetBatchName(),
 		Env:            r.GetEnv(),
+		Credentials:    r.GetCredentials(),
 	}
 }
 

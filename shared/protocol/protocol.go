@@ -4,8 +4,10 @@
 // A session, one websocket per agent attempt:
 //
 //	agent                                   coordinator
-//	  ── Hello{job, container, attempt} ──►   (token checked on the HTTP upgrade: executor role)
+//	  ── Hello{job, container, attempt} ──►   (the agent's credential checked on the HTTP
+//	                                           upgrade, then against the hello)
 //	  ◄── Assignment ─────────────────────    (or Fatal, then close)
+//	  ◄── Credential ─────────────────────    (a session credential, renewed periodically)
 //	  ── Event{seq:1, job_submitting} ────►
 //	  ◄── Ack{seq:1} ─────────────────────    (applied exactly once per attempt+seq)
 //	  ── Log{stream, lines} ──────────────►   (not acknowledged, may be dropped)
@@ -51,6 +53,7 @@ const (
 	TypeCancel     = "cancel"
 	TypeFatal      = "fatal"
 	TypeProgress   = "progress"
+	TypeCredential = "credential"
 )
 
 // ErrUnknownType is matched (errors.Is) by Decode's error for a frame whose type this version
@@ -190,6 +193,16 @@ type Progress struct {
 	FilesTotal int    `json:"files_total"`
 }
 
+// Credential is a session credential the coordinator gives the agent after its hello and
+// again before the previous one expires: the agent presents the newest one (in the
+// Authorization header) when it reconnects. It is bound to the agent's job, container, launch
+// and attempt. Best effort: never acknowledged; an agent that does not know it keeps its
+// launch credential. A secret: never log it.
+type Credential struct {
+	Token   string    `json:"token"`
+	Expires time.Time `json:"expires"`
+}
+
 // Cancel tells the agent that its job is canceling.
 type Cancel struct {
 	Reason string `json:"reason,omitempty"`
@@ -222,6 +235,8 @@ func Encode(body any) ([]byte, error) {
 		t = TypeFatal
 	case Progress, *Progress:
 		t = TypeProgress
+	case Credential, *Credential:
+		t = TypeCredential
 	default:
 		return nil, fmt.Errorf("protocol: unknown message type %T", body)
 	}
@@ -261,6 +276,8 @@ func Decode(frame []byte) (any, error) {
 		body = &Fatal{}
 	case TypeProgress:
 		body = &Progress{}
+	case TypeCredential:
+		body = &Credential{}
 	default:
 		return nil, fmt.Errorf("%w %q", ErrUnknownType, env.Type)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"reflect"
 	"testing"
+	"time"
 )
 
 func TestProgressRoundTrip(t *testing.T) {
@@ -68,5 +69,21 @@ func TestDecodeErrors(t *testing.T) {
 				t.Fatalf("errors.Is(%v, ErrUnknownType) = %v, want %v", err, !c.unknownType, c.unknownType)
 			}
 		})
+	}
+}
+
+func TestCredentialRoundTrip(t *testing.T) {
+	t.Parallel()
+	want := Credential{Token: "ctsagent1.x.y", Expires: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+	b, err := Encode(&want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, ok := got.(*Credential); !ok || c.Token != want.Token || !c.Expires.Equal(want.Expires) {
+		t.Fatalf("decoded %#v, want %#v", got, want)
 	}
 }

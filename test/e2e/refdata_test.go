@@ -106,6 +106,14 @@ func checkRefdataJob(t *testing.T, s *testsite.Site) {
 		time.Sleep(200 * time.Millisecond)
 	}
 
+	// The attack: the site-wide executor token (every worker has it) marks the staging failed.
+	// Only the staging task's own credential may report for it.
+	err = s.API.Do(ctx, "PUT", "/external_exec/refdata/"+rd.ID+"/"+devmode.SiteName+"/update/error", s.Env.ExecutorToken,
+		map[string]any{"admin_error": "forged"}, nil)
+	if ae, ok := err.(*demo.APIError); !ok || ae.AppCode() != 20000 {
+		t.Fatalf("the executor token's report = %v, want 403 / 20000", err)
+	}
+
 	in := s.PutInput(t, "e2e/refdata-in/x.txt", []byte("x\n"))
 	var sub map[string]string
 	if err := s.API.Do(ctx, "POST", "/jobs", s.Demo.UserToken, map[string]any{

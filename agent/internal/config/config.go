@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/kbase/cts/shared/grace"
+	"github.com/kbase/cts/shared/launcher"
 )
 
 // Worker is the connection half of the CTS worker contract, the same in both agent modes:
@@ -22,7 +23,14 @@ import (
 type Worker struct {
 	ServiceURL string
 	TokenPath  string
-	Token      string `json:"-"`
+	// Token is what the agent presents to the coordinator: the credential its launcher gave
+	// it for this container or staging (CTS_AGENT_CREDENTIAL_FILE, or CTS_AGENT_CREDENTIAL),
+	// else the KBase token of TOKEN_PATH, which the coordinator accepts for dry runs only.
+	Token string `json:"-"`
+	// CredentialFile is CTS_AGENT_CREDENTIAL_FILE; Credential is the credential read from it
+	// or given in CTS_AGENT_CREDENTIAL.
+	CredentialFile string
+	Credential     string `json:"-"`
 
 	S3URL        string
 	S3AccessKey  string
@@ -40,11 +48,15 @@ func workerFromEnv(get func(string) string) (Worker, []error) {
 		ServiceURL: get("SERVICE_ROOT_URL"), TokenPath: get("TOKEN_PATH"), S3URL: get("S3_URL"),
 		S3AccessKey: get("S3_ACCESS_KEY"), S3SecretPath: get("S3_SECRET_PATH"), S3Region: get("S3_REGION"),
 		S3Insecure: strings.EqualFold(get("S3_INSECURE"), "true"), LogLevel: get("CTS_LOG_LEVEL"),
+		CredentialFile: get(launcher.EnvCredentialFile), Credential: get(launcher.EnvCredential),
 	}
 	if w.S3Region == "" {
 		w.S3Region = "us-east-1"
 	}
 	var errs []error
+	if w.TokenPath == "" && (w.CredentialFile != "" || w.Credential != "") {
+		w.TokenPath = "-" // not needed: the credential takes the token's place
+	}
 	for _, kv := range [][2]string{{"SERVICE_ROOT_URL", w.ServiceURL}, {"TOKEN_PATH", w.TokenPath},
 		{"S3_URL", w.S3URL}, {"S3_ACCESS_KEY", w.S3AccessKey}, {"S3_SECRET_PATH", w.S3SecretPath}} {
 		if kv[1] == "" {
@@ -58,10 +70,18 @@ func workerFromEnv(get func(string) string) (Worker, []error) {
 func (w *Worker) readSecrets() []error {
 	var errs []error
 	var err error
-	if w.TokenPath != "" {
+	if w.TokenPath != "" && w.TokenPath != "-" {
 		if w.Token, err = readSecret(w.TokenPath); err != nil {
 			errs = append(errs, fmt.Errorf("read token: %w", err))
 		}
+	}
+	if w.CredentialFile != "" {
+		if w.Credential, err = readSecret(w.CredentialFile); err != nil {
+			errs = append(errs, fmt.Errorf("read the agent credential (%s): %w", launcher.EnvCredentialFile, err))
+		}
+	}
+	if w.Credential != "" {
+		w.Token = w.Credential
 	}
 	if w.S3SecretPath != "" {
 		if w.S3Secret, err = readSecret(w.S3SecretPath); err != nil {

@@ -302,3 +302,29 @@ func TestRuntimeSetting(t *testing.T) {
 		})
 	}
 }
+
+// TestCredential: the launcher's credential, from its file or its variable, is what the agent
+// presents to the coordinator; with one, TOKEN_PATH is not needed.
+func TestCredential(t *testing.T) {
+	t.Parallel()
+	e := env(t)
+	file := filepath.Join(t.TempDir(), "credential")
+	if err := os.WriteFile(file, []byte("ctsagent1.file.sig\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e["CTS_AGENT_CREDENTIAL_FILE"] = file
+	delete(e, "TOKEN_PATH")
+	c, err := FromEnv(lookup(e))
+	if err != nil || c.Token != "ctsagent1.file.sig" {
+		t.Fatalf("from the file: token %q, %v", c.Token, err)
+	}
+	e = env(t)
+	e["CTS_AGENT_CREDENTIAL"] = "ctsagent1.env.sig"
+	if c, err := FromEnv(lookup(e)); err != nil || c.Token != "ctsagent1.env.sig" {
+		t.Fatalf("from the variable: token %q, %v", c.Token, err)
+	}
+	e["CTS_AGENT_CREDENTIAL_FILE"] = filepath.Join(t.TempDir(), "missing")
+	if _, err := FromEnv(lookup(e)); err == nil || !strings.Contains(err.Error(), "read the agent credential (CTS_AGENT_CREDENTIAL_FILE)") {
+		t.Fatalf("a missing credential file: %v", err)
+	}
+}

@@ -86,7 +86,10 @@ type Session struct {
 	fatal       error
 	closed      bool
 	journal     *journal
-	recovered   []protocol.Event
+	// token is presented on each (re)connect: Config.Token, then the newest session
+	// credential the coordinator gave.
+	token     string
+	recovered []protocol.Event
 
 	logs        chan any // protocol.Log and protocol.Progress: best effort, never acknowledged
 	logsDropped int64    // batches dropped because the queue was full (under mu)
@@ -123,7 +126,7 @@ func Dial(ctx context.Context, cfg Config) (*Session, *protocol.Assignment, erro
 	if cfg.LogQueue <= 0 {
 		cfg.LogQueue = 64
 	}
-	s := &Session{cfg: cfg, log: cfg.Log, cancels: make(chan protocol.Cancel, 1),
+	s := &Session{cfg: cfg, log: cfg.Log, token: cfg.Token, cancels: make(chan protocol.Cancel, 1),
 		connecting: make(chan struct{}, 1), lost: make(chan struct{}, 1), nextSeq: 1,
 		pending: map[int64]protocol.Event{}, acked: map[int64]chan struct{}{},
 		logs: make(chan any, cfg.LogQueue), stopLogs: make(chan struct{})}
@@ -245,7 +248,10 @@ func (s *Session) connect(ctx context.Context) (*protocol.Assignment, error) {
 		return nil, err
 	}
 	d := websocket.Dialer{HandshakeTimeout: 30 * time.Second, Proxy: http.ProxyFromEnvironment}
-	conn, resp, err := d.DialContext(ctx, u, http.Header{"Authorization": {"Bearer " + s.cfg.Token}})
+	s.mu.Lock()
+	token := s.token
+	s.mu.Unlock()
+	conn, resp, err := d.DialContext(ctx, u, http.Header{"Authorization": {"Bearer " + token}})
 	if err != nil {
 		if resp != nil && refusedStatus(resp.StatusCode) {
 			return nil, fmt.Errorf("%w: dial %s: HTTP %d", ErrRefused, u, resp.StatusCode)
@@ -366,6 +372,13 @@ func (s *Session) read(conn *websocket.Conn, gen int, done chan struct{}) {
 				delete(s.acked, m.Seq)
 			}
 			s.mu.Unlock()
+		case *protocol.Credential:
+			// The coordinator's renewed session credential: presented on the next reconnect.
+			if m.Token != "" {
+				s.mu.Lock()
+				s.token = m.Token
+				s.mu.Unlock()
+			}
 		case *protocol.Cancel:
 			select {
 			case s.cancels <- *m:

@@ -153,13 +153,13 @@ func (f *fakeCoord) stop() {
 
 func (f *fakeCoord) serve(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
-	status := f.status
+	status, token := f.status, f.token
 	f.mu.Unlock()
 	if status != 0 {
 		http.Error(w, "refused", status)
 		return
 	}
-	if r.Header.Get("Authorization") != "Bearer "+f.token {
+	if r.Header.Get("Authorization") != "Bearer "+token {
 		http.Error(w, "bad token", http.StatusUnauthorized)
 		return
 	}
@@ -985,4 +985,25 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// TestRenewedCredentialUsedOnReconnect: the coordinator's renewed session credential replaces
+// the launch credential for the next connection.
+func TestRenewedCredentialUsedOnReconnect(t *testing.T) {
+	t.Parallel()
+	f := newFakeCoord(t)
+	s, _ := dial(t, testConfig(f))
+	if err := f.liveConn(t, 1).send(protocol.Credential{Token: "session-token", Expires: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.token == "session-token"
+	})
+	f.set(func() { f.token = "session-token" }) // the launch credential is no longer accepted
+	f.liveConn(t, 1).c.Close()
+	f.waitHellos(t, 2)
+	f.liveConn(t, 2)
+	report(t, s, job.JobSubmitting)
 }

@@ -1,8 +1,15 @@
 // Package agentws is the coordinator's end of the agent websocket (shared/protocol): it
-// authenticates the agent (executor role), hands it its assignment, applies its events exactly
-// once through package ingest and acknowledges them, keeps the heartbeat, and pushes cancels
-// down. It holds no job state of its own: a coordinator restart loses nothing, and an agent
-// may reconnect to any replica.
+// authenticates the agent, hands it its assignment, applies its events exactly once through
+// package ingest and acknowledges them, keeps the heartbeat, renews the agent's session
+// credential, and pushes cancels down. It holds no job state of its own: a coordinator restart
+// loses nothing, and an agent may reconnect to any replica (credentials are verified with a
+// key all replicas share).
+//
+// Who may do what: an agent presents its per-attempt credential (package agentcred), which
+// binds it to one container of one launch of one job; its hello must name that container,
+// and (for a session credential) the agent attempt it was given to. The site-wide executor
+// token is accepted only for an admin's dry run, which reads an assignment and can change
+// nothing.
 package agentws
 
 import (
@@ -10,11 +17,14 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
 
+	"github.com/kbase/cts/coordinator/internal/agentcred"
+	"github.com/kbase/cts/coordinator/internal/auth"
 	"github.com/kbase/cts/coordinator/internal/ctserr"
 	"github.com/kbase/cts/coordinator/internal/ingest"
 	"github.com/kbase/cts/shared/protocol"
@@ -22,8 +32,8 @@ import (
 
 // Ingest applies what agents report (*ingest.Service).
 type Ingest interface {
-	Assignment(ctx context.Context, h protocol.Hello) (*protocol.Assignment, error)
-	ApplyEvent(ctx context.Context, jobID string, container int, attempt string, ev protocol.Event) error
+	Assignment(ctx context.Context, h protocol.Hello, launch int) (*protocol.Assignment, error)
+	ApplyEvent(ctx context.Context, a ingest.Agent, ev protocol.Event) error
 	Touch(ctx context.Context, jobID string, container int, attempt string) error
 }
 
@@ -32,8 +42,8 @@ type Cancels interface {
 	WatchCancel(jobID string) (<-chan protocol.Cancel, func())
 }
 
-// Authorizer checks the agent's token; it returns a *ctserr.Error when the token is missing,
-// invalid, or lacks the executor role.
+// Authorizer checks a KBase token (not an agent credential); it returns a *ctserr.Error when
+// the token is missing, invalid, or lacks the executor role.
 type Authorizer func(r *http.Request) error
 
 // Config tunes the heartbeat.
@@ -44,6 +54,12 @@ type Config struct {
 	// Logs bounds the live log buffers (Tail, Subscribe); Logs.MaxContainers also bounds how
 	// many containers' latest transfer progress is kept (Progress).
 	Logs LogConfig
+	// Credentials verifies the agents' credentials and mints their session credentials; nil
+	// refuses every agent but dry runs.
+	Credentials *agentcred.Keyring
+	// SessionTTL is the lifetime of a session credential (default 1 h); it is renewed every
+	// third of it.
+	SessionTTL time.Duration
 }
 
 // Handler serves protocol.Path.
@@ -77,6 +93,9 @@ func New(cfg Config, svc Ingest, cancels Cancels, authz Authorizer, log *slog.Lo
 	if cfg.HelloTimeout <= 0 {
 		cfg.HelloTimeout = 10 * time.Second
 	}
+	if cfg.SessionTTL <= 0 {
+		cfg.SessionTTL = time.Hour
+	}
 	return &Handler{cfg: cfg, svc: svc, cancels: cancels, authz: authz, log: log, ErrorWriter: errw, logs: newLogBook(cfg.Logs),
 		progress: newProgressBook(cfg.Logs.MaxContainers),
 		up:       websocket.Upgrader{ReadBufferSize: 16 << 10, WriteBufferSize: 16 << 10},
@@ -109,8 +128,27 @@ func (h *Handler) Connected() int {
 	return len(h.conns)
 }
 
+// identify checks the request's credential: an agent credential (its claims), or else a
+// KBase token with the executor role (nil claims: dry runs only).
+func (h *Handler) identify(r *http.Request) (*agentcred.Claims, error) {
+	tok, err := auth.ParseAuthHeader(r.Header.Get("Authorization"))
+	if err != nil || !agentcred.IsCredential(tok) {
+		return nil, h.authz(r)
+	}
+	if h.cfg.Credentials == nil {
+		return nil, ctserr.New(ctserr.CodeInvalidToken, "This coordinator accepts no agent credentials")
+	}
+	c, err := h.cfg.Credentials.Verify(tok)
+	if err != nil {
+		return nil, &ctserr.Error{Code: ctserr.CodeInvalidToken, Message: "The agent credential is not accepted: " +
+			strings.TrimPrefix(err.Error(), agentcred.ErrInvalid.Error()+": "), Err: err}
+	}
+	return &c, nil
+}
+
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if err := h.authz(r); err != nil {
+	claims, err := h.identify(r)
+	if err != nil {
 		h.ErrorWriter(w, r, err)
 		return
 	}
@@ -140,7 +178,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		delete(h.conns, conn)
 		h.mu.Unlock()
 	}()
-	s := &session{h: h, conn: conn, log: h.log}
+	s := &session{h: h, conn: conn, log: h.log, claims: claims}
 	s.run(r.Context())
 }
 
@@ -148,9 +186,14 @@ type session struct {
 	h    *Handler
 	conn *websocket.Conn
 	log  *slog.Logger
-	wmu  sync.Mutex
+	// claims are the agent's credential's (nil for a dry run with the executor token).
+	claims *agentcred.Claims
+	wmu    sync.Mutex
 	// lastTouch rate-limits heartbeat writes to the store.
 	lastTouch time.Time
+	// lineTokens and lineLast are the live log lines' token bucket (limitLines).
+	lineTokens float64
+	lineLast   time.Time
 }
 
 func (s *session) send(body any) error {
@@ -193,7 +236,13 @@ func (s *session) run(parent context.Context) {
 		return
 	}
 	log := s.log.With("job_id", hello.JobID, "container", hello.Container, "attempt", hello.Attempt)
-	a, err := s.h.svc.Assignment(ctx, *hello)
+	launch, why := s.admit(hello)
+	if why != "" {
+		log.WarnContext(ctx, "agent refused", "reason", why)
+		s.fatal(why)
+		return
+	}
+	a, err := s.h.svc.Assignment(ctx, *hello, launch)
 	if err != nil {
 		var ce *ctserr.Error
 		if errors.As(err, &ce) {
@@ -216,6 +265,10 @@ func (s *session) run(parent context.Context) {
 	}
 	log.InfoContext(ctx, "agent connected")
 	s.touch(ctx, hello)
+	agent := ingest.Agent{JobID: hello.JobID, Container: hello.Container, Attempt: hello.Attempt, Launch: launch}
+	if err := s.sendCredential(agent); err != nil {
+		return
+	}
 
 	cancels, unwatch := s.h.cancels.WatchCancel(hello.JobID)
 	defer unwatch()
@@ -230,10 +283,16 @@ func (s *session) run(parent context.Context) {
 		defer wg.Done()
 		t := time.NewTicker(s.h.cfg.PingInterval)
 		defer t.Stop()
+		renew := time.NewTicker(s.h.cfg.SessionTTL / 3)
+		defer renew.Stop()
 		for {
 			select {
 			case <-done:
 				return
+			case <-renew.C:
+				if err := s.sendCredential(agent); err != nil {
+					return
+				}
 			case c := <-cancels:
 				if err := s.send(c); err != nil {
 					return
@@ -271,7 +330,7 @@ func (s *session) run(parent context.Context) {
 		}
 		switch m := msg.(type) {
 		case *protocol.Event:
-			err := s.h.svc.ApplyEvent(ctx, hello.JobID, hello.Container, hello.Attempt, *m)
+			err := s.h.svc.ApplyEvent(ctx, agent, *m)
 			if err != nil {
 				var ce *ctserr.Error
 				if errors.As(err, &ce) || errors.Is(err, ingest.ErrRejected) {
@@ -292,8 +351,13 @@ func (s *session) run(parent context.Context) {
 				s.fatal("log stream must be stdout or stderr")
 				return
 			}
-			s.h.logs.add(hello.JobID, hello.Container, m.Stream, m.Lines, time.Now())
+			s.h.logs.add(hello.JobID, hello.Container, m.Stream, s.limitLines(m.Lines, time.Now()), time.Now())
 		case *protocol.Progress:
+			if why := checkProgress(m); why != "" {
+				// Best effort: an insane report is dropped, not shown to the user.
+				log.WarnContext(ctx, "agent progress ignored", "reason", why)
+				continue
+			}
 			s.h.progress.set(hello.JobID, hello.Container, *m, time.Now())
 		default:
 			s.fatal("unexpected message from agent")

@@ -17,6 +17,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/kbase/cts/coordinator/devstack/auth2"
+	"github.com/kbase/cts/coordinator/internal/agentcred"
 	"github.com/kbase/cts/coordinator/internal/agentws"
 	"github.com/kbase/cts/coordinator/internal/api"
 	"github.com/kbase/cts/coordinator/internal/auth"
@@ -30,7 +31,9 @@ import (
 type fakeService struct {
 	mu        sync.Mutex
 	hellos    []protocol.Hello
+	launches  []int
 	events    []protocol.Event
+	agents    []ingest.Agent
 	touches   int
 	watching  map[string]int
 	cancels   map[string]chan protocol.Cancel
@@ -43,23 +46,25 @@ func newFakeService() *fakeService {
 	return &fakeService{watching: map[string]int{}, cancels: map[string]chan protocol.Cancel{}, applyErr: map[int64]error{}}
 }
 
-func (f *fakeService) Assignment(ctx context.Context, h protocol.Hello) (*protocol.Assignment, error) {
+func (f *fakeService) Assignment(ctx context.Context, h protocol.Hello, launch int) (*protocol.Assignment, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.hellos = append(f.hellos, h)
+	f.launches = append(f.launches, launch)
 	if f.assignErr != nil {
 		return nil, f.assignErr
 	}
 	return &protocol.Assignment{JobID: h.JobID, Container: h.Container, Image: "img@sha256:x", Command: []string{"/run"}, NextSeq: 1}, nil
 }
 
-func (f *fakeService) ApplyEvent(ctx context.Context, jobID string, container int, attempt string, ev protocol.Event) error {
+func (f *fakeService) ApplyEvent(ctx context.Context, a ingest.Agent, ev protocol.Event) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.applyErr[ev.Seq]; err != nil {
 		return err
 	}
 	f.events = append(f.events, ev)
+	f.agents = append(f.agents, a)
 	return nil
 }
 
@@ -98,9 +103,18 @@ func (f *fakeService) watchers(jobID string) int {
 
 // fixture is the endpoint behind the real API authorizer and a fake auth2.
 type fixture struct {
-	svc *fakeService
-	h   *agentws.Handler
-	url string
+	svc  *fakeService
+	h    *agentws.Handler
+	url  string
+	keys *agentcred.Keyring
+}
+
+// testKey is the fixture's agent credential key.
+var testKey = []byte(strings.Repeat("k", agentcred.MinKeyBytes))
+
+// credential returns a launch credential of launch 0 for container n of job.
+func (f *fixture) credential(job string, n int) string {
+	return f.keys.Mint(agentcred.Claims{Kind: agentcred.KindLaunch, JobID: job, Container: n, Expires: time.Now().Add(time.Hour).Unix()})
 }
 
 func newFixture(t *testing.T, cfg agentws.Config) *fixture {
@@ -118,11 +132,18 @@ func newFixture(t *testing.T, cfg agentws.Config) *fixture {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	f := &fixture{svc: newFakeService()}
+	keys, err := agentcred.New(testKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{svc: newFakeService(), keys: keys}
+	if cfg.Credentials == nil {
+		cfg.Credentials = keys
+	}
 	var apiSrv *api.Server
 	f.h = agentws.New(cfg, f.svc, f.svc, func(r *http.Request) error { return apiSrv.AuthorizeExecutor(r) }, log,
 		func(w http.ResponseWriter, r *http.Request, err error) { apiSrv.WriteError(w, r, err) })
-	apiSrv = api.New(api.Config{}, ac, api.Jobs{}, nil, nil, f.h, log)
+	apiSrv = api.New(api.Config{Credentials: keys}, ac, api.Jobs{}, nil, nil, f.h, log)
 	srv := httptest.NewServer(apiSrv)
 	t.Cleanup(func() {
 		srv.Close()
@@ -132,15 +153,28 @@ func newFixture(t *testing.T, cfg agentws.Config) *fixture {
 	return f
 }
 
-// dial connects with the agent's token and returns the connection.
+// dial connects with the launch credential of hello's container and returns the connection.
 func (f *fixture) dial(t *testing.T) *websocket.Conn {
 	t.Helper()
-	c, resp, err := websocket.DefaultDialer.DialContext(t.Context(), f.url, http.Header{"Authorization": {"Bearer tok-agent"}})
+	return f.dialWith(t, f.credential(hello.JobID, hello.Container))
+}
+
+// dialWith connects with token (a credential or a KBase token).
+func (f *fixture) dialWith(t *testing.T, token string) *websocket.Conn {
+	t.Helper()
+	c, resp, err := websocket.DefaultDialer.DialContext(t.Context(), f.url, http.Header{"Authorization": {"Bearer " + token}})
 	if err != nil {
 		t.Fatalf("dial: %v (%v)", err, resp)
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	return c
+}
+
+// assigned reads the assignment and the session credential that follows it.
+func assigned(t *testing.T, c *websocket.Conn) (*protocol.Assignment, *protocol.Credential) {
+	t.Helper()
+	a := mustRecv[protocol.Assignment](t, c)
+	return a, mustRecv[protocol.Credential](t, c)
 }
 
 func send(t *testing.T, c *websocket.Conn, body any) {
@@ -250,7 +284,7 @@ func TestSession(t *testing.T) {
 	f := newFixture(t, agentws.Config{})
 	c := f.dial(t)
 	send(t, c, hello)
-	a := mustRecv[protocol.Assignment](t, c)
+	a, _ := assigned(t, c)
 	if a.JobID != "job1" || a.Container != 1 || a.NextSeq != 1 {
 		t.Fatalf("assignment %+v", a)
 	}
@@ -325,7 +359,7 @@ func TestEventFailures(t *testing.T) {
 			f.svc.mu.Unlock()
 			c := f.dial(t)
 			send(t, c, hello)
-			mustRecv[protocol.Assignment](t, c)
+			assigned(t, c)
 			send(t, c, protocol.Event{Seq: 1, State: job.JobSubmitting})
 			mustRecv[protocol.Ack](t, c)
 			send(t, c, protocol.Event{Seq: 2, State: job.JobSubmitted})
@@ -372,7 +406,7 @@ func TestBadFirstFrames(t *testing.T) {
 	t.Run("unexpected message after the hello", func(t *testing.T) {
 		c := f.dial(t)
 		send(t, c, hello)
-		mustRecv[protocol.Assignment](t, c)
+		assigned(t, c)
 		send(t, c, protocol.Ack{Seq: 1})
 		wantFatalThenClose(t, c, "unexpected message from agent")
 	})
@@ -419,7 +453,7 @@ func TestHeartbeat(t *testing.T) {
 			return c.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
 		})
 		send(t, c, hello)
-		mustRecv[protocol.Assignment](t, c)
+		assigned(t, c)
 		// Read (and so answer pings) for several read timeouts: the session must survive.
 		go func() { _, _, _ = c.ReadMessage() }()
 		time.Sleep(500 * time.Millisecond)
@@ -434,7 +468,7 @@ func TestHeartbeat(t *testing.T) {
 		f := newFixture(t, agentws.Config{PingInterval: 20 * time.Millisecond, ReadTimeout: 150 * time.Millisecond})
 		c := f.dial(t)
 		send(t, c, hello)
-		mustRecv[protocol.Assignment](t, c)
+		assigned(t, c)
 		// Not reading: no pong goes back.
 		waitFor(t, func() bool { return f.svc.watchers("job1") == 0 }, "a silent agent kept its session")
 	})
@@ -455,7 +489,7 @@ func TestWaitEndsLiveSessions(t *testing.T) {
 	f := newFixture(t, agentws.Config{PingInterval: 20 * time.Millisecond, ReadTimeout: 150 * time.Millisecond})
 	c := f.dial(t)
 	send(t, c, hello)
-	mustRecv[protocol.Assignment](t, c)
+	assigned(t, c)
 	closed := make(chan error, 1)
 	go func() {
 		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -473,7 +507,7 @@ func TestWaitEndsLiveSessions(t *testing.T) {
 	if err := <-closed; !websocket.IsCloseError(err, websocket.CloseGoingAway) {
 		t.Fatalf("the agent saw %v, want a going-away close", err)
 	}
-	_, resp, err := websocket.DefaultDialer.DialContext(t.Context(), f.url, http.Header{"Authorization": {"Bearer tok-agent"}})
+	_, resp, err := websocket.DefaultDialer.DialContext(t.Context(), f.url, http.Header{"Authorization": {"Bearer " + f.credential("job1", 1)}})
 	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("dial after Wait = %v, %v; want 503", err, resp)
 	}

@@ -25,7 +25,7 @@ func TestLiveLogsTailAndSubscribe(t *testing.T) {
 	defer stop()
 	c := f.dial(t)
 	send(t, c, hello)
-	mustRecv[protocol.Assignment](t, c)
+	assigned(t, c)
 	send(t, c, protocol.Log{Stream: "stdout", Lines: []string{"a", "b"}})
 	send(t, c, protocol.Log{Stream: "stderr", Lines: []string{"c", "d"}})
 	// An event after the logs: once it is acknowledged, the logs were handled.
@@ -60,11 +60,11 @@ func TestLiveLogsTailAndSubscribe(t *testing.T) {
 func TestLiveLogsBounded(t *testing.T) {
 	f := newFixture(t, agentws.Config{Logs: agentws.LogConfig{LinesPerContainer: 2, MaxContainers: 2}})
 	for n := range 3 {
-		c := f.dial(t)
+		c := f.dialWith(t, f.credential(hello.JobID, n))
 		h := hello
 		h.Container = n
 		send(t, c, h)
-		mustRecv[protocol.Assignment](t, c)
+		assigned(t, c)
 		send(t, c, protocol.Log{Stream: "stdout", Lines: []string{fmt.Sprint("line of ", n), strings.Repeat("x", 10000)}})
 		send(t, c, protocol.Event{Seq: 1, State: job.JobSubmitting})
 		mustRecv[protocol.Ack](t, c)
@@ -107,7 +107,7 @@ func TestLiveLogsFollow(t *testing.T) {
 	}
 	c := f.dial(t)
 	send(t, c, hello)
-	mustRecv[protocol.Assignment](t, c)
+	assigned(t, c)
 	if n := f.h.Connected(); n != 1 {
 		t.Errorf("Connected = %d with one agent", n)
 	}

@@ -20,7 +20,7 @@ func TestProgressKeepsLatest(t *testing.T) {
 	}
 	c := f.dial(t)
 	send(t, c, hello)
-	mustRecv[protocol.Assignment](t, c)
+	assigned(t, c)
 	before := time.Now()
 	send(t, c, protocol.Progress{Phase: protocol.PhaseDownload, BytesDone: 5, BytesTotal: 40, FilesDone: 1, FilesTotal: 4})
 	if err := c.WriteMessage(websocket.TextMessage, []byte(`{"v":1,"type":"from_the_future","body":{"x":1}}`)); err != nil {
@@ -47,12 +47,12 @@ func TestProgressKeepsLatest(t *testing.T) {
 func TestProgressBounded(t *testing.T) {
 	f := newFixture(t, agentws.Config{Logs: agentws.LogConfig{MaxContainers: 2}})
 	for n := range 3 {
-		c := f.dial(t)
+		c := f.dialWith(t, f.credential(hello.JobID, n))
 		h := hello
 		h.Container = n
 		send(t, c, h)
-		mustRecv[protocol.Assignment](t, c)
-		send(t, c, protocol.Progress{Phase: protocol.PhaseUpload, BytesDone: int64(n), FilesTotal: 1})
+		assigned(t, c)
+		send(t, c, protocol.Progress{Phase: protocol.PhaseUpload, BytesDone: int64(n), BytesTotal: 10, FilesTotal: 1})
 		send(t, c, protocol.Event{Seq: 1, State: job.JobSubmitting})
 		mustRecv[protocol.Ack](t, c)
 		time.Sleep(5 * time.Millisecond) // distinct receive times

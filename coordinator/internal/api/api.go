@@ -23,6 +23,7 @@ import (
 
 	"github.com/kbase/cts/coordinator/internal/access"
 	"github.com/kbase/cts/coordinator/internal/admission"
+	"github.com/kbase/cts/coordinator/internal/agentcred"
 	"github.com/kbase/cts/coordinator/internal/auth"
 	"github.com/kbase/cts/coordinator/internal/ctserr"
 	"github.com/kbase/cts/coordinator/internal/images"
@@ -131,6 +132,9 @@ type Config struct {
 	Lister ObjectLister
 	// UI, when set, serves the web dashboard below /ui/.
 	UI http.Handler
+	// Credentials verifies agent credentials (package agentcred), which the agent websocket
+	// and the reference data update route accept; nil refuses them.
+	Credentials *agentcred.Keyring
 	// Unavailable, when set, recognises a dependency's outage among errors the API does not
 	// know (MongoDB's, which reach it unwrapped through the domain packages): it returns the
 	// *ctserr.UnavailableError to answer with, or nil.
@@ -181,6 +185,8 @@ const (
 	userKey ctxKey = iota
 	requestIDKey
 	tokenKey
+	// agentKey holds the *agentcred.Claims of a request made with an agent credential.
+	agentKey
 )
 
 func (s *Server) routes() {
@@ -259,12 +265,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, err)
 			return
 		}
-		u, err := s.auth.User(ctx, tok)
-		if err != nil {
-			s.fail(w, r, err)
-			return
+		if agentcred.IsCredential(tok) {
+			// An agent's credential: checked here, never sent to auth2.
+			c, err := s.verifyCredential(tok)
+			if err != nil {
+				s.fail(w, r, err)
+				return
+			}
+			ctx = context.WithValue(ctx, agentKey, c)
+		} else {
+			u, err := s.auth.User(ctx, tok)
+			if err != nil {
+				s.fail(w, r, err)
+				return
+			}
+			ctx = context.WithValue(context.WithValue(ctx, userKey, u), tokenKey, tok)
 		}
-		ctx = context.WithValue(context.WithValue(ctx, userKey, u), tokenKey, tok)
 		r = r.WithContext(ctx)
 	}
 	start := time.Now()
@@ -312,6 +328,25 @@ func (w *statusWriter) Flush() {
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}
+}
+
+// verifyCredential checks an agent credential; a refusal is a 401 saying why.
+func (s *Server) verifyCredential(tok string) (*agentcred.Claims, error) {
+	if s.cfg.Credentials == nil {
+		return nil, ctserr.New(ctserr.CodeInvalidToken, "This service accepts no agent credentials")
+	}
+	c, err := s.cfg.Credentials.Verify(tok)
+	if err != nil {
+		return nil, &ctserr.Error{Code: ctserr.CodeInvalidToken, Message: "The agent credential is not accepted: " +
+			strings.TrimPrefix(err.Error(), agentcred.ErrInvalid.Error()+": "), Err: err}
+	}
+	return &c, nil
+}
+
+// agentOf returns the claims of a request made with an agent credential, or nil.
+func agentOf(r *http.Request) *agentcred.Claims {
+	c, _ := r.Context().Value(agentKey).(*agentcred.Claims)
+	return c
 }
 
 func userOf(r *http.Request) *auth.User {

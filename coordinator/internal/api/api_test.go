@@ -22,6 +22,7 @@ import (
 	"github.com/kbase/cts/coordinator/devstack"
 	"github.com/kbase/cts/coordinator/devstack/auth2"
 	"github.com/kbase/cts/coordinator/internal/admission"
+	"github.com/kbase/cts/coordinator/internal/agentcred"
 	"github.com/kbase/cts/coordinator/internal/agentws"
 	"github.com/kbase/cts/coordinator/internal/api"
 	"github.com/kbase/cts/coordinator/internal/auth"
@@ -51,6 +52,7 @@ const (
 // (with an embedded registry) and auth client (against a fake auth2). No site launcher runs:
 // jobs stay where the API puts them, and tests move them further through the store.
 type fixture struct {
+	keys   *agentcred.Keyring // signs agent credentials
 	url    string
 	srv    *api.Server
 	live   *agentws.Handler // the agent endpoint, also the live log source
@@ -116,9 +118,13 @@ func newFixtureWith(t testing.TB, configure func(*api.Config)) *fixture {
 	notes := &fakeNotifications{}
 	obs := &fakeObserver{}
 	var apiSrv *api.Server
-	live := agentws.New(agentws.Config{}, ing, lch, func(r *http.Request) error { return apiSrv.AuthorizeExecutor(r) }, log,
+	keys, err := agentcred.New([]byte(strings.Repeat("k", agentcred.MinKeyBytes)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := agentws.New(agentws.Config{Credentials: keys}, ing, lch, func(r *http.Request) error { return apiSrv.AuthorizeExecutor(r) }, log,
 		func(w http.ResponseWriter, r *http.Request, err error) { apiSrv.WriteError(w, r, err) })
-	cfg := api.Config{Version: "1.2.3", GitHash: "abc123", Notifier: notes, LiveLogs: live, Progress: live,
+	cfg := api.Config{Version: "1.2.3", GitHash: "abc123", Notifier: notes, LiveLogs: live, Progress: live, Credentials: keys,
 		LiveLogHeartbeat: 100 * time.Millisecond, LiveLogPoll: 50 * time.Millisecond, Observer: obs, Lister: objs}
 	if configure != nil {
 		configure(&cfg)
@@ -131,7 +137,7 @@ func newFixtureWith(t testing.TB, configure func(*api.Config)) *fixture {
 		live.Wait()
 	})
 
-	f := &fixture{url: srv.URL, srv: apiSrv, live: live, obs: obs, st: st, objs: objs, reg: devstack.TestRegistry(t), launch: lch, notes: notes}
+	f := &fixture{keys: keys, url: srv.URL, srv: apiSrv, live: live, obs: obs, st: st, objs: objs, reg: devstack.TestRegistry(t), launch: lch, notes: notes}
 	img, err := imagebuild.Build([]imagebuild.File{{Path: "/marker", Data: []byte("x")}}, []string{"/bin/tool"}, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -23,6 +23,9 @@ import (
 
 func (s *Server) requireUser(r *http.Request) (*auth.User, error) {
 	u := userOf(r)
+	if u == nil && agentOf(r) != nil {
+		return nil, ctserr.New(ctserr.CodeUnauthorized, "An agent credential may only report its own container or staging, over the agent routes")
+	}
 	if u == nil {
 		return nil, ctserr.New(ctserr.CodeNoToken, "Authorization header required")
 	}

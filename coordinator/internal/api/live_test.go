@@ -16,6 +16,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/kbase/cts/coordinator/internal/agentcred"
 	"github.com/kbase/cts/coordinator/internal/api"
 	"github.com/kbase/cts/coordinator/internal/jobs"
 	"github.com/kbase/cts/shared/job"
@@ -56,7 +57,7 @@ func (o *fakeObserver) find(route, method string) (observed, bool) {
 func (f *fixture) agent(t *testing.T, id string, n int) *websocket.Conn {
 	t.Helper()
 	url := "ws" + strings.TrimPrefix(f.url, "http") + protocol.Path
-	c, resp, err := websocket.DefaultDialer.DialContext(t.Context(), url, http.Header{"Authorization": {exec}})
+	c, resp, err := websocket.DefaultDialer.DialContext(t.Context(), url, http.Header{"Authorization": {f.agentAuth(id, n)}})
 	if err != nil {
 		t.Fatalf("dial agent endpoint: %v (%v)", err, resp)
 	}
@@ -73,6 +74,13 @@ func (f *fixture) agent(t *testing.T, id string, n int) *websocket.Conn {
 		t.Fatalf("got %T %s, want an assignment", m, frame)
 	}
 	return c
+}
+
+// agentAuth is the Authorization header of container n of job id's agent: its launch
+// credential for the first launch.
+func (f *fixture) agentAuth(id string, n int) string {
+	return "Bearer " + f.keys.Mint(agentcred.Claims{Kind: agentcred.KindLaunch, JobID: id, Container: n,
+		Expires: time.Now().Add(time.Hour).Unix()})
 }
 
 func wsSend(t *testing.T, c *websocket.Conn, body any) {

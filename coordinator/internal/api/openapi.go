@@ -85,6 +85,8 @@ func openapiAuth(level string) string {
 		return openapi.AuthAdmin + "|" + openapi.AuthExecutor
 	case authOwnerAdmin:
 		return openapi.AuthOwner + "|" + openapi.AuthAdmin
+	case authStager:
+		return openapi.AuthStager + "|" + openapi.AuthRefdataService
 	default:
 		return level // the other names are the same
 	}

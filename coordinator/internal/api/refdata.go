@@ -8,6 +8,7 @@ import (
 	"github.com/kbase/cts/coordinator/internal/ctserr"
 	"github.com/kbase/cts/coordinator/internal/refdata"
 	"github.com/kbase/cts/coordinator/wire"
+	"github.com/kbase/cts/shared/staging"
 )
 
 // The reference data routes (reference §1.4 routes 14–16, 19, 30–32, 43), served when
@@ -47,7 +48,7 @@ func (s *Server) refdataRoutes() []route {
 		{Method: "DELETE", Pattern: "/admin/refdata/{refdata_id}/{cluster}/clean", Tag: "Admin", Summary: "Clean up a site's staging task", Auth: authAdmin, Status: 204,
 			Params: []param{pRefdataID, site, {In: "query", Name: "force", Type: "boolean", Description: "Clean even when not terminal."}}, handler: s.cleanRefdata},
 		{Method: "PUT", Pattern: "/external_exec/refdata/{refdata_id}/{cluster}/update/{new_state}", Tag: "Agents", Summary: "The staging agent reports its state",
-			Auth: authAdminExecutor, Status: 204, Request: wire.RefdataUpdate{}, Params: []param{pRefdataID, site, state}, handler: s.updateRefdata},
+			Auth: authStager, Status: 204, Request: wire.RefdataUpdate{}, Params: []param{pRefdataID, site, state}, handler: s.updateRefdata},
 	}
 }
 
@@ -191,17 +192,21 @@ func (s *Server) cleanRefdata(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// updateRefdata takes a staging agent's report: the executor role (agents) or the refdata
-// service role.
+// updateRefdata takes a staging agent's report: the stager's own credential (its refdata
+// record, site and staging attempt), or the refdata service role. The site-wide executor
+// token alone may not.
 func (s *Server) updateRefdata(w http.ResponseWriter, r *http.Request) {
-	u, err := s.requireUser(r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if !u.Executor && !u.RefdataService {
-		s.fail(w, r, ctserr.New(ctserr.CodeUnauthorized, "User %s may not update reference data", u.Name))
-		return
+	stager := agentOf(r)
+	if stager == nil {
+		u, err := s.requireUser(r)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		if !u.RefdataService {
+			s.fail(w, r, ctserr.New(ctserr.CodeUnauthorized, "User %s may not update reference data: stagers report with the credential their launcher gave them", u.Name))
+			return
+		}
 	}
 	p := newParams(r)
 	id := s.refdataID(p)
@@ -215,6 +220,13 @@ func (s *Server) updateRefdata(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	if stager != nil {
+		if stager.JobID != staging.JobID(id) || stager.Site != site {
+			s.fail(w, r, ctserr.New(ctserr.CodeUnauthorized, "The stager's credential is for %s at site %s, not reference data %s at site %s",
+				stager.JobID, stager.Site, id, site))
+			return
+		}
+	}
 	var upd wire.RefdataUpdate
 	body, err := readBody(w, r, 1<<20)
 	if err != nil {
@@ -227,7 +239,12 @@ func (s *Server) updateRefdata(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if err := s.cfg.Refdata.UpdateState(r.Context(), id, site, refdata.State(state), upd); err != nil {
+	if stager != nil {
+		err = s.cfg.Refdata.StagerUpdate(r.Context(), id, site, stager.Launch, refdata.State(state), upd)
+	} else {
+		err = s.cfg.Refdata.UpdateState(r.Context(), id, site, refdata.State(state), upd)
+	}
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}

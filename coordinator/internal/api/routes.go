@@ -14,6 +14,8 @@ const (
 	authAdmin         = "admin"
 	authAdminExecutor = "admin or executor"
 	authExecutor      = "executor"
+	// authStager is a staging agent's credential, or the refdata service role.
+	authStager = "stager or refdata service"
 	// authOwnerAdmin is the job's owner or any admin (live logs, progress).
 	authOwnerAdmin = "owner or admin"
 )

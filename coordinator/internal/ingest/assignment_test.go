@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/kbase/cts/coordinator/internal/ctserr"
+	"github.com/kbase/cts/coordinator/internal/ingest"
 	"github.com/kbase/cts/shared/job"
 	"github.com/kbase/cts/shared/protocol"
 )
@@ -25,7 +26,7 @@ func TestAssignment(t *testing.T) {
 		}
 	}
 	for c, w := range []*protocol.Assignment{want(0, "a.txt", f.CRCA, len(inputA)), want(1, "b.txt", f.CRCB, len(inputB))} {
-		a, err := f.Ingest.Assignment(ctx, protocol.Hello{JobID: id, Container: c, Attempt: "at1"})
+		a, err := f.Ingest.Assignment(ctx, protocol.Hello{JobID: id, Container: c, Attempt: "at1"}, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -33,17 +34,21 @@ func TestAssignment(t *testing.T) {
 			t.Fatalf("assignment %d\n%+v\nwant\n%+v", c, a, w)
 		}
 	}
-	// After two events of attempt at1 it expects seq 3 from at1, and 1 from a new attempt.
+	// After two events of attempt at1 it expects seq 3 from at1; another attempt may not take
+	// the container over (an admin's dry run may still read its assignment).
 	f.Agent(id, 0, "at1").Walk(t, job.JobSubmitting, job.JobSubmitted)
-	for attempt, next := range map[string]int64{"at1": 3, "at2": 1} {
-		a, err := f.Ingest.Assignment(ctx, protocol.Hello{JobID: id, Container: 0, Attempt: attempt})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if a.NextSeq != next {
-			t.Fatalf("attempt %s: next seq %d, want %d", attempt, a.NextSeq, next)
-		}
+	a, err := f.Ingest.Assignment(ctx, protocol.Hello{JobID: id, Container: 0, Attempt: "at1"}, 0)
+	if err != nil || a.NextSeq != 3 {
+		t.Fatalf("at1 again: next seq %+v, %v; want 3", a, err)
 	}
+	_, err = f.Ingest.Assignment(ctx, protocol.Hello{JobID: id, Container: 0, Attempt: "at2"}, 0)
+	wantCTSErr(t, err, ctserr.CodeUnauthorized, "Container 0 of job "+id+" is run by agent attempt at1, not at2")
+	if _, err := f.Ingest.Assignment(ctx, protocol.Hello{JobID: id, Container: 0, Attempt: "dry", DryRun: true}, ingest.NoLaunch); err != nil {
+		t.Fatalf("dry run: %v", err)
+	}
+	// A credential of another launch of the job is refused.
+	_, err = f.Ingest.Assignment(ctx, protocol.Hello{JobID: id, Container: 1, Attempt: "at1"}, 1)
+	wantCTSErr(t, err, ctserr.CodeUnauthorized, "The agent's credential is for launch attempt 1 of job "+id+", which was launched again (attempt 0)")
 
 	refusals := []struct {
 		name  string
@@ -57,7 +62,7 @@ func TestAssignment(t *testing.T) {
 	}
 	for _, tc := range refusals {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := f.Ingest.Assignment(ctx, tc.hello)
+			_, err := f.Ingest.Assignment(ctx, tc.hello, 0)
 			wantCTSErr(t, err, tc.code, tc.msg)
 		})
 	}
@@ -65,7 +70,7 @@ func TestAssignment(t *testing.T) {
 		if err := f.Agent(id, 1, "at1").Send(ctx, protocol.Event{State: job.Error, AdminError: "boom"}); err != nil {
 			t.Fatal(err)
 		}
-		_, err := f.Ingest.Assignment(ctx, protocol.Hello{JobID: id, Container: 1, Attempt: "at9"})
+		_, err := f.Ingest.Assignment(ctx, protocol.Hello{JobID: id, Container: 1, Attempt: "at9"}, 0)
 		wantCTSErr(t, err, ctserr.CodeInvalidJobState, "Container 1 of job "+id+" is error")
 	})
 	t.Run("canceling job still assigns", func(t *testing.T) {
@@ -73,7 +78,7 @@ func TestAssignment(t *testing.T) {
 		if err := f.Launch.Cancel(ctx, alice, id); err != nil {
 			t.Fatal(err)
 		}
-		a, err := f.Ingest.Assignment(ctx, protocol.Hello{JobID: id, Container: 0, Attempt: "at1"})
+		a, err := f.Ingest.Assignment(ctx, protocol.Hello{JobID: id, Container: 0, Attempt: "at1"}, 0)
 		if err != nil || a.Container != 0 {
 			t.Fatalf("assignment of a canceling job: %+v, %v", a, err)
 		}

@@ -73,9 +73,33 @@ func New(cfg Config, store Store, mover *jobs.Mover, objects Objects, log *slog.
 	return &Service{cfg: cfg, store: store, mover: mover, objects: objects, log: log}
 }
 
+// NoLaunch is the launch attempt of an agent that has no credential: an admin's dry run,
+// which may read its assignment and do nothing else.
+const NoLaunch = -1
+
+// Agent is who reports: the container and attempt of its hello and the launch attempt its
+// credential was minted for (NoLaunch: none).
+type Agent struct {
+	JobID     string
+	Container int
+	Attempt   string
+	Launch    int
+}
+
+// currentLaunch is the job's launch attempt (0 before the launch is recorded: agents may
+// connect before that).
+func currentLaunch(j *jobs.Job) int {
+	if j.Launch == nil {
+		return 0
+	}
+	return j.Launch.Attempt
+}
+
 // Assignment builds what the agent of one container needs. It refuses (with a
-// *ctserr.Error) unknown jobs and containers and jobs that are already over.
-func (s *Service) Assignment(ctx context.Context, h protocol.Hello) (*protocol.Assignment, error) {
+// *ctserr.Error) unknown jobs and containers, jobs that are already over, a credential of
+// another launch of the job (launch; NoLaunch for a dry run), and a new agent attempt for a
+// container another attempt has started.
+func (s *Service) Assignment(ctx context.Context, h protocol.Hello, launch int) (*protocol.Assignment, error) {
 	j, err := s.store.GetJob(ctx, h.JobID)
 	if errors.Is(err, jobs.ErrNotFound) {
 		return nil, ctserr.New(ctserr.CodeNoSuchJob, "No job with ID '%s' exists", h.JobID)
@@ -90,6 +114,10 @@ func (s *Service) Assignment(ctx context.Context, h protocol.Hello) (*protocol.A
 	}
 	if h.Container < 0 || h.Container >= j.Input.NumContainers {
 		return nil, ctserr.New(ctserr.CodeNoSuchSubJob, "Job %s has no container %d", j.ID, h.Container)
+	}
+	if launch != NoLaunch && launch != currentLaunch(j) {
+		return nil, ctserr.New(ctserr.CodeUnauthorized, "The agent's credential is for launch attempt %d of job %s, which was launched again (attempt %d)",
+			launch, j.ID, currentLaunch(j))
 	}
 	subs, err := s.store.GetSubJobs(ctx, j.ID)
 	if err != nil {
@@ -106,6 +134,12 @@ func (s *Service) Assignment(ctx context.Context, h protocol.Hello) (*protocol.A
 	}
 	if sj.State.Terminal() {
 		return nil, ctserr.New(ctserr.CodeInvalidJobState, "Container %d of job %s is %s", h.Container, j.ID, sj.State)
+	}
+	if !h.DryRun && sj.Attempt != "" && sj.Attempt != h.Attempt && sj.State != job.DownloadSubmitted {
+		// One container, one agent: a second attempt (a made-up one, or a copy of the
+		// agent) may not take over a container another attempt started.
+		return nil, ctserr.New(ctserr.CodeUnauthorized, "Container %d of job %s is run by agent attempt %s, not %s",
+			h.Container, j.ID, sj.Attempt, h.Attempt)
 	}
 	a, err := BuildAssignment(j, h.Container, s.cfg.LogDir, nextSeq(sj, h.Attempt))
 	if err != nil {
@@ -173,15 +207,34 @@ func BuildAssignment(j *jobs.Job, container int, logDir string, next int64) (*pr
 // container's state); the agent must stop reporting.
 var ErrRejected = errors.New("event rejected")
 
-// ApplyEvent applies one agent event to its container exactly once and folds the result into
-// the job. It returns nil for an event that was already applied (a resend), and an error
-// wrapping ErrRejected for an event that can never apply.
-func (s *Service) ApplyEvent(ctx context.Context, jobID string, container int, attempt string, ev protocol.Event) error {
+// ApplyEvent applies one event of agent a to its container exactly once and folds the result
+// into the job. It returns nil for an event that was already applied (a resend), and an error
+// wrapping ErrRejected for an event that can never apply: an illegal state for the container
+// (states only move forward), an agent of another launch or another attempt than the one that
+// started the container, outputs outside the job's output folder, or malformed fields.
+func (s *Service) ApplyEvent(ctx context.Context, a Agent, ev protocol.Event) error {
+	jobID, container, attempt := a.JobID, a.Container, a.Attempt
+	if a.Launch == NoLaunch {
+		return fmt.Errorf("%w: an agent without a credential may not report", ErrRejected)
+	}
 	if !ev.State.Valid() || ev.State == job.Created || ev.State == job.DownloadSubmitted {
 		return fmt.Errorf("%w: state %q", ErrRejected, ev.State)
 	}
 	if (ev.State == job.UploadSubmitting || ev.State == job.ErrorProcessingSubmitting) && ev.ExitCode == nil {
 		return fmt.Errorf("%w: %s needs the container's exit code", ErrRejected, ev.State)
+	}
+	j, err := s.store.GetJob(ctx, jobID)
+	if errors.Is(err, jobs.ErrNotFound) {
+		return fmt.Errorf("%w: no job %s", ErrRejected, jobID)
+	}
+	if err != nil {
+		return err
+	}
+	if a.Launch != currentLaunch(j) {
+		return fmt.Errorf("%w: the agent's credential is for launch attempt %d, the job runs attempt %d", ErrRejected, a.Launch, currentLaunch(j))
+	}
+	if err := checkEvent(j, container, &ev); err != nil {
+		return fmt.Errorf("%w: %w", ErrRejected, err)
 	}
 	var from []job.State
 	for _, st := range job.States {
@@ -200,7 +253,7 @@ func (s *Service) ApplyEvent(ctx context.Context, jobID string, container int, a
 	if ev.State == job.Error && u.AdminError == "" {
 		u.AdminError = "the agent reported an error without details"
 	}
-	_, err := s.store.TransitionSubJob(ctx, jobID, container, from, jobs.Transition{State: ev.State, Time: at}, u, jobs.Seq{Attempt: attempt, Seq: ev.Seq})
+	_, err = s.store.TransitionSubJob(ctx, jobID, container, from, jobs.Transition{State: ev.State, Time: at}, u, jobs.Seq{Attempt: attempt, Seq: ev.Seq})
 	if errors.Is(err, jobs.ErrConflict) {
 		subs, gerr := s.store.GetSubJobs(ctx, jobID)
 		if gerr != nil {
@@ -212,6 +265,9 @@ func (s *Service) ApplyEvent(ctx context.Context, jobID string, container int, a
 				// application may have failed (the agent was then not acknowledged and
 				// resends), and without this fold a job whose last event it was never ends.
 				return s.Fold(ctx, jobID)
+			}
+			if sj.SubID == container && sj.Attempt != "" && sj.Attempt != attempt {
+				return fmt.Errorf("%w: container %d of job %s is run by agent attempt %s, not %s", ErrRejected, container, jobID, sj.Attempt, attempt)
 			}
 			if sj.SubID == container {
 				return fmt.Errorf("%w: container %d of job %s is %s, cannot move to %s", ErrRejected, container, jobID, sj.State, ev.State)

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/kbase/cts/coordinator/internal/ingest"
+	"github.com/kbase/cts/coordinator/internal/jobinput"
 	"github.com/kbase/cts/coordinator/internal/jobs"
 	"github.com/kbase/cts/shared/job"
 	"github.com/kbase/cts/shared/protocol"
@@ -82,7 +83,7 @@ func TestEventsFoldToComplete(t *testing.T) {
 	t.Run("a resent event is acknowledged and not applied again", func(t *testing.T) {
 		before, _ := f.Store.GetSubJobs(ctx, id)
 		for _, seq := range []int64{5, 1} {
-			err := f.Ingest.ApplyEvent(ctx, id, 0, "c0.a", protocol.Event{Seq: seq, State: job.Complete})
+			err := f.Ingest.ApplyEvent(ctx, ingest.Agent{JobID: id, Container: 0, Attempt: "c0.a"}, protocol.Event{Seq: seq, State: job.Complete})
 			if err != nil {
 				t.Fatalf("resend of seq %d = %v, want nil", seq, err)
 			}
@@ -96,7 +97,7 @@ func TestEventsFoldToComplete(t *testing.T) {
 		}
 	})
 	t.Run("events after the end are rejected", func(t *testing.T) {
-		err := f.Ingest.ApplyEvent(ctx, id, 0, "c0.a", protocol.Event{Seq: 6, State: job.Error, AdminError: "late"})
+		err := f.Ingest.ApplyEvent(ctx, ingest.Agent{JobID: id, Container: 0, Attempt: "c0.a"}, protocol.Event{Seq: 6, State: job.Error, AdminError: "late"})
 		if !errors.Is(err, ingest.ErrRejected) {
 			t.Fatalf("ApplyEvent = %v, want ErrRejected", err)
 		}
@@ -131,7 +132,7 @@ func TestEventRejections(t *testing.T) {
 			if tc.name == "other attempt repeats" {
 				attempt = "a2"
 			}
-			err := f.Ingest.ApplyEvent(ctx, tc.jobID, tc.container, attempt, tc.ev)
+			err := f.Ingest.ApplyEvent(ctx, ingest.Agent{JobID: tc.jobID, Container: tc.container, Attempt: attempt}, tc.ev)
 			if !errors.Is(err, ingest.ErrRejected) {
 				t.Fatalf("ApplyEvent = %v, want ErrRejected", err)
 			}
@@ -141,13 +142,14 @@ func TestEventRejections(t *testing.T) {
 	if subs[0].State != job.JobSubmitting || subs[0].LastSeq != 1 || subs[0].Attempt != "a1" || len(subs[0].Transitions) != 3 {
 		t.Fatalf("rejected events changed the sub-job: %+v", subs[0])
 	}
-	// A new attempt continues from where the container is, with its own numbering.
-	if err := f.Ingest.ApplyEvent(ctx, id, 0, "a2", protocol.Event{Seq: 1, State: job.JobSubmitted}); err != nil {
-		t.Fatal(err)
+	// Another attempt may not take over a container a1 started, even with the next state.
+	err := f.Ingest.ApplyEvent(ctx, ingest.Agent{JobID: id, Container: 0, Attempt: "a2"}, protocol.Event{Seq: 1, State: job.JobSubmitted})
+	if !errors.Is(err, ingest.ErrRejected) || !strings.Contains(err.Error(), "is run by agent attempt a1, not a2") {
+		t.Fatalf("another attempt's event = %v, want ErrRejected", err)
 	}
 	subs, _ = f.Store.GetSubJobs(ctx, id)
-	if subs[0].State != job.JobSubmitted || subs[0].Attempt != "a2" || subs[0].LastSeq != 1 {
-		t.Fatalf("sub-job after a new attempt: %+v", subs[0])
+	if subs[0].State != job.JobSubmitting || subs[0].Attempt != "a1" || subs[0].LastSeq != 1 {
+		t.Fatalf("another attempt moved the container: %+v", subs[0])
 	}
 }
 
@@ -320,12 +322,12 @@ func TestResendAfterFailedFoldFolds(t *testing.T) {
 	}
 	f.Store.SetHook(once(job.Complete, func(string) error { return errOutage }))
 	last := protocol.Event{Seq: 5, State: job.Complete, Outputs: outs}
-	err := f.Ingest.ApplyEvent(ctx, id, 1, "x", last)
+	err := f.Ingest.ApplyEvent(ctx, ingest.Agent{JobID: id, Container: 1, Attempt: "x"}, last)
 	if !errors.Is(err, errOutage) || errors.Is(err, ingest.ErrRejected) {
 		t.Fatalf("ApplyEvent during the outage = %v, want the outage (not a rejection)", err)
 	}
 	f.WantState(t, id, job.UploadSubmitted)
-	if err := f.Ingest.ApplyEvent(ctx, id, 1, "x", last); err != nil {
+	if err := f.Ingest.ApplyEvent(ctx, ingest.Agent{JobID: id, Container: 1, Attempt: "x"}, last); err != nil {
 		t.Fatalf("resend = %v", err)
 	}
 	f.WantState(t, id, job.Complete)
@@ -343,5 +345,83 @@ func TestTouch(t *testing.T) {
 	}
 	if err := f.Ingest.Touch(t.Context(), id, 9, "x"); err == nil || !strings.Contains(err.Error(), "not found") {
 		t.Fatalf("Touch of an unknown container = %v", err)
+	}
+}
+
+// TestHostileEvents performs the attacks of a hostile worker's events: outputs outside the
+// job's output folder (an input, another job's log, a neighbour's declobber folder),
+// malformed outputs and exit codes, and events of an earlier launch. Each is refused and
+// changes nothing; long messages are cut.
+func TestHostileEvents(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+	id := f.Submit(t, func(in *jobinput.JobInput) { in.Params.Declobber = true })
+	other := f.Submit(t, nil)
+	a := f.Agent(id, 0, "x")
+	a.Walk(t, running...)
+	crc := f.Put(t, "outputs/run1/0/good.txt", []byte("good"))
+	for _, tc := range []struct {
+		name string
+		ev   protocol.Event
+		want string
+	}{
+		{"an input as output", protocol.Event{State: job.Complete, Outputs: []protocol.OutputFile{{File: "inputs/in/a.txt", CRC64NVME: f.CRCA}}},
+			"output 0 inputs/in/a.txt is not in the container's output folder outputs/run1/0/"},
+		{"another job's log", protocol.Event{State: job.Complete, Outputs: []protocol.OutputFile{{File: logDir + "/" + other + "/container-0-stdout.txt", CRC64NVME: crc}}},
+			"is not in the container's output folder outputs/run1/0/"},
+		{"the neighbour's declobber folder", protocol.Event{State: job.Complete, Outputs: []protocol.OutputFile{{File: "outputs/run1/1/x.txt", CRC64NVME: crc}}},
+			"output 0 outputs/run1/1/x.txt is not in the container's output folder outputs/run1/0/"},
+		{"the job's folder outside its declobber folder", protocol.Event{State: job.Complete, Outputs: []protocol.OutputFile{{File: "outputs/run1/x.txt", CRC64NVME: crc}}},
+			"is not in the container's output folder"},
+		{"a dot-dot path", protocol.Event{State: job.Complete, Outputs: []protocol.OutputFile{{File: "outputs/run1/0/../../x.txt", CRC64NVME: crc}}},
+			"'..' segment"},
+		{"a bad checksum", protocol.Event{State: job.Complete, Outputs: []protocol.OutputFile{{File: "outputs/run1/0/good.txt", CRC64NVME: "not-a-crc"}}},
+			"CRC64/NVME"},
+		{"an output twice", protocol.Event{State: job.Complete, Outputs: []protocol.OutputFile{{File: "outputs/run1/0/good.txt", CRC64NVME: crc}, {File: "outputs/run1/0/good.txt", CRC64NVME: crc}}},
+			"listed twice"},
+		{"outputs before complete", protocol.Event{State: job.Error, AdminError: "x", Outputs: []protocol.OutputFile{{File: "outputs/run1/0/good.txt", CRC64NVME: crc}}},
+			"outputs may only come with complete"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := a.Send(ctx, tc.ev)
+			if !errors.Is(err, ingest.ErrRejected) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("ApplyEvent = %v, want ErrRejected with %q", err, tc.want)
+			}
+		})
+	}
+	subs, _ := f.Store.GetSubJobs(ctx, id)
+	if subs[0].State != job.UploadSubmitted || len(subs[0].Outputs) != 0 {
+		t.Fatalf("hostile events changed the sub-job: %+v", subs[0])
+	}
+	t.Run("an exit code no process has", func(t *testing.T) {
+		b := f.Agent(other, 0, "y")
+		b.Walk(t, job.JobSubmitting, job.JobSubmitted)
+		code := 300
+		if err := b.Send(ctx, protocol.Event{State: job.UploadSubmitting, ExitCode: &code}); !errors.Is(err, ingest.ErrRejected) {
+			t.Fatalf("exit code 300 = %v, want ErrRejected", err)
+		}
+	})
+	t.Run("an agent of another launch", func(t *testing.T) {
+		old := f.Agent(other, 1, "z")
+		old.Launch = 1 // the job runs launch 0: a credential of launch 1 is not this job's
+		if err := old.Send(ctx, protocol.Event{State: job.JobSubmitting}); !errors.Is(err, ingest.ErrRejected) {
+			t.Fatalf("another launch's event = %v, want ErrRejected", err)
+		}
+	})
+	t.Run("long messages are cut", func(t *testing.T) {
+		b := f.Agent(other, 1, "w")
+		if err := b.Send(ctx, protocol.Event{State: job.Error, Error: strings.Repeat("é", ingest.MaxUserError), AdminError: "boom",
+			Traceback: strings.Repeat("t", 1<<20)}); err != nil {
+			t.Fatal(err)
+		}
+		subs, _ := f.Store.GetSubJobs(ctx, other)
+		if len(subs[1].Error) > ingest.MaxUserError || !strings.HasSuffix(subs[1].Error, "[cut by the coordinator]") ||
+			len(subs[1].Traceback) > ingest.MaxTraceback {
+			t.Fatalf("error of %d bytes, traceback of %d", len(subs[1].Error), len(subs[1].Traceback))
+		}
+	})
+	// The honest complete, with its output in its own folder, is accepted.
+	if err := a.Send(ctx, protocol.Event{State: job.Complete, Outputs: []protocol.OutputFile{{File: "outputs/run1/0/good.txt", CRC64NVME: crc}}}); err != nil {
+		t.Fatal(err)
 	}
 }

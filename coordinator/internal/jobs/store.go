@@ -40,9 +40,10 @@ type TransitionStore interface {
 // SubJobTransitioner writes sub-job transitions.
 type SubJobTransitioner interface {
 	// TransitionSubJob moves a sub-job to t.State if its current state is one of from, and, when
-	// seq.Attempt is set, only if the event is new for that attempt (seq.Seq > LastSeq of the
-	// same attempt, or a new attempt); it then records Attempt/LastSeq/LastSeen. Returns the
-	// sub-job after the update, ErrNotFound, or ErrConflict.
+	// seq.Attempt is set, only if the event is new and the attempt's to give (seq.Seq > LastSeq
+	// of the attempt that started the container, or the first event of any attempt when none
+	// has reported yet); it then records Attempt/LastSeq/LastSeen. Returns the sub-job after
+	// the update, ErrNotFound, or ErrConflict (also for another attempt's event).
 	TransitionSubJob(ctx context.Context, id string, sub int, from []job.State, t Transition, u SubJobUpdate, seq Seq) (*SubJob, error)
 }
 

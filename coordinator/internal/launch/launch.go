@@ -31,6 +31,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kbase/cts/coordinator/internal/agentcred"
 	"github.com/kbase/cts/coordinator/internal/jobs"
 	"github.com/kbase/cts/shared/job"
 	"github.com/kbase/cts/shared/launcher"
@@ -96,7 +97,21 @@ type Config struct {
 	// (default 5 s).
 	SubmitInterval time.Duration
 	Sites          []Site
+	// Credentials mints each container's launch credential, handed to the launcher with the
+	// job (nil: none, and agents cannot report: tests of the launch alone).
+	Credentials *agentcred.Keyring
+	// CredentialSlack is how long a launch credential outlives the job's runtime: the time a
+	// container may wait in the backend's queue and be late (the reconciler's idle deadline
+	// and runtime grace; default DefaultCredentialSlack).
+	CredentialSlack time.Duration
+	// StagingCredentialTTL is how long a staging task's credential is valid: the time it may
+	// wait in the backend's queue and stage (default DefaultCredentialSlack).
+	StagingCredentialTTL time.Duration
 }
+
+// DefaultCredentialSlack is the default CredentialSlack and StagingCredentialTTL: longer than
+// the reconciler lets a container wait in a queue or a staging run.
+const DefaultCredentialSlack = 8 * 24 * time.Hour
 
 // Deps are launch's collaborators.
 type Deps struct {
@@ -130,6 +145,12 @@ type Service struct {
 func New(cfg Config, d Deps) *Service {
 	if cfg.SubmitInterval <= 0 {
 		cfg.SubmitInterval = 5 * time.Second
+	}
+	if cfg.CredentialSlack <= 0 {
+		cfg.CredentialSlack = DefaultCredentialSlack
+	}
+	if cfg.StagingCredentialTTL <= 0 {
+		cfg.StagingCredentialTTL = DefaultCredentialSlack
 	}
 	if cfg.LogDir != "" && !strings.HasSuffix(cfg.LogDir, "/") {
 		cfg.LogDir += "/"

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"maps"
 	"strconv"
+	"time"
 
 	"github.com/kbase/cts/coordinator/internal/refdata"
 	"github.com/kbase/cts/shared/launcher"
@@ -74,10 +75,16 @@ func (s *Service) stage(ctx context.Context, t refdata.Task) error {
 	env[staging.EnvUnpack] = strconv.FormatBool(t.Unpack)
 	env[staging.EnvCluster] = t.Site
 	env[staging.EnvAttempt] = strconv.Itoa(t.Attempt)
-	resp, err := site.Launcher.Submit(ctx, launcher.SubmitRequest{
+	req := launcher.SubmitRequest{
 		JobID: staging.JobID(t.ID), Attempt: t.Attempt, Containers: 1, CPUs: 1, User: t.User,
 		BatchName: staging.JobID(t.ID), Env: env,
-	})
+	}
+	if s.cfg.Credentials != nil {
+		// The task's own credential: this refdata, this site, this attempt.
+		req.Credentials = []string{s.cfg.Credentials.StagingCredential(staging.JobID(t.ID), t.Site, t.Attempt,
+			time.Now().Add(s.cfg.StagingCredentialTTL))}
+	}
+	resp, err := site.Launcher.Submit(ctx, req)
 	if err != nil {
 		return fmt.Errorf("launcher submit: %w", err)
 	}

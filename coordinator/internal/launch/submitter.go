@@ -107,11 +107,19 @@ func (s *Service) submitOne(ctx context.Context, j *jobs.Job) error {
 
 // request is the launcher request for one attempt of a job.
 func (s *Service) request(j *jobs.Job, site *Site, attempt int) launcher.SubmitRequest {
-	return launcher.SubmitRequest{
+	req := launcher.SubmitRequest{
 		JobID: j.ID, Attempt: attempt, Containers: j.Input.NumContainers, CPUs: j.Input.CPUs,
 		MemoryBytes: j.Input.Memory, RuntimeSeconds: j.Input.RuntimeSeconds, DiskBytes: diskEstimate(j),
 		User: j.User, BatchName: "cts-" + j.ID, Env: s.workerEnv(j, site),
 	}
+	if s.cfg.Credentials != nil {
+		// Each container's own credential, for this launch attempt only: valid while the
+		// container may wait, run and report.
+		runtime := time.Duration(j.Input.RuntimeSeconds * float64(time.Second))
+		req.Credentials = s.cfg.Credentials.LaunchCredentials(j.ID, attempt, j.Input.NumContainers,
+			time.Now().Add(runtime+s.cfg.CredentialSlack))
+	}
+	return req
 }
 
 // diskEstimate asks for room for the inputs twice over (inputs and outputs) plus 1 GiB.

@@ -80,6 +80,8 @@ const (
 	AuthExecutor = "executor"
 	// AuthRefdataService needs a token with the refdata service role.
 	AuthRefdataService = "refdata-service"
+	// AuthStager needs the staging agent's own credential (its launcher gave it one).
+	AuthStager = "stager"
 )
 
 // authPhrases describe who may call a route, per auth level.
@@ -89,6 +91,7 @@ var authPhrases = map[string]string{
 	AuthAdmin:          "the KBase token of a full service administrator",
 	AuthExecutor:       "a KBase token with the external executor role",
 	AuthRefdataService: "a KBase token with the refdata service role",
+	AuthStager:         "the staging agent's own credential (for its reference data, site and staging attempt)",
 }
 
 // SecuritySchemeName is the name of the bearer-token security scheme in the document.

@@ -242,6 +242,22 @@ func (m *Manager) Ready(ctx context.Context, id, site string) error {
 // repeated complete is accepted as a resend. A report of another attempt than the current one
 // is 30400. Other states are 100000; a state the site cannot move to is 30400.
 func (m *Manager) UpdateState(ctx context.Context, id, site string, to State, u Update) error {
+	return m.updateState(ctx, id, site, to, u, false)
+}
+
+// StagerUpdate applies a report made with a staging task's own credential, which binds it to
+// staging attempt attempt of this refdata and site: as UpdateState with that attempt (a body
+// naming another one is refused), and never a change to a staging that ended (complete or
+// error; a repeated complete stays a resend), which only the reconciler and admins may move.
+func (m *Manager) StagerUpdate(ctx context.Context, id, site string, attempt int, to State, u Update) error {
+	if u.Attempt != nil && *u.Attempt != attempt {
+		return ctserr.New(ctserr.CodeUnauthorized, "The stager's credential is for staging attempt %d, not attempt %d", attempt, *u.Attempt)
+	}
+	u.Attempt = &attempt
+	return m.updateState(ctx, id, site, to, u, true)
+}
+
+func (m *Manager) updateState(ctx context.Context, id, site string, to State, u Update, stager bool) error {
 	switch to {
 	case DownloadSubmitted, Complete, Error:
 	case Created:
@@ -265,6 +281,10 @@ func (m *Manager) UpdateState(ctx context.Context, id, site string, to State, u 
 		}
 		if to == Complete && st.State == Complete {
 			return false, nil // a resend of a report that was applied
+		}
+		if stager && st.State.Terminal() {
+			return false, ctserr.New(ctserr.CodeInvalidRefdataState,
+				"Reference data %s at site %s is %s: its stager may not change it any more", id, site, st.State)
 		}
 		st.LastSeen = now
 		if to == DownloadSubmitted && st.State == DownloadSubmitted {

@@ -327,3 +327,38 @@ func TestCanTransition(t *testing.T) {
 		})
 	}
 }
+
+// TestStagerBoundToItsAttempt performs a stager's attacks with its own credential: reporting
+// for another attempt (in the body, or as a replaced task), and undoing a staging that ended.
+// Only its own attempt's reports apply.
+func TestStagerBoundToItsAttempt(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+	f.active["other"] = false
+	rd, err := f.m.Register(ctx, "admin", "refs/plain.txt", crc, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := f.m.Launched(ctx, rd.ID, "kbase", 0, "h1"); err != nil || !ok {
+		t.Fatalf("launched = %t, %v", ok, err)
+	}
+	// A body naming another attempt than the credential's.
+	code(t, f.m.StagerUpdate(ctx, rd.ID, "kbase", 0, refdata.Complete, refdata.Update{Attempt: intp(1)}), ctserr.CodeUnauthorized)
+	// A credential of an attempt that is not the current one.
+	code(t, f.m.StagerUpdate(ctx, rd.ID, "kbase", 3, refdata.Complete, refdata.Update{}), ctserr.CodeInvalidRefdataState)
+	for range 2 { // the second is a resend
+		if err := f.m.StagerUpdate(ctx, rd.ID, "kbase", 0, refdata.Complete, refdata.Update{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The ended staging: its stager may not turn it into an error (admins and the reconciler
+	// may).
+	code(t, f.m.StagerUpdate(ctx, rd.ID, "kbase", 0, refdata.Error, refdata.Update{AdminError: "undo"}), ctserr.CodeInvalidRefdataState)
+	got, _ := f.m.Get(ctx, rd.ID)
+	if st := got.Status("kbase"); st.State != refdata.Complete || st.AdminError != "" {
+		t.Fatalf("status after the stager's attacks: %+v", st)
+	}
+	if err := f.m.UpdateState(ctx, rd.ID, "kbase", refdata.Error, refdata.Update{AdminError: "admin says"}); err != nil {
+		t.Fatal(err)
+	}
+}

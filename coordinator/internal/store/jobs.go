@@ -342,9 +342,11 @@ func (s *Store) missOrConflict(ctx context.Context, coll *mongo.Collection, key 
 }
 
 // TransitionSubJob moves sub-job (id, sub) to t.State if its state is one of from and, when
-// seq.Attempt is set, the event is new: a different attempt, or a higher sequence number of
-// the same attempt. It then records Attempt, LastSeq and LastSeen = t.Time. All in one
-// conditional FindOneAndUpdate. A replayed or stale event is ErrConflict.
+// seq.Attempt is set, the event is new and its attempt's to give: a higher sequence number of
+// the attempt that started the container, or the first event of any attempt when none has
+// reported yet. It then records Attempt, LastSeq and LastSeen = t.Time. All in one
+// conditional FindOneAndUpdate. A replayed or stale event, or one of another attempt, is
+// ErrConflict.
 func (s *Store) TransitionSubJob(ctx context.Context, id string, sub int, from []job.State, t jobs.Transition, u jobs.SubJobUpdate, seq jobs.Seq) (*jobs.SubJob, error) {
 	t.Time = msTime(t.Time)
 	from = nonNil(from)
@@ -354,9 +356,12 @@ func (s *Store) TransitionSubJob(ctx context.Context, id string, sub int, from [
 	filter = append(filter, bson.E{Key: "state", Value: bson.D{{Key: "$in", Value: from}}})
 	set := bson.D{{Key: "state", Value: t.State}, {Key: "_update_time", Value: t.Time}}
 	if seq.Attempt != "" {
+		// The attempt that started the container (a newer event of it), or the first one to
+		// report: one container is moved by one agent attempt only.
 		filter = append(filter, bson.E{Key: "$or", Value: bson.A{
-			bson.D{{Key: "attempt", Value: bson.D{{Key: "$ne", Value: seq.Attempt}}}},
-			bson.D{{Key: "last_seq", Value: bson.D{{Key: "$lt", Value: seq.Seq}}}},
+			bson.D{{Key: "attempt", Value: seq.Attempt}, {Key: "last_seq", Value: bson.D{{Key: "$lt", Value: seq.Seq}}}},
+			bson.D{{Key: "attempt", Value: bson.D{{Key: "$exists", Value: false}}}},
+			bson.D{{Key: "attempt", Value: ""}},
 		}})
 		set = append(set,
 			bson.E{Key: "attempt", Value: seq.Attempt},

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -122,11 +123,20 @@ func (h Harness) Request(jobID string, attempt int, bs ...Behaviour) launcher.Su
 	}
 	maps.Copy(env, h.Env)
 	maps.Copy(env, standInEnv(bs))
+	creds := make([]string, len(bs))
+	for n := range creds {
+		creds[n] = Credential(jobID, attempt, n)
+	}
 	return launcher.SubmitRequest{
 		JobID: jobID, Attempt: attempt, Containers: len(bs),
 		CPUs: 1, MemoryBytes: 64 << 20, RuntimeSeconds: 600,
-		User: "conformance", BatchName: "conformance " + jobID, Env: env,
+		User: "conformance", BatchName: "conformance " + jobID, Env: env, Credentials: creds,
 	}
+}
+
+// Credential is the stand-in credential the suite sends for container n of (jobID, attempt).
+func Credential(jobID string, attempt, n int) string {
+	return fmt.Sprintf("ctsagent1.conformance-secret-%s-%d-%d.sig", jobID, attempt, n)
 }
 
 func (s *suite) request(jobID string, attempt int, bs ...Behaviour) launcher.SubmitRequest {
@@ -397,6 +407,27 @@ func (s *suite) testRunAndExit(t *testing.T) {
 				t.Errorf("container %d: the plugin's own variable %s leaked into the agent environment", n, k)
 			}
 		}
+		// Its own credential, and only its own: in a file readable by the agent's user only
+		// (or, failing that, in its environment).
+		want := Credential(jobID, 0, n)
+		switch {
+		case env[launcher.EnvCredentialFile] != "":
+			if env["CTS_TEST_CREDENTIAL"] != want || env["CTS_TEST_CREDENTIAL_MODE"] != "600" {
+				t.Errorf("container %d: credential file %s holds %q with mode %s, want its credential with mode 600",
+					n, env[launcher.EnvCredentialFile], env["CTS_TEST_CREDENTIAL"], env["CTS_TEST_CREDENTIAL_MODE"])
+			}
+		case env[launcher.EnvCredential] != want:
+			t.Errorf("container %d: no credential reached the agent (%s or %s)", n, launcher.EnvCredentialFile, launcher.EnvCredential)
+		}
+		for k, v := range env {
+			if k != launcher.EnvCredential && k != "CTS_TEST_CREDENTIAL" && strings.Contains(v, "conformance-secret") {
+				t.Errorf("container %d: a credential is in %s", n, k)
+			}
+		}
+		if strings.Contains(cs.Reason, "conformance-secret") || strings.Contains(string(cs.Details), "conformance-secret") ||
+			strings.Contains(ref.Handle, "conformance-secret") {
+			t.Errorf("container %d: a credential is in the status the launcher reports", n)
+		}
 		if rec.TERMs != 0 {
 			t.Errorf("container %d got SIGTERM without a cancel", n)
 		}
@@ -428,6 +459,7 @@ func (s *suite) testIdempotentSubmit(t *testing.T) {
 	other := req
 	other.Containers = 3
 	other.Env = maps.Clone(req.Env)
+	other.Credentials = append(slices.Clone(req.Credentials), Credential(jobID, 0, 2))
 	if _, err := s.c.Submit(ctx(t), other); !errors.Is(err, launcher.ErrConflict) {
 		t.Errorf("same key, other container count: got %v, want ErrConflict", err)
 	}

@@ -20,7 +20,8 @@ import (
 //	CTS_TEST_EXIT         exit code after sleeping
 //	CTS_TEST_IGNORE_TERM  1: survive SIGTERM (only SIGKILL ends it before the sleep is over)
 //
-// It appends its whole environment and working directory to
+// It appends its whole environment, its working directory and the content and mode of its
+// credential file (CTS_AGENT_CREDENTIAL_FILE, when set) to
 // $CTS_TEST_RECORD_DIR/$JOB_ID.$CTS_TEST_ATTEMPT.$CONTAINER_NUMBER.env on every start, and a line
 // to the same name with .term each time it receives SIGTERM (exiting 143 unless told to ignore
 // it). Run as "reap --yes" (what a launcher runs after killing an agent) it only appends a
@@ -63,6 +64,10 @@ echo "stand-in $n stderr" >&2
 {
 	echo "--- start $$"
 	echo "CTS_TEST_CWD=$(pwd)"
+	if [ -n "${CTS_AGENT_CREDENTIAL_FILE:-}" ]; then
+		echo "CTS_TEST_CREDENTIAL=$(cat "$CTS_AGENT_CREDENTIAL_FILE")"
+		echo "CTS_TEST_CREDENTIAL_MODE=$(stat -c %a "$CTS_AGENT_CREDENTIAL_FILE")"
+	fi
 	env
 } >>"$rec.env"
 

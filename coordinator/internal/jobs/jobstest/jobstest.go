@@ -394,6 +394,8 @@ type Agent struct {
 	container int
 	attempt   string
 	seq       int64
+	// Launch is the launch attempt the agent's credential is for (0, the first launch).
+	Launch int
 }
 
 // Agent returns the agent of one container attempt.
@@ -408,7 +410,7 @@ func (a *Agent) Send(ctx context.Context, ev protocol.Event) error {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
 	}
-	return a.f.Ingest.ApplyEvent(ctx, a.jobID, a.container, a.attempt, ev)
+	return a.f.Ingest.ApplyEvent(ctx, ingest.Agent{JobID: a.jobID, Container: a.container, Attempt: a.attempt, Launch: a.Launch}, ev)
 }
 
 // Walk applies the plain events for states, failing the test on any error.

@@ -280,8 +280,11 @@ type SubmitRequest struct {
 	User           string                 `protobuf:"bytes,8,opt,name=user,proto3" json:"user,omitempty"`
 	BatchName      string                 `protobuf:"bytes,9,opt,name=batch_name,json=batchName,proto3" json:"batch_name,omitempty"`
 	Env            map[string]string      `protobuf:"bytes,10,rep,name=env,proto3" json:"env,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// One per container: the agent's launch credential (a secret: never logged, never put in
+	// a backend's job description; see SubmitRequest.Credentials).
+	Credentials   []string `protobuf:"bytes,11,rep,name=credentials,proto3" json:"credentials,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SubmitRequest) Reset() {
@@ -380,6 +383,13 @@ func (x *SubmitRequest) GetBatchName() string {
 func (x *SubmitRequest) GetEnv() map[string]string {
 	if x != nil {
 		return x.Env
+	}
+	return nil
+}
+
+func (x *SubmitRequest) GetCredentials() []string {
+	if x != nil {
+		return x.Credentials
 	}
 	return nil
 }
@@ -1009,7 +1019,7 @@ const file_launcher_proto_rawDesc = "" +
 	"\fcapabilities\x18\x03 \x03(\tR\fcapabilities\"*\n" +
 	"\x10ConfigureRequest\x12\x16\n" +
 	"\x06config\x18\x01 \x01(\fR\x06config\"\x13\n" +
-	"\x11ConfigureResponse\"\x85\x03\n" +
+	"\x11ConfigureResponse\"\xa7\x03\n" +
 	"\rSubmitRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x1e\n" +
@@ -1025,7 +1035,8 @@ const file_launcher_proto_rawDesc = "" +
 	"\n" +
 	"batch_name\x18\t \x01(\tR\tbatchName\x129\n" +
 	"\x03env\x18\n" +
-	" \x03(\v2'.cts.launcher.v1.SubmitRequest.EnvEntryR\x03env\x1a6\n" +
+	" \x03(\v2'.cts.launcher.v1.SubmitRequest.EnvEntryR\x03env\x12 \n" +
+	"\vcredentials\x18\v \x03(\tR\vcredentials\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"D\n" +
