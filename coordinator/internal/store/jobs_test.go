@@ -365,12 +365,14 @@ func TestTransitionSubJob(t *testing.T) {
 		{"same seq again", 0, running, job.JobSubmitting, jobs.SubJobUpdate{}, jobs.Seq{Attempt: "A", Seq: 1}, jobs.ErrConflict, jobs.Seq{}},
 		{"older seq", 0, running, job.JobSubmitting, jobs.SubJobUpdate{}, jobs.Seq{Attempt: "A", Seq: 0}, jobs.ErrConflict, jobs.Seq{}},
 		{"next seq", 0, running, job.JobSubmitting, jobs.SubJobUpdate{}, jobs.Seq{Attempt: "A", Seq: 5}, nil, jobs.Seq{Attempt: "A", Seq: 5}},
-		{"new attempt seq 1", 0, running, job.JobSubmitting, jobs.SubJobUpdate{}, jobs.Seq{Attempt: "B", Seq: 1}, nil, jobs.Seq{Attempt: "B", Seq: 1}},
-		{"wrong state", 0, []job.State{job.Created}, job.DownloadSubmitted, jobs.SubJobUpdate{}, jobs.Seq{Attempt: "B", Seq: 2}, jobs.ErrConflict, jobs.Seq{}},
-		{"no seq (coordinator side)", 0, running, job.JobSubmitted, jobs.SubJobUpdate{}, jobs.Seq{}, nil, jobs.Seq{Attempt: "B", Seq: 1}},
+		// One container, one agent attempt: another attempt cannot take over a container
+		// whose events come from A.
+		{"another attempt", 0, running, job.JobSubmitting, jobs.SubJobUpdate{}, jobs.Seq{Attempt: "B", Seq: 1}, jobs.ErrConflict, jobs.Seq{}},
+		{"wrong state", 0, []job.State{job.Created}, job.DownloadSubmitted, jobs.SubJobUpdate{}, jobs.Seq{Attempt: "A", Seq: 6}, jobs.ErrConflict, jobs.Seq{}},
+		{"no seq (coordinator side)", 0, running, job.JobSubmitted, jobs.SubJobUpdate{}, jobs.Seq{}, nil, jobs.Seq{Attempt: "A", Seq: 5}},
 		{"with exit code and outputs", 0, []job.State{job.JobSubmitted}, job.UploadSubmitting,
 			jobs.SubJobUpdate{ExitCode: ptr(3), Outputs: []jobs.Output{{File: "o", CRC64NVME: "c"}}, Error: "e", AdminError: "ae", Traceback: "tb"},
-			jobs.Seq{Attempt: "B", Seq: 2}, nil, jobs.Seq{Attempt: "B", Seq: 2}},
+			jobs.Seq{Attempt: "A", Seq: 6}, nil, jobs.Seq{Attempt: "A", Seq: 6}},
 		{"other sub-job independent", 1, running, job.JobSubmitting, jobs.SubJobUpdate{}, jobs.Seq{Attempt: "A", Seq: 1}, nil, jobs.Seq{Attempt: "A", Seq: 1}},
 		{"missing sub-job", 7, running, job.JobSubmitting, jobs.SubJobUpdate{}, jobs.Seq{Attempt: "A", Seq: 1}, jobs.ErrNotFound, jobs.Seq{}},
 	}
