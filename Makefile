@@ -8,7 +8,7 @@ GITHASH   ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -s -w -X github.com/kbase/cts/coordinator/app.Version=$(VERSION) -X github.com/kbase/cts/coordinator/app.GitHash=$(GITHASH)
 TESTFLAGS ?= -count=1 -timeout 20m
 
-.PHONY: all deps build agent test vet demo dev clean bench bench-site release release-check
+.PHONY: all deps build agent test vet demo dev clean bench bench-site load release release-check
 
 all: build
 
@@ -44,6 +44,15 @@ bench:
 BENCH_SITE_OUT ?= $(CURDIR)/bench-site.json
 bench-site: deps
 	CTS_BENCH_SITE_OUT='$(BENCH_SITE_OUT)' $(GO) test -count=1 -timeout 120m -run '^TestBenchSite$$' -v ./test/sitebench/
+
+# The load benchmark (docs/benchmarks.md): the embedded stack, one coordinator and simulated
+# agents speaking the agent protocol (10,000 by default); it writes load-report.json. Flags go
+# in LOAD_FLAGS, e.g. `make load LOAD_FLAGS='-agents 1000 -hold 30s'` or LOAD_FLAGS=-soak=10m.
+# `make test` runs a small version of it (TestLoadSmall in test/load).
+LOAD_FLAGS ?=
+load: deps
+	$(GO) build -trimpath -o $(BIN)/load/ ./test/load/cmd/cts-load ./test/load/cmd/cts-launcher-sim ./coordinator/cmd/cts-coordinator
+	$(BIN)/load/cts-load -bin $(BIN)/load -out load-report.json $(LOAD_FLAGS)
 
 # Dev mode in the foreground: the embedded stack, the coordinator and the local launcher.
 # Started again it restarts the same site (.dev keeps its state); `make clean` resets it. The
