@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing CTS-Go needs on a fresh Debian machine: runc (containers),
-# GNU time (peak-RSS measurement), chromium and firefox-esr (the dashboard's browser tests), and
-# the Go modules.
+# GNU time (peak-RSS measurement), chromium and firefox-esr (the dashboard's browser tests),
+# Redocly's OpenAPI linter, and the Go modules.
 # Idempotent; quiet when everything is there.
 set -euo pipefail
 need=()
@@ -20,6 +20,9 @@ command -v jq >/dev/null 2>&1 || need+=(jq)
 # Debian's firefox-esr: the dashboard's browser tests (test/ui) also drive Firefox, over
 # WebDriver BiDi (its own protocol), so no geckodriver is needed.
 command -v firefox-esr >/dev/null 2>&1 || need+=(firefox-esr)
+# node and npm: the OpenAPI document is checked with Redocly's linter (installed below).
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if ((${#need[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "install-deps: need ${need[*]}; run as root or install them yourself" >&2
@@ -34,5 +37,12 @@ fi
 # no iptables or bridge (containers run with --network none or host), overlay2. It keeps its
 # own pidfile and log under /run/cts-dockerd and is left running for the tests; an engine that
 # already answers (started by systemd or by hand) is used as it is and never stopped.
+# Redocly's OpenAPI linter, pinned (1.x runs on Debian's node 18): the API's tests lint the
+# document it serves (coordinator/internal/api TestOpenAPILint).
+redocly_version=1.34.20
+if [[ $(redocly --version 2>/dev/null) != "$redocly_version" ]]; then
+  echo "install-deps: installing @redocly/cli@$redocly_version"
+  npm install -g --no-audit --no-fund --loglevel=error "@redocly/cli@$redocly_version" >/dev/null
+fi
 scripts/dockerd.sh start
 go mod download

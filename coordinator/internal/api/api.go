@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -152,7 +153,12 @@ type Server struct {
 	log    *slog.Logger
 	mux    *http.ServeMux
 	table  []route
-	agent  *fileServer
+	// documented holds each route's error statuses ("METHOD PATTERN" to routeErrors), which
+	// checkDocumented holds every error response to; undocumented reports one that is not
+	// there (tests set it to fail).
+	documented   map[string][]int
+	undocumented func(r *http.Request, route string, status int)
+	agent        *fileServer
 	// closing ends the live log streams when the server shuts down (CloseStreams).
 	closing   chan struct{}
 	closeOnce sync.Once
@@ -192,8 +198,10 @@ const (
 func (s *Server) routes() {
 	m := s.mux
 	s.table = append(s.routeTable(), s.refdataRoutes()...)
+	s.documented = map[string][]int{}
 	for _, rt := range s.table {
 		m.HandleFunc(rt.Method+" "+rt.Pattern, rt.handler)
+		s.documented[rt.Method+" "+rt.Pattern] = routeErrors(rt)
 	}
 	s.mountDocs()
 	if s.cfg.UI != nil {
@@ -260,23 +268,31 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := context.WithValue(r.Context(), requestIDKey, rid)
 	r = r.WithContext(ctx)
 	if h := r.Header.Get("Authorization"); h != "" {
+		// A refused header or token ends the request here; its status is checked against the
+		// document of the route asked for, like any other answer.
+		refuse := func(err error) {
+			sw := &statusWriter{ResponseWriter: w, code: 200}
+			s.fail(sw, r, err)
+			_, pattern := s.mux.Handler(r)
+			s.checkDocumented(r, pattern, sw.code)
+		}
 		tok, err := auth.ParseAuthHeader(h)
 		if err != nil {
-			s.fail(w, r, err)
+			refuse(err)
 			return
 		}
 		if agentcred.IsCredential(tok) {
 			// An agent's credential: checked here, never sent to auth2.
 			c, err := s.verifyCredential(tok)
 			if err != nil {
-				s.fail(w, r, err)
+				refuse(err)
 				return
 			}
 			ctx = context.WithValue(ctx, agentKey, c)
 		} else {
 			u, err := s.auth.User(ctx, tok)
 			if err != nil {
-				s.fail(w, r, err)
+				refuse(err)
 				return
 			}
 			ctx = context.WithValue(context.WithValue(ctx, userKey, u), tokenKey, tok)
@@ -286,6 +302,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w, code: 200}
 	s.mux.ServeHTTP(sw, r)
+	s.checkDocumented(r, r.Pattern, sw.code)
 	d := time.Since(start)
 	route := routeLabel(r)
 	streaming := sw.code == http.StatusSwitchingProtocols || strings.HasPrefix(sw.Header().Get("Content-Type"), eventStream)
@@ -301,6 +318,26 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		attrs = append(attrs, "job_id", id)
 	}
 	s.log.DebugContext(ctx, "request", attrs...)
+}
+
+// checkDocumented reports an error status that the OpenAPI document does not list for the
+// route (pattern, as the mux names it) that answered it. Requests no route of the table
+// serves (an unknown path, a method the path does not have, the document itself) are not
+// operations of the document and are not checked.
+func (s *Server) checkDocumented(r *http.Request, pattern string, status int) {
+	if status < 400 {
+		return
+	}
+	statuses, ok := s.documented[pattern]
+	if !ok || slices.Contains(statuses, status) {
+		return
+	}
+	if s.undocumented != nil {
+		s.undocumented(r, pattern, status)
+		return
+	}
+	s.log.ErrorContext(r.Context(), "a route answered a status its OpenAPI document does not list",
+		"route", pattern, "status", status, "path", r.URL.Path)
 }
 
 type statusWriter struct {

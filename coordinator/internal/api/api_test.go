@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"reflect"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,6 +33,7 @@ import (
 	"github.com/kbase/cts/coordinator/internal/jobs"
 	"github.com/kbase/cts/coordinator/internal/launch"
 	"github.com/kbase/cts/coordinator/internal/objects"
+	"github.com/kbase/cts/coordinator/internal/refdata"
 	"github.com/kbase/cts/coordinator/internal/sites"
 	"github.com/kbase/cts/coordinator/internal/store"
 	"github.com/kbase/cts/shared/checksum"
@@ -63,6 +66,8 @@ type fixture struct {
 	launch *launch.Service
 	notes  *fakeNotifications
 	imgID  string // a registered image's name
+	auth2  *auth2.Server
+	mongo  *devstack.Mongo
 }
 
 var (
@@ -107,8 +112,12 @@ func newFixtureWith(t testing.TB, configure func(*api.Config)) *fixture {
 	imgs := images.NewManager(st)
 	mover := jobs.NewMover(st, nopNotifier{}, log)
 	ing := ingest.New(ingest.Config{LogDir: logDir}, st, mover, objs, log)
+	rd := refdata.NewManager(refdata.Config{Sites: []string{"kbase"}}, st, func(ctx context.Context, p string) (refdata.Object, error) {
+		m, err := objs.Head(ctx, p)
+		return refdata.Object{Size: m.Size, CRC64NVME: m.CRC64NVME}, err
+	}, log)
 	lch := launch.New(launch.Config{ServiceURL: "http://cts.example", S3URL: s3srv.Endpoint, LogDir: logDir, SubmitInterval: time.Hour,
-		Sites: []launch.Site{{Name: "kbase"}}}, launch.Deps{Store: st, Mover: mover, Fold: ing, Log: log})
+		Sites: []launch.Site{{Name: "kbase"}}}, launch.Deps{Store: st, Mover: mover, Fold: ing, Stagings: rd, Log: log})
 	dir := sites.New([]sites.Site{{Name: "kbase", CPUsPerNode: 8, MemoryPerNodeGB: 10, MaxRuntimeMin: 100}}, st, nil, log)
 	svc := api.Jobs{
 		Admission: admission.New(admission.Config{LogDir: logDir, MaxCPUHours: 100},
@@ -125,11 +134,28 @@ func newFixtureWith(t testing.TB, configure func(*api.Config)) *fixture {
 	live := agentws.New(agentws.Config{Credentials: keys}, ing, lch, func(r *http.Request) error { return apiSrv.AuthorizeExecutor(r) }, log,
 		func(w http.ResponseWriter, r *http.Request, err error) { apiSrv.WriteError(w, r, err) })
 	cfg := api.Config{Version: "1.2.3", GitHash: "abc123", Notifier: notes, LiveLogs: live, Progress: live, Credentials: keys,
-		LiveLogHeartbeat: 100 * time.Millisecond, LiveLogPoll: 50 * time.Millisecond, Observer: obs, Lister: objs}
+		LiveLogHeartbeat: 100 * time.Millisecond, LiveLogPoll: 50 * time.Millisecond, Observer: obs, Lister: objs,
+		Refdata: rd, Staging: lch}
 	if configure != nil {
 		configure(&cfg)
 	}
 	apiSrv = api.New(cfg, ac, svc, imgs, objs, live, log)
+	// Every error any test provokes must be one the OpenAPI document lists for its route
+	// (reported when the test ends: a fuzz target may not fail its F from a request).
+	var undocMu sync.Mutex
+	var undocumented []string
+	api.OnUndocumentedStatus(apiSrv, func(r *http.Request, route string, status int) {
+		undocMu.Lock()
+		defer undocMu.Unlock()
+		undocumented = append(undocumented, fmt.Sprintf("%s %s answered %d, which the OpenAPI document does not list for %s", r.Method, r.URL, status, route))
+	})
+	t.Cleanup(func() {
+		undocMu.Lock()
+		defer undocMu.Unlock()
+		for _, u := range undocumented {
+			t.Error(u)
+		}
+	})
 	srv := httptest.NewServer(apiSrv)
 	t.Cleanup(func() {
 		apiSrv.CloseStreams()
@@ -137,7 +163,8 @@ func newFixtureWith(t testing.TB, configure func(*api.Config)) *fixture {
 		live.Wait()
 	})
 
-	f := &fixture{keys: keys, url: srv.URL, srv: apiSrv, live: live, obs: obs, st: st, objs: objs, reg: devstack.TestRegistry(t), launch: lch, notes: notes}
+	f := &fixture{keys: keys, url: srv.URL, srv: apiSrv, live: live, obs: obs, st: st, objs: objs, reg: devstack.TestRegistry(t), launch: lch, notes: notes,
+		auth2: a2, mongo: mg}
 	img, err := imagebuild.Build([]imagebuild.File{{Path: "/marker", Data: []byte("x")}}, []string{"/bin/tool"}, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package api
 import (
 	"cmp"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,6 +18,18 @@ import (
 const apiDescription = "A service for running arbitrary binaries on remote compute for the KBase CDM. " +
 	"This is the Go re-implementation of the CDM Task Service API: the same routes, models and error codes."
 
+// tagDescriptions describe the route table's tags.
+var tagDescriptions = map[string]string{
+	"General":        "The service, the caller and the compute sites.",
+	"Jobs":           "Submitting jobs and following them: states, logs, progress, exit codes, outputs.",
+	"Images":         "The container images jobs may run.",
+	"Reference data": "Data staged once at each site and mounted read-only into jobs' containers.",
+	"Admin":          "Routes for service administrators.",
+	"Agents":         "Routes the service's own workers call.",
+	"Files":          "Files the service serves to the sites' launchers.",
+	"Not supported":  "Routes of the Python service for job flows this service does not have; they answer 400 with app code 100000.",
+}
+
 // Document builds the OpenAPI document of the server's routes.
 func (s *Server) Document() (*openapi.Document, error) {
 	var routes []openapi.Route
@@ -25,6 +38,8 @@ func (s *Server) Document() (*openapi.Document, error) {
 	}
 	return openapi.Build(openapi.Info{
 		Title: ServiceName, Version: cmp.Or(s.cfg.Version, "dev"), Description: apiDescription,
+		// Relative to the document: right behind a proxy that serves the API under a prefix.
+		ServerURL: ".", TagDescriptions: tagDescriptions,
 	}, routes,
 		openapi.WithSchema(args.Arg{}, openapi.Schema{
 			"description": "A literal argument (a string) or a parameter the service expands (an object).",
@@ -115,28 +130,54 @@ func openapiRoute(rt route) openapi.Route {
 		o.Status = 0
 		o.Deprecated = true
 	}
-	errs := map[int]bool{401: true, 500: true}
-	if rt.Request != nil || len(rt.Params) > 0 || rt.Tag == "Not supported" {
-		errs[400] = true
-	}
-	if rt.Auth != authNone && rt.Auth != authUser {
-		errs[403] = true
-	}
-	if rt.Tag == "Files" {
-		errs[404] = true
-	}
 	for _, p := range rt.Params {
-		if p.In == "path" && (p.Name == "job_id" || p.Name == "image_id") {
-			errs[404] = true
-		}
 		o.Params = append(o.Params, openapiParam(p))
 	}
-	for _, c := range []int{400, 401, 403, 404, 500} {
-		if errs[c] {
-			o.Errors = append(o.Errors, c)
+	o.Errors = routeErrors(rt)
+	return o
+}
+
+// routeErrors are the error statuses route rt can answer: what the document lists, and what
+// the server checks every error response against (checkDocumented), so that a handler that
+// answers a status its document lacks is reported (and fails the tests, which drive every
+// route through its failure modes). Most follow from the route's shape; rt.Errors adds what
+// its business rules can refuse with.
+func routeErrors(rt route) []int {
+	errs := map[int]bool{
+		http.StatusUnauthorized:        true, // a token sent to any route is validated
+		http.StatusInternalServerError: true,
+		// A dependency (auth2 validating a token, MongoDB, S3, Kafka) did not answer in time.
+		http.StatusServiceUnavailable: true,
+	}
+	if rt.Request != nil || len(rt.Params) > 0 || rt.Tag == "Not supported" {
+		errs[http.StatusBadRequest] = true
+	}
+	if rt.Request != nil {
+		errs[http.StatusRequestEntityTooLarge] = true
+	}
+	if rt.Auth != authNone && rt.Auth != authUser {
+		errs[http.StatusForbidden] = true
+	}
+	if rt.Tag == "Files" {
+		errs[http.StatusNotFound] = true
+	}
+	// A path parameter naming a stored thing is looked up, except by the routes that create
+	// it and by those this service does not support (they refuse before looking).
+	for _, p := range rt.Params {
+		if p.In == "path" && (p.Name == "job_id" || p.Name == "image_id" || p.Name == "refdata_id") &&
+			rt.Method != http.MethodPost && rt.Tag != "Not supported" {
+			errs[http.StatusNotFound] = true
 		}
 	}
-	return o
+	for _, c := range rt.Errors {
+		errs[c] = true
+	}
+	out := make([]int, 0, len(errs))
+	for c := range errs {
+		out = append(out, c)
+	}
+	slices.Sort(out)
+	return out
 }
 
 func openapiParam(p param) openapi.Param {

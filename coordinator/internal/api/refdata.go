@@ -40,7 +40,7 @@ func (s *Server) refdataRoutes() []route {
 			Response: wire.Refdata{}, Params: []param{pS3Path,
 				{In: "query", Name: "crc64nvme", Type: "string", Required: true, Description: "The file's CRC64/NVME, base64 (12 characters); must match S3's."},
 				{In: "query", Name: "unpack", Type: "boolean", Description: "Unpack the archive (.tar.gz, .tgz, .tar.zst, .tar, .gz, .zst); default false."}},
-			handler: s.registerRefdata},
+			Errors: s3Errors, handler: s.registerRefdata},
 		{Method: "GET", Pattern: "/admin/refdata/{refdata_id}", Tag: "Admin", Summary: "Get reference data with its per-site details", Auth: authAdmin, Status: 200,
 			Response: wire.Refdata{}, Params: []param{pRefdataID}, handler: s.adminGetRefdata},
 		{Method: "PUT", Pattern: "/admin/refdata/{refdata_id}/{cluster}/recover", Tag: "Admin", Summary: "Stage reference data again at a site", Auth: authAdmin, Status: 204,

@@ -42,7 +42,10 @@ type route struct {
 	Request     any
 	Response    any
 	Params      []param
-	handler     http.HandlerFunc
+	// Errors are the error statuses the handler answers beyond those its shape implies (see
+	// routeErrors): what its business rules can refuse with.
+	Errors  []int
+	handler http.HandlerFunc
 }
 
 // param documents a path or query parameter.
@@ -70,6 +73,15 @@ var (
 			"(an addition to the CTS API). Names are normalised as at registration (ubuntu is docker.io/library/ubuntu)."}
 )
 
+// Statuses that business rules answer with (route.Errors).
+var (
+	// s3Errors: a folder or bucket the user may not read (the site's access rules, or S3
+	// itself refusing), or one that does not exist.
+	s3Errors = []int{http.StatusForbidden, http.StatusNotFound}
+	// admissionErrors: besides S3's, an image that is not registered.
+	admissionErrors = s3Errors
+)
+
 func (s *Server) routeTable() []route {
 	cluster := param{In: "query", Name: "cluster", Type: "string", Description: "The job's site.", Enum: s.siteNames()}
 	site := param{In: "path", Name: "site", Type: "string", Required: true, Description: "The site.", Enum: s.siteNames()}
@@ -85,9 +97,9 @@ func (s *Server) routeTable() []route {
 		{Method: "GET", Pattern: "/jobs", Tag: "Jobs", Summary: "List your jobs, newest first", Auth: authUser, Status: 200,
 			Response: wire.Jobs{}, Params: listParams, handler: s.listJobs},
 		{Method: "POST", Pattern: "/jobs", Tag: "Jobs", Summary: "Submit a job", Auth: authUser, Status: 200,
-			Request: wire.JobInput{}, Response: wire.SubmitJobResponse{}, handler: s.submit},
+			Request: wire.JobInput{}, Response: wire.SubmitJobResponse{}, Errors: admissionErrors, handler: s.submit},
 		{Method: "POST", Pattern: "/jobs/preview", Tag: "Jobs", Summary: previewSummary, Auth: authUser, Status: 200,
-			Request: wire.JobInput{}, Response: wire.JobPreview{}, handler: s.preview},
+			Request: wire.JobInput{}, Response: wire.JobPreview{}, Errors: admissionErrors, handler: s.preview},
 		{Method: "GET", Pattern: "/jobs/{job_id}", Tag: "Jobs", Summary: "A job", Auth: authOwner, Status: 200,
 			Response: wire.Job{}, Params: []param{pJobID}, handler: s.getJob},
 		{Method: "GET", Pattern: "/jobs/{job_id}/status", Tag: "Jobs", Summary: "A job's state", Auth: authOwner, Status: 200,
@@ -110,7 +122,7 @@ func (s *Server) routeTable() []route {
 			Params: []param{pJobID}, handler: s.cancel},
 
 		{Method: "GET", Pattern: "/s3/list", Tag: "Jobs", Summary: s3ListSummary, Auth: authUser, Status: 200,
-			Response: wire.S3Listing{}, Params: s3ListParams, handler: s.s3List},
+			Response: wire.S3Listing{}, Params: s3ListParams, Errors: s3Errors, handler: s.s3List},
 
 		{Method: "GET", Pattern: "/images", Tag: "Images", Summary: "The registered images, by name and digest, a page at a time", Auth: authNone, Status: 200,
 			Response: wire.Images{}, Params: []param{

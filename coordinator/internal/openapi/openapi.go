@@ -113,6 +113,8 @@ type Info struct {
 	// ServerURL, when set, becomes the only server of the document (for example the
 	// service's root_path behind a proxy, or "/"). Empty means the document's origin.
 	ServerURL string
+	// TagDescriptions describe the routes' tags (Route.Tags), by name.
+	TagDescriptions map[string]string
 }
 
 // Param is a path, query or header parameter.
@@ -355,7 +357,11 @@ func Build(info Info, routes []Route, opts ...Option) (*Document, error) {
 	if len(tags) > 0 {
 		ts := make([]any, len(tags))
 		for i, t := range tags {
-			ts[i] = map[string]any{"name": t}
+			tag := map[string]any{"name": t}
+			if d := info.TagDescriptions[t]; d != "" {
+				tag["description"] = d
+			}
+			ts[i] = tag
 		}
 		root.set("tags", ts)
 	}
@@ -441,11 +447,13 @@ func authText(auth string) (string, bool, error) {
 
 // errorHints are the default descriptions of common error statuses.
 var errorHints = map[int]string{
-	http.StatusBadRequest:          "The request is invalid (app code 30010 with request_validation_detail when it fails validation).",
-	http.StatusUnauthorized:        "No token, or an invalid token or Authorization header.",
-	http.StatusForbidden:           "The caller may not perform this operation.",
-	http.StatusNotFound:            "The resource does not exist.",
-	http.StatusInternalServerError: "An unexpected error occurred.",
+	http.StatusBadRequest:            "The request is invalid (app code 30010 with request_validation_detail when it fails validation).",
+	http.StatusUnauthorized:          "No token, or an invalid token or Authorization header.",
+	http.StatusForbidden:             "The caller may not perform this operation.",
+	http.StatusNotFound:              "The resource does not exist.",
+	http.StatusRequestEntityTooLarge: "The request body is larger than the service accepts.",
+	http.StatusInternalServerError:   "An unexpected error occurred.",
+	http.StatusServiceUnavailable:    "A service this one depends on (auth2, MongoDB, S3, Kafka) did not answer in time; the message names it. Try again later.",
 }
 
 func (g *generator) operation(r Route, method, path, opID string, vars []string) (*orderedMap, []error) {
@@ -574,6 +582,9 @@ func (g *generator) operation(r Route, method, path, opID string, vars []string)
 	op.set("responses", responses)
 	if secured {
 		op.set("security", []any{map[string]any{SecuritySchemeName: []string{}}})
+	} else {
+		// Said explicitly: the route needs no token (a token that is sent is still checked).
+		op.set("security", []any{})
 	}
 	if r.Deprecated {
 		op.set("deprecated", true)

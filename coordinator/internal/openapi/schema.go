@@ -87,7 +87,7 @@ func (g *generator) schemaFor(t reflect.Type) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		return nullable(s), nil
+		return nullable(s, t.Elem()), nil
 	}
 	if s, ok, err := g.custom(t); ok || err != nil {
 		return s, err
@@ -269,10 +269,15 @@ func isRef(s any) bool {
 	return false
 }
 
-// nullable returns s that also accepts null.
-func nullable(s any) any {
+// nullable returns s, the schema of Go type t, that also accepts null. OpenAPI 3.0 wants a
+// type beside nullable; a reference gets its struct's ("object").
+func nullable(s any, t reflect.Type) any {
 	if isRef(s) {
-		return Schema{"allOf": []any{s}, "nullable": true}
+		m := Schema{"allOf": []any{s}, "nullable": true}
+		if t.Kind() == reflect.Struct {
+			m["type"] = "object"
+		}
+		return m
 	}
 	m := s.(map[string]any)
 	m["nullable"] = true
