@@ -48,9 +48,10 @@ func Handler(doc *Document) http.Handler {
 
 // DocsPage serves a self-contained HTML page, titled title, that fetches the OpenAPI document
 // at specURL and renders its routes, parameters and request/response schemas ($refs
-// resolved, expandable, recursion marked). It loads nothing else: its CSS and JavaScript are
-// inline, and its Content-Security-Policy allows only those inline blocks and same-origin
-// fetches. specURL should therefore be same-origin, preferably relative (e.g. "openapi.json"
+// resolved, expandable, recursion marked). Each operation has a "Try it" form that sends the
+// request, with a token pasted in the page (kept in its memory only), to the API beside the
+// document, and shows the answer. It loads nothing else: its CSS and JavaScript are inline,
+// and its Content-Security-Policy allows only those inline blocks and same-origin fetches. specURL should therefore be same-origin, preferably relative (e.g. "openapi.json"
 // when the page is served at "/docs"), so the page keeps working behind a path-rewriting
 // proxy.
 func DocsPage(title, specURL string) http.Handler {

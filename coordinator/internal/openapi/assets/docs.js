@@ -265,8 +265,130 @@
         });
         body.appendChild(div);
       });
+      body.appendChild(tryIt(path, method, op));
     });
     return det;
+  }
+
+  // The API's base URL: the folder of the document, so the page works behind a proxy that
+  // serves the API under a prefix.
+  function apiBase() {
+    return new URL(".", new URL(document.body.dataset.specUrl, location.href)).href.replace(/\/$/, "");
+  }
+
+  // tryIt builds the form that sends a request to the operation with the token of the header
+  // (kept in the page's memory only) and shows the answer. Values are sent as typed.
+  function tryIt(path, method, op) {
+    var box = el("div", "tryit");
+    box.dataset.op = method + " " + path;
+    add(box, el("h4", null, "Try it"));
+    var inputs = [];
+    (op.parameters || []).forEach(function (p) {
+      if (p.in !== "path" && p.in !== "query") return;
+      var s = unwrap(p.schema || {}).s, id = "try-" + (op.operationId || method + path) + "-" + p.in + "-" + p.name;
+      var input;
+      if (s.enum || s.type === "boolean") {
+        input = el("select");
+        add(input, el("option", null, ""));
+        (s.enum || ["true", "false"]).forEach(function (v) { var o = el("option", null, String(v)); o.value = String(v); input.appendChild(o); });
+      } else {
+        input = el("input");
+        input.type = "text";
+        input.spellcheck = false;
+        if (s.type) input.placeholder = s.type + (p.required ? " (required)" : "");
+      }
+      input.id = id;
+      input.dataset.in = p.in;
+      input.dataset.name = p.name;
+      var label = el("label", "mono", p.name + (p.required ? " *" : ""));
+      label.htmlFor = id;
+      add(box, add(el("div", "field"), label, input));
+      inputs.push(input);
+    });
+    var bodyInput = null;
+    if (op.requestBody) {
+      bodyInput = el("textarea", "mono");
+      bodyInput.spellcheck = false;
+      bodyInput.setAttribute("aria-label", "Request body (JSON)");
+      bodyInput.placeholder = "Request body (JSON)";
+      box.appendChild(bodyInput);
+    }
+    var send = el("button", "send", "Send");
+    send.type = "button";
+    var result = el("div", "result");
+    result.setAttribute("aria-live", "polite");
+    add(box, send, result);
+    send.addEventListener("click", function () {
+      var url = path, query = new URLSearchParams(), missing = [];
+      inputs.forEach(function (i) {
+        var v = i.value;
+        if (i.dataset.in === "path") {
+          if (v === "") missing.push(i.dataset.name);
+          url = url.replace("{" + i.dataset.name + "}", v.split("/").map(encodeURIComponent).join("/"));
+        } else if (v !== "") {
+          query.append(i.dataset.name, v);
+        }
+      });
+      result.textContent = "";
+      delete result.dataset.status;
+      if (missing.length) {
+        add(result, el("div", "error", "Fill in " + missing.join(", ") + " first."));
+        result.dataset.status = "incomplete";
+        return;
+      }
+      var qs = query.toString();
+      var full = apiBase() + url + (qs ? "?" + qs : "");
+      var headers = { Accept: "application/json" };
+      var token = document.getElementById("token").value.trim();
+      if (token) headers.Authorization = "Bearer " + token;
+      var init = { method: method.toUpperCase(), headers: headers, credentials: "omit", cache: "no-store" };
+      if (bodyInput && bodyInput.value.trim() !== "") {
+        headers["Content-Type"] = "application/json";
+        init.body = bodyInput.value;
+      }
+      var curl = "curl -X " + init.method + (token ? " -H \"Authorization: Bearer $CTS_TOKEN\"" : "") +
+        (init.body ? " -H \"Content-Type: application/json\" --data-binary @body.json" : "") + " '" + full.replace(/'/g, "'\\''") + "'";
+      add(result, el("div", "muted mono", curl));
+      send.disabled = true;
+      var ctrl = new AbortController();
+      fetch(full, Object.assign(init, { signal: ctrl.signal }))
+        .then(function (r) {
+          var ct = r.headers.get("Content-Type") || "";
+          add(result, add(el("div"), el("span", "status s" + String(r.status).charAt(0), String(r.status)), " " + r.statusText + " ",
+            el("span", "muted mono", ct)));
+          result.dataset.status = String(r.status);
+          return readSome(r, ctrl).then(function (text) {
+            if (ct.indexOf("application/json") === 0) {
+              try { text = JSON.stringify(JSON.parse(text), null, 2); } catch (e) { /* shown as it came */ }
+            }
+            add(result, el("pre", "mono", text === "" ? "(no body)" : text));
+          });
+        })
+        .catch(function (e) {
+          add(result, el("div", "error", "The request failed: " + e.message));
+          result.dataset.status = "failed";
+        })
+        .then(function () { send.disabled = false; });
+    });
+    return box;
+  }
+
+  // readSome reads a response's body up to 256 KiB, and a stream (server-sent events) for up
+  // to 5 seconds, then stops it: the page shows a sample, not an endless follow.
+  function readSome(r, ctrl) {
+    if (!r.body || !r.body.getReader) return r.text();
+    var reader = r.body.getReader(), dec = new TextDecoder(), out = "", limit = 256 << 10;
+    var stream = (r.headers.get("Content-Type") || "").indexOf("text/event-stream") === 0;
+    var timer = stream ? setTimeout(function () { ctrl.abort(); }, 5000) : null;
+    function pump() {
+      return reader.read().then(function (x) {
+        if (x.done) return out;
+        out += dec.decode(x.value, { stream: true });
+        if (out.length >= limit) { ctrl.abort(); return out.slice(0, limit) + "\n… (cut at 256 KiB)"; }
+        return pump();
+      }, function () { return out + (stream ? "\n… (stopped following after 5 seconds)" : ""); });
+    }
+    return pump().then(function (t) { if (timer) clearTimeout(timer); return t; });
   }
 
   function render() {
