@@ -3,7 +3,6 @@ package load
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -144,14 +143,4 @@ func (c *Coordinator) signal(sig syscall.Signal, grace time.Duration) {
 func (c *Coordinator) Log(n int) string {
 	b, _ := os.ReadFile(c.logPath)
 	return tail(b, n)
-}
-
-// freeAddr returns a free loopback address.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("free address: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/kbase/cts/test/demo"
 	"github.com/kbase/cts/test/imagebuild"
 	"github.com/kbase/cts/test/load/simlaunch"
+	"github.com/kbase/cts/test/ports"
 )
 
 // The site's users, buckets and compute site.
@@ -84,8 +85,11 @@ type Site struct {
 	errs    []string
 	stack   *stackProc
 	control *http.Server
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	// port holds the coordinator's address from when it is chosen until Close: the
+	// coordinator (a child process) binds it seconds later, and nothing else can meanwhile.
+	port   *ports.Reservation
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 func randToken() string {
@@ -199,10 +203,10 @@ func StartSite(ctx context.Context, o SiteOptions) (_ *Site, err error) {
 		return nil, err
 	}
 
-	addr, err := freeAddr()
-	if err != nil {
+	if s.port, err = ports.Reserve("127.0.0.1"); err != nil {
 		return nil, err
 	}
+	addr := s.port.Addr()
 	s.URL = "http://" + addr
 	s.API = &demo.Client{URL: s.URL, HC: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 2 * time.Minute}}
 	env := []string{"CTS_S3_SECRET_KEY=" + s.Stack.S3SecretKey}
@@ -340,5 +344,8 @@ func (s *Site) Close() {
 	}
 	if s.stack != nil {
 		s.stack.stop()
+	}
+	if s.port != nil {
+		_ = s.port.Close()
 	}
 }
