@@ -192,7 +192,7 @@ func BuildAssignment(j *jobs.Job, container int, logDir string, next int64) (*pr
 	a := &protocol.Assignment{
 		JobID: j.ID, Container: container, Image: j.Image.NameWithDigest(), Command: cmd, Env: env,
 		Inputs: inputs, InputMountPoint: in.Params.InputMountPoint, OutputMountPoint: in.Params.OutputMountPoint,
-		OutputDir: in.OutputDir, Declobber: in.Params.Declobber,
+		OutputDir: folder(in.OutputDir), Declobber: in.Params.Declobber,
 		LogDir: strings.TrimSuffix(logDir, "/") + "/" + j.ID + "/",
 		CPUs:   in.CPUs, MemoryBytes: in.Memory, RuntimeSeconds: in.RuntimeSeconds,
 		NextSeq: next,
@@ -201,6 +201,15 @@ func BuildAssignment(j *jobs.Job, container int, logDir string, next int64) (*pr
 		a.RefdataID, a.RefdataMountPoint = j.Image.RefdataID, refMount
 	}
 	return a, nil
+}
+
+// folder returns an output folder with its trailing "/": records made before submissions
+// normalised it lack it, and the agents append file names to it.
+func folder(dir string) string {
+	if dir == "" || strings.HasSuffix(dir, "/") {
+		return dir
+	}
+	return dir + "/"
 }
 
 // ErrRejected marks an agent event the coordinator will not apply (illegal for the

@@ -27,7 +27,7 @@ const (
 // OutputFolder is where container n of j may write outputs: the job's output folder, and in
 // it the container's own subfolder "<n>/" when the job declobbers (the agents' layout).
 func OutputFolder(j *jobs.Job, n int) (s3path.Dir, error) {
-	dir := j.Input.OutputDir
+	dir := folder(j.Input.OutputDir)
 	if j.Input.Params.Declobber {
 		dir += strconv.Itoa(n) + "/"
 	}
