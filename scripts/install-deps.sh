@@ -23,6 +23,8 @@ command -v firefox-esr >/dev/null 2>&1 || need+=(firefox-esr)
 # node and npm: the OpenAPI document is checked with Redocly's linter (installed below).
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+# gcc: the race detector (make race) needs cgo.
+command -v gcc >/dev/null 2>&1 || need+=(gcc)
 if ((${#need[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "install-deps: need ${need[*]}; run as root or install them yourself" >&2
@@ -46,3 +48,9 @@ if [[ $(redocly --version 2>/dev/null) != "$redocly_version" ]]; then
 fi
 scripts/dockerd.sh start
 go mod download
+# staticcheck, pinned (make lint runs it): built from the Go module proxy into GOPATH/bin.
+staticcheck_version=0.8.2
+if ! "$(go env GOPATH)/bin/staticcheck" -version 2>/dev/null | grep -q "($staticcheck_version)"; then
+  echo "install-deps: installing staticcheck v$staticcheck_version"
+  GOBIN="$(go env GOPATH)/bin" go install "honnef.co/go/tools/cmd/staticcheck@v$staticcheck_version"
+fi

@@ -74,7 +74,6 @@ type Watch struct {
 
 type watched struct {
 	pids    []int // a restarted process gets a new pid; its CPU adds up
-	first   ProcSample
 	last    map[int]ProcSample
 	cpuDone time.Duration // CPU of pids that have ended
 	peakRSS int64

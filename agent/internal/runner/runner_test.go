@@ -495,7 +495,8 @@ func TestContainerIDDependsOnAttempt(t *testing.T) {
 	a := testAssignment()
 	r1 := New(Config{Attempt: "1.0"}, nil, nil, nil, nil, nil)
 	r2 := New(Config{Attempt: "1.1"}, nil, nil, nil, nil, nil)
-	if r1.containerID(a) == r2.containerID(a) || r1.containerID(a) != r1.containerID(a) {
+	id1 := r1.containerID(a)
+	if id1 == r2.containerID(a) || id1 != r1.containerID(a) {
 		t.Errorf("ids %q %q", r1.containerID(a), r2.containerID(a))
 	}
 }

@@ -105,7 +105,10 @@ func TestSubmitRefusals(t *testing.T) {
 		{name: "input in the log dir", mod: func(in *jobinput.JobInput) { in.InputFiles[1].File = logDir + "/job1/container-0-stdout.txt" },
 			code: ctserr.CodeS3PathInaccessible, msg: "Input file at index 1: The S3 path '" + logDir + "/job1/container-0-stdout.txt' is in the container log folder " + logDir + "/, which jobs may not read"},
 		{name: "input of another user", cfg: func(c *admission.Config) { c.Access = perUser(t) },
-			mod:  func(in *jobinput.JobInput) { in.OutputDir = "outputs/alice/out/"; in.InputFiles[0].File = "inputs/bob/secret.txt" },
+			mod: func(in *jobinput.JobInput) {
+				in.OutputDir = "outputs/alice/out/"
+				in.InputFiles[0].File = "inputs/bob/secret.txt"
+			},
 			code: ctserr.CodeS3PathInaccessible, msg: "Input file at index 0: User alice may not read the S3 path 'inputs/bob/secret.txt': jobs may read only below outputs/alice/, inputs/shared/ (GET /whoami lists them)"},
 		{name: "output of another user", cfg: func(c *admission.Config) { c.Access = perUser(t) },
 			mod:  func(in *jobinput.JobInput) { in.OutputDir = "outputs/bob/out/" },

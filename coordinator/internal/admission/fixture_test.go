@@ -14,16 +14,11 @@ func TestMain(m *testing.M) {
 }
 
 // Short names for the lifecycle fixture.
-type fixture = jobstest.Fixture
-
 var (
 	newFixture = jobstest.New
 	input      = jobstest.Input
 	wantCTSErr = jobstest.WantCTSErr
-	once       = jobstest.Once
 	discard    = jobstest.Discard
-	errOutage  = jobstest.ErrOutage
-	running    = jobstest.Running
 
 	alice, bob, admin = jobstest.Alice, jobstest.Bob, jobstest.Admin
 	inputA, inputB    = jobstest.InputA, jobstest.InputB

@@ -142,14 +142,13 @@ func TestRegisterResolveDelete(t *testing.T) {
 	dNoEP := f.push(t, "test/noep:1", "noep", nil)
 
 	type reg struct {
-		name     string
-		id       string
-		want     images.Image // Name, Tag, Digest, Entrypoint
-		code     ctserr.Code
-		msg      string
-		urls     []string
-		usage    string
-		register bool
+		name  string
+		id    string
+		want  images.Image // Name, Tag, Digest, Entrypoint
+		code  ctserr.Code
+		msg   string
+		urls  []string
+		usage string
 	}
 	steps := []reg{
 		{name: "tagged", id: tool + ":1", want: images.Image{Name: tool, Tag: "1", Digest: d1},

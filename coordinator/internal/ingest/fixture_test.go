@@ -18,15 +18,13 @@ type fixture = jobstest.Fixture
 
 var (
 	newFixture = jobstest.New
-	input      = jobstest.Input
 	wantCTSErr = jobstest.WantCTSErr
 	once       = jobstest.Once
-	discard    = jobstest.Discard
 	errOutage  = jobstest.ErrOutage
 	running    = jobstest.Running
 
-	alice, bob, admin = jobstest.Alice, jobstest.Bob, jobstest.Admin
-	inputA, inputB    = jobstest.InputA, jobstest.InputB
+	alice          = jobstest.Alice
+	inputA, inputB = jobstest.InputA, jobstest.InputB
 )
 
 const (

@@ -18,8 +18,6 @@ func TestMain(m *testing.M) {
 }
 
 // Short names for the lifecycle fixture.
-type fixture = jobstest.Fixture
-
 var (
 	newFixture = jobstest.New
 	input      = jobstest.Input
@@ -30,7 +28,6 @@ var (
 	running    = jobstest.Running
 
 	alice, bob, admin = jobstest.Alice, jobstest.Bob, jobstest.Admin
-	inputA, inputB    = jobstest.InputA, jobstest.InputB
 )
 
 const (

@@ -100,14 +100,16 @@ type Everything struct {
 	Ping    Ping             `json:"ping_pong"`
 	Lvl     Level            `json:"level" enum:"low,high" pattern:"^[a-z]+$"`
 	Skip    string           `json:"-"`
-	Dash    string           `json:"-,"`
-	Quoted  int64            `json:"quoted,string"`
-	NoTag   string
-	Zero    Inner       `json:"zero,omitzero"`
-	Point   Point       `json:"point"`
-	IPoint  image.Point `json:"ipoint"`
-	Num     json.Number `json:"num"`
-	hidden  int
+	//lint:ignore SA5008 "-," names the member "-", the encoding/json rule under test
+	Dash   string `json:"-,"`
+	Quoted int64  `json:"quoted,string"`
+	NoTag  string
+	Zero   Inner       `json:"zero,omitzero"`
+	Point  Point       `json:"point"`
+	IPoint image.Point `json:"ipoint"`
+	Num    json.Number `json:"num"`
+	//lint:ignore U1000 an unexported field, which the schema must leave out
+	hidden int
 }
 
 // Embedding conflicts, as encoding/json resolves them.

@@ -31,7 +31,6 @@ func main() {
 type stats struct {
 	file                     string
 	seqs, sum, minLen, maxLn int64
-	gc, acgt                 int64
 }
 
 func run(args []string, stdout io.Writer) error {

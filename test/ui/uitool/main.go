@@ -8,6 +8,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -29,7 +30,7 @@ func run(args []string) error {
 	switch args[0] {
 	case "lines":
 		if len(args) < 3 {
-			return fmt.Errorf("lines N MS FILE...")
+			return errors.New("lines needs N, MS and at least one FILE")
 		}
 		n, err := strconv.Atoi(args[1])
 		if err != nil {
