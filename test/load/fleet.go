@@ -459,7 +459,11 @@ func (a *agent) connect() {
 	a.mu.Unlock()
 	asg, fatal, err := handshake(conn, hello)
 	if fatal != "" {
+		// Refused at the hello (e.g. its job has ended): the event that waited for its
+		// acknowledgement is refused with the agent, as in onFatal.
 		_ = conn.Close()
+		a.rejectPending()
+		a.f.stats.Fatals.Add(1)
 		a.end("refused", fatal)
 		return
 	}
@@ -848,7 +852,19 @@ func (a *agent) onCancel() {
 
 // onFatal handles a refusal: the agent stops.
 func (a *agent) onFatal(msg string) {
+	a.rejectPending()
 	a.mu.Lock()
+	conn := a.conn
+	a.mu.Unlock()
+	a.f.stats.Fatals.Add(1)
+	a.close(conn)
+	a.end("refused", msg)
+}
+
+// rejectPending marks the event waiting for its acknowledgement, if any, refused.
+func (a *agent) rejectPending() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	if a.pending != nil {
 		for i := range a.sent {
 			if a.sent[i].Seq == a.pending.Seq {
@@ -857,11 +873,6 @@ func (a *agent) onFatal(msg string) {
 		}
 		a.pending = nil
 	}
-	conn := a.conn
-	a.mu.Unlock()
-	a.f.stats.Fatals.Add(1)
-	a.close(conn)
-	a.end("refused", msg)
 }
 
 // kill is the launcher's cancel reaching an agent that has not ended: its process dies.

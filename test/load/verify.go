@@ -68,12 +68,13 @@ func (s *Site) Verify(ctx context.Context, ids []string) (Ledger, error) {
 					if ev.Acked {
 						part.Acked++
 					}
-					if ev.Rejected {
-						part.Rejected++
+					if stored[a.container][ev.State] {
+						// Applied, even if refused at a reconnect after its ack was lost.
+						part.Applied++
 						continue
 					}
-					if stored[a.container][ev.State] {
-						part.Applied++
+					if ev.Rejected {
+						part.Rejected++
 						continue
 					}
 					if !ev.Acked && outcome == "killed" {
