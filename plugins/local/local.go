@@ -525,25 +525,64 @@ func (l *Launcher) cancelContainer(cfg Config, dir string) error {
 			return err
 		}
 		l.bg.Add(1)
-		go l.escalate(dir, agent, cfg.killGrace())
+		go l.escalate(cfg, dir, agent)
 		return nil
 	}
-	return writeRecord(filepath.Join(dir, exitFile), exitRecord{Canceled: true, Reason: "canceled; ended without a recorded exit status", Ended: time.Now()})
+	// Supervisor and agent are both gone (killed together: the agent dies with its
+	// supervisor), without a reap: what the agent left, a container its runc still runs
+	// among it, is reaped now rather than at the next agent's start on this node.
+	if err := writeRecord(filepath.Join(dir, exitFile), exitRecord{Canceled: true, Reason: "canceled; ended without a recorded exit status", Ended: time.Now()}); err != nil {
+		return err
+	}
+	l.bg.Add(1)
+	go func() {
+		defer l.bg.Done()
+		l.reap(cfg, dir)
+	}()
+	return nil
+}
+
+// reap runs the agent's reaper (`<agent> reap --yes`, with the configured environment, which
+// holds the node's settings) for a container whose supervisor could not, appending its
+// output to the container's supervisor log. The reaper never touches a live agent's work.
+func (l *Launcher) reap(cfg Config, dir string) {
+	ctx, cancel := context.WithTimeout(context.Background(), reapTimeout)
+	defer cancel()
+	logf, err := os.OpenFile(filepath.Join(dir, supervisorLog), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		l.log.Error("reap after a killed supervisor", "dir", dir, "error", err)
+		return
+	}
+	defer func() { _ = logf.Close() }()
+	cmd := exec.CommandContext(ctx, cfg.AgentPath, "reap", "--yes")
+	cmd.Dir = dir
+	cmd.Env = agentEnv(cfg, launcher.SubmitRequest{})
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Run(); err != nil {
+		l.log.Error("reap after a killed supervisor", "dir", dir, "error", err)
+		return
+	}
+	l.log.Info("reaped what an unsupervised agent left", "dir", dir)
 }
 
 // escalate finishes a cancel for an agent without a supervisor: SIGKILL after the grace
-// period, then an exit record with an unknown exit code (the agent is not our child).
-func (l *Launcher) escalate(dir string, agent procRecord, grace time.Duration) {
+// period and a reap of what it left, then an exit record with an unknown exit code (the agent
+// is not our child).
+func (l *Launcher) escalate(cfg Config, dir string, agent procRecord) {
 	defer l.bg.Done()
-	deadline := time.Now().Add(grace)
+	deadline := time.Now().Add(cfg.killGrace())
 	for agent.alive() && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
-	if agent.alive() {
+	killed := agent.alive()
+	if killed {
 		_ = signalGroup(agent.PID, syscall.SIGKILL)
 	}
 	for i := 0; i < 100 && agent.alive(); i++ {
 		time.Sleep(20 * time.Millisecond)
+	}
+	if killed {
+		l.reap(cfg, dir)
 	}
 	rec := exitRecord{Canceled: true, Reason: "canceled; exit status unknown (supervisor gone)", Started: agent.Started, Ended: time.Now()}
 	if err := writeRecord(filepath.Join(dir, exitFile), rec); err != nil {

@@ -181,10 +181,13 @@ func TestInterruptedSubmit(t *testing.T) {
 }
 
 // TestSupervisorKilled: when a supervisor is SIGKILLed its agent dies with it (parent-death
-// signal), Status says the exit went unrecorded, and Cancel settles the container as removed.
+// signal), Status says the exit went unrecorded, and Cancel settles the container as removed
+// and runs the agent's reaper for what the agent left (with the configured environment only:
+// the stand-in's reap record lands in the configured record folder, under "nojob").
 func TestSupervisorKilled(t *testing.T) {
 	t.Parallel()
-	e := newLocal(t, nil)
+	reapDir := t.TempDir()
+	e := newLocal(t, map[string]string{"CTS_TEST_RECORD_DIR": reapDir})
 	jobID := launchertest.NewJobID("supk")
 	resp, err := e.c.Submit(t.Context(), e.h.Request(jobID, 0, launchertest.Behaviour{Sleep: time.Minute}))
 	if err != nil {
@@ -222,6 +225,15 @@ func TestSupervisorKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitAll(t, ref, launcher.StateRemoved)
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		b, _ := os.ReadFile(filepath.Join(reapDir, "nojob.x.x.reap"))
+		if strings.Contains(string(b), "reap reap --yes") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no reap after the cancel of a container whose supervisor was killed: %q", b)
+		}
+	}
 }
 
 // TestCleanupRemovesDirectory checks the on-disk effect of Cleanup.
