@@ -27,6 +27,7 @@ import (
 
 	"github.com/kbase/cts/coordinator/app"
 	"github.com/kbase/cts/coordinator/devmode"
+	"github.com/kbase/cts/plugins/local"
 	"github.com/kbase/cts/test/demo"
 	"github.com/kbase/cts/test/testsite"
 )
@@ -559,6 +560,58 @@ func TestAdminModes(t *testing.T) {
 		}
 		if err := s.API.Do(t.Context(), "PUT", "/jobs/"+id+"/cancel", s.Demo.UserToken, nil, nil); err != nil {
 			t.Fatal(err)
+		}
+	})
+	t.Run("the attempt that finished a container may replay after the job ended", func(t *testing.T) {
+		// Its final event was applied but the acknowledgement lost: it reconnects after the
+		// job ended. It is acknowledged (exit 0) instead of refused; another attempt is refused.
+		image := s.RegisterTool(t, testsite.Binary(t, "./test/fault/tool"), "replay")
+		in := s.PutInput(t, "fault/in/replay.txt", []byte("replay\n"))
+		id := submitTool(t, s, image, in, "wait-copy", "go")
+		s.WaitState(t, id, 2*time.Minute, "job_submitted")
+		creds, _ := filepath.Glob(filepath.Join(s.Env.Dir, "agents", id, "*", "0", "credential"))
+		if len(creds) != 1 {
+			t.Fatalf("credential files of the running agent: %v", creds)
+		}
+		cred, err := os.ReadFile(creds[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		credFile := filepath.Join(t.TempDir(), "credential")
+		if err := os.WriteFile(credFile, cred, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		dirs, _ := filepath.Glob(filepath.Join(s.Env.Dir, "agents", id, "*", "0", "input"))
+		if len(dirs) != 1 {
+			t.Fatalf("input folders %v", dirs)
+		}
+		if err := os.WriteFile(filepath.Join(dirs[0], "go"), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		before := s.WaitState(t, id, 2*time.Minute, "complete")
+		run := func(attempt string) (string, int) {
+			cmd := exec.Command(bins.Agent, "run", "--job", id, "--container", "0")
+			cmd.Env = append(slices.Clone(env), "CTS_AGENT_ATTEMPT="+attempt, "CTS_AGENT_NODE_DIR="+filepath.Join(t.TempDir(), "node"),
+				"CTS_AGENT_CREDENTIAL_FILE="+credFile)
+			cmd.Dir = t.TempDir()
+			out, err := cmd.CombinedOutput()
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				return string(out), ee.ExitCode()
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			return string(out), 0
+		}
+		if out, code := run(local.AttemptName(id, 0, 0)); code != 0 || !strings.Contains(out, "already applied") {
+			t.Errorf("the finishing attempt's replay: exit %d, want 0:\n%s", code, out)
+		}
+		if out, code := run("intruder"); code != 1 || !strings.Contains(out, "Job "+id+" is complete") {
+			t.Errorf("another attempt: exit %d, want 1 and the job's end:\n%s", code, out)
+		}
+		if after := s.AdminJob(t, id); len(after["transition_times"].([]any)) != len(before["transition_times"].([]any)) || after["state"] != "complete" {
+			t.Errorf("the replay moved the job: %v -> %v", before["transition_times"], after["transition_times"])
 		}
 	})
 	t.Run("check passes", func(t *testing.T) {

@@ -419,6 +419,12 @@ func resume(ctx context.Context, sess *session.Session, a *protocol.Assignment, 
 		log.Info("the previous agent process had reported the final state: delivered", "state", rec[len(rec)-1].State)
 		return 0, nil
 	}
+	if a.ContainerState.Terminal() {
+		// The coordinator had applied this attempt's final event already (its
+		// acknowledgement was lost): nothing is left to report.
+		log.Info("the container's final state was already applied", "state", a.ContainerState)
+		return 0, nil
+	}
 	log.Warn("the previous agent process of this attempt died mid-run (its container was removed): reporting an error", "next_seq", a.NextSeq)
 	ev := protocol.Event{State: job.Error, Time: time.Now().UTC(),
 		Error:      "The job's agent was restarted while the container ran; the run cannot be resumed.",

@@ -96,9 +96,10 @@ func currentLaunch(j *jobs.Job) int {
 }
 
 // Assignment builds what the agent of one container needs. It refuses (with a
-// *ctserr.Error) unknown jobs and containers, jobs that are already over, a credential of
-// another launch of the job (launch; NoLaunch for a dry run), and a new agent attempt for a
-// container another attempt has started.
+// *ctserr.Error) unknown jobs and containers, jobs and containers that are already over
+// (except for the agent attempt that finished the container: its replay is acknowledged), a
+// credential of another launch of the job (launch; NoLaunch for a dry run), and a new agent
+// attempt for a container another attempt has started.
 func (s *Service) Assignment(ctx context.Context, h protocol.Hello, launch int) (*protocol.Assignment, error) {
 	j, err := s.store.GetJob(ctx, h.JobID)
 	if errors.Is(err, jobs.ErrNotFound) {
@@ -108,10 +109,8 @@ func (s *Service) Assignment(ctx context.Context, h protocol.Hello, launch int) 
 		return nil, err
 	}
 	// A canceling job still takes its agents' hellos: an agent that reconnects during the
-	// cancel must be able to report how its container ended.
-	if j.State.Terminal() {
-		return nil, ctserr.New(ctserr.CodeInvalidJobState, "Job %s is %s", j.ID, j.State)
-	}
+	// cancel must be able to report how its container ended. A finished job takes only the
+	// replay of the agent attempt that finished its container (below).
 	if h.Container < 0 || h.Container >= j.Input.NumContainers {
 		return nil, ctserr.New(ctserr.CodeNoSuchSubJob, "Job %s has no container %d", j.ID, h.Container)
 	}
@@ -132,7 +131,15 @@ func (s *Service) Assignment(ctx context.Context, h protocol.Hello, launch int) 
 	if sj == nil {
 		return nil, ctserr.New(ctserr.CodeNoSuchSubJob, "Job %s has no container %d", j.ID, h.Container)
 	}
-	if sj.State.Terminal() {
+	// The agent attempt that finished the container may reconnect (its final event was
+	// applied but the acknowledgement lost, or its process restarted with the event in its
+	// journal): the assignment's NextSeq acknowledges what was applied, and anything newer it
+	// sends is refused as usual.
+	replay := !h.DryRun && sj.State.Terminal() && sj.Attempt != "" && sj.Attempt == h.Attempt
+	if j.State.Terminal() && !replay {
+		return nil, ctserr.New(ctserr.CodeInvalidJobState, "Job %s is %s", j.ID, j.State)
+	}
+	if sj.State.Terminal() && !replay {
 		return nil, ctserr.New(ctserr.CodeInvalidJobState, "Container %d of job %s is %s", h.Container, j.ID, sj.State)
 	}
 	if !h.DryRun && sj.Attempt != "" && sj.Attempt != h.Attempt && sj.State != job.DownloadSubmitted {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kbase/cts/coordinator/internal/ctserr"
 	"github.com/kbase/cts/coordinator/internal/ingest"
 	"github.com/kbase/cts/coordinator/internal/jobinput"
 	"github.com/kbase/cts/coordinator/internal/jobs"
@@ -95,6 +96,16 @@ func TestEventsFoldToComplete(t *testing.T) {
 		if got := f.Job(t, id); len(got.Transitions) != len(j.Transitions) {
 			t.Fatal("a resend changed the job")
 		}
+	})
+	t.Run("the finishing attempt's replay after the job ended is acknowledged", func(t *testing.T) {
+		// Its final event was applied but the ack lost: it reconnects with the event pending.
+		// The assignment's NextSeq acknowledges it; another attempt is still refused.
+		a, err := f.Ingest.Assignment(ctx, protocol.Hello{JobID: id, Container: 0, Attempt: "c0.a"}, 0)
+		if err != nil || a.NextSeq != 6 || a.ContainerState != job.Complete {
+			t.Fatalf("replay assignment %+v, %v; want next seq 6, container complete", a, err)
+		}
+		_, err = f.Ingest.Assignment(ctx, protocol.Hello{JobID: id, Container: 0, Attempt: "other"}, 0)
+		wantCTSErr(t, err, ctserr.CodeInvalidJobState, "Job "+id+" is complete")
 	})
 	t.Run("events after the end are rejected", func(t *testing.T) {
 		err := f.Ingest.ApplyEvent(ctx, ingest.Agent{JobID: id, Container: 0, Attempt: "c0.a"}, protocol.Event{Seq: 6, State: job.Error, AdminError: "late"})

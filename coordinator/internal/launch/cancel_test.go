@@ -219,7 +219,11 @@ func TestCancelRacesCompletion(t *testing.T) {
 				won++
 				continue
 			}
-			wantCTSErr(t, err, ctserr.CodeNoSuchJob, terminalMsg(id))
+			if j.State == job.Complete { // the complete event came first
+				wantCTSErr(t, err, ctserr.CodeNoSuchJob, terminalMsg(id, job.Complete))
+			} else { // the other cancel came first
+				wantCTSErr(t, err, ctserr.CodeNoSuchJob, terminalMsg(id))
+			}
 		}
 		switch {
 		case won == 1 && j.State == job.Canceled:

@@ -167,6 +167,15 @@ func New(cfg Config, d Deps) *Service {
 	return s
 }
 
+// Refold folds job id's sub-job states into its state (the reconciler's repair of a job whose
+// containers all ended while its own fold failed). Without a Folder it does nothing.
+func (s *Service) Refold(ctx context.Context, id string) error {
+	if s.fold == nil {
+		return nil
+	}
+	return s.fold.Fold(ctx, id)
+}
+
 // SiteLauncher returns the launcher of the named site.
 func (s *Service) SiteLauncher(name string) (Launcher, bool) {
 	site, ok := s.sites[name]

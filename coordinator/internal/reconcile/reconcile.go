@@ -15,6 +15,8 @@
 //	  agent silent (LastSeen)               → error after HeartbeatDeadline
 //	  running past runtime + RuntimeGrace   → error
 //	launcher unreachable                    → only the heartbeat and deadline rules apply
+//	every container finished (terminal sub-jobs) but the job did not: folded to its end
+//	                                          (the fold after the last report failed)
 //
 // A failure the verdict marks retryable (held, lost or never-connected agents) is first handed
 // to launch.Service.RetryLaunch, which launches the job again as a new attempt when nothing of
@@ -118,6 +120,8 @@ type Launch interface {
 	SiteLauncher(name string) (launch.Launcher, bool)
 	FailJob(ctx context.Context, id, adminErr, userErr string) (bool, error)
 	RetryLaunch(ctx context.Context, id, reason string, maxRetries int) (bool, error)
+	// Refold folds the job's sub-job states into its state again.
+	Refold(ctx context.Context, id string) error
 	StagingLaunch
 }
 
@@ -190,6 +194,16 @@ func (r *Reconciler) Pass(ctx context.Context) error {
 		subs, err := r.store.GetSubJobs(ctx, j.ID)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("job %s: %w", j.ID, err))
+			continue
+		}
+		if Finished(j, subs) {
+			// Every container ended but the job did not: the fold after the last report
+			// failed (and the agent, whose event was applied, will not send it again).
+			if err := r.launch.Refold(ctx, j.ID); err != nil {
+				errs = append(errs, fmt.Errorf("fold finished job %s: %w", j.ID, err))
+			} else {
+				r.log.WarnContext(ctx, "reconciler folded a job whose containers had all finished", "job_id", j.ID, "state", j.State)
+			}
 			continue
 		}
 		f := Decide(r.cfg, r.now(), j, subs, statuses[j.ID])
@@ -299,6 +313,20 @@ func transitionTime(ts []jobs.Transition, s job.State) (time.Time, bool) {
 }
 
 func since(now, t time.Time) time.Duration { return now.Sub(t).Round(time.Second) }
+
+// Finished reports whether every container of a launched, unfinished job has ended: the job
+// only needs its fold.
+func Finished(j *jobs.Job, subs []jobs.SubJob) bool {
+	if j.State.Terminal() || j.State == job.Created || j.Launch == nil || len(subs) == 0 || len(subs) < j.Input.NumContainers {
+		return false
+	}
+	for _, sj := range subs {
+		if !sj.State.Terminal() {
+			return false
+		}
+	}
+	return true
+}
 
 // Decide returns the failure of a job that can no longer finish by itself, or nil. st is the
 // launcher's view (nil when unknown). It is pure: the reconciler's rules in one place.

@@ -125,6 +125,13 @@ type fakeJobs struct {
 	// allowRetry is RetryLaunch's answer; retried records the relaunches asked for.
 	allowRetry bool
 	retried    map[string]string
+	// refolded lists the jobs Refold was asked to fold.
+	refolded []string
+}
+
+func (f *fakeJobs) Refold(_ context.Context, id string) error {
+	f.refolded = append(f.refolded, id)
+	return nil
 }
 
 func (f *fakeJobs) JobsInState(_ context.Context, st job.State, _ int) ([]*jobs.Job, error) {
@@ -266,5 +273,29 @@ func TestPassRetriesInfrastructureFailures(t *testing.T) {
 				t.Errorf("retry reason %q", f.retried["j1"])
 			}
 		})
+	}
+}
+
+// TestPassFoldsFinishedJobs: a job whose containers all ended while the job did not (its fold
+// after the last report failed, and the agent will not report again) is folded, not left
+// unfinished; a job with a container still running is not.
+func TestPassFoldsFinishedJobs(t *testing.T) {
+	stuck := launchedJob(job.UploadSubmitted)
+	stuck.Input.NumContainers = 2
+	running := launchedJob(job.JobSubmitted)
+	running.ID, running.Input.NumContainers = "j2", 2
+	l := &fakeLauncher{status: map[string]launcher.JobStatus{}}
+	f := &fakeJobs{active: []*jobs.Job{stuck, running}, launcher: l,
+		subs: map[string][]jobs.SubJob{
+			"j1": {sub(0, job.Complete, t0), sub(1, job.Error, t0)},
+			"j2": {sub(0, job.Complete, t0), sub(1, job.JobSubmitted, t0)},
+		},
+		failed: map[string]Failure{}, acct: map[string]jobs.Accounting{}}
+	r := New(Config{}, f, f, nil, nil, func() time.Time { return t0.Add(30 * time.Second) })
+	if err := r.Pass(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(f.refolded) != "[j1]" || len(f.failed) != 0 {
+		t.Fatalf("refolded %v, failed %v; want j1 folded and nothing failed", f.refolded, f.failed)
 	}
 }
