@@ -1,5 +1,5 @@
 // Package client is a typed Go client of the CTS REST API (the routes, models and error JSON of
-// the CDM Task Service, reference §1): submitting, inspecting, waiting for and cancelling jobs,
+// the CDM Task Service): submitting, inspecting, waiting for and cancelling jobs,
 // reading and following container logs (live, or by polling), images, reference data, sites,
 // and the admin routes. The `cts`
 // command-line tool is built on it; tests and the demo may use it too.

@@ -7,7 +7,7 @@ import (
 	"strings"
 )
 
-// AppCode is a CTS application error code (reference §1.2).
+// AppCode is a CTS application error code.
 type AppCode int
 
 // The CTS application codes a client typically branches on.
@@ -46,7 +46,7 @@ func (d ValidationDetail) Location() string {
 	return strings.Join(parts, ".")
 }
 
-// APIError is an error answer of the service: the CTS error JSON (reference §1.2), or, from
+// APIError is an error answer of the service: the CTS error JSON, or, from
 // something in front of the service that does not speak it, the status and the raw body.
 type APIError struct {
 	StatusCode int

@@ -52,7 +52,7 @@ import (
 const Name = "htcondor"
 
 // DetailAttributes are the ClassAd attributes the plugin reads and returns as a container's
-// Details (the runner_status subset of the CTS reference §6.5, plus the plugin's own).
+// Details (the runner_status subset of the Python service's, plus the plugin's own).
 var DetailAttributes = []string{
 	"Iwd", "Err", "Out", "UserLog",
 	"ClusterId", "ProcId", "CTSJobID", "CTSContainerNumber", "CTSAttempt", "CTSContainers",

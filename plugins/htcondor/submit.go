@@ -88,7 +88,7 @@ func CredentialFile(cfg Config, jobID string, attempt, n int) string {
 }
 
 // Description returns the submit description of one launch: one cluster, one proc per
-// container with ProcId = container number (reference §6.2, with the changes of issue 5: the
+// container with ProcId = container number (as the Python service submits, except that the
 // static agent is the executable, HTCondor enforces the runtime, request_disk and batch_name
 // are set, and the attempt is recorded for idempotent submits).
 func Description(cfg Config, req launcher.SubmitRequest) (string, error) {

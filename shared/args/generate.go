@@ -17,7 +17,7 @@ var ErrManifestUnsupported = errors.New("manifest files are not supported yet")
 var ErrInvalidParameter = errors.New("invalid parameter")
 
 // Generate builds the command line and environment of container number container
-// (0-based), following reference §3.5 without its shell quoting: every element reaches the
+// (0-based), as the Python service does but without its shell quoting: every element reaches the
 // container process exactly as written here.
 //
 // files are the container-side paths of this container's inputs, in order, already joined

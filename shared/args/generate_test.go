@@ -16,7 +16,8 @@ func inFiles(format, flag string) Arg {
 	return param(Parameter{Type: TypeInputFiles, InputFilesFormat: format, Flag: flag})
 }
 
-// The golden cases of reference §3.5 (test/jaws/wdl_test.py), without shell quoting.
+// The golden cases of the Python service's argument tests (test/jaws/wdl_test.py), without
+// shell quoting.
 func TestGenerateGolden(t *testing.T) {
 	t.Parallel()
 	files := []string{"/input_files/file1", "/input_files/file2"}

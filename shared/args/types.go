@@ -1,4 +1,4 @@
-// Package args owns the CTS job parameters (the "params" of a JobInput, reference §3.2) and
+// Package args owns the CTS job parameters (the "params" of a JobInput) and
 // turns them into the exec-form command line and environment of one container (§3.5).
 //
 // Unlike the Python service, no shell quoting is applied: the command is an argv that reaches

@@ -10,7 +10,7 @@ import (
 	"unicode/utf8"
 )
 
-// Default mount points (reference §3.2).
+// Default mount points.
 const (
 	DefaultInputMountPoint  = "/input_files"
 	DefaultOutputMountPoint = "/output_files"
@@ -225,7 +225,7 @@ func isFileParam(p *Parameter) bool {
 	return p != nil && (p.Type == TypeInputFiles || p.Type == TypeManifestFile)
 }
 
-// Validate checks every rule of reference §3.2 and returns all problems (none if valid).
+// Validate checks every rule the Python service applies to the parameters and returns all problems (none if valid).
 // Call ApplyDefaults first: empty mount points are refused. As in pydantic, a rule that
 // spans several fields (a model validator) is not reported when one of those fields is
 // itself invalid.

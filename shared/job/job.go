@@ -3,7 +3,7 @@
 // enforces the rules in MongoDB with conditional updates) and by the agent (which reports its
 // container's progress). It performs no I/O.
 //
-// The job state machine (CTS names, reference §2.1, §2.4):
+// The job state machine (CTS names):
 //
 //	created ──► download_submitted ──► job_submitting ──► job_submitted ─┬─► upload_submitting ──► upload_submitted ──► complete
 //	                                                                      └─► error_processing_submitting ──► error_processing_submitted ──► error

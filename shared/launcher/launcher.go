@@ -254,8 +254,8 @@ type Usage struct {
 	CPUs int
 }
 
-// JobUsage is the accounting of a whole job, computed from its containers as the CTS does
-// (reference §6.6). Nil fields are unknown.
+// JobUsage is the accounting of a whole job, computed from its containers as the CTS does.
+// Nil fields are unknown.
 type JobUsage struct {
 	// CPUHours is the sum of the containers' CPU seconds / 3600; nil when that sum is 0.
 	CPUHours *float64

@@ -1,6 +1,6 @@
 // Package s3path owns the CTS rules for S3 paths ("bucket/key"): what is a valid path, how it
-// is normalised, and the exact error texts of the Python service (cts-reference §8.1,
-// s3/paths.py validate_path). It is pure string validation: it never talks to S3, does not
+// is normalised, and the exact error texts of the Python service
+// (s3/paths.py validate_path). It is pure string validation: it never talks to S3, does not
 // decide which paths a user may use (allowed_s3_paths is the coordinator's business) and does
 // not map errors to HTTP or CTS app codes (the API layer maps *Error to 30020).
 //

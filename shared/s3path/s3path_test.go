@@ -72,7 +72,7 @@ func TestParseInvalid(t *testing.T) {
 		msg  string // Parse's message
 		at   string // ParseAt(in, 0)'s message
 	}{
-		// The three texts verified against the Python service (cts-reference §8.1).
+		// The three texts verified against the Python service.
 		{"double slash (verified)", "bucket/a//b",
 			"Path 'bucket/a//b' contains illegal character(s) '//' at key index 1",
 			"Path 'bucket/a//b' at index 0 contains illegal character(s) '//' at key index 1"},

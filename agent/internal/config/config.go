@@ -1,5 +1,5 @@
 // Package config reads the agent's configuration from its environment: the CTS worker contract
-// (reference §6.3: JOB_ID, CONTAINER_NUMBER, SERVICE_ROOT_URL, TOKEN_PATH, S3_URL,
+// (as the Python service's jobs get them: JOB_ID, CONTAINER_NUMBER, SERVICE_ROOT_URL, TOKEN_PATH, S3_URL,
 // S3_ACCESS_KEY, S3_SECRET_PATH, ...) plus the agent's own CTS_AGENT_* settings. Secrets (the
 // KBase token and the S3 secret key) are read from the files the environment names; they are
 // never taken from the environment itself, never logged, never passed to containers.

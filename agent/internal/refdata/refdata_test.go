@@ -414,7 +414,7 @@ func rawHeader(name string, size int64) []byte {
 	return b
 }
 
-// TestUnpackBounds: the attacks on the bounds of issue 11's review of the refdata unpack.
+// TestUnpackBounds: attacks on the bounds of the refdata unpack (from a security review).
 func TestUnpackBounds(t *testing.T) {
 	e := newEnv(t)
 	stage := func(t *testing.T, id string, archive []byte, maxFiles int) error {

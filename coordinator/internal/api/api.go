@@ -1,4 +1,4 @@
-// Package api is the coordinator's CTS-compatible REST API (reference §1): routing, the
+// Package api is the coordinator's CTS-compatible REST API: routing, the
 // Authorization header rules, role checks, request decoding and the response models with the
 // CTS conventions (null fields omitted, ISO 8601 UTC timestamps with Z, ISO 8601 durations).
 // Every error leaves through ctserr.Write exactly once. Business rules live in the lifecycle
@@ -256,7 +256,7 @@ func (s *Server) allowedMethods(r *http.Request) []string {
 }
 
 // ServeHTTP assigns a request ID, validates any Authorization header (a token sent to any route
-// is validated, reference §1.1), and routes.
+// is validated), and routes.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if target, ok := s.slashRedirect(r); ok {
 		// Starlette's redirect_slashes: the CTS documentation POSTs to /jobs/, and requests

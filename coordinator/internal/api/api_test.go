@@ -242,7 +242,7 @@ func (f *fixture) getJSON(t *testing.T, method, path, authz, body string, status
 	return m
 }
 
-// wantError checks a CTS error response (reference §1.2).
+// wantError checks a CTS error response.
 func (f *fixture) wantError(t *testing.T, method, path, authz, body string, status int, code float64, msg string) map[string]any {
 	t.Helper()
 	m := f.getJSON(t, method, path, authz, body, status)
@@ -281,7 +281,7 @@ func TestRootWhoamiSitesAndAuth(t *testing.T) {
 				t.Fatalf("root %v", m)
 			}
 		}
-		// A token sent to a route that needs none is still checked (reference §1.1).
+		// A token sent to a route that needs none is still checked.
 		f.wantError(t, "GET", "/", "Bearer nope", "", 401, 10020, "")
 		f.wantError(t, "GET", "/", "Basic x", "", 401, 10030, "Authorization header requires Bearer scheme")
 	})

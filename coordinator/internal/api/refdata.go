@@ -11,7 +11,7 @@ import (
 	"github.com/kbase/cts/shared/staging"
 )
 
-// The reference data routes (reference §1.4 routes 14–16, 19, 30–32, 43), served when
+// The reference data routes, served when
 // Config.Refdata is set.
 
 var (

@@ -6,7 +6,7 @@ import (
 	"github.com/kbase/cts/coordinator/wire"
 )
 
-// Auth levels of the routes (reference §1.3).
+// Auth levels of the routes.
 const (
 	authNone          = "none"
 	authUser          = "user"

@@ -46,7 +46,7 @@ func (f *fixture) submit(t *testing.T, authz string) string {
 	return f.getJSON(t, "POST", "/jobs", authz, f.submitBody(), 200)["job_id"].(string)
 }
 
-// TestRouteAuthMatrix sends every route of reference §1.4 at every auth level: no token, an
+// TestRouteAuthMatrix sends every route of the CTS API at every auth level: no token, an
 // invalid token, a malformed header, a user, the job's owner, another user, an admin and an
 // executor; each gets the route's success or the documented error.
 func TestRouteAuthMatrix(t *testing.T) {
@@ -447,7 +447,7 @@ func TestSiteActive(t *testing.T) {
 	}
 }
 
-// TestTimestamps checks the time and duration formats of every view (reference §1.1).
+// TestTimestamps checks the time and duration formats of every view.
 func TestTimestamps(t *testing.T) {
 	f := newFixture(t)
 	id := f.submit(t, alice)

@@ -6,7 +6,7 @@ import (
 	"github.com/kbase/cts/coordinator/internal/ctserr"
 )
 
-// The CTS Authorization header messages (reference §1.1), both with app code 10030.
+// The CTS Authorization header messages, both with app code 10030.
 const (
 	msgNoBearerToken = "Authorization header requires Bearer scheme followed by token"
 	msgNotBearer     = "Authorization header requires Bearer scheme"

@@ -1,5 +1,5 @@
-// Package ctserr owns the CTS error model: the application error codes of the CTS API
-// (reference §1.2), the typed Error that carries one, and its JSON rendering. Domain packages
+// Package ctserr owns the CTS error model: the application error codes of the CTS API,
+// the typed Error that carries one, and its JSON rendering. Domain packages
 // return *Error (or wrap one with %w) for failures that are the caller's fault; the API layer
 // turns any error into the CTS error JSON exactly once, with errors.As.
 package ctserr

@@ -27,7 +27,7 @@ func (e *StatusError) Error() string {
 	return StatusText(e.Status)
 }
 
-// body is the CTS error JSON (reference §1.2). Field order follows the Python service.
+// body is the CTS error JSON. Field order follows the Python service.
 type body struct {
 	HTTPCode   int                `json:"httpcode"`
 	HTTPStatus string             `json:"httpstatus"`
@@ -81,7 +81,7 @@ func Render(err error, requestID string, showInternal bool, now time.Time) (int,
 	return b.HTTPCode, out
 }
 
-// Write renders any error as the CTS error JSON of reference §1.2 and writes it with its
+// Write renders any error as the CTS error JSON and writes it with its
 // status:
 //   - an *Error (found with errors.As, so wrapping is fine) with a known code gives that code's
 //     status, appcode and apperror, its Message as message when non-empty, and its Validation

@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// Image is a registered image (CTS Image model, reference §4.1).
+// Image is a registered image (CTS Image model).
 type Image struct {
 	Name                     string    `bson:"name" json:"name"`
 	Digest                   string    `bson:"digest" json:"digest"`

@@ -37,7 +37,7 @@ func (r Ref) String() string {
 	return s
 }
 
-// ParseRef parses and normalises an image reference (reference §4.2 step 4): name, name:tag,
+// ParseRef parses and normalises an image reference: name, name:tag,
 // name@sha256:..., name:tag@sha256:... . Errors are *ctserr.Error with code 30040.
 func ParseRef(s string) (Ref, error) {
 	s = strings.TrimSpace(s)
@@ -118,7 +118,7 @@ func (r Ref) remote(withDigest bool) (name.Reference, error) {
 // Registration is the optional body of an image registration.
 type Registration = wire.ImageRegistration
 
-// Limits of a registration (reference §4.1).
+// Limits of a registration.
 const (
 	MaxURLs       = 20
 	MaxUsageNotes = 10000
@@ -132,7 +132,7 @@ type RefdataExists func(ctx context.Context, id string) error
 // such registrations are refused.
 func (m *Manager) SetRefdata(f RefdataExists) { m.refdata = f }
 
-// resolveRegistration applies reference §4.2 steps 1–3: fields copied from from_image, the
+// resolveRegistration applies the first steps of a registration, as the Python service does: fields copied from from_image, the
 // mount point rules, and the reference data's existence.
 func (m *Manager) resolveRegistration(ctx context.Context, reg Registration) (Registration, error) {
 	if len(reg.URLs) > MaxURLs {
@@ -286,7 +286,7 @@ func fetchErr(r Ref, err error) error {
 	return &ctserr.Error{Code: ctserr.CodeImageFetch, Message: fmt.Sprintf("Failed to fetch image %s: %s", r, msg), Err: err}
 }
 
-// Resolve finds the registered image a job names (reference §4.3): by digest when one is
+// Resolve finds the registered image a job names: by digest when one is
 // given, else by tag, else by the tag "latest".
 func (m *Manager) Resolve(ctx context.Context, ref string) (*Image, error) {
 	r, err := ParseRef(ref)

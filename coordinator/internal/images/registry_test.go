@@ -154,7 +154,7 @@ func TestRegisterResolveDelete(t *testing.T) {
 		{name: "tagged", id: tool + ":1", want: images.Image{Name: tool, Tag: "1", Digest: d1},
 			urls: []string{"https://example.org/tool"}, usage: "use it"},
 		// An untagged name is the registry's "latest": recorded as tag latest, so a job naming
-		// the bare name (which resolves to tag latest, reference §4.3) finds it.
+		// the bare name (which resolves to tag latest) finds it.
 		{name: "untagged means latest", id: tool, want: images.Image{Name: tool, Tag: "latest", Digest: dLatest}},
 		{name: "digest pinned has no tag", id: tool + "@" + dPinned, want: images.Image{Name: tool, Digest: dPinned}},
 		// Any number of digest-only registrations of one name coexist (the BUG? of §4.2).
@@ -242,7 +242,7 @@ func TestRegisterResolveDelete(t *testing.T) {
 			{ref: tool + ":latest", digest: dLatest},
 			{ref: tool, digest: dLatest},
 			{ref: tool + "@" + dPinned, digest: dPinned},
-			// With a digest the tag is ignored (reference §4.3).
+			// With a digest the tag is ignored.
 			{ref: tool + ":whatever@" + dPinned2, digest: dPinned2},
 			{ref: tool + ":3", code: ctserr.CodeNoSuchImage, msg: "No image " + tool + " with tag '3' exists in the system."},
 			{ref: tool + "@" + digest0, code: ctserr.CodeNoSuchImage, msg: "No image " + tool + " with digest " + digest0 + " exists in the system."},
@@ -328,7 +328,7 @@ func TestRegisterFetchMessages(t *testing.T) {
 	}
 }
 
-// TestRegisterRefdataAndFromImage covers reference §4.2 steps 1–3: usage fields and refdata
+// TestRegisterRefdataAndFromImage covers the first steps of a registration: usage fields and refdata
 // settings copied from from_image (the request wins), the mount point rules, and the check
 // that the reference data exists.
 func TestRegisterRefdataAndFromImage(t *testing.T) {

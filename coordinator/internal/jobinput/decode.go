@@ -22,7 +22,7 @@ import (
 
 // Decode reads a POST /jobs body and returns the validated, normalised JobInput with its
 // defaults applied. Any problem with the body (not JSON, trailing data, unknown keys at any
-// level, wrong types, any rule of reference §3.1–§3.4) is returned as one *ctserr.Error of
+// level, wrong types, any rule of the Python service's JobInput) is returned as one *ctserr.Error of
 // code CodeRequestValidation holding every problem found, with pydantic-shaped details whose
 // loc starts with "body". Only a failure to read r is returned as another error (wrapped).
 func Decode(r io.Reader, opts Options) (*JobInput, error) {

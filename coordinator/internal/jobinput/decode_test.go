@@ -54,7 +54,7 @@ func details(t testing.TB, err error) []string {
 	return out
 }
 
-// TestDecodeExamples decodes the three example bodies of the CTS docs (reference §15.3, with
+// TestDecodeExamples decodes the three example bodies of the CTS docs (with
 // cluster kbase) and compares the stored form and the API view with golden files.
 func TestDecodeExamples(t *testing.T) {
 	t.Parallel()

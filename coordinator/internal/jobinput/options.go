@@ -1,6 +1,6 @@
 package jobinput
 
-// Options are the limits Decode enforces. They are the model-level maxima of reference §3.1
+// Options are the limits Decode enforces. They are the model-level maxima of the Python service
 // (the largest site); per-site limits are checked by the jobs service afterwards.
 type Options struct {
 	// Sites are the allowed cluster names, in the order error messages list them.
@@ -17,7 +17,7 @@ type Options struct {
 	MaxContainers int
 }
 
-// Defaults of a job input (reference §3.1).
+// Defaults of a job input.
 const (
 	DefaultNumContainers  = 1
 	DefaultCPUs           = 1
@@ -29,7 +29,7 @@ const (
 	MinRuntimeSeconds = 1
 )
 
-// Lengths of the string fields (reference §3.1, §8.1).
+// Lengths of the string fields.
 const (
 	MaxImageLength   = 1000
 	MinS3PathLength  = 5

@@ -7,7 +7,7 @@ import (
 	"github.com/kbase/cts/coordinator/internal/ctserr"
 )
 
-// FilesPerContainer splits the input files across the containers (reference §3.3): each
+// FilesPerContainer splits the input files across the containers: each
 // container gets a contiguous run of indexes into InputFiles, and the first
 // len(InputFiles) % NumContainers containers get one extra file. Container n's slice is at
 // index n. NumContainers below 1 is treated as 1.
@@ -31,8 +31,8 @@ func (ji *JobInput) FilesPerContainer() [][]int {
 	return out
 }
 
-// Placements returns where each input file goes, relative to the input mount point
-// (reference §3.4): its path minus the longest input root that is a proper path-segment
+// Placements returns where each input file goes, relative to the input mount point:
+// its path minus the longest input root that is a proper path-segment
 // prefix of it; with the root "" the full path including the bucket; with no matching root
 // its base name.
 //

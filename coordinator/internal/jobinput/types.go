@@ -1,4 +1,4 @@
-// Package jobinput owns the CTS JobInput (the body of POST /jobs, reference §3): its strict
+// Package jobinput owns the CTS JobInput (the body of POST /jobs): its strict
 // JSON decoding (unknown keys refused), its validation with pydantic-shaped details, its
 // normalisation, the split of input files across containers (§3.3) and their placement in the
 // container (§3.4). It performs no I/O: S3 and image checks belong to the jobs service.

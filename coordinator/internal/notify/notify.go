@@ -1,4 +1,4 @@
-// Package notify owns the Kafka notifications of job state transitions (reference §9): the
+// Package notify owns the Kafka notifications of job state transitions: the
 // message format (byte-identical to the Python service's json.dumps), and the sender that
 // drains the outbox kept in the job documents (transitions with notif_sent false) to Kafka,
 // marking each transition sent only after the broker acknowledged it. Delivery is

@@ -1,6 +1,6 @@
 package openapi
 
-// errorSchema is the CTS error JSON of reference §1.2, as ctserr renders it.
+// errorSchema is the CTS error JSON, as ctserr renders it.
 func errorSchema() Schema {
 	inner := newOrderedMap()
 	inner.set("httpcode", Schema{"type": "integer", "description": "The HTTP status code.", "example": 404})

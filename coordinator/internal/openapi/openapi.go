@@ -20,8 +20,8 @@
 //
 // It must not route requests, authenticate, or know what any CTS route does: the api package
 // declares the routes and mounts the handlers. The only CTS-specific knowledge here is the
-// shared error JSON (reference §1.2), referenced by every error status, and the meaning of the
-// auth levels (reference §1.3).
+// shared error JSON, referenced by every error status, and the meaning of the
+// auth levels.
 //
 // Typical use (in the api package):
 //
@@ -65,7 +65,7 @@ type Schemer interface {
 	JSONSchema() map[string]any
 }
 
-// The auth levels of a Route (reference §1.3). Alternatives are joined with "|", e.g.
+// The auth levels of a Route. Alternatives are joined with "|", e.g.
 // AuthAdmin + "|" + AuthExecutor for a route open to administrators and executors.
 const (
 	// AuthNone needs no token; a token that is sent is still validated.

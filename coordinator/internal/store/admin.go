@@ -1,7 +1,6 @@
 package store
 
-// The admin side of the job store: admin metadata, job clean, and the sites collection
-// (reference §10.1, §10.3).
+// The admin side of the job store: admin metadata, job clean, and the sites collection.
 
 import (
 	"context"

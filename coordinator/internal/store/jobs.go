@@ -453,7 +453,7 @@ func (s *Store) findJobs(ctx context.Context, op string, filter any, opts *optio
 }
 
 // ListJobs returns jobs matching f, newest UpdateTime first, up to f.Limit (default 1000),
-// without outputs and input files (reference §10.3).
+// without outputs and input files.
 func (s *Store) ListJobs(ctx context.Context, f jobs.ListFilter) ([]*jobs.Job, error) {
 	filter := bson.D{}
 	if f.User != "" {

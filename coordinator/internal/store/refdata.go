@@ -12,7 +12,7 @@ import (
 	"github.com/kbase/cts/coordinator/internal/refdata"
 )
 
-// collRefdata holds the reference data records (reference §10.1, §10.2).
+// collRefdata holds the reference data records.
 const collRefdata = "refdata"
 
 var _ refdata.Store = (*Store)(nil)
@@ -22,7 +22,7 @@ func (s *Store) refdataColl() *mongo.Collection {
 	return s.jobs.Database().Collection(collRefdata)
 }
 
-// InitRefdata creates the indexes of the refdata collection (reference §10.1): id unique,
+// InitRefdata creates the indexes of the refdata collection: id unique,
 // file, and statuses.cleaned/state/_update_time with the partial filter of the cleaner
 // (created without it on FerretDB, which refuses partial indexes). Call it once at start,
 // after New; it is idempotent.

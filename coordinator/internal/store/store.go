@@ -239,7 +239,7 @@ type index struct {
 
 func terminalStates() bson.A { return bson.A{"canceled", "complete", "error"} }
 
-// indexSpecs lists the indexes of reference §10.1 for the collections this store owns.
+// indexSpecs lists the indexes of the Python service for the collections this store owns.
 func (s *Store) indexSpecs() []struct {
 	coll *mongo.Collection
 	idx  index
