@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -45,6 +46,8 @@ type Site struct {
 	Image string
 	// Input is the small input file ("bucket/key") the jobs read.
 	Input string
+	// bursts numbers the submit bursts, so that each writes below its own output folder.
+	bursts atomic.Int64
 }
 
 // Start starts a dev site with the "noop" compute site beside "local", registers the demo
@@ -121,7 +124,8 @@ func (b Burst) PerSecond() float64 {
 }
 
 // Submit posts n jobs on cluster with concurrency requests in flight and returns their IDs
-// and latencies. Any failed request fails the burst.
+// and latencies. Each job of each burst has an output folder of its own. Any failed request
+// fails the burst.
 func (s *Site) Submit(ctx context.Context, cluster string, n, concurrency int) (Burst, error) {
 	type result struct {
 		id  string
@@ -129,13 +133,14 @@ func (s *Site) Submit(ctx context.Context, cluster string, n, concurrency int) (
 		err error
 	}
 	out := make([]result, n)
+	burst := s.bursts.Add(1)
 	start := time.Now()
 	err := parallel(ctx, n, concurrency, func(ctx context.Context, i int) error {
 		var resp struct {
 			JobID string `json:"job_id"`
 		}
 		t0 := time.Now()
-		err := s.API.Do(ctx, "POST", "/jobs", s.Demo.UserToken, s.JobBody(cluster, fmt.Sprintf("bench/out/%d", i)), &resp)
+		err := s.API.Do(ctx, "POST", "/jobs", s.Demo.UserToken, s.JobBody(cluster, fmt.Sprintf("bench/out/%d/%d", burst, i)), &resp)
 		out[i] = result{resp.JobID, time.Since(t0), err}
 		if err != nil {
 			return fmt.Errorf("submit %d: %w", i, err)
