@@ -73,17 +73,23 @@ func (s *Server) requireLevel(r *http.Request, level string) (*auth.User, error)
 	}
 }
 
-// AuthorizeExecutor is the agent websocket's authorizer: a valid token with the executor role.
-func (s *Server) AuthorizeExecutor(r *http.Request) error {
+// headerUser looks up the user of a request's Authorization header, for the authorizers of
+// routes outside the API (which the API's middleware does not see); errors are CTS errors.
+func (s *Server) headerUser(r *http.Request) (*auth.User, error) {
 	h := r.Header.Get("Authorization")
 	if h == "" {
-		return ctserr.New(ctserr.CodeNoToken, "Authorization header required")
+		return nil, ctserr.New(ctserr.CodeNoToken, "Authorization header required")
 	}
 	tok, err := auth.ParseAuthHeader(h)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	u, err := s.auth.User(r.Context(), tok)
+	return s.auth.User(r.Context(), tok)
+}
+
+// AuthorizeExecutor is the agent websocket's authorizer: a valid token with the executor role.
+func (s *Server) AuthorizeExecutor(r *http.Request) error {
+	u, err := s.headerUser(r)
 	if err != nil {
 		return err
 	}
@@ -96,15 +102,7 @@ func (s *Server) AuthorizeExecutor(r *http.Request) error {
 // AuthorizeAdmin checks that a request outside the API (the profiling endpoint) carries a CTS
 // admin's token; the error is a CTS error for WriteError.
 func (s *Server) AuthorizeAdmin(r *http.Request) error {
-	h := r.Header.Get("Authorization")
-	if h == "" {
-		return ctserr.New(ctserr.CodeNoToken, "Authorization header required")
-	}
-	tok, err := auth.ParseAuthHeader(h)
-	if err != nil {
-		return err
-	}
-	u, err := s.auth.User(r.Context(), tok)
+	u, err := s.headerUser(r)
 	if err != nil {
 		return err
 	}
