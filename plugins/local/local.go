@@ -316,6 +316,14 @@ func (l *Launcher) startSupervisor(cfg Config, dir string, env []string) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start supervisor: %w", err)
 	}
+	// Until the new supervisor claims its container (a busy machine may take seconds to run
+	// it), this record is what tells Status the container is starting, not abandoned.
+	spawned := procRecord{PID: cmd.Process.Pid, Started: time.Now()}
+	spawned.ProcStart, _, _ = procStart(spawned.PID)
+	if err := writeRecord(filepath.Join(dir, spawnedFile), spawned); err != nil {
+		l.log.Warn("record the started supervisor; Status may call the container unknown until it claims it",
+			"dir", dir, "error", err)
+	}
 	l.bg.Add(1)
 	go func() {
 		defer l.bg.Done()
@@ -392,6 +400,7 @@ const startingTimeout = 30 * time.Second
 //	supervisor alive, agent pid    → running ("removal requested" once canceled)
 //	supervisor gone, agent alive   → running (its exit will not be recorded)
 //	no claim, submit in progress   → idle
+//	no claim, spawned supervisor   → idle (starting) while it lives, else unknown
 //	otherwise                      → unknown, with the reason
 func containerStatus(dir string, n int, attempt string, inFlight bool) launcher.ContainerStatus {
 	cs := launcher.ContainerStatus{Container: n, Attempt: attempt}
@@ -427,11 +436,20 @@ func containerStatus(dir string, n int, attempt string, inFlight bool) launcher.
 		return cs
 	case supErr != nil:
 		fi, claimErr := os.Stat(filepath.Join(dir, claimFile))
+		var spawned procRecord
+		spawnedErr := readRecord(filepath.Join(dir, spawnedFile), &spawned)
 		switch {
 		case claimErr == nil && time.Since(fi.ModTime()) < startingTimeout:
 			cs.State, cs.Reason = launcher.StateIdle, "starting"
 		case claimErr != nil && inFlight:
 			cs.State, cs.Reason = launcher.StateIdle, "being submitted"
+		case claimErr != nil && spawnedErr == nil && spawned.alive():
+			cs.State, cs.Reason = launcher.StateIdle, "starting"
+		case claimErr != nil && exists(filepath.Join(dir, claimFile)):
+			// Claimed between the Stat and now: starting.
+			cs.State, cs.Reason = launcher.StateIdle, "starting"
+		case claimErr != nil && spawnedErr == nil:
+			cs.State, cs.Reason = launcher.StateUnknown, "its supervisor ended before it claimed the container (see supervisor.log): submit again to start it"
 		case claimErr != nil:
 			cs.State, cs.Reason = launcher.StateUnknown, "never started (interrupted submit): submit again to start it"
 		default:

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -352,5 +353,48 @@ func TestKilledAgentLeavesNoProcess(t *testing.T) {
 			data, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 			t.Errorf("process %s %d outlived the agent's exit record: %v %q", name, pid, err, data)
 		}
+	}
+}
+
+// TestSpawnedSupervisorIsStarting: between Submit's return and its supervisor's claim (seconds
+// on a busy machine) the container is starting, not "never started"; a spawned supervisor that
+// died before its claim makes the container unknown with a reason that says so.
+func TestSpawnedSupervisorIsStarting(t *testing.T) {
+	t.Parallel()
+	e := newLocal(t, nil)
+	jobID := launchertest.NewJobID("spawn")
+	jd := filepath.Join(e.d.work, jobID, "0")
+	for n := range 2 {
+		if err := os.MkdirAll(filepath.Join(jd, strconv.Itoa(n)), 0o750); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec, _ := json.Marshal(map[string]any{"job_id": jobID, "attempt": 0, "containers": 2, "submitted": time.Now()})
+	if err := os.WriteFile(filepath.Join(jd, "request.json"), rec, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Container 0: a live process stands for a supervisor not yet scheduled to claim.
+	live := exec.Command("sleep", "60")
+	if err := live.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = live.Process.Kill(); _ = live.Wait() })
+	// Container 1: a supervisor that ended without claiming.
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	for n, pid := range []int{live.Process.Pid, dead.Process.Pid} {
+		b, _ := json.Marshal(map[string]any{"pid": pid, "started": time.Now()})
+		if err := os.WriteFile(filepath.Join(jd, strconv.Itoa(n), "spawned"), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := e.status(t, launcher.JobRef{JobID: jobID, Handle: local.Handle(jobID, 0)})
+	if c := st.Containers[0]; c.State != launcher.StateIdle || c.Reason != "starting" {
+		t.Errorf("container 0 with a live spawned supervisor: %s %q, want idle/starting", c.State, c.Reason)
+	}
+	if c := st.Containers[1]; c.State != launcher.StateUnknown || !strings.Contains(c.Reason, "ended before it claimed") {
+		t.Errorf("container 1 with a dead spawned supervisor: %s %q, want unknown/ended before it claimed", c.State, c.Reason)
 	}
 }

@@ -14,7 +14,8 @@ import (
 // coordinator crash) reads it back, and the supervisors keep it current while no plugin runs.
 //
 //	<work_dir>/<job_id>/<attempt>/request.json       the accepted submit (requestRecord)
-//	<work_dir>/<job_id>/<attempt>/<n>/claim          created O_EXCL by the one supervisor of container n
+//	<work_dir>/<job_id>/<attempt>/<n>/spawned        the supervisor as Submit started it (procRecord)
+//	                                 /claim           created O_EXCL by the one supervisor of container n
 //	                                 /supervisor.pid  the supervisor (procRecord)
 //	                                 /pid             the agent, leader of its process group (procRecord)
 //	                                 /cancel          Cancel was requested (cancelRecord)
@@ -25,6 +26,7 @@ import (
 // whole record or none.
 const (
 	requestFile    = "request.json"
+	spawnedFile    = "spawned"
 	claimFile      = "claim"
 	supervisorFile = "supervisor.pid"
 	pidFile        = "pid"
