@@ -50,6 +50,10 @@ type Config struct {
 	RuntimeMarginSeconds float64 `json:"runtime_margin_seconds"`
 	// CommandTimeoutSeconds bounds every condor_* command (default 60).
 	CommandTimeoutSeconds float64 `json:"command_timeout_seconds"`
+	// CredentialSweepSeconds is the time between two sweeps of the procs' credential files
+	// out of initial_dir (default 60): a file goes once its proc has left the queue (see
+	// Launcher.SweepCredentials).
+	CredentialSweepSeconds float64 `json:"credential_sweep_seconds"`
 	// CondorSubmit, CondorQ, CondorHistory and CondorRm are the tools' paths or names looked up
 	// in PATH (defaults: condor_submit, condor_q, condor_history, condor_rm).
 	CondorSubmit  string `json:"condor_submit"`
@@ -64,9 +68,10 @@ type Config struct {
 
 // Defaults of the optional settings.
 const (
-	DefaultKillGraceSeconds      = 45
-	DefaultRuntimeMarginSeconds  = 3600
-	DefaultCommandTimeoutSeconds = 60
+	DefaultKillGraceSeconds       = 45
+	DefaultRuntimeMarginSeconds   = 3600
+	DefaultCommandTimeoutSeconds  = 60
+	DefaultCredentialSweepSeconds = 60
 )
 
 // reservedEnv are set by the launcher per proc and may not come from configuration.
@@ -103,6 +108,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.CommandTimeoutSeconds == 0 {
 		c.CommandTimeoutSeconds = DefaultCommandTimeoutSeconds
+	}
+	if c.CredentialSweepSeconds == 0 {
+		c.CredentialSweepSeconds = DefaultCredentialSweepSeconds
 	}
 	for _, t := range []struct {
 		p   *string
@@ -177,7 +185,7 @@ func (c Config) Validate() error {
 	}
 	for name, secs := range map[string]float64{
 		"kill_grace_seconds": c.KillGraceSeconds, "runtime_margin_seconds": c.RuntimeMarginSeconds,
-		"command_timeout_seconds": c.CommandTimeoutSeconds,
+		"command_timeout_seconds": c.CommandTimeoutSeconds, "credential_sweep_seconds": c.CredentialSweepSeconds,
 	} {
 		if math.IsNaN(secs) || secs < 0 || secs > 7*24*3600 {
 			bad("%s %v not in 0..604800", name, secs)
@@ -191,6 +199,10 @@ func (c Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func (c Config) sweepInterval() time.Duration {
+	return max(time.Duration(c.CredentialSweepSeconds*float64(time.Second)), 10*time.Millisecond)
 }
 
 func (c Config) commandTimeout() time.Duration {

@@ -105,6 +105,11 @@ type Launcher struct {
 
 	// submitMu serialises Submit's look-then-submit so one process never submits a key twice.
 	submitMu sync.Mutex
+
+	// The credential sweeper: started by the first Configure, stopped by Close.
+	sweepOnce, closeOnce sync.Once
+	sweepStop, sweepDone chan struct{}
+	sweeping             bool // set inside sweepOnce
 }
 
 var _ launcher.Launcher = (*Launcher)(nil)
@@ -115,7 +120,20 @@ func New(opts Options) *Launcher {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Launcher{log: logger}
+	return &Launcher{log: logger, sweepStop: make(chan struct{}), sweepDone: make(chan struct{})}
+}
+
+// Close stops the credential sweeper and waits for it. The plugin process calls it never
+// (it ends with its process); tests and embedders do.
+func (l *Launcher) Close() error {
+	l.closeOnce.Do(func() {
+		close(l.sweepStop)
+		l.sweepOnce.Do(func() {}) // no sweeper may start after Close
+		if l.sweeping {
+			<-l.sweepDone
+		}
+	})
+	return nil
 }
 
 // Info implements launcher.Launcher. The plugin has no Cleanup: HTCondor keeps and expires
@@ -137,6 +155,13 @@ func (l *Launcher) Configure(_ context.Context, data []byte) error {
 	l.mu.Lock()
 	l.cfg, l.tools = &cfg, newTools(cfg)
 	l.mu.Unlock()
+	l.sweepOnce.Do(func() {
+		l.sweeping = true
+		go func() {
+			defer close(l.sweepDone)
+			l.sweep(l.sweepStop)
+		}()
+	})
 	l.log.Info("configured", "initial_dir", cfg.InitialDir, "agent", cfg.AgentPath+cfg.AgentURL, "condor_submit", cfg.CondorSubmit)
 	return nil
 }
@@ -176,25 +201,47 @@ func (l *Launcher) Submit(ctx context.Context, req launcher.SubmitRequest) (laun
 		}
 		return launcher.SubmitResponse{Handle: strconv.FormatInt(cluster, 10), Existing: true}, nil
 	}
-	for n, c := range req.Credentials {
-		if err := writePrivate(CredentialFile(*cfg, req.JobID, req.Attempt, n), c); err != nil {
-			return launcher.SubmitResponse{}, fmt.Errorf("submit %s: container %d: %w", req.JobID, n, err)
+	cluster, err = l.submit(ctx, cfg, t, req, desc)
+	if err != nil {
+		if len(req.Credentials) > 0 {
+			l.dropCredentials(ctx, cfg, t, req)
 		}
-	}
-	file := filepath.Join(cfg.InitialDir, fmt.Sprintf("cts-%s-%d.sub", req.JobID, req.Attempt))
-	if err := os.WriteFile(file, []byte(desc), 0o644); err != nil {
-		return launcher.SubmitResponse{}, fmt.Errorf("submit %s: write submit file: %w", req.JobID, err)
-	}
-	out, err := t.run(ctx, cfg.InitialDir, cfg.CondorSubmit, "-terse", file)
-	if err != nil {
-		return launcher.SubmitResponse{}, fmt.Errorf("submit %s: %w", req.JobID, err)
-	}
-	cluster, err = parseTerse(out, req.Containers)
-	if err != nil {
 		return launcher.SubmitResponse{}, fmt.Errorf("submit %s: %w", req.JobID, err)
 	}
 	l.log.Info("submitted", "job_id", req.JobID, "attempt", req.Attempt, "cluster", cluster, "containers", req.Containers)
 	return launcher.SubmitResponse{Handle: strconv.FormatInt(cluster, 10)}, nil
+}
+
+// submit writes the credential and submit files and runs condor_submit.
+func (l *Launcher) submit(ctx context.Context, cfg *Config, t *tools, req launcher.SubmitRequest, desc string) (int64, error) {
+	for n, c := range req.Credentials {
+		if err := writePrivate(CredentialFile(*cfg, req.JobID, req.Attempt, n), c); err != nil {
+			return 0, fmt.Errorf("container %d: %w", n, err)
+		}
+	}
+	file := filepath.Join(cfg.InitialDir, fmt.Sprintf("cts-%s-%d.sub", req.JobID, req.Attempt))
+	if err := os.WriteFile(file, []byte(desc), 0o644); err != nil {
+		return 0, fmt.Errorf("write submit file: %w", err)
+	}
+	out, err := t.run(ctx, cfg.InitialDir, cfg.CondorSubmit, "-terse", file)
+	if err != nil {
+		return 0, err
+	}
+	return parseTerse(out, req.Containers)
+}
+
+// dropCredentials removes the credential files of a failed submit, unless a cluster of the
+// (job, attempt) exists after all (condor_submit may fail after the schedd took the procs,
+// which then need their files) or that cannot be told now (the sweep decides later).
+func (l *Launcher) dropCredentials(ctx context.Context, cfg *Config, t *tools, req launcher.SubmitRequest) {
+	if _, _, found, err := l.find(ctx, t, req.JobID, req.Attempt); err != nil || found {
+		l.log.Warn("submit failed; its credential files stay until the sweep finds the procs gone",
+			"job_id", req.JobID, "attempt", req.Attempt, "cluster_found", found, "error", err)
+		return
+	}
+	if err := removeCredentials(*cfg, req.JobID, req.Attempt, req.Containers); err != nil {
+		l.log.Warn("submit failed and its credential files could not be removed", "job_id", req.JobID, "attempt", req.Attempt, "error", err)
+	}
 }
 
 // writePrivate writes a secret to path with mode 0600 (created anew, or replaced atomically).
