@@ -47,6 +47,7 @@ func TestContainerRuntimes(t *testing.T) {
 				{"tampered layer", func(t *testing.T) { checkTamperedLayer(t, s, tp) }},
 				{"refdata mount", func(t *testing.T) { checkRefdataJob(t, s) }},
 				{"confinement", func(t *testing.T) { checkConfinement(t, s, tool) }},
+				{"limits", func(t *testing.T) { checkLimits(t, s, tool) }},
 				{"OOM", func(t *testing.T) { checkOOM(t, s, tool) }},
 				{"runtime limit", func(t *testing.T) { checkRuntimeLimit(t, s, tool) }},
 				{"cancel", func(t *testing.T) { checkCancel(t, s, tool) }},
@@ -107,6 +108,42 @@ func checkConfinement(t *testing.T, s *testsite.Site, tool string) {
 		if !strings.Contains(strings.Join(strings.Fields(out), " "), want) {
 			t.Errorf("probe lacks %q:\n%s", want, out)
 		}
+	}
+	assertNothingLeft(t, s, id)
+}
+
+// checkLimits: the CPU, memory and pids limits the job asked for are the ones the kernel
+// enforces on the running container, read from inside it (its cgroup files), not only the
+// ones written in the runtime's request.
+func checkLimits(t *testing.T, s *testsite.Site, tool string) {
+	const cpus, memory = 2, 200 << 20 // memory page-aligned: the kernel rounds a limit down to pages
+	id, j := runTool(t, s, tool, "limits", []any{"limits"}, map[string]any{"cpus": cpus, "memory": memory})
+	if j["state"] != "complete" {
+		t.Fatalf("limits job ended %v: %v", j["state"], s.AdminJob(t, id)["admin_error"])
+	}
+	out, err := logOf(t, s, id, 0, "stdout")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		k, v, _ := strings.Cut(line, ": ")
+		got[k] = v
+	}
+	var quota, period float64
+	if strings.HasPrefix(got["cpu"], "max ") {
+		t.Errorf("no CPU limit inside the container (%q), want %d CPUs", got["cpu"], cpus)
+	} else if _, err := fmt.Sscanf(got["cpu"], "%g %g", &quota, &period); err != nil || period == 0 {
+		t.Errorf("CPU limit inside the container %q (want %d CPUs): %v", got["cpu"], cpus, err)
+	} else if quota/period != cpus {
+		t.Errorf("CPU limit inside the container %q is %g CPUs, want %d", got["cpu"], quota/period, cpus)
+	}
+	if want := fmt.Sprint(memory); got["memory"] != want {
+		t.Errorf("memory limit inside the container %q, want %s", got["memory"], want)
+	}
+	// The agent's pids limit (agent/internal/container.DefaultPidsLimit): jobs do not set it.
+	if want := "4096"; got["pids"] != want {
+		t.Errorf("pids limit inside the container %q, want %s", got["pids"], want)
 	}
 	assertNothingLeft(t, s, id)
 }

@@ -178,6 +178,9 @@ func mounts(binds []Mount, tmpfsBytes int64) []specs.Mount {
 		{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
 		{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
 		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+		// The container's own cgroup, read-only, as Docker mounts it: a program can read the
+		// limits it runs under (CPU quota, memory, pids) and change none of them.
+		{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}},
 		// The root is read-only; programs still expect a writable /tmp. Its pages are
 		// charged to the container's memory limit.
 		{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: tmpfsOptions(tmpfsBytes)},

@@ -136,12 +136,15 @@ func TestRuntimeSpec(t *testing.T) {
 			}
 		}
 	}
-	wantDests := []string{"/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys", "/tmp", "/output_files", "/input_files", "/output_files/sub"}
+	wantDests := []string{"/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys", "/sys/fs/cgroup", "/tmp", "/output_files", "/input_files", "/output_files/sub"}
 	if !slices.Equal(dests, wantDests) {
 		t.Errorf("mount order %v, want %v", dests, wantDests)
 	}
-	if tmp := got.Mounts[6]; !slices.Equal(tmp.Options, []string{"rw", "nosuid", "nodev", "noexec", "size=1048576", "mode=1777"}) {
+	if tmp := got.Mounts[7]; !slices.Equal(tmp.Options, []string{"rw", "nosuid", "nodev", "noexec", "size=1048576", "mode=1777"}) {
 		t.Errorf("/tmp options %v", tmp.Options)
+	}
+	if cg := got.Mounts[6]; cg.Type != "cgroup" || !slices.Contains(cg.Options, "ro") {
+		t.Errorf("/sys/fs/cgroup mount %+v, want the cgroup filesystem read-only", cg)
 	}
 	if !slices.Equal(got.Linux.MaskedPaths, maskedPaths) || !slices.Equal(got.Linux.ReadonlyPaths, readonlyPaths) {
 		t.Errorf("masked %v read-only %v", got.Linux.MaskedPaths, got.Linux.ReadonlyPaths)

@@ -46,6 +46,10 @@ const usage = `usage: testtool COMMAND [ARGS...]
   fork N                  start up to N processes that wait; print "forked K of N" and the
                           first error, then exit 0 (the pids limit is what stops it)
   flood MB                write MB megabytes of lines to stdout as fast as possible
+  limits                  print the container's own cgroup limits as the kernel enforces them
+                          (cgroup v2 cpu.max, pids.max, memory.max or their v1 files):
+                          "cpu: QUOTA PERIOD" (QUOTA "max" when unlimited), "pids: N",
+                          "memory: BYTES" ("max" when unlimited)
 With TESTTOOL_TOUCH=PATH in its environment it creates PATH after a command that succeeded.`
 
 func main() {
@@ -161,6 +165,8 @@ func run(args []string) error {
 			return err
 		}
 		return flood(n)
+	case "limits":
+		return limits()
 	default:
 		return fmt.Errorf("unknown command %q\n%s", cmd, usage)
 	}
@@ -233,6 +239,60 @@ func probe() error {
 		err = exec.Command("/tmp/probe-exe", "id").Run()
 	}
 	try("exec in /tmp", err)
+	return nil
+}
+
+// limits prints the limits of the container's cgroup, read from the cgroup filesystem the
+// runtime mounts at /sys/fs/cgroup (the container's own cgroup under either version).
+func limits() error {
+	read := func(paths ...string) (string, error) {
+		var first error
+		for _, p := range paths {
+			b, err := os.ReadFile(p)
+			if err == nil {
+				return strings.TrimSpace(string(b)), nil
+			}
+			if first == nil {
+				first = err
+			}
+		}
+		return "", first
+	}
+	const root = "/sys/fs/cgroup/"
+	if _, err := os.Stat(root + "cgroup.controllers"); err == nil { // cgroup v2
+		for _, l := range []struct{ name, file string }{{"cpu", "cpu.max"}, {"pids", "pids.max"}, {"memory", "memory.max"}} {
+			v, err := read(root + l.file)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("%s: %s\n", l.name, v)
+		}
+		return nil
+	}
+	quota, err := read(root+"cpu/cpu.cfs_quota_us", root+"cpu,cpuacct/cpu.cfs_quota_us")
+	if err != nil {
+		return err
+	}
+	period, err := read(root+"cpu/cpu.cfs_period_us", root+"cpu,cpuacct/cpu.cfs_period_us")
+	if err != nil {
+		return err
+	}
+	if quota == "-1" {
+		quota = "max"
+	}
+	pids, err := read(root + "pids/pids.max")
+	if err != nil {
+		return err
+	}
+	mem, err := read(root + "memory/memory.limit_in_bytes")
+	if err != nil {
+		return err
+	}
+	// v1 spells "no limit" as the largest page-aligned int64.
+	if n, err := strconv.ParseInt(mem, 10, 64); err == nil && n >= 1<<62 {
+		mem = "max"
+	}
+	fmt.Printf("cpu: %s %s\npids: %s\nmemory: %s\n", quota, period, pids, mem)
 	return nil
 }
 
