@@ -248,10 +248,14 @@ func runJob(cfg config.Config, keep bool, log *slog.Logger) (code int, err error
 	}
 	sess, a, err := session.Dial(ctx, session.Config{
 		ServiceURL: cfg.ServiceURL, Token: cfg.Token, Log: log,
-		JournalPath: journal,
-		Hello:       protocol.Hello{JobID: cfg.JobID, Container: cfg.Container, Attempt: cfg.Attempt, AgentVersion: Version},
+		JournalPath: journal, ReconnectFor: cfg.CoordinatorTimeout,
+		Hello: protocol.Hello{JobID: cfg.JobID, Container: cfg.Container, Attempt: cfg.Attempt, AgentVersion: Version},
 	})
 	if err != nil {
+		if errors.Is(err, session.ErrUnreachable) {
+			return 1, fmt.Errorf("the coordinator at %s did not answer for %s (CTS_AGENT_COORDINATOR_TIMEOUT_MIN); nothing was run: check that it runs and that this node reaches it, then start the agent again: %w",
+				cfg.ServiceURL, cfg.CoordinatorTimeout, err)
+		}
 		return 1, fmt.Errorf("connect to the coordinator: %w", err)
 	}
 	defer sess.Close()
@@ -270,10 +274,17 @@ func runJob(cfg config.Config, keep bool, log *slog.Logger) (code int, err error
 		WorkDir: cfg.WorkDir, Attempt: cfg.Attempt, HostPath: cfg.HostPath, Network: cfg.Network,
 		RefdataHostPath: cfg.RefdataHostPath, LiveLog: sess, Progress: sess, Hurry: hurry,
 		KillGrace: cfg.Budget.ContainerStop, FinalTimeout: cfg.Budget.FinalReport, LogMaxBytes: cfg.LogMaxBytes,
+		Unreachable: sess.Unreachable(),
 	}, sess, xfer, rt, sess.Cancels(), log)
 	if err := r.Run(ctx, a); err != nil {
 		if errors.Is(err, session.ErrRefused) {
 			return 1, err
+		}
+		if errors.Is(err, runner.ErrUnreachable) || errors.Is(err, session.ErrUnreachable) {
+			return 1, fmt.Errorf("the coordinator at %s did not answer for %s (CTS_AGENT_COORDINATOR_TIMEOUT_MIN): the agent stopped, "+
+				"its container is stopped, and the events it could not deliver are kept in %s with the container's logs: once the coordinator answers, "+
+				"start the agent again with the same attempt (CTS_AGENT_ATTEMPT=%s) to deliver them, or cancel the job: %w",
+				cfg.ServiceURL, cfg.CoordinatorTimeout, journal, cfg.Attempt, err)
 		}
 		return 1, fmt.Errorf("run: %w", err)
 	}

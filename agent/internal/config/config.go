@@ -206,7 +206,15 @@ type Config struct {
 	// LogMaxBytes bounds each of the container's stdout and stderr files
 	// (CTS_AGENT_LOG_MAX_MB); output past it is counted and dropped, with a note at the end.
 	LogMaxBytes int64
+	// CoordinatorTimeout is how long the coordinator may stay unreachable before the agent
+	// gives up (CTS_AGENT_COORDINATOR_TIMEOUT_MIN, DefaultCoordinatorTimeout): it stops its
+	// container, keeps its journal and exits non-zero.
+	CoordinatorTimeout time.Duration
 }
+
+// DefaultCoordinatorTimeout is CTS_AGENT_COORDINATOR_TIMEOUT_MIN's default: the Python
+// service's JOB_UPDATE_TIMEOUT_MIN, 6 hours.
+const DefaultCoordinatorTimeout = 6 * time.Hour
 
 // FromEnv reads the configuration with lookup (os.LookupEnv in production) and reads the
 // secret files. Every problem is reported, joined.
@@ -271,6 +279,15 @@ func FromEnv(lookup func(string) (string, bool)) (Config, error) {
 			errs = append(errs, fmt.Errorf("CTS_AGENT_LOG_MAX_MB must be a number of megabytes above 0, got %q", v))
 		}
 		c.LogMaxBytes = int64(f * 1e6)
+	}
+	c.CoordinatorTimeout = DefaultCoordinatorTimeout
+	if v := get("CTS_AGENT_COORDINATOR_TIMEOUT_MIN"); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || !(f > 0 && f <= 7*24*60) {
+			errs = append(errs, fmt.Errorf("CTS_AGENT_COORDINATOR_TIMEOUT_MIN must be a number of minutes above 0 and at most 10080 (a week), got %q", v))
+		} else {
+			c.CoordinatorTimeout = time.Duration(f * float64(time.Minute))
+		}
 	}
 	errs = append(errs, c.readSecrets()...)
 	if abs, err := filepath.Abs(c.WorkDir); err == nil {

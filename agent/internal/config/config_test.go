@@ -106,10 +106,10 @@ func TestFromEnvDefaults(t *testing.T) {
 			return want(c.Budget.String(), "container stop 2s < final report 6s < launcher kill 9s")
 		}},
 		{"bounds", nil, func(c Config) error {
-			return want(fmt.Sprint(c.ImageCacheMaxBytes, c.ImageCacheMaxAge, c.LogMaxBytes), "20000000000 168h0m0s 1000000000")
+			return want(fmt.Sprint(c.ImageCacheMaxBytes, c.ImageCacheMaxAge, c.LogMaxBytes, c.CoordinatorTimeout), "20000000000 168h0m0s 1000000000 6h0m0s")
 		}},
-		{"bounds set", map[string]string{"CTS_AGENT_IMAGE_CACHE_GB": "1.5", "CTS_AGENT_IMAGE_CACHE_DAYS": "0.5", "CTS_AGENT_LOG_MAX_MB": "2"}, func(c Config) error {
-			return want(fmt.Sprint(c.ImageCacheMaxBytes, c.ImageCacheMaxAge, c.LogMaxBytes), "1500000000 12h0m0s 2000000")
+		{"bounds set", map[string]string{"CTS_AGENT_IMAGE_CACHE_GB": "1.5", "CTS_AGENT_IMAGE_CACHE_DAYS": "0.5", "CTS_AGENT_LOG_MAX_MB": "2", "CTS_AGENT_COORDINATOR_TIMEOUT_MIN": "0.5"}, func(c Config) error {
+			return want(fmt.Sprint(c.ImageCacheMaxBytes, c.ImageCacheMaxAge, c.LogMaxBytes, c.CoordinatorTimeout), "1500000000 12h0m0s 2000000 30s")
 		}},
 	}
 	for _, tc := range cases {
@@ -187,8 +187,9 @@ func TestFromEnvErrors(t *testing.T) {
 				e["CTS_AGENT_IMAGE_CACHE_GB"] = "-1"
 				e["CTS_AGENT_IMAGE_CACHE_DAYS"] = "week"
 				e["CTS_AGENT_LOG_MAX_MB"] = "0"
+				e["CTS_AGENT_COORDINATOR_TIMEOUT_MIN"] = "forever"
 			},
-			wants: []string{"CTS_AGENT_IMAGE_CACHE_GB must be", "CTS_AGENT_IMAGE_CACHE_DAYS must be", "CTS_AGENT_KILL_GRACE must be", "CTS_AGENT_LOG_MAX_MB must be"},
+			wants: []string{"CTS_AGENT_IMAGE_CACHE_GB must be", "CTS_AGENT_IMAGE_CACHE_DAYS must be", "CTS_AGENT_KILL_GRACE must be", "CTS_AGENT_LOG_MAX_MB must be", "CTS_AGENT_COORDINATOR_TIMEOUT_MIN must be"},
 		},
 		{
 			name: "token file missing",

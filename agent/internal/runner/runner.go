@@ -89,6 +89,10 @@ type Config struct {
 	// LogMaxBytes bounds each of the container's log files (DefaultLogMaxBytes when 0): output
 	// past it is dropped, with a note at the end of the file.
 	LogMaxBytes int64
+	// Unreachable, when closed, says the coordinator stayed unreachable for the agent's bound
+	// (the session's ReconnectFor): the run stops its container and ends with ErrUnreachable,
+	// its final event only journaled (see Run).
+	Unreachable <-chan struct{}
 }
 
 // DefaultLogMaxBytes bounds each container log file when Config.LogMaxBytes is 0 (1 GB).
@@ -130,11 +134,12 @@ func New(cfg Config, rep Reporter, xfer Transfers, rt container.Runtime, cancele
 type endKind int
 
 const (
-	endSuccess   endKind = iota
-	endUserError         // the container exited non-zero
-	endSystem            // download, pull, runtime, upload or report failed
-	endCanceled          // the job was canceled
-	endShutdown          // this agent was told to stop (SIGTERM: removal, eviction)
+	endSuccess     endKind = iota
+	endUserError           // the container exited non-zero
+	endSystem              // download, pull, runtime, upload or report failed
+	endCanceled            // the job was canceled
+	endShutdown            // this agent was told to stop (SIGTERM: removal, eviction)
+	endUnreachable         // the coordinator stayed unreachable (Config.Unreachable)
 )
 
 // run is the state of one Run, read by the finaliser.
@@ -149,6 +154,10 @@ type run struct {
 	outputs  []protocol.OutputFile
 	userErr  string // a message for the user, when the system knows better than "unexpected"
 }
+
+// ErrUnreachable is what Run returns (wrapped) when it stopped because Config.Unreachable was
+// closed.
+var ErrUnreachable = errors.New("the coordinator stayed unreachable")
 
 // ErrShutdown is the cause to cancel Run's context with (context.WithCancelCause) when the
 // agent is being stopped, as opposed to the job being canceled.
@@ -166,6 +175,8 @@ func (r *Runner) Run(ctx context.Context, a *protocol.Assignment) (err error) {
 		select {
 		case c := <-r.canceled:
 			cancelJob(fmt.Errorf("%w: %s", errJobCanceled, c.Reason))
+		case <-r.cfg.Unreachable: // nil when unset: never
+			cancelJob(ErrUnreachable)
 		case <-ctx.Done():
 		}
 	}()
@@ -496,6 +507,19 @@ func (r *Runner) finish(runCtx context.Context, st *run, err error) error {
 		// reported. (A report interrupted by a cancel or shutdown is retried below.)
 		return err
 	}
+	if kind == endUnreachable {
+		// The container is stopped (the run's context ended). Nothing can be delivered: the
+		// final event goes to the session's journal only (a Report on an ended context
+		// journals it and returns at once), for an agent restarted with this attempt to
+		// resend; the logs stay in the work directory.
+		ev := protocol.Event{Time: time.Now().UTC(), State: job.Error,
+			Error:      "The job's container was stopped because its worker lost contact with the service.",
+			AdminError: fmt.Sprintf("agent stopped the container: %v", context.Cause(runCtx))}
+		done, cancel := context.WithCancel(context.WithoutCancel(runCtx))
+		cancel()
+		_ = r.report.Report(done, ev)
+		return fmt.Errorf("%w (the container was stopped)", ErrUnreachable)
+	}
 	// A second stop signal (Hurry): abandon the log upload at once, and give the reports
 	// HurryTimeout from then on.
 	logCtx, cancelLogs := hurryContext(ctx, r.cfg.Hurry, 0)
@@ -644,6 +668,8 @@ func classify(ctx context.Context, err error) endKind {
 		return endUserError
 	case errors.Is(context.Cause(ctx), ErrShutdown):
 		return endShutdown
+	case errors.Is(context.Cause(ctx), ErrUnreachable):
+		return endUnreachable
 	case errors.Is(context.Cause(ctx), errJobCanceled):
 		return endCanceled
 	default:

@@ -905,6 +905,36 @@ func TestShutdown(t *testing.T) {
 	}
 }
 
+func TestUnreachableStopsTheContainer(t *testing.T) {
+	t.Parallel()
+	// The coordinator stays unreachable while the container runs: the run stops the container
+	// and ends with ErrUnreachable without waiting to deliver anything; its final event is
+	// handed to the reporter on an ended context (the session journals it).
+	h := newHarness(t)
+	h.rt.run = waitCanceled
+	unreachable := make(chan struct{})
+	h.cfg.Unreachable = unreachable
+	go func() { <-h.rt.started; close(unreachable) }()
+	start := time.Now()
+	err := h.run(t, t.Context())
+	if !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("Run = %v, want ErrUnreachable", err)
+	}
+	if d := time.Since(start); d > 15*time.Second {
+		t.Errorf("Run took %s after the coordinator was declared unreachable", d)
+	}
+	if got := h.rep.states(); !slices.Equal(got, statesOf(job.JobSubmitting, job.JobSubmitted)) {
+		t.Errorf("delivered %v, want only the states before the loss", got)
+	}
+	h.rep.mu.Lock()
+	attempts := slices.Clone(h.rep.attempts)
+	h.rep.mu.Unlock()
+	if attempts[len(attempts)-1] != job.Error {
+		t.Errorf("the final error was not handed to the reporter (attempts %v)", attempts)
+	}
+	checkNoLogs(t, h)
+}
+
 func TestReporterFailureStopsReporting(t *testing.T) {
 	t.Parallel()
 	errRefused := errors.New("refused by the coordinator")

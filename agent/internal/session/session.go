@@ -29,6 +29,10 @@ import (
 // such as 401/403): do not retry.
 var ErrRefused = errors.New("refused by the coordinator")
 
+// ErrUnreachable means the coordinator did not answer for ReconnectFor: Dial, Report and
+// Flush give up with an error wrapping it, and Unreachable is closed.
+var ErrUnreachable = errors.New("coordinator unreachable")
+
 // ErrClosed is returned by Report after Close.
 var ErrClosed = errors.New("session closed")
 
@@ -39,8 +43,9 @@ type Config struct {
 	Token      string
 	Hello      protocol.Hello
 	// ReconnectFor bounds how long Dial and Report keep trying to reach the coordinator (and
-	// how long Report waits for an acknowledgement) before giving up (default 6 h, the CTS
-	// JOB_UPDATE_TIMEOUT_MIN).
+	// how long Report waits for an acknowledgement) before giving up, and how long the
+	// connection may stay down between reports before Unreachable is closed (default 6 h, the
+	// CTS JOB_UPDATE_TIMEOUT_MIN).
 	ReconnectFor time.Duration
 	// AckTimeout is how long an event may stay unacknowledged on a live connection before the
 	// connection is considered dead (default 60 s).
@@ -91,6 +96,11 @@ type Session struct {
 	token     string
 	recovered []protocol.Event
 
+	// unreachable is closed (once) when the coordinator stayed unreachable for
+	// ReconnectFor while no report was waiting.
+	unreachable     chan struct{}
+	unreachableOnce sync.Once
+
 	logs        chan any // protocol.Log and protocol.Progress: best effort, never acknowledged
 	logsDropped int64    // batches dropped because the queue was full (under mu)
 	stopLogs    chan struct{}
@@ -127,7 +137,7 @@ func Dial(ctx context.Context, cfg Config) (*Session, *protocol.Assignment, erro
 		cfg.LogQueue = 64
 	}
 	s := &Session{cfg: cfg, log: cfg.Log, token: cfg.Token, cancels: make(chan protocol.Cancel, 1),
-		connecting: make(chan struct{}, 1), lost: make(chan struct{}, 1), nextSeq: 1,
+		connecting: make(chan struct{}, 1), lost: make(chan struct{}, 1), nextSeq: 1, unreachable: make(chan struct{}),
 		pending: map[int64]protocol.Event{}, acked: map[int64]chan struct{}{},
 		logs: make(chan any, cfg.LogQueue), stopLogs: make(chan struct{})}
 	if cfg.JournalPath != "" {
@@ -184,7 +194,7 @@ func (s *Session) Flush(ctx context.Context) error {
 		case closed:
 			return ErrClosed
 		case time.Now().After(deadline):
-			return fmt.Errorf("%d events not acknowledged within %s", n, s.cfg.ReconnectFor)
+			return fmt.Errorf("%w: %d events not acknowledged within %s", ErrUnreachable, n, s.cfg.ReconnectFor)
 		}
 		conn, done, err := s.ensureConn(ctx, deadline)
 		if err != nil {
@@ -416,7 +426,7 @@ func (s *Session) read(conn *websocket.Conn, gen int, done chan struct{}) {
 // keep reconnects in the background whenever the current connection breaks, so that the
 // coordinator sees the agent's heartbeat and can deliver a cancel while no event is being
 // reported. It stops at Close, on a refusal, or when the coordinator stayed unreachable for
-// ReconnectFor (Report then tries again on its own).
+// ReconnectFor since the connection broke: it then closes Unreachable.
 func (s *Session) keep(ctx context.Context) {
 	defer s.wg.Done()
 	backoff := s.cfg.MinBackoff
@@ -426,6 +436,7 @@ func (s *Session) keep(ctx context.Context) {
 			return
 		case <-s.lost:
 		}
+		lostAt := time.Now()
 		s.mu.Lock()
 		healthy := time.Since(s.connectedAt) > s.cfg.MaxBackoff
 		s.mu.Unlock()
@@ -436,14 +447,21 @@ func (s *Session) keep(ctx context.Context) {
 			return
 		}
 		backoff = min(backoff*2, s.cfg.MaxBackoff)
-		if _, _, err := s.ensureConn(ctx, time.Now().Add(s.cfg.ReconnectFor)); err != nil {
+		if _, _, err := s.ensureConn(ctx, lostAt.Add(s.cfg.ReconnectFor)); err != nil {
 			if ctx.Err() != nil || errors.Is(err, ErrRefused) || errors.Is(err, ErrClosed) {
 				return
 			}
-			s.log.Warn("background reconnect failed", "error", err)
+			s.log.Error("the coordinator stayed unreachable: giving up", "for", s.cfg.ReconnectFor, "error", err)
+			s.unreachableOnce.Do(func() { close(s.unreachable) })
+			return
 		}
 	}
 }
+
+// Unreachable is closed when the connection broke and the coordinator stayed unreachable for
+// ReconnectFor since, while no Report was waiting (a waiting Report fails with ErrUnreachable
+// instead). The agent should then stop its work: nothing it does can be reported.
+func (s *Session) Unreachable() <-chan struct{} { return s.unreachable }
 
 // Cancels delivers the coordinator's cancel of the job.
 func (s *Session) Cancels() <-chan protocol.Cancel { return s.cancels }
@@ -518,7 +536,7 @@ func (s *Session) Report(ctx context.Context, ev protocol.Event) error {
 		}
 		s.dropConn(conn)
 		if time.Now().After(deadline) {
-			return fmt.Errorf("event %d not acknowledged within %s", ev.Seq, s.cfg.ReconnectFor)
+			return fmt.Errorf("%w: event %d not acknowledged within %s", ErrUnreachable, ev.Seq, s.cfg.ReconnectFor)
 		}
 		if err := sleep(ctx, jitter(backoff), ch); err != nil {
 			return err
@@ -603,7 +621,7 @@ func (s *Session) ensureConn(ctx context.Context, deadline time.Time) (*websocke
 			return nil, nil, err
 		}
 		if time.Now().After(deadline) {
-			return nil, nil, fmt.Errorf("coordinator unreachable: %w", err)
+			return nil, nil, fmt.Errorf("%w for %s: %w", ErrUnreachable, s.cfg.ReconnectFor, err)
 		}
 		s.log.Warn("coordinator unreachable, retrying", "error", err, "in", backoff)
 		if err := sleep(ctx, jitter(backoff), nil); err != nil {
@@ -628,7 +646,7 @@ func (s *Session) connectRetry(ctx context.Context, deadline time.Time) (*protoc
 			return nil, err
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("coordinator unreachable: %w", err)
+			return nil, fmt.Errorf("%w for %s: %w", ErrUnreachable, s.cfg.ReconnectFor, err)
 		}
 		s.log.Warn("coordinator unreachable, retrying", "error", err, "in", backoff)
 		if err := sleep(ctx, jitter(backoff), nil); err != nil {

@@ -730,9 +730,42 @@ func TestReportGivesUpAfterReconnectFor(t *testing.T) {
 	s, _ := dial(t, cfg)
 	f.stop()
 	err := s.Report(tctx(t), protocol.Event{State: job.JobSubmitting})
-	if err == nil || errors.Is(err, ErrRefused) || errors.Is(err, context.Canceled) {
+	if !errors.Is(err, ErrUnreachable) || errors.Is(err, ErrRefused) || errors.Is(err, context.Canceled) {
 		t.Fatalf("Report = %v, want an unreachable error", err)
 	}
+}
+
+func TestUnreachableAfterReconnectFor(t *testing.T) {
+	t.Parallel()
+	// The coordinator goes away while no event is being reported (the container runs): after
+	// ReconnectFor without a connection the session says so, and stops trying.
+	f := newFakeCoord(t)
+	cfg := testConfig(f)
+	cfg.ReconnectFor = time.Second
+	s, _ := dial(t, cfg)
+	f.stop()
+	select {
+	case <-s.Unreachable():
+	case <-time.After(time.Minute):
+		t.Fatal("Unreachable not closed a minute after the coordinator went away (ReconnectFor 1 s)")
+	}
+}
+
+func TestNotUnreachableWhenTheCoordinatorComesBack(t *testing.T) {
+	t.Parallel()
+	f := newFakeCoord(t)
+	s, _ := dial(t, testConfig(f)) // ReconnectFor 10 s
+	f.stop()
+	if err := f.start(); err != nil {
+		t.Fatal(err)
+	}
+	f.waitHellos(t, 2)
+	select {
+	case <-s.Unreachable():
+		t.Fatal("Unreachable closed although the coordinator came back")
+	default:
+	}
+	report(t, s, job.JobSubmitting)
 }
 
 func TestReportReturnsTheContextError(t *testing.T) {
