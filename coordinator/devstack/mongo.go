@@ -2,12 +2,14 @@ package devstack
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -15,6 +17,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/FerretDB/FerretDB/ferretdb"
 )
@@ -56,6 +59,83 @@ type Mongo struct {
 	points atomic.Int64
 	// ids makes the _id index FerretDB's lookups can use (idindex.go).
 	ids *idIndexes
+
+	// parallelReads lets read-only commands bypass mu (SetParallelReads).
+	parallelReads atomic.Bool
+	// stats counts what went through the proxy (Stats).
+	statsMu sync.Mutex
+	stats   MongoStats
+}
+
+// MongoStats is what went through the proxy since it started: the commands by name, how long
+// serialised requests waited for the lock, and how long FerretDB took to answer (both summed
+// over all requests). They tell how many round trips a request of the coordinator costs and
+// how much of its time is the proxy's queue rather than the server.
+type MongoStats struct {
+	// Commands counts the requests by command name ("find", "insert", ...; "" when the
+	// request could not be parsed).
+	Commands map[string]int64
+	// CommandServer is the time FerretDB took to answer, summed by command name.
+	CommandServer map[string]time.Duration
+	// Serialised and Parallel count the requests that took the lock and those that did not
+	// (read-only commands with SetParallelReads on).
+	Serialised, Parallel int64
+	// LockWait is the time requests waited for the lock; Server the time from forwarding a
+	// request to FerretDB's (last) reply.
+	LockWait, Server time.Duration
+}
+
+// Stats returns a copy of the proxy's counters.
+func (m *Mongo) Stats() MongoStats {
+	m.statsMu.Lock()
+	defer m.statsMu.Unlock()
+	st := m.stats
+	st.Commands = maps.Clone(m.stats.Commands)
+	st.CommandServer = maps.Clone(m.stats.CommandServer)
+	return st
+}
+
+// Sub returns the counters of st minus those of an earlier snapshot.
+func (st MongoStats) Sub(earlier MongoStats) MongoStats {
+	d := MongoStats{Commands: map[string]int64{}, CommandServer: map[string]time.Duration{}, Serialised: st.Serialised - earlier.Serialised,
+		Parallel: st.Parallel - earlier.Parallel, LockWait: st.LockWait - earlier.LockWait, Server: st.Server - earlier.Server}
+	for k, v := range st.Commands {
+		if n := v - earlier.Commands[k]; n != 0 {
+			d.Commands[k] = n
+		}
+	}
+	for k, v := range st.CommandServer {
+		if t := v - earlier.CommandServer[k]; t != 0 {
+			d.CommandServer[k] = t
+		}
+	}
+	return d
+}
+
+// SetParallelReads, when on, lets read-only commands (find, getMore, count, distinct, an
+// aggregate without $out or $merge, and the handshake and listing commands) go to FerretDB
+// without waiting for the proxy's lock, concurrently with each other and with the one
+// serialised command in flight. Every write still goes one at a time under the lock, so
+// conditional updates stay atomic; a read sees each document before or after a write (FerretDB
+// writes a document in one SQLite statement), as on MongoDB. It is a measurement mode (how much
+// of a request's time is the proxy's queue), off by default; the dev site never turns it on.
+func (m *Mongo) SetParallelReads(on bool) { m.parallelReads.Store(on) }
+
+func (m *Mongo) count(cmd string, parallel bool, wait, server time.Duration) {
+	m.statsMu.Lock()
+	defer m.statsMu.Unlock()
+	if m.stats.Commands == nil {
+		m.stats.Commands, m.stats.CommandServer = map[string]int64{}, map[string]time.Duration{}
+	}
+	m.stats.Commands[cmd]++
+	m.stats.CommandServer[cmd] += server
+	if parallel {
+		m.stats.Parallel++
+	} else {
+		m.stats.Serialised++
+	}
+	m.stats.LockWait += wait
+	m.stats.Server += server
 }
 
 // StartMongo starts FerretDB with its SQLite databases in dir (created if missing) and the
@@ -222,9 +302,19 @@ func (m *Mongo) serve(client net.Conn) {
 		if err != nil {
 			return
 		}
-		m.mu.Lock()
-		err = m.pointRoundTrip(req, backend, br, client)
-		m.mu.Unlock()
+		cmd := commandName(req)
+		if m.parallelReads.Load() && readOnly(cmd, req) {
+			t0 := time.Now()
+			err = roundTrip(req, backend, br, client, func() {})
+			m.count(cmd, true, 0, time.Since(t0))
+		} else {
+			t0 := time.Now()
+			m.mu.Lock()
+			t1 := time.Now()
+			err = m.pointRoundTrip(req, backend, br, client)
+			m.mu.Unlock()
+			m.count(cmd, false, t1.Sub(t0), time.Since(t1))
+		}
 		if err != nil {
 			return
 		}
@@ -292,6 +382,33 @@ func roundTrip(req []byte, backend io.Writer, br *bufio.Reader, client io.Writer
 			return nil
 		}
 	}
+}
+
+// commandName returns the name of an OP_MSG's command (the first key of its body), "" for
+// anything else.
+func commandName(msg []byte) string {
+	// header, flags, section kind 0, document length, element type
+	const first = wireHeaderLen + 4 + 1 + 4 + 1
+	if len(msg) <= first || binary.LittleEndian.Uint32(msg[12:16]) != opMsg || msg[wireHeaderLen+4] != sectionBody {
+		return ""
+	}
+	name := msg[first:]
+	if i := bytes.IndexByte(name, 0); i > 0 {
+		return string(name[:i])
+	}
+	return ""
+}
+
+// readOnly reports whether a request, whose command is cmd, changes nothing on the server.
+func readOnly(cmd string, req []byte) bool {
+	switch cmd {
+	case "find", "getMore", "count", "distinct", "listCollections", "listIndexes", "listDatabases",
+		"hello", "isMaster", "ismaster", "ping", "buildInfo", "buildinfo", "getParameter", "serverStatus":
+		return !moreToCome(req)
+	case "aggregate":
+		return !moreToCome(req) && !bytes.Contains(req, []byte("$out")) && !bytes.Contains(req, []byte("$merge"))
+	}
+	return false
 }
 
 // readWireMessage reads one whole wire message (header included).

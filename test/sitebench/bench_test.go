@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kbase/cts/coordinator/app"
 	"github.com/kbase/cts/test/sitebench"
 	"github.com/kbase/cts/test/testsite"
 )
@@ -264,7 +266,14 @@ func TestTrivialTrace(t *testing.T) {
 		t.Skip("set CTS_BENCH_TRIVIAL to the number of trivial jobs to trace")
 	}
 	ctx := t.Context()
-	s := sitebench.Start(t, sitebench.Options{})
+	s := sitebench.Start(t, sitebench.Options{Configure: func(cfg *app.Config) {
+		// The agents' debug lines mark the steps inside each phase.
+		for i := range cfg.Sites {
+			env := maps.Clone(cfg.Sites[i].WorkerEnv)
+			env["CTS_LOG_LEVEL"] = "debug"
+			cfg.Sites[i].WorkerEnv = env
+		}
+	}})
 	var totals sitebench.Latencies
 	steps := map[string]sitebench.Latencies{}
 	var last sitebench.Trivial

@@ -7,6 +7,8 @@ import (
 	"runtime/pprof"
 	"syscall"
 	"time"
+
+	"github.com/kbase/cts/coordinator/devstack/auth2"
 )
 
 // ProcessCPU returns the CPU time (user + system, all threads, children excluded) this process
@@ -120,4 +122,80 @@ func CPUProfile(path string, f func() error) error {
 	ferr := f()
 	pprof.StopCPUProfile()
 	return ferr
+}
+
+// Cost is what a batch of requests cost the site, per request: this process's CPU (the
+// coordinator and the embedded stack it runs, FerretDB included; S3 runs in a child process
+// and is not counted), the MongoDB commands that went through the dev stack's proxy by name,
+// the time they waited for the proxy's lock and the time FerretDB took to answer them, and the
+// requests auth2 received. Commands and auth2 requests of the site's background work (the
+// submitter, reconciler, agent sessions) during the batch are counted too.
+type Cost struct {
+	Requests        int                `json:"requests"`
+	CPUMs           float64            `json:"cpu_ms"`
+	Mongo           map[string]float64 `json:"mongo_commands"`
+	MongoLockWaitMs float64            `json:"mongo_lock_wait_ms"`
+	MongoServerMs   float64            `json:"mongo_server_ms"`
+	// MongoCommandMs is MongoServerMs by command name.
+	MongoCommandMs map[string]float64 `json:"mongo_command_ms"`
+	Auth2          float64            `json:"auth2_requests"`
+}
+
+// Cost runs f, which makes n requests, and returns their cost per request.
+func (s *Site) Cost(n int, f func() error) (Cost, error) {
+	mongo := s.Env.Stack.Mongo
+	authReqs := func() int {
+		a := s.Env.Stack.Auth
+		return a.Requests(auth2.PathToken) + a.Requests(auth2.PathMe) + a.Requests(auth2.PathUsers)
+	}
+	c0, err := ProcessCPU()
+	if err != nil {
+		return Cost{}, err
+	}
+	m0, a0 := mongo.Stats(), authReqs()
+	if err := f(); err != nil {
+		return Cost{}, err
+	}
+	c1, err := ProcessCPU()
+	if err != nil {
+		return Cost{}, err
+	}
+	d := mongo.Stats().Sub(m0)
+	per := func(x float64) float64 { return float64(int(x/float64(max(n, 1))*100)) / 100 }
+	c := Cost{Requests: n, CPUMs: per(float64((c1 - c0).Microseconds()) / 1000), Mongo: map[string]float64{},
+		MongoLockWaitMs: per(float64(d.LockWait.Microseconds()) / 1000), MongoServerMs: per(float64(d.Server.Microseconds()) / 1000),
+		Auth2: per(float64(authReqs() - a0))}
+	for k, v := range d.Commands {
+		c.Mongo[k] = per(float64(v))
+	}
+	c.MongoCommandMs = map[string]float64{}
+	for k, v := range d.CommandServer {
+		c.MongoCommandMs[k] = per(float64(v.Microseconds()) / 1000)
+	}
+	return c, nil
+}
+
+// SetParallelReads lets read-only MongoDB commands bypass the dev stack's serialising proxy
+// (devstack.Mongo.SetParallelReads): a measurement of how much the proxy's queue costs.
+func (s *Site) SetParallelReads(on bool) { s.Env.Stack.Mongo.SetParallelReads(on) }
+
+// WaitQuiet waits until the site's background work has settled: until a whole window passes
+// with at most maxCommands MongoDB commands, or until limit; it reports whether it settled.
+// Measurements of one request path start from a quiet site so that the work earlier requests
+// left behind (launches, notifications, accounting) is not counted as theirs.
+func (s *Site) WaitQuiet(ctx context.Context, window time.Duration, maxCommands int64, limit time.Duration) bool {
+	end := time.Now().Add(limit)
+	for time.Now().Before(end) {
+		before := s.Env.Stack.Mongo.Stats()
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(window):
+		}
+		d := s.Env.Stack.Mongo.Stats().Sub(before)
+		if d.Serialised+d.Parallel <= maxCommands {
+			return true
+		}
+	}
+	return false
 }

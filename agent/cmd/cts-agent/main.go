@@ -204,6 +204,7 @@ func runJob(cfg config.Config, keep bool, log *slog.Logger) (code int, err error
 	if err != nil {
 		return 1, fmt.Errorf("container runtime: %w", err)
 	}
+	log.Debug("container runtime ready", "runtime", kind)
 	// Register with the node before anything else, so that should this process die, the next
 	// agent (or `cts-agent reap`) removes what it leaves.
 	reg, err := node.Open(cfg.NodeDir)
@@ -231,6 +232,7 @@ func runJob(cfg config.Config, keep bool, log *slog.Logger) (code int, err error
 	} else if len(left) > 0 {
 		log.Info("reaped leftovers of dead agents", "runtime", kind, "removed", len(left))
 	}
+	log.Debug("leftovers checked")
 	// The node's image cache stays within its bounds (never dropping an image a live agent
 	// uses); a failure here costs disk, not the job.
 	if pruned, err := rt.PruneImages(ctx, cfg.ImageCacheMaxBytes, cfg.ImageCacheMaxAge); err != nil {
@@ -240,12 +242,14 @@ func runJob(cfg config.Config, keep bool, log *slog.Logger) (code int, err error
 			log.Info("pruned an image from the node's cache", "image", p.Image, "bytes", p.Bytes, "last_used", p.LastUsed)
 		}
 	}
+	log.Debug("image cache checked")
 	s3c, err := transfer.NewS3Client(ctx, transfer.S3Config{
 		Endpoint: cfg.S3URL, AccessKey: cfg.S3AccessKey, SecretKey: cfg.S3Secret, Region: cfg.S3Region, Insecure: cfg.S3Insecure,
 	})
 	if err != nil {
 		return 1, fmt.Errorf("s3 client: %w", err)
 	}
+	log.Debug("connecting to the coordinator")
 	sess, a, err := session.Dial(ctx, session.Config{
 		ServiceURL: cfg.ServiceURL, Token: cfg.Token, Log: log,
 		JournalPath: journal, ReconnectFor: cfg.CoordinatorTimeout,

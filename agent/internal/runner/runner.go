@@ -343,6 +343,7 @@ func (r *Runner) execute(ctx context.Context, st *run) error {
 		st.userErr = imageMessage(a.Image, err)
 		return fmt.Errorf("pull image %s: %w", a.Image, err)
 	}
+	r.log.DebugContext(ctx, "image ready", "image", a.Image)
 	stdout, err := createLog(st.stdout, r.cfg.LogMaxBytes)
 	if err != nil {
 		return fmt.Errorf("create stdout log: %w", err)
@@ -491,6 +492,7 @@ func (r *Runner) reportState(ctx context.Context, s job.State, edit func(*protoc
 	if err := r.report.Report(ctx, ev); err != nil {
 		return fmt.Errorf("%w: %s: %w", errReport, s, err)
 	}
+	r.log.DebugContext(ctx, "state acknowledged", "state", s)
 	return nil
 }
 

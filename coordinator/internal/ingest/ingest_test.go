@@ -436,3 +436,19 @@ func TestHostileEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestFoldFoldsOnFromTheMove pins the reads of an event that moves its job: the event's own
+// read of the job, the fold's read, and none after the move (the fold goes on from the job the
+// move returned).
+func TestFoldFoldsOnFromTheMove(t *testing.T) {
+	f := newFixture(t)
+	id := f.Submit(t, nil)
+	a0, a1 := f.Agent(id, 0, "c0.a"), f.Agent(id, 1, "c1.a")
+	a0.Walk(t, job.JobSubmitting)
+	before := f.Store.GetJobs.Load()
+	a1.Walk(t, job.JobSubmitting) // the last container there: the job moves
+	if n := f.Store.GetJobs.Load() - before; n != 2 {
+		t.Fatalf("an event that moved its job read the job %d times, want 2 (the event's check and the fold's)", n)
+	}
+	f.WantState(t, id, job.JobSubmitting)
+}

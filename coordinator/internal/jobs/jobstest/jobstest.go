@@ -121,6 +121,14 @@ type HookStore struct {
 	*store.Store
 	mu   sync.Mutex
 	hook func(id string, to job.State) error
+	// GetJobs counts the GetJob calls (the reads a fold makes).
+	GetJobs atomic.Int64
+}
+
+// GetJob counts the call, then reads the job from the store.
+func (h *HookStore) GetJob(ctx context.Context, id string) (*jobs.Job, error) {
+	h.GetJobs.Add(1)
+	return h.Store.GetJob(ctx, id)
 }
 
 // SetHook sets the hook (nil: none).
