@@ -7,6 +7,7 @@ package app
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,11 +32,13 @@ import (
 	"github.com/kbase/cts/coordinator/internal/ingest"
 	"github.com/kbase/cts/coordinator/internal/jobs"
 	"github.com/kbase/cts/coordinator/internal/launch"
+	"github.com/kbase/cts/coordinator/internal/lease"
 	"github.com/kbase/cts/coordinator/internal/metrics"
 	"github.com/kbase/cts/coordinator/internal/notify"
 	"github.com/kbase/cts/coordinator/internal/objects"
 	"github.com/kbase/cts/coordinator/internal/reconcile"
 	"github.com/kbase/cts/coordinator/internal/refdata"
+	"github.com/kbase/cts/coordinator/internal/signals"
 	"github.com/kbase/cts/coordinator/internal/sites"
 	"github.com/kbase/cts/coordinator/internal/store"
 	"github.com/kbase/cts/coordinator/internal/ui"
@@ -77,6 +80,11 @@ type App struct {
 	plugins  *launch.Plugins
 	refdata  *refdata.Manager
 	metrics  *metrics.Metrics
+	// replica names this process among the replicas; bus and leases are what it shares with
+	// them (stop signals and pokes; the periodic loops, each run by one replica at a time).
+	replica string
+	bus     *signals.Bus
+	leases  *lease.Leases
 	// counts is a second MongoDB client for the metrics counts and the readiness probe, so
 	// that neither competes with the store's pool.
 	counts *mongo.Client
@@ -128,6 +136,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (_ *
 	if err := a.store.InitRefdata(ctx); err != nil {
 		return nil, fmt.Errorf("reference data collection: %w", err)
 	}
+	if err := a.store.InitReplicas(ctx); err != nil {
+		return nil, fmt.Errorf("replica collections: %w", err)
+	}
+	a.replica = replicaID()
+	log.Info("replica", "replica", a.replica)
+	a.bus = signals.New(signals.Config{Interval: cfg.Replicas.PollInterval}, a.store, a.replica, log.With("component", "signals"))
+	a.leases = lease.New(lease.Config{TTL: cfg.Replicas.LeaseTTL}, a.store, a.replica, log.With("component", "lease"))
 	a.notifier, err = notify.New(notify.Config{Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.Topic, SendTimeout: cfg.Kafka.Timeout},
 		a.store, log.With("component", "notify"))
 	if err != nil {
@@ -223,20 +238,27 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (_ *
 
 	// The job lifecycle: admission creates jobs, launch hands them to the sites' launchers,
 	// ingest applies the agents' reports. Every job transition goes through the one Mover.
-	mover := jobs.NewMover(&meteredTransitions{a.store, a.metrics}, a.notifier, log.With("component", "jobs"))
+	// Transitions poke the Kafka sender, wherever it runs (the replica holding its lease).
+	notifyPoke := &crossPoke{local: a.notifier.Poke, bus: a.bus, name: pokeNotifier}
+	a.bus.OnPoke(pokeNotifier, a.notifier.Poke)
+	mover := jobs.NewMover(&meteredTransitions{a.store, a.metrics}, notifyPoke, log.With("component", "jobs"))
 	ing := ingest.New(ingest.Config{LogDir: cfg.Jobs.LogDir}, a.store, mover, &meteredObjects{objs, a.metrics},
 		log.With("component", "ingest"))
 	a.launch = launch.New(launch.Config{
 		ServiceURL: cfg.ServiceURL, S3URL: s3url, S3AccessKey: cfg.S3.AccessKey, S3Insecure: cfg.S3.Insecure,
 		LogDir: cfg.Jobs.LogDir, SubmitInterval: cfg.Jobs.SubmitInterval, Sites: launchSites, Credentials: creds,
-	}, launch.Deps{Store: a.store, Mover: mover, Fold: ing, Stagings: a.refdata, Log: log.With("component", "launch")})
+	}, launch.Deps{Store: a.store, Mover: mover, Fold: ing, Stagings: a.refdata, Signals: a.bus,
+		Log: log.With("component", "launch")})
+	a.bus.OnPoke(launch.PokeSubmitter, a.launch.Wake)
 	adm := admission.New(admission.Config{
 		LogDir: cfg.Jobs.LogDir, Access: rules, MaxCPUHours: cfg.Jobs.MaxCPUHours, Refdata: a.refdata,
-	}, admission.Deps{Store: a.store, Sites: a.sites, Objects: objs, Images: imgs, Notify: a.notifier, Submitter: a.launch,
+	}, admission.Deps{Store: a.store, Sites: a.sites, Objects: objs, Images: imgs, Notify: notifyPoke, Submitter: a.launch,
 		Log: log.With("component", "admission")})
 
 	var apiSrv *api.Server
-	a.agents = agentws.New(agentws.Config{Credentials: creds}, ing, a.launch, func(r *http.Request) error { return apiSrv.AuthorizeExecutor(r) },
+	a.agents = agentws.New(agentws.Config{
+		Credentials: creds, Shared: a.store, Replica: a.replica, SharedInterval: cfg.Replicas.PollInterval,
+	}, ing, a.launch, func(r *http.Request) error { return apiSrv.AuthorizeExecutor(r) },
 		log.With("component", "agentws"), func(w http.ResponseWriter, r *http.Request, err error) { apiSrv.WriteError(w, r, err) })
 	dashboard, err := ui.New()
 	if err != nil {
@@ -289,14 +311,19 @@ func (a *App) Run(ctx context.Context) error {
 		}
 		return nil
 	})
-	g.Go(func() error { return a.launch.RunSubmitter(gctx) })
-	g.Go(func() error { return a.notifier.Run(gctx) })
+	g.Go(func() error { return a.bus.Run(gctx) })
+	g.Go(func() error { return a.agents.Run(gctx) })
+	// Each periodic loop runs on one replica at a time: the one holding its lease.
+	g.Go(func() error { return a.leases.Run(gctx, leaseSubmitter, a.launch.RunSubmitter) })
+	g.Go(func() error { return a.leases.Run(gctx, leaseNotifier, a.notifier.Run) })
 	g.Go(func() error {
 		return a.metrics.RunCounter(gctx, store.NewCounter(a.counts.Database(a.cfg.Mongo.Database)), a.cfg.Observability.CountInterval)
 	})
 	g.Go(func() error {
-		return a.launch.RunCleaner(gctx, launch.CleanerConfig{
-			Interval: a.cfg.Jobs.CleanInterval, Jitter: a.cfg.Jobs.CleanJitter, Age: a.cfg.Jobs.CleanAge,
+		return a.leases.Run(gctx, leaseCleaner, func(ctx context.Context) error {
+			return a.launch.RunCleaner(ctx, launch.CleanerConfig{
+				Interval: a.cfg.Jobs.CleanInterval, Jitter: a.cfg.Jobs.CleanJitter, Age: a.cfg.Jobs.CleanAge,
+			})
 		})
 	})
 	rc := a.cfg.Reconcile
@@ -305,7 +332,7 @@ func (a *App) Run(ctx context.Context) error {
 		SubmitDeadline: rc.SubmitDeadline, CancelDeadline: rc.CancelDeadline, IdleDeadline: rc.IdleDeadline,
 		RuntimeGrace: rc.RuntimeGrace, MaxLaunchRetries: rc.MaxLaunchRetries, StagingDeadline: rc.StagingDeadline,
 	}, &meteredAccounting{a.store, a.metrics}, &meteredLaunch{a.launch, a.metrics}, a.refdata, a.log.With("component", "reconcile"), nil)
-	g.Go(func() error { return rec.Run(gctx) })
+	g.Go(func() error { return a.leases.Run(gctx, leaseReconciler, rec.Run) })
 	g.Go(func() error {
 		return a.plugins.Run(gctx, launch.PluginEvents{
 			Availability: func(site string, up bool, _ string) { a.metrics.SiteAvailable(site, up) },
@@ -330,6 +357,37 @@ func (a *App) Run(ctx context.Context) error {
 	err := g.Wait()
 	a.close(context.Background())
 	return err
+}
+
+// The leases of the periodic loops, and the names of the pokes that wake them on the replica
+// holding their lease.
+const (
+	leaseSubmitter  = "submitter"
+	leaseNotifier   = "notifier"
+	leaseReconciler = "reconciler"
+	leaseCleaner    = "cleaner"
+	pokeNotifier    = "notifier"
+)
+
+// replicaID names this process among the coordinator replicas: host, pid and a random part
+// (a restarted process is a new replica).
+func replicaID() string {
+	host, _ := os.Hostname()
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return fmt.Sprintf("%s-%d-%x", host, os.Getpid(), b)
+}
+
+// crossPoke wakes a loop here and, through the signals bus, on the replica holding its lease.
+type crossPoke struct {
+	local func()
+	bus   *signals.Bus
+	name  string
+}
+
+func (p *crossPoke) Poke() {
+	p.local()
+	p.bus.Poke(p.name)
 }
 
 func (a *App) close(ctx context.Context) {

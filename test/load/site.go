@@ -53,7 +53,10 @@ type SiteOptions struct {
 	Bin string
 	// Fleet configures the simulated agents (S3 is set by StartSite).
 	Fleet FleetConfig
-	// Configure, when set, adjusts the coordinator's configuration (the YAML document as a
+	// Replicas is the number of coordinator processes (default 1). With more than one, a
+	// Balancer fronts them and is the service URL agents and clients use.
+	Replicas int
+	// Configure, when set, adjusts each coordinator's configuration (the YAML document as a
 	// map) before it starts.
 	Configure func(cfg map[string]any)
 	// Inputs is how many input files to upload (one per container of the largest job).
@@ -62,13 +65,18 @@ type SiteOptions struct {
 	Log io.Writer
 }
 
-// Site is a running benchmark site: the stack process, the coordinator, the control endpoint
-// of the sim launcher, and the fleet of simulated agents.
+// Site is a running benchmark site: the stack process, the coordinators (replicas, behind a
+// Balancer when there are several), the control endpoint of the sim launcher, and the fleet
+// of simulated agents.
 type Site struct {
-	Opts        SiteOptions
-	Stack       StackInfo
-	Coordinator *Coordinator
-	// URL is the service root URL.
+	Opts  SiteOptions
+	Stack StackInfo
+	// Coordinator is the first replica; Coordinators all of them.
+	Coordinator  *Coordinator
+	Coordinators []*Coordinator
+	// Balancer fronts the replicas when there are several (nil with one).
+	Balancer *Balancer
+	// URL is the service root URL (the balancer's with several replicas).
 	URL   string
 	Fleet *Fleet
 	Stats *Stats
@@ -85,9 +93,10 @@ type Site struct {
 	errs    []string
 	stack   *stackProc
 	control *http.Server
-	// port holds the coordinator's address from when it is chosen until Close: the
-	// coordinator (a child process) binds it seconds later, and nothing else can meanwhile.
-	port   *ports.Reservation
+	// ports hold the coordinators' addresses from when they are chosen until Close: each
+	// coordinator (a child process) binds its own seconds later, and nothing else can
+	// meanwhile.
+	ports  []*ports.Reservation
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -137,6 +146,9 @@ func StartSite(ctx context.Context, o SiteOptions) (_ *Site, err error) {
 	}
 	if o.Inputs <= 0 {
 		o.Inputs = 1
+	}
+	if o.Replicas <= 0 {
+		o.Replicas = 1
 	}
 	if o.Log == nil {
 		o.Log = io.Discard
@@ -203,11 +215,22 @@ func StartSite(ctx context.Context, o SiteOptions) (_ *Site, err error) {
 		return nil, err
 	}
 
-	if s.port, err = ports.Reserve("127.0.0.1"); err != nil {
-		return nil, err
+	addrs := make([]string, o.Replicas)
+	for i := range addrs {
+		p, err := ports.Reserve("127.0.0.1")
+		if err != nil {
+			return nil, err
+		}
+		s.ports = append(s.ports, p)
+		addrs[i] = p.Addr()
 	}
-	addr := s.port.Addr()
-	s.URL = "http://" + addr
+	s.URL = "http://" + addrs[0]
+	if o.Replicas > 1 {
+		if s.Balancer, err = NewBalancer(addrs); err != nil {
+			return nil, err
+		}
+		s.URL = s.Balancer.URL
+	}
 	s.API = &demo.Client{URL: s.URL, HC: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 2 * time.Minute}}
 	env := []string{"CTS_S3_SECRET_KEY=" + s.Stack.S3SecretKey}
 	cfg := map[string]any{
@@ -229,11 +252,20 @@ func StartSite(ctx context.Context, o SiteOptions) (_ *Site, err error) {
 	if o.Configure != nil {
 		o.Configure(cfg)
 	}
-	fmt.Fprintf(o.Log, "starting the coordinator on %s\n", addr)
-	if s.Coordinator, err = startCoordinator(ctx, "coordinator", addr, filepath.Join(s.Opts.Bin, "cts-coordinator"), o.Dir, cfg, env); err != nil {
-		return nil, err
+	for i, addr := range addrs {
+		name := "coordinator"
+		if o.Replicas > 1 {
+			name = fmt.Sprintf("coordinator-%d", i)
+		}
+		fmt.Fprintf(o.Log, "starting %s on %s\n", name, addr)
+		c, err := startCoordinator(ctx, name, addr, filepath.Join(s.Opts.Bin, "cts-coordinator"), o.Dir, cfg, env)
+		if err != nil {
+			return nil, err
+		}
+		s.Coordinators = append(s.Coordinators, c)
+		s.Watch.Add(c.Name, c.Pid())
 	}
-	s.Watch.Add(s.Coordinator.Name, s.Coordinator.Pid())
+	s.Coordinator = s.Coordinators[0]
 	if err := s.registerImage(ctx); err != nil {
 		return nil, err
 	}
@@ -327,10 +359,13 @@ func (s *Site) retry(ctx context.Context, method, path, token string, out any) e
 	}
 }
 
-// Close stops the coordinator, the control endpoint, the fleet and the stack.
+// Close stops the coordinators, the balancer, the control endpoint, the fleet and the stack.
 func (s *Site) Close() {
-	if s.Coordinator != nil {
-		s.Coordinator.Stop()
+	for _, c := range s.Coordinators {
+		c.Stop()
+	}
+	if s.Balancer != nil {
+		s.Balancer.Close()
 	}
 	if s.control != nil {
 		_ = s.control.Close()
@@ -345,7 +380,7 @@ func (s *Site) Close() {
 	if s.stack != nil {
 		s.stack.stop()
 	}
-	if s.port != nil {
-		_ = s.port.Close()
+	for _, p := range s.ports {
+		_ = p.Close()
 	}
 }

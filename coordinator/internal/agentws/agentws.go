@@ -60,6 +60,12 @@ type Config struct {
 	// SessionTTL is the lifetime of a session credential (default 1 h); it is renewed every
 	// third of it.
 	SessionTTL time.Duration
+	// Shared, when set, makes the live logs and progress of this replica's agents readable
+	// through the other replicas (see shared.go); Replica names this one, and SharedInterval
+	// is how often it publishes and readers poll (default 500 ms). Run must run.
+	Shared         Shared
+	Replica        string
+	SharedInterval time.Duration
 }
 
 // Handler serves protocol.Path.
@@ -80,6 +86,8 @@ type Handler struct {
 	wg       sync.WaitGroup
 	logs     *logBook
 	progress *progressBook
+	// shared is the live data across replicas (nil: this replica's agents only).
+	shared *shared
 }
 
 // New returns a Handler.
@@ -96,7 +104,15 @@ func New(cfg Config, svc Ingest, cancels Cancels, authz Authorizer, log *slog.Lo
 	if cfg.SessionTTL <= 0 {
 		cfg.SessionTTL = time.Hour
 	}
-	return &Handler{cfg: cfg, svc: svc, cancels: cancels, authz: authz, log: log, ErrorWriter: errw, logs: newLogBook(cfg.Logs),
+	if cfg.SharedInterval <= 0 {
+		cfg.SharedInterval = 500 * time.Millisecond
+	}
+	var sh *shared
+	if cfg.Shared != nil {
+		sh = &shared{store: cfg.Shared, replica: cfg.Replica, interval: cfg.SharedInterval,
+			published: map[string]string{}, renewed: map[string]time.Time{}}
+	}
+	return &Handler{shared: sh, cfg: cfg, svc: svc, cancels: cancels, authz: authz, log: log, ErrorWriter: errw, logs: newLogBook(cfg.Logs),
 		progress: newProgressBook(cfg.Logs.MaxContainers),
 		up:       websocket.Upgrader{ReadBufferSize: 16 << 10, WriteBufferSize: 16 << 10},
 		conns:    map[*websocket.Conn]struct{}{}}

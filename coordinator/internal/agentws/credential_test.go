@@ -146,7 +146,7 @@ func TestReportsBounded(t *testing.T) {
 	send(t, c, protocol.Log{Stream: "stdout", Lines: lines})
 	send(t, c, protocol.Event{Seq: 1, State: job.JobSubmitting})
 	mustRecv[protocol.Ack](t, c)
-	if got := f.h.Progress("job1"); len(got) != 0 {
+	if got := f.h.Progress(t.Context(), "job1"); len(got) != 0 {
 		t.Errorf("insane progress kept: %+v", got)
 	}
 	tail := f.h.Tail("job1", 1)

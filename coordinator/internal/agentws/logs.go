@@ -1,6 +1,7 @@
 package agentws
 
 import (
+	"context"
 	"sync"
 	"time"
 )
@@ -12,6 +13,8 @@ type LogLine struct {
 	Text   string
 	// Time is when the coordinator received it.
 	Time time.Time
+	// Seq numbers the container's lines on the replica that received them, from 1.
+	Seq int64
 }
 
 // LogConfig bounds the live log buffers.
@@ -36,6 +39,7 @@ type logKey struct {
 type ring struct {
 	lines []LogLine
 	start int // index of the oldest line when full
+	seq   int64
 	last  time.Time
 	subs  map[chan LogLine]struct{}
 }
@@ -77,7 +81,8 @@ func (b *logBook) add(job string, container int, stream string, lines []string, 
 		if len(text) > maxLineBytes { // the agent truncates too; never trust it for memory
 			text = text[:maxLineBytes] + " [truncated]"
 		}
-		l := LogLine{Stream: stream, Text: text, Time: now}
+		r.seq++
+		l := LogLine{Stream: stream, Text: text, Time: now, Seq: r.seq}
 		if len(r.lines) < b.cfg.LinesPerContainer {
 			r.lines = append(r.lines, l)
 		} else {
@@ -123,6 +128,15 @@ func (b *logBook) tail(job string, container int) []LogLine {
 	out := make([]LogLine, 0, len(r.lines))
 	out = append(out, r.lines[r.start:]...)
 	return append(out, r.lines[:r.start]...)
+}
+
+// recent returns up to n of the most recent lines of a container, oldest first.
+func (b *logBook) recent(job string, container int, n int) []LogLine {
+	ls := b.tail(job, container)
+	if len(ls) > n {
+		ls = ls[len(ls)-n:]
+	}
+	return ls
 }
 
 func (b *logBook) subscribe(job string, container int, buffer int) (<-chan LogLine, func()) {
@@ -188,8 +202,72 @@ func (h *Handler) Subscribe(jobID string, container int, buffer int) (<-chan Log
 // Follow is Tail and Subscribe in one step: the recent lines, then every later line on the
 // channel, with none missed or repeated in between. The channel and cancel behave as
 // Subscribe's. Live log streams (GET .../live) use it.
-func (h *Handler) Follow(jobID string, container int, buffer int) (tail []LogLine, lines <-chan LogLine, cancel func()) {
-	return h.logs.follow(jobID, container, buffer, true)
+//
+// With a Shared store (several replicas), the lines of the container's agent connected to
+// another replica arrive too: Follow records the interest that makes that replica publish
+// them, and polls them every interval until cancel (the tail then includes what was already
+// published; a line may arrive up to a few intervals late).
+func (h *Handler) Follow(ctx context.Context, jobID string, container int, buffer int) (tail []LogLine, lines <-chan LogLine, cancel func()) {
+	tail, local, cancelLocal := h.logs.follow(jobID, container, buffer, true)
+	if h.shared == nil {
+		return tail, local, cancelLocal
+	}
+	if buffer <= 0 {
+		buffer = 256
+	}
+	rf := &remoteFollower{h: h, job: jobID, container: container, last: map[string]int64{}}
+	key := liveKey(jobID, container)
+	if _, err := h.shared.setInterest(ctx, key); err != nil {
+		h.log.WarnContext(ctx, "live log: record interest for the other replicas", "job_id", jobID, "error", err)
+	}
+	if remote, err := rf.read(ctx); err == nil {
+		tail = append(tail, remote...)
+	}
+	out := make(chan LogLine, buffer)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(out)
+		t := time.NewTicker(h.shared.interval)
+		defer t.Stop()
+		renew := time.NewTicker(interestRenew)
+		defer renew.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-ctx.Done():
+				return
+			case l, ok := <-local:
+				if !ok {
+					return
+				}
+				out <- l // buffer-sized, as the local channel: a slow follower is dropped there
+			case <-renew.C:
+				_, _ = h.shared.setInterest(ctx, key)
+			case <-t.C:
+				remote, err := rf.read(ctx)
+				if err != nil {
+					continue // the next poll tries again
+				}
+				for _, l := range remote {
+					select {
+					case out <- l:
+					default: // a slow follower misses lines
+					}
+				}
+			}
+		}
+	}()
+	var once sync.Once
+	return tail, out, func() {
+		once.Do(func() {
+			close(stop)
+			cancelLocal()
+			<-done
+		})
+	}
 }
 
 // String renders a line for a plain-text follower: "stderr: text".

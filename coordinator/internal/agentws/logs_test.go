@@ -115,7 +115,7 @@ func TestLiveLogsFollow(t *testing.T) {
 	send(t, c, protocol.Event{Seq: 1, State: job.JobSubmitting})
 	mustRecv[protocol.Ack](t, c)
 
-	tail, lines, stop := f.h.Follow("job1", 1, 10)
+	tail, lines, stop := f.h.Follow(t.Context(), "job1", 1, 10)
 	defer stop()
 	if got := strings.Join(texts(tail), "|"); got != "stdout: a|stdout: b" {
 		t.Fatalf("tail %q", got)

@@ -1,6 +1,7 @@
 package agentws
 
 import (
+	"context"
 	"sync"
 	"time"
 
@@ -87,9 +88,24 @@ func (b *progressBook) get(job string) map[int]ContainerProgress {
 	return out
 }
 
-// Progress returns the latest transfer progress of each of a job's containers whose agent
-// reported to this replica, by container number (nil when none). Best effort and per
-// replica: an agent connected to another replica is not seen here.
-func (h *Handler) Progress(jobID string) map[int]ContainerProgress {
-	return h.progress.get(jobID)
+// Progress returns the latest transfer progress of each of a job's containers, by container
+// number (nil when none is known): what the agents reported to this replica and, with a
+// Shared store, what the other replicas published (the first call for a job records the
+// interest that makes them publish it and, when no container of the job reported here, waits
+// up to two intervals for them). Best effort.
+func (h *Handler) Progress(ctx context.Context, jobID string) map[int]ContainerProgress {
+	local := h.progress.get(jobID)
+	if h.shared == nil {
+		return local
+	}
+	out := h.remoteProgress(ctx, jobID, len(local) == 0)
+	for c, p := range local {
+		if cur, ok := out[c]; !ok || p.Updated.After(cur.Updated) {
+			out[c] = p
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
 }

@@ -15,7 +15,7 @@ import (
 // served, and that a frame of an unknown type (a newer agent's) is skipped, not fatal.
 func TestProgressKeepsLatest(t *testing.T) {
 	f := newFixture(t, agentws.Config{})
-	if got := f.h.Progress("job1"); got != nil {
+	if got := f.h.Progress(t.Context(), "job1"); got != nil {
 		t.Fatalf("Progress before any agent = %v", got)
 	}
 	c := f.dial(t)
@@ -31,7 +31,7 @@ func TestProgressKeepsLatest(t *testing.T) {
 	send(t, c, protocol.Event{Seq: 1, State: job.JobSubmitting})
 	mustRecv[protocol.Ack](t, c)
 
-	got := f.h.Progress("job1")
+	got := f.h.Progress(t.Context(), "job1")
 	want := protocol.Progress{Phase: protocol.PhaseDownload, BytesDone: 40, BytesTotal: 40, FilesDone: 4, FilesTotal: 4}
 	if len(got) != 1 || got[1].Progress != want {
 		t.Fatalf("Progress = %+v, want container 1: %+v", got, want)
@@ -39,7 +39,7 @@ func TestProgressKeepsLatest(t *testing.T) {
 	if u := got[1].Updated; u.Before(before) || u.After(time.Now()) {
 		t.Errorf("Updated = %v, not during the test", u)
 	}
-	if got := f.h.Progress("job2"); got != nil {
+	if got := f.h.Progress(t.Context(), "job2"); got != nil {
 		t.Errorf("Progress of another job = %v", got)
 	}
 }
@@ -57,7 +57,7 @@ func TestProgressBounded(t *testing.T) {
 		mustRecv[protocol.Ack](t, c)
 		time.Sleep(5 * time.Millisecond) // distinct receive times
 	}
-	got := f.h.Progress("job1")
+	got := f.h.Progress(t.Context(), "job1")
 	if _, ok := got[0]; ok || len(got) != 2 || got[2].BytesDone != 2 {
 		t.Errorf("Progress = %+v, want containers 1 and 2 (the oldest dropped)", got)
 	}
@@ -73,7 +73,7 @@ func TestDryRunIgnoresProgress(t *testing.T) {
 	send(t, c, protocol.Progress{Phase: protocol.PhaseDownload, BytesTotal: 1})
 	send(t, c, protocol.Event{Seq: 1, State: job.JobSubmitting})
 	wantFatalThenClose(t, c, "a dry run may not report events")
-	if got := f.h.Progress("job1"); got != nil {
+	if got := f.h.Progress(t.Context(), "job1"); got != nil {
 		t.Errorf("a dry run recorded progress %v", got)
 	}
 }

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -18,7 +19,7 @@ import (
 type LiveLogs interface {
 	// Follow returns a container's recent lines, then every later line on the channel until
 	// cancel is called (or the buffer is dropped, which closes the channel).
-	Follow(jobID string, container int, buffer int) (tail []agentws.LogLine, lines <-chan agentws.LogLine, cancel func())
+	Follow(ctx context.Context, jobID string, container int, buffer int) (tail []agentws.LogLine, lines <-chan agentws.LogLine, cancel func())
 }
 
 // eventStream is the media type of server-sent events.
@@ -44,8 +45,8 @@ func (s *Server) CloseStreams() { s.closeOnce.Do(func() { close(s.closing) }) }
 //
 // A stream that ends without the end event (server shutdown, the buffer dropped) may be
 // opened again; the tail is then sent again. Lines live in the memory of the replica the
-// container's agent is connected to: a follower on another replica sees only heartbeats and
-// the end event (see docs/observability.md).
+// container's agent is connected to; a follower on another replica gets them through the
+// store, a moment later (see docs/observability.md).
 func (s *Server) liveLog(stream string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		u, err := s.requireUser(r)
@@ -75,7 +76,7 @@ func (s *Server) liveLog(stream string) http.HandlerFunc {
 			s.fail(w, r, ctserr.New(ctserr.CodeResourceUnavailable, "This service does not keep live logs"))
 			return
 		}
-		tail, lines, cancel := s.cfg.LiveLogs.Follow(j.ID, n, liveBuffer)
+		tail, lines, cancel := s.cfg.LiveLogs.Follow(r.Context(), j.ID, n, liveBuffer)
 		defer cancel()
 
 		h := w.Header()

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"net/http"
 	"sort"
 
@@ -12,14 +13,15 @@ import (
 // latest report of each container (agentws.Handler implements it).
 type ProgressSource interface {
 	// Progress returns the latest progress of each of the job's containers, by number (nil
-	// when none is known).
-	Progress(jobID string) map[int]agentws.ContainerProgress
+	// when none is known), whichever replica their agents are connected to.
+	Progress(ctx context.Context, jobID string) map[int]agentws.ContainerProgress
 }
 
 // progressSummary describes the progress route.
 const progressSummary = "The latest transfer progress of each container (inputs downloading, outputs uploading), " +
-	"as its agent last reported it (about once a second). Best effort: kept in memory by the coordinator replica the " +
-	"agent is connected to, so the list may be empty or miss containers (it is never an error)."
+	"as its agent last reported it (about once a second). Best effort: the list may be empty or miss containers (it is " +
+	"never an error); with several coordinator replicas, the first read of a job may miss the containers whose agents are " +
+	"connected to another replica for a second."
 
 // jobProgress serves GET /jobs/{job_id}/progress: the job's owner, or any admin.
 func (s *Server) jobProgress(w http.ResponseWriter, r *http.Request) {
@@ -41,7 +43,7 @@ func (s *Server) jobProgress(w http.ResponseWriter, r *http.Request) {
 	}
 	out := wire.JobProgress{Containers: []wire.ContainerProgress{}}
 	if s.cfg.Progress != nil {
-		for n, cp := range s.cfg.Progress.Progress(j.ID) {
+		for n, cp := range s.cfg.Progress.Progress(r.Context(), j.ID) {
 			out.Containers = append(out.Containers, wire.ContainerProgress{Container: n, Phase: cp.Phase,
 				BytesDone: cp.BytesDone, BytesTotal: cp.BytesTotal, FilesDone: cp.FilesDone, FilesTotal: cp.FilesTotal,
 				Updated: wire.At(cp.Updated)})

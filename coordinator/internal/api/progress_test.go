@@ -20,7 +20,7 @@ func TestJobProgress(t *testing.T) {
 	c := f.agent(t, id, 0)
 	wsSend(t, c, protocol.Progress{Phase: protocol.PhaseDownload, BytesDone: 12, BytesTotal: 40, FilesDone: 3, FilesTotal: 4})
 	deadline := time.Now().Add(5 * time.Second)
-	for len(f.live.Progress(id)) == 0 {
+	for len(f.live.Progress(t.Context(), id)) == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("the agent endpoint holds no progress")
 		}

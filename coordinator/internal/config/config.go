@@ -40,8 +40,23 @@ type Config struct {
 	Access        Access        `yaml:"access"`
 	Reconcile     Reconcile     `yaml:"reconcile"`
 	Launchers     Launchers     `yaml:"launchers"`
+	Replicas      Replicas      `yaml:"replicas"`
 	Observability Observability `yaml:"observability"`
 	Sites         []Site        `yaml:"sites"`
+}
+
+// Replicas configures how several coordinator replicas (processes sharing one MongoDB and
+// Kafka, behind one load balancer) share the work. A single coordinator is a replica too.
+type Replicas struct {
+	// LeaseTTL is how long a replica holds the lease of a periodic loop (the submitter, the
+	// reconciler, the cleaner, the Kafka sender, the reference data stager) without renewing
+	// it: after a replica dies, its loops stop for at most this long. The replicas' clocks
+	// must agree within a third of it.
+	LeaseTTL time.Duration `yaml:"lease_ttl" env:"CTS_REPLICAS_LEASE_TTL"`
+	// PollInterval is how often a replica reads the stop signals (a cancel accepted by another
+	// replica reaches this replica's agents within about this long) and the other replicas'
+	// pokes.
+	PollInterval time.Duration `yaml:"poll_interval" env:"CTS_REPLICAS_POLL_INTERVAL"`
 }
 
 // Launchers configures the supervision of the sites' launcher plugins: a plugin process that
@@ -193,6 +208,7 @@ func Default() Config {
 			SubmitDeadline: time.Hour, CancelDeadline: 30 * time.Minute, IdleDeadline: 7 * 24 * time.Hour,
 			RuntimeGrace: 30 * time.Minute, MaxLaunchRetries: 2, StagingDeadline: 24 * time.Hour},
 		Launchers:     Launchers{RestartBackoff: time.Second, RestartBackoffMax: time.Minute, CheckInterval: time.Second},
+		Replicas:      Replicas{LeaseTTL: 15 * time.Second, PollInterval: 500 * time.Millisecond},
 		Observability: Observability{CountInterval: 15 * time.Second, ReadyTimeout: 2 * time.Second},
 	}
 }
@@ -288,6 +304,9 @@ func (c Config) Validate() error {
 		if t.d < 100*time.Millisecond || t.d > 8*time.Second {
 			bad("%s must be between 100ms and 8s, got %s", t.key, t.d)
 		}
+	}
+	if r := c.Replicas; r.LeaseTTL < 3*time.Second || r.PollInterval < 50*time.Millisecond || r.PollInterval > 10*time.Second {
+		bad("replicas.lease_ttl must be at least 3s and replicas.poll_interval between 50ms and 10s, got %s and %s", r.LeaseTTL, r.PollInterval)
 	}
 	if c.Observability.CountInterval < time.Second || c.Observability.ReadyTimeout <= 0 {
 		bad("observability.count_interval must be at least 1s and observability.ready_timeout positive")

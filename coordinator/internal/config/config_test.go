@@ -79,6 +79,7 @@ func TestLoadFile(t *testing.T) {
 agent_binary: ` + agent + `
 observability: {count_interval: 1m, ready_timeout: 500ms}
 launchers: {restart_backoff: 2s, restart_backoff_max: 3m, check_interval: 250ms}
+replicas: {lease_ttl: 20s, poll_interval: 250ms}
 listen: 0.0.0.0:8080
 service_url: https://cts.example/services/cts
 log_level: debug
@@ -120,6 +121,7 @@ sites:
 				SubmitDeadline: 3 * time.Minute, CancelDeadline: 4 * time.Minute, IdleDeadline: 5 * time.Minute,
 				RuntimeGrace: 6 * time.Minute, MaxLaunchRetries: 3, StagingDeadline: 7 * time.Minute},
 			Launchers: config.Launchers{RestartBackoff: 2 * time.Second, RestartBackoffMax: 3 * time.Minute, CheckInterval: 250 * time.Millisecond},
+			Replicas:  config.Replicas{LeaseTTL: 20 * time.Second, PollInterval: 250 * time.Millisecond},
 			Sites: []config.Site{{
 				Name: "kbase", Plugin: "/p", PluginConfig: map[string]any{"schedd": "s1", "nested": map[string]any{"x": 1}},
 				CPUsPerNode: 8, MemoryPerNodeGB: 31.5, MaxRuntimeMin: 60, Nodes: &three, RequireStaff: true,

@@ -33,9 +33,18 @@ func (s *Service) Cancel(ctx context.Context, u jobs.User, id string) error {
 	if err != nil {
 		return err
 	}
+	// The agents hear of it now, whichever replica they are connected to; the submitter
+	// (on whichever replica holds its lease) then takes the containers back and records the
+	// job canceled.
+	if err := s.bus.Publish(ctx, id, cancelReason); err != nil {
+		s.log.WarnContext(ctx, "cancel: the stop signal was not recorded; the submitter records it", "job_id", id, "error", err)
+	}
 	s.Poke()
 	return nil
 }
+
+// cancelReason is what the agents of a canceled job are told.
+const cancelReason = "the job was canceled"
 
 // alreadyEnded is the error of a cancel that comes too late (404, app code 40040 as in the
 // Python service).
@@ -47,7 +56,10 @@ func alreadyEnded(id string, state job.State) error {
 }
 
 func (s *Service) finishCancel(ctx context.Context, j *jobs.Job) error {
-	s.broadcastCancel(j.ID)
+	// Again, durably: the signal of Cancel may not have been recorded (a crash, an outage).
+	if err := s.bus.Publish(ctx, j.ID, cancelReason); err != nil {
+		return err
+	}
 	if j.Launch != nil {
 		if site, ok := s.sites[j.Launch.Site]; ok {
 			if err := site.Launcher.Cancel(ctx, launcher.JobRef{JobID: j.ID, Handle: j.Launch.Handle}); err != nil && !errors.Is(err, launcher.ErrNotFound) {
@@ -68,36 +80,15 @@ func (s *Service) finishCancel(ctx context.Context, j *jobs.Job) error {
 	return err
 }
 
-// WatchCancel registers interest in a job's cancellation; the channel receives one Cancel when
-// the job is canceling. Call the returned function to unregister.
+// WatchCancel registers interest in a job's stop signal (its cancel, or the reconciler ending
+// it) published by any replica; the channel receives one Cancel. Call the returned function
+// to unregister.
 func (s *Service) WatchCancel(jobID string) (<-chan protocol.Cancel, func()) {
 	ch := make(chan protocol.Cancel, 1)
-	s.mu.Lock()
-	s.watchers[jobID] = append(s.watchers[jobID], ch)
-	s.mu.Unlock()
-	return ch, func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		ws := s.watchers[jobID]
-		for i, w := range ws {
-			if w == ch {
-				s.watchers[jobID] = append(ws[:i], ws[i+1:]...)
-				break
-			}
-		}
-		if len(s.watchers[jobID]) == 0 {
-			delete(s.watchers, jobID)
-		}
-	}
-}
-
-func (s *Service) broadcastCancel(jobID string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, ch := range s.watchers[jobID] {
+	return ch, s.bus.Watch(jobID, func(c protocol.Cancel) {
 		select {
-		case ch <- protocol.Cancel{Reason: "the job was canceled"}:
+		case ch <- c:
 		default:
 		}
-	}
+	})
 }

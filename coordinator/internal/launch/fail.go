@@ -60,7 +60,9 @@ func (s *Service) FailJob(ctx context.Context, id, adminErr, userErr string) (bo
 			errs = append(errs, err)
 		}
 	}
-	s.broadcastCancel(id)
+	if err := s.bus.Publish(ctx, id, "the job was ended: "+userErr); err != nil {
+		errs = append(errs, err)
+	}
 	if j.Launch != nil {
 		if l, ok := s.SiteLauncher(j.Launch.Site); ok {
 			if err := l.Cancel(ctx, launcher.JobRef{JobID: id, Handle: j.Launch.Handle}); err != nil && !errors.Is(err, launcher.ErrNotFound) {

@@ -28,14 +28,13 @@ import (
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/kbase/cts/coordinator/internal/agentcred"
 	"github.com/kbase/cts/coordinator/internal/jobs"
+	"github.com/kbase/cts/coordinator/internal/signals"
 	"github.com/kbase/cts/shared/job"
 	"github.com/kbase/cts/shared/launcher"
-	"github.com/kbase/cts/shared/protocol"
 )
 
 // Launcher is the part of a site's launcher this package uses (shared/launcher semantics:
@@ -122,7 +121,10 @@ type Deps struct {
 	Fold Folder
 	// Stagings are the reference data staging records (nil: no staging).
 	Stagings Stagings
-	Log      *slog.Logger
+	// Signals carries the stop signals (a cancel, FailJob) to the agent sessions of every
+	// replica and the submitter's pokes to the replica running it (nil: this process only).
+	Signals *signals.Bus
+	Log     *slog.Logger
 }
 
 // Service launches jobs and reference data stagings, and takes them back. It is safe for
@@ -136,9 +138,7 @@ type Service struct {
 	log      *slog.Logger
 	sites    map[string]*Site
 	wake     chan struct{}
-
-	mu       sync.Mutex
-	watchers map[string][]chan protocol.Cancel
+	bus      *signals.Bus
 }
 
 // New returns a Service.
@@ -157,9 +157,12 @@ func New(cfg Config, d Deps) *Service {
 	}
 	s := &Service{
 		cfg: cfg, store: d.Store, mover: d.Mover, fold: d.Fold, stagings: d.Stagings, log: d.Log,
-		sites:    map[string]*Site{},
-		wake:     make(chan struct{}, 1),
-		watchers: map[string][]chan protocol.Cancel{},
+		sites: map[string]*Site{},
+		wake:  make(chan struct{}, 1),
+		bus:   d.Signals,
+	}
+	if s.bus == nil {
+		s.bus = signals.New(signals.Config{}, nil, "", d.Log)
 	}
 	for i := range cfg.Sites {
 		s.sites[cfg.Sites[i].Name] = &cfg.Sites[i]

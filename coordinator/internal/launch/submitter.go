@@ -13,7 +13,19 @@ import (
 )
 
 // Poke wakes the submitter: a job was created or canceled.
+//
+// The submitter runs on the replica holding its lease: this replica's, if it runs here, and
+// the other replicas' through the signals bus.
 func (s *Service) Poke() {
+	s.Wake()
+	s.bus.Poke(PokeSubmitter)
+}
+
+// PokeSubmitter is the name of the submitter's pokes on the signals bus.
+const PokeSubmitter = "submitter"
+
+// Wake wakes this replica's submitter, if it runs here (another replica poked it).
+func (s *Service) Wake() {
 	select {
 	case s.wake <- struct{}{}:
 	default:

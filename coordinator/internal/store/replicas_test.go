@@ -1,0 +1,170 @@
+package store_test
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kbase/cts/coordinator/internal/agentws"
+	"github.com/kbase/cts/coordinator/internal/signals"
+)
+
+// TestLeases: a lease has one holder at a time, even with replicas racing for it; it can be
+// renewed by its holder, taken once expired, and released.
+func TestLeases(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := t.Context()
+	if err := s.InitReplicas(ctx); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	// Eight replicas race for a free lease: exactly one gets it.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	winners := 0
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got, err := s.AcquireLease(ctx, "submitter", "r"+string(rune('0'+i)), now, now.Add(time.Minute))
+			if err != nil {
+				t.Error(err)
+			}
+			if got {
+				mu.Lock()
+				winners++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if winners != 1 {
+		t.Fatalf("%d replicas hold the lease", winners)
+	}
+	holder, until, err := s.LeaseHolder(ctx, "submitter")
+	if err != nil || holder == "" || until.Before(now) {
+		t.Fatalf("holder %q until %s: %v", holder, until, err)
+	}
+	other := "r9"
+	if got, err := s.AcquireLease(ctx, "submitter", other, now.Add(30*time.Second), now.Add(90*time.Second)); err != nil || got {
+		t.Fatalf("another replica took an unexpired lease: %v %v", got, err)
+	}
+	if got, err := s.AcquireLease(ctx, "submitter", holder, now.Add(30*time.Second), now.Add(90*time.Second)); err != nil || !got {
+		t.Fatalf("the holder could not renew: %v %v", got, err)
+	}
+	if got, err := s.AcquireLease(ctx, "submitter", other, now.Add(91*time.Second), now.Add(150*time.Second)); err != nil || !got {
+		t.Fatalf("the expired lease was not taken: %v %v", got, err)
+	}
+	if err := s.ReleaseLease(ctx, "submitter", holder); err != nil { // no longer its: nothing happens
+		t.Fatal(err)
+	}
+	if h, _, _ := s.LeaseHolder(ctx, "submitter"); h != other {
+		t.Fatalf("holder %q after a stale release, want %q", h, other)
+	}
+	if err := s.ReleaseLease(ctx, "submitter", other); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.AcquireLease(ctx, "submitter", holder, now.Add(92*time.Second), now.Add(150*time.Second)); err != nil || !got {
+		t.Fatalf("a released lease was not free: %v %v", got, err)
+	}
+}
+
+// TestSignals: a signal is recorded once, found by time, and pruned.
+func TestSignals(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := t.Context()
+	if err := s.InitReplicas(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now().UTC().Truncate(time.Millisecond)
+	for _, sig := range []signals.Signal{
+		{ID: "stop/a", JobID: "a", Reason: "canceled", At: t0.Add(-time.Hour)},
+		{ID: "stop/b", JobID: "b", Reason: "canceled", At: t0},
+		{ID: "stop/b", JobID: "b", Reason: "again", At: t0.Add(time.Second)}, // a second publish
+	} {
+		if err := s.PublishSignal(ctx, sig); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.SignalsSince(ctx, t0.Add(-time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].JobID != "b" || got[0].Reason != "canceled" || !got[0].At.Equal(t0) {
+		t.Fatalf("signals since a minute ago: %+v", got)
+	}
+	if err := s.PruneSignals(ctx, t0.Add(-time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	all, err := s.SignalsSince(ctx, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 1 || all[0].ID != "stop/b" {
+		t.Fatalf("after pruning: %+v", all)
+	}
+	// A poke moves forward with each renewal.
+	for i, by := range []string{"r1", "r2"} {
+		if err := s.RenewSignal(ctx, signals.Signal{ID: "poke/submitter", At: t0.Add(time.Duration(i) * time.Second), By: by}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err = s.SignalsSince(ctx, t0.Add(500*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].ID != "poke/submitter" || got[0].By != "r2" || !got[0].At.Equal(t0.Add(time.Second)) {
+		t.Fatalf("the renewed poke: %+v", got)
+	}
+}
+
+// TestLiveData: interests are recorded and expire; live documents are replaced, read by job,
+// and pruned.
+func TestLiveData(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := t.Context()
+	if err := s.InitReplicas(ctx); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if cur, err := s.SetInterest(ctx, "job1", now.Add(time.Minute)); err != nil || cur {
+		t.Fatalf("first interest: current %v, %v", cur, err)
+	}
+	if cur, err := s.SetInterest(ctx, "job1", now.Add(2*time.Minute)); err != nil || !cur {
+		t.Fatalf("renewed interest: current %v, %v", cur, err)
+	}
+	if _, err := s.SetInterest(ctx, "job2/3", now.Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := s.Interests(ctx, now)
+	if err != nil || len(keys) != 1 || keys[0] != "job1" {
+		t.Fatalf("interests %v, %v; want [job1]", keys, err)
+	}
+	at := now.UTC().Truncate(time.Millisecond)
+	for i, text := range []string{"first", "second"} {
+		doc := agentws.LiveDoc{ID: "job1@r1", JobID: "job1", Replica: "r1", At: at,
+			Progress: []agentws.LiveProgress{{Container: 0, Phase: "download", BytesDone: int64(i), BytesTotal: 2, Updated: at}},
+			Logs:     []agentws.LiveLog{{Container: 1, Lines: []agentws.LiveLine{{Seq: int64(i + 1), Stream: "stdout", Text: text, Time: at}}}}}
+		if err := s.PutLive(ctx, doc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.PutLive(ctx, agentws.LiveDoc{ID: "job1@r2", JobID: "job1", Replica: "r2", At: at.Add(-time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	docs, err := s.LiveDocs(ctx, "job1")
+	if err != nil || len(docs) != 2 {
+		t.Fatalf("live docs %+v, %v", docs, err)
+	}
+	for _, d := range docs {
+		if d.Replica == "r1" && (len(d.Logs) != 1 || d.Logs[0].Lines[0].Text != "second" || d.Progress[0].BytesDone != 1) {
+			t.Fatalf("r1's document was not replaced: %+v", d)
+		}
+	}
+	if err := s.PruneLive(ctx, at.Add(-time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if docs, _ := s.LiveDocs(ctx, "job1"); len(docs) != 1 || docs[0].Replica != "r1" {
+		t.Fatalf("after pruning: %+v", docs)
+	}
+}
