@@ -44,6 +44,10 @@ type figures struct {
 	TrivialJobMs    float64            `json:"trivial_job_ms"`
 	TrivialPhasesMs map[string]float64 `json:"trivial_phases_ms"`
 	TrivialStepsMs  map[string]float64 `json:"trivial_steps_ms"`
+	// What each request cost the site (sitebench.Cost).
+	SubmitCostC1 sitebench.Cost `json:"submit_cost_c1"`
+	SubmitCostC8 sitebench.Cost `json:"submit_cost_c8"`
+	StatusCost   sitebench.Cost `json:"status_cost"`
 }
 
 // measure runs one round on s.
@@ -52,8 +56,12 @@ func measure(t *testing.T, ctx context.Context, s *sitebench.Site, sz sizes, rou
 	var f figures
 	for _, c := range []int{1, 8} {
 		var b sitebench.Burst
+		var cost sitebench.Cost
 		err := sitebench.CPUProfile(profilePath(round, fmt.Sprintf("submit-c%d", c)), func() (err error) {
-			b, err = s.Submit(ctx, sitebench.NoopSite, sz.Submits, c)
+			cost, err = s.Cost(sz.Submits, func() (err error) {
+				b, err = s.Submit(ctx, sitebench.NoopSite, sz.Submits, c)
+				return err
+			})
 			return err
 		})
 		if err != nil {
@@ -63,13 +71,22 @@ func measure(t *testing.T, ctx context.Context, s *sitebench.Site, sz sizes, rou
 			b.PerSecond(), b.Latencies.Median(), b.Latencies.Quantile(0.99),
 			b.Latencies[:len(b.Latencies)/10].Median(), b.Latencies[len(b.Latencies)*9/10:].Median())
 		if c == 1 {
+			f.SubmitCostC1 = cost
 			f.SubmitPerSC1, f.SubmitP50MsC1, f.SubmitP99MsC1 = b.PerSecond(), sitebench.Ms(b.Latencies.Median()), sitebench.Ms(b.Latencies.Quantile(0.99))
 		} else {
+			f.SubmitCostC8 = cost
 			f.SubmitPerSC8, f.SubmitP50MsC8, f.SubmitP99MsC8 = b.PerSecond(), sitebench.Ms(b.Latencies.Median()), sitebench.Ms(b.Latencies.Quantile(0.99))
 		}
-		st, err := s.Status(ctx, b.IDs, sz.Statuses/2, 1)
+		var st sitebench.Latencies
+		stCost, err := s.Cost(sz.Statuses/2, func() (err error) {
+			st, err = s.Status(ctx, b.IDs, sz.Statuses/2, 1)
+			return err
+		})
 		if err != nil {
 			t.Fatalf("%s: status reads: %v", round, err)
+		}
+		if c == 8 {
+			f.StatusCost = stCost
 		}
 		if err := s.CancelAndSettle(ctx, b.IDs); err != nil {
 			t.Fatalf("%s: %v", round, err)
@@ -140,6 +157,7 @@ func run(t *testing.T, sz sizes) (fresh, hist figures, bare sitebench.Latencies)
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Minute)
 	defer cancel()
 	s := sitebench.Start(t, sitebench.Options{})
+	s.SetParallelReads(parallelReads())
 	template, err := s.RunTrivial(ctx, "bench/template")
 	if err != nil {
 		t.Fatal(err)
@@ -169,18 +187,21 @@ type target struct {
 
 // report is bench-site.json.
 type report struct {
-	Command      string   `json:"command"`
-	Date         string   `json:"date"`
-	Load         string   `json:"load"`
-	CPUs         int      `json:"cpus"`
-	GoVersion    string   `json:"go_version"`
-	Sizes        sizes    `json:"sizes"`
-	Fresh        figures  `json:"fresh"`
-	History      figures  `json:"history"`
-	BareRuncMs   float64  `json:"bare_runc_ms"`
-	OverheadMs   float64  `json:"trivial_overhead_ms"`
-	OverheadHist float64  `json:"trivial_overhead_ms_history"`
-	Targets      []target `json:"targets"`
+	Command   string `json:"command"`
+	Date      string `json:"date"`
+	Load      string `json:"load"`
+	CPUs      int    `json:"cpus"`
+	GoVersion string `json:"go_version"`
+	Sizes     sizes  `json:"sizes"`
+	// ParallelReads says read-only MongoDB commands bypassed the dev stack's serialising
+	// proxy ($CTS_BENCH_SITE_PARALLEL_READS=1): a measurement mode, not how the dev site runs.
+	ParallelReads bool     `json:"parallel_reads"`
+	Fresh         figures  `json:"fresh"`
+	History       figures  `json:"history"`
+	BareRuncMs    float64  `json:"bare_runc_ms"`
+	OverheadMs    float64  `json:"trivial_overhead_ms"`
+	OverheadHist  float64  `json:"trivial_overhead_ms_history"`
+	Targets       []target `json:"targets"`
 }
 
 func uptime() string {
@@ -214,7 +235,7 @@ func TestBenchSite(t *testing.T) {
 	r := report{
 		Command: "make bench-site", Date: time.Now().UTC().Format(time.RFC3339),
 		Load: "before: " + loadBefore + "; after: " + uptime(), CPUs: runtime.NumCPU(), GoVersion: runtime.Version(),
-		Sizes: sz, Fresh: fresh, History: hist, BareRuncMs: sitebench.Ms(bare.Median()),
+		Sizes: sz, ParallelReads: parallelReads(), Fresh: fresh, History: hist, BareRuncMs: sitebench.Ms(bare.Median()),
 	}
 	r.OverheadMs = float64(int((fresh.TrivialJobMs-r.BareRuncMs)*10)) / 10
 	r.OverheadHist = float64(int((hist.TrivialJobMs-r.BareRuncMs)*10)) / 10
@@ -250,6 +271,10 @@ func TestBenchSite(t *testing.T) {
 		}
 	}
 }
+
+// parallelReads reports whether $CTS_BENCH_SITE_PARALLEL_READS asks for the proxy's
+// measurement mode (devstack.Mongo.SetParallelReads).
+func parallelReads() bool { return os.Getenv("CTS_BENCH_SITE_PARALLEL_READS") == "1" }
 
 func ratio(h, f float64) float64 {
 	if f <= 0 {
