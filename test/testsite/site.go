@@ -25,6 +25,13 @@ const startTimeout = time.Minute
 // registerTimeout bounds building, pushing and registering the demo image.
 const registerTimeout = time.Minute
 
+// coordinatorTimeoutKey is the agents' bound on an unreachable coordinator; test sites set it
+// to testCoordinatorTimeoutMin minutes unless the test sets it.
+const (
+	coordinatorTimeoutKey     = "CTS_AGENT_COORDINATOR_TIMEOUT_MIN"
+	testCoordinatorTimeoutMin = "5"
+)
+
 // Options change the site Start starts; the zero value is a plain dev site.
 type Options struct {
 	// AgentPath is the program the launcher starts as the agent; "" is the built cts-agent.
@@ -88,14 +95,35 @@ func Start(t testing.TB, opts Options) *Site {
 	if opts.Runtime == "docker" {
 		dockertest.Require(t)
 	}
+	// Agents of a test whose process died (go test's timeout kills it without cleanups) give
+	// up on the vanished coordinator within minutes, not the production 6 hours. A test's
+	// Configure may set another bound.
+	withBound := func(cfg *app.Config) {
+		if configure != nil {
+			configure(cfg)
+		}
+		for i := range cfg.Sites {
+			if env, ok := cfg.Sites[i].PluginConfig["env"].(map[string]string); ok {
+				if _, set := env[coordinatorTimeoutKey]; !set {
+					env[coordinatorTimeoutKey] = testCoordinatorTimeoutMin
+				}
+			}
+		}
+	}
 	env, err := devmode.Start(ctx, devmode.Options{
 		Dir: t.TempDir(), AgentPath: opts.AgentPath, LauncherPath: bins.Launcher, Log: s.Log,
-		Configure: configure, RegistryOptions: opts.RegistryOptions, AgentRuntime: opts.Runtime,
+		Configure: withBound, RegistryOptions: opts.RegistryOptions, AgentRuntime: opts.Runtime,
 	})
 	if err != nil {
 		t.Fatalf("start dev site: %v", err)
 	}
+	dirs := []string{env.Dir}
+	if s.Condor != nil {
+		dirs = append(dirs, filepath.Dir(s.Condor.StateDir))
+	}
 	t.Cleanup(func() {
+		// The agents first, while the coordinator still takes their final reports.
+		EndProcesses(t, dirs...)
 		if err := env.Close(); err != nil {
 			t.Errorf("close dev site: %v", err)
 		}

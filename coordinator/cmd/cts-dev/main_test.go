@@ -99,6 +99,8 @@ func startDev(t *testing.T, dir string, env []string, args ...string) *devBinary
 				<-d.done
 			}
 		}
+		// The site's agents and their supervisors outlive cts-dev by design.
+		testsite.EndProcesses(t, dir)
 		if t.Failed() {
 			t.Logf("cts-dev stderr (%s):\n%s", dir, tail(d.stderr.String(), 6000))
 		}
