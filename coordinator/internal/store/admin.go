@@ -4,10 +4,12 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/kbase/cts/coordinator/internal/jobs"
@@ -35,13 +37,16 @@ func (s *Store) UpdateAdminMeta(ctx context.Context, id string, set map[string]a
 	if len(update) == 0 {
 		return nil
 	}
-	res, err := s.jobs.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, update)
+	update = append(update, incListVersion())
+	var after jobDoc
+	err := s.jobs.FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: id}}, update, findAndModifyAfter()).Decode(&after)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return fmt.Errorf("%s: %w", op, jobs.ErrNotFound)
+	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	if res.MatchedCount == 0 {
-		return fmt.Errorf("%s: %w", op, jobs.ErrNotFound)
-	}
+	s.listAfter(ctx, &after, time.Time{})
 	return nil
 }
 
@@ -51,13 +56,16 @@ func (s *Store) SetCleaned(ctx context.Context, id string) error {
 	key := bson.D{{Key: "_id", Value: id}}
 	filter := append(bson.D{}, key...)
 	filter = append(filter, bson.E{Key: "state", Value: bson.D{{Key: "$in", Value: terminalStates()}}})
-	res, err := s.jobs.UpdateOne(ctx, filter, bson.D{{Key: "$set", Value: bson.D{{Key: "cleaned", Value: true}}}})
+	var after jobDoc
+	err := s.jobs.FindOneAndUpdate(ctx, filter, bson.D{{Key: "$set", Value: bson.D{{Key: "cleaned", Value: true}}}, incListVersion()},
+		findAndModifyAfter()).Decode(&after)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return s.missOrConflict(ctx, s.jobs, key, op, nil)
+	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	if res.MatchedCount == 0 {
-		return s.missOrConflict(ctx, s.jobs, key, op, nil)
-	}
+	s.listAfter(ctx, &after, time.Time{})
 	return nil
 }
 

@@ -37,6 +37,9 @@ type jobDoc struct {
 	// Accounted is set once the reconciler recorded the job's accounting (not in the Job
 	// model: only the store and its work documents use it).
 	Accounted bool `bson:"_accounted,omitempty"`
+	// ListVersion counts the job's updates: every update increments it, and the job list's
+	// copy of the job is replaced only by a newer one (joblist.go).
+	ListVersion int64 `bson:"_lv,omitempty"`
 }
 
 // subJobDoc is the stored form of a sub-job: its _id is subKey(job ID, sub ID).
@@ -174,7 +177,8 @@ func (s *Store) CreateJob(ctx context.Context, j *jobs.Job, subs []jobs.SubJob) 
 			return fmt.Errorf("create job %s: insert work document: %w", j.ID, err)
 		}
 	}
-	if _, err := s.jobs.InsertOne(ctx, &jobDoc{Key: j.ID, Job: *j, Input: in}); err != nil {
+	doc := &jobDoc{Key: j.ID, Job: *j, Input: in, ListVersion: 1}
+	if _, err := s.jobs.InsertOne(ctx, doc); err != nil {
 		undo()
 		if pending {
 			_, _ = s.work.DeleteOne(context.WithoutCancel(ctx), bson.D{{Key: "_id", Value: j.ID}, {Key: "v", Value: w.V}, {Key: "created", Value: w.Created}})
@@ -184,6 +188,9 @@ func (s *Store) CreateJob(ctx context.Context, j *jobs.Job, subs []jobs.SubJob) 
 		}
 		return fmt.Errorf("create job %s: %w", j.ID, err)
 	}
+	// A crash before the list is written leaves the job out of the job list until its next
+	// transition (every job created unfinished has one: the submitter's).
+	s.listAfter(ctx, doc, time.Time{})
 	if j.State.Terminal() {
 		s.countTerminal(ctx, j.State, 1)
 	}
@@ -205,33 +212,24 @@ func (s *Store) GetJob(ctx context.Context, id string) (*jobs.Job, error) {
 
 // GetSubJobs returns the job's sub-jobs sorted by SubID (empty if none).
 //
-// MongoDB: one query on the id_1_sub_id_1 index. FerretDB would read every sub-job ever stored
-// for it, so there the sub-jobs are read by _id, 0, 1, 2, ... until one is missing (a job's
-// sub-jobs are numbered from 0 without gaps).
+// The sub-jobs are read by _id, 0, 1, 2, ... until one is missing (a job's sub-jobs are
+// numbered from 0 without gaps): a point read each, on MongoDB and on the embedded FerretDB
+// alike. One query on the id_1_sub_id_1 index would be one round trip on MongoDB, but
+// FerretDB would answer it by reading every sub-job ever stored; a job has a handful of
+// containers, so both servers run this one path.
 func (s *Store) GetSubJobs(ctx context.Context, id string) ([]jobs.SubJob, error) {
 	subs := []jobs.SubJob{}
-	if s.ferret {
-		for n := 0; ; n++ {
-			var sj jobs.SubJob
-			err := s.subjobs.FindOne(ctx, bson.D{{Key: "_id", Value: subKey(id, n)}}).Decode(&sj)
-			if errors.Is(err, mongo.ErrNoDocuments) {
-				return subs, nil
-			}
-			if err != nil {
-				return nil, fmt.Errorf("get sub-jobs %s: %w", id, err)
-			}
-			subs = append(subs, sj)
+	for n := 0; ; n++ {
+		var sj jobs.SubJob
+		err := s.subjobs.FindOne(ctx, bson.D{{Key: "_id", Value: subKey(id, n)}}).Decode(&sj)
+		if errors.Is(err, mongo.ErrNoDocuments) {
+			return subs, nil
 		}
+		if err != nil {
+			return nil, fmt.Errorf("get sub-jobs %s: %w", id, err)
+		}
+		subs = append(subs, sj)
 	}
-	cur, err := s.subjobs.Find(ctx, bson.D{{Key: "id", Value: id}},
-		options.Find().SetSort(bson.D{{Key: "sub_id", Value: 1}}))
-	if err != nil {
-		return nil, fmt.Errorf("get sub-jobs %s: %w", id, err)
-	}
-	if err := cur.All(ctx, &subs); err != nil {
-		return nil, fmt.Errorf("get sub-jobs %s: %w", id, err)
-	}
-	return subs, nil
 }
 
 func jobUpdateFields(u jobs.JobUpdate) bson.D {
@@ -289,6 +287,7 @@ func (s *Store) TransitionJob(ctx context.Context, id string, from []job.State, 
 	update := bson.D{
 		{Key: "$set", Value: set},
 		{Key: "$push", Value: bson.D{{Key: "transition_times", Value: t}}},
+		incListVersion(),
 	}
 	var d jobDoc
 	err := s.jobs.FindOneAndUpdate(ctx, filter, update,
@@ -304,8 +303,16 @@ func (s *Store) TransitionJob(ctx context.Context, id string, from []job.State, 
 	if err != nil {
 		return nil, err
 	}
+	// The list first: a crash before the work document is synced has the next pass repair
+	// both (work.go).
+	s.listAfter(ctx, &d, prevTime(j))
 	s.afterTransition(ctx, j)
 	return j, nil
+}
+
+// incListVersion is the update clause every update of a job carries (joblist.go).
+func incListVersion() bson.E {
+	return bson.E{Key: "$inc", Value: bson.D{{Key: listVersionField, Value: int64(1)}}}
 }
 
 // nonNil makes a nil "from" an empty array: $in needs an array, and an empty one matches
@@ -452,93 +459,52 @@ func (s *Store) findJobs(ctx context.Context, op string, filter any, opts *optio
 	return out, nil
 }
 
-// ListJobs returns jobs matching f, newest UpdateTime first, up to f.Limit (default 1000),
-// without outputs and input files.
-func (s *Store) ListJobs(ctx context.Context, f jobs.ListFilter) ([]*jobs.Job, error) {
-	filter := bson.D{}
-	if f.User != "" {
-		filter = append(filter, bson.E{Key: "user", Value: f.User})
-	}
-	if f.Cluster != "" {
-		filter = append(filter, bson.E{Key: "job_input.cluster", Value: f.Cluster})
-	}
-	if f.State != "" {
-		filter = append(filter, bson.E{Key: "state", Value: f.State})
-	}
-	if f.ImageName != "" {
-		filter = append(filter, bson.E{Key: "image.name", Value: f.ImageName})
-		if f.ImageTag != "" {
-			filter = append(filter, bson.E{Key: "image.tag", Value: f.ImageTag})
-		}
-		if f.ImageDigest != "" {
-			filter = append(filter, bson.E{Key: "image.digest", Value: f.ImageDigest})
-		}
-	}
-	var ut bson.D
-	if !f.After.IsZero() {
-		ut = append(ut, bson.E{Key: "$gte", Value: msTime(f.After)})
-	}
-	if !f.Before.IsZero() {
-		ut = append(ut, bson.E{Key: "$lt", Value: msTime(f.Before)})
-	}
-	if ut != nil {
-		filter = append(filter, bson.E{Key: "_update_time", Value: ut})
-	}
-	return s.findJobs(ctx, "list jobs", filter, options.Find().
-		SetProjection(listProjection()).
-		SetSort(bson.D{{Key: "_update_time", Value: -1}}).
-		SetLimit(limitOrDefault(f.Limit)))
-}
-
 // MarkNotified sets notif_sent on transition transID of job id; ErrNotFound if the job or the
 // transition does not exist. Marking twice is harmless. Once no transition of the job waits,
 // its work document is synced (work.go).
 //
-// MongoDB: one update with the positional operator. FerretDB supports neither "$" nor
-// arrayFilters in updates, so there the transitions are read, and the element is updated by
-// its index with the filter requiring that index to still hold transID. Transitions are only
-// ever appended, so the index of a trans_id never changes and the guard cannot miss.
+// The transitions are read, and the element is updated by its index with the filter requiring
+// that index to still hold transID: transitions are only ever appended, so the index of a
+// trans_id never changes and the guard cannot miss. MongoDB could do it in one update with
+// the positional operator ($), which FerretDB (the embedded stack) lacks, as it lacks
+// arrayFilters; the update by index is one conditional update of one document on both, so
+// both servers run this one path.
 func (s *Store) MarkNotified(ctx context.Context, id, transID string) error {
 	op := fmt.Sprintf("mark job %s transition %s notified", id, transID)
-	match, set := "transition_times.trans_id", "transition_times.$.notif_sent"
-	if s.ferret {
-		var d struct {
-			Transitions []struct {
-				TransID string `bson:"trans_id"`
-			} `bson:"transition_times"`
-		}
-		err := s.jobs.FindOne(ctx, bson.D{{Key: "_id", Value: id}},
-			options.FindOne().SetProjection(bson.D{{Key: "transition_times.trans_id", Value: 1}})).Decode(&d)
-		if errors.Is(err, mongo.ErrNoDocuments) {
-			return fmt.Errorf("%s: %w", op, jobs.ErrNotFound)
-		}
-		if err != nil {
-			return fmt.Errorf("%s: %w", op, err)
-		}
-		idx := -1
-		for i, t := range d.Transitions {
-			if t.TransID == transID {
-				idx = i
-				break
-			}
-		}
-		if idx < 0 {
-			return fmt.Errorf("%s: %w", op, jobs.ErrNotFound)
-		}
-		elem := "transition_times." + strconv.Itoa(idx)
-		match, set = elem+".trans_id", elem+".notif_sent"
+	var d struct {
+		Transitions []struct {
+			TransID string `bson:"trans_id"`
+		} `bson:"transition_times"`
 	}
-	var after jobDoc
-	err := s.jobs.FindOneAndUpdate(ctx,
-		bson.D{{Key: "_id", Value: id}, {Key: match, Value: transID}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: set, Value: true}}}},
-		s.findAndModifyAfter(true)).Decode(&after)
+	err := s.jobs.FindOne(ctx, bson.D{{Key: "_id", Value: id}},
+		options.FindOne().SetProjection(bson.D{{Key: "transition_times.trans_id", Value: 1}})).Decode(&d)
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return fmt.Errorf("%s: %w", op, jobs.ErrNotFound)
 	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
+	idx := slices.IndexFunc(d.Transitions, func(t struct {
+		TransID string `bson:"trans_id"`
+	}) bool {
+		return t.TransID == transID
+	})
+	if idx < 0 {
+		return fmt.Errorf("%s: %w", op, jobs.ErrNotFound)
+	}
+	elem := "transition_times." + strconv.Itoa(idx)
+	var after jobDoc
+	err = s.jobs.FindOneAndUpdate(ctx,
+		bson.D{{Key: "_id", Value: id}, {Key: elem + ".trans_id", Value: transID}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: elem + ".notif_sent", Value: true}}}, incListVersion()},
+		findAndModifyAfter()).Decode(&after)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return fmt.Errorf("%s: %w", op, jobs.ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	s.listAfter(ctx, &after, time.Time{})
 	j := after.Job
 	if !slices.ContainsFunc(j.Transitions, func(t jobs.Transition) bool { return !t.NotifSent }) {
 		if err := s.syncWork(ctx, &j, after.Accounted); err != nil {
@@ -548,15 +514,11 @@ func (s *Store) MarkNotified(ctx context.Context, id, transID string) error {
 	return nil
 }
 
-// findAndModifyAfter returns the options of a findAndModify that returns the document after
-// the update; with work, only what workOf needs of it. FerretDB refuses projections in
-// findAndModify: it returns the whole document.
-func (s *Store) findAndModifyAfter(work bool) *options.FindOneAndUpdateOptionsBuilder {
-	o := options.FindOneAndUpdate().SetReturnDocument(options.After)
-	if work && !s.ferret {
-		o.SetProjection(workProjection())
-	}
-	return o
+// findAndModifyAfter returns the options of a findAndModify that returns the whole document
+// after the update (the job list's copy is made from it; FerretDB also refuses projections
+// in findAndModify).
+func findAndModifyAfter() *options.FindOneAndUpdateOptionsBuilder {
+	return options.FindOneAndUpdate().SetReturnDocument(options.After)
 }
 
 // workProjection is what workOf needs of a job.

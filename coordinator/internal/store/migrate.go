@@ -1,12 +1,16 @@
 package store
 
-// The one-time migration of a database written before jobs were keyed by _id.
+// The one-time migrations of a database written by an older version.
 //
 // Version 1 (the Python service's layout, and this store's before) let MongoDB pick ObjectIDs
 // for jobs and sub-jobs and had no work documents. Version 2 keys jobs by their ID and
 // sub-jobs by "<job ID>/<sub ID>" (their fields unchanged), and keeps job_work and job_counts
 // (work.go). New migrates a version 1 database once, at start, before anything else uses it,
 // and records the version in the schema collection; later starts read one document.
+//
+// Version 3 adds the job list index (joblist.go): every job's view and list entries are
+// written from the jobs collection, a batch of jobs at a time. Writing them is idempotent, so
+// a crashed migration is simply run again by the next start.
 //
 // Each document is moved through a staging collection, so that a crash at any point loses
 // nothing: copy it there under its new _id, delete the old document, insert the copy, delete
@@ -18,6 +22,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
+	"strings"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -30,7 +37,7 @@ const (
 	collSchema = "schema"
 	// schemaID is the document of collSchema that holds this store's version.
 	schemaID      = "store"
-	schemaVersion = 2
+	schemaVersion = 3
 )
 
 // migrate brings the database to schemaVersion.
@@ -55,24 +62,33 @@ func (s *Store) migrate(ctx context.Context) error {
 		sub, ok2 := d.Lookup("sub_id").AsInt64OK()
 		return subKey(id, int(sub)), ok && ok2
 	}
-	n, err := s.rekey(ctx, s.jobs, jobKey)
-	if err != nil {
-		return fmt.Errorf("migrate jobs to schema %d: %w", schemaVersion, err)
+	var n, ns, w, nl int
+	if meta.Version < 2 {
+		if n, err = s.rekey(ctx, s.jobs, jobKey); err != nil {
+			return fmt.Errorf("migrate jobs to schema %d: %w", schemaVersion, err)
+		}
+		if ns, err = s.rekey(ctx, s.subjobs, subKeyOf); err != nil {
+			return fmt.Errorf("migrate sub-jobs to schema %d: %w", schemaVersion, err)
+		}
+		if w, err = s.rebuildWork(ctx); err != nil {
+			return fmt.Errorf("migrate to schema %d: %w", schemaVersion, err)
+		}
 	}
-	ns, err := s.rekey(ctx, s.subjobs, subKeyOf)
-	if err != nil {
-		return fmt.Errorf("migrate sub-jobs to schema %d: %w", schemaVersion, err)
-	}
-	w, err := s.rebuildWork(ctx)
-	if err != nil {
+	if nl, err = s.rebuildList(ctx); err != nil {
 		return fmt.Errorf("migrate to schema %d: %w", schemaVersion, err)
+	}
+	// Version 2 indexed the transitions' times for the notifier, which reads the work
+	// documents since: the index only cost writes.
+	if err := s.jobs.Indexes().DropOne(ctx, "transition_times.time_-1"); err != nil && !isIndexNotFound(err) {
+		return fmt.Errorf("migrate to schema %d: drop index transition_times.time_-1: %w", schemaVersion, err)
 	}
 	if _, err := schema.UpdateOne(ctx, bson.D{{Key: "_id", Value: schemaID}},
 		bson.D{{Key: "$set", Value: bson.D{{Key: "version", Value: schemaVersion}}}}, options.UpdateOne().SetUpsert(true)); err != nil {
 		return fmt.Errorf("record schema version: %w", err)
 	}
-	if n+ns+w > 0 {
-		s.log.Info("migrated the job store", "schema_version", schemaVersion, "jobs_rekeyed", n, "subjobs_rekeyed", ns, "work_documents", w)
+	if n+ns+w+nl > 0 {
+		s.log.Info("migrated the job store", "schema_version", schemaVersion, "jobs_rekeyed", n, "subjobs_rekeyed", ns,
+			"work_documents", w, "jobs_listed", nl)
 	}
 	return nil
 }
@@ -221,4 +237,134 @@ func (s *Store) rebuildWork(ctx context.Context) (int, error) {
 		return n, fmt.Errorf("set counts of finished jobs: %w", err)
 	}
 	return n, nil
+}
+
+// isIndexNotFound reports the server's IndexNotFound (27) error, or a namespace that does not
+// exist yet (26).
+func isIndexNotFound(err error) bool {
+	var ce mongo.CommandError
+	return errors.As(err, &ce) && (ce.Code == 27 || ce.Code == 26 || ce.Name == "IndexNotFound" || ce.Name == "NamespaceNotFound")
+}
+
+// listBatch is how many jobs rebuildList holds at once.
+const listBatch = 500
+
+// rebuildList writes the job list index of every job (joblist.go) and returns how many jobs it
+// listed. Each batch of jobs is written as whole documents: the views at once, and one update
+// per bucket, directory and head, however many jobs share it.
+func (s *Store) rebuildList(ctx context.Context) (int, error) {
+	cur, err := s.jobs.Find(ctx, bson.D{}, options.Find().SetProjection(listProjection()))
+	if err != nil {
+		return 0, fmt.Errorf("read jobs: %w", err)
+	}
+	defer cur.Close(ctx)
+	n := 0
+	var batch []*jobDoc
+	for cur.Next(ctx) {
+		d := &jobDoc{}
+		if err := cur.Decode(d); err != nil {
+			return n, fmt.Errorf("read jobs: %w", err)
+		}
+		if d.ID == "" {
+			continue
+		}
+		batch = append(batch, d)
+		if len(batch) == listBatch {
+			if err := s.listBatch(ctx, batch); err != nil {
+				return n, err
+			}
+			n += len(batch)
+			batch = batch[:0]
+		}
+	}
+	if err := cur.Err(); err != nil {
+		return n, fmt.Errorf("read jobs: %w", err)
+	}
+	if err := s.listBatch(ctx, batch); err != nil {
+		return n, err
+	}
+	return n + len(batch), nil
+}
+
+// listBatch writes the list index of the jobs ds.
+func (s *Store) listBatch(ctx context.Context, ds []*jobDoc) error {
+	if len(ds) == 0 {
+		return nil
+	}
+	views := make([]any, 0, len(ds))
+	sets := map[string]map[string]any{} // document _id -> its $set
+	set := func(id, field string, v any) {
+		if sets[id] == nil {
+			sets[id] = map[string]any{}
+		}
+		sets[id][field] = v
+	}
+	type bounds struct{ lo, hi int64 }
+	heads := map[string]bounds{}
+	for _, d := range ds {
+		v, err := viewOf(d)
+		if err != nil {
+			return err
+		}
+		views = append(views, v)
+		e := entryOfDoc(d)
+		for _, key := range []string{keyAll, userKey(d.User)} {
+			top := slotOf(topLevel, e.ms)
+			b, ok := heads[key]
+			if !ok {
+				b = bounds{top, top}
+			}
+			heads[key] = bounds{min(b.lo, top), max(b.hi, top)}
+			for l := topLevel; l >= 1; l-- {
+				id := slotID(key, l, slotOf(l, e.ms))
+				set(id, "c."+strconv.FormatInt(slotOf(l-1, e.ms), 10), true)
+			}
+			id := slotID(key, 0, slotOf(0, e.ms))
+			set(id, "e."+fieldKey(e.id), e.String())
+		}
+	}
+	// A view stored already (by a migration that crashed) is the same or newer: it stays.
+	if _, err := s.views.InsertMany(ctx, views, options.InsertMany().SetOrdered(false)); err != nil && !allDuplicates(err) {
+		return fmt.Errorf("write job views: %w", err)
+	}
+	for key, b := range heads {
+		if _, err := s.list.UpdateOne(ctx, bson.D{{Key: "_id", Value: headID(key)}},
+			bson.D{{Key: "$min", Value: bson.D{{Key: "lo", Value: b.lo}}}, {Key: "$max", Value: bson.D{{Key: "hi", Value: b.hi}}}},
+			options.UpdateOne().SetUpsert(true)); err != nil {
+			return fmt.Errorf("write job list: %w", err)
+		}
+	}
+	// Directories before buckets (the order of the levels in the _id: "|3|" < "|0|" is not
+	// it, so sort by level).
+	ids := make([]string, 0, len(sets))
+	for id := range sets {
+		ids = append(ids, id)
+	}
+	level := func(id string) string { p := strings.Split(id, "|"); return p[len(p)-2] }
+	slices.SortFunc(ids, func(a, b string) int { return -strings.Compare(level(a), level(b)) })
+	for _, id := range ids {
+		fields := bson.D{}
+		for k, v := range sets[id] {
+			fields = append(fields, bson.E{Key: k, Value: v})
+		}
+		if _, err := s.list.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, bson.D{{Key: "$set", Value: fields}},
+			options.UpdateOne().SetUpsert(true)); err != nil {
+			return fmt.Errorf("write job list: %w", err)
+		}
+	}
+	return nil
+}
+
+// allDuplicates reports a bulk write error whose every write error is a duplicate key.
+func allDuplicates(err error) bool {
+	var bwe mongo.BulkWriteException
+	if !errors.As(err, &bwe) || bwe.WriteConcernError != nil || len(bwe.WriteErrors) == 0 {
+		return isDuplicateKey(err)
+	}
+	for _, we := range bwe.WriteErrors {
+		if we.Code != 11000 && we.Code != 11001 && !strings.Contains(we.Message, "UNIQUE constraint failed") {
+			return false
+		}
+	}
+	return true
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -34,14 +35,15 @@ func (s *Store) SetAccounting(ctx context.Context, id string, a jobs.Accounting)
 	filter := append(bson.D{}, key...)
 	filter = append(filter, bson.E{Key: "state", Value: bson.D{{Key: "$in", Value: terminalStates()}}})
 	var after jobDoc
-	err := s.jobs.FindOneAndUpdate(ctx, filter, bson.D{{Key: "$set", Value: set}},
-		s.findAndModifyAfter(true)).Decode(&after)
+	err := s.jobs.FindOneAndUpdate(ctx, filter, bson.D{{Key: "$set", Value: set}, incListVersion()},
+		findAndModifyAfter()).Decode(&after)
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return s.missOrConflict(ctx, s.jobs, key, op, nil)
 	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
+	s.listAfter(ctx, &after, time.Time{})
 	if err := s.syncWork(ctx, &after.Job, true); err != nil {
 		s.log.WarnContext(ctx, "work document of an accounted job not updated (the next pass repairs it)", "job_id", id, "error", err.Error())
 	}

@@ -50,8 +50,9 @@ func (s *Store) InitRefdata(ctx context.Context) error {
 		}
 		_, err := c.Indexes().CreateOne(ctx, model(sp.partial != nil))
 		if err != nil && sp.partial != nil && isNotImplemented(err) {
-			s.log.Warn("mongo server refused a partial index; creating it without its filter",
-				"collection", collRefdata, "keys", fmt.Sprint(sp.keys), "error", err.Error())
+			s.log.Info("mongo server has no partial indexes (FerretDB, the embedded stack): the reference data cleaner's index "+
+				"is created without its filter; it finds the same records, its index holds every record",
+				"collection", collRefdata, "keys", fmt.Sprint(sp.keys))
 			_, err = c.Indexes().CreateOne(ctx, model(false))
 		}
 		if err != nil {

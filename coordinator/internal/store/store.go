@@ -8,14 +8,14 @@
 // It must not hold business rules (which transitions are legal is decided by the caller, who
 // passes the allowed "from" states) and must not talk to anything but MongoDB.
 //
-// The store also runs against FerretDB v1 (the embedded dev/test stack), which lacks a few
-// features; each gap has a documented fallback chosen once at New:
-//   - partial indexes are refused (NotImplemented): the index is created without its filter;
-//   - the positional update operator ($) and arrayFilters are unsupported: MarkNotified reads
-//     the transitions, then updates the element by index, guarded by its trans_id;
-//   - it uses no index but the one on _id (with the embedded stack's proxy, see devstack), so
-//     every query by another field reads the whole collection: GetSubJobs reads the sub-jobs
-//     by _id, and jobsByID reads jobs one by one.
+// The store also runs against FerretDB v1 (the embedded dev/test stack), and takes one code
+// path on both servers: every operation is written in a form both serve with the same
+// semantics. FerretDB lacks the positional update operator ($), arrayFilters, a working
+// $elemMatch, partial indexes and any index but _id's (with the embedded stack's proxy, see
+// devstack): so MarkNotified updates a transition by its index, guarded by its trans_id;
+// GetSubJobs reads the sub-jobs by _id; the periodic passes and the job list read small
+// documents by _id (work.go, joblist.go); and the one partial index left (images' tag) is
+// created without its filter where refused, which keeps its meaning there (see indexSpecs).
 //
 // Jobs and sub-jobs are keyed by _id (the job ID; "<job ID>/<sub ID>"), and the periodic passes
 // find the jobs they act on through the small job_work collection, never by scanning the
@@ -133,10 +133,11 @@ type Store struct {
 	sites   *mongo.Collection
 	work    *mongo.Collection
 	counts  *mongo.Collection
+	views   *mongo.Collection
+	list    *mongo.Collection
 	log     *slog.Logger
-	// ferret is true when the server is FerretDB (its buildInfo carries ferretdbVersion):
-	// MarkNotified and GetSubJobs then take their fallback paths.
-	ferret bool
+	// listCache remembers the list index's directory flags this process wrote (joblist.go).
+	listCache listCache
 }
 
 // The store implements the narrow store interface of every package that persists through it.
@@ -193,15 +194,9 @@ func (s *Store) init(ctx context.Context, database string) error {
 	s.sites = db.Collection(collSites)
 	s.work = db.Collection(collWork)
 	s.counts = db.Collection(collCounts)
+	s.views = db.Collection(collViews)
+	s.list = db.Collection(collList)
 
-	var info bson.Raw
-	if err := db.RunCommand(ctx, bson.D{{Key: "buildInfo", Value: 1}}).Decode(&info); err != nil {
-		return fmt.Errorf("mongo buildInfo: %w", err)
-	}
-	if _, err := info.LookupErr("ferretdbVersion"); err == nil {
-		s.ferret = true
-		s.log.Warn("mongo server is FerretDB: using fallbacks for positional updates and lookups by fields other than _id")
-	}
 	if err := s.createIndexes(ctx); err != nil {
 		return err
 	}
@@ -261,10 +256,6 @@ func (s *Store) indexSpecs() []struct {
 		{s.jobs, index{keys: ut(bson.E{Key: "image.name", Value: 1})}},
 		{s.jobs, index{keys: ut(bson.E{Key: "user", Value: 1}, bson.E{Key: "image.name", Value: 1})}},
 		{s.jobs, index{
-			keys:    bson.D{{Key: "transition_times.time", Value: -1}},
-			partial: bson.D{{Key: "transition_times.notif_sent", Value: false}},
-		}},
-		{s.jobs, index{
 			keys: bson.D{{Key: "cleaned", Value: 1}, {Key: "state", Value: 1}, {Key: "_update_time", Value: 1}},
 			partial: bson.D{
 				{Key: "cleaned", Value: false},
@@ -296,8 +287,9 @@ func (s *Store) indexSpecs() []struct {
 }
 
 // createIndexes creates every index; an index whose partial filter the server refuses as not
-// implemented (FerretDB) is created without it, with a warning.
+// implemented (FerretDB) is created without it, said once at INFO.
 func (s *Store) createIndexes(ctx context.Context) error {
+	var unfiltered []string
 	for _, sp := range s.indexSpecs() {
 		model := func(partial bool) mongo.IndexModel {
 			o := options.Index()
@@ -316,13 +308,17 @@ func (s *Store) createIndexes(ctx context.Context) error {
 		}
 		_, err := sp.coll.Indexes().CreateOne(ctx, model(sp.idx.partial != nil))
 		if err != nil && sp.idx.partial != nil && isNotImplemented(err) {
-			s.log.Warn("mongo server refused a partial index; creating it without its filter",
-				"collection", sp.coll.Name(), "keys", fmt.Sprint(sp.idx.keys), "error", err.Error())
+			unfiltered = append(unfiltered, sp.coll.Name()+" "+fmt.Sprint(sp.idx.keys))
 			_, err = sp.coll.Indexes().CreateOne(ctx, model(false))
 		}
 		if err != nil {
 			return fmt.Errorf("create index %v on %s: %w", sp.idx.keys, sp.coll.Name(), err)
 		}
+	}
+	if len(unfiltered) > 0 {
+		s.log.Info("mongo server has no partial indexes (FerretDB, the embedded stack): created without their filter, "+
+			"with the same meaning there (images: a tag is unique per name among tagged images; untagged images never collide)",
+			"indexes", strings.Join(unfiltered, "; "))
 	}
 	return nil
 }

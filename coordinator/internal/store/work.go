@@ -219,6 +219,10 @@ func (s *Store) readOneWork(ctx context.Context, w workDoc, projection bson.D) (
 	}
 	wj.Job, wj.accounted = j, d.Accounted
 	if fresh, _ := workOf(j, d.Accounted); fresh.V != w.V || fresh.State != w.State || fresh.Unsent != w.Unsent || fresh.Account != w.Account {
+		// A writer stopped between the job and its copies: the job list's first (joblist.go).
+		if err := s.syncList(ctx, &d, time.Time{}); err != nil {
+			s.log.WarnContext(ctx, "job list entry of a stale work document not repaired", "job_id", j.ID, "error", err.Error())
+		}
 		if err := s.syncWork(ctx, j, d.Accounted); err != nil {
 			s.log.WarnContext(ctx, "stale work document not repaired", "job_id", j.ID, "error", err.Error())
 		}

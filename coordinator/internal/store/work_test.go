@@ -337,7 +337,19 @@ func TestMigration(t *testing.T) {
 	if want := (map[job.State]int64{job.Created: 1, job.JobSubmitted: 1, job.Complete: 2, job.Error: 1}); !reflect.DeepEqual(st, want) {
 		t.Errorf("counts after the migration %v, want %v", st, want)
 	}
-	// A second start finds version 2 and leaves everything as it is.
+	var listed []string
+	js, err := s.ListJobs(ctx, jobs.ListFilter{User: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range js {
+		listed = append(listed, j.ID)
+	}
+	sort.Strings(listed)
+	if !reflect.DeepEqual(listed, []string{"m0", "m1", "m2", "m3", "m4"}) {
+		t.Errorf("jobs listed after the migration: %v, want m0-m4", listed)
+	}
+	// A second start finds the current version and leaves everything as it is.
 	s2, err := store.New(ctx, store.Config{URI: m.URI(), Database: testDB, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)

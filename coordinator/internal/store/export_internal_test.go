@@ -1,0 +1,30 @@
+package store
+
+import (
+	"context"
+	"time"
+
+	"github.com/kbase/cts/shared/job"
+)
+
+// RebuildList runs the migration's list rebuild, for tests and benchmarks that write jobs
+// straight into the collection.
+func (s *Store) RebuildList(ctx context.Context) (int, error) { return s.rebuildList(ctx) }
+
+// ListBucketID is the _id of the job list's bucket of user's jobs (every job's when user is
+// "") holding time t.
+func ListBucketID(user string, t time.Time) string {
+	key := keyAll
+	if user != "" {
+		key = userKey(user)
+	}
+	return slotID(key, 0, slotOf(0, msTime(t).UnixMilli()))
+}
+
+// ListEntry is the job list's entry of a job in a bucket.
+func ListEntry(lv int64, t time.Time, st job.State, cluster, image string) string {
+	return entry{lv: lv, ms: msTime(t).UnixMilli(), state: st, cluster: cluster, image: image}.String()
+}
+
+// ListField is the field of job id in a bucket document.
+func ListField(id string) string { return "e." + fieldKey(id) }

@@ -1,0 +1,211 @@
+package store_test
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"reflect"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+
+	"github.com/kbase/cts/coordinator/internal/jobs"
+	"github.com/kbase/cts/coordinator/internal/store"
+	"github.com/kbase/cts/shared/job"
+)
+
+// listIDs lists f and returns the jobs' IDs and states.
+func listIDs(t *testing.T, s *store.Store, f jobs.ListFilter) []string {
+	t.Helper()
+	js, err := s.ListJobs(t.Context(), f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := []string{}
+	for _, j := range js {
+		out = append(out, j.ID+":"+string(j.State))
+	}
+	return out
+}
+
+func setField(t *testing.T, db *mongo.Database, coll, id, field string, v any) {
+	t.Helper()
+	if _, err := db.Collection(coll).UpdateOne(t.Context(), bson.D{{Key: "_id", Value: id}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: field, Value: v}}}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestJobListFollowsChanges: a job is listed once, where its last change puts it, with what
+// each kind of change wrote, across minutes, hours and days of the list's tree.
+func TestJobListFollowsChanges(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := t.Context()
+	if err := s.CreateJob(ctx, newJob("a", "alice", "kbase", t0), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateJob(ctx, newJob("b", "bob", "kbase", t0.Add(time.Second)), nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := listIDs(t, s, jobs.ListFilter{}), []string{"b:created", "a:created"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("after create: %v, want %v", got, want)
+	}
+	steps := []struct {
+		to job.State
+		at time.Duration
+	}{
+		{job.DownloadSubmitted, 30 * time.Second}, // the same minute
+		{job.JobSubmitting, 2 * time.Minute},      // another minute
+		{job.JobSubmitted, 3 * time.Hour},         // another hour
+		{job.Error, 50 * 24 * time.Hour},          // another top slot
+	}
+	prev := job.Created
+	for _, st := range steps {
+		at := t0.Add(st.at)
+		if _, err := s.TransitionJob(ctx, "a", []job.State{prev}, jobs.Transition{State: st.to, Time: at},
+			jobs.JobUpdate{Error: "e-" + string(st.to)}); err != nil {
+			t.Fatal(err)
+		}
+		prev = st.to
+		want := []string{"a:" + string(st.to), "b:created"}
+		if got := listIDs(t, s, jobs.ListFilter{}); !reflect.DeepEqual(got, want) {
+			t.Fatalf("after %s at +%s: %v, want %v", st.to, st.at, got, want)
+		}
+		if got := listIDs(t, s, jobs.ListFilter{User: "alice", State: st.to}); !reflect.DeepEqual(got, want[:1]) {
+			t.Fatalf("alice's %s jobs after %s: %v, want %v", st.to, st.to, got, want[:1])
+		}
+		if got := listIDs(t, s, jobs.ListFilter{User: "alice", Before: at}); len(got) != 0 {
+			t.Fatalf("alice's jobs before her job's last change at +%s: %v, want none", st.at, got)
+		}
+		if got := listIDs(t, s, jobs.ListFilter{After: at}); !reflect.DeepEqual(got, want[:1]) {
+			t.Fatalf("jobs since +%s: %v, want %v", st.at, got, want[:1])
+		}
+	}
+	// Changes that are not transitions reach the list too.
+	if err := s.SetAccounting(ctx, "a", jobs.Accounting{CPUHours: ptr(2.5)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.UpdateAdminMeta(ctx, "a", map[string]any{"k": "v"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetCleaned(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	js, err := s.ListJobs(ctx, jobs.ListFilter{User: "alice"})
+	if err != nil || len(js) != 1 {
+		t.Fatalf("alice's jobs: %v, %v", js, err)
+	}
+	a := js[0]
+	if a.CPUHours == nil || *a.CPUHours != 2.5 || a.AdminMeta["k"] != "v" || !a.Cleaned || a.Error != "e-error" || len(a.Transitions) != 5 {
+		t.Errorf("listed job a = %+v, want its accounting, admin meta, cleaned flag, error and 5 transitions", a)
+	}
+	for _, tr := range a.Transitions {
+		if err := s.MarkNotified(ctx, "a", tr.TransID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	js, err = s.ListJobs(ctx, jobs.ListFilter{User: "alice"})
+	if err != nil || len(js) != 1 || !js[0].Transitions[4].NotifSent {
+		t.Fatalf("alice's jobs after notification: %v, %v; want the transitions notified", js, err)
+	}
+}
+
+// TestJobListSkipsAndRepairsStaleEntries: entries a crash or a race left behind are never
+// listed, and a job whose copy in the list was lost is listed again after the repairs.
+func TestJobListSkipsAndRepairsStaleEntries(t *testing.T) {
+	s, db := newStore(t)
+	ctx := t.Context()
+	if err := s.CreateJob(ctx, newJob("a", "alice", "kbase", t0), nil); err != nil {
+		t.Fatal(err)
+	}
+	later := t0.Add(10 * time.Minute)
+	if _, err := s.TransitionJob(ctx, "a", []job.State{job.Created}, jobs.Transition{State: job.Canceling, Time: later}, jobs.JobUpdate{}); err != nil {
+		t.Fatal(err)
+	}
+	// A writer that stopped before removing the entry of the job's previous time.
+	for _, u := range []string{"", "alice"} {
+		setField(t, db, "job_list", store.ListBucketID(u, t0), store.ListField("a"), store.ListEntry(1, t0, job.Created, "kbase", "ghcr.io/kbase/tool"))
+	}
+	want := []string{"a:canceling"}
+	for _, f := range []jobs.ListFilter{{}, {User: "alice"}} {
+		if got := listIDs(t, s, f); !reflect.DeepEqual(got, want) {
+			t.Fatalf("with a stale entry left at the old time: %v, want %v", got, want)
+		}
+	}
+	if got := listIDs(t, s, jobs.ListFilter{State: job.Created}); len(got) != 0 {
+		t.Fatalf("created jobs with a stale entry left: %v, want none", got)
+	}
+	// A slow writer that put an older entry over the newer one in the same bucket: the job is
+	// missing from that read, and listed again once the reader put the entry back.
+	for _, u := range []string{"", "alice"} {
+		setField(t, db, "job_list", store.ListBucketID(u, later), store.ListField("a"), store.ListEntry(1, later.Add(-time.Millisecond), job.Created, "kbase", "ghcr.io/kbase/tool"))
+	}
+	_ = listIDs(t, s, jobs.ListFilter{})
+	for _, f := range []jobs.ListFilter{{}, {User: "alice"}} {
+		if got := listIDs(t, s, f); !reflect.DeepEqual(got, want) {
+			t.Fatalf("after an older entry overwrote the job's own: %v, want %v", got, want)
+		}
+	}
+	// A crash between the job's change and the list: the job moved, neither its list entries
+	// nor its work document followed; the next periodic pass repairs both.
+	tr := bson.D{{Key: "state", Value: job.Error}, {Key: "time", Value: later.Add(time.Hour)}, {Key: "trans_id", Value: "x"}, {Key: "notif_sent", Value: false}}
+	if _, err := db.Collection("jobs").UpdateOne(ctx, bson.D{{Key: "_id", Value: "a"}}, bson.D{
+		{Key: "$set", Value: bson.D{{Key: "state", Value: job.Error}, {Key: "_update_time", Value: later.Add(time.Hour)}}},
+		{Key: "$push", Value: bson.D{{Key: "transition_times", Value: tr}}},
+		{Key: "$inc", Value: bson.D{{Key: "_lv", Value: 1}}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.JobsInState(ctx, job.Canceling, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := listIDs(t, s, jobs.ListFilter{User: "alice"}), []string{"a:error"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("after the pass repaired the crash: %v, want %v", got, want)
+	}
+}
+
+// TestJobListMigration: a database of schema version 2 (no job list) gets every job listed at
+// start, and loses the index version 2 kept for the notifier.
+func TestJobListMigration(t *testing.T) {
+	s, db, uri := newStoreURI(t)
+	ctx := t.Context()
+	var want []string
+	for i := range 7 {
+		id := fmt.Sprintf("m%d", i)
+		if err := s.CreateJob(ctx, newJob(id, fmt.Sprintf("u%d", i%2), "kbase", t0.Add(time.Duration(i)*time.Hour)), nil); err != nil {
+			t.Fatal(err)
+		}
+		want = append([]string{id + ":created"}, want...)
+	}
+	for _, c := range []string{"job_list", "job_views"} {
+		if err := db.Collection(c).Drop(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setField(t, db, "schema", "store", "version", 2)
+	if _, err := db.Collection("jobs").Indexes().CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: "transition_times.time", Value: -1}}}); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := store.New(ctx, store.Config{URI: uri, Database: testDB, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close(ctx)
+	if got := listIDs(t, s2, jobs.ListFilter{}); !reflect.DeepEqual(got, want) {
+		t.Errorf("after the migration: %v, want %v", got, want)
+	}
+	if got := listIDs(t, s2, jobs.ListFilter{User: "u1"}); !reflect.DeepEqual(got, []string{"m5:created", "m3:created", "m1:created"}) {
+		t.Errorf("u1's jobs after the migration: %v", got)
+	}
+	specs, err := db.Collection("jobs").Indexes().ListSpecifications(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sp := range specs {
+		if sp.Name == "transition_times.time_-1" {
+			t.Error("the migration kept the index transition_times.time_-1")
+		}
+	}
+}
