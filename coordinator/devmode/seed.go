@@ -82,6 +82,19 @@ func (e *Env) SeedFinishedJobs(ctx context.Context, template string, n int, end 
 	return nil
 }
 
+// RebuildJobList lists the jobs written straight into the jobs collection (a test's seeded
+// history) in the job list (GET /jobs), through the job store.
+func (e *Env) RebuildJobList(ctx context.Context) error {
+	st, err := store.New(ctx, store.Config{URI: e.Config.Mongo.URI, Database: e.Config.Mongo.Database,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return fmt.Errorf("rebuild job list: %w", err)
+	}
+	defer st.Close(context.WithoutCancel(ctx))
+	_, err = st.RebuildJobList(ctx)
+	return err
+}
+
 // seedCopy returns a copy of the finished job t and its sub-jobs under a new ID, its
 // transitions shifted so that it ended at end.
 func seedCopy(t *jobs.Job, tsubs []jobs.SubJob, end time.Time) (*jobs.Job, []jobs.SubJob) {

@@ -131,11 +131,15 @@ func (s *site) seedJobs(t *testing.T, template, user string, times []time.Time) 
 			}
 			tr = append(tr, e)
 		}
-		d["id"], d["user"], d["_update_time"], d["transition_times"] = ids[i], user, at, bson.A{tr}
+		d["_id"], d["id"], d["user"], d["_update_time"], d["transition_times"] = ids[i], ids[i], user, at, bson.A{tr}
 		docs[i] = d
 	}
 	if _, err := coll.InsertMany(ctx, docs); err != nil {
 		t.Fatalf("seed %d jobs: %v", len(docs), err)
+	}
+	// Written behind the store's back: the job list learns of them as after a restore.
+	if err := s.Env.RebuildJobList(ctx); err != nil {
+		t.Fatal(err)
 	}
 	return ids
 }

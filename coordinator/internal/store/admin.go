@@ -66,21 +66,11 @@ func (s *Store) SetCleaned(ctx context.Context, id string) error {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	s.listAfter(ctx, &after, time.Time{})
-	return nil
-}
-
-// DirtyJobs implements jobs.Store; the query is the Python process_dirty_jobs, served by the
-// partial index cleaned_1_state_1__update_time_1.
-func (s *Store) DirtyJobs(ctx context.Context, olderThan time.Time, limit int) ([]*jobs.Job, error) {
-	filter := bson.D{
-		{Key: "cleaned", Value: false},
-		{Key: "state", Value: bson.D{{Key: "$in", Value: terminalStates()}}},
-		{Key: "_update_time", Value: bson.D{{Key: "$lt", Value: msTime(olderThan)}}},
+	if _, err := s.clean.DeleteOne(ctx, bson.D{{Key: "_id", Value: id}}); err != nil {
+		// The job is cleaned; DirtyJobs drops its queue document when it meets it.
+		s.log.WarnContext(ctx, "cleaned job left in the cleaner's queue", "job_id", id, "error", err.Error())
 	}
-	return s.findJobs(ctx, "dirty jobs", filter, options.Find().
-		SetProjection(listProjection()).
-		SetSort(bson.D{{Key: "_update_time", Value: 1}}).
-		SetLimit(limitOrDefault(limit)))
+	return nil
 }
 
 // InitSites implements jobs.Store: an upsert with $setOnInsert {active: true} per site.

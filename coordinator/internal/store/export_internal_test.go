@@ -1,15 +1,10 @@
 package store
 
 import (
-	"context"
 	"time"
 
 	"github.com/kbase/cts/shared/job"
 )
-
-// RebuildList runs the migration's list rebuild, for tests and benchmarks that write jobs
-// straight into the collection.
-func (s *Store) RebuildList(ctx context.Context) (int, error) { return s.rebuildList(ctx) }
 
 // ListBucketID is the _id of the job list's bucket of user's jobs (every job's when user is
 // "") holding time t.

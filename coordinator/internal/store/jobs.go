@@ -192,6 +192,9 @@ func (s *Store) CreateJob(ctx context.Context, j *jobs.Job, subs []jobs.SubJob) 
 	// transition (every job created unfinished has one: the submitter's).
 	s.listAfter(ctx, doc, time.Time{})
 	if j.State.Terminal() {
+		if err := s.syncClean(ctx, j); err != nil {
+			s.log.WarnContext(ctx, "job created ended, not queued for the cleaner", "job_id", j.ID, "error", err.Error())
+		}
 		s.countTerminal(ctx, j.State, 1)
 	}
 	return nil

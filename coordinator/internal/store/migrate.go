@@ -12,6 +12,9 @@ package store
 // written from the jobs collection, a batch of jobs at a time. Writing them is idempotent, so
 // a crashed migration is simply run again by the next start.
 //
+// Version 4 adds the cleaner's queue (clean.go), written from the jobs collection (idempotent
+// too), and drops the two indexes of the jobs collection that nothing queries any more.
+//
 // Each document is moved through a staging collection, so that a crash at any point loses
 // nothing: copy it there under its new _id, delete the old document, insert the copy, delete
 // the staged copy; a start finds what a crashed migration staged and finishes it first. Stop
@@ -37,7 +40,7 @@ const (
 	collSchema = "schema"
 	// schemaID is the document of collSchema that holds this store's version.
 	schemaID      = "store"
-	schemaVersion = 3
+	schemaVersion = 4
 )
 
 // migrate brings the database to schemaVersion.
@@ -62,7 +65,7 @@ func (s *Store) migrate(ctx context.Context) error {
 		sub, ok2 := d.Lookup("sub_id").AsInt64OK()
 		return subKey(id, int(sub)), ok && ok2
 	}
-	var n, ns, w, nl int
+	var n, ns, w, nl, nc int
 	if meta.Version < 2 {
 		if n, err = s.rekey(ctx, s.jobs, jobKey); err != nil {
 			return fmt.Errorf("migrate jobs to schema %d: %w", schemaVersion, err)
@@ -74,21 +77,29 @@ func (s *Store) migrate(ctx context.Context) error {
 			return fmt.Errorf("migrate to schema %d: %w", schemaVersion, err)
 		}
 	}
-	if nl, err = s.rebuildList(ctx); err != nil {
+	if meta.Version < 3 {
+		if nl, err = s.rebuildList(ctx); err != nil {
+			return fmt.Errorf("migrate to schema %d: %w", schemaVersion, err)
+		}
+	}
+	if nc, err = s.rebuildClean(ctx); err != nil {
 		return fmt.Errorf("migrate to schema %d: %w", schemaVersion, err)
 	}
-	// Version 2 indexed the transitions' times for the notifier, which reads the work
-	// documents since: the index only cost writes.
-	if err := s.jobs.Indexes().DropOne(ctx, "transition_times.time_-1"); err != nil && !isIndexNotFound(err) {
-		return fmt.Errorf("migrate to schema %d: drop index transition_times.time_-1: %w", schemaVersion, err)
+	// Version 2 indexed the transitions' times for the notifier and the finished jobs not
+	// cleaned for the cleaner, which read the work documents and the cleaner's queue since:
+	// the indexes only cost writes.
+	for _, name := range []string{"transition_times.time_-1", "cleaned_1_state_1__update_time_1"} {
+		if err := s.jobs.Indexes().DropOne(ctx, name); err != nil && !isIndexNotFound(err) {
+			return fmt.Errorf("migrate to schema %d: drop index %s: %w", schemaVersion, name, err)
+		}
 	}
 	if _, err := schema.UpdateOne(ctx, bson.D{{Key: "_id", Value: schemaID}},
 		bson.D{{Key: "$set", Value: bson.D{{Key: "version", Value: schemaVersion}}}}, options.UpdateOne().SetUpsert(true)); err != nil {
 		return fmt.Errorf("record schema version: %w", err)
 	}
-	if n+ns+w+nl > 0 {
+	if n+ns+w+nl+nc > 0 {
 		s.log.Info("migrated the job store", "schema_version", schemaVersion, "jobs_rekeyed", n, "subjobs_rekeyed", ns,
-			"work_documents", w, "jobs_listed", nl)
+			"work_documents", w, "jobs_listed", nl, "jobs_to_clean", nc)
 	}
 	return nil
 }
@@ -244,6 +255,19 @@ func (s *Store) rebuildWork(ctx context.Context) (int, error) {
 func isIndexNotFound(err error) bool {
 	var ce mongo.CommandError
 	return errors.As(err, &ce) && (ce.Code == 27 || ce.Code == 26 || ce.Name == "IndexNotFound" || ce.Name == "NamespaceNotFound")
+}
+
+// RebuildJobList writes the job list's copy and entries of every job in the jobs collection
+// (what the migration to schema 3 does) and returns how many jobs it listed. It is for jobs
+// written into the collection by something other than the store (a test's seeded history, a
+// restore); it is idempotent, and leaves entries of jobs that are gone, which are never
+// listed.
+func (s *Store) RebuildJobList(ctx context.Context) (int, error) {
+	n, err := s.rebuildList(ctx)
+	if err != nil {
+		return n, fmt.Errorf("rebuild job list: %w", err)
+	}
+	return n, nil
 }
 
 // listBatch is how many jobs rebuildList holds at once.

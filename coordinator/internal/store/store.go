@@ -135,6 +135,7 @@ type Store struct {
 	counts  *mongo.Collection
 	views   *mongo.Collection
 	list    *mongo.Collection
+	clean   *mongo.Collection
 	log     *slog.Logger
 	// listCache remembers the list index's directory flags this process wrote (joblist.go).
 	listCache listCache
@@ -196,6 +197,7 @@ func (s *Store) init(ctx context.Context, database string) error {
 	s.counts = db.Collection(collCounts)
 	s.views = db.Collection(collViews)
 	s.list = db.Collection(collList)
+	s.clean = db.Collection(collClean)
 
 	if err := s.createIndexes(ctx); err != nil {
 		return err
@@ -255,13 +257,8 @@ func (s *Store) indexSpecs() []struct {
 		// The job list's image filter (not in the Python service): by name, for one user or all.
 		{s.jobs, index{keys: ut(bson.E{Key: "image.name", Value: 1})}},
 		{s.jobs, index{keys: ut(bson.E{Key: "user", Value: 1}, bson.E{Key: "image.name", Value: 1})}},
-		{s.jobs, index{
-			keys: bson.D{{Key: "cleaned", Value: 1}, {Key: "state", Value: 1}, {Key: "_update_time", Value: 1}},
-			partial: bson.D{
-				{Key: "cleaned", Value: false},
-				{Key: "state", Value: bson.D{{Key: "$in", Value: terminalStates()}}},
-			},
-		}},
+		// The cleaner's queue, oldest first (clean.go).
+		{s.clean, index{keys: bson.D{{Key: "t", Value: 1}}}},
 		{s.subjobs, index{keys: bson.D{{Key: "id", Value: 1}, {Key: "sub_id", Value: 1}}, unique: true}},
 		// The periodic passes' queries of the work documents (work.go).
 		{s.work, index{keys: bson.D{{Key: "state", Value: 1}, {Key: "t", Value: 1}}}},

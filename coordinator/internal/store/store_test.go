@@ -79,11 +79,11 @@ func TestIndexes(t *testing.T) {
 			"id_1", "_update_time_-1", "state_1__update_time_-1", "job_input.cluster_1__update_time_-1",
 			"user_1__update_time_-1", "user_1_state_1__update_time_-1",
 			"user_1_job_input.cluster_1__update_time_-1",
-			"cleaned_1_state_1__update_time_1",
 			"image.name_1__update_time_-1", "user_1_image.name_1__update_time_-1",
 		},
-		"subjobs": {"id_1_sub_id_1"},
-		"images":  {"name_1_digest_1", "name_1_tag_1"},
+		"subjobs":   {"id_1_sub_id_1"},
+		"images":    {"name_1_digest_1", "name_1_tag_1"},
+		"job_clean": {"t_1"},
 	}
 	for coll, names := range want {
 		t.Run(coll, func(t *testing.T) {

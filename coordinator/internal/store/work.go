@@ -125,6 +125,11 @@ func (s *Store) syncWork(ctx context.Context, j *jobs.Job, accounted bool) error
 // that has just moved job j (as it is after the transition) out of state from. Its errors are
 // logged, not returned: the transition happened, and readers repair a stale work document.
 func (s *Store) afterTransition(ctx context.Context, j *jobs.Job) {
+	// The cleaner's queue before the work document: a stale work document tells the next pass
+	// to write both (clean.go).
+	if err := s.syncClean(ctx, j); err != nil {
+		s.log.WarnContext(ctx, "job ended, not queued for the cleaner (the next pass repairs it)", "job_id", j.ID, "error", err.Error())
+	}
 	if err := s.syncWork(ctx, j, false); err != nil {
 		s.log.WarnContext(ctx, "job transition recorded, its work document not updated (the next pass repairs it)",
 			"job_id", j.ID, "state", string(j.State), "error", err.Error())
@@ -165,7 +170,7 @@ type workJob struct {
 
 // readWork reads the job of every work document (in parallel, order kept), syncs the work
 // documents that disagree with their job and deletes orphans past their grace.
-func (s *Store) readWork(ctx context.Context, ws []workDoc, projection bson.D) ([]workJob, error) {
+func (s *Store) readWork(ctx context.Context, ws []workDoc, projection bson.D, repair bool) ([]workJob, error) {
 	out := make([]workJob, len(ws))
 	var (
 		wg       sync.WaitGroup
@@ -179,7 +184,7 @@ func (s *Store) readWork(ctx context.Context, ws []workDoc, projection bson.D) (
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			wj, err := s.readOneWork(ctx, ws[i], projection)
+			wj, err := s.readOneWork(ctx, ws[i], projection, repair)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil && firstErr == nil {
@@ -195,7 +200,7 @@ func (s *Store) readWork(ctx context.Context, ws []workDoc, projection bson.D) (
 	return out, nil
 }
 
-func (s *Store) readOneWork(ctx context.Context, w workDoc, projection bson.D) (workJob, error) {
+func (s *Store) readOneWork(ctx context.Context, w workDoc, projection bson.D, repair bool) (workJob, error) {
 	wj := workJob{w: w}
 	var d jobDoc
 	opts := options.FindOne()
@@ -218,10 +223,16 @@ func (s *Store) readOneWork(ctx context.Context, w workDoc, projection bson.D) (
 		return wj, err
 	}
 	wj.Job, wj.accounted = j, d.Accounted
+	if !repair {
+		return wj, nil
+	}
 	if fresh, _ := workOf(j, d.Accounted); fresh.V != w.V || fresh.State != w.State || fresh.Unsent != w.Unsent || fresh.Account != w.Account {
 		// A writer stopped between the job and its copies: the job list's first (joblist.go).
 		if err := s.syncList(ctx, &d, time.Time{}); err != nil {
 			s.log.WarnContext(ctx, "job list entry of a stale work document not repaired", "job_id", j.ID, "error", err.Error())
+		}
+		if err := s.syncClean(ctx, j); err != nil {
+			s.log.WarnContext(ctx, "cleaner's queue of a stale work document not repaired", "job_id", j.ID, "error", err.Error())
 		}
 		if err := s.syncWork(ctx, j, d.Accounted); err != nil {
 			s.log.WarnContext(ctx, "stale work document not repaired", "job_id", j.ID, "error", err.Error())
@@ -250,7 +261,7 @@ func (s *Store) JobsInState(ctx context.Context, state job.State, limit int) ([]
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	wjs, err := s.readWork(ctx, ws, nil)
+	wjs, err := s.readWork(ctx, ws, nil, true)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
@@ -273,7 +284,7 @@ func (s *Store) UnsentTransitions(ctx context.Context, olderThan time.Time, limi
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	wjs, err := s.readWork(ctx, ws, listProjection())
+	wjs, err := s.readWork(ctx, ws, listProjection(), true)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
@@ -323,7 +334,7 @@ func (s *Store) JobsToAccount(ctx context.Context, since time.Time, limit int) (
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	wjs, err := s.readWork(ctx, ws, listProjection())
+	wjs, err := s.readWork(ctx, ws, listProjection(), true)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
