@@ -442,25 +442,6 @@ func listProjection() bson.D {
 	return bson.D{{Key: "outputs", Value: 0}, {Key: "job_input.input_files", Value: 0}}
 }
 
-func (s *Store) findJobs(ctx context.Context, op string, filter any, opts *options.FindOptionsBuilder) ([]*jobs.Job, error) {
-	cur, err := s.jobs.Find(ctx, filter, opts)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
-	}
-	var docs []jobDoc
-	if err := cur.All(ctx, &docs); err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
-	}
-	out := make([]*jobs.Job, 0, len(docs))
-	for i := range docs {
-		j, err := docs[i].toJob()
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", op, err)
-		}
-		out = append(out, j)
-	}
-	return out, nil
-}
 
 // MarkNotified sets notif_sent on transition transID of job id; ErrNotFound if the job or the
 // transition does not exist. Marking twice is harmless. Once no transition of the job waits,
