@@ -442,7 +442,6 @@ func listProjection() bson.D {
 	return bson.D{{Key: "outputs", Value: 0}, {Key: "job_input.input_files", Value: 0}}
 }
 
-
 // MarkNotified sets notif_sent on transition transID of job id; ErrNotFound if the job or the
 // transition does not exist. Marking twice is harmless. Once no transition of the job waits,
 // its work document is synced (work.go).
