@@ -66,9 +66,11 @@ BENCH_SITE_OUT ?= $(CURDIR)/bench-site.json
 bench-site: deps
 	CTS_BENCH_SITE_OUT='$(BENCH_SITE_OUT)' $(GO) test -count=1 -timeout 120m -run '^TestBenchSite$$' -v ./test/sitebench/
 
-# The load benchmark (docs/benchmarks.md): the embedded stack, one coordinator and simulated
-# agents speaking the agent protocol (10,000 by default); it writes load-report.json. Flags go
-# in LOAD_FLAGS, e.g. `make load LOAD_FLAGS='-agents 1000 -hold 30s'` or LOAD_FLAGS=-soak=10m.
+# The load benchmark (docs/benchmarks.md): the embedded stack, one coordinator (or -replicas N
+# behind a small reverse proxy) and simulated agents speaking the agent protocol (10,000 by
+# default); it writes load-report.json. Flags go in LOAD_FLAGS, e.g.
+# `make load LOAD_FLAGS='-agents 1000 -hold 30s'`, or the 10-minute mixed soak with a replica
+# killed and restarted: LOAD_FLAGS='-soak 10m -replicas 2 -agents 100 -job-containers 10'.
 # `make test` runs a small version of it (TestLoadSmall in test/load).
 LOAD_FLAGS ?=
 load: deps

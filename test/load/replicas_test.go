@@ -65,7 +65,9 @@ func TestCancelAcrossReplicas(t *testing.T) {
 		return true
 	})
 	for _, a := range s.Fleet.JobAgents(id) {
-		if d := a.CancelReceived().Sub(at); d > 2*time.Second {
+		d := a.CancelReceived().Sub(at)
+		t.Logf("container %d (replica %d): cancel received %s after replica 0 accepted it", a.container, a.container%2, d.Round(time.Millisecond))
+		if d > 2*time.Second {
 			t.Errorf("container %d (replica %d) got the cancel %s after it was accepted by replica 0, bound 2 s", a.container, a.container%2, d)
 		}
 	}

@@ -38,6 +38,9 @@ type Options struct {
 	DrainTimeout time.Duration
 	// Soak, when set, runs the mixed soak instead (see Soak).
 	Soak time.Duration
+	// Replicas is the number of coordinator processes (default 1); with several, a small
+	// reverse proxy balances the agents and the clients over them.
+	Replicas int
 	// Dir is the run's folder (default: a new temporary folder, removed after the run unless
 	// KeepDir); Bin a folder with cts-coordinator and cts-launcher-sim (default: built).
 	Dir     string
@@ -64,6 +67,7 @@ func (o *Options) defaults() {
 	def(&o.JobContainers, 100)
 	o.JobContainers = min(o.JobContainers, o.Agents)
 	def(&o.SubmitConcurrency, 8)
+	def(&o.Replicas, 1)
 	defd(&o.RampTimeout, 10*time.Minute)
 	defd(&o.Hold, time.Minute)
 	defd(&o.Release, time.Minute)
@@ -144,7 +148,11 @@ type Report struct {
 	TotalSeconds        float64  `json:"total_seconds"`
 	SoakSeconds         float64  `json:"soak_seconds,omitempty"`
 	CoordinatorRestarts int      `json:"coordinator_restarts,omitempty"`
-	AgentDisconnects    int      `json:"agent_disconnects,omitempty"`
+	// Replicas is the number of coordinator processes; ReplicaKills counts those the soak
+	// killed (SIGKILL) and started again.
+	Replicas         int `json:"replicas"`
+	ReplicaKills     int `json:"replica_kills,omitempty"`
+	AgentDisconnects int `json:"agent_disconnects,omitempty"`
 	// Processes are the CPU and memory of each process of the run.
 	Processes map[string]ProcReport `json:"processes"`
 	Stack     StackReport           `json:"stack"`
@@ -203,9 +211,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.Soak > 0 {
 		return Soak(ctx, o)
 	}
-	rep := &Report{AgentsTarget: o.Agents, JobContainers: o.JobContainers, Stack: stackReport()}
+	rep := &Report{AgentsTarget: o.Agents, JobContainers: o.JobContainers, Replicas: o.Replicas, Stack: stackReport()}
 	site, cleanup, err := startRunSite(ctx, o, SiteOptions{
-		Inputs: o.JobContainers, Configure: o.Configure, Log: o.Log,
+		Inputs: o.JobContainers, Configure: o.Configure, Log: o.Log, Replicas: o.Replicas,
 		Fleet: FleetConfig{LogInterval: o.LogInterval},
 	})
 	if err != nil {
@@ -344,8 +352,10 @@ func (s *Site) fillOutcome(ctx context.Context, rep *Report, ids []string, state
 			pr.CPUPct = round1(100 * cpu.Seconds() / rep.TotalSeconds)
 		}
 		rep.Processes[name] = pr
-		if name == s.Coordinator.Name {
-			rep.CoordinatorPeakRSSMiB = max(rep.CoordinatorPeakRSSMiB, pr.PeakRSSMiB)
+		for _, c := range s.Coordinators {
+			if name == c.Name {
+				rep.CoordinatorPeakRSSMiB = max(rep.CoordinatorPeakRSSMiB, pr.PeakRSSMiB)
+			}
 		}
 	}
 }

@@ -14,12 +14,14 @@ import (
 // Soak runs the mixed soak for o.Soak: jobs are submitted continuously so that about o.Agents
 // containers run at once (each for about a minute), a running job is canceled every 20 s, 5 %
 // of the connected agents lose their connection every 30 s (and reconnect), and halfway
-// through the coordinator is stopped gracefully and started again. Then the submits stop,
+// through the coordinator is stopped gracefully and started again; with several replicas,
+// the last one is killed (SIGKILL, as a crash) instead, and started again 20 s later, its
+// agents reconnecting to the others through the balancer meanwhile. Then the submits stop,
 // every job must end, and the report lists any that did not.
 func Soak(ctx context.Context, o Options) (*Report, error) {
-	rep := &Report{AgentsTarget: o.Agents, JobContainers: o.JobContainers, Stack: stackReport()}
+	rep := &Report{AgentsTarget: o.Agents, JobContainers: o.JobContainers, Replicas: o.Replicas, Stack: stackReport()}
 	site, cleanup, err := startRunSite(ctx, o, SiteOptions{
-		Inputs: o.JobContainers, Configure: o.Configure, Log: o.Log,
+		Inputs: o.JobContainers, Configure: o.Configure, Log: o.Log, Replicas: o.Replicas,
 		Fleet: FleetConfig{LogInterval: o.LogInterval, RunFor: time.Minute},
 	})
 	if err != nil {
@@ -130,8 +132,16 @@ func Soak(ctx context.Context, o Options) (*Report, error) {
 		if !restarted && now.After(start.Add(o.Soak/2)) {
 			restarted = true
 			c := site.Coordinator
-			fmt.Fprintf(o.Log, "restarting %s (SIGTERM)\n", c.Name)
-			c.Stop()
+			if n := len(site.Coordinators); n > 1 {
+				c = site.Coordinators[n-1]
+				fmt.Fprintf(o.Log, "killing %s (SIGKILL); starting it again in 20 s\n", c.Name)
+				c.Kill()
+				rep.ReplicaKills++
+				sleepCtx(ctx, 20*time.Second)
+			} else {
+				fmt.Fprintf(o.Log, "restarting %s (SIGTERM)\n", c.Name)
+				c.Stop()
+			}
 			if err := c.Start(ctx); err != nil {
 				rep.Errors = append(rep.Errors, fmt.Sprintf("restart %s: %v", c.Name, err))
 			} else {

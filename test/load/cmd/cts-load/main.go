@@ -37,6 +37,7 @@ func run() error {
 	flag.DurationVar(&o.RampTimeout, "ramp-timeout", 10*time.Minute, "bound on connecting every agent")
 	flag.DurationVar(&o.LogInterval, "log-interval", 10*time.Second, "live log lines every this long per running container")
 	flag.DurationVar(&o.Soak, "soak", 0, "run the mixed soak for this long instead (e.g. 10m)")
+	flag.IntVar(&o.Replicas, "replicas", 1, "coordinator processes, behind a small reverse proxy when more than one")
 	flag.StringVar(&o.Dir, "dir", "", "run folder (default: temporary, removed unless -keep)")
 	flag.BoolVar(&o.KeepDir, "keep", false, "keep the run folder (logs, configuration)")
 	flag.StringVar(&o.Bin, "bin", "", "folder with cts-coordinator and cts-launcher-sim (default: built)")
