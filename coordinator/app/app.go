@@ -331,6 +331,7 @@ func (a *App) Run(ctx context.Context) error {
 		Interval: rc.Interval, HeartbeatDeadline: rc.HeartbeatDeadline, ConnectDeadline: rc.ConnectDeadline,
 		SubmitDeadline: rc.SubmitDeadline, CancelDeadline: rc.CancelDeadline, IdleDeadline: rc.IdleDeadline,
 		RuntimeGrace: rc.RuntimeGrace, MaxLaunchRetries: rc.MaxLaunchRetries, StagingDeadline: rc.StagingDeadline,
+		Connected: a.agents.AgentConnected,
 	}, &meteredAccounting{a.store, a.metrics}, &meteredLaunch{a.launch, a.metrics}, a.refdata, a.log.With("component", "reconcile"), nil)
 	g.Go(func() error { return a.leases.Run(gctx, leaseReconciler, rec.Run) })
 	g.Go(func() error {

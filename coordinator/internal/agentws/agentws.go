@@ -27,6 +27,7 @@ import (
 	"github.com/kbase/cts/coordinator/internal/auth"
 	"github.com/kbase/cts/coordinator/internal/ctserr"
 	"github.com/kbase/cts/coordinator/internal/ingest"
+	"github.com/kbase/cts/coordinator/internal/jobs"
 	"github.com/kbase/cts/shared/protocol"
 )
 
@@ -34,7 +35,8 @@ import (
 type Ingest interface {
 	Assignment(ctx context.Context, h protocol.Hello, launch int) (*protocol.Assignment, error)
 	ApplyEvent(ctx context.Context, a ingest.Agent, ev protocol.Event) error
-	Touch(ctx context.Context, jobID string, container int, attempt string) error
+	// Touch records many agents' heartbeats in one write.
+	Touch(ctx context.Context, ts []jobs.Touch) (int, error)
 }
 
 // Cancels tells sessions that their job is being canceled (*launch.Service).
@@ -66,6 +68,13 @@ type Config struct {
 	Shared         Shared
 	Replica        string
 	SharedInterval time.Duration
+	// HeartbeatInterval is how often the heartbeats of the connected agents are written to
+	// the store, all in one write (default 10 s).
+	HeartbeatInterval time.Duration
+	// StoreWork bounds how many hellos and events are applied at once across all sessions
+	// (default 16): each is store work, and a burst of thousands of agents must wait here, in
+	// order, rather than in the store's queue, where each operation's deadline runs.
+	StoreWork int
 }
 
 // Handler serves protocol.Path.
@@ -88,6 +97,9 @@ type Handler struct {
 	progress *progressBook
 	// shared is the live data across replicas (nil: this replica's agents only).
 	shared *shared
+	live   *liveness
+	// work holds a token per hello or event being applied (Config.StoreWork).
+	work chan struct{}
 }
 
 // New returns a Handler.
@@ -112,8 +124,16 @@ func New(cfg Config, svc Ingest, cancels Cancels, authz Authorizer, log *slog.Lo
 		sh = &shared{store: cfg.Shared, replica: cfg.Replica, interval: cfg.SharedInterval,
 			published: map[string]string{}, renewed: map[string]time.Time{}}
 	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = 10 * time.Second
+	}
+	if cfg.StoreWork <= 0 {
+		cfg.StoreWork = 16
+	}
 	return &Handler{shared: sh, cfg: cfg, svc: svc, cancels: cancels, authz: authz, log: log, ErrorWriter: errw, logs: newLogBook(cfg.Logs),
 		progress: newProgressBook(cfg.Logs.MaxContainers),
+		live:     newLiveness(cfg.HeartbeatInterval, svc.Touch, log),
+		work:     make(chan struct{}, cfg.StoreWork),
 		up:       websocket.Upgrader{ReadBufferSize: 16 << 10, WriteBufferSize: 16 << 10},
 		conns:    map[*websocket.Conn]struct{}{}}
 }
@@ -134,6 +154,20 @@ func (h *Handler) Wait() {
 	}
 	h.mu.Unlock()
 	h.wg.Wait()
+	h.live.close()
+}
+
+// AgentConnected reports whether the agent of container n of job jobID is connected to this
+// replica (of agent attempt attempt, when set): the reconciler counts it as heard from.
+func (h *Handler) AgentConnected(jobID string, n int, attempt string) bool {
+	return h.live.connected(jobID, n, attempt)
+}
+
+// storeWork runs f once a store work token is free (Config.StoreWork).
+func (h *Handler) storeWork(f func()) {
+	h.work <- struct{}{}
+	defer func() { <-h.work }()
+	f()
 }
 
 // Connected is the number of agent sessions open on this replica (dry runs included), for
@@ -205,8 +239,6 @@ type session struct {
 	// claims are the agent's credential's (nil for a dry run with the executor token).
 	claims *agentcred.Claims
 	wmu    sync.Mutex
-	// lastTouch rate-limits heartbeat writes to the store.
-	lastTouch time.Time
 	// lineTokens and lineLast are the live log lines' token bucket (limitLines).
 	lineTokens float64
 	lineLast   time.Time
@@ -258,7 +290,8 @@ func (s *session) run(parent context.Context) {
 		s.fatal(why)
 		return
 	}
-	a, err := s.h.svc.Assignment(ctx, *hello, launch)
+	var a *protocol.Assignment
+	s.h.storeWork(func() { a, err = s.h.svc.Assignment(ctx, *hello, launch) })
 	if err != nil {
 		var ce *ctserr.Error
 		if errors.As(err, &ce) {
@@ -280,18 +313,26 @@ func (s *session) run(parent context.Context) {
 		return
 	}
 	log.InfoContext(ctx, "agent connected")
-	s.touch(ctx, hello)
 	agent := ingest.Agent{JobID: hello.JobID, Container: hello.Container, Attempt: hello.Attempt, Launch: launch}
+	// The heartbeat: every frame and pong counts, kept in memory and written in batches.
+	live := agentKey{hello.JobID, hello.Container, hello.Attempt}
+	s.h.live.join(live)
+	defer s.h.live.leave(live)
 	if err := s.sendCredential(agent); err != nil {
 		return
 	}
 
 	cancels, unwatch := s.h.cancels.WatchCancel(hello.JobID)
 	defer unwatch()
-	// Heartbeat: ping periodically; any frame or pong extends the read deadline.
-	extend := func() { _ = s.conn.SetReadDeadline(time.Now().Add(s.h.cfg.ReadTimeout)) }
+	// Heartbeat: ping periodically; any frame or pong extends the read deadline. The deadline
+	// is extended again after a frame's store work: the session reads nothing (not even
+	// pongs) while it waits for the store, and a slow store is not a silent agent.
+	extend := func() {
+		_ = s.conn.SetReadDeadline(time.Now().Add(s.h.cfg.ReadTimeout))
+		s.h.live.seen(live)
+	}
 	extend()
-	s.conn.SetPongHandler(func(string) error { extend(); s.touch(ctx, hello); return nil })
+	s.conn.SetPongHandler(func(string) error { extend(); return nil })
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -346,7 +387,9 @@ func (s *session) run(parent context.Context) {
 		}
 		switch m := msg.(type) {
 		case *protocol.Event:
-			err := s.h.svc.ApplyEvent(ctx, agent, *m)
+			var err error
+			s.h.storeWork(func() { err = s.h.svc.ApplyEvent(ctx, agent, *m) })
+			extend()
 			if err != nil {
 				var ce *ctserr.Error
 				if errors.As(err, &ce) || errors.Is(err, ingest.ErrRejected) {
@@ -361,7 +404,6 @@ func (s *session) run(parent context.Context) {
 			if err := s.send(protocol.Ack{Seq: m.Seq}); err != nil {
 				return
 			}
-			s.touch(ctx, hello)
 		case *protocol.Log:
 			if m.Stream != "stdout" && m.Stream != "stderr" {
 				s.fatal("log stream must be stdout or stderr")
@@ -402,15 +444,5 @@ func (s *session) dryRun(ctx context.Context) {
 		}
 		s.fatal("a dry run may not report events")
 		return
-	}
-}
-
-func (s *session) touch(ctx context.Context, h *protocol.Hello) {
-	if time.Since(s.lastTouch) < 5*time.Second {
-		return
-	}
-	s.lastTouch = time.Now()
-	if err := s.h.svc.Touch(ctx, h.JobID, h.Container, h.Attempt); err != nil {
-		s.log.WarnContext(ctx, "record heartbeat", "job_id", h.JobID, "error", err)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/kbase/cts/coordinator/internal/auth"
 	"github.com/kbase/cts/coordinator/internal/ctserr"
 	"github.com/kbase/cts/coordinator/internal/ingest"
+	"github.com/kbase/cts/coordinator/internal/jobs"
 	"github.com/kbase/cts/shared/job"
 	"github.com/kbase/cts/shared/protocol"
 )
@@ -35,11 +36,17 @@ type fakeService struct {
 	events    []protocol.Event
 	agents    []ingest.Agent
 	touches   int
+	batches   [][]jobs.Touch
 	watching  map[string]int
 	cancels   map[string]chan protocol.Cancel
 	assignErr error
 	// applyErr, when set, is returned for the event with that seq.
 	applyErr map[int64]error
+	// applyWait, when set, is called (outside the lock) before an event is applied: a slow
+	// store.
+	applyWait func(ev protocol.Event)
+	// applying counts the applies in progress, maxApplying their peak.
+	applying, maxApplying int
 }
 
 func newFakeService() *fakeService {
@@ -59,7 +66,16 @@ func (f *fakeService) Assignment(ctx context.Context, h protocol.Hello, launch i
 
 func (f *fakeService) ApplyEvent(ctx context.Context, a ingest.Agent, ev protocol.Event) error {
 	f.mu.Lock()
+	f.applying++
+	f.maxApplying = max(f.maxApplying, f.applying)
+	wait := f.applyWait
+	f.mu.Unlock()
+	if wait != nil {
+		wait(ev)
+	}
+	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.applying--
 	if err := f.applyErr[ev.Seq]; err != nil {
 		return err
 	}
@@ -68,11 +84,12 @@ func (f *fakeService) ApplyEvent(ctx context.Context, a ingest.Agent, ev protoco
 	return nil
 }
 
-func (f *fakeService) Touch(ctx context.Context, jobID string, container int, attempt string) error {
+func (f *fakeService) Touch(ctx context.Context, ts []jobs.Touch) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.touches++
-	return nil
+	f.touches += len(ts)
+	f.batches = append(f.batches, ts)
+	return len(ts), nil
 }
 
 func (f *fakeService) WatchCancel(jobID string) (<-chan protocol.Cancel, func()) {
@@ -281,7 +298,7 @@ func TestRefusedBeforeUpgrade(t *testing.T) {
 }
 
 func TestSession(t *testing.T) {
-	f := newFixture(t, agentws.Config{})
+	f := newFixture(t, agentws.Config{HeartbeatInterval: 20 * time.Millisecond})
 	c := f.dial(t)
 	send(t, c, hello)
 	a, _ := assigned(t, c)
@@ -294,8 +311,12 @@ func TestSession(t *testing.T) {
 	if len(hellos) != 1 || hellos[0] != hello {
 		t.Fatalf("hellos %+v", hellos)
 	}
-	// The connection counts as a heartbeat (recorded just after the assignment is sent).
-	waitFor(t, func() bool { f.svc.mu.Lock(); defer f.svc.mu.Unlock(); return f.svc.touches == 1 }, "no heartbeat recorded")
+	// The connection counts as a heartbeat (recorded with the next batch after the
+	// assignment is sent), and the agent counts as connected.
+	waitFor(t, func() bool { f.svc.mu.Lock(); defer f.svc.mu.Unlock(); return f.svc.touches >= 1 }, "no heartbeat recorded")
+	if !f.h.AgentConnected("job1", 1, "12.1") || !f.h.AgentConnected("job1", 1, "") || f.h.AgentConnected("job1", 1, "other") || f.h.AgentConnected("job1", 0, "") {
+		t.Fatal("AgentConnected does not name exactly the connected agent")
+	}
 
 	code := 0
 	for seq := int64(1); seq <= 3; seq++ {
@@ -327,6 +348,7 @@ func TestSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { return f.svc.watchers("job1") == 0 }, "the session did not unregister its cancel watch")
+	waitFor(t, func() bool { return !f.h.AgentConnected("job1", 1, "12.1") }, "the agent still counts as connected after its session ended")
 }
 
 func waitFor(t *testing.T, cond func() bool, msg string) {

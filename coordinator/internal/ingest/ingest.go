@@ -35,8 +35,9 @@ type Store interface {
 	jobs.Getter
 	jobs.SubJobGetter
 	jobs.SubJobTransitioner
-	// TouchSubJob records that the agent of a sub-job was seen at t (heartbeat).
-	TouchSubJob(ctx context.Context, id string, sub int, attempt string, t time.Time) error
+	// TouchSubJobs records agents' heartbeats in one write and returns how many sub-jobs
+	// matched (a heartbeat of a replaced attempt or a gone sub-job is dropped).
+	TouchSubJobs(ctx context.Context, ts []jobs.Touch) (int, error)
 }
 
 // Objects is the S3 access the output verification needs.
@@ -60,6 +61,7 @@ type Service struct {
 	mover   *jobs.Mover
 	objects Objects
 	log     *slog.Logger
+	folds   folds
 }
 
 // New returns a Service; job transitions go through mover.
@@ -70,7 +72,7 @@ func New(cfg Config, store Store, mover *jobs.Mover, objects Objects, log *slog.
 	if cfg.LogDir != "" && !strings.HasSuffix(cfg.LogDir, "/") {
 		cfg.LogDir += "/"
 	}
-	return &Service{cfg: cfg, store: store, mover: mover, objects: objects, log: log}
+	return &Service{cfg: cfg, store: store, mover: mover, objects: objects, log: log, folds: folds{jobs: map[string]*foldQueue{}}}
 }
 
 // NoLaunch is the launch attempt of an agent that has no credential: an admin's dry run,
@@ -300,19 +302,27 @@ func (s *Service) ApplyEvent(ctx context.Context, a Agent, ev protocol.Event) er
 	return s.Fold(ctx, jobID)
 }
 
-// Touch records a heartbeat of a container's agent.
-func (s *Service) Touch(ctx context.Context, jobID string, container int, attempt string) error {
-	return s.store.TouchSubJob(ctx, jobID, container, attempt, jobs.Now())
+// Touch records agents' heartbeats (see Store.TouchSubJobs) in one write.
+func (s *Service) Touch(ctx context.Context, ts []jobs.Touch) (int, error) {
+	return s.store.TouchSubJobs(ctx, ts)
 }
 
-// Fold advances the job as far as its containers allow. Concurrent folds of one job are safe:
-// transitions are conditional, and a loser re-reads and recomputes.
+// Fold advances the job as far as its containers allow, from what the store holds when it is
+// called or later. Concurrent calls for one job share folds (folds.go): one runs at a time,
+// and the callers that arrive meanwhile wait for the one next run, which reads after all of
+// them.
+func (s *Service) Fold(ctx context.Context, id string) error {
+	return s.folds.do(ctx, id, s.fold)
+}
+
+// fold is one fold of the job. Concurrent folds of one job are safe: transitions are
+// conditional, and a loser re-reads and recomputes.
 //
 // After a move it folds on from the job the move returned and the containers it read: a move
 // changes no container, and a container that changed meanwhile is folded by the caller that
 // changed it, which reads after its change (the trivial job's events each cost three reads
 // fewer).
-func (s *Service) Fold(ctx context.Context, id string) error {
+func (s *Service) fold(ctx context.Context, id string) error {
 	var (
 		j    *jobs.Job
 		subs []jobs.SubJob

@@ -52,8 +52,8 @@ import (
 type Config struct {
 	// Interval between passes (default 30 s).
 	Interval time.Duration
-	// HeartbeatDeadline is how long an agent may stay silent (default 2 min; agents touch
-	// LastSeen at most every 5 s and the coordinator pings every 15 s).
+	// HeartbeatDeadline is how long an agent may stay silent (default 2 min; the coordinator
+	// pings every 15 s and writes the connected agents' LastSeen in one batch every 10 s).
 	HeartbeatDeadline time.Duration
 	// ConnectDeadline is how long after its proc started an agent may take to connect
 	// (default 10 min).
@@ -79,6 +79,11 @@ type Config struct {
 	MaxLaunchRetries int
 	// StagingDeadline is how long a reference data staging task may run (default 24 h).
 	StagingDeadline time.Duration
+	// Connected, when set, tells whether the agent of a container (of agent attempt attempt,
+	// when set) is connected to this coordinator right now: such an agent counts as heard
+	// from now, whatever its stored LastSeen (heartbeats reach the store in batches, and a
+	// busy store delays them further).
+	Connected func(jobID string, container int, attempt string) bool
 }
 
 func (c Config) withDefaults() Config {
@@ -206,7 +211,15 @@ func (r *Reconciler) Pass(ctx context.Context) error {
 			}
 			continue
 		}
-		f := Decide(r.cfg, r.now(), j, subs, statuses[j.ID])
+		now := r.now()
+		if r.cfg.Connected != nil {
+			for i := range subs {
+				if !subs[i].State.Terminal() && r.cfg.Connected(j.ID, subs[i].SubID, subs[i].Attempt) {
+					subs[i].LastSeen = now
+				}
+			}
+		}
+		f := Decide(r.cfg, now, j, subs, statuses[j.ID])
 		if f == nil {
 			continue
 		}

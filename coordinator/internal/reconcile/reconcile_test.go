@@ -238,6 +238,46 @@ func TestPass(t *testing.T) {
 	}
 }
 
+// TestPassConnectedAgentIsHeardFrom: a job whose agents' stored heartbeats are older than the
+// deadline is not failed while its agents are connected (their heartbeats are on their way
+// to a busy store); it is once they are not.
+func TestPassConnectedAgentIsHeardFrom(t *testing.T) {
+	j := launchedJob(job.JobSubmitted)
+	connected := true
+	var asked []string
+	for _, tc := range []struct {
+		name      string
+		connected bool
+		wantFail  bool
+	}{{"connected", true, false}, {"not connected", false, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			connected = tc.connected
+			l := &fakeLauncher{status: map[string]launcher.JobStatus{
+				"j1": {Containers: []launcher.ContainerStatus{cs(0, launcher.StateRunning, nil, "")}},
+			}}
+			stale := sub(0, job.JobSubmitted, t0)
+			stale.Attempt = "a1"
+			f := &fakeJobs{active: []*jobs.Job{j}, launcher: l,
+				subs:   map[string][]jobs.SubJob{"j1": {stale}},
+				failed: map[string]Failure{}, acct: map[string]jobs.Accounting{}}
+			cfg := Config{Connected: func(id string, n int, attempt string) bool {
+				asked = append(asked, fmt.Sprint(id, "/", n, "/", attempt))
+				return connected
+			}}
+			r := New(cfg, f, f, nil, nil, func() time.Time { return t0.Add(10 * time.Minute) })
+			if err := r.Pass(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			if _, failed := f.failed["j1"]; failed != tc.wantFail {
+				t.Fatalf("failed = %v (%+v), want %v", failed, f.failed, tc.wantFail)
+			}
+			if len(asked) == 0 || asked[len(asked)-1] != "j1/0/a1" {
+				t.Fatalf("asked %v, want the container's agent attempt", asked)
+			}
+		})
+	}
+}
+
 // TestPassRetriesInfrastructureFailures: a retryable failure is first offered to RetryLaunch;
 // the job is ended only when it is not relaunched, and never retried when retries are off.
 func TestPassRetriesInfrastructureFailures(t *testing.T) {

@@ -1,0 +1,152 @@
+package agentws_test
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/kbase/cts/coordinator/internal/agentws"
+	"github.com/kbase/cts/shared/job"
+	"github.com/kbase/cts/shared/protocol"
+)
+
+// reader reads c's messages on a goroutine of its own (so the agent answers pings all the
+// time, as cts-agent does) and hands them over.
+func reader(t *testing.T, c *websocket.Conn) <-chan any {
+	t.Helper()
+	ch := make(chan any, 16)
+	go func() {
+		defer close(ch)
+		for {
+			_ = c.SetReadDeadline(time.Now().Add(time.Minute))
+			_, frame, err := c.ReadMessage()
+			if err != nil {
+				ch <- err
+				return
+			}
+			m, err := protocol.Decode(frame)
+			if err != nil {
+				ch <- err
+				return
+			}
+			ch <- m
+		}
+	}()
+	return ch
+}
+
+func wantAck(t *testing.T, msgs <-chan any, seq int64) {
+	t.Helper()
+	select {
+	case m := <-msgs:
+		if a, ok := m.(*protocol.Ack); !ok || a.Seq != seq {
+			t.Fatalf("got %T %+v, want the ack of %d", m, m, seq)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no ack of %d", seq)
+	}
+}
+
+// A store slower than the read timeout is not a silent agent: the session, which reads
+// nothing while it waits for the store, must not end with a read timeout once the store
+// answers.
+func TestSlowStoreKeepsSession(t *testing.T) {
+	const readTimeout = 200 * time.Millisecond
+	f := newFixture(t, agentws.Config{PingInterval: 40 * time.Millisecond, ReadTimeout: readTimeout})
+	gate := make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(gate) }) }
+	t.Cleanup(release)
+	f.svc.applyWait = func(ev protocol.Event) {
+		if ev.Seq == 1 {
+			<-gate
+		}
+	}
+	c := f.dial(t)
+	send(t, c, hello)
+	assigned(t, c)
+	msgs := reader(t, c)
+	send(t, c, protocol.Event{Seq: 1, State: job.JobSubmitting})
+	waitFor(t, func() bool { f.svc.mu.Lock(); defer f.svc.mu.Unlock(); return f.svc.applying == 1 }, "the event was not applied")
+	time.Sleep(3 * readTimeout) // the store takes longer than the read timeout
+	release()
+	wantAck(t, msgs, 1)
+	send(t, c, protocol.Event{Seq: 2, State: job.JobSubmitted})
+	wantAck(t, msgs, 2)
+}
+
+// The heartbeats of all connected agents are written together, not one write per agent.
+func TestHeartbeatsBatched(t *testing.T) {
+	f := newFixture(t, agentws.Config{PingInterval: 20 * time.Millisecond, HeartbeatInterval: 100 * time.Millisecond})
+	const agents = 5
+	for n := range agents {
+		c := f.dialWith(t, f.credential("job1", n))
+		h := hello
+		h.Container = n
+		send(t, c, h)
+		assigned(t, c)
+		reader(t, c)
+	}
+	waitFor(t, func() bool {
+		f.svc.mu.Lock()
+		defer f.svc.mu.Unlock()
+		for _, b := range f.svc.batches {
+			if len(b) == agents {
+				return true
+			}
+		}
+		return false
+	}, "no write held every connected agent's heartbeat")
+	f.svc.mu.Lock()
+	defer f.svc.mu.Unlock()
+	for _, b := range f.svc.batches {
+		seen := map[string]bool{}
+		for _, tc := range b {
+			k := fmt.Sprint(tc.JobID, tc.Sub, tc.Attempt)
+			if seen[k] || tc.JobID != "job1" || tc.Attempt != hello.Attempt || tc.At.IsZero() {
+				t.Fatalf("batch %+v: a duplicate or a wrong heartbeat", b)
+			}
+			seen[k] = true
+		}
+	}
+}
+
+// Store work is bounded across sessions: with StoreWork 2, six agents' events are applied
+// two at a time, and all of them are.
+func TestStoreWorkBounded(t *testing.T) {
+	f := newFixture(t, agentws.Config{StoreWork: 2})
+	gate := make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(gate) }) }
+	t.Cleanup(release) // before the fixture's: its Wait waits for the sessions
+	f.svc.applyWait = func(protocol.Event) { <-gate }
+	const agents = 6
+	var all []<-chan any
+	var conns []*websocket.Conn
+	for n := range agents {
+		c := f.dialWith(t, f.credential("job1", n))
+		h := hello
+		h.Container = n
+		send(t, c, h)
+		assigned(t, c)
+		all = append(all, reader(t, c))
+		conns = append(conns, c)
+	}
+	for _, c := range conns {
+		send(t, c, protocol.Event{Seq: 1, State: job.JobSubmitting})
+	}
+	waitFor(t, func() bool { f.svc.mu.Lock(); defer f.svc.mu.Unlock(); return f.svc.applying == 2 }, "two events were not applied at once")
+	time.Sleep(300 * time.Millisecond) // room for more to start if the bound did not hold
+	release()
+	for _, msgs := range all {
+		wantAck(t, msgs, 1)
+	}
+	f.svc.mu.Lock()
+	defer f.svc.mu.Unlock()
+	if f.svc.maxApplying != 2 {
+		t.Fatalf("%d events applied at once, want at most 2", f.svc.maxApplying)
+	}
+}
