@@ -123,7 +123,7 @@ type Runtime interface {
 
 // Leftover is one thing a dead agent left in a runtime.
 type Leftover struct {
-	// Kind is "container", "bundle" or "cgroup".
+	// Kind is "container", "bundle", "cgroup" or "create" (an in-flight Docker create).
 	Kind string
 	// ID names it: the container ID, or the path of a bundle or cgroup.
 	ID string

@@ -431,7 +431,11 @@ func (d *Docker) Run(ctx context.Context, s Spec) (res Result, err error) {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), runcCallTimeout)
 	defer cancel()
 	var created struct{ ID string }
+	// Recorded while in flight: should this agent die before the engine answers, the reap
+	// after it waits for the container (see docker_creating.go).
+	unrecord := d.recordCreate(s.ID)
 	err = d.call(cctx, http.MethodPost, "/containers/create", url.Values{"name": {s.ID}}, body, &created)
+	unrecord()
 	var de *dockerError
 	switch {
 	case errors.As(err, &de) && de.Status == http.StatusConflict:
@@ -651,8 +655,11 @@ func (d *Docker) Remove(ctx context.Context, id string) error {
 
 // Reap implements Runtime: it finds the containers labelled DockerLabel whose owner agent is
 // gone (see ownerAlive), and removes them when apply is set; containers of live agents
-// sharing the engine are left alone.
+// sharing the engine are left alone. With apply it first waits for the containers whose
+// create was in flight when their agent died (settleCreates), so they are removed too.
 func (d *Docker) Reap(ctx context.Context, apply bool) ([]Leftover, error) {
+	// Creates in flight when their agent died first: their containers may appear any moment.
+	creating := d.settleCreates(ctx, apply)
 	filters, _ := json.Marshal(map[string][]string{"label": {DockerLabel}})
 	var list []struct {
 		ID     string `json:"Id"`
@@ -663,7 +670,7 @@ func (d *Docker) Reap(ctx context.Context, apply bool) ([]Leftover, error) {
 	if err := d.call(ctx, http.MethodGet, "/containers/json", url.Values{"all": {"1"}, "filters": {string(filters)}}, nil, &list); err != nil {
 		return nil, fmt.Errorf("reap: %w", err)
 	}
-	var left []Leftover
+	left := creating
 	var errs []error
 	for _, c := range list {
 		owner := c.Labels[DockerLabelOwner]
