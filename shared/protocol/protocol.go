@@ -140,6 +140,38 @@ type OutputFile struct {
 	CRC64NVME string `json:"crc64nvme"`
 }
 
+// MaxInlineOutputs is the most outputs a complete event carries in Outputs. An agent with
+// more writes them to an outputs manifest in S3 and sends its OutputsManifest instead, so
+// output lists of any size fit the coordinator's frame limit and memory.
+const MaxInlineOutputs = 1000
+
+// ManifestFile is the name of container n's outputs manifest in the job's log folder
+// (Assignment.LogDir): the only place a coordinator accepts it, as users cannot write there.
+func ManifestFile(container int) string {
+	return fmt.Sprintf("container-%d-outputs.jsonl", container)
+}
+
+// ManifestEntry is one line of an outputs manifest: a JSON object per line, the lines
+// sorted by File in strictly increasing byte order (so a reader finds duplicates and merges
+// several manifests with constant memory), each ended by '\n'.
+type ManifestEntry struct {
+	// File is "bucket/key", as in OutputFile.
+	File      string `json:"file"`
+	Size      int64  `json:"size"`
+	CRC64NVME string `json:"crc64nvme"`
+}
+
+// OutputsManifest locates and seals an outputs manifest: the coordinator reads the object
+// at File and accepts it only if its bytes have CRC64NVME and Size and it lists Count
+// outputs.
+type OutputsManifest struct {
+	// File is "bucket/key": <LogDir>ManifestFile(container).
+	File      string `json:"file"`
+	Count     int64  `json:"count"`
+	Size      int64  `json:"size"`
+	CRC64NVME string `json:"crc64nvme"`
+}
+
 // Event reports a container state change. The allowed states and their fields:
 //
 //	job_submitting               inputs downloaded and verified
@@ -148,7 +180,8 @@ type OutputFile struct {
 //	error_processing_submitting  the container exited non-zero (ExitCode set)
 //	upload_submitted             outputs are being uploaded
 //	error_processing_submitted   logs are being uploaded after a failure
-//	complete                     outputs uploaded and verified (Outputs set)
+//	complete                     outputs uploaded and verified (Outputs set, or
+//	                             OutputsManifest for more than MaxInlineOutputs)
 //	error                        AdminError set (always), Error (user-facing) optional
 type Event struct {
 	Seq      int64        `json:"seq"`
@@ -156,6 +189,9 @@ type Event struct {
 	Time     time.Time    `json:"time"`
 	ExitCode *int         `json:"exit_code,omitempty"`
 	Outputs  []OutputFile `json:"outputs,omitempty"`
+	// OutputsManifest replaces Outputs when the container wrote more than MaxInlineOutputs
+	// files. (A coordinator older than this field sees no outputs: upgrade coordinators first.)
+	OutputsManifest *OutputsManifest `json:"outputs_manifest,omitempty"`
 	// Error is the message for the user; AdminError the detailed one for admins.
 	Error      string `json:"error,omitempty"`
 	AdminError string `json:"admin_error,omitempty"`

@@ -25,6 +25,7 @@ import (
 	"path"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -33,6 +34,7 @@ import (
 	"github.com/kbase/cts/agent/internal/logstream"
 	"github.com/kbase/cts/shared/checksum"
 	"github.com/kbase/cts/shared/job"
+	"github.com/kbase/cts/shared/manifest"
 	"github.com/kbase/cts/shared/protocol"
 	"github.com/kbase/cts/shared/s3path"
 	"github.com/kbase/cts/shared/transfer"
@@ -152,7 +154,8 @@ type run struct {
 	ran      bool // the container process was started (logs exist)
 	result   container.Result
 	outputs  []protocol.OutputFile
-	userErr  string // a message for the user, when the system knows better than "unexpected"
+	manifest *protocol.OutputsManifest // instead of outputs, beyond protocol.MaxInlineOutputs
+	userErr  string                    // a message for the user, when the system knows better than "unexpected"
 }
 
 // ErrUnreachable is what Run returns (wrapped) when it stopped because Config.Unreachable was
@@ -460,10 +463,51 @@ func (r *Runner) uploadOutputs(ctx context.Context, st *run) error {
 	if len(done) != len(ups) {
 		return fmt.Errorf("upload outputs: %d of %d files reported uploaded", len(done), len(ups))
 	}
+	if len(done) > protocol.MaxInlineOutputs {
+		st.manifest, err = r.uploadManifest(ctx, st, done)
+		return err
+	}
 	for _, u := range done {
 		st.outputs = append(st.outputs, protocol.OutputFile{File: u.S3Path, CRC64NVME: u.CRC64NVME})
 	}
 	return nil
+}
+
+// uploadManifest writes the outputs manifest (sorted by S3 path) to a file beside the
+// container's logs, uploads it to the job's log folder and returns its seal, checked against
+// what S3 stored.
+func (r *Runner) uploadManifest(ctx context.Context, st *run, done []transfer.Uploaded) (*protocol.OutputsManifest, error) {
+	slices.SortFunc(done, func(a, b transfer.Uploaded) int { return strings.Compare(a.S3Path, b.S3Path) })
+	name := filepath.Join(filepath.Dir(st.stdout), protocol.ManifestFile(st.a.Container))
+	f, err := os.Create(name)
+	if err != nil {
+		return nil, fmt.Errorf("write outputs manifest: %w", err)
+	}
+	defer os.Remove(name)
+	w := manifest.NewWriter(f)
+	for _, u := range done {
+		if err := w.Add(protocol.ManifestEntry{File: u.S3Path, Size: u.Size, CRC64NVME: u.CRC64NVME}); err != nil {
+			_ = f.Close()
+			return nil, fmt.Errorf("write outputs manifest: %w", err)
+		}
+	}
+	seal, err := w.Close()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("write outputs manifest: %w", err)
+	}
+	seal.File = st.a.LogDir + protocol.ManifestFile(st.a.Container)
+	up, err := r.xfer.UploadAll(ctx, []transfer.Upload{{Source: name, S3Path: seal.File}})
+	if err != nil {
+		return nil, fmt.Errorf("upload outputs manifest: %w", err)
+	}
+	if len(up) != 1 || up[0].CRC64NVME != seal.CRC64NVME || up[0].Size != seal.Size {
+		return nil, fmt.Errorf("upload outputs manifest: S3 stored %+v, the agent wrote %d bytes with CRC64/NVME %s", up, seal.Size, seal.CRC64NVME)
+	}
+	r.log.InfoContext(ctx, "outputs manifest uploaded", "file", seal.File, "outputs", seal.Count, "bytes", seal.Size)
+	return &seal, nil
 }
 
 // uploadLogs uploads the container's stdout and stderr to the job's log folder. It runs in
@@ -552,8 +596,8 @@ func (r *Runner) finish(runCtx context.Context, st *run, err error) error {
 			ev.Error = "The container's logs could not be saved."
 			break
 		}
-		ev.State, ev.Outputs = job.Complete, st.outputs
-		if ev.Outputs == nil {
+		ev.State, ev.Outputs, ev.OutputsManifest = job.Complete, st.outputs, st.manifest
+		if ev.Outputs == nil && ev.OutputsManifest == nil {
 			ev.Outputs = []protocol.OutputFile{}
 		}
 	case endUserError:

@@ -401,6 +401,9 @@ func (s *session) run(parent context.Context) {
 				log.ErrorContext(ctx, "apply agent event", "seq", m.Seq, "state", m.State, "error", err)
 				return
 			}
+			// Applying may take long (a complete event's outputs are verified in S3): the
+			// agent's pongs wait in the socket meanwhile, so the deadline restarts here.
+			extend()
 			if err := s.send(protocol.Ack{Seq: m.Seq}); err != nil {
 				return
 			}

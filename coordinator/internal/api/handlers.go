@@ -315,12 +315,24 @@ func (s *Server) loadJob(w http.ResponseWriter, r *http.Request, level string, m
 
 func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
 	if j, _, ok := s.loadJob(w, r, authOwner); ok {
+		if len(j.OutputsManifests) > 0 {
+			v := jobView(j, false)
+			v.Outputs = nil
+			s.writeJobOutputs(w, r, v, j)
+			return
+		}
 		writeJSON(w, 200, jobView(j, false))
 	}
 }
 
 func (s *Server) adminGetJob(w http.ResponseWriter, r *http.Request) {
 	if j, _, ok := s.loadJob(w, r, authAdminExecutor); ok {
+		if len(j.OutputsManifests) > 0 {
+			v := adminJobView(j)
+			v.Outputs = nil
+			s.writeJobOutputs(w, r, v, j)
+			return
+		}
 		writeJSON(w, 200, adminJobView(j))
 	}
 }

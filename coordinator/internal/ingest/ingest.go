@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"path"
 	"regexp"
@@ -44,6 +45,14 @@ type Store interface {
 type Objects interface {
 	// Head returns the object's size and CRC64/NVME (HeadObject with ChecksumMode enabled).
 	Head(ctx context.Context, s3path string) (jobs.ObjectMeta, error)
+	Streamer
+}
+
+// Streamer reads objects (outputs manifests).
+type Streamer interface {
+	// Stream writes the object's bytes (from seek, length bytes or to the end when 0) to the
+	// writer w returns (objects.Objects.Stream).
+	Stream(ctx context.Context, s3path string, seek, length int64, w func(size int64) io.Writer) error
 }
 
 // Config is ingest's configuration.
@@ -251,7 +260,7 @@ func (s *Service) ApplyEvent(ctx context.Context, a Agent, ev protocol.Event) er
 	if a.Launch != currentLaunch(j) {
 		return fmt.Errorf("%w: the agent's credential is for launch attempt %d, the job runs attempt %d", ErrRejected, a.Launch, currentLaunch(j))
 	}
-	if err := checkEvent(j, container, &ev); err != nil {
+	if err := checkEvent(s.cfg.LogDir, j, container, &ev); err != nil {
 		return fmt.Errorf("%w: %w", ErrRejected, err)
 	}
 	var from []job.State
@@ -267,6 +276,9 @@ func (s *Service) ApplyEvent(ctx context.Context, a Agent, ev protocol.Event) er
 	u := jobs.SubJobUpdate{ExitCode: ev.ExitCode, Error: ev.Error, AdminError: ev.AdminError, Traceback: ev.Traceback}
 	for _, o := range ev.Outputs {
 		u.Outputs = append(u.Outputs, jobs.Output{File: o.File, CRC64NVME: o.CRC64NVME})
+	}
+	if m := ev.OutputsManifest; m != nil {
+		u.OutputsManifest = &jobs.Manifest{Container: container, File: m.File, Count: m.Count, Size: m.Size, CRC64NVME: m.CRC64NVME}
 	}
 	if ev.State == job.Error && u.AdminError == "" {
 		u.AdminError = "the agent reported an error without details"
@@ -374,6 +386,22 @@ const (
 // the user and admin errors.
 func (s *Service) terminalUpdate(ctx context.Context, j *jobs.Job, subs []jobs.SubJob, to job.State) (jobs.JobUpdate, job.State) {
 	logPath := jobs.LogPath(s.cfg.LogDir, j.ID, subs)
+	if to == job.Complete && hasManifest(subs) {
+		outs, mans, n, err := s.verifyManifests(ctx, j, subs)
+		var ce *collisionError
+		var me *manifestError
+		switch {
+		case errors.As(err, &ce):
+			return jobs.JobUpdate{Error: ce.userMessage(), AdminError: err.Error(), LogPath: logPath}, job.Error
+		case errors.As(err, &me):
+			return jobs.JobUpdate{Error: fmt.Sprintf("The list of output files container %d reported failed verification (it is not the list its agent sealed, or names files outside the job's output folder). "+
+				"Submit the job again; if it fails again, tell the service's admins.", me.Container), AdminError: err.Error(), LogPath: logPath}, job.Error
+		case err != nil:
+			return jobs.JobUpdate{Error: "The job's output files failed verification: " + outputOf(err) +
+				" is not in S3 as the container uploaded it. Submit the job again; if it fails again, tell the service's admins.", AdminError: err.Error(), LogPath: logPath}, job.Error
+		}
+		return jobs.JobUpdate{Outputs: outs, OutputsManifests: mans, OutputFileCount: &n, LogPath: logPath}, job.Complete
+	}
 	if to == job.Complete {
 		outs, err := s.verifyOutputs(ctx, subs)
 		var ce *collisionError

@@ -58,13 +58,27 @@ type Job struct {
 
 	Outputs         []Output `bson:"outputs,omitempty"`
 	OutputFileCount *int     `bson:"output_file_count,omitempty"`
-	Error           string   `bson:"error,omitempty"`
-	AdminError      string   `bson:"admin_error,omitempty"`
-	Traceback       string   `bson:"traceback,omitempty"`
-	LogPath         string   `bson:"logpath,omitempty"`
-	CPUHours        *float64 `bson:"cpu_hours,omitempty"`
-	CPUFactor       *float64 `bson:"cpu_factor,omitempty"`
-	MaxMemory       *int64   `bson:"max_memory,omitempty"`
+	// OutputsManifests are the verified manifests of the containers that wrote more outputs
+	// than an event carries: the job's outputs are then the union of Outputs and these
+	// manifests' entries, served sorted by file.
+	OutputsManifests []Manifest `bson:"outputs_manifests,omitempty"`
+	Error            string     `bson:"error,omitempty"`
+	AdminError       string     `bson:"admin_error,omitempty"`
+	Traceback        string     `bson:"traceback,omitempty"`
+	LogPath          string     `bson:"logpath,omitempty"`
+	CPUHours         *float64   `bson:"cpu_hours,omitempty"`
+	CPUFactor        *float64   `bson:"cpu_factor,omitempty"`
+	MaxMemory        *int64     `bson:"max_memory,omitempty"`
+}
+
+// Manifest is a container's outputs manifest in S3, sealed by its agent: the object at File
+// lists Count outputs in Size bytes with CRC64NVME (see shared/manifest).
+type Manifest struct {
+	Container int    `bson:"container"`
+	File      string `bson:"file"`
+	Count     int64  `bson:"count"`
+	Size      int64  `bson:"size"`
+	CRC64NVME string `bson:"crc64nvme"`
 }
 
 // SubJob is one container of a job as stored.
@@ -76,9 +90,11 @@ type SubJob struct {
 	Transitions []Transition `bson:"transition_times"`
 	ExitCode    *int         `bson:"exit_code"`
 	Outputs     []Output     `bson:"outputs"`
-	Error       string       `bson:"error,omitempty"`
-	AdminError  string       `bson:"admin_error,omitempty"`
-	Traceback   string       `bson:"traceback,omitempty"`
+	// OutputsManifest replaces Outputs for a container with many outputs.
+	OutputsManifest *Manifest `bson:"outputs_manifest,omitempty"`
+	Error           string    `bson:"error,omitempty"`
+	AdminError      string    `bson:"admin_error,omitempty"`
+	Traceback       string    `bson:"traceback,omitempty"`
 	// Attempt is the agent attempt currently reporting for this container; LastSeq the
 	// highest event sequence number of that attempt applied so far.
 	Attempt string `bson:"attempt,omitempty"`
@@ -90,25 +106,27 @@ type SubJob struct {
 // JobUpdate holds the optional fields a job transition sets along with its state.
 // Nil/empty fields are left untouched.
 type JobUpdate struct {
-	Launch          *Launch
-	Outputs         []Output
-	OutputFileCount *int
-	Error           string
-	AdminError      string
-	Traceback       string
-	LogPath         string
-	CPUHours        *float64
-	CPUFactor       *float64
-	MaxMemory       *int64
+	Launch           *Launch
+	Outputs          []Output
+	OutputsManifests []Manifest
+	OutputFileCount  *int
+	Error            string
+	AdminError       string
+	Traceback        string
+	LogPath          string
+	CPUHours         *float64
+	CPUFactor        *float64
+	MaxMemory        *int64
 }
 
 // SubJobUpdate holds the optional fields a sub-job transition sets.
 type SubJobUpdate struct {
-	ExitCode   *int
-	Outputs    []Output
-	Error      string
-	AdminError string
-	Traceback  string
+	ExitCode        *int
+	Outputs         []Output
+	OutputsManifest *Manifest
+	Error           string
+	AdminError      string
+	Traceback       string
 }
 
 // Seq identifies an agent event for exactly-once application.

@@ -244,6 +244,9 @@ func jobUpdateFields(u jobs.JobUpdate) bson.D {
 	if u.Outputs != nil {
 		add("outputs", u.Outputs)
 	}
+	if u.OutputsManifests != nil {
+		add("outputs_manifests", u.OutputsManifests)
+	}
 	if u.OutputFileCount != nil {
 		add("output_file_count", *u.OutputFileCount)
 	}
@@ -383,6 +386,9 @@ func (s *Store) TransitionSubJob(ctx context.Context, id string, sub int, from [
 	}
 	if u.Outputs != nil {
 		set = append(set, bson.E{Key: "outputs", Value: u.Outputs})
+	}
+	if u.OutputsManifest != nil {
+		set = append(set, bson.E{Key: "outputs_manifest", Value: u.OutputsManifest})
 	}
 	if u.Error != "" {
 		set = append(set, bson.E{Key: "error", Value: u.Error})

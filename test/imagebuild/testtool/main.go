@@ -50,6 +50,7 @@ const usage = `usage: testtool COMMAND [ARGS...]
                           (cgroup v2 cpu.max, pids.max, memory.max or their v1 files):
                           "cpu: QUOTA PERIOD" (QUOTA "max" when unlimited), "pids: N",
                           "memory: BYTES" ("max" when unlimited)
+  files N                 write N small files to /output_files/dNNN/fNNNNNNN.txt (1,000 a folder)
 With TESTTOOL_TOUCH=PATH in its environment it creates PATH after a command that succeeded.`
 
 func main() {
@@ -99,6 +100,22 @@ func run(args []string) error {
 		return alloc(n)
 	case "copy":
 		return copyTree("/input_files", "/output_files")
+	case "files":
+		n, err := strconv.Atoi(strings.Join(rest, ""))
+		if err != nil || n < 0 {
+			return fmt.Errorf("files needs a count")
+		}
+		for i := range n {
+			dir := fmt.Sprintf("/output_files/d%03d", i/1000)
+			if i%1000 == 0 {
+				if err := os.MkdirAll(dir, 0o755); err != nil {
+					return err
+				}
+			}
+			if err := os.WriteFile(fmt.Sprintf("%s/f%07d.txt", dir, i), []byte(strconv.Itoa(i)+"\n"), 0o644); err != nil {
+				return err
+			}
+		}
 	case "copy-tree":
 		if len(rest) != 2 {
 			return fmt.Errorf("copy-tree needs SRC and DST")
