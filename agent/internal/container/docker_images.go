@@ -162,5 +162,13 @@ func tryExclusive(path string) (release func(), ok bool) {
 		f.Close()
 		return nil, false
 	}
-	return func() { f.Close() }, true
+	return func() { unlockClose(f) }, true
+}
+
+// unlockClose releases f's flock, then closes it. The explicit unlock matters: a flock belongs
+// to the open file, which a process forked by another goroutine shares until it execs, so a
+// close alone can leave the lock held for a moment after its owner let it go.
+func unlockClose(f *os.File) {
+	_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	_ = f.Close()
 }

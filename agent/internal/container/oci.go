@@ -554,7 +554,7 @@ func takeOwnerLock(bundle string) (func(), error) {
 		return nil, fmt.Errorf("owner lock: %w", err)
 	}
 	fmt.Fprintf(f, "pid %d\n", os.Getpid())
-	return func() { f.Close() }, nil
+	return func() { unlockClose(f) }, nil
 }
 
 // ownerGone reports whether the agent owning the bundle is dead: its owner lock can be taken
@@ -569,7 +569,7 @@ func ownerGone(bundle string) (gone bool, release func()) {
 		f.Close()
 		return false, nil
 	}
-	return true, func() { f.Close() }
+	return true, func() { unlockClose(f) }
 }
 
 // bundleOf returns the bundle directory runc recorded for container id ("" if unknown).

@@ -144,7 +144,7 @@ func (o *OCI) PruneImages(ctx context.Context, maxBytes int64, maxAge time.Durat
 			f.Close() // a live agent holds it
 			continue
 		}
-		releases = append(releases, func() { os.Remove(use); f.Close() })
+		releases = append(releases, func() { os.Remove(use); unlockClose(f) })
 		rest := kept[:0:0]
 		for _, k := range kept {
 			if k != e {

@@ -105,6 +105,8 @@ func (r *Registry) Register(reg Registration) (release func(), err error) {
 	}
 	return func() {
 		os.Remove(name)
+		// Unlock first: a forked child shares the open file until it execs.
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
 		f.Close()
 	}, nil
 }
