@@ -98,11 +98,18 @@ func Start(t testing.TB, opts Options) *Site {
 	// Agents of a test whose process died (go test's timeout kills it without cleanups) give
 	// up on the vanished coordinator within minutes, not the production 6 hours. A test's
 	// Configure may set another bound.
+	// siteDirs are the launchers' work folders outside the dev site's folder (a Configure may
+	// point a site elsewhere): their agents are the site's too (EndProcesses below).
+	var siteDirs []string
 	withBound := func(cfg *app.Config) {
 		if configure != nil {
 			configure(cfg)
 		}
+		siteDirs = siteDirs[:0]
 		for i := range cfg.Sites {
+			if wd, ok := cfg.Sites[i].PluginConfig["work_dir"].(string); ok && filepath.IsAbs(wd) {
+				siteDirs = append(siteDirs, wd)
+			}
 			if env, ok := cfg.Sites[i].PluginConfig["env"].(map[string]string); ok {
 				if _, set := env[coordinatorTimeoutKey]; !set {
 					env[coordinatorTimeoutKey] = testCoordinatorTimeoutMin
@@ -117,7 +124,7 @@ func Start(t testing.TB, opts Options) *Site {
 	if err != nil {
 		t.Fatalf("start dev site: %v", err)
 	}
-	dirs := []string{env.Dir}
+	dirs := append([]string{env.Dir}, siteDirs...)
 	if s.Condor != nil {
 		dirs = append(dirs, filepath.Dir(s.Condor.StateDir))
 	}
