@@ -80,9 +80,10 @@ type App struct {
 	plugins  *launch.Plugins
 	refdata  *refdata.Manager
 	metrics  *metrics.Metrics
-	// replica names this process among the replicas; bus and leases are what it shares with
-	// them (stop signals and pokes; the periodic loops, each run by one replica at a time).
-	replica string
+	// replica names this process among the replicas: the replica's stable name and this
+	// process's incarnation of it; bus and leases are what it shares with them (stop signals
+	// and pokes; the periodic loops, each run by one replica at a time).
+	replica lease.Holder
 	bus     *signals.Bus
 	leases  *lease.Leases
 	// counts is a second MongoDB client for the metrics counts and the readiness probe, so
@@ -139,9 +140,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (_ *
 	if err := a.store.InitReplicas(ctx); err != nil {
 		return nil, fmt.Errorf("replica collections: %w", err)
 	}
-	a.replica = replicaID()
-	log.Info("replica", "replica", a.replica)
-	a.bus = signals.New(signals.Config{Interval: cfg.Replicas.PollInterval}, a.store, a.replica, log.With("component", "signals"))
+	a.replica = lease.Holder{Name: replicaName(cfg, a.ln), Incarnation: time.Now().UnixNano()}
+	log.Info("replica", "replica", a.replica.Name, "incarnation", a.replica.Incarnation)
+	a.bus = signals.New(signals.Config{Interval: cfg.Replicas.PollInterval}, a.store, a.replica.String(), log.With("component", "signals"))
 	a.leases = lease.New(lease.Config{TTL: cfg.Replicas.LeaseTTL}, a.store, a.replica, log.With("component", "lease"))
 	a.notifier, err = notify.New(notify.Config{Brokers: cfg.Kafka.Brokers, Topic: cfg.Kafka.Topic, SendTimeout: cfg.Kafka.Timeout},
 		a.store, log.With("component", "notify"))
@@ -257,7 +258,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (_ *
 
 	var apiSrv *api.Server
 	a.agents = agentws.New(agentws.Config{
-		Credentials: creds, Shared: a.store, Replica: a.replica, SharedInterval: cfg.Replicas.PollInterval,
+		Credentials: creds, Shared: a.store, Replica: a.replica.String(), SharedInterval: cfg.Replicas.PollInterval,
 	}, ing, a.launch, func(r *http.Request) error { return apiSrv.AuthorizeExecutor(r) },
 		log.With("component", "agentws"), func(w http.ResponseWriter, r *http.Request, err error) { apiSrv.WriteError(w, r, err) })
 	dashboard, err := ui.New()
@@ -370,10 +371,26 @@ const (
 	pokeNotifier    = "notifier"
 )
 
-// replicaID names this process among the coordinator replicas: host, pid and a random part
-// (a restarted process is a new replica).
-func replicaID() string {
-	host, _ := os.Hostname()
+// replicaName is this replica's name: replicas.name, or "<host>:<port>" from the host name and
+// the port it listens on, so that the process restarted on that host gets it again and no
+// other process alive on the host has it (two cannot listen on one port). When the port is
+// not known before the listener is bound (port 0), the name is made unique to this process
+// instead: its restart then waits for the leases to expire.
+func replicaName(cfg Config, ln net.Listener) string {
+	if cfg.Replicas.Name != "" {
+		return cfg.Replicas.Name
+	}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	listen := cfg.Listen
+	if ln != nil {
+		listen = ln.Addr().String()
+	}
+	if _, port, err := net.SplitHostPort(listen); err == nil && port != "" && port != "0" {
+		return host + ":" + port
+	}
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	return fmt.Sprintf("%s-%d-%x", host, os.Getpid(), b)

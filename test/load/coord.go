@@ -3,6 +3,7 @@ package load
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -137,6 +138,14 @@ func (c *Coordinator) signal(sig syscall.Signal, grace time.Duration) {
 		}
 	}
 	<-done
+}
+
+// ReplicaName is the name the coordinator takes among the replicas when replicas.name is not
+// set: "<host>:<port>".
+func (c *Coordinator) ReplicaName() string {
+	host, _ := os.Hostname()
+	_, port, _ := net.SplitHostPort(c.Addr)
+	return host + ":" + port
 }
 
 // Log returns the end of the coordinator's log.

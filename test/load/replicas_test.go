@@ -166,16 +166,16 @@ func TestReplicaKilledMidJob(t *testing.T) {
 	}
 	waitFor(t, 3*time.Minute, "40 agents connected", func() bool { n, _ := s.Stats.Online(); return n == 40 })
 	// Each loop runs on exactly one replica; kill the submitter's.
-	held := map[string]int{}
+	held := map[string]holder{}
 	waitFor(t, time.Minute, "the four loops' leases held", func() bool {
 		held = leases()
 		return len(held) == 4
 	})
 	victim, survivor := s.Coordinators[0], s.Coordinators[1]
-	if held["submitter"] == survivor.Pid() {
+	if held["submitter"].Name == survivor.ReplicaName() {
 		victim, survivor = survivor, victim
 	}
-	t.Logf("leases by replica pid: %v; killing %s (pid %d)", held, victim.Name, victim.Pid())
+	t.Logf("leases by replica: %v; killing %s (%s)", held, victim.Name, victim.ReplicaName())
 	killed := time.Now()
 	victim.Kill()
 	// A job submitted after the kill: the survivor takes over the submitter and runs it.
@@ -186,8 +186,8 @@ func TestReplicaKilledMidJob(t *testing.T) {
 	ids = append(ids, id)
 	waitFor(t, time.Minute, "every lease held by the surviving replica", func() bool {
 		held = leases()
-		for _, pid := range held {
-			if pid != survivor.Pid() {
+		for _, h := range held {
+			if h.Name != survivor.ReplicaName() {
 				return false
 			}
 		}
@@ -212,9 +212,15 @@ func TestReplicaKilledMidJob(t *testing.T) {
 	}
 }
 
+// holder is a lease's holder: a replica's name and its process's incarnation of it.
+type holder struct {
+	Name        string
+	Incarnation int64
+}
+
 // leaseHolders returns a function reading the current leases of the site's replicas from
-// MongoDB: the pid of each unexpired lease's holder, by lease name.
-func leaseHolders(t *testing.T, s *Site) func() map[string]int {
+// MongoDB: the holder of each unexpired lease, by lease name.
+func leaseHolders(t *testing.T, s *Site) func() map[string]holder {
 	t.Helper()
 	c, err := mongo.Connect(options.Client().ApplyURI(s.Stack.MongoURI))
 	if err != nil {
@@ -222,11 +228,12 @@ func leaseHolders(t *testing.T, s *Site) func() map[string]int {
 	}
 	t.Cleanup(func() { _ = c.Disconnect(context.Background()) })
 	coll := c.Database("cdmtaskservice").Collection("leases")
-	return func() map[string]int {
+	return func() map[string]holder {
 		var docs []struct {
-			Name   string    `bson:"_id"`
-			Holder string    `bson:"holder"`
-			Until  time.Time `bson:"until"`
+			Name        string    `bson:"_id"`
+			Holder      string    `bson:"holder"`
+			Incarnation int64     `bson:"incarnation"`
+			Until       time.Time `bson:"until"`
 		}
 		cur, err := coll.Find(t.Context(), bson.D{})
 		if err == nil {
@@ -236,18 +243,59 @@ func leaseHolders(t *testing.T, s *Site) func() map[string]int {
 			t.Logf("read leases: %v", err)
 			return nil
 		}
-		out := map[string]int{}
+		out := map[string]holder{}
 		for _, d := range docs {
-			// holder is "<host>-<pid>-<random>"
-			parts := strings.Split(d.Holder, "-")
-			if len(parts) < 3 || d.Until.Before(time.Now()) {
-				continue
+			if d.Until.After(time.Now()) {
+				out[d.Name] = holder{d.Holder, d.Incarnation}
 			}
-			pid, _ := strconv.Atoi(parts[len(parts)-2])
-			out[d.Name] = pid
 		}
 		return out
 	}
+}
+
+// TestRestartedCoordinatorResumesAtOnce: a single coordinator SIGKILLed and started again
+// (same host and port, so the same replica name) takes over at once the leases its killed
+// process held, and runs its periodic work again: a job submitted after the restart is
+// submitted and completes, all well within the leases' TTL of 10 minutes, which the killed
+// process's leases would otherwise have had to run out.
+func TestRestartedCoordinatorResumesAtOnce(t *testing.T) {
+	const ttl = 10 * time.Minute
+	s := startTestSite(t, SiteOptions{Inputs: 1,
+		Configure: func(cfg map[string]any) { cfg["replicas"] = map[string]any{"lease_ttl": ttl.String()} }})
+	s.Fleet.Release(0)
+	c := s.Coordinator
+	leases := leaseHolders(t, s)
+	held := map[string]holder{}
+	waitFor(t, time.Minute, "the four loops' leases held", func() bool {
+		held = leases()
+		return len(held) == 4
+	})
+	before := held["submitter"]
+	if before.Name != c.ReplicaName() {
+		t.Fatalf("leases held by %v, want the replica name %q (host:port)", held, c.ReplicaName())
+	}
+	c.Kill()
+	restarted := time.Now()
+	if err := c.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	s.Watch.Add(c.Name, c.Pid())
+	id, err := s.Submit(t.Context(), 1, "replicas/restart")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Bounds far below the TTL, generous for a loaded machine.
+	waitState(t, s, id, "complete", 3*time.Minute)
+	t.Logf("a job submitted after the restart completed %s after it (lease TTL %s)", time.Since(restarted).Round(100*time.Millisecond), ttl)
+	waitFor(t, time.Minute, "every lease held by the restarted process", func() bool {
+		held = leases()
+		for _, h := range held {
+			if h.Name != before.Name || h.Incarnation <= before.Incarnation {
+				return false
+			}
+		}
+		return len(held) == 4
+	})
 }
 
 // startTestSite starts a site for a test in its own folder; it is closed when the test ends

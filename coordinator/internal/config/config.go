@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"gopkg.in/yaml.v3"
 
@@ -48,6 +49,13 @@ type Config struct {
 // Replicas configures how several coordinator replicas (processes sharing one MongoDB and
 // Kafka, behind one load balancer) share the work. A single coordinator is a replica too.
 type Replicas struct {
+	// Name names this replica among those sharing one MongoDB; it must stay the same when the
+	// process is restarted and must differ between any two replicas alive at once. Empty (the
+	// default) derives it from the host name and the listen port, "<host>:<port>", which is
+	// both on a host whose name is its own. A restarted replica takes over at once the leases
+	// its name held before; a name two live replicas share makes their periodic work run
+	// twice at once for a moment each time one starts (see docs/operators.md).
+	Name string `yaml:"name" env:"CTS_REPLICAS_NAME"`
 	// LeaseTTL is how long a replica holds the lease of a periodic loop (the submitter, the
 	// reconciler, the cleaner, the Kafka sender, the reference data stager) without renewing
 	// it: after a replica dies, its loops stop for at most this long. The replicas' clocks
@@ -304,6 +312,9 @@ func (c Config) Validate() error {
 		if t.d < 100*time.Millisecond || t.d > 8*time.Second {
 			bad("%s must be between 100ms and 8s, got %s", t.key, t.d)
 		}
+	}
+	if n := c.Replicas.Name; len(n) > 128 || strings.IndexFunc(n, func(r rune) bool { return unicode.IsSpace(r) || !unicode.IsPrint(r) }) >= 0 {
+		bad("replicas.name must be at most 128 characters, without spaces or control characters, got %q", n)
 	}
 	if r := c.Replicas; r.LeaseTTL < 3*time.Second || r.PollInterval < 50*time.Millisecond || r.PollInterval > 10*time.Second {
 		bad("replicas.lease_ttl must be at least 3s and replicas.poll_interval between 50ms and 10s, got %s and %s", r.LeaseTTL, r.PollInterval)

@@ -79,7 +79,7 @@ func TestLoadFile(t *testing.T) {
 agent_binary: ` + agent + `
 observability: {count_interval: 1m, ready_timeout: 500ms}
 launchers: {restart_backoff: 2s, restart_backoff_max: 3m, check_interval: 250ms}
-replicas: {lease_ttl: 20s, poll_interval: 250ms}
+replicas: {name: cts-a.example:8080, lease_ttl: 20s, poll_interval: 250ms}
 listen: 0.0.0.0:8080
 service_url: https://cts.example/services/cts
 log_level: debug
@@ -121,7 +121,7 @@ sites:
 				SubmitDeadline: 3 * time.Minute, CancelDeadline: 4 * time.Minute, IdleDeadline: 5 * time.Minute,
 				RuntimeGrace: 6 * time.Minute, MaxLaunchRetries: 3, StagingDeadline: 7 * time.Minute},
 			Launchers: config.Launchers{RestartBackoff: 2 * time.Second, RestartBackoffMax: 3 * time.Minute, CheckInterval: 250 * time.Millisecond},
-			Replicas:  config.Replicas{LeaseTTL: 20 * time.Second, PollInterval: 250 * time.Millisecond},
+			Replicas:  config.Replicas{Name: "cts-a.example:8080", LeaseTTL: 20 * time.Second, PollInterval: 250 * time.Millisecond},
 			Sites: []config.Site{{
 				Name: "kbase", Plugin: "/p", PluginConfig: map[string]any{"schedd": "s1", "nested": map[string]any{"x": 1}},
 				CPUsPerNode: 8, MemoryPerNodeGB: 31.5, MaxRuntimeMin: 60, Nodes: &three, RequireStaff: true,
@@ -251,6 +251,7 @@ func TestValidateJoinsEveryProblem(t *testing.T) {
 	c.Jobs.CleanAge = -time.Hour
 	c.Observability.CountInterval = time.Millisecond
 	c.Mongo.Timeout = time.Minute
+	c.Replicas.Name = "cts a"
 	c.AgentBinary = filepath.Join(t.TempDir(), "no-agent")
 	c.Sites = append(c.Sites, config.Site{Name: "kbase"}, config.Site{Name: "p", Plugin: "/p", PluginConfig: map[string]any{"f": func() {}}})
 	err = c.Validate()
@@ -268,6 +269,7 @@ func TestValidateJoinsEveryProblem(t *testing.T) {
 		"jobs.clean_jitter and jobs.clean_age must not be negative",
 		"observability.count_interval must be at least 1s",
 		"mongo.timeout must be between 100ms and 8s, got 1m0s",
+		`replicas.name must be at most 128 characters, without spaces or control characters, got "cts a"`,
 		"agent_binary \"" + c.AgentBinary + "\" does not exist or is not a file",
 		"sites[1]: name must be set and unique",
 		"sites[1] (kbase): plugin is required",

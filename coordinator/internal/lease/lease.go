@@ -11,6 +11,16 @@
 // replica can take the lease: the clocks of the replicas may differ by less than Margin. On a
 // clean shutdown the holder releases the lease, and another replica takes it at its next try.
 //
+// A holder is a replica's name and its incarnation. The name is stable: a coordinator that is
+// restarted (after a crash, a SIGKILL) keeps it, and its new process, a later incarnation,
+// takes over at once the leases its name held in an earlier incarnation, instead of waiting
+// for them to expire: that process is gone, and no other replica can hold them meanwhile.
+// Only those: a lease held by another name, or by a later incarnation of its own, it takes
+// only once expired. Two live replicas must never share a name: the later one would take the
+// earlier one's leases while the earlier still runs their loops, until its next renewal finds
+// them lost (for up to Renew both run a loop at once); the one that loses them so logs it as
+// an error naming the shared name.
+//
 // It owns the acquire/renew/release protocol and nothing about the work itself; it must not
 // run two loops of one lease on one replica.
 package lease
@@ -21,18 +31,35 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"time"
 )
 
+// Holder names the process holding a lease: the replica's stable name and the incarnation of
+// that name the process is (later processes of one name have greater incarnations).
+type Holder struct {
+	Name        string
+	Incarnation int64
+}
+
+// String is how logs show the holder: "<name>#<incarnation>".
+func (h Holder) String() string { return h.Name + "#" + strconv.FormatInt(h.Incarnation, 10) }
+
+// Supersedes reports whether h is a later incarnation of o's replica.
+func (h Holder) Supersedes(o Holder) bool { return h.Name == o.Name && h.Incarnation > o.Incarnation }
+
 // Store keeps the leases. Acquire and Release are single conditional writes, atomic per lease.
 type Store interface {
-	// AcquireLease gives lease name to holder until until, if nobody holds it, its holder is
-	// holder already (a renewal), or it expired before now. It reports whether holder holds
-	// the lease after the call.
-	AcquireLease(ctx context.Context, name, holder string, now, until time.Time) (bool, error)
+	// AcquireLease gives lease name to holder until until, if nobody holds it, holder holds it
+	// already (a renewal), an earlier incarnation of holder's name holds it (holder
+	// Supersedes it), or it expired before now. It reports whether holder holds the lease
+	// after the call.
+	AcquireLease(ctx context.Context, name string, holder Holder, now, until time.Time) (bool, error)
 	// ReleaseLease ends holder's lease name (nothing if another holds it).
-	ReleaseLease(ctx context.Context, name, holder string) error
+	ReleaseLease(ctx context.Context, name string, holder Holder) error
+	// LeaseHolder returns the holder of lease name and until when (zero when nobody does).
+	LeaseHolder(ctx context.Context, name string) (Holder, time.Time, error)
 }
 
 // Config tunes the leases. Zero fields take the defaults.
@@ -65,7 +92,7 @@ func (c Config) withDefaults() Config {
 type Leases struct {
 	cfg    Config
 	store  Store
-	holder string
+	holder Holder
 	log    *slog.Logger
 	now    func() time.Time
 
@@ -73,13 +100,13 @@ type Leases struct {
 	held map[string]bool
 }
 
-// New returns the leases of replica holder (an ID unique to this process).
-func New(cfg Config, store Store, holder string, log *slog.Logger) *Leases {
+// New returns the leases of holder: this process, the latest incarnation of its replica's name.
+func New(cfg Config, store Store, holder Holder, log *slog.Logger) *Leases {
 	return &Leases{cfg: cfg.withDefaults(), store: store, holder: holder, log: log, now: time.Now, held: map[string]bool{}}
 }
 
-// Holder is this replica's holder ID.
-func (l *Leases) Holder() string { return l.holder }
+// Holder is this process's holder.
+func (l *Leases) Holder() Holder { return l.holder }
 
 // Held reports whether this replica holds lease name now (for metrics and /readyz details).
 func (l *Leases) Held(name string) bool {
@@ -109,7 +136,7 @@ func (l *Leases) Run(ctx context.Context, name string, loop func(ctx context.Con
 			l.sleep(ctx, l.cfg.Renew/2+jitter(l.cfg.Renew))
 			continue
 		}
-		l.log.InfoContext(ctx, "lease acquired", "lease", name, "holder", l.holder)
+		l.log.InfoContext(ctx, "lease acquired", "lease", name, "holder", l.holder.String())
 		l.hold(ctx, name, loop)
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -169,7 +196,7 @@ func (l *Leases) hold(ctx context.Context, name string, loop func(ctx context.Co
 			renewed = l.now()
 			continue
 		case err == nil:
-			l.log.WarnContext(ctx, "lease lost to another replica: stopping its work", "lease", name)
+			l.lost(ctx, name)
 		case l.now().Sub(renewed) < l.cfg.TTL-l.cfg.Margin:
 			l.log.WarnContext(ctx, "lease: renewal failed; retrying", "lease", name, "error", err)
 			continue
@@ -181,6 +208,21 @@ func (l *Leases) hold(ctx context.Context, name string, loop func(ctx context.Co
 		<-done
 		return
 	}
+}
+
+// lost logs a lease taken by another holder while this one held it: by another replica, or,
+// when two live processes share this replica's name, by the later one.
+func (l *Leases) lost(ctx context.Context, name string) {
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	h, _, err := l.store.LeaseHolder(rctx, name)
+	if err == nil && h.Supersedes(l.holder) {
+		l.log.ErrorContext(ctx, "lease taken by another coordinator process with this replica's name: "+
+			"two live replicas share the name "+strconv.Quote(l.holder.Name)+" (replicas.name); give each its own. "+
+			"This process stops the lease's work, which the other runs", "lease", name, "holder", l.holder.String(), "by", h.String())
+		return
+	}
+	l.log.WarnContext(ctx, "lease lost to another replica: stopping its work", "lease", name, "by", h.String())
 }
 
 func (l *Leases) sleep(ctx context.Context, d time.Duration) {

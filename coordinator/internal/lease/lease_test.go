@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,31 +15,40 @@ import (
 // unreachable).
 type memStore struct {
 	mu     sync.Mutex
-	holder map[string]string
+	holder map[string]Holder
 	until  map[string]time.Time
 	fail   atomic.Bool
 }
 
 func newMemStore() *memStore {
-	return &memStore{holder: map[string]string{}, until: map[string]time.Time{}}
+	return &memStore{holder: map[string]Holder{}, until: map[string]time.Time{}}
 }
 
 var errDown = errors.New("store down")
 
-func (m *memStore) AcquireLease(_ context.Context, name, holder string, now, until time.Time) (bool, error) {
+func (m *memStore) AcquireLease(_ context.Context, name string, holder Holder, now, until time.Time) (bool, error) {
 	if m.fail.Load() {
 		return false, errDown
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if h, ok := m.holder[name]; ok && h != holder && now.Before(m.until[name]) {
+	if h, ok := m.holder[name]; ok && h != holder && !holder.Supersedes(h) && now.Before(m.until[name]) {
 		return false, nil
 	}
 	m.holder[name], m.until[name] = holder, until
 	return true, nil
 }
 
-func (m *memStore) ReleaseLease(_ context.Context, name, holder string) error {
+func (m *memStore) LeaseHolder(_ context.Context, name string) (Holder, time.Time, error) {
+	if m.fail.Load() {
+		return Holder{}, time.Time{}, errDown
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.holder[name], m.until[name], nil
+}
+
+func (m *memStore) ReleaseLease(_ context.Context, name string, holder Holder) error {
 	if m.fail.Load() {
 		return errDown
 	}
@@ -105,7 +115,7 @@ func TestOneHolderAndHandover(t *testing.T) {
 	st := newMemStore()
 	cfg := Config{TTL: 300 * time.Millisecond}
 	var p loopProbe
-	a, b := New(cfg, st, "a", quiet), New(cfg, st, "b", quiet)
+	a, b := New(cfg, st, Holder{"a", 1}, quiet), New(cfg, st, Holder{"b", 1}, quiet)
 	ctxA, stopA := context.WithCancel(t.Context())
 	ctxB, stopB := context.WithCancel(t.Context())
 	defer stopB()
@@ -138,7 +148,7 @@ func TestOneHolderAndHandover(t *testing.T) {
 func TestHolderCutOffStopsBeforeExpiry(t *testing.T) {
 	st := newMemStore()
 	cfg := Config{TTL: 600 * time.Millisecond}
-	l := New(cfg, st, "a", quiet)
+	l := New(cfg, st, Holder{"a", 1}, quiet)
 	started, stopped := make(chan time.Time, 4), make(chan time.Time, 4)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
@@ -179,9 +189,9 @@ func TestHolderCutOffStopsBeforeExpiry(t *testing.T) {
 func TestExpiredLeaseTakenOver(t *testing.T) {
 	st := newMemStore()
 	now := time.Now()
-	st.holder["work"], st.until["work"] = "dead", now.Add(400*time.Millisecond)
+	st.holder["work"], st.until["work"] = Holder{"dead", 1}, now.Add(400*time.Millisecond)
 	var p loopProbe
-	l := New(Config{TTL: 300 * time.Millisecond}, st, "b", quiet)
+	l := New(Config{TTL: 300 * time.Millisecond}, st, Holder{"b", 1}, quiet)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	go func() { _ = l.Run(ctx, "work", p.loop("b")) }()
@@ -189,4 +199,88 @@ func TestExpiredLeaseTakenOver(t *testing.T) {
 	if time.Now().Before(now.Add(400 * time.Millisecond)) {
 		t.Fatal("the lease was taken before it expired")
 	}
+}
+
+// TestRestartTakesOverItsOwnLeases: a replica's new process (a later incarnation of its name)
+// takes at once the leases its earlier process held, with an hour left on them; a lease held
+// by another name it does not take before it expires.
+func TestRestartTakesOverItsOwnLeases(t *testing.T) {
+	st := newMemStore()
+	far := time.Now().Add(time.Hour)
+	st.holder["mine"], st.until["mine"] = Holder{"a", 1}, far
+	st.holder["theirs"], st.until["theirs"] = Holder{"b", 1}, far
+	var mine, theirs loopProbe
+	l := New(Config{TTL: time.Hour}, st, Holder{"a", 2}, quiet)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go func() { _ = l.Run(ctx, "mine", mine.loop("a2")) }()
+	go func() { _ = l.Run(ctx, "theirs", theirs.loop("a2")) }()
+	waitFor(t, 10*time.Second, "the restarted replica runs the loop its earlier process held", func() bool { return mine.running.Load() == 1 })
+	if !l.Held("mine") {
+		t.Error("Held does not report the lease taken over")
+	}
+	if theirs.running.Load() != 0 {
+		t.Fatal("the restarted replica took an unexpired lease of another replica")
+	}
+}
+
+// TestSharedNameLaterProcessWins: two live processes share a replica name (a misconfiguration).
+// The later one takes the earlier one's lease at once; the earlier stops its loop at its next
+// renewal (ErrLost), logs the shared name as an error, and does not take the lease back.
+func TestSharedNameLaterProcessWins(t *testing.T) {
+	st := newMemStore()
+	cfg := Config{TTL: 600 * time.Millisecond}
+	var logs errorLog
+	early := New(cfg, st, Holder{"a", 1}, slog.New(&logs))
+	late := New(cfg, st, Holder{"a", 2}, quiet)
+	var p loopProbe
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var causes sync.Map
+	go func() {
+		_ = early.Run(ctx, "work", func(ctx context.Context) error {
+			err := p.loop("early")(ctx)
+			causes.Store("early", context.Cause(ctx))
+			return err
+		})
+	}()
+	waitFor(t, 5*time.Second, "the early process holds the lease", func() bool { return p.last() == "early" })
+	go func() { _ = late.Run(ctx, "work", p.loop("late")) }()
+	waitFor(t, 5*time.Second, "the later process takes it", func() bool { return p.last() == "late" })
+	waitFor(t, 5*time.Second, "the early process stops its loop", func() bool { return p.running.Load() == 1 })
+	if c, _ := causes.Load("early"); !errors.Is(c.(error), ErrLost) {
+		t.Errorf("the early loop stopped with cause %v, want ErrLost", c)
+	}
+	if !strings.Contains(logs.String(), `two live replicas share the name "a"`) {
+		t.Errorf("the early process did not log the shared name at ERROR; its errors:\n%s", logs.String())
+	}
+	time.Sleep(3 * cfg.TTL) // several of the early process's tries
+	if p.last() != "late" || p.running.Load() != 1 || !late.Held("work") {
+		t.Fatalf("the early process took the lease back: runs %v", p.runs)
+	}
+}
+
+// errorLog records the messages logged at ERROR.
+type errorLog struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (e *errorLog) Enabled(context.Context, slog.Level) bool { return true }
+func (e *errorLog) WithAttrs([]slog.Attr) slog.Handler       { return e }
+func (e *errorLog) WithGroup(string) slog.Handler            { return e }
+
+func (e *errorLog) Handle(_ context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelError {
+		e.mu.Lock()
+		e.msgs = append(e.msgs, r.Message)
+		e.mu.Unlock()
+	}
+	return nil
+}
+
+func (e *errorLog) String() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return strings.Join(e.msgs, "\n")
 }

@@ -46,23 +46,25 @@ func (s *Store) InitReplicas(ctx context.Context) error {
 func (s *Store) leasesColl() *mongo.Collection  { return s.jobs.Database().Collection(collLeases) }
 func (s *Store) signalsColl() *mongo.Collection { return s.jobs.Database().Collection(collSignals) }
 
-// leaseDoc is one lease: {_id: name, holder, until}.
+// leaseDoc is one lease: {_id: name, holder: replica name, incarnation, until}.
 type leaseDoc struct {
-	Name   string    `bson:"_id"`
-	Holder string    `bson:"holder"`
-	Until  time.Time `bson:"until"`
+	Name        string    `bson:"_id"`
+	Holder      string    `bson:"holder"`
+	Incarnation int64     `bson:"incarnation"`
+	Until       time.Time `bson:"until"`
 }
 
 // AcquireLease implements lease.Store: one conditional update of the lease's document (held by
-// holder, or expired), or, when there is none, its insert; a lease held by another replica
-// makes the update match nothing and the insert collide.
-func (s *Store) AcquireLease(ctx context.Context, name, holder string, now, until time.Time) (bool, error) {
+// holder or an earlier incarnation of its name, or expired), or, when there is none, its
+// insert; a lease held by another replica makes the update match nothing and the insert
+// collide.
+func (s *Store) AcquireLease(ctx context.Context, name string, holder lease.Holder, now, until time.Time) (bool, error) {
 	filter := bson.D{{Key: "_id", Value: name}, {Key: "$or", Value: bson.A{
-		bson.D{{Key: "holder", Value: holder}},
+		bson.D{{Key: "holder", Value: holder.Name}, {Key: "incarnation", Value: bson.D{{Key: "$lte", Value: holder.Incarnation}}}},
 		bson.D{{Key: "until", Value: bson.D{{Key: "$lt", Value: msTime(now)}}}},
 	}}}
 	res, err := s.leasesColl().UpdateOne(ctx, filter, bson.D{{Key: "$set", Value: bson.D{
-		{Key: "holder", Value: holder}, {Key: "until", Value: msTime(until)},
+		{Key: "holder", Value: holder.Name}, {Key: "incarnation", Value: holder.Incarnation}, {Key: "until", Value: msTime(until)},
 	}}})
 	if err != nil {
 		return false, fmt.Errorf("acquire lease %s: %w", name, err)
@@ -70,7 +72,7 @@ func (s *Store) AcquireLease(ctx context.Context, name, holder string, now, unti
 	if res.MatchedCount > 0 {
 		return true, nil
 	}
-	_, err = s.leasesColl().InsertOne(ctx, leaseDoc{Name: name, Holder: holder, Until: msTime(until)})
+	_, err = s.leasesColl().InsertOne(ctx, leaseDoc{Name: name, Holder: holder.Name, Incarnation: holder.Incarnation, Until: msTime(until)})
 	switch {
 	case err == nil:
 		return true, nil
@@ -82,26 +84,26 @@ func (s *Store) AcquireLease(ctx context.Context, name, holder string, now, unti
 }
 
 // ReleaseLease implements lease.Store.
-func (s *Store) ReleaseLease(ctx context.Context, name, holder string) error {
-	_, err := s.leasesColl().DeleteOne(ctx, bson.D{{Key: "_id", Value: name}, {Key: "holder", Value: holder}})
+func (s *Store) ReleaseLease(ctx context.Context, name string, holder lease.Holder) error {
+	_, err := s.leasesColl().DeleteOne(ctx, bson.D{{Key: "_id", Value: name}, {Key: "holder", Value: holder.Name},
+		{Key: "incarnation", Value: holder.Incarnation}})
 	if err != nil {
 		return fmt.Errorf("release lease %s: %w", name, err)
 	}
 	return nil
 }
 
-// LeaseHolder returns the holder of lease name and until when (empty if none), for tests and
-// admins.
-func (s *Store) LeaseHolder(ctx context.Context, name string) (string, time.Time, error) {
+// LeaseHolder implements lease.Store; tests and admins read it too.
+func (s *Store) LeaseHolder(ctx context.Context, name string) (lease.Holder, time.Time, error) {
 	var d leaseDoc
 	err := s.leasesColl().FindOne(ctx, bson.D{{Key: "_id", Value: name}}).Decode(&d)
 	if errors.Is(err, mongo.ErrNoDocuments) {
-		return "", time.Time{}, nil
+		return lease.Holder{}, time.Time{}, nil
 	}
 	if err != nil {
-		return "", time.Time{}, fmt.Errorf("read lease %s: %w", name, err)
+		return lease.Holder{}, time.Time{}, fmt.Errorf("read lease %s: %w", name, err)
 	}
-	return d.Holder, d.Until, nil
+	return lease.Holder{Name: d.Holder, Incarnation: d.Incarnation}, d.Until, nil
 }
 
 // PublishSignal implements signals.Store: an upsert keyed on the signal's ID that only

@@ -6,17 +6,17 @@ import (
 	"time"
 
 	"github.com/kbase/cts/coordinator/internal/agentws"
+	"github.com/kbase/cts/coordinator/internal/lease"
 	"github.com/kbase/cts/coordinator/internal/signals"
+	"github.com/kbase/cts/coordinator/internal/store"
 )
 
 // TestLeases: a lease has one holder at a time, even with replicas racing for it; it can be
-// renewed by its holder, taken once expired, and released.
+// renewed by its holder, taken once expired, and released; a later incarnation of its
+// holder's name takes it at once, an earlier one never.
 func TestLeases(t *testing.T) {
-	s, _ := newStore(t)
+	s := newReplicaStore(t)
 	ctx := t.Context()
-	if err := s.InitReplicas(ctx); err != nil {
-		t.Fatal(err)
-	}
 	now := time.Now()
 	// Eight replicas race for a free lease: exactly one gets it.
 	var wg sync.WaitGroup
@@ -26,7 +26,7 @@ func TestLeases(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			got, err := s.AcquireLease(ctx, "submitter", "r"+string(rune('0'+i)), now, now.Add(time.Minute))
+			got, err := s.AcquireLease(ctx, "submitter", lease.Holder{Name: "r" + string(rune('0'+i)), Incarnation: 1}, now, now.Add(time.Minute))
 			if err != nil {
 				t.Error(err)
 			}
@@ -42,10 +42,10 @@ func TestLeases(t *testing.T) {
 		t.Fatalf("%d replicas hold the lease", winners)
 	}
 	holder, until, err := s.LeaseHolder(ctx, "submitter")
-	if err != nil || holder == "" || until.Before(now) {
-		t.Fatalf("holder %q until %s: %v", holder, until, err)
+	if err != nil || holder.Name == "" || holder.Incarnation != 1 || until.Before(now) {
+		t.Fatalf("holder %v until %s: %v", holder, until, err)
 	}
-	other := "r9"
+	other := lease.Holder{Name: "r9", Incarnation: 1}
 	if got, err := s.AcquireLease(ctx, "submitter", other, now.Add(30*time.Second), now.Add(90*time.Second)); err != nil || got {
 		t.Fatalf("another replica took an unexpired lease: %v %v", got, err)
 	}
@@ -59,23 +59,45 @@ func TestLeases(t *testing.T) {
 		t.Fatal(err)
 	}
 	if h, _, _ := s.LeaseHolder(ctx, "submitter"); h != other {
-		t.Fatalf("holder %q after a stale release, want %q", h, other)
+		t.Fatalf("holder %v after a stale release, want %v", h, other)
+	}
+	// other's process restarts: its later incarnation takes the unexpired lease at once; the
+	// earlier one (were it alive) neither renews nor releases it any more.
+	restarted := lease.Holder{Name: other.Name, Incarnation: other.Incarnation + 1}
+	if got, err := s.AcquireLease(ctx, "submitter", restarted, now.Add(92*time.Second), now.Add(150*time.Second)); err != nil || !got {
+		t.Fatalf("the later incarnation of the holder's name did not take its lease: %v %v", got, err)
+	}
+	if got, err := s.AcquireLease(ctx, "submitter", other, now.Add(93*time.Second), now.Add(150*time.Second)); err != nil || got {
+		t.Fatalf("an earlier incarnation took the lease back: %v %v", got, err)
 	}
 	if err := s.ReleaseLease(ctx, "submitter", other); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := s.AcquireLease(ctx, "submitter", holder, now.Add(92*time.Second), now.Add(150*time.Second)); err != nil || !got {
+	if h, _, _ := s.LeaseHolder(ctx, "submitter"); h != restarted {
+		t.Fatalf("holder %v after the earlier incarnation's release, want %v", h, restarted)
+	}
+	if err := s.ReleaseLease(ctx, "submitter", restarted); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.AcquireLease(ctx, "submitter", holder, now.Add(94*time.Second), now.Add(150*time.Second)); err != nil || !got {
 		t.Fatalf("a released lease was not free: %v %v", got, err)
 	}
 }
 
-// TestSignals: a signal is recorded once, found by time, and pruned.
-func TestSignals(t *testing.T) {
+// newReplicaStore is a store on a fresh database with the replica collections' indexes.
+func newReplicaStore(t *testing.T) *store.Store {
+	t.Helper()
 	s, _ := newStore(t)
-	ctx := t.Context()
-	if err := s.InitReplicas(ctx); err != nil {
+	if err := s.InitReplicas(t.Context()); err != nil {
 		t.Fatal(err)
 	}
+	return s
+}
+
+// TestSignals: a signal is recorded once, found by time, and pruned.
+func TestSignals(t *testing.T) {
+	s := newReplicaStore(t)
+	ctx := t.Context()
 	t0 := time.Now().UTC().Truncate(time.Millisecond)
 	for _, sig := range []signals.Signal{
 		{ID: "stop/a", JobID: "a", Reason: "canceled", At: t0.Add(-time.Hour)},
@@ -121,11 +143,8 @@ func TestSignals(t *testing.T) {
 // TestLiveData: interests are recorded and expire; live documents are replaced, read by job,
 // and pruned.
 func TestLiveData(t *testing.T) {
-	s, _ := newStore(t)
+	s := newReplicaStore(t)
 	ctx := t.Context()
-	if err := s.InitReplicas(ctx); err != nil {
-		t.Fatal(err)
-	}
 	now := time.Now()
 	if cur, err := s.SetInterest(ctx, "job1", now.Add(time.Minute)); err != nil || cur {
 		t.Fatalf("first interest: current %v, %v", cur, err)
