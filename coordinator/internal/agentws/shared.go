@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kbase/cts/coordinator/internal/poll"
 	"github.com/kbase/cts/shared/protocol"
 )
 
@@ -138,31 +139,13 @@ func (h *Handler) Run(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
 	}
-	t := time.NewTicker(h.shared.interval)
-	defer t.Stop()
-	lastPrune := time.Now()
-	failing := false
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		err := h.publish(ctx)
-		switch {
-		case err != nil && !failing && ctx.Err() == nil:
-			failing = true
-			h.log.WarnContext(ctx, "live data: publishing to the other replicas failed; retrying", "error", err)
-		case err == nil && failing:
-			failing = false
-		}
-		if time.Since(lastPrune) > time.Minute {
-			lastPrune = time.Now()
-			if err := h.shared.store.PruneLive(ctx, time.Now().Add(-10*time.Minute)); err != nil && ctx.Err() == nil {
-				h.log.WarnContext(ctx, "live data: prune failed", "error", err)
-			}
-		}
-	}
+	return poll.Loop{Interval: h.shared.interval, Poll: h.publish, Log: h.log,
+		Prune: func(ctx context.Context) error {
+			return h.shared.store.PruneLive(ctx, time.Now().Add(-10*time.Minute))
+		},
+		Failing:     "live data: publishing to the other replicas failed; retrying",
+		PruneFailed: "live data: prune failed",
+	}.Run(ctx)
 }
 
 // publish writes what changed of the jobs of interest that have data here.

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/kbase/cts/shared/logtest"
 )
 
 // memStore is an in-memory Store for the unit tests; fail makes every call fail (the store
@@ -230,8 +232,8 @@ func TestRestartTakesOverItsOwnLeases(t *testing.T) {
 func TestSharedNameLaterProcessWins(t *testing.T) {
 	st := newMemStore()
 	cfg := Config{TTL: 600 * time.Millisecond}
-	var logs errorLog
-	early := New(cfg, st, Holder{"a", 1}, slog.New(&logs))
+	var logs logtest.Recorder
+	early := New(cfg, st, Holder{"a", 1}, logs.Logger())
 	late := New(cfg, st, Holder{"a", 2}, quiet)
 	var p loopProbe
 	ctx, cancel := context.WithCancel(t.Context())
@@ -251,36 +253,11 @@ func TestSharedNameLaterProcessWins(t *testing.T) {
 	if c, _ := causes.Load("early"); !errors.Is(c.(error), ErrLost) {
 		t.Errorf("the early loop stopped with cause %v, want ErrLost", c)
 	}
-	if !strings.Contains(logs.String(), `two live replicas share the name "a"`) {
-		t.Errorf("the early process did not log the shared name at ERROR; its errors:\n%s", logs.String())
+	if errs := strings.Join(logs.Records(slog.LevelError), "\n"); !strings.Contains(errs, `two live replicas share the name "a"`) {
+		t.Errorf("the early process did not log the shared name at ERROR; its errors:\n%s", errs)
 	}
 	time.Sleep(3 * cfg.TTL) // several of the early process's tries
 	if p.last() != "late" || p.running.Load() != 1 || !late.Held("work") {
 		t.Fatalf("the early process took the lease back: runs %v", p.runs)
 	}
-}
-
-// errorLog records the messages logged at ERROR.
-type errorLog struct {
-	mu   sync.Mutex
-	msgs []string
-}
-
-func (e *errorLog) Enabled(context.Context, slog.Level) bool { return true }
-func (e *errorLog) WithAttrs([]slog.Attr) slog.Handler       { return e }
-func (e *errorLog) WithGroup(string) slog.Handler            { return e }
-
-func (e *errorLog) Handle(_ context.Context, r slog.Record) error {
-	if r.Level >= slog.LevelError {
-		e.mu.Lock()
-		e.msgs = append(e.msgs, r.Message)
-		e.mu.Unlock()
-	}
-	return nil
-}
-
-func (e *errorLog) String() string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return strings.Join(e.msgs, "\n")
 }

@@ -30,6 +30,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kbase/cts/coordinator/internal/poll"
 	"github.com/kbase/cts/shared/protocol"
 )
 
@@ -274,33 +275,18 @@ func (b *Bus) Run(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
 	}
-	t := time.NewTicker(b.cfg.Interval)
-	defer t.Stop()
-	lastPrune := b.now()
-	failing := false
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		err := b.Poll(ctx)
-		switch {
-		case err != nil && !failing && ctx.Err() == nil:
-			failing = true
-			b.log.WarnContext(ctx, "stop signals: poll failed; cancels reach only this replica's agents until it works again", "error", err)
-		case err == nil && failing:
-			failing = false
-			b.log.InfoContext(ctx, "stop signals: polling again")
-		}
-		if now := b.now(); now.Sub(lastPrune) > time.Minute {
-			lastPrune = now
-			b.forget(now.Add(-b.cfg.Retention))
-			if err := b.store.PruneSignals(ctx, now.Add(-b.cfg.Retention)); err != nil && ctx.Err() == nil {
-				b.log.WarnContext(ctx, "stop signals: prune failed", "error", err)
-			}
-		}
-	}
+	return poll.Loop{Interval: b.cfg.Interval, Poll: b.Poll, Prune: b.prune, Log: b.log, Now: b.now,
+		Failing:     "stop signals: poll failed; cancels reach only this replica's agents until it works again",
+		Recovered:   "stop signals: polling again",
+		PruneFailed: "stop signals: prune failed",
+	}.Run(ctx)
+}
+
+// prune forgets, here and in the store, the signals older than Retention.
+func (b *Bus) prune(ctx context.Context) error {
+	before := b.now().Add(-b.cfg.Retention)
+	b.forget(before)
+	return b.store.PruneSignals(ctx, before)
 }
 
 // Poll reads the recent signals once and delivers the new ones.
