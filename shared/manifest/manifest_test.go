@@ -10,6 +10,7 @@ import (
 
 	"github.com/kbase/cts/shared/checksum"
 	"github.com/kbase/cts/shared/manifest"
+	"github.com/kbase/cts/shared/manifest/manifesttest"
 	"github.com/kbase/cts/shared/protocol"
 )
 
@@ -19,22 +20,6 @@ func entries(n int, prefix string) []protocol.ManifestEntry {
 		es[i] = protocol.ManifestEntry{File: fmt.Sprintf("%sf%07d", prefix, i), Size: int64(i), CRC64NVME: checksum.Encode(uint64(i))}
 	}
 	return es
-}
-
-func write(t testing.TB, es []protocol.ManifestEntry) ([]byte, protocol.OutputsManifest) {
-	t.Helper()
-	var b bytes.Buffer
-	w := manifest.NewWriter(&b)
-	for _, e := range es {
-		if err := w.Add(e); err != nil {
-			t.Fatal(err)
-		}
-	}
-	seal, err := w.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes(), seal
 }
 
 func readAll(b []byte, seal protocol.OutputsManifest) ([]protocol.ManifestEntry, error) {
@@ -54,7 +39,7 @@ func readAll(b []byte, seal protocol.OutputsManifest) ([]protocol.ManifestEntry,
 
 func TestRoundTrip(t *testing.T) {
 	es := entries(1000, "b/out/")
-	b, seal := write(t, es)
+	b, seal := manifesttest.Sealed(t, es)
 	if seal.Count != 1000 || seal.Size != int64(len(b)) {
 		t.Fatalf("seal %+v for %d bytes", seal, len(b))
 	}
@@ -67,7 +52,7 @@ func TestRoundTrip(t *testing.T) {
 // TestTampered: every change to the bytes or the seal is refused.
 func TestTampered(t *testing.T) {
 	es := entries(10, "b/out/")
-	b, seal := write(t, es)
+	b, seal := manifesttest.Sealed(t, es)
 	lines := strings.SplitAfter(string(b), "\n")
 	cases := map[string]struct {
 		b    string
@@ -128,7 +113,7 @@ func TestMerge(t *testing.T) {
 // BenchmarkRead reads a 100,000-output manifest: the coordinator's per-output cost before
 // the HeadObject calls.
 func BenchmarkRead(b *testing.B) {
-	data, seal := write(b, entries(100_000, "cts-data/user/output/dir/"))
+	data, seal := manifesttest.Sealed(b, entries(100_000, "cts-data/user/output/dir/"))
 	b.SetBytes(int64(len(data)))
 	b.ReportAllocs()
 	for b.Loop() {

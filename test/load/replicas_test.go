@@ -40,17 +40,7 @@ func TestCancelAcrossReplicas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 2*time.Minute, "4 agents running", func() bool {
-		n := 0
-		for _, a := range s.Fleet.JobAgents(id) {
-			a.mu.Lock()
-			if a.running {
-				n++
-			}
-			a.mu.Unlock()
-		}
-		return n == 4
-	})
+	waitRunning(t, s, id, 4)
 	at := time.Now()
 	if err := replicaAPI(s.Coordinators[0]).Do(t.Context(), http.MethodPut, "/jobs/"+id+"/cancel", s.UserToken, nil, nil); err != nil {
 		t.Fatal(err)
@@ -84,17 +74,7 @@ func TestLiveThroughAnyReplica(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 2*time.Minute, "2 agents running", func() bool {
-		n := 0
-		for _, a := range s.Fleet.JobAgents(id) {
-			a.mu.Lock()
-			if a.running {
-				n++
-			}
-			a.mu.Unlock()
-		}
-		return n == 2
-	})
+	waitRunning(t, s, id, 2)
 	for r, c := range s.Coordinators {
 		api := replicaAPI(c)
 		// Progress: both containers reported their download, one to each replica.
@@ -333,6 +313,22 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// waitRunning waits until n agents of job id run.
+func waitRunning(t *testing.T, s *Site, id string, n int) {
+	t.Helper()
+	waitFor(t, 2*time.Minute, fmt.Sprintf("%d agents running", n), func() bool {
+		running := 0
+		for _, a := range s.Fleet.JobAgents(id) {
+			a.mu.Lock()
+			if a.running {
+				running++
+			}
+			a.mu.Unlock()
+		}
+		return running == n
+	})
 }
 
 // waitState polls job id until it is in state, or fails the test after within.

@@ -9,26 +9,16 @@ import (
 
 	"github.com/kbase/cts/coordinator/internal/ingest"
 	"github.com/kbase/cts/shared/job"
-	"github.com/kbase/cts/shared/manifest"
+	"github.com/kbase/cts/shared/manifest/manifesttest"
 	"github.com/kbase/cts/shared/protocol"
 )
 
-// sealed writes a manifest of entries and returns its bytes and seal (File set to file).
+// sealed is manifesttest.Sealed with the seal's File set to file.
 func sealed(t *testing.T, file string, es []protocol.ManifestEntry) ([]byte, *protocol.OutputsManifest) {
 	t.Helper()
-	var b bytes.Buffer
-	w := manifest.NewWriter(&b)
-	for _, e := range es {
-		if err := w.Add(e); err != nil {
-			t.Fatal(err)
-		}
-	}
-	seal, err := w.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	body, seal := manifesttest.Sealed(t, es)
 	seal.File = file
-	return b.Bytes(), &seal
+	return body, &seal
 }
 
 // TestOutputsManifest: a container with more outputs than an event carries sends a sealed
