@@ -259,6 +259,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (_ *
 	var apiSrv *api.Server
 	a.agents = agentws.New(agentws.Config{
 		Credentials: creds, Shared: a.store, Replica: a.replica.String(), SharedInterval: cfg.Replicas.PollInterval,
+		StoreWork: cfg.Agents.StoreWork, HeartbeatInterval: cfg.Agents.HeartbeatInterval,
 	}, ing, a.launch, func(r *http.Request) error { return apiSrv.AuthorizeExecutor(r) },
 		log.With("component", "agentws"), func(w http.ResponseWriter, r *http.Request, err error) { apiSrv.WriteError(w, r, err) })
 	dashboard, err := ui.New()

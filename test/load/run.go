@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"slices"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+
+	"github.com/kbase/cts/coordinator/devstack"
 )
 
 // Options configure a load run. Zero fields take the defaults of `make load`.
@@ -50,6 +53,10 @@ type Options struct {
 	Configure func(cfg map[string]any)
 	// Log receives progress lines.
 	Log io.Writer
+	// Profile, when set, is a folder for profiles: the coordinators' CPU (30 s each, over the
+	// whole run) and heap and goroutines at the end of the hold, the stack process's CPU, and
+	// the MongoDB commands per applied event in the report (store_commands).
+	Profile string
 }
 
 func (o *Options) defaults() {
@@ -156,7 +163,12 @@ type Report struct {
 	// Processes are the CPU and memory of each process of the run.
 	Processes map[string]ProcReport `json:"processes"`
 	Stack     StackReport           `json:"stack"`
-	Errors    []string              `json:"errors,omitempty"`
+	// StoreCommands counts the MongoDB commands the run sent (through the stack's proxy), by
+	// name, from the site's start to the end; StoreCommandsPerEvent divides their sum by the
+	// events applied (with -profile only).
+	StoreCommands         map[string]int64 `json:"store_commands,omitempty"`
+	StoreCommandsPerEvent float64          `json:"store_commands_per_event,omitempty"`
+	Errors                []string         `json:"errors,omitempty"`
 }
 
 // ProcReport is one process's use over the run.
@@ -214,7 +226,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	rep := &Report{AgentsTarget: o.Agents, JobContainers: o.JobContainers, Replicas: o.Replicas, Stack: stackReport()}
 	site, cleanup, err := startRunSite(ctx, o, SiteOptions{
 		Inputs: o.JobContainers, Configure: o.Configure, Log: o.Log, Replicas: o.Replicas,
-		Fleet: FleetConfig{LogInterval: o.LogInterval},
+		Fleet: FleetConfig{LogInterval: o.LogInterval}, Profile: o.Profile,
 	})
 	if err != nil {
 		return nil, err
@@ -222,6 +234,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	defer cleanup()
 	start := time.Now()
 	baseRSS := site.coordinatorRSS()
+	var mongo0 devstack.MongoStats
+	if o.Profile != "" {
+		mongo0, _ = readMongoStats(o.Profile)
+	}
+	profCtx, stopProf := context.WithCancel(ctx)
+	profDone := make(chan struct{})
+	go func() { defer close(profDone); site.ProfileCPU(profCtx, 30*time.Second) }()
+	defer func() { stopProf(); <-profDone }()
 
 	// Ramp: every job submitted, every agent connected.
 	sizes := jobSizes(o.Agents, o.JobContainers)
@@ -247,6 +267,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	cpu0 := site.coordinatorCPU()
 	cancels := site.cancelJobs(ctx, ids, o.CancelJobs)
 	peakRSS := site.holdFor(ctx, o.Hold, o.Log)
+	site.ProfileHeap(ctx, "peak")
 	rep.CoordinatorHoldCPUPct = round1(100 * (site.coordinatorCPU() - cpu0).Seconds() / time.Since(holdStart).Seconds())
 	_, peak := site.Stats.Online()
 	rep.Agents = peak
@@ -268,6 +289,19 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	rep.DrainSeconds = round1(time.Since(drainStart).Seconds())
 	rep.TotalSeconds = round1(time.Since(start).Seconds())
 	site.fillOutcome(ctx, rep, ids, states, notEnded)
+	if o.Profile != "" {
+		if m, err := readMongoStats(o.Profile); err == nil {
+			d := m.Sub(mongo0)
+			rep.StoreCommands = d.Commands
+			total := int64(0)
+			for _, n := range d.Commands {
+				total += n
+			}
+			if rep.EventsApplied > 0 {
+				rep.StoreCommandsPerEvent = round1(float64(total) / float64(rep.EventsApplied))
+			}
+		}
+	}
 	return rep, nil
 }
 
@@ -285,6 +319,13 @@ func startRunSite(ctx context.Context, o Options, so SiteOptions) (*Site, func()
 		return nil, nil, err
 	}
 	so.Dir, so.Bin = dir, o.Bin
+	if o.Profile != "" {
+		p, err := filepath.Abs(o.Profile)
+		if err != nil {
+			return nil, nil, err
+		}
+		so.Profile = p
+	}
 	site, err := StartSite(ctx, so)
 	if err != nil {
 		if tmp && !o.KeepDir {

@@ -63,6 +63,10 @@ type SiteOptions struct {
 	Inputs int
 	// Log receives progress lines (nil: discarded).
 	Log io.Writer
+	// Profile, when set, is a folder for profiles: the stack process's CPU profile and its
+	// MongoDB proxy's counters (see startStack), and the coordinators' CPU and heap profiles
+	// (the coordinators serve /debug/pprof/; see Site.Profile).
+	Profile string
 }
 
 // Site is a running benchmark site: the stack process, the coordinators (replicas, behind a
@@ -167,7 +171,12 @@ func StartSite(ctx context.Context, o SiteOptions) (_ *Site, err error) {
 		}
 	}
 	fmt.Fprintln(o.Log, "starting the embedded stack")
-	s.stack, err = startStack(ctx, o.Dir, []auth2.User{
+	if o.Profile != "" {
+		if err := os.MkdirAll(o.Profile, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	s.stack, err = startStack(ctx, o.Dir, o.Profile, []auth2.User{
 		{Name: UserName, Token: s.UserToken},
 		{Name: AdminName, Token: s.AdminToken, CustomRoles: []string{"KBASE_STAFF", "CDM_TASK_SERVICE_ADMIN"}},
 		{Name: ExecutorName, Token: s.ExecutorToken, CustomRoles: []string{"CTS_EXTERNAL_EXECUTOR"}},
@@ -248,6 +257,9 @@ func StartSite(ctx context.Context, o SiteOptions) (_ *Site, err error) {
 			"notes":      []string{"Simulated agents of the load benchmark."},
 			"worker_env": map[string]any{"TOKEN_PATH": tokenPath, "S3_SECRET_PATH": secretPath},
 		}},
+	}
+	if o.Profile != "" {
+		cfg["observability"] = map[string]any{"pprof": true}
 	}
 	if o.Configure != nil {
 		o.Configure(cfg)

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -44,6 +45,10 @@ type stackRequest struct {
 	Dir     string       `json:"dir"`
 	Buckets []string     `json:"buckets"`
 	Users   []auth2.User `json:"users"`
+	// Profile, when set, is a folder where the child writes its CPU profile over its whole
+	// life (stack.cpu.pprof) and, every 2 s and at its end, the MongoDB proxy's counters
+	// (mongo-stats.json).
+	Profile string `json:"profile,omitempty"`
 }
 
 // StackInfo is where the stack's services listen (the child's one JSON line on stdout).
@@ -75,6 +80,13 @@ func runStackChild() error {
 		return err
 	}
 	defer st.Close()
+	if req.Profile != "" {
+		stopProfile, err := profileStack(req.Profile, st.Mongo)
+		if err != nil {
+			return err
+		}
+		defer stopProfile()
+	}
 	info := StackInfo{
 		MongoURI: st.Mongo.URI(), Kafka: st.Kafka.Brokers(), S3Endpoint: st.S3.Endpoint, S3AccessKey: st.S3.AccessKey,
 		S3SecretKey: st.S3.SecretKey, S3Region: st.S3.Region, AuthURL: st.Auth.URL(), Registry: st.Registry.Host(),
@@ -103,8 +115,60 @@ type stackProc struct {
 	done  chan struct{}
 }
 
-// startStack starts the stack child with its state in dir and its log in dir/stack.log.
-func startStack(ctx context.Context, dir string, users []auth2.User, buckets []string) (*stackProc, error) {
+// profileStack starts the stack child's CPU profile and the writer of its proxy's counters
+// into dir; the function it returns stops both (writing the counters a last time).
+func profileStack(dir string, m *devstack.Mongo) (func(), error) {
+	f, err := os.Create(filepath.Join(dir, "stack.cpu.pprof"))
+	if err != nil {
+		return nil, fmt.Errorf("profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("profile: %w", err)
+	}
+	write := func() {
+		b, _ := json.Marshal(m.Stats())
+		tmp := filepath.Join(dir, "mongo-stats.json.tmp")
+		if os.WriteFile(tmp, b, 0o644) == nil {
+			_ = os.Rename(tmp, filepath.Join(dir, "mongo-stats.json"))
+		}
+	}
+	done, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				write()
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-stopped
+		write()
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}, nil
+}
+
+// readMongoStats reads the counters the stack child last wrote into dir (profileStack).
+func readMongoStats(dir string) (devstack.MongoStats, error) {
+	var st devstack.MongoStats
+	b, err := os.ReadFile(filepath.Join(dir, "mongo-stats.json"))
+	if err != nil {
+		return st, err
+	}
+	return st, json.Unmarshal(b, &st)
+}
+
+// startStack starts the stack child with its state in dir and its log in dir/stack.log;
+// profile, when set, is where it writes its CPU profile and proxy counters (profileStack).
+func startStack(ctx context.Context, dir, profile string, users []auth2.User, buckets []string) (*stackProc, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("start stack: %w", err)
@@ -131,7 +195,7 @@ func startStack(ctx context.Context, dir string, users []auth2.User, buckets []s
 	}
 	p := &stackProc{cmd: cmd, stdin: stdin, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(p.done) }()
-	req, _ := json.Marshal(stackRequest{Dir: filepath.Join(dir, "stack"), Buckets: buckets, Users: users})
+	req, _ := json.Marshal(stackRequest{Dir: filepath.Join(dir, "stack"), Buckets: buckets, Users: users, Profile: profile})
 	if _, err := stdin.Write(append(req, '\n')); err != nil {
 		p.stop()
 		return nil, fmt.Errorf("start stack: %w", err)

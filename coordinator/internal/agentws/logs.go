@@ -22,9 +22,18 @@ type LogConfig struct {
 	// LinesPerContainer is how many recent lines are kept per job container (default 1000).
 	LinesPerContainer int
 	// MaxContainers bounds how many containers have a buffer; the least recently written is
-	// dropped first (default 1000). Memory is bounded by both, times the agent's line cap.
+	// dropped first (default 1000).
 	MaxContainers int
+	// MaxBytes bounds the lines of all containers together (default 64 MiB): beyond it the
+	// least recently written containers' buffers are dropped, and a single container's oldest
+	// lines. Without it the two bounds above, times the 4 KiB a line may hold, allow 4 GiB.
+	MaxBytes int64
 }
+
+// lineOverhead is what a stored line costs beside its text (LogLine and its slot).
+const lineOverhead = 64
+
+func lineCost(l LogLine) int64 { return int64(len(l.Text)) + lineOverhead }
 
 // maxLineBytes bounds one stored line.
 const maxLineBytes = 4 << 10
@@ -52,6 +61,8 @@ type logBook struct {
 	cfg   LogConfig
 	mu    sync.Mutex
 	rings map[logKey]*ring
+	// bytes is the cost of every stored line (lineCost), bounded by cfg.MaxBytes.
+	bytes int64
 }
 
 func newLogBook(cfg LogConfig) *logBook {
@@ -60,6 +71,9 @@ func newLogBook(cfg LogConfig) *logBook {
 	}
 	if cfg.MaxContainers <= 0 {
 		cfg.MaxContainers = 1000
+	}
+	if cfg.MaxBytes <= 0 {
+		cfg.MaxBytes = 64 << 20
 	}
 	return &logBook{cfg: cfg, rings: map[logKey]*ring{}}
 }
@@ -83,9 +97,11 @@ func (b *logBook) add(job string, container int, stream string, lines []string, 
 		}
 		r.seq++
 		l := LogLine{Stream: stream, Text: text, Time: now, Seq: r.seq}
+		b.bytes += lineCost(l)
 		if len(r.lines) < b.cfg.LinesPerContainer {
 			r.lines = append(r.lines, l)
 		} else {
+			b.bytes -= lineCost(r.lines[r.start])
 			r.lines[r.start] = l
 			r.start = (r.start + 1) % len(r.lines)
 		}
@@ -96,6 +112,28 @@ func (b *logBook) add(job string, container int, stream string, lines []string, 
 			}
 		}
 	}
+	b.trim(k)
+}
+
+// trim drops stored lines until they fit in cfg.MaxBytes: the buffers of the least recently
+// written containers other than keep first, then keep's oldest lines. The caller holds mu.
+func (b *logBook) trim(keep logKey) {
+	for b.bytes > b.cfg.MaxBytes && len(b.rings) > 1 {
+		r := b.rings[keep]
+		delete(b.rings, keep) // not a candidate
+		b.evictOldest()
+		b.rings[keep] = r
+	}
+	r := b.rings[keep]
+	if b.bytes <= b.cfg.MaxBytes || r == nil {
+		return
+	}
+	lines := append(append([]LogLine(nil), r.lines[r.start:]...), r.lines[:r.start]...)
+	for len(lines) > 0 && b.bytes > b.cfg.MaxBytes {
+		b.bytes -= lineCost(lines[0])
+		lines = lines[1:]
+	}
+	r.lines, r.start = append(make([]LogLine, 0, len(lines)), lines...), 0
 }
 
 // evictOldest drops the least recently written buffer that nobody follows (or, if all are
@@ -111,8 +149,12 @@ func (b *logBook) evictOldest() {
 		}
 	}
 	if found {
-		for ch := range b.rings[oldest].subs {
+		r := b.rings[oldest]
+		for ch := range r.subs {
 			close(ch)
+		}
+		for _, l := range r.lines {
+			b.bytes -= lineCost(l)
 		}
 		delete(b.rings, oldest)
 	}

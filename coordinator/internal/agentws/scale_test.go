@@ -2,6 +2,9 @@ package agentws_test
 
 import (
 	"fmt"
+	"net/http"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -149,4 +152,80 @@ func TestStoreWorkBounded(t *testing.T) {
 	if f.svc.maxApplying != 2 {
 		t.Fatalf("%d events applied at once, want at most 2", f.svc.maxApplying)
 	}
+}
+
+// An idle agent session must cost little memory: a coordinator holds thousands. Sessions
+// read through the HTTP server's buffer and write through a shared pool, so the heap per
+// session (both ends of the connection, in this process) stays well under the 32 KiB the
+// two dedicated 16 KiB buffers alone cost before.
+func TestIdleSessionMemory(t *testing.T) {
+	const n = 200
+	f := newFixture(t, agentws.Config{})
+	dialer := websocket.Dialer{ReadBufferSize: 1024, WriteBufferPool: &sync.Pool{}}
+	var stack0 uint64
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		if stack0 == 0 {
+			stack0 = m.StackInuse
+		} else {
+			t.Logf("goroutine stacks per idle session, both ends: %.1f KiB", float64(m.StackInuse-stack0)/n/1024)
+		}
+		return m.HeapAlloc
+	}
+	before := heap()
+	conns := make([]*websocket.Conn, n)
+	for i := range conns {
+		h := hello
+		h.Container = i
+		c, resp, err := dialer.DialContext(t.Context(), f.url, http.Header{"Authorization": {"Bearer " + f.credential(h.JobID, i)}})
+		if err != nil {
+			t.Fatalf("dial %d: %v (%v)", i, err, resp)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		send(t, c, h)
+		assigned(t, c)
+		conns[i] = c
+	}
+	waitFor(t, func() bool { return f.h.Connected() == n }, "not every session is open")
+	per := float64(heap()-before) / n / 1024
+	t.Logf("heap per idle session, both ends: %.1f KiB", per)
+	if per > 28 {
+		t.Errorf("an idle session costs %.1f KiB of heap, want at most 28 KiB", per)
+	}
+	runtime.KeepAlive(conns)
+}
+
+// The buffers are not a bound on a frame: a frame many times their size is read whole.
+func TestLargeFrameThroughSmallBuffers(t *testing.T) {
+	f := newFixture(t, agentws.Config{})
+	c := f.dial(t)
+	send(t, c, hello)
+	assigned(t, c)
+	msgs := reader(t, c)
+	lines := make([]string, 100)
+	for i := range lines {
+		lines[i] = fmt.Sprintf("%d %s", i, strings.Repeat("x", 3000))
+	}
+	send(t, c, protocol.Log{Stream: "stdout", Lines: lines})
+	send(t, c, protocol.Event{Seq: 1, State: job.JobSubmitting, Outputs: bigOutputs(300)})
+	wantAck(t, msgs, 1)
+	got := f.h.Tail(hello.JobID, hello.Container)
+	if len(got) != len(lines) || got[len(got)-1].Text != lines[len(lines)-1] {
+		t.Fatalf("the live log has %d lines, want the frame's %d", len(got), len(lines))
+	}
+	f.svc.mu.Lock()
+	defer f.svc.mu.Unlock()
+	if len(f.svc.events) != 1 || len(f.svc.events[0].Outputs) != 300 {
+		t.Fatalf("applied %d events, want one with 300 outputs", len(f.svc.events))
+	}
+}
+
+func bigOutputs(n int) []protocol.OutputFile {
+	out := make([]protocol.OutputFile, n)
+	for i := range out {
+		out[i] = protocol.OutputFile{File: fmt.Sprintf("out/%s-%04d.txt", strings.Repeat("long-name", 10), i), CRC64NVME: "AAAAAAAAAAA="}
+	}
+	return out
 }

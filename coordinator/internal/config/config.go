@@ -41,9 +41,20 @@ type Config struct {
 	Access        Access        `yaml:"access"`
 	Reconcile     Reconcile     `yaml:"reconcile"`
 	Launchers     Launchers     `yaml:"launchers"`
+	Agents        Agents        `yaml:"agents"`
 	Replicas      Replicas      `yaml:"replicas"`
 	Observability Observability `yaml:"observability"`
 	Sites         []Site        `yaml:"sites"`
+}
+
+// Agents tunes the agent sessions of one replica.
+type Agents struct {
+	// StoreWork bounds how many agent hellos and events one replica applies at once across all
+	// its sessions; the others wait in order, each without a store deadline running.
+	StoreWork int `yaml:"store_work" env:"CTS_AGENTS_STORE_WORK"`
+	// HeartbeatInterval is how often the heartbeats of the agents connected to a replica are
+	// written to MongoDB, all in one write.
+	HeartbeatInterval time.Duration `yaml:"heartbeat_interval" env:"CTS_AGENTS_HEARTBEAT_INTERVAL"`
 }
 
 // Replicas configures how several coordinator replicas (processes sharing one MongoDB and
@@ -216,6 +227,7 @@ func Default() Config {
 			SubmitDeadline: time.Hour, CancelDeadline: 30 * time.Minute, IdleDeadline: 7 * 24 * time.Hour,
 			RuntimeGrace: 30 * time.Minute, MaxLaunchRetries: 2, StagingDeadline: 24 * time.Hour},
 		Launchers:     Launchers{RestartBackoff: time.Second, RestartBackoffMax: time.Minute, CheckInterval: time.Second},
+		Agents:        Agents{StoreWork: 16, HeartbeatInterval: 10 * time.Second},
 		Replicas:      Replicas{LeaseTTL: 15 * time.Second, PollInterval: 500 * time.Millisecond},
 		Observability: Observability{CountInterval: 15 * time.Second, ReadyTimeout: 2 * time.Second},
 	}
@@ -315,6 +327,12 @@ func (c Config) Validate() error {
 	}
 	if n := c.Replicas.Name; len(n) > 128 || strings.IndexFunc(n, func(r rune) bool { return unicode.IsSpace(r) || !unicode.IsPrint(r) }) >= 0 {
 		bad("replicas.name must be at most 128 characters, without spaces or control characters, got %q", n)
+	}
+	if a := c.Agents; a.StoreWork < 1 || a.StoreWork > 1024 {
+		bad("agents.store_work must be between 1 and 1024, got %d", a.StoreWork)
+	}
+	if a := c.Agents; a.HeartbeatInterval < time.Second || a.HeartbeatInterval > 5*time.Minute {
+		bad("agents.heartbeat_interval must be between 1s and 5m, got %s", a.HeartbeatInterval)
 	}
 	if r := c.Replicas; r.LeaseTTL < 3*time.Second || r.PollInterval < 50*time.Millisecond || r.PollInterval > 10*time.Second {
 		bad("replicas.lease_ttl must be at least 3s and replicas.poll_interval between 50ms and 10s, got %s and %s", r.LeaseTTL, r.PollInterval)

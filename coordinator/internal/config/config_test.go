@@ -79,6 +79,7 @@ func TestLoadFile(t *testing.T) {
 agent_binary: ` + agent + `
 observability: {count_interval: 1m, ready_timeout: 500ms}
 launchers: {restart_backoff: 2s, restart_backoff_max: 3m, check_interval: 250ms}
+agents: {store_work: 32, heartbeat_interval: 5s}
 replicas: {name: cts-a.example:8080, lease_ttl: 20s, poll_interval: 250ms}
 listen: 0.0.0.0:8080
 service_url: https://cts.example/services/cts
@@ -121,6 +122,7 @@ sites:
 				SubmitDeadline: 3 * time.Minute, CancelDeadline: 4 * time.Minute, IdleDeadline: 5 * time.Minute,
 				RuntimeGrace: 6 * time.Minute, MaxLaunchRetries: 3, StagingDeadline: 7 * time.Minute},
 			Launchers: config.Launchers{RestartBackoff: 2 * time.Second, RestartBackoffMax: 3 * time.Minute, CheckInterval: 250 * time.Millisecond},
+			Agents:    config.Agents{StoreWork: 32, HeartbeatInterval: 5 * time.Second},
 			Replicas:  config.Replicas{Name: "cts-a.example:8080", LeaseTTL: 20 * time.Second, PollInterval: 250 * time.Millisecond},
 			Sites: []config.Site{{
 				Name: "kbase", Plugin: "/p", PluginConfig: map[string]any{"schedd": "s1", "nested": map[string]any{"x": 1}},
@@ -252,6 +254,8 @@ func TestValidateJoinsEveryProblem(t *testing.T) {
 	c.Observability.CountInterval = time.Millisecond
 	c.Mongo.Timeout = time.Minute
 	c.Replicas.Name = "cts a"
+	c.Agents.StoreWork = 0
+	c.Agents.HeartbeatInterval = time.Hour
 	c.AgentBinary = filepath.Join(t.TempDir(), "no-agent")
 	c.Sites = append(c.Sites, config.Site{Name: "kbase"}, config.Site{Name: "p", Plugin: "/p", PluginConfig: map[string]any{"f": func() {}}})
 	err = c.Validate()
@@ -270,6 +274,8 @@ func TestValidateJoinsEveryProblem(t *testing.T) {
 		"observability.count_interval must be at least 1s",
 		"mongo.timeout must be between 100ms and 8s, got 1m0s",
 		`replicas.name must be at most 128 characters, without spaces or control characters, got "cts a"`,
+		"agents.store_work must be between 1 and 1024, got 0",
+		"agents.heartbeat_interval must be between 1s and 5m, got 1h0m0s",
 		"agent_binary \"" + c.AgentBinary + "\" does not exist or is not a file",
 		"sites[1]: name must be set and unique",
 		"sites[1] (kbase): plugin is required",

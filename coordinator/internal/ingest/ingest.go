@@ -36,6 +36,8 @@ type Store interface {
 	jobs.Getter
 	jobs.SubJobGetter
 	jobs.SubJobTransitioner
+	// GetSubJob returns one sub-job (a point read), or ErrNotFound.
+	GetSubJob(ctx context.Context, id string, sub int) (*jobs.SubJob, error)
 	// TouchSubJobs records agents' heartbeats in one write and returns how many sub-jobs
 	// matched (a heartbeat of a replaced attempt or a gone sub-job is dropped).
 	TouchSubJobs(ctx context.Context, ts []jobs.Touch) (int, error)
@@ -71,6 +73,7 @@ type Service struct {
 	objects Objects
 	log     *slog.Logger
 	folds   folds
+	views   *views
 }
 
 // New returns a Service; job transitions go through mover.
@@ -81,7 +84,7 @@ func New(cfg Config, store Store, mover *jobs.Mover, objects Objects, log *slog.
 	if cfg.LogDir != "" && !strings.HasSuffix(cfg.LogDir, "/") {
 		cfg.LogDir += "/"
 	}
-	return &Service{cfg: cfg, store: store, mover: mover, objects: objects, log: log, folds: folds{jobs: map[string]*foldQueue{}}}
+	return &Service{cfg: cfg, store: store, mover: mover, objects: objects, log: log, folds: folds{jobs: map[string]*foldQueue{}}, views: newViews()}
 }
 
 // NoLaunch is the launch attempt of an agent that has no credential: an admin's dry run,
@@ -129,18 +132,13 @@ func (s *Service) Assignment(ctx context.Context, h protocol.Hello, launch int) 
 		return nil, ctserr.New(ctserr.CodeUnauthorized, "The agent's credential is for launch attempt %d of job %s, which was launched again (attempt %d)",
 			launch, j.ID, currentLaunch(j))
 	}
-	subs, err := s.store.GetSubJobs(ctx, j.ID)
+	// One point read: a hello of a job of n containers must not read the other n-1.
+	sj, err := s.store.GetSubJob(ctx, j.ID, h.Container)
+	if errors.Is(err, jobs.ErrNotFound) {
+		return nil, ctserr.New(ctserr.CodeNoSuchSubJob, "Job %s has no container %d", j.ID, h.Container)
+	}
 	if err != nil {
 		return nil, err
-	}
-	var sj *jobs.SubJob
-	for i := range subs {
-		if subs[i].SubID == h.Container {
-			sj = &subs[i]
-		}
-	}
-	if sj == nil {
-		return nil, ctserr.New(ctserr.CodeNoSuchSubJob, "Job %s has no container %d", j.ID, h.Container)
 	}
 	// The agent attempt that finished the container may reconnect (its final event was
 	// applied but the acknowledgement lost, or its process restarted with the event in its
@@ -283,27 +281,26 @@ func (s *Service) ApplyEvent(ctx context.Context, a Agent, ev protocol.Event) er
 	if ev.State == job.Error && u.AdminError == "" {
 		u.AdminError = "the agent reported an error without details"
 	}
-	_, err = s.store.TransitionSubJob(ctx, jobID, container, from, jobs.Transition{State: ev.State, Time: at}, u, jobs.Seq{Attempt: attempt, Seq: ev.Seq})
+	sj, err := s.store.TransitionSubJob(ctx, jobID, container, from, jobs.Transition{State: ev.State, Time: at}, u, jobs.Seq{Attempt: attempt, Seq: ev.Seq})
 	if errors.Is(err, jobs.ErrConflict) {
-		subs, gerr := s.store.GetSubJobs(ctx, jobID)
+		sj, gerr := s.store.GetSubJob(ctx, jobID, container)
+		if errors.Is(gerr, jobs.ErrNotFound) {
+			return fmt.Errorf("%w: no container %d in job %s", ErrRejected, container, jobID)
+		}
 		if gerr != nil {
 			return gerr
 		}
-		for _, sj := range subs {
-			if sj.SubID == container && sj.Attempt == attempt && sj.LastSeq >= ev.Seq {
-				// Already applied: a resend. Fold anyway: the fold after the first
-				// application may have failed (the agent was then not acknowledged and
-				// resends), and without this fold a job whose last event it was never ends.
-				return s.Fold(ctx, jobID)
-			}
-			if sj.SubID == container && sj.Attempt != "" && sj.Attempt != attempt {
-				return fmt.Errorf("%w: container %d of job %s is run by agent attempt %s, not %s", ErrRejected, container, jobID, sj.Attempt, attempt)
-			}
-			if sj.SubID == container {
-				return fmt.Errorf("%w: container %d of job %s is %s, cannot move to %s", ErrRejected, container, jobID, sj.State, ev.State)
-			}
+		s.views.update(sj)
+		if sj.Attempt == attempt && sj.LastSeq >= ev.Seq {
+			// Already applied: a resend. Fold anyway: the fold after the first application
+			// may have failed (the agent was then not acknowledged and resends), and without
+			// this fold a job whose last event it was never ends.
+			return s.Fold(ctx, jobID)
 		}
-		return fmt.Errorf("%w: no container %d in job %s", ErrRejected, container, jobID)
+		if sj.Attempt != "" && sj.Attempt != attempt {
+			return fmt.Errorf("%w: container %d of job %s is run by agent attempt %s, not %s", ErrRejected, container, jobID, sj.Attempt, attempt)
+		}
+		return fmt.Errorf("%w: container %d of job %s is %s, cannot move to %s", ErrRejected, container, jobID, sj.State, ev.State)
 	}
 	if errors.Is(err, jobs.ErrNotFound) {
 		return fmt.Errorf("%w: no container %d in job %s", ErrRejected, container, jobID)
@@ -311,6 +308,7 @@ func (s *Service) ApplyEvent(ctx context.Context, a Agent, ev protocol.Event) er
 	if err != nil {
 		return err
 	}
+	s.views.update(sj)
 	return s.Fold(ctx, jobID)
 }
 
@@ -330,6 +328,10 @@ func (s *Service) Fold(ctx context.Context, id string) error {
 // fold is one fold of the job. Concurrent folds of one job are safe: transitions are
 // conditional, and a loser re-reads and recomputes.
 //
+// It first asks the job's view (views.go) for a sub-job that keeps the job where it is and
+// reads that one again: if it still does, the job cannot move and the fold ends there, at the
+// cost of two point reads. Otherwise it reads every sub-job and moves from that read.
+//
 // After a move it folds on from the job the move returned and the containers it read: a move
 // changes no container, and a container that changed meanwhile is folded by the caller that
 // changed it, which reads after its change (the trivial job's events each cost three reads
@@ -345,9 +347,18 @@ func (s *Service) fold(ctx context.Context, id string) error {
 			if j, err = s.store.GetJob(ctx, id); err != nil {
 				return err
 			}
+			if !mayFold(j.State) {
+				s.views.drop(id)
+				return nil
+			}
+			blocked, err := s.blocked(ctx, j)
+			if err != nil || blocked {
+				return err
+			}
 			if subs, err = s.store.GetSubJobs(ctx, id); err != nil {
 				return err
 			}
+			s.views.put(id, subs)
 		}
 		f := NextFold(j.State, subs)
 		if f.To == "" {
@@ -368,12 +379,34 @@ func (s *Service) fold(ctx context.Context, id string) error {
 			return err
 		}
 		if f.To.Terminal() {
+			s.views.drop(id)
 			s.log.InfoContext(ctx, "job ended", "job_id", id, "state", f.To, "error", u.AdminError)
 			return nil
 		}
 		j = moved // nil (a mover that returns no job) reads again
 	}
 	return fmt.Errorf("fold job %s: too many concurrent updates", id)
+}
+
+// blocked reports whether a sub-job of job j, read now, keeps the job where it is. It tries
+// the sub-jobs its view shows as blocking, in order, reading each again until one still
+// blocks (true) or none is left (false: the job may move). Without a view it reports false.
+func (s *Service) blocked(ctx context.Context, j *jobs.Job) (bool, error) {
+	view := s.views.get(j.ID)
+	for i := range view {
+		if !blocks(j.State, view[i]) {
+			continue
+		}
+		sj, err := s.store.GetSubJob(ctx, j.ID, view[i].SubID)
+		if err != nil {
+			return false, err
+		}
+		s.views.update(sj)
+		if blocks(j.State, *sj) {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 const (

@@ -213,6 +213,19 @@ func (s *Store) GetJob(ctx context.Context, id string) (*jobs.Job, error) {
 	return d.toJob()
 }
 
+// GetSubJob returns sub-job (id, sub) in one point read, or ErrNotFound.
+func (s *Store) GetSubJob(ctx context.Context, id string, sub int) (*jobs.SubJob, error) {
+	var sj jobs.SubJob
+	err := s.subjobs.FindOne(ctx, bson.D{{Key: "_id", Value: subKey(id, sub)}}).Decode(&sj)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, fmt.Errorf("get sub-job %s/%d: %w", id, sub, jobs.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get sub-job %s/%d: %w", id, sub, err)
+	}
+	return &sj, nil
+}
+
 // GetSubJobs returns the job's sub-jobs sorted by SubID (empty if none).
 //
 // The sub-jobs are read by _id, 0, 1, 2, ... until one is missing (a job's sub-jobs are

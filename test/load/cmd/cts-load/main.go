@@ -11,8 +11,11 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/kbase/cts/test/load"
 )
@@ -40,9 +43,26 @@ func run() error {
 	flag.IntVar(&o.Replicas, "replicas", 1, "coordinator processes, behind a small reverse proxy when more than one")
 	flag.StringVar(&o.Dir, "dir", "", "run folder (default: temporary, removed unless -keep)")
 	flag.BoolVar(&o.KeepDir, "keep", false, "keep the run folder (logs, configuration)")
+	flag.StringVar(&o.Profile, "profile", "", "folder for CPU and heap profiles of the coordinator and the stack, and MongoDB commands per event in the report")
 	flag.StringVar(&o.Bin, "bin", "", "folder with cts-coordinator and cts-launcher-sim (default: built)")
 	timeout := flag.Duration("timeout", 30*time.Minute, "bound on the whole run")
+	var sets [][2]string
+	flag.Func("set", "a coordinator configuration key, dotted, and its YAML value (agents.store_work=32); repeatable", func(v string) error {
+		k, val, ok := strings.Cut(v, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("want key=value, got %q", v)
+		}
+		sets = append(sets, [2]string{k, val})
+		return nil
+	})
 	flag.Parse()
+	if len(sets) > 0 {
+		o.Configure = func(cfg map[string]any) {
+			for _, kv := range sets {
+				setKey(cfg, strings.Split(kv[0], "."), kv[1])
+			}
+		}
+	}
 	o.Log = os.Stderr
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -62,4 +82,21 @@ func run() error {
 	fmt.Printf("%s\n", b)
 	fmt.Fprintf(os.Stderr, "report written to %s\n", *out)
 	return nil
+}
+
+// setKey sets the key at path in cfg (making the maps on the way) to the YAML value val.
+func setKey(cfg map[string]any, path []string, val string) {
+	for _, k := range path[:len(path)-1] {
+		next, ok := cfg[k].(map[string]any)
+		if !ok {
+			next = map[string]any{}
+			cfg[k] = next
+		}
+		cfg = next
+	}
+	var v any
+	if err := yaml.Unmarshal([]byte(val), &v); err != nil {
+		v = val
+	}
+	cfg[path[len(path)-1]] = v
 }

@@ -1,0 +1,114 @@
+package ingest
+
+import (
+	"sync"
+
+	"github.com/kbase/cts/coordinator/internal/jobs"
+	"github.com/kbase/cts/shared/job"
+)
+
+// views keeps what this process last learned of the sub-jobs of the jobs it folds: each
+// sub-job's state, update time and transition history (not its outputs or errors), from the
+// full reads of folds and from the sub-jobs its events' writes return.
+//
+// A view is never ahead of the store: a sub-job's history only grows (every transition
+// appends to it), and a view takes a sub-job's copy only when its history is longer than the
+// one it holds. It may be behind: another replica, or another part of this one, moved a
+// sub-job since. A fold therefore never moves a job from a view: it uses the view to find a
+// sub-job that would keep the job where it is (blocks), reads that one sub-job again, and
+// stops if it still blocks; the job cannot move while one of its sub-jobs blocks. Only when
+// the view shows no blocker does the fold read every sub-job and move from that read. A job
+// of n containers then costs one point read per fold instead of n, and n reads once per stage.
+type views struct {
+	mu   sync.Mutex
+	jobs map[string][]jobs.SubJob // job ID → its sub-jobs by SubID (entries with an empty State unknown)
+}
+
+// maxViews bounds the jobs views keeps; beyond it one is forgotten (and read in full again if
+// it folds again).
+const maxViews = 4096
+
+func newViews() *views { return &views{jobs: map[string][]jobs.SubJob{}} }
+
+// trim is the part of a sub-job a view keeps.
+func trim(sj *jobs.SubJob) jobs.SubJob {
+	return jobs.SubJob{JobID: sj.JobID, SubID: sj.SubID, State: sj.State, UpdateTime: sj.UpdateTime,
+		Transitions: append([]jobs.Transition(nil), sj.Transitions...)}
+}
+
+// get returns a copy of the job's view (nil when there is none).
+func (v *views) get(id string) []jobs.SubJob {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	subs, ok := v.jobs[id]
+	if !ok {
+		return nil
+	}
+	return append([]jobs.SubJob(nil), subs...)
+}
+
+// put merges a full read of the job's sub-jobs into its view (creating it).
+func (v *views) put(id string, subs []jobs.SubJob) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	cur, ok := v.jobs[id]
+	if !ok && len(v.jobs) >= maxViews {
+		for k := range v.jobs {
+			delete(v.jobs, k)
+			break
+		}
+	}
+	next := make([]jobs.SubJob, len(subs))
+	for i := range subs {
+		next[i] = trim(&subs[i])
+		if i < len(cur) && len(cur[i].Transitions) > len(next[i].Transitions) {
+			next[i] = cur[i]
+		}
+	}
+	v.jobs[id] = next
+}
+
+// update merges one sub-job read or written after the view was made (nothing when the job
+// has no view: the next fold reads it in full).
+func (v *views) update(sj *jobs.SubJob) {
+	if sj == nil {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	cur, ok := v.jobs[sj.JobID]
+	if !ok || sj.SubID < 0 || sj.SubID >= len(cur) {
+		return
+	}
+	if len(sj.Transitions) > len(cur[sj.SubID].Transitions) {
+		cur[sj.SubID] = trim(sj)
+	}
+}
+
+// drop forgets the job's view.
+func (v *views) drop(id string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	delete(v.jobs, id)
+}
+
+// blocks reports whether sub-job s alone keeps a job in state current where it is: it has not
+// ended, and it has not reached the states of current's step (NextFold), or current has no
+// step and only every sub-job ending moves the job.
+func blocks(current job.State, s jobs.SubJob) bool {
+	if s.State.Terminal() {
+		return false
+	}
+	for _, st := range steps {
+		if st.from == current {
+			_, ok := jobs.ReachedAt(s, st.reached[:]...)
+			return !ok
+		}
+	}
+	return true
+}
+
+// mayFold reports whether NextFold may move a job in state current at all.
+func mayFold(current job.State) bool {
+	return !current.Terminal() && current != job.Canceling && current != job.Created
+}

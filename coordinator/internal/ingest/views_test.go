@@ -1,0 +1,115 @@
+package ingest_test
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+
+	"github.com/kbase/cts/coordinator/internal/ingest"
+	"github.com/kbase/cts/coordinator/internal/jobinput"
+	"github.com/kbase/cts/coordinator/internal/jobs"
+	"github.com/kbase/cts/coordinator/internal/jobs/jobstest"
+	"github.com/kbase/cts/shared/job"
+	"github.com/kbase/cts/shared/protocol"
+)
+
+// countingStore counts the sub-job documents ingest reads.
+type countingStore struct {
+	ingest.Store
+	read atomic.Int64
+}
+
+func (c *countingStore) GetSubJob(ctx context.Context, id string, sub int) (*jobs.SubJob, error) {
+	c.read.Add(1)
+	return c.Store.GetSubJob(ctx, id, sub)
+}
+
+func (c *countingStore) GetSubJobs(ctx context.Context, id string) ([]jobs.SubJob, error) {
+	subs, err := c.Store.GetSubJobs(ctx, id)
+	c.read.Add(int64(len(subs)))
+	return subs, err
+}
+
+// An event must not read every sub-job of its job: a job of n containers would cost n reads
+// per event, n² in all. Two replicas (two Services over one store) apply the events of
+// alternate containers, so each one's knowledge of the other's containers is behind: the job
+// must still walk to complete, each step as soon as its last container got there.
+func TestFoldReadsFewSubJobs(t *testing.T) {
+	const n = 16
+	f := newFixture(t)
+	ctx := t.Context()
+	var inputs []jobinput.InputFile
+	for i := range n {
+		p := fmt.Sprintf("inputs/many/in%02d.txt", i)
+		inputs = append(inputs, jobinput.InputFile{File: p, CRC64NVME: f.Put(t, p, []byte(p))})
+	}
+	id := f.Submit(t, func(in *jobinput.JobInput) { in.InputFiles, in.NumContainers = inputs, n })
+	cs := &countingStore{Store: f.Store}
+	replicas := []*ingest.Service{
+		ingest.New(ingest.Config{LogDir: logDir}, cs, f.Mover, f.Objs, jobstest.Discard()),
+		ingest.New(ingest.Config{LogDir: logDir}, cs, f.Mover, f.Objs, jobstest.Discard()),
+	}
+	seq := make([]int64, n)
+	send := func(i int, ev protocol.Event) {
+		t.Helper()
+		seq[i]++
+		ev.Seq = seq[i]
+		a := ingest.Agent{JobID: id, Container: i, Attempt: fmt.Sprintf("c%d", i)}
+		if err := replicas[i%2].ApplyEvent(ctx, a, ev); err != nil {
+			t.Fatalf("container %d event %s: %v", i, ev.State, err)
+		}
+	}
+	zero := 0
+	for _, step := range []struct {
+		ev   job.State
+		want job.State // the job's state once every container sent ev
+	}{
+		{job.JobSubmitting, job.JobSubmitting},
+		{job.JobSubmitted, job.JobSubmitted},
+		{job.UploadSubmitting, job.UploadSubmitting},
+		{job.UploadSubmitted, job.UploadSubmitted},
+		{job.Complete, job.Complete},
+	} {
+		before := f.Job(t, id).State
+		for i := range n {
+			ev := protocol.Event{State: step.ev}
+			if step.ev == job.UploadSubmitting {
+				ev.ExitCode = &zero
+			}
+			if step.ev == job.Complete {
+				p := fmt.Sprintf("outputs/run1/out%02d.txt", i)
+				ev.Outputs = []protocol.OutputFile{{File: p, CRC64NVME: f.Put(t, p, []byte(p))}}
+			}
+			if got := f.Job(t, id).State; got != before {
+				t.Fatalf("the job moved to %s before container %d sent %s", got, i, step.ev)
+			}
+			send(i, ev)
+		}
+		f.WantState(t, id, step.want)
+	}
+	events := int64(5 * n)
+	per := float64(cs.read.Load()) / float64(events)
+	t.Logf("%d sub-jobs read for %d events of a job of %d containers: %.1f per event", cs.read.Load(), events, n, per)
+	if per > n/2 {
+		t.Fatalf("%.1f sub-jobs read per event, want at most %d (a job of %d containers)", per, n/2, n)
+	}
+}
+
+// A sub-job moved behind ingest's back (the launcher ending a job's containers) is seen by
+// the next fold, whatever ingest knew before.
+func TestFoldSeesOutsideChanges(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+	id := f.Submit(t, nil)
+	f.Agent(id, 0, "c0").Walk(t, job.JobSubmitting, job.JobSubmitted)
+	f.Agent(id, 1, "c1").Walk(t, job.JobSubmitting)
+	f.WantState(t, id, job.JobSubmitting)
+	// Container 1 moves without ingest, then container 0 ends: the fold must see both.
+	if _, err := f.Store.TransitionSubJob(ctx, id, 1, []job.State{job.JobSubmitting}, jobs.Transition{State: job.JobSubmitted, Time: jobs.Now()},
+		jobs.SubJobUpdate{}, jobs.Seq{}); err != nil {
+		t.Fatal(err)
+	}
+	f.Agent(id, 0, "c0").Walk(t, job.JobSubmitting, job.JobSubmitted) // resends: acknowledged, and folded
+	f.WantState(t, id, job.JobSubmitted)
+}
