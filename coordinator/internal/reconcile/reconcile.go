@@ -110,7 +110,8 @@ func (c Config) withDefaults() Config {
 
 // Store is what the reconciler reads, and the accounting it records.
 type Store interface {
-	jobs.StateLister
+	// UnfinishedJobs returns up to limit jobs that have not ended, oldest UpdateTime first.
+	UnfinishedJobs(ctx context.Context, limit int) ([]*jobs.Job, error)
 	jobs.SubJobGetter
 	// JobsToAccount returns up to limit terminal jobs that were launched, ended at or after
 	// since, and have no accounting recorded yet, oldest first.
@@ -251,17 +252,14 @@ func (r *Reconciler) Pass(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// activeJobs returns the non-terminal jobs, up to Limit per state.
+// activeJobs returns the non-terminal jobs, up to Limit per state (in one read: the store's
+// cost is one pass over the unfinished jobs).
 func (r *Reconciler) activeJobs(ctx context.Context) ([]*jobs.Job, error) {
-	var out []*jobs.Job
-	for _, st := range activeStates {
-		js, err := r.store.JobsInState(ctx, st, r.cfg.Limit)
-		if err != nil {
-			return nil, fmt.Errorf("active jobs: %w", err)
-		}
-		out = append(out, js...)
+	js, err := r.store.UnfinishedJobs(ctx, r.cfg.Limit*len(activeStates))
+	if err != nil {
+		return nil, fmt.Errorf("active jobs: %w", err)
 	}
-	return out, nil
+	return js, nil
 }
 
 // statuses asks each site's launcher, in one batched call per site, about the launched jobs.

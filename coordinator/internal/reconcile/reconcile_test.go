@@ -134,10 +134,10 @@ func (f *fakeJobs) Refold(_ context.Context, id string) error {
 	return nil
 }
 
-func (f *fakeJobs) JobsInState(_ context.Context, st job.State, _ int) ([]*jobs.Job, error) {
+func (f *fakeJobs) UnfinishedJobs(_ context.Context, _ int) ([]*jobs.Job, error) {
 	var out []*jobs.Job
 	for _, j := range f.active {
-		if j.State == st {
+		if !j.State.Terminal() {
 			out = append(out, j)
 		}
 	}

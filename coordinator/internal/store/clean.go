@@ -67,7 +67,7 @@ func (s *Store) DirtyJobs(ctx context.Context, olderThan time.Time, limit int) (
 	for i, q := range queued {
 		ws[i] = workDoc{ID: q.ID, Time: q.Time, Created: time.Now()} // never an orphan to readWork
 	}
-	wjs, err := s.readWork(ctx, ws, listProjection(), false)
+	wjs, err := s.readWork(ctx, nil, ws, listProjection(), false)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}

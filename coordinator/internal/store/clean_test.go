@@ -80,7 +80,7 @@ func TestDirtyJobs(t *testing.T) {
 	if got := dirty(t0.Add(6 * time.Hour)); !reflect.DeepEqual(got, []string{"old-error"}) {
 		t.Fatalf("dirty jobs after the crash = %v, want [old-error]", got)
 	}
-	if _, err := s.JobsInState(ctx, job.Created, 0); err != nil { // a periodic pass
+	if _, err := s.UnfinishedJobs(ctx, 0); err != nil { // the reconciler's pass
 		t.Fatal(err)
 	}
 	if got, want := dirty(t0.Add(6*time.Hour)), []string{"old-error", "recent"}; !reflect.DeepEqual(got, want) {

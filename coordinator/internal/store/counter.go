@@ -19,14 +19,14 @@ import (
 // only reads, and may use its own client (the coordinator gives it one, so that counting
 // never waits for the store's connections).
 type Counter struct {
-	jobs, work, counts *mongo.Collection
+	jobs, work, due, counts *mongo.Collection
 }
 
 var _ metrics.Counter = (*Counter)(nil)
 
 // NewCounter counts in db.
 func NewCounter(db *mongo.Database) *Counter {
-	return &Counter{jobs: db.Collection(collJobs), work: db.Collection(collWork), counts: db.Collection(collCounts)}
+	return &Counter{jobs: db.Collection(collJobs), work: db.Collection(collWork), due: db.Collection(collDue), counts: db.Collection(collCounts)}
 }
 
 // CountJobsByState implements metrics.Counter.
@@ -74,9 +74,9 @@ func (c *Counter) CountJobsByState(ctx context.Context) (map[job.State]int64, er
 }
 
 // CountUnsentTransitions implements metrics.Counter: the transitions with notif_sent false of
-// the jobs whose work document says some wait.
+// the jobs whose due queue document says some wait (work.go).
 func (c *Counter) CountUnsentTransitions(ctx context.Context) (int64, error) {
-	cur, err := c.work.Find(ctx, bson.D{{Key: "unsent", Value: true}}, options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}}))
+	cur, err := c.due.Find(ctx, bson.D{{Key: "unsent", Value: true}}, options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}}))
 	if err != nil {
 		return 0, fmt.Errorf("count unsent transitions: %w", err)
 	}

@@ -1,7 +1,11 @@
 package store
 
 import (
+	"context"
 	"time"
+
+	"go.mongodb.org/mongo-driver/v2/event"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/kbase/cts/shared/job"
 )
@@ -23,3 +27,8 @@ func ListEntry(lv int64, t time.Time, st job.State, cluster, image string) strin
 
 // ListField is the field of job id in a bucket document.
 func ListField(id string) string { return "e." + fieldKey(id) }
+
+// NewMonitored is New with mon watching the commands of the store's client.
+func NewMonitored(ctx context.Context, cfg Config, mon *event.CommandMonitor) (*Store, error) {
+	return newStore(ctx, cfg, func(o *options.ClientOptions) { o.SetMonitor(mon) })
+}

@@ -166,23 +166,36 @@ func (s *Store) CreateJob(ctx context.Context, j *jobs.Job, subs []jobs.SubJob) 
 			_, _ = s.subjobs.DeleteOne(ctx, bson.D{{Key: "_id", Value: subKey(j.ID, subs[i].SubID)}})
 		}
 	}
+	// The due queue's copy, then the work document, then the job (work.go): a crash leaves
+	// orphans the due queue's readers delete, never a job without its copies.
 	w, pending := workOf(j, j.State.Terminal())
-	if pending {
-		w.Created = jobs.Now()
-		if _, err := s.work.InsertOne(ctx, &w); err != nil {
+	w.Created = jobs.Now()
+	mine := bson.D{{Key: "_id", Value: j.ID}, {Key: "v", Value: w.V}, {Key: "created", Value: w.Created}}
+	for _, c := range []struct {
+		coll  *mongo.Collection
+		write bool
+		what  string
+	}{{s.due, pending && due(w), "due queue document"}, {s.work, pending, "work document"}} {
+		if !c.write {
+			continue
+		}
+		if _, err := c.coll.InsertOne(ctx, &w); err != nil {
 			undo()
 			if isDuplicateKey(err) {
 				return fmt.Errorf("create job %s: job exists: %w", j.ID, jobs.ErrConflict)
 			}
-			return fmt.Errorf("create job %s: insert work document: %w", j.ID, err)
+			return fmt.Errorf("create job %s: insert %s: %w", j.ID, c.what, err)
+		}
+		undoBefore := undo
+		undo = func() {
+			undoBefore()
+			// Only the document inserted here (its created time): another writer's stays.
+			_, _ = c.coll.DeleteOne(context.WithoutCancel(ctx), mine)
 		}
 	}
 	doc := &jobDoc{Key: j.ID, Job: *j, Input: in, ListVersion: 1}
 	if _, err := s.jobs.InsertOne(ctx, doc); err != nil {
 		undo()
-		if pending {
-			_, _ = s.work.DeleteOne(context.WithoutCancel(ctx), bson.D{{Key: "_id", Value: j.ID}, {Key: "v", Value: w.V}, {Key: "created", Value: w.Created}})
-		}
 		if isDuplicateKey(err) {
 			return fmt.Errorf("create job %s: job exists: %w", j.ID, jobs.ErrConflict)
 		}

@@ -15,6 +15,10 @@ package store
 // Version 4 adds the cleaner's queue (clean.go), written from the jobs collection (idempotent
 // too), and drops the two indexes of the jobs collection that nothing queries any more.
 //
+// Version 5 adds the due queue (work.go), copied from the work documents of the jobs it
+// holds (a stale work document is repaired, with its due copy, by the pass that next reads
+// it), and drops the work documents' index on unsent, which nothing queries any more.
+//
 // Each document is moved through a staging collection, so that a crash at any point loses
 // nothing: copy it there under its new _id, delete the old document, insert the copy, delete
 // the staged copy; a start finds what a crashed migration staged and finishes it first. Stop
@@ -40,7 +44,7 @@ const (
 	collSchema = "schema"
 	// schemaID is the document of collSchema that holds this store's version.
 	schemaID      = "store"
-	schemaVersion = 4
+	schemaVersion = 5
 )
 
 // migrate brings the database to schemaVersion.
@@ -65,7 +69,7 @@ func (s *Store) migrate(ctx context.Context) error {
 		sub, ok2 := d.Lookup("sub_id").AsInt64OK()
 		return subKey(id, int(sub)), ok && ok2
 	}
-	var n, ns, w, nl, nc int
+	var n, ns, w, nl, nc, nd int
 	if meta.Version < 2 {
 		if n, err = s.rekey(ctx, s.jobs, jobKey); err != nil {
 			return fmt.Errorf("migrate jobs to schema %d: %w", schemaVersion, err)
@@ -82,8 +86,16 @@ func (s *Store) migrate(ctx context.Context) error {
 			return fmt.Errorf("migrate to schema %d: %w", schemaVersion, err)
 		}
 	}
-	if nc, err = s.rebuildClean(ctx); err != nil {
+	if meta.Version < 4 {
+		if nc, err = s.rebuildClean(ctx); err != nil {
+			return fmt.Errorf("migrate to schema %d: %w", schemaVersion, err)
+		}
+	}
+	if nd, err = s.rebuildDue(ctx); err != nil {
 		return fmt.Errorf("migrate to schema %d: %w", schemaVersion, err)
+	}
+	if err := s.work.Indexes().DropOne(ctx, "unsent_1_t_1"); err != nil && !isIndexNotFound(err) {
+		return fmt.Errorf("migrate to schema %d: drop index unsent_1_t_1 of %s: %w", schemaVersion, collWork, err)
 	}
 	// Version 2 indexed the transitions' times for the notifier and the finished jobs not
 	// cleaned for the cleaner, which read the work documents and the cleaner's queue since:
@@ -97,9 +109,9 @@ func (s *Store) migrate(ctx context.Context) error {
 		bson.D{{Key: "$set", Value: bson.D{{Key: "version", Value: schemaVersion}}}}, options.UpdateOne().SetUpsert(true)); err != nil {
 		return fmt.Errorf("record schema version: %w", err)
 	}
-	if n+ns+w+nl+nc > 0 {
+	if n+ns+w+nl+nc+nd > 0 {
 		s.log.Info("migrated the job store", "schema_version", schemaVersion, "jobs_rekeyed", n, "subjobs_rekeyed", ns,
-			"work_documents", w, "jobs_listed", nl, "jobs_to_clean", nc)
+			"work_documents", w, "jobs_listed", nl, "jobs_to_clean", nc, "jobs_due", nd)
 	}
 	return nil
 }
@@ -246,6 +258,30 @@ func (s *Store) rebuildWork(ctx context.Context) (int, error) {
 	if _, err := s.counts.UpdateOne(ctx, bson.D{{Key: "_id", Value: countsID}}, bson.D{{Key: "$set", Value: counts}},
 		options.UpdateOne().SetUpsert(true)); err != nil {
 		return n, fmt.Errorf("set counts of finished jobs: %w", err)
+	}
+	return n, nil
+}
+
+// rebuildDue copies the work document of every job in the due queue there (work.go) and
+// returns how many; a copy there already is left as it is (it is the same or newer).
+func (s *Store) rebuildDue(ctx context.Context) (int, error) {
+	cur, err := s.work.Find(ctx, bson.D{})
+	if err != nil {
+		return 0, fmt.Errorf("read work documents: %w", err)
+	}
+	var ws []workDoc
+	if err := cur.All(ctx, &ws); err != nil {
+		return 0, fmt.Errorf("read work documents: %w", err)
+	}
+	n := 0
+	for _, w := range ws {
+		if !due(w) {
+			continue
+		}
+		if _, err := s.due.InsertOne(ctx, &w); err != nil && !isDuplicateKey(err) {
+			return n, fmt.Errorf("queue job %s as due: %w", w.ID, err)
+		}
+		n++
 	}
 	return n, nil
 }

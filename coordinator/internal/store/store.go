@@ -18,8 +18,8 @@
 // created without its filter where refused, which keeps its meaning there (see indexSpecs).
 //
 // Jobs and sub-jobs are keyed by _id (the job ID; "<job ID>/<sub ID>"), and the periodic passes
-// find the jobs they act on through the small job_work collection, never by scanning the
-// history (work.go). Databases written before are migrated once at start (migrate.go).
+// find the jobs they act on through the small job_work and job_due collections, never by
+// scanning the history (work.go). Databases written before are migrated once at start (migrate.go).
 package store
 
 import (
@@ -132,6 +132,7 @@ type Store struct {
 	images  *mongo.Collection
 	sites   *mongo.Collection
 	work    *mongo.Collection
+	due     *mongo.Collection
 	counts  *mongo.Collection
 	views   *mongo.Collection
 	list    *mongo.Collection
@@ -156,6 +157,11 @@ var (
 // collections and migrates a database of an older layout (migrate.go). ctx bounds the start,
 // except that a migration runs past ctx's deadline (not past its cancellation).
 func New(ctx context.Context, cfg Config) (*Store, error) {
+	return newStore(ctx, cfg, nil)
+}
+
+// newStore is New with the client's options adjusted by tune (tests watch its commands).
+func newStore(ctx context.Context, cfg Config, tune func(*options.ClientOptions)) (*Store, error) {
 	if cfg.URI == "" {
 		return nil, errors.New("new store: empty mongo URI")
 	}
@@ -170,6 +176,9 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		// Nested documents of free-form fields (admin_meta) decode as maps, which render
 		// as JSON objects; bson.D would render as a list of key/value pairs.
 		SetBSONOptions(&options.BSONOptions{DefaultDocumentM: true})
+	if tune != nil {
+		tune(opts)
+	}
 	client, err := mongo.Connect(opts)
 	if err != nil {
 		return nil, fmt.Errorf("connect mongo: %w", err)
@@ -194,6 +203,7 @@ func (s *Store) init(ctx context.Context, database string) error {
 	s.images = db.Collection(collImages)
 	s.sites = db.Collection(collSites)
 	s.work = db.Collection(collWork)
+	s.due = db.Collection(collDue)
 	s.counts = db.Collection(collCounts)
 	s.views = db.Collection(collViews)
 	s.list = db.Collection(collList)
@@ -262,8 +272,10 @@ func (s *Store) indexSpecs() []struct {
 		{s.subjobs, index{keys: bson.D{{Key: "id", Value: 1}, {Key: "sub_id", Value: 1}}, unique: true}},
 		// The periodic passes' queries of the work documents (work.go).
 		{s.work, index{keys: bson.D{{Key: "state", Value: 1}, {Key: "t", Value: 1}}}},
-		{s.work, index{keys: bson.D{{Key: "unsent", Value: 1}, {Key: "t", Value: 1}}}},
 		{s.work, index{keys: bson.D{{Key: "account", Value: 1}, {Key: "t", Value: 1}}}},
+		// The submitter's and the notifier's queries of the due queue (work.go).
+		{s.due, index{keys: bson.D{{Key: "state", Value: 1}, {Key: "t", Value: 1}}}},
+		{s.due, index{keys: bson.D{{Key: "unsent", Value: 1}, {Key: "t", Value: 1}}}},
 		{s.sites, index{keys: bson.D{{Key: "site", Value: 1}}, unique: true}},
 		{s.images, index{
 			keys:   bson.D{{Key: "name", Value: 1}, {Key: "digest", Value: 1}},

@@ -20,8 +20,9 @@ package store
 // The job document stays the only truth. Work documents are a hint written beside it, without
 // transactions, with three rules that keep them sound under crashes and concurrent
 // coordinators:
-//   - A job gets its work document before it exists (CreateJob writes it first), so no job
-//     with work to do lacks one; a transition of an unfinished job finds it in place.
+//   - A job gets its work document before it exists (CreateJob writes it, and its due copy
+//     before it, first), so no job with work to do lacks one; a transition of an unfinished
+//     job finds it in place.
 //   - After each change of a job, the writer syncs the work document from the job as the
 //     change left it: an update conditional on v (the job's transition count) being older,
 //     so a slow writer never overwrites a newer copy; the document goes when nothing is left
@@ -29,7 +30,23 @@ package store
 //   - Every reader re-reads the job of each work document it finds and acts on the job, never
 //     on the copy; a copy that disagrees (a writer crashed between its two writes, or lost the
 //     race to a newer one) is synced on the spot. Every work document is read by some pass
-//     every tick (the reconciler reads every unfinished job), so a stale copy lives one tick.
+//     every tick (the reconciler reads every unfinished job's, UnfinishedJobs), so a stale
+//     copy lives one tick.
+//
+// The submitter and the notifier ask their questions ("jobs in state created or canceling",
+// "jobs with unsent transitions") several times a second, and an unfinished job is in neither
+// queue for most of its life (a running job whose transitions were sent). So the work
+// documents of the jobs they act on have a copy in job_due, the due queue, with the same
+// fields: a job is due while it is in state created or canceling or has a transition not
+// yet sent. Their questions are asked of job_due, so a pass costs what is due, not what is
+// running (on a server that scans, as FerretDB does, job_work holds every unfinished job).
+// The due copy follows the work document's rules, and is written before it: every sync writes
+// the due copy (or deletes it, conditional on v like the work document) and then the work
+// document, and skips the work document when the due copy could not be written; CreateJob
+// writes both before the job. So a work document that agrees with its job has a due copy
+// that agrees too, and one that does not is repaired, with its due copy, by the next pass
+// that reads it; a due copy left behind by a slow writer is repaired by the pass that reads
+// it (the job is re-read, as always).
 //
 // Counts for the metrics: jobs in each unfinished state are counted among the work documents;
 // jobs that ended are counted in job_counts, incremented by the writer of each terminal
@@ -54,6 +71,7 @@ import (
 // Collection names of the work documents and of the terminal counts.
 const (
 	collWork   = "job_work"
+	collDue    = "job_due"
 	collCounts = "job_counts"
 	// countsID is the one document of job_counts: {_id: "terminal", <state>: n, ...}.
 	countsID = "terminal"
@@ -90,33 +108,48 @@ func workOf(j *jobs.Job, accounted bool) (w workDoc, pending bool) {
 	return w, !j.State.Terminal() || w.Unsent || w.Account
 }
 
-// syncWork makes the work document of job j agree with j (see above); accounted tells whether
-// j's accounting is recorded. A newer document (higher v) is left alone.
+// due reports whether a job with work document w is in the due queue (see above).
+func due(w workDoc) bool {
+	return w.State == job.Created || w.State == job.Canceling || w.Unsent
+}
+
+// syncWork makes the due copy and then the work document of job j agree with j (see above);
+// accounted tells whether j's accounting is recorded. A newer document (higher v) is left
+// alone.
 func (s *Store) syncWork(ctx context.Context, j *jobs.Job, accounted bool) error {
 	w, pending := workOf(j, accounted)
-	if !pending {
-		_, err := s.work.DeleteOne(ctx, bson.D{{Key: "_id", Value: w.ID}, {Key: "v", Value: bson.D{{Key: "$lte", Value: w.V}}}})
-		if err != nil {
-			return fmt.Errorf("sync work of job %s: %w", j.ID, err)
-		}
-		return nil
+	if err := syncCopy(ctx, s.due, w, pending && due(w)); err != nil {
+		return fmt.Errorf("sync due queue of job %s: %w", j.ID, err)
+	}
+	if err := syncCopy(ctx, s.work, w, pending); err != nil {
+		return fmt.Errorf("sync work of job %s: %w", j.ID, err)
+	}
+	return nil
+}
+
+// syncCopy writes w into coll when keep is set and deletes it otherwise, in both cases only
+// over a document with the same or an older v.
+func syncCopy(ctx context.Context, coll *mongo.Collection, w workDoc, keep bool) error {
+	if !keep {
+		_, err := coll.DeleteOne(ctx, bson.D{{Key: "_id", Value: w.ID}, {Key: "v", Value: bson.D{{Key: "$lte", Value: w.V}}}})
+		return err
 	}
 	set := bson.D{
 		{Key: "state", Value: w.State}, {Key: "t", Value: w.Time}, {Key: "v", Value: w.V},
 		{Key: "unsent", Value: w.Unsent}, {Key: "account", Value: w.Account},
 	}
-	res, err := s.work.UpdateOne(ctx, bson.D{{Key: "_id", Value: w.ID}, {Key: "v", Value: bson.D{{Key: "$lte", Value: w.V}}}},
+	res, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: w.ID}, {Key: "v", Value: bson.D{{Key: "$lte", Value: w.V}}}},
 		bson.D{{Key: "$set", Value: set}})
 	if err != nil {
-		return fmt.Errorf("sync work of job %s: %w", j.ID, err)
+		return err
 	}
 	if res.MatchedCount > 0 {
 		return nil
 	}
 	w.Created = jobs.Now()
-	if _, err := s.work.InsertOne(ctx, &w); err != nil && !isDuplicateKey(err) {
+	if _, err := coll.InsertOne(ctx, &w); err != nil && !isDuplicateKey(err) {
 		// A duplicate is a newer document: it stays.
-		return fmt.Errorf("sync work of job %s: %w", j.ID, err)
+		return err
 	}
 	return nil
 }
@@ -148,9 +181,10 @@ func (s *Store) countTerminal(ctx context.Context, st job.State, n int64) {
 	}
 }
 
-// findWork returns up to limit work documents matching filter, oldest t first.
-func (s *Store) findWork(ctx context.Context, filter bson.D, limit int) ([]workDoc, error) {
-	cur, err := s.work.Find(ctx, filter, options.Find().SetSort(bson.D{{Key: "t", Value: 1}}).SetLimit(limitOrDefault(limit)))
+// findWork returns up to limit documents of coll (job_work or job_due) matching filter, oldest
+// t first.
+func findWork(ctx context.Context, coll *mongo.Collection, filter bson.D, limit int) ([]workDoc, error) {
+	cur, err := coll.Find(ctx, filter, options.Find().SetSort(bson.D{{Key: "t", Value: 1}}).SetLimit(limitOrDefault(limit)))
 	if err != nil {
 		return nil, err
 	}
@@ -168,9 +202,10 @@ type workJob struct {
 	accounted bool
 }
 
-// readWork reads the job of every work document (in parallel, order kept), syncs the work
-// documents that disagree with their job and deletes orphans past their grace.
-func (s *Store) readWork(ctx context.Context, ws []workDoc, projection bson.D, repair bool) ([]workJob, error) {
+// readWork reads the job of every work document ws of coll (job_work or job_due; nil for
+// other queues) in parallel, order kept, syncs the documents that disagree with their job and
+// deletes orphans past their grace from coll.
+func (s *Store) readWork(ctx context.Context, coll *mongo.Collection, ws []workDoc, projection bson.D, repair bool) ([]workJob, error) {
 	out := make([]workJob, len(ws))
 	var (
 		wg       sync.WaitGroup
@@ -184,7 +219,7 @@ func (s *Store) readWork(ctx context.Context, ws []workDoc, projection bson.D, r
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			wj, err := s.readOneWork(ctx, ws[i], projection, repair)
+			wj, err := s.readOneWork(ctx, coll, ws[i], projection, repair)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil && firstErr == nil {
@@ -200,7 +235,7 @@ func (s *Store) readWork(ctx context.Context, ws []workDoc, projection bson.D, r
 	return out, nil
 }
 
-func (s *Store) readOneWork(ctx context.Context, w workDoc, projection bson.D, repair bool) (workJob, error) {
+func (s *Store) readOneWork(ctx context.Context, coll *mongo.Collection, w workDoc, projection bson.D, repair bool) (workJob, error) {
 	wj := workJob{w: w}
 	var d jobDoc
 	opts := options.FindOne()
@@ -209,9 +244,12 @@ func (s *Store) readOneWork(ctx context.Context, w workDoc, projection bson.D, r
 	}
 	err := s.jobs.FindOne(ctx, bson.D{{Key: "_id", Value: w.ID}}, opts).Decode(&d)
 	if errors.Is(err, mongo.ErrNoDocuments) {
-		if time.Since(w.Created) > orphanGrace {
-			// CreateJob failed after writing the work document: nothing will ever come of it.
-			_, _ = s.work.DeleteOne(ctx, bson.D{{Key: "_id", Value: w.ID}, {Key: "v", Value: w.V}})
+		if coll != nil && time.Since(w.Created) > orphanGrace {
+			// CreateJob failed after writing the due queue's copy or the work document (in
+			// that order): nothing will ever come of either.
+			for _, c := range []*mongo.Collection{s.due, s.work} {
+				_, _ = c.DeleteOne(ctx, bson.D{{Key: "_id", Value: w.ID}, {Key: "v", Value: w.V}})
+			}
 		}
 		return wj, nil
 	}
@@ -253,15 +291,20 @@ func activeStates() []job.State {
 }
 
 // JobsInState returns up to limit (default 1000) jobs in state, oldest UpdateTime first. It
-// reads the work documents (only unfinished jobs have one in a state that has not ended), then
-// each job; a job whose state changed meanwhile is left out.
+// reads the work documents (only unfinished jobs have one in a state that has not ended; those
+// in created and canceling from the due queue), then each job; a job whose state changed
+// meanwhile is left out.
 func (s *Store) JobsInState(ctx context.Context, state job.State, limit int) ([]*jobs.Job, error) {
 	op := "jobs in state " + string(state)
-	ws, err := s.findWork(ctx, bson.D{{Key: "state", Value: state}}, limit)
+	coll := s.work
+	if due(workDoc{State: state}) {
+		coll = s.due
+	}
+	ws, err := findWork(ctx, coll, bson.D{{Key: "state", Value: state}}, limit)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	wjs, err := s.readWork(ctx, ws, nil, true)
+	wjs, err := s.readWork(ctx, coll, ws, nil, true)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
@@ -274,17 +317,39 @@ func (s *Store) JobsInState(ctx context.Context, state job.State, limit int) ([]
 	return out, nil
 }
 
+// UnfinishedJobs implements reconcile.Store: up to limit (default 1000) jobs that have not
+// ended, oldest UpdateTime first. It reads every work document of an unfinished state, due or
+// not, so a stale one is repaired within a pass whatever it says (see above), then each job.
+func (s *Store) UnfinishedJobs(ctx context.Context, limit int) ([]*jobs.Job, error) {
+	const op = "unfinished jobs"
+	ws, err := findWork(ctx, s.work, bson.D{{Key: "state", Value: bson.D{{Key: "$in", Value: activeStates()}}}}, limit)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	wjs, err := s.readWork(ctx, s.work, ws, nil, true)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	out := []*jobs.Job{}
+	for _, wj := range wjs {
+		if wj.Job != nil && !wj.Job.State.Terminal() {
+			out = append(out, wj.Job)
+		}
+	}
+	return out, nil
+}
+
 // UnsentTransitions returns up to limit (default 1000) jobs having transitions not yet
 // notified and older than olderThan, oldest UpdateTime first, each with only those transitions
 // (in their stored order) and without outputs and input files. Jobs whose unsent transitions
 // are all too recent take a slot of limit without being returned.
 func (s *Store) UnsentTransitions(ctx context.Context, olderThan time.Time, limit int) ([]*jobs.Job, error) {
 	const op = "unsent transitions"
-	ws, err := s.findWork(ctx, bson.D{{Key: "unsent", Value: true}}, limit)
+	ws, err := findWork(ctx, s.due, bson.D{{Key: "unsent", Value: true}}, limit)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	wjs, err := s.readWork(ctx, ws, listProjection(), true)
+	wjs, err := s.readWork(ctx, s.due, ws, listProjection(), true)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
@@ -314,7 +379,7 @@ func (s *Store) UnsentTransitions(ctx context.Context, olderThan time.Time, limi
 func (s *Store) JobsToAccount(ctx context.Context, since time.Time, limit int) ([]*jobs.Job, error) {
 	const op = "jobs to account"
 	since = msTime(since)
-	expired, err := s.findWork(ctx, bson.D{{Key: "account", Value: true}, {Key: "t", Value: bson.D{{Key: "$lt", Value: since}}}}, limit)
+	expired, err := findWork(ctx, s.work, bson.D{{Key: "account", Value: true}, {Key: "t", Value: bson.D{{Key: "$lt", Value: since}}}}, limit)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
@@ -330,11 +395,11 @@ func (s *Store) JobsToAccount(ctx context.Context, since time.Time, limit int) (
 			}
 		}
 	}
-	ws, err := s.findWork(ctx, bson.D{{Key: "account", Value: true}, {Key: "t", Value: bson.D{{Key: "$gte", Value: since}}}}, limit)
+	ws, err := findWork(ctx, s.work, bson.D{{Key: "account", Value: true}, {Key: "t", Value: bson.D{{Key: "$gte", Value: since}}}}, limit)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	wjs, err := s.readWork(ctx, ws, listProjection(), true)
+	wjs, err := s.readWork(ctx, s.work, ws, listProjection(), true)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}

@@ -7,10 +7,12 @@ import (
 	"log/slog"
 	"reflect"
 	"sort"
+	"sync"
 	"testing"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/event"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
@@ -138,8 +140,11 @@ func TestStaleWorkDocumentsAreRepaired(t *testing.T) {
 	// An orphan: a work document whose job was never written.
 	orphan := bson.D{{Key: "_id", Value: "o"}, {Key: "state", Value: job.Created}, {Key: "t", Value: t0}, {Key: "v", Value: 1},
 		{Key: "unsent", Value: true}, {Key: "account", Value: false}, {Key: "created", Value: time.Now()}}
-	if _, err := db.Collection("job_work").InsertOne(ctx, orphan); err != nil {
-		t.Fatal(err)
+	// CreateJob writes the due queue's copy, then the work document, then the job.
+	for _, coll := range []string{"job_due", "job_work"} {
+		if _, err := db.Collection(coll).InsertOne(ctx, orphan); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if _, err := s.JobsInState(ctx, job.Created, 0); err != nil {
 		t.Fatal(err)
@@ -147,15 +152,17 @@ func TestStaleWorkDocumentsAreRepaired(t *testing.T) {
 	if _, ok := workDocs(t, db)["o"]; !ok {
 		t.Fatal("a fresh orphan was deleted: its job may be on its way")
 	}
-	if _, err := db.Collection("job_work").UpdateOne(ctx, bson.D{{Key: "_id", Value: "o"}},
+	if _, err := db.Collection("job_due").UpdateOne(ctx, bson.D{{Key: "_id", Value: "o"}},
 		bson.D{{Key: "$set", Value: bson.D{{Key: "created", Value: time.Now().Add(-time.Hour)}}}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.JobsInState(ctx, job.Created, 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := workDocs(t, db)["o"]; ok {
-		t.Fatal("an old orphan work document was kept")
+	for _, coll := range []string{"job_due", "job_work"} {
+		if n, err := db.Collection(coll).CountDocuments(ctx, bson.D{{Key: "_id", Value: "o"}}); err != nil || n != 0 {
+			t.Fatalf("an old orphan's document in %s was kept (%d, %v)", coll, n, err)
+		}
 	}
 }
 
@@ -375,4 +382,158 @@ func v1Doc(t *testing.T, j *jobs.Job) bson.D {
 		}
 	}
 	return out
+}
+
+// TestPassesReadOnlyWhatIsDue pins the cost of the submitter's and the notifier's questions:
+// with many jobs running (notified, nothing for either pass to do) and one job just created,
+// the documents their queries have the server filter (every document of each collection
+// queried by anything but _id: the embedded server decodes them all) are the due ones, not
+// every unfinished job.
+func TestPassesReadOnlyWhatIsDue(t *testing.T) {
+	m := devstack.TestMongo(t)
+	ctx := t.Context()
+	var (
+		mu    sync.Mutex
+		scans []string // collections queried by a filter other than _id
+	)
+	mon := &event.CommandMonitor{Started: func(_ context.Context, e *event.CommandStartedEvent) {
+		if e.CommandName != "find" && e.CommandName != "aggregate" {
+			return
+		}
+		coll, _ := e.Command.Lookup(e.CommandName).StringValueOK()
+		if f, ok := e.Command.Lookup("filter").DocumentOK(); ok {
+			if elems, _ := f.Elements(); len(elems) == 1 && elems[0].Key() == "_id" {
+				return
+			}
+		}
+		mu.Lock()
+		scans = append(scans, coll)
+		mu.Unlock()
+	}}
+	s, err := store.NewMonitored(ctx, store.Config{URI: m.URI(), Database: testDB,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, mon)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close(context.Background()) })
+	c, err := mongo.Connect(options.Client().ApplyURI(m.URI()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Disconnect(context.Background()) })
+	db := c.Database(testDB)
+
+	const running = 30
+	for i := range running {
+		id := fmt.Sprint("r", i)
+		if err := s.CreateJob(ctx, newJob(id, "alice", "kbase", t0), nil); err != nil {
+			t.Fatal(err)
+		}
+		j := move(t, s, id, job.Created, job.DownloadSubmitted, t0.Add(time.Second), jobs.JobUpdate{Launch: &jobs.Launch{Site: "kbase", Handle: "h"}})
+		markAll(t, s, j)
+	}
+	if err := s.CreateJob(ctx, newJob("new", "alice", "kbase", t0.Add(time.Minute)), nil); err != nil {
+		t.Fatal(err)
+	}
+	// decoded runs pass and returns how many documents its filtered queries made the server
+	// decode (the collections' sizes when each was queried, after the pass: passes only
+	// shrink them here).
+	decoded := func(pass func() error) int {
+		t.Helper()
+		mu.Lock()
+		scans = nil
+		mu.Unlock()
+		if err := pass(); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, coll := range scans {
+			k, err := db.Collection(coll).CountDocuments(ctx, bson.D{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += int(k)
+		}
+		return n
+	}
+	submitter := decoded(func() error {
+		js, err := s.JobsInState(ctx, job.Created, 100)
+		if err == nil && (len(js) != 1 || js[0].ID != "new") {
+			err = fmt.Errorf("created jobs %v, want [new]", js)
+		}
+		if err == nil {
+			_, err = s.JobsInState(ctx, job.Canceling, 100)
+		}
+		return err
+	})
+	notifier := decoded(func() error {
+		js, err := s.UnsentTransitions(ctx, time.Now(), 1000)
+		if err == nil && (len(js) != 1 || js[0].ID != "new") {
+			err = fmt.Errorf("jobs with unsent transitions %v, want [new]", js)
+		}
+		return err
+	})
+	// One job is due; each query may decode it (two for the submitter's two states).
+	if submitter > 2 || notifier > 1 {
+		t.Fatalf("with %d jobs running and 1 due, the submitter's pass decoded %d documents and the notifier's %d; want at most 2 and 1",
+			running, submitter, notifier)
+	}
+}
+
+// TestDueQueueMigration: a database of schema version 4 (no due queue) gets the jobs the
+// submitter and the notifier act on queued at start, and loses the work documents' index on
+// unsent, which nothing queries any more.
+func TestDueQueueMigration(t *testing.T) {
+	s, db, uri := newStoreURI(t)
+	ctx := t.Context()
+	for _, id := range []string{"created", "unsent", "quiet"} {
+		if err := s.CreateJob(ctx, newJob(id, "alice", "kbase", t0), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range []string{"unsent", "quiet"} {
+		j := move(t, s, id, job.Created, job.DownloadSubmitted, t0.Add(time.Second), jobs.JobUpdate{Launch: &jobs.Launch{Site: "kbase", Handle: "h"}})
+		if id == "quiet" {
+			markAll(t, s, j)
+		}
+	}
+	if err := db.Collection("job_due").Drop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	setField(t, db, "schema", "store", "version", 4)
+	if _, err := db.Collection("job_work").Indexes().CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: "unsent", Value: 1}, {Key: "t", Value: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := store.New(ctx, store.Config{URI: uri, Database: testDB, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close(ctx)
+	created, err := s2.JobsInState(ctx, job.Created, 0)
+	if err != nil || len(created) != 1 || created[0].ID != "created" {
+		t.Fatalf("created jobs after the migration: %v, %v; want [created]", created, err)
+	}
+	unsent, err := s2.UnsentTransitions(ctx, time.Now(), 0)
+	var ids []string
+	for _, j := range unsent {
+		ids = append(ids, j.ID)
+	}
+	sort.Strings(ids)
+	if err != nil || !reflect.DeepEqual(ids, []string{"created", "unsent"}) {
+		t.Fatalf("jobs with unsent transitions after the migration: %v, %v; want [created unsent]", ids, err)
+	}
+	if n, err := db.Collection("job_due").CountDocuments(ctx, bson.D{{Key: "_id", Value: "quiet"}}); err != nil || n != 0 {
+		t.Errorf("a job with nothing due was queued (%d, %v)", n, err)
+	}
+	specs, err := db.Collection("job_work").Indexes().ListSpecifications(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sp := range specs {
+		if sp.Name == "unsent_1_t_1" {
+			t.Error("the migration kept the index unsent_1_t_1 of job_work")
+		}
+	}
 }
