@@ -2,10 +2,8 @@ package devmode
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -14,8 +12,8 @@ import (
 	"github.com/kbase/cts/coordinator/internal/store"
 )
 
-// seedWorkers is how many jobs SeedFinishedJobs writes at once.
-const seedWorkers = 4
+// seedBatch is how many jobs SeedFinishedJobs writes at once.
+const seedBatch = 500
 
 // SeedFinishedJobs writes n finished jobs into the site's job store, through the store (no
 // container runs): copies of the finished job template (its input, image, launch, outputs
@@ -42,42 +40,18 @@ func (e *Env) SeedFinishedJobs(ctx context.Context, template string, n int, end 
 	if err != nil {
 		return fmt.Errorf("seed jobs: template: %w", err)
 	}
-	next := make(chan int)
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
-	)
-	for range seedWorkers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				j, subs := seedCopy(tj, tsubs, end.Add(-time.Duration(n-i)*time.Millisecond))
-				if err := st.CreateJob(ctx, j, subs); err != nil {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	for i := range n {
-		select {
-		case next <- i:
-		case <-ctx.Done():
+	// In batches through the store's import (a few commands per batch, not several per job).
+	for lo := 0; lo < n; lo += seedBatch {
+		hi := min(lo+seedBatch, n)
+		js := make([]*jobs.Job, 0, hi-lo)
+		subs := make([][]jobs.SubJob, 0, hi-lo)
+		for i := lo; i < hi; i++ {
+			j, s := seedCopy(tj, tsubs, end.Add(-time.Duration(n-i)*time.Millisecond))
+			js, subs = append(js, j), append(subs, s)
 		}
-		if ctx.Err() != nil {
-			break
+		if err := st.ImportFinishedJobs(ctx, js, subs); err != nil {
+			return fmt.Errorf("seed jobs %d to %d of %d: %w", lo, hi, n, err)
 		}
-	}
-	close(next)
-	wg.Wait()
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("seed jobs: %w", err)
-	}
-	if len(errs) > 0 {
-		return fmt.Errorf("seed jobs: %d of %d failed: %w", len(errs), n, errors.Join(errs...))
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -376,8 +377,22 @@ func TestReap(t *testing.T) {
 		t.Fatalf("leftover not running: %v %s", err, state)
 	}
 
-	// A new runtime over the same directories, as the restarted agent.
+	// A new runtime over the same directories, as the restarted agent. It finds the
+	// containers as `runc list` does: not a state directory runc has not written yet.
 	rt := newOCI(t, f.d)
+	if err := os.Mkdir(filepath.Join(f.d.root, "half-made"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	listed, err := rt.runcCall(context.Background(), "list", "--quiet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := rt.list(); err != nil || !reflect.DeepEqual(got, strings.Fields(string(listed))) || len(got) != 1 {
+		t.Fatalf("list() = %v, %v; runc list: %q", got, err, listed)
+	}
+	if err := os.Remove(filepath.Join(f.d.root, "half-made")); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := rt.Reap(context.Background(), true); err != nil {
 		t.Fatal(err)
 	}
