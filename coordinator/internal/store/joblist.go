@@ -486,20 +486,7 @@ func cmpInt(a, b int64) int {
 // views reads the views of es (in parallel, order kept) and returns the jobs whose view agrees
 // with their entry and passes the filter.
 func (w *listWalk) views(ctx context.Context, slot int64, es []entry) ([]*jobs.Job, error) {
-	js := make([]*jobs.Job, len(es))
-	errs := make([]error, len(es))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, readers)
-	for i := range es {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			js[i], errs[i] = w.view(ctx, slot, es[i])
-		}()
-	}
-	wg.Wait()
+	js, errs := readEach(es, func(e entry) (*jobs.Job, error) { return w.view(ctx, slot, e) })
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
