@@ -57,7 +57,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -206,31 +205,11 @@ type workJob struct {
 // other queues) in parallel, order kept, syncs the documents that disagree with their job and
 // deletes orphans past their grace from coll.
 func (s *Store) readWork(ctx context.Context, coll *mongo.Collection, ws []workDoc, projection bson.D, repair bool) ([]workJob, error) {
-	out := make([]workJob, len(ws))
-	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		firstErr error
-	)
-	sem := make(chan struct{}, readers)
-	for i := range ws {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			wj, err := s.readOneWork(ctx, coll, ws[i], projection, repair)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil && firstErr == nil {
-				firstErr = err
-			}
-			out[i] = wj
-		}()
-	}
-	wg.Wait()
-	if firstErr != nil {
-		return nil, firstErr
+	out, errs := readEach(ws, func(w workDoc) (workJob, error) { return s.readOneWork(ctx, coll, w, projection, repair) })
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }
