@@ -258,6 +258,7 @@ func (s *Service) ApplyEvent(ctx context.Context, a Agent, ev protocol.Event) er
 	if a.Launch != currentLaunch(j) {
 		return fmt.Errorf("%w: the agent's credential is for launch attempt %d, the job runs attempt %d", ErrRejected, a.Launch, currentLaunch(j))
 	}
+	s.views.setState(jobID, j.State)
 	if err := checkEvent(s.cfg.LogDir, j, container, &ev); err != nil {
 		return fmt.Errorf("%w: %w", ErrRejected, err)
 	}
@@ -337,6 +338,18 @@ func (s *Service) Fold(ctx context.Context, id string) error {
 // changed it, which reads after its change (the trivial job's events each cost three reads
 // fewer).
 func (s *Service) fold(ctx context.Context, id string) error {
+	// From a state the job was in, without reading the job (views.states).
+	if st := s.views.state(id); st != "" {
+		if !mayFold(st) && st != job.Created {
+			return nil // canceling or ended: final
+		}
+		if mayFold(st) {
+			blocked, err := s.blocked(ctx, id, st)
+			if err != nil || blocked {
+				return err
+			}
+		}
+	}
 	var (
 		j    *jobs.Job
 		subs []jobs.SubJob
@@ -351,7 +364,8 @@ func (s *Service) fold(ctx context.Context, id string) error {
 				s.views.drop(id)
 				return nil
 			}
-			blocked, err := s.blocked(ctx, j)
+			s.views.setState(id, j.State)
+			blocked, err := s.blocked(ctx, id, j.State)
 			if err != nil || blocked {
 				return err
 			}
@@ -384,25 +398,29 @@ func (s *Service) fold(ctx context.Context, id string) error {
 			return nil
 		}
 		j = moved // nil (a mover that returns no job) reads again
+		if j != nil {
+			s.views.setState(id, j.State)
+		}
 	}
 	return fmt.Errorf("fold job %s: too many concurrent updates", id)
 }
 
-// blocked reports whether a sub-job of job j, read now, keeps the job where it is. It tries
-// the sub-jobs its view shows as blocking, in order, reading each again until one still
-// blocks (true) or none is left (false: the job may move). Without a view it reports false.
-func (s *Service) blocked(ctx context.Context, j *jobs.Job) (bool, error) {
-	view := s.views.get(j.ID)
+// blocked reports whether a sub-job of job id, read now, keeps the job in state (a state it
+// was in) where it is. It tries the sub-jobs its view shows as blocking, in order, reading
+// each again until one still blocks (true) or none is left (false: the job may move). Without
+// a view it reports false.
+func (s *Service) blocked(ctx context.Context, id string, state job.State) (bool, error) {
+	view := s.views.get(id)
 	for i := range view {
-		if !blocks(j.State, view[i]) {
+		if !blocks(state, view[i]) {
 			continue
 		}
-		sj, err := s.store.GetSubJob(ctx, j.ID, view[i].SubID)
+		sj, err := s.store.GetSubJob(ctx, id, view[i].SubID)
 		if err != nil {
 			return false, err
 		}
 		s.views.update(sj)
-		if blocks(j.State, *sj) {
+		if blocks(state, *sj) {
 			return true, nil
 		}
 	}

@@ -22,13 +22,35 @@ import (
 type views struct {
 	mu   sync.Mutex
 	jobs map[string][]jobs.SubJob // job ID → its sub-jobs by SubID (entries with an empty State unknown)
+	// states are the job states last read or written, of the jobs with a view. A job never
+	// folds past a state while one of its sub-jobs blocks in it (a sub-job never un-reaches a
+	// state), and canceling and the terminal states are final: a sub-job read now that blocks
+	// in a state the job was in, or that state being final, means no fold can move the job now,
+	// whatever its state since. The fold then needs no read of the job (blocked).
+	states map[string]job.State
 }
 
 // maxViews bounds the jobs views keeps; beyond it one is forgotten (and read in full again if
 // it folds again).
 const maxViews = 4096
 
-func newViews() *views { return &views{jobs: map[string][]jobs.SubJob{}} }
+func newViews() *views { return &views{jobs: map[string][]jobs.SubJob{}, states: map[string]job.State{}} }
+
+// setState records a state job id was in (from a read or a move).
+func (v *views) setState(id string, st job.State) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if _, ok := v.jobs[id]; ok {
+		v.states[id] = st
+	}
+}
+
+// state returns the state last recorded for job id ("" when none).
+func (v *views) state(id string) job.State {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.states[id]
+}
 
 // trim is the part of a sub-job a view keeps.
 func trim(sj *jobs.SubJob) jobs.SubJob {
@@ -55,6 +77,7 @@ func (v *views) put(id string, subs []jobs.SubJob) {
 	if !ok && len(v.jobs) >= maxViews {
 		for k := range v.jobs {
 			delete(v.jobs, k)
+			delete(v.states, k)
 			break
 		}
 	}
@@ -90,6 +113,7 @@ func (v *views) drop(id string) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	delete(v.jobs, id)
+	delete(v.states, id)
 }
 
 // blocks reports whether sub-job s alone keeps a job in state current where it is: it has not

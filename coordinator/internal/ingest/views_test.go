@@ -14,10 +14,15 @@ import (
 	"github.com/kbase/cts/shared/protocol"
 )
 
-// countingStore counts the sub-job documents ingest reads.
+// countingStore counts the sub-job and job documents ingest reads.
 type countingStore struct {
 	ingest.Store
-	read atomic.Int64
+	read, jobsRead atomic.Int64
+}
+
+func (c *countingStore) GetJob(ctx context.Context, id string) (*jobs.Job, error) {
+	c.jobsRead.Add(1)
+	return c.Store.GetJob(ctx, id)
 }
 
 func (c *countingStore) GetSubJob(ctx context.Context, id string, sub int) (*jobs.SubJob, error) {
@@ -93,6 +98,13 @@ func TestFoldReadsFewSubJobs(t *testing.T) {
 	t.Logf("%d sub-jobs read for %d events of a job of %d containers: %.1f per event", cs.read.Load(), events, n, per)
 	if per > n/2 {
 		t.Fatalf("%.1f sub-jobs read per event, want at most %d (a job of %d containers)", per, n/2, n)
+	}
+	// The event reads its job (its launch and output folder); its fold, which most often
+	// finds a container that keeps the job where it is, need not read it again.
+	jobsPer := float64(cs.jobsRead.Load()) / float64(events)
+	t.Logf("%d jobs read for %d events: %.2f per event", cs.jobsRead.Load(), events, jobsPer)
+	if jobsPer > 1.5 {
+		t.Fatalf("%.2f jobs read per event, want at most 1.5", jobsPer)
 	}
 }
 
