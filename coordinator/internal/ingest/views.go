@@ -34,7 +34,9 @@ type views struct {
 // it folds again).
 const maxViews = 4096
 
-func newViews() *views { return &views{jobs: map[string][]jobs.SubJob{}, states: map[string]job.State{}} }
+func newViews() *views {
+	return &views{jobs: map[string][]jobs.SubJob{}, states: map[string]job.State{}}
+}
 
 // setState records a state job id was in (from a read or a move).
 func (v *views) setState(id string, st job.State) {
