@@ -410,12 +410,12 @@ func (s *Service) fold(ctx context.Context, id string) error {
 // each again until one still blocks (true) or none is left (false: the job may move). Without
 // a view it reports false.
 func (s *Service) blocked(ctx context.Context, id string, state job.State) (bool, error) {
-	view := s.views.get(id)
-	for i := range view {
-		if !blocks(state, view[i]) {
-			continue
+	for from := 0; ; {
+		n, ok := s.views.nextBlocker(id, state, from)
+		if !ok {
+			return false, nil
 		}
-		sj, err := s.store.GetSubJob(ctx, id, view[i].SubID)
+		sj, err := s.store.GetSubJob(ctx, id, n)
 		if err != nil {
 			return false, err
 		}
@@ -423,8 +423,8 @@ func (s *Service) blocked(ctx context.Context, id string, state job.State) (bool
 		if blocks(state, *sj) {
 			return true, nil
 		}
+		from = n + 1
 	}
-	return false, nil
 }
 
 const (

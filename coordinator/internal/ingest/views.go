@@ -28,11 +28,13 @@ type views struct {
 	// in a state the job was in, or that state being final, means no fold can move the job now,
 	// whatever its state since. The fold then needs no read of the job (blocked).
 	states map[string]job.State
+	// subJobs counts the sub-jobs of all views.
+	subJobs int
 }
 
-// maxViews bounds the jobs views keeps; beyond it one is forgotten (and read in full again if
-// it folds again).
-const maxViews = 4096
+// maxViewSubJobs bounds the sub-jobs views keeps (a few hundred bytes each); beyond it other
+// jobs' views are forgotten (and read in full again if they fold again).
+const maxViewSubJobs = 100_000
 
 func newViews() *views {
 	return &views{jobs: map[string][]jobs.SubJob{}, states: map[string]job.State{}}
@@ -60,27 +62,34 @@ func trim(sj *jobs.SubJob) jobs.SubJob {
 		Transitions: append([]jobs.Transition(nil), sj.Transitions...)}
 }
 
-// get returns a copy of the job's view (nil when there is none).
-func (v *views) get(id string) []jobs.SubJob {
+// nextBlocker returns the first sub-job, from index from on, that the job's view shows as
+// blocking a job in state (blocks); ok is false when there is none (or no view).
+func (v *views) nextBlocker(id string, state job.State, from int) (sub int, ok bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	subs, ok := v.jobs[id]
-	if !ok {
-		return nil
+	subs := v.jobs[id]
+	for i := max(from, 0); i < len(subs); i++ {
+		if blocks(state, subs[i]) {
+			return i, true
+		}
 	}
-	return append([]jobs.SubJob(nil), subs...)
+	return 0, false
 }
 
 // put merges a full read of the job's sub-jobs into its view (creating it).
 func (v *views) put(id string, subs []jobs.SubJob) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	cur, ok := v.jobs[id]
-	if !ok && len(v.jobs) >= maxViews {
-		for k := range v.jobs {
+	cur := v.jobs[id]
+	v.subJobs -= len(cur)
+	for k, other := range v.jobs {
+		if v.subJobs+len(subs) <= maxViewSubJobs {
+			break
+		}
+		if k != id {
+			v.subJobs -= len(other)
 			delete(v.jobs, k)
 			delete(v.states, k)
-			break
 		}
 	}
 	next := make([]jobs.SubJob, len(subs))
@@ -91,6 +100,7 @@ func (v *views) put(id string, subs []jobs.SubJob) {
 		}
 	}
 	v.jobs[id] = next
+	v.subJobs += len(next)
 }
 
 // update merges one sub-job read or written after the view was made (nothing when the job
@@ -114,6 +124,7 @@ func (v *views) update(sj *jobs.SubJob) {
 func (v *views) drop(id string) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.subJobs -= len(v.jobs[id])
 	delete(v.jobs, id)
 	delete(v.states, id)
 }

@@ -1,0 +1,60 @@
+package ingest
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/kbase/cts/coordinator/internal/jobs"
+	"github.com/kbase/cts/shared/job"
+)
+
+// The views hold at most maxViewSubJobs sub-jobs, whatever the jobs folded; the job just read
+// is kept, and the count is what the views hold.
+func TestViewsBounded(t *testing.T) {
+	v := newViews()
+	subsOf := func(id string, n int) []jobs.SubJob {
+		out := make([]jobs.SubJob, n)
+		for i := range out {
+			out[i] = jobs.SubJob{JobID: id, SubID: i, State: job.JobSubmitting,
+				Transitions: []jobs.Transition{{State: job.DownloadSubmitted}, {State: job.JobSubmitting}}}
+		}
+		return out
+	}
+	held := func() int {
+		n := 0
+		for _, s := range v.jobs {
+			n += len(s)
+		}
+		return n
+	}
+	per := maxViewSubJobs / 3
+	for i := range 7 {
+		id := fmt.Sprintf("j%d", i)
+		v.put(id, subsOf(id, per))
+		v.setState(id, job.JobSubmitting)
+		if v.subJobs != held() || v.subJobs > maxViewSubJobs || len(v.jobs[id]) != per || v.state(id) != job.JobSubmitting {
+			t.Fatalf("after job %d: %d counted, %d held (bound %d), this job's view %d", i, v.subJobs, held(), maxViewSubJobs, len(v.jobs[id]))
+		}
+		if len(v.states) > len(v.jobs) {
+			t.Fatalf("%d states kept for %d views", len(v.states), len(v.jobs))
+		}
+	}
+	// Read again, the same job replaces its view; dropped, it is gone from the count.
+	v.put("j6", subsOf("j6", per))
+	v.drop("j6")
+	if v.subJobs != held() || v.jobs["j6"] != nil || v.state("j6") != "" {
+		t.Fatalf("after the drop: %d counted, %d held", v.subJobs, held())
+	}
+	// A view is never moved back: a shorter history does not replace a longer one.
+	v.put("k", subsOf("k", 2))
+	v.update(&jobs.SubJob{JobID: "k", SubID: 1, State: job.DownloadSubmitted, Transitions: []jobs.Transition{{State: job.DownloadSubmitted}}})
+	if v.jobs["k"][1].State != job.JobSubmitting {
+		t.Fatalf("an older copy replaced the view: %s", v.jobs["k"][1].State)
+	}
+	if n, ok := v.nextBlocker("k", job.JobSubmitting, 0); !ok || n != 0 {
+		t.Fatalf("nextBlocker = %d, %v; want container 0 (it has not reached job_submitted)", n, ok)
+	}
+	if _, ok := v.nextBlocker("k", job.JobSubmitting, 2); ok {
+		t.Fatal("nextBlocker past the end found one")
+	}
+}
