@@ -9,7 +9,9 @@
 # os.MkdirTemp, which honour TMPDIR, so every process a test starts has such a folder in its
 # working directory or arguments.
 set -u
-dir=$(mktemp -d "${TMPDIR:-/tmp}/cts-test.XXXXXX") || exit 1
+# A short name (unix socket paths below it stay under the kernel's 108 bytes), readable by
+# every user (tests run helpers as nobody).
+dir=$(mktemp -d "${TMPDIR:-/tmp}/ct.XXXXXX") && chmod 755 "$dir" || exit 1
 TMPDIR=$dir
 export TMPDIR
 

@@ -43,10 +43,23 @@ type fakeEngine struct {
 	list      []map[string]any
 }
 
+// socketPath is a path for a unix socket in a folder of its own with a short name: t.TempDir
+// names its folder after the test, and a long subtest name makes the path longer than a
+// socket address holds (108 bytes).
+func socketPath(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return filepath.Join(dir, "docker.sock")
+}
+
 func newFakeEngine(t *testing.T) (*fakeEngine, *Docker) {
 	t.Helper()
 	f := &fakeEngine{t: t, created: map[string]dockerCreate{}, stopped: make(chan struct{}), images: map[string]bool{}}
-	sock := filepath.Join(t.TempDir(), "docker.sock")
+	sock := socketPath(t)
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
@@ -432,7 +445,7 @@ func TestDemux(t *testing.T) {
 // available (ErrEngineUnavailable, naming the socket), and nothing runs.
 func TestDockerDeadSocket(t *testing.T) {
 	t.Parallel()
-	sock := filepath.Join(t.TempDir(), "docker.sock") // nothing listens here
+	sock := socketPath(t) // nothing listens here
 	d := NewDocker(DockerConfig{Socket: sock})
 	s := dockerSpec()
 	checks := map[string]error{}

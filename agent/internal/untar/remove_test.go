@@ -102,7 +102,8 @@ func TestRemoveAllModes(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "-test.run=^TestRemoveAllModes$", "-test.v", "-test.count=1")
-	cmd.Env = append(os.Environ(), "UNTAR_TEST_NOBODY_DIR="+work)
+	// Its temporary folders go where nobody may write (TMPDIR may be a folder only root can).
+	cmd.Env = append(os.Environ(), "UNTAR_TEST_NOBODY_DIR="+work, "TMPDIR="+work)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
