@@ -32,3 +32,7 @@ func ListField(id string) string { return "e." + fieldKey(id) }
 func NewMonitored(ctx context.Context, cfg Config, mon *event.CommandMonitor) (*Store, error) {
 	return newStore(ctx, cfg, func(o *options.ClientOptions) { o.SetMonitor(mon) })
 }
+
+// SetListRetryHook makes hook run before each new walk of ListJobs (a walk that met a job being
+// rewritten in the list).
+func (s *Store) SetListRetryHook(hook func(attempt int)) { s.listRetryHook = hook }

@@ -338,13 +338,33 @@ func prevTime(j *jobs.Job) time.Time {
 // to f.Limit (default 1000), without outputs and input files. It reads the list index (see
 // above): each job as it was at its last change of state, accounting, notification, cleaning
 // or admin metadata.
+//
+// A job whose list index is being rewritten (its view already newer than the entry the walk
+// read: a writer between its two writes) would be missing from that walk, so a walk that met
+// one it did not list is walked again after a short pause (listRetries), a few times at most:
+// a writer that crashed there leaves the job missing until the periodic pass repairs it.
 func (s *Store) ListJobs(ctx context.Context, f jobs.ListFilter) ([]*jobs.Job, error) {
-	w := &listWalk{s: s, f: f, limit: int(limitOrDefault(f.Limit)), out: []*jobs.Job{}}
-	if err := w.run(ctx); err != nil {
-		return nil, fmt.Errorf("list jobs: %w", err)
+	for attempt := 0; ; attempt++ {
+		w := &listWalk{s: s, f: f, limit: int(limitOrDefault(f.Limit)), out: []*jobs.Job{}}
+		if err := w.run(ctx); err != nil {
+			return nil, fmt.Errorf("list jobs: %w", err)
+		}
+		if attempt == len(listRetries) || !w.missesMoving() {
+			return w.out, nil
+		}
+		if s.listRetryHook != nil {
+			s.listRetryHook(attempt)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("list jobs: %w", ctx.Err())
+		case <-time.After(listRetries[attempt]):
+		}
 	}
-	return w.out, nil
 }
+
+// listRetries are the pauses before the walks again of a list that met a job being rewritten.
+var listRetries = []time.Duration{5 * time.Millisecond, 25 * time.Millisecond, 100 * time.Millisecond}
 
 // listWalk is one ListJobs walk of the tree.
 type listWalk struct {
@@ -354,9 +374,23 @@ type listWalk struct {
 	lo, hi int64 // the time range, in ms, [lo, hi)
 	limit  int
 	out    []*jobs.Job
+	// moving holds the jobs met whose view is newer than the entry read (see ListJobs).
+	mu     sync.Mutex
+	moving []string
 }
 
 func (w *listWalk) done() bool { return len(w.out) >= w.limit }
+
+// missesMoving reports whether a job met while its list index was being rewritten is not
+// listed.
+func (w *listWalk) missesMoving() bool {
+	for _, id := range w.moving {
+		if !slices.ContainsFunc(w.out, func(j *jobs.Job) bool { return j.ID == id }) {
+			return true
+		}
+	}
+	return false
+}
 
 func (w *listWalk) run(ctx context.Context) error {
 	w.key = keyAll
@@ -508,6 +542,11 @@ func (w *listWalk) view(ctx context.Context, slot int64, e entry) (*jobs.Job, er
 	}
 	ve := entryOf(j, v.LV)
 	if ve.ms != e.ms {
+		if v.LV > e.lv {
+			w.mu.Lock()
+			w.moving = append(w.moving, j.ID)
+			w.mu.Unlock()
+		}
 		if v.LV > e.lv && slotOf(0, ve.ms) == slot {
 			// A slow writer put an older entry over the view's own: put the view's back.
 			for _, key := range []string{keyAll, userKey(j.User)} {

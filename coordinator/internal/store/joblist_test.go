@@ -209,3 +209,87 @@ func TestJobListMigration(t *testing.T) {
 		}
 	}
 }
+
+// TestJobListWaitsForAWriter: a list read between a writer's two writes (the job's view
+// already rewritten, its entry not yet) still lists the job: the reader walks again once the
+// writer is done, whether the job stays in its minute bucket or moves to another.
+func TestJobListWaitsForAWriter(t *testing.T) {
+	s, db := newStore(t)
+	ctx := t.Context()
+	if err := s.CreateJob(ctx, newJob("a", "alice", "kbase", t0), nil); err != nil {
+		t.Fatal(err)
+	}
+	entryAt := func(u string, at time.Time) string {
+		var b struct {
+			E map[string]string `bson:"e"`
+		}
+		if err := db.Collection("job_list").FindOne(ctx, bson.D{{Key: "_id", Value: store.ListBucketID(u, at)}}).Decode(&b); err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range b.E {
+			if k == store.ListField("a")[len("e."):] {
+				return v
+			}
+		}
+		t.Fatalf("no entry of job a in the bucket of %v", at)
+		return ""
+	}
+	users := []string{"", "alice"}
+	cur := t0 // the job's time as its list index has it
+	old := map[string]string{}
+	for _, u := range users {
+		old[u] = entryAt(u, cur)
+	}
+	for _, tc := range []struct {
+		name  string
+		state job.State
+		at    time.Time
+	}{
+		{"same bucket", job.Canceling, cur.Add(time.Second)},
+		{"another bucket", job.Canceled, cur.Add(10 * time.Minute)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			prev := jobs.ListFilter{}
+			before := listIDs(t, s, prev)
+			from := job.Created
+			if tc.state == job.Canceled {
+				from = job.Canceling
+			}
+			if _, err := s.TransitionJob(ctx, "a", []job.State{from}, jobs.Transition{State: tc.state, Time: tc.at}, jobs.JobUpdate{}); err != nil {
+				t.Fatal(err)
+			}
+			// Back to the writer's half-way point: the view is new, the entries are as before.
+			written := map[string]string{}
+			for _, u := range users {
+				written[u] = entryAt(u, tc.at)
+				if store.ListBucketID(u, tc.at) != store.ListBucketID(u, cur) {
+					if _, err := db.Collection("job_list").UpdateOne(ctx, bson.D{{Key: "_id", Value: store.ListBucketID(u, tc.at)}},
+						bson.D{{Key: "$unset", Value: bson.D{{Key: store.ListField("a"), Value: ""}}}}); err != nil {
+						t.Fatal(err)
+					}
+				}
+				setField(t, db, "job_list", store.ListBucketID(u, cur), store.ListField("a"), old[u])
+			}
+			// The writer finishes while the reader waits.
+			retries := 0
+			s.SetListRetryHook(func(int) {
+				retries++
+				for _, u := range users {
+					setField(t, db, "job_list", store.ListBucketID(u, tc.at), store.ListField("a"), written[u])
+				}
+			})
+			defer s.SetListRetryHook(nil)
+			want := []string{"a:" + string(tc.state)}
+			if got := listIDs(t, s, jobs.ListFilter{User: "alice"}); !reflect.DeepEqual(got, want) {
+				t.Fatalf("listed %v while the job's list entry was being rewritten (before: %v), want %v", got, before, want)
+			}
+			if retries == 0 {
+				t.Fatal("the list was not walked again")
+			}
+			for _, u := range users {
+				old[u] = written[u]
+			}
+			cur = tc.at
+		})
+	}
+}

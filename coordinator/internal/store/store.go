@@ -140,6 +140,8 @@ type Store struct {
 	log     *slog.Logger
 	// listCache remembers the list index's directory flags this process wrote (joblist.go).
 	listCache listCache
+	// listRetryHook, set by tests, runs before each new walk of ListJobs.
+	listRetryHook func(attempt int)
 }
 
 // The store implements the narrow store interface of every package that persists through it.
