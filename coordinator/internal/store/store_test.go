@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"go.mongodb.org/mongo-driver/v2/event"
+
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
@@ -27,12 +29,18 @@ func newStore(t testing.TB) (*store.Store, *mongo.Database) {
 // newStoreURI is newStore that also returns the server's URI.
 func newStoreURI(t testing.TB) (*store.Store, *mongo.Database, string) {
 	t.Helper()
+	return newMonitoredStore(t, nil)
+}
+
+// newMonitoredStore is newStoreURI with mon (nil: none) watching the store's commands.
+func newMonitoredStore(t testing.TB, mon *event.CommandMonitor) (*store.Store, *mongo.Database, string) {
+	t.Helper()
 	m := devstack.TestMongo(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	s, err := store.New(ctx, store.Config{
+	s, err := store.NewMonitored(ctx, store.Config{
 		URI: m.URI(), Database: testDB, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	}, mon)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -390,7 +390,6 @@ func v1Doc(t *testing.T, j *jobs.Job) bson.D {
 // queried by anything but _id: the embedded server decodes them all) are the due ones, not
 // every unfinished job.
 func TestPassesReadOnlyWhatIsDue(t *testing.T) {
-	m := devstack.TestMongo(t)
 	ctx := t.Context()
 	var (
 		mu    sync.Mutex
@@ -410,18 +409,7 @@ func TestPassesReadOnlyWhatIsDue(t *testing.T) {
 		scans = append(scans, coll)
 		mu.Unlock()
 	}}
-	s, err := store.NewMonitored(ctx, store.Config{URI: m.URI(), Database: testDB,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, mon)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close(context.Background()) })
-	c, err := mongo.Connect(options.Client().ApplyURI(m.URI()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Disconnect(context.Background()) })
-	db := c.Database(testDB)
+	s, db, _ := newMonitoredStore(t, mon)
 
 	const running = 30
 	for i := range running {
