@@ -138,6 +138,12 @@ func transient(err error) bool {
 	switch code {
 	case "InternalError", "ServiceUnavailable":
 		return true
+	case "ExistingObjectIsDirectory":
+		// A gateway that keeps objects as files (versitygw's posix backend) answers so when
+		// another request's delete removed the (then empty) folder this write had just made:
+		// the next attempt makes it again. A key that really names a folder is refused on
+		// every attempt and the transfer fails after Config.Retries.
+		return true
 	}
 	if s := httpStatus(err); s != 0 {
 		return s >= 500 || s == 408 || s == 429

@@ -69,6 +69,8 @@ func TestTransient(t *testing.T) {
 		{"404", statusErr(404, "NoSuchKey"), false},
 		{"403", statusErr(403, "AccessDenied"), false},
 		{"400 bad digest", statusErr(400, "BadDigest"), false},
+		{"400 folder removed under the write", statusErr(400, "ExistingObjectIsDirectory"), true},
+		{"400 parent is a file", statusErr(400, "ObjectParentIsFile"), false},
 		{"unexpected EOF", fmt.Errorf("read: %w", io.ErrUnexpectedEOF), true},
 		{"connection reset", &net.OpError{Op: "read", Err: os.NewSyscallError("read", syscall.ECONNRESET)}, true},
 		{"send error", &smithyhttp.RequestSendError{Err: errors.New("dial failed")}, true},

@@ -14,9 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
-
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kbase/cts/coordinator/devstack"
@@ -435,16 +432,6 @@ func (s *Site) submitAll(ctx context.Context, sizes []int, concurrency int, pref
 	ids := make([]string, len(sizes))
 	lat := make([]time.Duration, len(sizes))
 	errs := make([]error, len(sizes))
-	// The embedded S3 (versitygw, posix) removes a folder left empty by a submit's write test,
-	// which races with a concurrent submit's write test below the same folder
-	// ("ExistingObjectIsDirectory"): this object keeps the jobs' parent folder from ever being
-	// empty.
-	if _, err := s.S3.PutObject(ctx, &s3.PutObjectInput{
-		Bucket: aws.String(DataBucket), Key: aws.String(strings.TrimSuffix(prefix, "/") + "/.keep"),
-		Body: strings.NewReader("keeps the folder\n"),
-	}); err != nil {
-		return nil, 0, nil, 0, []error{fmt.Errorf("keep the output folder %s: %w", prefix, err)}
-	}
 	var g errgroup.Group
 	g.SetLimit(concurrency)
 	start := time.Now()

@@ -71,11 +71,6 @@ func Start(t testing.TB, opts Options) *Site {
 	ts.Demo.Prefix = "bench"
 	s := &Site{Site: ts, Image: ts.RegisterDemo(t)}
 	s.Input = ts.PutInput(t, "bench/inputs/small.fna", []byte(">small\nACGTACGTGGCC\nGGCCAATT\n"))
-	// The embedded S3 (versitygw, posix) removes a folder left empty by the write test's
-	// delete, which races with a concurrent submit's write test below the same folder
-	// ("ExistingObjectIsDirectory"): the bursts' jobs write side by side in one folder that
-	// this object keeps from ever being empty.
-	ts.PutInput(t, "bench/out/.keep", []byte("keeps bench/out\n"))
 	return s
 }
 

@@ -134,6 +134,13 @@ func (o *Objects) Head(ctx context.Context, p string) (jobs.ObjectMeta, error) {
 }
 
 // CheckWritable writes and deletes WriteTestObject below dir.
+//
+// A gateway that keeps objects as files (versitygw's posix backend) removes the folders an
+// object's delete leaves empty, up the path; a write creating its folders at that moment fails
+// with ExistingObjectIsDirectory although nothing is wrong with its path. Concurrent submits
+// whose output folders share a new parent do exactly that with their write tests, so a write
+// refused that way is tried again (writeTestAttempts in all, with a short growing wait); a path
+// that really names a folder is refused every time and the caller gets the refusal.
 func (o *Objects) CheckWritable(ctx context.Context, dir string) error {
 	p := strings.TrimSuffix(dir, "/") + "/" + WriteTestObject
 	sp, err := s3path.Parse(p)
@@ -143,12 +150,24 @@ func (o *Objects) CheckWritable(ctx context.Context, dir string) error {
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 	body := []byte("cts write test")
-	_, err = o.c.PutObject(ctx, &s3.PutObjectInput{
-		Bucket: aws.String(sp.Bucket), Key: aws.String(sp.Key), Body: bytes.NewReader(body),
-		ContentLength:     aws.Int64(int64(len(body))),
-		ChecksumAlgorithm: types.ChecksumAlgorithmCrc64nvme,
-		ChecksumCRC64NVME: aws.String(checksum.Encode(checksum.Sum(body))),
-	})
+	for attempt := 1; ; attempt++ {
+		_, err = o.c.PutObject(ctx, &s3.PutObjectInput{
+			Bucket: aws.String(sp.Bucket), Key: aws.String(sp.Key), Body: bytes.NewReader(body),
+			ContentLength:     aws.Int64(int64(len(body))),
+			ChecksumAlgorithm: types.ChecksumAlgorithmCrc64nvme,
+			ChecksumCRC64NVME: aws.String(checksum.Encode(checksum.Sum(body))),
+		})
+		if err == nil || attempt == writeTestAttempts || !folderRace(err) {
+			break
+		}
+		t := time.NewTimer(time.Duration(attempt) * 10 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return mapErr(err, dir, "Write")
+		case <-t.C:
+		}
+	}
 	if err != nil {
 		return mapErr(err, dir, "Write")
 	}
@@ -156,6 +175,16 @@ func (o *Objects) CheckWritable(ctx context.Context, dir string) error {
 		return mapErr(err, dir, "Write")
 	}
 	return nil
+}
+
+// writeTestAttempts bounds CheckWritable's writes refused by a folder race.
+const writeTestAttempts = 5
+
+// folderRace reports whether err is a file-backed gateway's refusal of a write whose folder
+// another request's delete removed meanwhile (see CheckWritable).
+func folderRace(err error) bool {
+	var ae smithy.APIError
+	return errors.As(err, &ae) && ae.ErrorCode() == "ExistingObjectIsDirectory"
 }
 
 // Stream writes the object's bytes from seek (length bytes, or to the end when length is 0)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -158,6 +159,15 @@ func TestObjects(t *testing.T) {
 		}
 		err = f.objs.CheckWritable(t.Context(), "nobucket/out/")
 		wantCTSErr(t, err, ctserr.CodeS3BucketNotFound, "The bucket for path 'nobucket/out/' was not found on the s3 system")
+		// A file-backed gateway refuses the write test's object when a folder has its name:
+		// refused on every try (not taken for a race with another request's delete), so the
+		// caller hears it; and a folder below an object.
+		f.put(t, "taken/"+objects.WriteTestObject+"/x", []byte("x"))
+		err = f.objs.CheckWritable(t.Context(), "bucket/taken/")
+		wantCTSErr(t, err, ctserr.CodeIllegalS3Path, "The s3 system refused write of the path 'bucket/taken/': ExistingObjectIsDirectory")
+		f.put(t, "out/file.txt", []byte("x"))
+		err = f.objs.CheckWritable(t.Context(), "bucket/out/file.txt/sub/")
+		wantCTSErr(t, err, ctserr.CodeIllegalS3Path, "The s3 system refused write of the path 'bucket/out/file.txt/sub/': ObjectParentIsFile")
 	})
 
 	t.Run("wrong service credentials are an outage, not the caller's fault", func(t *testing.T) {
@@ -363,5 +373,28 @@ func TestOutage(t *testing.T) {
 			t.Fatalf("after the outage: %v", err)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestCheckWritableConcurrentSiblings runs many write tests at once in sibling folders below
+// one new parent, as concurrent submits with outputs side by side do. A POSIX-backed gateway
+// (versitygw here) removes a folder its last object left and may remove the parent while a
+// sibling's write is creating it below: the sibling's write then fails with a refusal of the
+// path that is not about the caller's path at all. Every write test must pass.
+func TestCheckWritableConcurrentSiblings(t *testing.T) {
+	f := newFixture(t)
+	const rounds, siblings = 40, 16
+	for r := range rounds {
+		errs := make(chan error, siblings)
+		for i := range siblings {
+			go func() {
+				errs <- f.objs.CheckWritable(t.Context(), fmt.Sprintf("bucket/siblings-%d/job-%d/out", r%2, i))
+			}()
+		}
+		for range siblings {
+			if err := <-errs; err != nil {
+				t.Errorf("round %d: %v", r, err)
+			}
+		}
 	}
 }
