@@ -545,7 +545,44 @@ func (d *Docker) run(ctx context.Context, s Spec) (Result, error) {
 		return res, fmt.Errorf("inspect: %w", err)
 	}
 	res.OOMKilled = st.State.OOMKilled
+	if !res.OOMKilled && res.ExitCode == 137 && !res.Canceled && !res.TimedOut {
+		// Killed, and not by us: most likely the kernel's OOM killer. The engine sets
+		// State.OOMKilled only when containerd's OOM event reached it before the exit event,
+		// which a busy node does not guarantee (seen: exit 137, OOMKilled false, on Docker
+		// 20.10 with both cores busy); the "oom" event it records either way settles it.
+		res.OOMKilled = d.oomEvent(cctx, s.ID, res.Started)
+	}
 	return res, nil
+}
+
+// oomEventWait bounds how long oomEvent waits for the engine to record an OOM event that is
+// still on its way.
+const oomEventWait = 5 * time.Second
+
+// oomEvent reports whether the engine recorded an "oom" event for the container since
+// started (GET /events, filtered on the container and the event; the stream ends at its
+// until, oomEventWait from now, or at the first event). An engine that cannot answer counts
+// as no event; so does one whose in-memory event log (the last 256 events on Docker 20.10)
+// rolled over between the exit and this call, which takes dozens of containers ending on the
+// node in that moment.
+func (d *Docker) oomEvent(ctx context.Context, id string, started time.Time) bool {
+	filters, _ := json.Marshal(map[string][]string{"type": {"container"}, "container": {id}, "event": {"oom"}})
+	q := url.Values{
+		"since":   {strconv.FormatInt(started.Add(-time.Second).Unix(), 10)},
+		"until":   {strconv.FormatInt(time.Now().Add(oomEventWait).Unix(), 10)},
+		"filters": {string(filters)},
+	}
+	ctx, cancel := context.WithTimeout(ctx, oomEventWait+runcCallTimeout)
+	defer cancel()
+	resp, err := d.do(ctx, http.MethodGet, "/events", q, nil)
+	if err != nil {
+		d.log.Warn("docker events: cannot tell whether the container was OOM-killed", "container", id, "error", err)
+		return false
+	}
+	defer resp.Body.Close()
+	var ev struct{ Action, Status string }
+	err = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&ev)
+	return err == nil && (ev.Action == "oom" || ev.Status == "oom")
 }
 
 // dockerWait is the outcome of POST /containers/{id}/wait.

@@ -35,6 +35,7 @@ type fakeEngine struct {
 	// behaviour
 	exitCode  int
 	oom       bool
+	oomEvent  bool // GET /events answers an "oom" event of the container
 	stdout    string
 	stderr    string
 	blockWait bool   // wait returns only after a stop
@@ -171,6 +172,15 @@ func (f *fakeEngine) serve(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(204)
 	case r.Method == "GET" && len(parts) == 3 && parts[2] == "json":
 		fmt.Fprintf(w, `{"State":{"OOMKilled":%v,"ExitCode":%d}}`, f.oom, f.exitCode)
+	case r.Method == "GET" && p == "/events":
+		var filters map[string][]string
+		if err := json.Unmarshal([]byte(r.URL.Query().Get("filters")), &filters); err != nil ||
+			!slices.Equal(filters["event"], []string{"oom"}) || len(filters["container"]) != 1 {
+			f.t.Errorf("events filters %q", r.URL.Query().Get("filters"))
+		}
+		if f.oomEvent {
+			fmt.Fprintf(w, `{"status":"oom","id":%q,"Type":"container","Action":"oom"}`+"\n", filters["container"][0])
+		}
 	case r.Method == "DELETE" && len(parts) == 2:
 		f.mu.Lock()
 		f.removed = append(f.removed, parts[1])
@@ -286,6 +296,26 @@ func TestDockerRunOutcomes(t *testing.T) {
 			setup: func(f *fakeEngine, s *Spec) { f.exitCode, f.oom = 137, true },
 			check: func(t *testing.T, res Result, err error) {
 				if err != nil || !res.OOMKilled || res.ExitCode != 137 {
+					t.Errorf("res %+v err %v", res, err)
+				}
+			},
+		},
+		{
+			// The engine's state missed the OOM (its OOM event came after the exit): the
+			// recorded "oom" event still tells.
+			name:  "oom killed, seen in the events only",
+			setup: func(f *fakeEngine, s *Spec) { f.exitCode, f.oomEvent = 137, true },
+			check: func(t *testing.T, res Result, err error) {
+				if err != nil || !res.OOMKilled || res.ExitCode != 137 {
+					t.Errorf("res %+v err %v", res, err)
+				}
+			},
+		},
+		{
+			name:  "killed by someone else: no oom event",
+			setup: func(f *fakeEngine, s *Spec) { f.exitCode = 137 },
+			check: func(t *testing.T, res Result, err error) {
+				if err != nil || res.OOMKilled || res.ExitCode != 137 {
 					t.Errorf("res %+v err %v", res, err)
 				}
 			},

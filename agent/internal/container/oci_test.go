@@ -172,6 +172,11 @@ func TestRunOOM(t *testing.T) {
 			if !res.OOMKilled || res.ExitCode != 137 {
 				t.Errorf("result %+v, want OOMKilled and exit 137", res)
 			}
+			// The engine's own record, which Run asks when its state missed the OOM, has
+			// it too (also after the container's removal).
+			if f.dock != nil && !f.dock.oomEvent(t.Context(), s.ID, res.Started) {
+				t.Error("the engine recorded no oom event for the container")
+			}
 		})
 		t.Run("under the limit", func(t *testing.T) {
 			s := f.spec("alloc", "16")
