@@ -1,9 +1,10 @@
 // Package container runs a job's container on a worker node. It owns the agent's container
 // runtime contract (Runtime, Spec, Result) and its `oci` implementation: images are pulled by
 // digest only into a local OCI-layout cache with every blob verified against its digest,
-// unpacked through os.Root so a hostile layer cannot write outside the container's root file
-// system, and run by runc with every capability dropped, no new privileges, a read-only root,
-// resource limits and no network.
+// unpacked once per node through os.Root (so a hostile layer cannot write outside the root
+// file system) into a shared tree that each container mounts read-only under an overlay of
+// its own (rootfs.go), and run by runc with every capability dropped, no new privileges, a
+// read-only root, resource limits and no network.
 //
 // It must not talk to the coordinator, S3 or anything of the job's protocol, and it must never
 // signal the runtime process (runc) itself: killing `runc run` orphans the container. It stops a

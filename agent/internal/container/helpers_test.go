@@ -264,6 +264,26 @@ func assertNoContainers(t testing.TB, rt *OCI, d dirs) {
 	for _, e := range entries {
 		t.Errorf("bundle left: %s", e.Name())
 	}
+	if m := mountsUnder(t, d.bundles); len(m) > 0 {
+		t.Errorf("mounts left under the bundle dir: %v", m)
+	}
+}
+
+// mountsUnder lists the mount points below dir in this process's mount table.
+func mountsUnder(t testing.TB, dir string) []string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			out = append(out, f[4])
+		}
+	}
+	return out
 }
 
 // syncBuffer is a bytes.Buffer safe for the concurrent writes of two copier goroutines and

@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -65,6 +66,10 @@ type OCIConfig struct {
 	CgroupParent string
 	// TmpfsBytes sizes the container's /tmp (DefaultTmpfsBytes when 0).
 	TmpfsBytes int64
+	// PrivateRootfs unpacks each container's root file system from the image's layers into
+	// its bundle, instead of mounting an overlay of the image's shared unpacked tree (see
+	// rootfs.go). The runtime falls back to it by itself where overlayfs cannot be mounted.
+	PrivateRootfs bool
 	// Logger receives notes (skipped layer entries, cleanup problems). Discarded when nil.
 	Logger *slog.Logger
 }
@@ -84,6 +89,9 @@ type OCI struct {
 	// held are the use locks of the images this runtime pulled (see prune.go).
 	heldMu sync.Mutex
 	held   map[string]func()
+
+	// noOverlay is set once an overlay mount failed: containers then get private copies.
+	noOverlay atomic.Bool
 }
 
 var _ Runtime = (*OCI)(nil)
@@ -200,14 +208,17 @@ func (o *OCI) Run(ctx context.Context, s Spec) (Result, error) {
 		_ = untar.RemoveAll(bundle)
 		return Result{}, fmt.Errorf("run %s: %w", s.ID, err)
 	}
+	release := func() {}
 	defer func() {
-		if err := untar.RemoveAll(bundle); err != nil {
+		if err := removeBundle(bundle); err != nil {
 			// Reap removes it at the next start; the run's outcome stands.
 			o.log.Warn("remove container bundle", "container", s.ID, "error", err)
 		}
+		release()
 		unlock()
 	}()
-	if err := o.prepare(ctx, s, bundle); err != nil {
+	release, err = o.prepare(ctx, s, bundle)
+	if err != nil {
 		if ctx.Err() != nil {
 			return notStarted, nil
 		}
@@ -220,76 +231,97 @@ func (o *OCI) Run(ctx context.Context, s Spec) (Result, error) {
 	return res, nil
 }
 
-// prepare unpacks the image into <bundle>/rootfs and writes <bundle>/config.json.
-func (o *OCI) prepare(ctx context.Context, s Spec, bundle string) error {
+// prepare makes <bundle>/rootfs (an overlay of the image's shared tree, or a private copy)
+// and writes <bundle>/config.json. release ends the container's use of the shared tree: call
+// it once the bundle's root is unmounted (it is never nil).
+func (o *OCI) prepare(ctx context.Context, s Spec, bundle string) (release func(), err error) {
+	release = func() {}
 	_, refDigest, err := o.parseRef(s.Image)
 	if err != nil {
-		return err
+		return release, err
 	}
 	imgDigest, ok, err := o.cache.lookup(ctx, refDigest)
 	if err != nil {
-		return err
+		return release, err
 	}
 	if !ok {
-		return fmt.Errorf("%s: %w", s.Image, ErrNotPulled)
+		return release, fmt.Errorf("%s: %w", s.Image, ErrNotPulled)
 	}
 	rawManifest, err := o.cache.readSmallBlob(imgDigest)
 	if err != nil {
-		return o.corrupt(ctx, imgDigest, err)
+		return release, o.corrupt(ctx, imgDigest, err)
 	}
 	manifest, err := v1.ParseManifest(bytes.NewReader(rawManifest))
 	if err != nil {
-		return fmt.Errorf("manifest %s: %w", imgDigest, err)
+		return release, fmt.Errorf("manifest %s: %w", imgDigest, err)
 	}
 	rawConfig, err := o.cache.readSmallBlob(manifest.Config.Digest)
 	if err != nil {
-		return o.corrupt(ctx, imgDigest, err)
+		return release, o.corrupt(ctx, imgDigest, err)
 	}
 	cfg, err := v1.ParseConfigFile(bytes.NewReader(rawConfig))
 	if err != nil {
-		return fmt.Errorf("image config %s: %w", manifest.Config.Digest, err)
+		return release, fmt.Errorf("image config %s: %w", manifest.Config.Digest, err)
 	}
 	if cfg.OS != "" && cfg.OS != "linux" {
-		return fmt.Errorf("image %s is for %s, not linux", s.Image, cfg.OS)
+		return release, fmt.Errorf("image %s is for %s, not linux", s.Image, cfg.OS)
 	}
 
 	rootfs := filepath.Join(bundle, "rootfs")
 	if err := os.Mkdir(rootfs, 0o755); err != nil {
-		return fmt.Errorf("rootfs: %w", err)
+		return release, fmt.Errorf("rootfs: %w", err)
+	}
+	log := o.log.With("container", s.ID)
+	shared := false
+	if !o.cfg.PrivateRootfs && !o.noOverlay.Load() {
+		tree, rel, bad, err := o.sharedTree(ctx, imgDigest, manifest.Layers, log)
+		if bad != nil {
+			return release, o.corrupt(ctx, imgDigest, err, *bad)
+		}
+		if err != nil {
+			return release, err
+		}
+		err = mountOverlay(tree, bundle)
+		tree.Close()
+		if err != nil {
+			rel()
+			if o.noOverlay.CompareAndSwap(false, true) {
+				o.log.Warn("the container root cannot be an overlay of the image's shared unpacked tree on this node: each container gets its own unpacked copy (slower)",
+					"error", err)
+			}
+		} else {
+			shared, release = true, rel
+		}
 	}
 	root, err := os.OpenRoot(rootfs)
 	if err != nil {
-		return fmt.Errorf("rootfs: %w", err)
+		return release, fmt.Errorf("rootfs: %w", err)
 	}
 	defer root.Close()
-	u := newUnpacker(root, o.cfg.MaxUnpackBytes, o.log.With("container", s.ID))
-	for _, l := range manifest.Layers {
-		blob := o.cache.blobPath(l.Digest)
-		err := u.applyBlob(ctx, layerBlob{digest: l.Digest, size: l.Size, open: func() (io.ReadCloser, error) { return os.Open(blob) }})
-		if errors.Is(err, ErrDigestMismatch) {
-			return o.corrupt(ctx, imgDigest, fmt.Errorf("unpack: %w", err), l.Digest)
-		}
-		if err != nil {
-			return fmt.Errorf("unpack: %w", err)
+	if !shared {
+		if bad, err := o.unpackLayers(ctx, root, manifest.Layers, log); bad != nil {
+			return release, o.corrupt(ctx, imgDigest, err, *bad)
+		} else if err != nil {
+			return release, err
 		}
 	}
 	user, err := resolveUser(root, cfg.Config.User)
 	if err != nil {
-		return err
+		return release, err
 	}
 	cgroupsPath := path.Join(o.cfg.CgroupParent, s.ID)
 	spec, err := runtimeSpec(s, cfg.Config, user, o.hostNofile, cgroupsPath, o.cfg.TmpfsBytes)
 	if err != nil {
-		return err
+		return release, err
 	}
-	b, err := json.MarshalIndent(spec, "", "  ")
+	b, err := json.Marshal(spec)
 	if err != nil {
-		return fmt.Errorf("config.json: %w", err)
+		return release, fmt.Errorf("config.json: %w", err)
 	}
 	if err := os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o600); err != nil {
-		return fmt.Errorf("config.json: %w", err)
+		return release, fmt.Errorf("config.json: %w", err)
 	}
-	return nil
+	return release, nil
 }
 
 // corrupt evicts an image whose cached blob failed verification (and that blob), so the
@@ -642,7 +674,7 @@ func (o *OCI) Remove(ctx context.Context, id string) error {
 		}
 		// A live owner removes its bundle itself once its run returns.
 		if gone, release := ownerGone(b); gone {
-			err := untar.RemoveAll(b)
+			err := removeBundle(b)
 			release()
 			if err != nil {
 				return fmt.Errorf("remove container %s: %w", id, err)
@@ -699,7 +731,7 @@ func (o *OCI) Reap(ctx context.Context, apply bool) ([]Leftover, error) {
 		}
 		err := o.delete(ctx, id)
 		if err == nil && bundle != "" && o.ours(bundle) {
-			err = untar.RemoveAll(bundle)
+			err = removeBundle(bundle)
 		}
 		release()
 		if err != nil {
@@ -730,7 +762,7 @@ func (o *OCI) Reap(ctx context.Context, apply bool) ([]Leftover, error) {
 		}
 		left = append(left, Leftover{Kind: "bundle", ID: b, Detail: "owner gone"})
 		if apply {
-			if err := untar.RemoveAll(b); err != nil {
+			if err := removeBundle(b); err != nil {
 				errs = append(errs, err)
 			}
 		}

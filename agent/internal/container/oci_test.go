@@ -362,9 +362,11 @@ func TestReap(t *testing.T) {
 	if err := os.Mkdir(bundle, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.oci.prepare(context.Background(), s, bundle); err != nil {
+	release, err := f.oci.prepare(context.Background(), s, bundle)
+	if err != nil {
 		t.Fatal(err)
 	}
+	release() // the agent died: the kernel dropped its locks
 	// The detached container inherits runc's stdio: files, not pipes that would never close.
 	logf, err := os.Create(filepath.Join(t.TempDir(), "out"))
 	if err != nil {
@@ -475,9 +477,11 @@ func TestReapSharedRoot(t *testing.T) {
 	if err := os.Mkdir(bundle, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.oci.prepare(ctx, dead, bundle); err != nil {
+	releaseTree, err := f.oci.prepare(ctx, dead, bundle)
+	if err != nil {
 		t.Fatal(err)
 	}
+	releaseTree()
 	unlock, err := takeOwnerLock(bundle)
 	if err != nil {
 		t.Fatal(err)

@@ -83,6 +83,7 @@ func (o *OCI) PruneImages(ctx context.Context, maxBytes int64, maxAge time.Durat
 		ref   string // reference digest hex (the use file's name)
 		blobs []v1.Hash
 		size  int64
+		tree  int64 // its unpacked tree's disk space (part of size)
 		used  time.Time
 	}
 	var entries []*entry
@@ -104,6 +105,8 @@ func (o *OCI) PruneImages(ctx context.Context, maxBytes int64, maxAge time.Durat
 				e.size += fi.Size()
 			}
 		}
+		e.tree = treeBytes(o.cache.treeDir(d.Digest))
+		e.size += e.tree
 		if fi, err := os.Stat(filepath.Join(o.cache.dir, "use", e.ref)); err == nil {
 			e.used = fi.ModTime()
 		} else if fi, err := os.Stat(o.cache.blobPath(d.Digest)); err == nil {
@@ -113,6 +116,7 @@ func (o *OCI) PruneImages(ctx context.Context, maxBytes int64, maxAge time.Durat
 	}
 	sort.Slice(entries, func(i, j int) bool { return entries[i].used.Before(entries[j].used) })
 	total, _ := o.blobBytes()
+	total += o.treesBytes()
 
 	refs := func(kept []*entry) map[v1.Hash]bool {
 		m := map[v1.Hash]bool{}
@@ -160,6 +164,9 @@ func (o *OCI) PruneImages(ctx context.Context, maxBytes int64, maxAge time.Durat
 				}
 			}
 		}
+		if !still[e.desc.Digest] {
+			freed += e.tree
+		}
 		kept, total = rest, total-freed
 		name := e.desc.Digest.String()
 		if r := e.desc.Annotations[imageAnnotation]; r != "" {
@@ -181,6 +188,14 @@ func (o *OCI) PruneImages(ctx context.Context, maxBytes int64, maxAge time.Durat
 		if err := writeFileAtomic(filepath.Join(o.cache.layout, "index.json"), b); err != nil {
 			return nil, fmt.Errorf("prune images: %w", err)
 		}
+	}
+	// Unpacked trees no image needs, set aside or half-built, that no container uses.
+	keep := map[string]bool{}
+	for _, k := range kept {
+		keep[k.desc.Digest.Hex] = true
+	}
+	if _, err := o.sweepTrees(keep); err != nil {
+		return pruned, fmt.Errorf("prune images: %w", err)
 	}
 	// Blobs no image needs: those of pruned images, and those of pulls that never finished.
 	// Only while no pull runs (see pullGate); the next prune catches up otherwise.
@@ -221,4 +236,15 @@ func (o *OCI) blobBytes() (int64, error) {
 		}
 	}
 	return n, err
+}
+
+// treesBytes is the disk space of the unpacked trees in the cache, as their manifests record
+// it (a build in progress counts once it is complete).
+func (o *OCI) treesBytes() int64 {
+	entries, _ := os.ReadDir(filepath.Join(o.cache.dir, treeSubdir))
+	var n int64
+	for _, e := range entries {
+		n += treeBytes(filepath.Join(o.cache.dir, treeSubdir, e.Name()))
+	}
+	return n
 }

@@ -173,8 +173,9 @@ func TestReapOrphanCgroup(t *testing.T) {
 	}
 }
 
-// TestRunDiskFull: the node's disk fills up while the image is unpacked into the bundle: the
-// run fails with ErrNoSpace, runs nothing, and leaves nothing (the bundle is removed).
+// TestRunDiskFull: the node's disk fills up while the image is unpacked (into the cache's
+// shared tree, or into the bundle for a private root): the run fails with ErrNoSpace, runs
+// nothing, and leaves nothing (no bundle, no half-built tree).
 func TestRunDiskFull(t *testing.T) {
 	t.Parallel()
 	requireRunc(t)
@@ -189,23 +190,40 @@ func TestRunDiskFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	image := push(t, img, host, "big")
-	d := newDirs(t)
-	// The bundles live on a 2 MB file system.
-	if err := os.MkdirAll(d.bundles, 0o700); err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name    string
+		private bool
+		small   func(d dirs) string // the directory on a 2 MB file system
+	}{
+		{"shared tree", false, func(d dirs) string { return filepath.Join(d.cache, treeSubdir) }},
+		{"private root", true, func(d dirs) string { return d.bundles }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := newDirs(t)
+			small := tc.small(d)
+			if err := os.MkdirAll(small, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", small).CombinedOutput(); err != nil {
+				t.Skipf("cannot mount a small tmpfs here: %v: %s", err, out)
+			}
+			t.Cleanup(func() { _ = exec.Command("umount", small).Run() })
+			rt, err := NewOCI(OCIConfig{Root: d.root, CacheDir: d.cache, BundleDir: d.bundles, Insecure: true, PrivateRootfs: tc.private})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := rt.Pull(context.Background(), image); err != nil {
+				t.Fatal(err)
+			}
+			f := &fixture{kind: "oci", d: d, rt: rt, oci: rt, image: image}
+			_, _, _, err = f.run(t, context.Background(), f.spec("echo", "never"))
+			if !errors.Is(err, ErrNoSpace) {
+				t.Fatalf("err %v, want ErrNoSpace", err)
+			}
+			assertNoContainers(t, rt, d)
+			if left, _ := os.ReadDir(filepath.Join(d.cache, treeSubdir)); len(left) != 0 {
+				t.Errorf("left in the cache's unpacked images: %v", left)
+			}
+		})
 	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", d.bundles).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a small tmpfs here: %v: %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("umount", d.bundles).Run() })
-	rt := newOCI(t, d)
-	if err := rt.Pull(context.Background(), image); err != nil {
-		t.Fatal(err)
-	}
-	f := &fixture{kind: "oci", d: d, rt: rt, oci: rt, image: image}
-	_, _, _, err = f.run(t, context.Background(), f.spec("echo", "never"))
-	if !errors.Is(err, ErrNoSpace) {
-		t.Fatalf("err %v, want ErrNoSpace", err)
-	}
-	assertNoContainers(t, rt, d)
 }

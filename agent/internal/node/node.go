@@ -26,8 +26,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/kbase/cts/agent/internal/untar"
 )
 
 // Registration is what an agent records about itself.
@@ -176,7 +174,7 @@ func (r *Registry) reapOne(p string, apply bool, inUse func(string) bool) ([]Lef
 	for _, d := range workDataPaths(reg, inUse) {
 		out = append(out, Leftover{Kind: "work data", Path: d, Detail: who})
 		if apply {
-			if err := untar.RemoveAll(d); err != nil {
+			if err := removeTree(d); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -243,7 +241,7 @@ func CleanWorkDir(workDir string, own bool) error {
 		return fmt.Errorf("clean work dir: %q is not a work directory", workDir)
 	}
 	if own {
-		if err := untar.RemoveAll(wd); err != nil {
+		if err := removeTree(wd); err != nil {
 			return fmt.Errorf("clean work dir: %w", err)
 		}
 		return nil
@@ -252,7 +250,7 @@ func CleanWorkDir(workDir string, own bool) error {
 	for _, pattern := range WorkData {
 		matches, _ := filepath.Glob(filepath.Join(wd, pattern))
 		for _, m := range matches {
-			if err := untar.RemoveAll(m); err != nil {
+			if err := removeTree(m); err != nil {
 				errs = append(errs, err)
 			}
 		}

@@ -146,3 +146,50 @@ func TestCleanWorkDir(t *testing.T) {
 		t.Error("cleaned /")
 	}
 }
+
+// TestReapDetachesMounts: a dead agent's bundle may hold its container's root still mounted
+// (the agent died before the runtime took it over): the reap unmounts it instead of removing
+// files through it, and removes the bundle.
+func TestReapDetachesMounts(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount")
+	}
+	nodeDir := t.TempDir()
+	r, err := Open(nodeDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wd := t.TempDir()
+	rootfs := filepath.Join(wd, "bundles", "cts-x-0-aa", "rootfs")
+	if err := os.MkdirAll(rootfs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// What the mount shows must survive: it belongs to another file system.
+	other := t.TempDir()
+	touch(t, filepath.Join(other, "keep"))
+	if out, err := exec.Command("mount", "--bind", other, rootfs).CombinedOutput(); err != nil {
+		t.Skipf("cannot bind-mount here: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", rootfs).Run() })
+	deadAgent(t, nodeDir, wd, false)
+	if _, err := r.Reap(true, nil); err != nil {
+		t.Fatal(err)
+	}
+	if exists(filepath.Join(wd, "bundles")) {
+		t.Error("the bundles are still there")
+	}
+	if !exists(filepath.Join(other, "keep")) {
+		t.Error("the reap removed files through the mount")
+	}
+	if m, err := mountsBelow(wd); err != nil || len(m) != 0 {
+		t.Errorf("mounts left: %v %v", m, err)
+	}
+}
+
+func TestUnescapeMountinfo(t *testing.T) {
+	for in, want := range map[string]string{`/a/b`: "/a/b", `/a\040b`: "/a b", `/x\134y`: `/x\y`, `/t\01`: `/t\01`} {
+		if got := unescapeMountinfo(in); got != want {
+			t.Errorf("%q: %q, want %q", in, got, want)
+		}
+	}
+}
