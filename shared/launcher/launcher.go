@@ -28,6 +28,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/kbase/cts/shared/launcher/env"
 )
 
 // APIVersion is the semantic version of this contract. A plugin reports the version it
@@ -41,21 +43,22 @@ const (
 	CapabilityCleanup = "cleanup"
 )
 
-// Environment variables a launcher sets for every container, beside SubmitRequest.Env.
+// Environment variables a launcher sets for every container, beside SubmitRequest.Env (see
+// package env, which the agent reads them from).
 const (
 	// EnvContainerNumber is the container number, 0 to Containers-1.
-	EnvContainerNumber = "CONTAINER_NUMBER"
+	EnvContainerNumber = env.ContainerNumber
 	// EnvAgentAttempt names this run of the container, unique per launch (HTCondor
 	// "cluster.proc", local "local-<jobid8>-<attempt>-<n>"); the agent reports it in its hello.
-	EnvAgentAttempt = "CTS_AGENT_ATTEMPT"
+	EnvAgentAttempt = env.AgentAttempt
 	// EnvCredentialFile names the file holding the container's credential
 	// (SubmitRequest.Credentials): an absolute path, or one relative to the agent's working
 	// directory. The file is readable by the agent's user only.
-	EnvCredentialFile = "CTS_AGENT_CREDENTIAL_FILE"
+	EnvCredentialFile = env.CredentialFile
 	// EnvCredential holds the container's credential itself, for a backend that can pass
 	// environment variables privately but no file (other processes of the agent's user may
 	// read a process environment: prefer EnvCredentialFile).
-	EnvCredential = "CTS_AGENT_CREDENTIAL"
+	EnvCredential = env.Credential
 )
 
 // MaxCredentialLength bounds one credential of SubmitRequest.Credentials.

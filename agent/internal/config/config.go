@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/kbase/cts/shared/grace"
-	"github.com/kbase/cts/shared/launcher"
+	launchenv "github.com/kbase/cts/shared/launcher/env"
 )
 
 // Worker is the connection half of the CTS worker contract, the same in both agent modes:
@@ -48,7 +48,7 @@ func workerFromEnv(get func(string) string) (Worker, []error) {
 		ServiceURL: get("SERVICE_ROOT_URL"), TokenPath: get("TOKEN_PATH"), S3URL: get("S3_URL"),
 		S3AccessKey: get("S3_ACCESS_KEY"), S3SecretPath: get("S3_SECRET_PATH"), S3Region: get("S3_REGION"),
 		S3Insecure: strings.EqualFold(get("S3_INSECURE"), "true"), LogLevel: get("CTS_LOG_LEVEL"),
-		CredentialFile: get(launcher.EnvCredentialFile), Credential: get(launcher.EnvCredential),
+		CredentialFile: get(launchenv.CredentialFile), Credential: get(launchenv.Credential),
 	}
 	if w.S3Region == "" {
 		w.S3Region = "us-east-1"
@@ -77,7 +77,7 @@ func (w *Worker) readSecrets() []error {
 	}
 	if w.CredentialFile != "" {
 		if w.Credential, err = readSecret(w.CredentialFile); err != nil {
-			errs = append(errs, fmt.Errorf("read the agent credential (%s): %w", launcher.EnvCredentialFile, err))
+			errs = append(errs, fmt.Errorf("read the agent credential (%s): %w", launchenv.CredentialFile, err))
 		}
 	}
 	if w.Credential != "" {

@@ -409,16 +409,26 @@ func TestReap(t *testing.T) {
 	}
 }
 
+// BenchmarkRunTrivial runs a container that exits at once: with its root an overlay of the
+// image's shared unpacked tree (the default), and with a private copy unpacked per run.
 func BenchmarkRunTrivial(b *testing.B) {
-	f := newFixture(b)
-	ctx := context.Background()
-	b.ResetTimer()
-	for b.Loop() {
-		s := f.spec("exit", "0")
-		res, err := f.rt.Run(ctx, s)
-		if err != nil || res.ExitCode != 0 {
-			b.Fatalf("res %+v err %v", res, err)
+	for _, private := range []bool{false, true} {
+		name := "shared"
+		if private {
+			name = "private"
 		}
+		b.Run(name, func(b *testing.B) {
+			f := newFixture(b)
+			f.oci.cfg.PrivateRootfs = private
+			ctx := context.Background()
+			for b.Loop() {
+				s := f.spec("exit", "0")
+				res, err := f.rt.Run(ctx, s)
+				if err != nil || res.ExitCode != 0 {
+					b.Fatalf("res %+v err %v", res, err)
+				}
+			}
+		})
 	}
 }
 
