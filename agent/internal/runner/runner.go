@@ -152,6 +152,7 @@ type run struct {
 	stdout   string
 	stderr   string
 	ran      bool // the container process was started (logs exist)
+	logsUp   bool // the logs went up beside the outputs: the finaliser need not upload them
 	result   container.Result
 	outputs  []protocol.OutputFile
 	manifest *protocol.OutputsManifest // instead of outputs, beyond protocol.MaxInlineOutputs
@@ -454,6 +455,11 @@ func (r *Runner) uploadOutputs(ctx context.Context, st *run) error {
 	for i, u := range ups {
 		paths[i] = u.S3Path
 	}
+	// The container's logs go up at the same time as the outputs, not after them; should
+	// that fail, the finaliser uploads them again (and says so if that fails too).
+	logsDone := make(chan error, 1)
+	go func() { logsDone <- r.uploadLogs(ctx, st) }()
+	defer func() { st.logsUp = <-logsDone == nil }()
 	r.meter.start(protocol.PhaseUpload, paths, sizes)
 	done, err := r.xfer.UploadAll(ctx, ups)
 	r.meter.end(err == nil && len(done) == len(ups))
@@ -518,14 +524,19 @@ func (r *Runner) uploadLogs(ctx context.Context, st *run) (err error) {
 			err = fmt.Errorf("agent panic: %v\n%s", p, debug.Stack())
 		}
 	}()
+	_, err = r.xfer.UploadAll(ctx, r.logUploads(st))
+	return err
+}
+
+// logUploads lists the uploads of the container's stdout and stderr files that exist.
+func (r *Runner) logUploads(st *run) []transfer.Upload {
 	var ups []transfer.Upload
 	for _, f := range []string{st.stdout, st.stderr} {
 		if _, err := os.Stat(f); err == nil {
 			ups = append(ups, transfer.Upload{Source: f, S3Path: st.a.LogDir + filepath.Base(f)})
 		}
 	}
-	_, err = r.xfer.UploadAll(ctx, ups)
-	return err
+	return ups
 }
 
 func (r *Runner) reportState(ctx context.Context, s job.State, edit func(*protocol.Event)) error {
@@ -579,9 +590,11 @@ func (r *Runner) finish(runCtx context.Context, st *run, err error) error {
 				return rerr
 			}
 		}
-		if hurried(r.cfg.Hurry) {
+		switch {
+		case st.logsUp:
+		case hurried(r.cfg.Hurry):
 			logErr = errors.New("skipped: the agent was told to stop at once (second signal)")
-		} else {
+		default:
 			logErr = r.uploadLogs(logCtx, st)
 		}
 		if logErr != nil {

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -436,6 +437,39 @@ func TestSuccess(t *testing.T) {
 				t.Errorf("order: %v", jr.list())
 			}
 		})
+	}
+}
+
+// TestLogsUploadBesideOutputs: on success the container's logs go up while the outputs do,
+// not after them (one round of uploads instead of two); each upload once.
+func TestLogsUploadBesideOutputs(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	logsStarted := make(chan struct{})
+	var once sync.Once
+	var calls atomic.Int32
+	h.xfer.upload = func(ctx context.Context, us []transfer.Upload) error {
+		calls.Add(1)
+		if len(us) > 0 && strings.HasPrefix(us[0].S3Path, "logs/") {
+			once.Do(func() { close(logsStarted) })
+			return nil
+		}
+		select {
+		case <-logsStarted:
+			return nil
+		case <-time.After(time.Minute):
+			return errors.New("the logs did not start uploading while the outputs did")
+		}
+	}
+	if err := h.run(t, t.Context()); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if want := statesOf(job.JobSubmitting, job.JobSubmitted, job.UploadSubmitting, job.UploadSubmitted, job.Complete); !slices.Equal(h.rep.states(), want) {
+		t.Fatalf("states = %v, want %v", h.rep.states(), want)
+	}
+	checkLogsUploaded(t, h)
+	if n := calls.Load(); n != 2 {
+		t.Errorf("%d upload batches, want 2 (outputs, logs)", n)
 	}
 }
 
