@@ -225,24 +225,32 @@ func runJob(cfg config.Config, keep bool, log *slog.Logger) (code int, err error
 			return 1, fmt.Errorf("remove the previous container of this attempt: %w", err)
 		}
 	}
-	// Leftovers of agents that died on this node (never those of live agents sharing the
-	// runtime or the node directory).
-	if left, err := reapNode(ctx, rt, reg, true); err != nil {
-		log.Warn("reap leftovers of dead agents", "runtime", kind, "error", err, "removed", len(left))
-	} else if len(left) > 0 {
-		log.Info("reaped leftovers of dead agents", "runtime", kind, "removed", len(left))
-	}
-	log.Debug("leftovers checked")
-	// The node's image cache stays within its bounds (never dropping an image a live agent
-	// uses); a failure here costs disk, not the job.
-	if pruned, err := rt.PruneImages(ctx, cfg.ImageCacheMaxBytes, cfg.ImageCacheMaxAge); err != nil {
-		log.Warn("prune the image cache", "runtime", kind, "error", err)
-	} else {
-		for _, p := range pruned {
-			log.Info("pruned an image from the node's cache", "image", p.Image, "bytes", p.Bytes, "last_used", p.LastUsed)
+	// The node's housekeeping runs while the agent connects to the coordinator (it touches
+	// only the runtime's and the node's files, under their locks) and ends before anything of
+	// the job runs.
+	housekeeping := make(chan struct{})
+	go func() {
+		defer close(housekeeping)
+		// Leftovers of agents that died on this node (never those of live agents sharing the
+		// runtime or the node directory).
+		if left, err := reapNode(ctx, rt, reg, true); err != nil {
+			log.Warn("reap leftovers of dead agents", "runtime", kind, "error", err, "removed", len(left))
+		} else if len(left) > 0 {
+			log.Info("reaped leftovers of dead agents", "runtime", kind, "removed", len(left))
 		}
-	}
-	log.Debug("image cache checked")
+		log.Debug("leftovers checked")
+		// The node's image cache stays within its bounds (never dropping an image a live
+		// agent uses); a failure here costs disk, not the job.
+		if pruned, err := rt.PruneImages(ctx, cfg.ImageCacheMaxBytes, cfg.ImageCacheMaxAge); err != nil {
+			log.Warn("prune the image cache", "runtime", kind, "error", err)
+		} else {
+			for _, p := range pruned {
+				log.Info("pruned an image from the node's cache", "image", p.Image, "bytes", p.Bytes, "last_used", p.LastUsed)
+			}
+		}
+		log.Debug("image cache checked")
+	}()
+	defer func() { <-housekeeping }()
 	s3c, err := transfer.NewS3Client(ctx, transfer.S3Config{
 		Endpoint: cfg.S3URL, AccessKey: cfg.S3AccessKey, SecretKey: cfg.S3Secret, Region: cfg.S3Region, Insecure: cfg.S3Insecure,
 	})
@@ -264,6 +272,7 @@ func runJob(cfg config.Config, keep bool, log *slog.Logger) (code int, err error
 	}
 	defer sess.Close()
 	log.Info("assignment received", "image", a.Image, "inputs", len(a.Inputs), "runtime", kind, "container_state", a.ContainerState)
+	<-housekeeping
 	if len(sess.Recovered()) > 0 || a.NextSeq > 1 {
 		return resume(ctx, sess, a, log)
 	}
