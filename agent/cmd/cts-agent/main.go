@@ -216,6 +216,11 @@ func runJob(cfg config.Config, keep bool, log *slog.Logger) (code int, err error
 		return 1, err
 	}
 	defer unregister()
+	if w, ok := rt.(container.Waiter); ok {
+		// The deletion of the job's container may still run after the runner is done: it
+		// ends before this agent unregisters.
+		defer w.Wait()
+	}
 	// A previous process of this attempt (restarted by its launcher, or run again by hand)
 	// may have left its container: it cannot be picked up, so it goes first.
 	id := runner.ContainerID(cfg.JobID, cfg.Container, cfg.Attempt)

@@ -101,7 +101,7 @@ type Runtime interface {
 	// whole pull.
 	Pull(ctx context.Context, image string) error
 	// Run creates the container from a pulled image, runs it, and blocks until it has exited
-	// and been deleted. Canceling ctx stops the container gracefully (TERM, grace, KILL,
+	// and been deleted (a Waiter may return once it has exited, see Waiter). Canceling ctx stops the container gracefully (TERM, grace, KILL,
 	// delete) and returns with Result.Canceled. A non-nil error means the system failed
 	// (cache, unpack, runtime), never that the user's program failed: that is in Result.
 	Run(ctx context.Context, spec Spec) (Result, error)
@@ -120,6 +120,14 @@ type Runtime interface {
 	// maxAge, then the least recently used while they take more than maxBytes, never one a
 	// live agent pulled (Pull holds it until the agent exits). It returns what it removed.
 	PruneImages(ctx context.Context, maxBytes int64, maxAge time.Duration) ([]PrunedImage, error)
+}
+
+// Waiter is implemented by a Runtime whose Run may return before the container it ran is
+// deleted (the container has exited and its Result is final; its deletion and cleanup go on in
+// the background). Wait blocks until those are done; an agent calls it before it exits. An
+// agent that dies first leaves a stopped container that the next agent's Reap removes.
+type Waiter interface {
+	Wait()
 }
 
 // Leftover is one thing a dead agent left in a runtime.

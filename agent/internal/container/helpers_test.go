@@ -244,12 +244,17 @@ func (f *fixture) run(t testing.TB, ctx context.Context, s Spec) (Result, string
 	var stdout, stderr syncBuffer
 	s.Stdout, s.Stderr = &stdout, &stderr
 	res, err := f.rt.Run(ctx, s)
+	if w, ok := f.rt.(Waiter); ok {
+		// The container's deletion, as an agent waits for it before it exits.
+		w.Wait()
+	}
 	return res, stdout.String(), stderr.String(), err
 }
 
 // assertNoContainers checks that nothing is left under the runc root and the bundle dir.
 func assertNoContainers(t testing.TB, rt *OCI, d dirs) {
 	t.Helper()
+	rt.Wait()
 	out, err := rt.runcCall(context.Background(), "list", "--quiet")
 	if err != nil {
 		t.Errorf("runc list: %v", err)

@@ -92,9 +92,15 @@ type OCI struct {
 
 	// noOverlay is set once an overlay mount failed: containers then get private copies.
 	noOverlay atomic.Bool
+
+	// bg joins the deletions of exited containers that Run leaves running (see Wait).
+	bg sync.WaitGroup
 }
 
-var _ Runtime = (*OCI)(nil)
+var (
+	_ Runtime = (*OCI)(nil)
+	_ Waiter  = (*OCI)(nil)
+)
 
 // NewOCI checks cfg, creates the directories and finds runc.
 func NewOCI(cfg OCIConfig) (*OCI, error) {
@@ -209,13 +215,30 @@ func (o *OCI) Run(ctx context.Context, s Spec) (Result, error) {
 		return Result{}, fmt.Errorf("run %s: %w", s.ID, err)
 	}
 	release := func() {}
-	defer func() {
+	cleanup := func() {
 		if err := removeBundle(bundle); err != nil {
 			// Reap removes it at the next start; the run's outcome stands.
 			o.log.Warn("remove container bundle", "container", s.ID, "error", err)
 		}
 		release()
 		unlock()
+	}
+	var deleteLater func(context.Context) error
+	defer func() {
+		if deleteLater == nil {
+			cleanup()
+			return
+		}
+		// The container exited by itself and its outcome is known: its deletion (a runc
+		// process start, the cgroups) and its bundle's removal need not delay the caller.
+		o.bg.Add(1)
+		go func() {
+			defer o.bg.Done()
+			if err := deleteLater(context.WithoutCancel(ctx)); err != nil {
+				o.log.Warn("delete an exited container; the next agent's reap removes it", "container", s.ID, "error", err)
+			}
+			cleanup()
+		}()
 	}()
 	release, err = o.prepare(ctx, s, bundle)
 	if err != nil {
@@ -224,12 +247,17 @@ func (o *OCI) Run(ctx context.Context, s Spec) (Result, error) {
 		}
 		return Result{}, fmt.Errorf("run %s: %w", s.ID, noSpace(err))
 	}
-	res, err := o.run(ctx, s, bundle)
+	var res Result
+	res, deleteLater, err = o.run(ctx, s, bundle)
 	if err != nil {
 		return res, fmt.Errorf("run %s: %w", s.ID, err)
 	}
 	return res, nil
 }
+
+// Wait blocks until the containers that Run returned for are deleted and their bundles
+// removed: an agent calls it before it exits (see Waiter).
+func (o *OCI) Wait() { o.bg.Wait() }
 
 // prepare makes <bundle>/rootfs (an overlay of the image's shared tree, or a private copy)
 // and writes <bundle>/config.json. release ends the container's use of the shared tree: call
@@ -341,8 +369,10 @@ func (o *OCI) corrupt(ctx context.Context, image v1.Hash, cause error, blobs ...
 
 // run starts `runc run` and waits for it, stopping the container on cancellation or timeout.
 // runc runs in its own process group so a terminal's Ctrl-C reaches the agent only; it is
-// never signaled itself (see the package comment).
-func (o *OCI) run(ctx context.Context, s Spec, bundle string) (Result, error) {
+// never signaled itself (see the package comment). When the container exited by itself (no
+// stop, no start failure), it returns its deletion as deleteLater instead of running it;
+// otherwise the container is deleted when it returns.
+func (o *OCI) run(ctx context.Context, s Spec, bundle string) (res Result, deleteLater func(context.Context) error, err error) {
 	logPath := filepath.Join(bundle, "runc.log")
 	cmd := exec.Command(o.runc, "--root", o.cfg.Root, "--log", logPath, "--log-format", "json",
 		"run", "--keep", "--bundle", bundle, s.ID)
@@ -352,10 +382,9 @@ func (o *OCI) run(ctx context.Context, s Spec, bundle string) (Result, error) {
 	// only bounds a pathological writer.
 	cmd.WaitDelay = 10 * time.Second
 
-	var res Result
 	res.Started = time.Now()
 	if err := cmd.Start(); err != nil {
-		return res, fmt.Errorf("start runc: %w", err)
+		return res, nil, fmt.Errorf("start runc: %w", err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -385,9 +414,9 @@ func (o *OCI) run(ctx context.Context, s Spec, bundle string) (Result, error) {
 	// The container was kept (--keep) so its cgroup can still be read.
 	cctx := context.WithoutCancel(ctx)
 	res.OOMKilled = o.oomKilled(s.ID)
-	delErr := o.delete(cctx, s.ID)
+	del := func(ctx context.Context) error { return o.delete(ctx, s.ID) }
 	if stopErr != nil {
-		return res, errors.Join(stopErr, delErr)
+		return res, nil, errors.Join(stopErr, del(cctx))
 	}
 
 	var exitErr *exec.ExitError
@@ -398,17 +427,17 @@ func (o *OCI) run(ctx context.Context, s Spec, bundle string) (Result, error) {
 		res.ExitCode = exitErr.ExitCode()
 	default:
 		// runc was killed by a signal, or copying the container's streams failed.
-		return res, errors.Join(fmt.Errorf("runc run: %w", waitErr), delErr)
+		return res, nil, errors.Join(fmt.Errorf("runc run: %w", waitErr), del(cctx))
 	}
 	if res.ExitCode != 0 && !res.Canceled && !res.TimedOut {
 		if msg := runcErrors(logPath); msg != "" {
-			return res, errors.Join(&StartError{ID: s.ID, Message: msg}, delErr)
+			return res, nil, errors.Join(&StartError{ID: s.ID, Message: msg}, del(cctx))
 		}
 	}
-	if delErr != nil {
-		return res, delErr
+	if res.Canceled || res.TimedOut {
+		return res, nil, del(cctx)
 	}
-	return res, nil
+	return res, del, nil
 }
 
 // noSpace marks a full disk (ENOSPC, EDQUOT) as ErrNoSpace.

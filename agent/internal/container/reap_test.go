@@ -29,7 +29,13 @@ func startBackground(t *testing.T, f *fixture, s Spec) <-chan error {
 	}
 	s.Stdout = &out
 	done := make(chan error, 1)
-	go func() { _, err := f.rt.Run(context.Background(), s); done <- err }()
+	go func() {
+		_, err := f.rt.Run(context.Background(), s)
+		if w, ok := f.rt.(Waiter); ok {
+			w.Wait()
+		}
+		done <- err
+	}()
 	select {
 	case <-started:
 	case err := <-done:
