@@ -83,6 +83,13 @@ type MongoStats struct {
 	// LockWait is the time requests waited for the lock; Server the time from forwarding a
 	// request to FerretDB's (last) reply.
 	LockWait, Server time.Duration
+	// Begun counts the requests by command name when they arrive (Commands counts them when
+	// they end): a command that holds the proxy shows in Begun and not yet in Commands.
+	Begun map[string]int64
+	// Running is the serialised command FerretDB is running now ("" when none) and
+	// RunningSince when it was forwarded: what holds the proxy during a stall.
+	Running      string
+	RunningSince time.Time
 }
 
 // Stats returns a copy of the proxy's counters.
@@ -92,13 +99,20 @@ func (m *Mongo) Stats() MongoStats {
 	st := m.stats
 	st.Commands = maps.Clone(m.stats.Commands)
 	st.CommandServer = maps.Clone(m.stats.CommandServer)
+	st.Begun = maps.Clone(m.stats.Begun)
 	return st
 }
 
 // Sub returns the counters of st minus those of an earlier snapshot.
 func (st MongoStats) Sub(earlier MongoStats) MongoStats {
 	d := MongoStats{Commands: map[string]int64{}, CommandServer: map[string]time.Duration{}, Serialised: st.Serialised - earlier.Serialised,
-		Parallel: st.Parallel - earlier.Parallel, LockWait: st.LockWait - earlier.LockWait, Server: st.Server - earlier.Server}
+		Parallel: st.Parallel - earlier.Parallel, LockWait: st.LockWait - earlier.LockWait, Server: st.Server - earlier.Server,
+		Begun: map[string]int64{}, Running: st.Running, RunningSince: st.RunningSince}
+	for k, v := range st.Begun {
+		if n := v - earlier.Begun[k]; n != 0 {
+			d.Begun[k] = n
+		}
+	}
 	for k, v := range st.Commands {
 		if n := v - earlier.Commands[k]; n != 0 {
 			d.Commands[k] = n
@@ -120,6 +134,23 @@ func (st MongoStats) Sub(earlier MongoStats) MongoStats {
 // writes a document in one SQLite statement), as on MongoDB. It is a measurement mode (how much
 // of a request's time is the proxy's queue), off by default; the dev site never turns it on.
 func (m *Mongo) SetParallelReads(on bool) { m.parallelReads.Store(on) }
+
+// begin counts a request as it arrives.
+func (m *Mongo) begin(cmd string) {
+	m.statsMu.Lock()
+	defer m.statsMu.Unlock()
+	if m.stats.Begun == nil {
+		m.stats.Begun = map[string]int64{}
+	}
+	m.stats.Begun[cmd]++
+}
+
+// running records the serialised command forwarded now ("" once it has ended).
+func (m *Mongo) running(cmd string, since time.Time) {
+	m.statsMu.Lock()
+	m.stats.Running, m.stats.RunningSince = cmd, since
+	m.statsMu.Unlock()
+}
 
 func (m *Mongo) count(cmd string, parallel bool, wait, server time.Duration) {
 	m.statsMu.Lock()
@@ -303,6 +334,7 @@ func (m *Mongo) serve(client net.Conn) {
 			return
 		}
 		cmd := commandName(req)
+		m.begin(cmd)
 		if m.parallelReads.Load() && readOnly(cmd, req) {
 			t0 := time.Now()
 			err = roundTrip(req, backend, br, client, func() {})
@@ -311,7 +343,9 @@ func (m *Mongo) serve(client net.Conn) {
 			t0 := time.Now()
 			m.mu.Lock()
 			t1 := time.Now()
+			m.running(cmd, t1)
 			err = m.pointRoundTrip(req, backend, br, client)
+			m.running("", time.Time{})
 			m.mu.Unlock()
 			m.count(cmd, false, t1.Sub(t0), time.Since(t1))
 		}

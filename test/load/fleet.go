@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -101,13 +102,23 @@ type Fleet struct {
 	dialer websocket.Dialer
 	stats  *Stats
 
+	// held: containers run until Release (RunFor 0); fixed at NewFleet. released and spread
+	// are set once by Release (spread first); an agent reads them under its own lock, never
+	// under mu.
+	held     bool
+	released atomic.Bool
+	spread   atomic.Int64 // time.Duration
+
+	// mu guards the launches and the agent list. Lock order: never hold mu and an agent's mu
+	// at once, in either order. An agent's reader holds its agent's mu while it handles an
+	// acknowledgement, and the launcher's calls (Status, Cleanup) look at thousands of agents:
+	// holding mu while waiting for an agent's mu, with a reader holding that agent's mu while
+	// waiting for mu, stopped the whole generator (no event, no connect, no launcher call
+	// answered) once the reconciler's Status met the ramp's acknowledgements.
 	mu       sync.Mutex
 	launches map[string]*launch // by job ID + "/" + attempt
 	byJob    map[string][]*launch
 	agents   []*agent
-	held     bool
-	released bool
-	spread   time.Duration
 	tokens   map[string]string // token file contents by path
 }
 
@@ -135,8 +146,9 @@ func (f *Fleet) Run(ctx context.Context) { f.s.run(ctx, f.cfg.Workers) }
 
 // Release lets every held container finish, the fleet's releases spread evenly over spread.
 func (f *Fleet) Release(spread time.Duration) {
+	f.spread.Store(int64(spread))
+	f.released.Store(true)
 	f.mu.Lock()
-	f.released, f.spread = true, spread
 	agents := slices.Clone(f.agents)
 	f.mu.Unlock()
 	for _, a := range agents {
@@ -241,11 +253,16 @@ func (f *Fleet) launchOf(ref launcher.JobRef) (*launch, error) {
 	return nil, fmt.Errorf("%w: job %s handle %q", launcher.ErrNotFound, ref.JobID, ref.Handle)
 }
 
-// Status implements simlaunch.Backend.
+// Status implements simlaunch.Backend. It reads the launches under mu and the agents after
+// (see Fleet.mu).
 func (f *Fleet) Status(_ context.Context, refs []launcher.JobRef) ([]simlaunch.JobStatus, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
 	out := make([]simlaunch.JobStatus, len(refs))
+	type found struct {
+		l        *launch
+		canceled bool
+	}
+	ls := make([]found, len(refs))
+	f.mu.Lock()
 	for i, ref := range refs {
 		out[i].JobID = ref.JobID
 		l, err := f.launchOf(ref)
@@ -253,8 +270,15 @@ func (f *Fleet) Status(_ context.Context, refs []launcher.JobRef) ([]simlaunch.J
 			out[i].NotFound = true
 			continue
 		}
-		for _, a := range l.agents {
-			out[i].Containers = append(out[i].Containers, a.status(l.canceled))
+		ls[i] = found{l, l.canceled}
+	}
+	f.mu.Unlock()
+	for i, fl := range ls {
+		if fl.l == nil {
+			continue
+		}
+		for _, a := range fl.l.agents { // fixed at Submit
+			out[i].Containers = append(out[i].Containers, a.status(fl.canceled))
 		}
 	}
 	return out, nil
@@ -277,20 +301,23 @@ func (f *Fleet) Cancel(_ context.Context, ref launcher.JobRef) error {
 	return err
 }
 
-// Cleanup implements simlaunch.Backend.
+// Cleanup implements simlaunch.Backend. It looks at the agents without holding mu (see
+// Fleet.mu): an agent that is done stays done.
 func (f *Fleet) Cleanup(_ context.Context, ref launcher.JobRef) error {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	l, err := f.launchOf(ref)
+	f.mu.Unlock()
 	if errors.Is(err, launcher.ErrNotFound) {
 		return nil
 	}
-	for _, a := range l.agents {
+	for _, a := range l.agents { // fixed at Submit
 		if !a.isDone() {
 			return fmt.Errorf("%w: container %d of %s still runs", launcher.ErrConflict, a.container, ref.JobID)
 		}
 	}
+	f.mu.Lock()
 	l.cleaned = true
+	f.mu.Unlock()
 	return nil
 }
 
@@ -765,9 +792,9 @@ func (a *agent) handleAck(seq int64, onConn bool) {
 		a.step++
 		a.running = true
 		a.f.s.after(jitter(a.f.cfg.LogInterval), a.logTick)
-		a.f.mu.Lock()
-		held, released, spread := a.f.held, a.f.released, a.f.spread
-		a.f.mu.Unlock()
+		// Release sets released before it looks at each agent under the agent's mu: either
+		// this reads it set, or Release finds this agent running once this unlocks.
+		held, released, spread := a.f.held, a.f.released.Load(), time.Duration(a.f.spread.Load())
 		switch {
 		case !held:
 			a.finishing = true

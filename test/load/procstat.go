@@ -181,3 +181,16 @@ func (w *Watch) Names() []string {
 	}
 	return out
 }
+
+// Pids returns the live processes of name.
+func (w *Watch) Pids(name string) []int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []int
+	if p := w.procs[name]; p != nil {
+		for pid := range p.last {
+			out = append(out, pid)
+		}
+	}
+	return out
+}

@@ -47,6 +47,11 @@ func (s *Site) ProfileHeap(ctx context.Context, label string) {
 }
 
 func (s *Site) fetchProfile(ctx context.Context, c *Coordinator, path, name string) error {
+	return s.fetchInto(ctx, c, path, filepath.Join(s.Opts.Profile, name))
+}
+
+// fetchInto writes what the coordinator's admin endpoint path answers into the file at dst.
+func (s *Site) fetchInto(ctx context.Context, c *Coordinator, path, dst string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.URL+path, nil)
 	if err != nil {
 		return err
@@ -61,7 +66,7 @@ func (s *Site) fetchProfile(ctx context.Context, c *Coordinator, path, name stri
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1000))
 		return fmt.Errorf("%s: %s: %s", path, resp.Status, b)
 	}
-	f, err := os.Create(filepath.Join(s.Opts.Profile, name))
+	f, err := os.Create(dst)
 	if err != nil {
 		return err
 	}

@@ -57,6 +57,8 @@ type Options struct {
 	// whole run) and heap and goroutines at the end of the hold, the stack process's CPU, and
 	// the MongoDB commands per applied event in the report (store_commands).
 	Profile string
+	// Snapshot, when set, takes a Site.Snapshot each time it receives (cts-load: on SIGUSR1).
+	Snapshot <-chan struct{}
 }
 
 func (o *Options) defaults() {
@@ -333,7 +335,22 @@ func startRunSite(ctx context.Context, o Options, so SiteOptions) (*Site, func()
 		}
 		return nil, nil, err
 	}
+	snapStop, snapDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(snapDone)
+		for {
+			select {
+			case <-o.Snapshot: // nil: never
+				dir, err := site.Snapshot(ctx)
+				fmt.Fprintf(o.Log, "snapshot in %s (errors: %v)\n", dir, err)
+			case <-snapStop:
+				return
+			}
+		}
+	}()
 	return site, func() {
+		close(snapStop)
+		<-snapDone
 		site.Close()
 		if tmp && !o.KeepDir {
 			_ = os.RemoveAll(dir)

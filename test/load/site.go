@@ -258,9 +258,9 @@ func StartSite(ctx context.Context, o SiteOptions) (_ *Site, err error) {
 			"worker_env": map[string]any{"TOKEN_PATH": tokenPath, "S3_SECRET_PATH": secretPath},
 		}},
 	}
-	if o.Profile != "" {
-		cfg["observability"] = map[string]any{"pprof": true}
-	}
+	// The admins' /debug/pprof/: profiles (-profile) and snapshots (Site.Snapshot). It costs
+	// nothing until asked.
+	cfg["observability"] = map[string]any{"pprof": true}
 	if o.Configure != nil {
 		o.Configure(cfg)
 	}

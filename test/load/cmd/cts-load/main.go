@@ -41,7 +41,7 @@ func run() error {
 	flag.DurationVar(&o.LogInterval, "log-interval", 10*time.Second, "live log lines every this long per running container")
 	flag.DurationVar(&o.Soak, "soak", 0, "run the mixed soak for this long instead (e.g. 10m)")
 	flag.IntVar(&o.Replicas, "replicas", 1, "coordinator processes, behind a small reverse proxy when more than one")
-	flag.StringVar(&o.Dir, "dir", "", "run folder (default: temporary, removed unless -keep)")
+	flag.StringVar(&o.Dir, "dir", "", "run folder (default: temporary, removed unless -keep; SIGUSR1 writes a snapshot of a stalled run into it)")
 	flag.BoolVar(&o.KeepDir, "keep", false, "keep the run folder (logs, configuration)")
 	flag.StringVar(&o.Profile, "profile", "", "folder for CPU and heap profiles of the coordinator and the stack, and MongoDB commands per event in the report")
 	flag.StringVar(&o.Bin, "bin", "", "folder with cts-coordinator and cts-launcher-sim (default: built)")
@@ -66,6 +66,20 @@ func run() error {
 	o.Log = os.Stderr
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// SIGUSR1: a snapshot of the run (goroutines of every process, file descriptors, the
+	// MongoDB proxy's command in flight) in the run folder, for a run that stalls.
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	snap := make(chan struct{}, 1)
+	go func() {
+		for range usr1 {
+			select {
+			case snap <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	o.Snapshot = snap
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	rep, err := load.Run(ctx, o)
