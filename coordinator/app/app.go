@@ -259,7 +259,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (_ *
 	var apiSrv *api.Server
 	a.agents = agentws.New(agentws.Config{
 		Credentials: creds, Shared: a.store, Replica: a.replica.String(), SharedInterval: cfg.Replicas.PollInterval,
-		StoreWork: cfg.Agents.StoreWork, HeartbeatInterval: cfg.Agents.HeartbeatInterval,
+		StoreWork: cfg.Agents.StoreWork, HeartbeatInterval: cfg.Agents.HeartbeatInterval, Presence: a.store,
 	}, ing, a.launch, func(r *http.Request) error { return apiSrv.AuthorizeExecutor(r) },
 		log.With("component", "agentws"), func(w http.ResponseWriter, r *http.Request, err error) { apiSrv.WriteError(w, r, err) })
 	dashboard, err := ui.New()
@@ -333,7 +333,7 @@ func (a *App) Run(ctx context.Context) error {
 		Interval: rc.Interval, HeartbeatDeadline: rc.HeartbeatDeadline, ConnectDeadline: rc.ConnectDeadline,
 		SubmitDeadline: rc.SubmitDeadline, CancelDeadline: rc.CancelDeadline, IdleDeadline: rc.IdleDeadline,
 		RuntimeGrace: rc.RuntimeGrace, MaxLaunchRetries: rc.MaxLaunchRetries, StagingDeadline: rc.StagingDeadline,
-		Connected: a.agents.AgentConnected,
+		Connected: a.agents.AgentConnected, Presence: a.store.Presence,
 	}, &meteredAccounting{a.store, a.metrics}, &meteredLaunch{a.launch, a.metrics}, a.refdata, a.log.With("component", "reconcile"), nil)
 	g.Go(func() error { return a.leases.Run(gctx, leaseReconciler, rec.Run) })
 	g.Go(func() error {

@@ -35,7 +35,7 @@ import (
 type Ingest interface {
 	Assignment(ctx context.Context, h protocol.Hello, launch int) (*protocol.Assignment, error)
 	ApplyEvent(ctx context.Context, a ingest.Agent, ev protocol.Event) error
-	// Touch records many agents' heartbeats in one write.
+	// Touch records the last contact of agents that left (a point write each).
 	Touch(ctx context.Context, ts []jobs.Touch) (int, error)
 }
 
@@ -68,9 +68,12 @@ type Config struct {
 	Shared         Shared
 	Replica        string
 	SharedInterval time.Duration
-	// HeartbeatInterval is how often the heartbeats of the connected agents are written to
-	// the store, all in one write (default 10 s).
+	// HeartbeatInterval is how often the agents connected to this replica are recorded in the
+	// store (Presence; default 10 s); see live.go.
 	HeartbeatInterval time.Duration
+	// Presence records the connected agents for the other replicas' reconcilers (nil: not
+	// recorded; a single replica's reconciler asks AgentConnected).
+	Presence Presence
 	// StoreWork bounds how many hellos and events are applied at once across all sessions
 	// (default 16): each is store work, and a burst of thousands of agents must wait here, in
 	// order, rather than in the store's queue, where each operation's deadline runs.
@@ -132,7 +135,7 @@ func New(cfg Config, svc Ingest, cancels Cancels, authz Authorizer, log *slog.Lo
 	}
 	return &Handler{shared: sh, cfg: cfg, svc: svc, cancels: cancels, authz: authz, log: log, ErrorWriter: errw, logs: newLogBook(cfg.Logs),
 		progress: newProgressBook(cfg.Logs.MaxContainers),
-		live:     newLiveness(cfg.HeartbeatInterval, svc.Touch, log),
+		live:     newLiveness(cfg.HeartbeatInterval, cfg.Replica, cfg.Presence, svc.Touch, log),
 		work:     make(chan struct{}, cfg.StoreWork),
 		up:       newUpgrader(),
 		conns:    map[*websocket.Conn]struct{}{}}
@@ -159,6 +162,7 @@ func newUpgrader() websocket.Upgrader {
 // Without the close, agents that answer pings would keep Wait, and the shutdown, waiting for
 // as long as their containers run.
 func (h *Handler) Wait() {
+	h.live.freeze()
 	h.mu.Lock()
 	h.closing = true
 	for c := range h.conns {
@@ -328,10 +332,12 @@ func (s *session) run(parent context.Context) {
 	}
 	log.InfoContext(ctx, "agent connected")
 	agent := ingest.Agent{JobID: hello.JobID, Container: hello.Container, Attempt: hello.Attempt, Launch: launch}
-	// The heartbeat: every frame and pong counts, kept in memory and written in batches.
+	// The heartbeat: a connected agent is heard from (it answers pings or the session ends);
+	// see live.go. ended: its last event ended its container (nothing to record when it goes).
 	live := agentKey{hello.JobID, hello.Container, hello.Attempt}
+	ended := false
 	s.h.live.join(live)
-	defer s.h.live.leave(live)
+	defer func() { s.h.live.leave(live, ended) }()
 	if err := s.sendCredential(agent); err != nil {
 		return
 	}
@@ -341,10 +347,7 @@ func (s *session) run(parent context.Context) {
 	// Heartbeat: ping periodically; any frame or pong extends the read deadline. The deadline
 	// is extended again after a frame's store work: the session reads nothing (not even
 	// pongs) while it waits for the store, and a slow store is not a silent agent.
-	extend := func() {
-		_ = s.conn.SetReadDeadline(time.Now().Add(s.h.cfg.ReadTimeout))
-		s.h.live.seen(live)
-	}
+	extend := func() { _ = s.conn.SetReadDeadline(time.Now().Add(s.h.cfg.ReadTimeout)) }
 	extend()
 	s.conn.SetPongHandler(func(string) error { extend(); return nil })
 	done := make(chan struct{})
@@ -418,6 +421,7 @@ func (s *session) run(parent context.Context) {
 			// Applying may take long (a complete event's outputs are verified in S3): the
 			// agent's pongs wait in the socket meanwhile, so the deadline restarts here.
 			extend()
+			ended = m.State.Terminal()
 			if err := s.send(protocol.Ack{Seq: m.Seq}); err != nil {
 				return
 			}

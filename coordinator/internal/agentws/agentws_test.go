@@ -30,13 +30,15 @@ import (
 
 // fakeService is the jobs service as the endpoint sees it.
 type fakeService struct {
-	mu        sync.Mutex
-	hellos    []protocol.Hello
-	launches  []int
-	events    []protocol.Event
-	agents    []ingest.Agent
-	touches   int
-	batches   [][]jobs.Touch
+	mu       sync.Mutex
+	hellos   []protocol.Hello
+	launches []int
+	events   []protocol.Event
+	agents   []ingest.Agent
+	touches  int
+	batches  [][]jobs.Touch
+	// presence is every PutPresence call's list, in order.
+	presence  [][]jobs.Touch
 	watching  map[string]int
 	cancels   map[string]chan protocol.Cancel
 	assignErr error
@@ -90,6 +92,23 @@ func (f *fakeService) Touch(ctx context.Context, ts []jobs.Touch) (int, error) {
 	f.touches += len(ts)
 	f.batches = append(f.batches, ts)
 	return len(ts), nil
+}
+
+func (f *fakeService) PutPresence(ctx context.Context, replica string, at time.Time, agents []jobs.Touch) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.presence = append(f.presence, agents)
+	return nil
+}
+
+// lastPresence returns the latest presence record (nil when none).
+func (f *fakeService) lastPresence() []jobs.Touch {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.presence) == 0 {
+		return nil
+	}
+	return f.presence[len(f.presence)-1]
 }
 
 func (f *fakeService) WatchCancel(jobID string) (<-chan protocol.Cancel, func()) {
@@ -156,6 +175,9 @@ func newFixture(t *testing.T, cfg agentws.Config) *fixture {
 	f := &fixture{svc: newFakeService(), keys: keys}
 	if cfg.Credentials == nil {
 		cfg.Credentials = keys
+	}
+	if cfg.Presence == nil {
+		cfg.Presence = f.svc
 	}
 	var apiSrv *api.Server
 	f.h = agentws.New(cfg, f.svc, f.svc, func(r *http.Request) error { return apiSrv.AuthorizeExecutor(r) }, log,
@@ -311,9 +333,9 @@ func TestSession(t *testing.T) {
 	if len(hellos) != 1 || hellos[0] != hello {
 		t.Fatalf("hellos %+v", hellos)
 	}
-	// The connection counts as a heartbeat (recorded with the next batch after the
-	// assignment is sent), and the agent counts as connected.
-	waitFor(t, func() bool { f.svc.mu.Lock(); defer f.svc.mu.Unlock(); return f.svc.touches >= 1 }, "no heartbeat recorded")
+	// The connection counts as a heartbeat (the replica's presence record lists the agent),
+	// and the agent counts as connected.
+	waitFor(t, func() bool { return len(f.svc.lastPresence()) == 1 }, "the connected agent is not recorded")
 	if !f.h.AgentConnected("job1", 1, "12.1") || !f.h.AgentConnected("job1", 1, "") || f.h.AgentConnected("job1", 1, "other") || f.h.AgentConnected("job1", 0, "") {
 		t.Fatal("AgentConnected does not name exactly the connected agent")
 	}

@@ -9,22 +9,50 @@ import (
 	"github.com/kbase/cts/coordinator/internal/jobs"
 )
 
-// liveness keeps, in memory, which agents are connected to this replica and when each was
-// last heard from (any frame or pong), and writes the heartbeats of all of them to the store
-// in one write per interval. With thousands of agents a write per agent heartbeat would be
-// thousands of store round trips per ping interval, queued behind the events; one bulk write
-// per interval is one round trip whatever the number of agents. The store's LastSeen thus
-// lags by up to an interval (the reconciler's deadline is minutes), and the reconciler asks
-// Connected first: an agent connected here is heard from, whatever the store says.
+// Presence records which agents are connected to a replica (implemented by package store):
+// the heartbeats of connected agents, in a few point writes whatever their number.
+type Presence interface {
+	// PutPresence records the agents connected to replica at at (those with a zero At) and
+	// those that left it recently (At: when they left), replacing what replica recorded before.
+	PutPresence(ctx context.Context, replica string, at time.Time, agents []jobs.Touch) error
+}
+
+// liveness keeps, in memory, which agents are connected to this replica, and records it in
+// the store once per interval, so that every replica's reconciler can tell a silent agent
+// from one connected elsewhere.
+//
+// A connected agent is heard from: its session pings it every PingInterval and ends when it
+// has not answered for ReadTimeout. So the heartbeats of the connected agents are not a write
+// per agent and not an update of their sub-jobs (one update listing every agent was a scan of
+// every sub-job on FerretDB, seconds with thousands of agents, holding the store's one
+// connection): they are this replica's presence record (Presence), rewritten once per
+// interval in a few point writes, and the reconciler takes a listed agent's LastSeen as the
+// record's time. An agent that leaves while its container has not ended stays in the record,
+// with the time it left, for leftKeep (so a reconciler learns of every agent that connected,
+// however briefly, without reading its sub-job), and gets its sub-job's LastSeen written (a
+// point write per such agent, for a reconciler that starts later). An agent whose last event
+// ended its container needs nothing.
+//
+// On this replica the reconciler asks Connected first: an agent connected here is heard from
+// now, whatever the store says.
 type liveness struct {
 	interval time.Duration
+	replica  string
+	presence Presence // nil: nothing recorded for the connected agents (a lone replica)
 	touch    func(ctx context.Context, ts []jobs.Touch) (int, error)
 	log      *slog.Logger
 
 	mu     sync.Mutex
 	agents map[agentKey]*liveAgent
-	// dirty are the agents heard from since the last write (including those gone since).
-	dirty map[agentKey]jobs.Touch
+	// left are the agents gone since the last write whose containers had not ended; gone
+	// those gone within leftKeep, with when.
+	left map[agentKey]jobs.Touch
+	gone map[agentKey]time.Time
+	// written is the number of agents the last presence write listed (-1: none written yet).
+	written int
+	// frozen: the replica is shutting down (freeze); sessions ending now stay listed, so the
+	// last write records every agent connected until the shutdown.
+	frozen bool
 
 	start     sync.Once
 	closeOnce sync.Once
@@ -42,9 +70,10 @@ type liveAgent struct {
 	sessions int // sessions of this agent open here (a reconnect may overlap its old session)
 }
 
-func newLiveness(interval time.Duration, touch func(context.Context, []jobs.Touch) (int, error), log *slog.Logger) *liveness {
-	return &liveness{interval: interval, touch: touch, log: log, agents: map[agentKey]*liveAgent{},
-		dirty: map[agentKey]jobs.Touch{}, stop: make(chan struct{}), stopped: make(chan struct{})}
+func newLiveness(interval time.Duration, replica string, presence Presence, touch func(context.Context, []jobs.Touch) (int, error), log *slog.Logger) *liveness {
+	return &liveness{interval: interval, replica: replica, presence: presence, touch: touch, log: log,
+		agents: map[agentKey]*liveAgent{}, left: map[agentKey]jobs.Touch{}, gone: map[agentKey]time.Time{}, written: -1,
+		stop: make(chan struct{}), stopped: make(chan struct{})}
 }
 
 // join records a session of agent k; the writer starts with the first.
@@ -57,29 +86,34 @@ func (l *liveness) join(k agentKey) {
 		l.agents[k] = a
 	}
 	a.sessions++
+	delete(l.left, k)
+	delete(l.gone, k)
 	l.mu.Unlock()
-	l.seen(k)
 }
 
-// leave ends a session of agent k; its last contact is still written.
-func (l *liveness) leave(k agentKey) {
-	l.seen(k)
+// leave ends a session of agent k. Unless ended (its last event ended its container), when it
+// was last heard from (now) is written to its sub-job with the next write.
+func (l *liveness) leave(k agentKey, ended bool) {
 	l.mu.Lock()
-	if a := l.agents[k]; a != nil {
-		if a.sessions--; a.sessions <= 0 {
-			delete(l.agents, k)
-		}
+	defer l.mu.Unlock()
+	a := l.agents[k]
+	if a == nil || l.frozen {
+		return
 	}
-	l.mu.Unlock()
+	if a.sessions--; a.sessions > 0 {
+		return
+	}
+	delete(l.agents, k)
+	if !ended {
+		now := jobs.Now()
+		l.left[k] = jobs.Touch{JobID: k.job, Sub: k.container, Attempt: k.attempt, At: now}
+		l.gone[k] = now
+	}
 }
 
-// seen records that agent k was heard from now.
-func (l *liveness) seen(k agentKey) {
-	t := jobs.Touch{JobID: k.job, Sub: k.container, Attempt: k.attempt, At: jobs.Now()}
-	l.mu.Lock()
-	l.dirty[k] = t
-	l.mu.Unlock()
-}
+// leftKeep is how long an agent that left stays in the presence record: beyond any
+// reconciler's heartbeat deadline (2 min by default).
+const leftKeep = 10 * time.Minute
 
 // connected reports whether an agent of the container is connected here; attempt, when set,
 // must be its attempt.
@@ -97,7 +131,7 @@ func (l *liveness) connected(job string, container int, attempt string) bool {
 	return false
 }
 
-// run writes the heartbeats every interval until close, then once more.
+// run writes every interval until close, then once more.
 func (l *liveness) run() {
 	defer close(l.stopped)
 	t := time.NewTicker(l.interval)
@@ -113,24 +147,53 @@ func (l *liveness) run() {
 	}
 }
 
-// flush writes the heartbeats heard since the last write, in one store call. A failed write
-// is not retried: the next interval writes newer heartbeats of the agents still connected.
+// flush writes this replica's presence (when it has agents, or had at the last write) and the
+// last contact of the agents that left. A failed write is not retried: the next interval's
+// presence replaces it; a failed touch is logged (the agent, if it reconnects, is heard again).
 func (l *liveness) flush() {
 	l.mu.Lock()
-	if len(l.dirty) == 0 {
-		l.mu.Unlock()
-		return
+	present := make([]jobs.Touch, 0, len(l.agents)+len(l.gone))
+	for k := range l.agents {
+		present = append(present, jobs.Touch{JobID: k.job, Sub: k.container, Attempt: k.attempt})
 	}
-	ts := make([]jobs.Touch, 0, len(l.dirty))
-	for _, t := range l.dirty {
-		ts = append(ts, t)
+	now := jobs.Now()
+	for k, at := range l.gone {
+		if now.Sub(at) > leftKeep {
+			delete(l.gone, k)
+			continue
+		}
+		present = append(present, jobs.Touch{JobID: k.job, Sub: k.container, Attempt: k.attempt, At: at})
 	}
-	l.dirty = map[agentKey]jobs.Touch{}
+	write := l.presence != nil && (len(present) > 0 || l.written != 0)
+	left := make([]jobs.Touch, 0, len(l.left))
+	for _, t := range l.left {
+		left = append(left, t)
+	}
+	l.left = map[agentKey]jobs.Touch{}
 	l.mu.Unlock()
 	ctx := context.Background()
-	if _, err := l.touch(ctx, ts); err != nil {
-		l.log.WarnContext(ctx, "record agent heartbeats", "agents", len(ts), "error", err)
+	if write {
+		if err := l.presence.PutPresence(ctx, l.replica, now, present); err != nil {
+			l.log.WarnContext(ctx, "record the connected agents", "agents", len(present), "error", err)
+		} else {
+			l.mu.Lock()
+			l.written = len(present)
+			l.mu.Unlock()
+		}
 	}
+	if len(left) > 0 {
+		if _, err := l.touch(ctx, left); err != nil {
+			l.log.WarnContext(ctx, "record the last contact of agents that left", "agents", len(left), "error", err)
+		}
+	}
+}
+
+// freeze starts the shutdown: the sessions about to end stay listed, and the last write (close)
+// records them all as heard from then, in a few writes rather than one per agent.
+func (l *liveness) freeze() {
+	l.mu.Lock()
+	l.frozen = true
+	l.mu.Unlock()
 }
 
 // close writes the last heartbeats and stops the writer (if it started).

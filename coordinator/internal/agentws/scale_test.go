@@ -81,39 +81,62 @@ func TestSlowStoreKeepsSession(t *testing.T) {
 	wantAck(t, msgs, 2)
 }
 
-// The heartbeats of all connected agents are written together, not one write per agent.
-func TestHeartbeatsBatched(t *testing.T) {
+// The heartbeats of the connected agents are the replica's presence record, rewritten every
+// interval: no write per agent, no update of their sub-jobs (one update listing every agent
+// was a scan of every sub-job on FerretDB). An agent that leaves before its container ended
+// stays listed with the time it left, and its sub-job gets that time (a point write); one
+// whose last event ended its container is dropped and costs nothing.
+func TestHeartbeatsArePresence(t *testing.T) {
 	f := newFixture(t, agentws.Config{PingInterval: 20 * time.Millisecond, HeartbeatInterval: 100 * time.Millisecond})
 	const agents = 5
+	conns := make([]*websocket.Conn, agents)
+	msgs := make([]<-chan any, agents)
 	for n := range agents {
 		c := f.dialWith(t, f.credential("job1", n))
 		h := hello
 		h.Container = n
 		send(t, c, h)
 		assigned(t, c)
-		reader(t, c)
+		conns[n], msgs[n] = c, reader(t, c)
 	}
+	waitFor(t, func() bool { return len(f.svc.lastPresence()) == agents }, "no record listed every connected agent")
+	seen := map[string]bool{}
+	for _, tc := range f.svc.lastPresence() {
+		k := fmt.Sprint(tc.JobID, tc.Sub, tc.Attempt)
+		if seen[k] || tc.JobID != "job1" || tc.Attempt != hello.Attempt || !tc.At.IsZero() {
+			t.Fatalf("record %+v: a duplicate, a wrong agent, or a connected agent with a leave time", f.svc.lastPresence())
+		}
+		seen[k] = true
+	}
+	f.svc.mu.Lock()
+	touched := f.svc.touches
+	f.svc.mu.Unlock()
+	if touched != 0 {
+		t.Fatalf("%d sub-job heartbeats written for connected agents, want none", touched)
+	}
+
+	// Container 0 ends (its last event is complete), container 1's agent goes away running.
+	send(t, conns[0], protocol.Event{Seq: 1, State: job.Complete})
+	wantAck(t, msgs[0], 1)
+	_ = conns[0].Close()
+	_ = conns[1].Close()
 	waitFor(t, func() bool {
-		f.svc.mu.Lock()
-		defer f.svc.mu.Unlock()
-		for _, b := range f.svc.batches {
-			if len(b) == agents {
-				return true
+		p := f.svc.lastPresence()
+		connected, left := 0, 0
+		for _, tc := range p {
+			if tc.At.IsZero() {
+				connected++
+			} else if tc.Sub == 1 {
+				left++
 			}
 		}
-		return false
-	}, "no write held every connected agent's heartbeat")
+		return connected == agents-2 && left == 1 && len(p) == agents-1
+	}, "the record does not list 3 connected agents and container 1's as gone")
+	waitFor(t, func() bool { f.svc.mu.Lock(); defer f.svc.mu.Unlock(); return f.svc.touches == 1 }, "container 1's last contact was not written")
 	f.svc.mu.Lock()
 	defer f.svc.mu.Unlock()
-	for _, b := range f.svc.batches {
-		seen := map[string]bool{}
-		for _, tc := range b {
-			k := fmt.Sprint(tc.JobID, tc.Sub, tc.Attempt)
-			if seen[k] || tc.JobID != "job1" || tc.Attempt != hello.Attempt || tc.At.IsZero() {
-				t.Fatalf("batch %+v: a duplicate or a wrong heartbeat", b)
-			}
-			seen[k] = true
-		}
+	if b := f.svc.batches[len(f.svc.batches)-1]; len(b) != 1 || b[0].Sub != 1 || b[0].At.IsZero() {
+		t.Fatalf("touched %+v, want container 1 with the time it left", b)
 	}
 }
 

@@ -52,8 +52,8 @@ type Agents struct {
 	// StoreWork bounds how many agent hellos and events one replica applies at once across all
 	// its sessions; the others wait in order, each without a store deadline running.
 	StoreWork int `yaml:"store_work" env:"CTS_AGENTS_STORE_WORK"`
-	// HeartbeatInterval is how often the heartbeats of the agents connected to a replica are
-	// written to MongoDB, all in one write.
+	// HeartbeatInterval is how often a replica records which agents are connected to it
+	// (MongoDB's presence collection, one point write per 2,000 agents).
 	HeartbeatInterval time.Duration `yaml:"heartbeat_interval" env:"CTS_AGENTS_HEARTBEAT_INTERVAL"`
 }
 

@@ -38,7 +38,7 @@ type Store interface {
 	jobs.SubJobTransitioner
 	// GetSubJob returns one sub-job (a point read), or ErrNotFound.
 	GetSubJob(ctx context.Context, id string, sub int) (*jobs.SubJob, error)
-	// TouchSubJobs records agents' heartbeats in one write and returns how many sub-jobs
+	// TouchSubJobs records agents' heartbeats (point writes) and returns how many sub-jobs
 	// matched (a heartbeat of a replaced attempt or a gone sub-job is dropped).
 	TouchSubJobs(ctx context.Context, ts []jobs.Touch) (int, error)
 }
@@ -313,7 +313,7 @@ func (s *Service) ApplyEvent(ctx context.Context, a Agent, ev protocol.Event) er
 	return s.Fold(ctx, jobID)
 }
 
-// Touch records agents' heartbeats (see Store.TouchSubJobs) in one write.
+// Touch records agents' heartbeats (see Store.TouchSubJobs).
 func (s *Service) Touch(ctx context.Context, ts []jobs.Touch) (int, error) {
 	return s.store.TouchSubJobs(ctx, ts)
 }

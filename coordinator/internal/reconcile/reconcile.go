@@ -30,6 +30,10 @@
 // deadlines, the stager's heartbeats, the launcher's view; an infrastructure failure restages
 // (a new attempt, within MaxLaunchRetries), anything else ends the staging in error.
 //
+// A pass reads a job's sub-jobs only when a rule could end the job because of them (memo.go):
+// every one the first time it meets the job, afterwards only the containers the launcher
+// reports stopped and those whose agents have gone silent.
+//
 // It must not change job or staging states except through package launch, and must not fail
 // work because the launcher is merely unreachable.
 package reconcile
@@ -53,7 +57,7 @@ type Config struct {
 	// Interval between passes (default 30 s).
 	Interval time.Duration
 	// HeartbeatDeadline is how long an agent may stay silent (default 2 min; the coordinator
-	// pings every 15 s and writes the connected agents' LastSeen in one batch every 10 s).
+	// pings every 15 s, and each replica records its connected agents every 10 s: Presence).
 	HeartbeatDeadline time.Duration
 	// ConnectDeadline is how long after its proc started an agent may take to connect
 	// (default 10 min).
@@ -81,9 +85,12 @@ type Config struct {
 	StagingDeadline time.Duration
 	// Connected, when set, tells whether the agent of a container (of agent attempt attempt,
 	// when set) is connected to this coordinator right now: such an agent counts as heard
-	// from now, whatever its stored LastSeen (heartbeats reach the store in batches, and a
-	// busy store delays them further).
+	// from now, whatever its stored LastSeen.
 	Connected func(jobID string, container int, attempt string) bool
+	// Presence, when set, returns the agents the replicas record as connected (or as gone
+	// recently), each with when it was last heard from (store.Presence): the heartbeats of
+	// agents connected to any replica, read once per pass.
+	Presence func(ctx context.Context) ([]jobs.Touch, error)
 }
 
 func (c Config) withDefaults() Config {
@@ -113,6 +120,8 @@ type Store interface {
 	// UnfinishedJobs returns up to limit jobs that have not ended, oldest UpdateTime first.
 	UnfinishedJobs(ctx context.Context, limit int) ([]*jobs.Job, error)
 	jobs.SubJobGetter
+	// GetSubJob returns one sub-job (a point read), or jobs.ErrNotFound.
+	GetSubJob(ctx context.Context, id string, sub int) (*jobs.SubJob, error)
 	// JobsToAccount returns up to limit terminal jobs that were launched, ended at or after
 	// since, and have no accounting recorded yet, oldest first.
 	JobsToAccount(ctx context.Context, since time.Time, limit int) ([]*jobs.Job, error)
@@ -138,7 +147,8 @@ var activeStates = []job.State{job.Created, job.DownloadSubmitted, job.JobSubmit
 	job.UploadSubmitting, job.UploadSubmitted, job.ErrorProcessingSubmitting, job.ErrorProcessingSubmitted, job.Canceling}
 
 // Reconciler runs the passes. It is safe to run one per coordinator replica: every change
-// goes through conditional updates.
+// goes through conditional updates. Passes of one Reconciler must not overlap (Run runs them
+// one after the other).
 type Reconciler struct {
 	cfg      Config
 	store    Store
@@ -147,6 +157,8 @@ type Reconciler struct {
 	log      *slog.Logger
 	now      func() time.Time
 	wake     chan struct{}
+	// memo is what earlier passes learned of the active jobs' containers (memo.go).
+	memo map[string]*jobMemo
 }
 
 // New returns a reconciler; stagings may be nil (no reference data), now is the clock (nil:
@@ -159,7 +171,7 @@ func New(cfg Config, store Store, l Launch, stagings Stagings, log *slog.Logger,
 		now = time.Now
 	}
 	return &Reconciler{cfg: cfg.withDefaults(), store: store, launch: l, stagings: stagings, log: log, now: now,
-		wake: make(chan struct{}, 1)}
+		wake: make(chan struct{}, 1), memo: map[string]*jobMemo{}}
 }
 
 // Run runs a pass every Interval, and after every Poke, until ctx ends.
@@ -195,14 +207,21 @@ func (r *Reconciler) Pass(ctx context.Context) error {
 		return err
 	}
 	statuses := r.statuses(ctx, active)
+	heard, err := r.heard(ctx)
+	if err != nil {
+		// Without it, agents connected to other replicas would look silent.
+		return err
+	}
+	now := r.now()
+	r.forgetAllBut(active)
 	var errs []error
 	for _, j := range active {
-		subs, err := r.store.GetSubJobs(ctx, j.ID)
+		subs, finished, err := r.subJobs(ctx, j, statuses[j.ID], heard, now)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("job %s: %w", j.ID, err))
 			continue
 		}
-		if Finished(j, subs) {
+		if finished {
 			// Every container ended but the job did not: the fold after the last report
 			// failed (and the agent, whose event was applied, will not send it again).
 			if err := r.launch.Refold(ctx, j.ID); err != nil {
@@ -211,14 +230,6 @@ func (r *Reconciler) Pass(ctx context.Context) error {
 				r.log.WarnContext(ctx, "reconciler folded a job whose containers had all finished", "job_id", j.ID, "state", j.State)
 			}
 			continue
-		}
-		now := r.now()
-		if r.cfg.Connected != nil {
-			for i := range subs {
-				if !subs[i].State.Terminal() && r.cfg.Connected(j.ID, subs[i].SubID, subs[i].Attempt) {
-					subs[i].LastSeen = now
-				}
-			}
 		}
 		f := Decide(r.cfg, now, j, subs, statuses[j.ID])
 		if f == nil {

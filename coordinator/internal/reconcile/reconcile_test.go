@@ -127,6 +127,8 @@ type fakeJobs struct {
 	retried    map[string]string
 	// refolded lists the jobs Refold was asked to fold.
 	refolded []string
+	// reads counts the sub-jobs read.
+	reads int
 }
 
 func (f *fakeJobs) Refold(_ context.Context, id string) error {
@@ -144,7 +146,17 @@ func (f *fakeJobs) UnfinishedJobs(_ context.Context, _ int) ([]*jobs.Job, error)
 	return out, nil
 }
 func (f *fakeJobs) GetSubJobs(_ context.Context, id string) ([]jobs.SubJob, error) {
-	return f.subs[id], nil
+	f.reads += len(f.subs[id])
+	return append([]jobs.SubJob(nil), f.subs[id]...), nil
+}
+func (f *fakeJobs) GetSubJob(_ context.Context, id string, n int) (*jobs.SubJob, error) {
+	for _, sj := range f.subs[id] {
+		if sj.SubID == n {
+			f.reads++
+			return &sj, nil
+		}
+	}
+	return nil, jobs.ErrNotFound
 }
 func (f *fakeJobs) SiteLauncher(name string) (launch.Launcher, bool) {
 	return f.launcher, name == "condor"
@@ -337,5 +349,113 @@ func TestPassFoldsFinishedJobs(t *testing.T) {
 	}
 	if fmt.Sprint(f.refolded) != "[j1]" || len(f.failed) != 0 {
 		t.Fatalf("refolded %v, failed %v; want j1 folded and nothing failed", f.refolded, f.failed)
+	}
+}
+
+// TestPassReadsOnlyWhatMayEnd: a pass reads every sub-job of a job it meets for the first
+// time, and afterwards only the containers a rule could end now: none while every agent is
+// heard from (connected to some replica) and the launcher runs every container; the one the
+// launcher reports exited; the one whose agent has not been heard from for longer than the
+// heartbeat deadline. The verdicts are those of reading everything.
+func TestPassReadsOnlyWhatMayEnd(t *testing.T) {
+	const n = 100
+	j := launchedJob(job.JobSubmitted)
+	j.Input.NumContainers, j.Input.RuntimeSeconds = n, 24*3600
+	var subs []jobs.SubJob
+	running := &launcher.JobStatus{}
+	for c := range n {
+		sj := sub(c, job.JobSubmitted, t0, jobs.Transition{State: job.JobSubmitted, Time: t0})
+		sj.Attempt = fmt.Sprintf("a%d", c)
+		subs = append(subs, sj)
+		running.Containers = append(running.Containers, cs(c, launcher.StateRunning, nil, ""))
+	}
+	l := &fakeLauncher{status: map[string]launcher.JobStatus{"j1": *running}}
+	f := &fakeJobs{active: []*jobs.Job{j}, launcher: l, subs: map[string][]jobs.SubJob{"j1": subs},
+		failed: map[string]Failure{}, acct: map[string]jobs.Accounting{}}
+	now := t0.Add(10 * time.Minute)
+	silent := -1 // a container whose agent the presence records no longer list
+	presence := func(context.Context) ([]jobs.Touch, error) {
+		var out []jobs.Touch
+		for c := range n {
+			if c != silent {
+				// Heard from a few seconds ago, on another replica; the stored LastSeen is old.
+				out = append(out, jobs.Touch{JobID: "j1", Sub: c, Attempt: fmt.Sprintf("a%d", c), At: now.Add(-5 * time.Second)})
+			}
+		}
+		// Another attempt of container 0 (a zombie) heard later does not count for it.
+		return append(out, jobs.Touch{JobID: "j1", Sub: 0, Attempt: "zombie", At: now}), nil
+	}
+	r := New(Config{Presence: presence}, f, f, nil, nil, func() time.Time { return now })
+	pass := func(wantReads int) {
+		t.Helper()
+		f.reads = 0
+		if err := r.Pass(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if f.reads != wantReads {
+			t.Fatalf("the pass read %d sub-jobs, want %d", f.reads, wantReads)
+		}
+	}
+	pass(n) // first met: every sub-job
+	for range 3 {
+		now = now.Add(30 * time.Second)
+		pass(0)
+	}
+	if len(f.failed) != 0 {
+		t.Fatalf("failed %+v although every agent is heard from", f.failed)
+	}
+
+	// The agent of container 3 is heard no more: read once its last contact is older than the
+	// deadline, and the job fails as a full read would have it.
+	silent = 3
+	now = now.Add(time.Minute)
+	pass(0) // heard 65 s ago
+	now = now.Add(time.Minute)
+	pass(1)
+	if fl, ok := f.failed["j1"]; !ok || !strings.Contains(fl.AdminError, "container 3") || !strings.Contains(fl.AdminError, "last heard from 2m5s ago") {
+		t.Fatalf("failed %+v, want container 3's agent last heard from 2m5s ago", f.failed)
+	}
+
+	// The launcher reports container 7 exited non-zero: that container alone is read.
+	delete(f.failed, "j1")
+	silent = -1
+	st := l.status["j1"]
+	st.Containers = append([]launcher.ContainerStatus(nil), running.Containers...)
+	st.Containers[7] = cs(7, launcher.StateExited, ip(137), "")
+	l.status["j1"] = st
+	now = now.Add(30 * time.Second)
+	pass(1)
+	if fl := f.failed["j1"]; !strings.Contains(fl.AdminError, "container 7") {
+		t.Fatalf("failed %+v, want container 7", f.failed)
+	}
+}
+
+// TestPassFoldsJobFinishedLater: a job met running and whose containers all end later is
+// folded by the pass that reads the last one ended (the launcher reports it exited).
+func TestPassFoldsJobFinishedLater(t *testing.T) {
+	j := launchedJob(job.UploadSubmitted)
+	j.Input.NumContainers = 2
+	done := sub(0, job.Complete, t0)
+	up := sub(1, job.UploadSubmitted, t0)
+	l := &fakeLauncher{status: map[string]launcher.JobStatus{"j1": {Containers: []launcher.ContainerStatus{
+		cs(0, launcher.StateExited, ip(0), ""), cs(1, launcher.StateRunning, nil, "")}}}}
+	f := &fakeJobs{active: []*jobs.Job{j}, launcher: l, subs: map[string][]jobs.SubJob{"j1": {done, up}},
+		failed: map[string]Failure{}, acct: map[string]jobs.Accounting{}}
+	now := t0.Add(30 * time.Second)
+	r := New(Config{Connected: func(string, int, string) bool { return true }}, f, f, nil, nil, func() time.Time { return now })
+	if err := r.Pass(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.refolded) != 0 {
+		t.Fatalf("refolded %v with a container running", f.refolded)
+	}
+	f.subs["j1"][1].State = job.Complete
+	l.status["j1"] = launcher.JobStatus{Containers: []launcher.ContainerStatus{cs(0, launcher.StateExited, ip(0), ""), cs(1, launcher.StateExited, ip(0), "")}}
+	f.reads = 0
+	if err := r.Pass(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(f.refolded) != "[j1]" || f.reads != 1 || len(f.failed) != 0 {
+		t.Fatalf("refolded %v after %d reads, failed %v; want j1 folded after reading container 1", f.refolded, f.reads, f.failed)
 	}
 }

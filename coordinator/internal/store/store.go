@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -142,6 +143,8 @@ type Store struct {
 	listCache listCache
 	// listRetryHook, set by tests, runs before each new walk of ListJobs.
 	listRetryHook func(attempt int)
+	// presenceWrites counts PutPresence calls (heartbeats.go: it prunes every hundredth).
+	presenceWrites atomic.Int64
 }
 
 // The store implements the narrow store interface of every package that persists through it.
