@@ -331,7 +331,7 @@ func (s *session) run(parent context.Context) {
 		return
 	}
 	log.InfoContext(ctx, "agent connected")
-	agent := ingest.Agent{JobID: hello.JobID, Container: hello.Container, Attempt: hello.Attempt, Launch: launch}
+	agent := ingest.Agent{JobID: hello.JobID, Container: hello.Container, Attempt: hello.Attempt, Launch: launch, Known: &ingest.KnownJob{}}
 	// The heartbeat: a connected agent is heard from (it answers pings or the session ends);
 	// see live.go. ended: its last event ended its container (nothing to record when it goes).
 	live := agentKey{hello.JobID, hello.Container, hello.Attempt}

@@ -98,6 +98,19 @@ type Agent struct {
 	Container int
 	Attempt   string
 	Launch    int
+	// Known, when set (one per agent session), carries the job between the session's events:
+	// see KnownJob.
+	Known *KnownJob
+}
+
+// KnownJob is the job as an agent session's first applied event read it. From then on the
+// job's input cannot change, nor its launch attempt (a job is relaunched only while none of
+// its containers has moved, and this session's has), so the session's later events need no
+// read of the job: on a store answering a few hundred operations a second, that read was a
+// fifth of an event's cost. Its state is not used: it may be behind. Not safe for concurrent
+// use (a session applies one event at a time).
+type KnownJob struct {
+	job *jobs.Job
 }
 
 // currentLaunch is the job's launch attempt (0 before the launch is recorded: agents may
@@ -248,17 +261,23 @@ func (s *Service) ApplyEvent(ctx context.Context, a Agent, ev protocol.Event) er
 	if (ev.State == job.UploadSubmitting || ev.State == job.ErrorProcessingSubmitting) && ev.ExitCode == nil {
 		return fmt.Errorf("%w: %s needs the container's exit code", ErrRejected, ev.State)
 	}
-	j, err := s.store.GetJob(ctx, jobID)
-	if errors.Is(err, jobs.ErrNotFound) {
-		return fmt.Errorf("%w: no job %s", ErrRejected, jobID)
-	}
-	if err != nil {
-		return err
+	var j *jobs.Job
+	if a.Known != nil && a.Known.job != nil && a.Known.job.ID == jobID {
+		j = a.Known.job
+	} else {
+		var err error
+		j, err = s.store.GetJob(ctx, jobID)
+		if errors.Is(err, jobs.ErrNotFound) {
+			return fmt.Errorf("%w: no job %s", ErrRejected, jobID)
+		}
+		if err != nil {
+			return err
+		}
+		s.views.setState(jobID, j.State)
 	}
 	if a.Launch != currentLaunch(j) {
 		return fmt.Errorf("%w: the agent's credential is for launch attempt %d, the job runs attempt %d", ErrRejected, a.Launch, currentLaunch(j))
 	}
-	s.views.setState(jobID, j.State)
 	if err := checkEvent(s.cfg.LogDir, j, container, &ev); err != nil {
 		return fmt.Errorf("%w: %w", ErrRejected, err)
 	}
@@ -296,6 +315,7 @@ func (s *Service) ApplyEvent(ctx context.Context, a Agent, ev protocol.Event) er
 			// Already applied: a resend. Fold anyway: the fold after the first application
 			// may have failed (the agent was then not acknowledged and resends), and without
 			// this fold a job whose last event it was never ends.
+			a.Known.keep(j)
 			return s.Fold(ctx, jobID)
 		}
 		if sj.Attempt != "" && sj.Attempt != attempt {
@@ -309,8 +329,16 @@ func (s *Service) ApplyEvent(ctx context.Context, a Agent, ev protocol.Event) er
 	if err != nil {
 		return err
 	}
+	a.Known.keep(j)
 	s.views.update(sj)
 	return s.Fold(ctx, jobID)
+}
+
+// keep records j once an event of the session was applied (k may be nil: nothing kept).
+func (k *KnownJob) keep(j *jobs.Job) {
+	if k != nil {
+		k.job = j
+	}
 }
 
 // Touch records agents' heartbeats (see Store.TouchSubJobs).
@@ -331,7 +359,9 @@ func (s *Service) Fold(ctx context.Context, id string) error {
 //
 // It first asks the job's view (views.go) for a sub-job that keeps the job where it is and
 // reads that one again: if it still does, the job cannot move and the fold ends there, at the
-// cost of two point reads. Otherwise it reads every sub-job and moves from that read.
+// cost of two point reads. Otherwise, for a step with one way out (download_submitted,
+// job_submitting), it moves from the view; for the others it reads every sub-job and moves
+// from that read.
 //
 // After a move it folds on from the job the move returned and the containers it read: a move
 // changes no container, and a container that changed meanwhile is folded by the caller that
@@ -354,6 +384,8 @@ func (s *Service) fold(ctx context.Context, id string) error {
 		j    *jobs.Job
 		subs []jobs.SubJob
 		err  error
+		// fromView: subs are the job's view, not a read (a step that has one way out only).
+		fromView, mustRead bool
 	)
 	for range 20 {
 		if j == nil {
@@ -365,18 +397,37 @@ func (s *Service) fold(ctx context.Context, id string) error {
 				return nil
 			}
 			s.views.setState(id, j.State)
+			subs = nil
+		}
+		if subs == nil {
 			blocked, err := s.blocked(ctx, id, j.State)
 			if err != nil || blocked {
 				return err
 			}
-			if subs, err = s.store.GetSubJobs(ctx, id); err != nil {
-				return err
+			// No container blocks the job's current step, as its view shows and a read of
+			// each container the view showed blocking confirmed. A view is never ahead of the
+			// store, so the store has no blocker either; and a step with one way out moves to
+			// the same state at the same time from the view as from a read (the times its
+			// containers reached a state never change). Anything else reads every container.
+			if fromView = !mustRead && oneWayOut(j.State); fromView {
+				subs = s.views.complete(id, j.Input.NumContainers)
+				fromView = subs != nil
 			}
-			s.views.put(id, subs)
+			if !fromView {
+				if subs, err = s.store.GetSubJobs(ctx, id); err != nil {
+					return err
+				}
+				s.views.put(id, subs)
+			}
 		}
 		f := NextFold(j.State, subs)
 		if f.To == "" {
 			return nil
+		}
+		if f.Terminal && fromView {
+			// The terminal bookkeeping needs the containers' outputs and errors.
+			subs, mustRead = nil, true
+			continue
 		}
 		var u jobs.JobUpdate
 		if f.Terminal {
@@ -386,7 +437,7 @@ func (s *Service) fold(ctx context.Context, id string) error {
 		// so with Predecessors(Error) a cancel accepted meanwhile would be overwritten.
 		moved, err := s.mover.MoveFrom(ctx, id, []job.State{j.State}, f.To, f.Time, u)
 		if errors.Is(err, jobs.ErrConflict) {
-			j = nil // moved by someone else: read again
+			j, subs = nil, nil // moved by someone else: read again
 			continue
 		}
 		if err != nil {
@@ -400,6 +451,9 @@ func (s *Service) fold(ctx context.Context, id string) error {
 		j = moved // nil (a mover that returns no job) reads again
 		if j != nil {
 			s.views.setState(id, j.State)
+		}
+		if fromView {
+			subs = nil // the next step starts from the blockers again
 		}
 	}
 	return fmt.Errorf("fold job %s: too many concurrent updates", id)

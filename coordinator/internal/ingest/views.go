@@ -103,6 +103,35 @@ func (v *views) put(id string, subs []jobs.SubJob) {
 	v.subJobs += len(next)
 }
 
+// complete returns a copy of the job's view when it holds all n of its sub-jobs (nil when it
+// does not).
+func (v *views) complete(id string, n int) []jobs.SubJob {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	subs := v.jobs[id]
+	if n <= 0 || len(subs) != n {
+		return nil
+	}
+	for i := range subs {
+		if subs[i].State == "" || subs[i].SubID != i {
+			return nil
+		}
+	}
+	return append([]jobs.SubJob(nil), subs...)
+}
+
+// oneWayOut reports whether the step from state, if any, has a single state to move to: its
+// fold depends only on which containers reached its states and when, never on which branch
+// one took.
+func oneWayOut(state job.State) bool {
+	for _, st := range steps {
+		if st.from == state {
+			return st.to[1] == "" || st.to[1] == st.to[0]
+		}
+	}
+	return false
+}
+
 // update merges one sub-job read or written after the view was made (nothing when the job
 // has no view: the next fold reads it in full).
 func (v *views) update(sj *jobs.SubJob) {

@@ -18,6 +18,8 @@ import (
 type countingStore struct {
 	ingest.Store
 	read, jobsRead atomic.Int64
+	// full counts the reads of every sub-job of a job.
+	full atomic.Int64
 }
 
 func (c *countingStore) GetJob(ctx context.Context, id string) (*jobs.Job, error) {
@@ -33,6 +35,7 @@ func (c *countingStore) GetSubJob(ctx context.Context, id string, sub int) (*job
 func (c *countingStore) GetSubJobs(ctx context.Context, id string) ([]jobs.SubJob, error) {
 	subs, err := c.Store.GetSubJobs(ctx, id)
 	c.read.Add(int64(len(subs)))
+	c.full.Add(1)
 	return subs, err
 }
 
@@ -124,4 +127,57 @@ func TestFoldSeesOutsideChanges(t *testing.T) {
 	}
 	f.Agent(id, 0, "c0").Walk(t, job.JobSubmitting, job.JobSubmitted) // resends: acknowledged, and folded
 	f.WantState(t, id, job.JobSubmitted)
+}
+
+// An agent session's events read the job once, and the folds read every container only when
+// they must. The session's events: its first applied event reads it (the launch
+// check, the output folder), and the later ones take it from the session (ingest.KnownJob),
+// as the job's input and launch cannot change once a container moved. The folds read the job
+// only when it may move. Without the session's job every event read it.
+func TestSessionReadsItsJobOnce(t *testing.T) {
+	const n = 8
+	f := newFixture(t)
+	ctx := t.Context()
+	var inputs []jobinput.InputFile
+	for i := range n {
+		p := fmt.Sprintf("inputs/once/in%02d.txt", i)
+		inputs = append(inputs, jobinput.InputFile{File: p, CRC64NVME: f.Put(t, p, []byte(p))})
+	}
+	id := f.Submit(t, func(in *jobinput.JobInput) { in.InputFiles, in.NumContainers = inputs, n })
+	cs := &countingStore{Store: f.Store}
+	svc := ingest.New(ingest.Config{LogDir: logDir}, cs, f.Mover, f.Objs, jobstest.Discard())
+	sessions := make([]ingest.Agent, n)
+	for i := range sessions {
+		sessions[i] = ingest.Agent{JobID: id, Container: i, Attempt: fmt.Sprintf("c%d", i), Known: &ingest.KnownJob{}}
+	}
+	zero := 0
+	events := 0
+	for seq, st := range []job.State{job.JobSubmitting, job.JobSubmitted, job.UploadSubmitting, job.UploadSubmitted, job.Complete} {
+		for i := range n {
+			ev := protocol.Event{Seq: int64(seq + 1), State: st}
+			if st == job.UploadSubmitting {
+				ev.ExitCode = &zero
+			}
+			if st == job.Complete {
+				p := fmt.Sprintf("outputs/run1/once%02d.txt", i)
+				ev.Outputs = []protocol.OutputFile{{File: p, CRC64NVME: f.Put(t, p, []byte(p))}}
+			}
+			if err := svc.ApplyEvent(ctx, sessions[i], ev); err != nil {
+				t.Fatalf("container %d event %s: %v", i, st, err)
+			}
+			events++
+		}
+	}
+	f.WantState(t, id, job.Complete)
+	per := float64(cs.jobsRead.Load()) / float64(events)
+	t.Logf("%d jobs read for %d events: %.2f per event", cs.jobsRead.Load(), events, per)
+	if per > 0.75 {
+		t.Fatalf("%.2f jobs read per event, want at most 0.75: a session's later events must not read the job", per)
+	}
+	// Every container is read at the job's first fold, then for the steps that branch
+	// (job_submitted, upload_submitting) and the end; the steps with one way out move from
+	// what ingest knows (download_submitted, job_submitting): 4 reads of every container, not 6.
+	if full := cs.full.Load(); full > 4 {
+		t.Fatalf("every container read %d times, want at most 4", full)
+	}
 }
