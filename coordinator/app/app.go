@@ -77,6 +77,7 @@ type App struct {
 	sites    *sites.Directory
 	launch   *launch.Service
 	agents   *agentws.Handler
+	ingest   *ingest.Service
 	plugins  *launch.Plugins
 	refdata  *refdata.Manager
 	metrics  *metrics.Metrics
@@ -245,6 +246,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (_ *
 	mover := jobs.NewMover(&meteredTransitions{a.store, a.metrics}, notifyPoke, log.With("component", "jobs"))
 	ing := ingest.New(ingest.Config{LogDir: cfg.Jobs.LogDir}, a.store, mover, &meteredObjects{objs, a.metrics},
 		log.With("component", "ingest"))
+	a.ingest = ing
 	a.launch = launch.New(launch.Config{
 		ServiceURL: cfg.ServiceURL, S3URL: s3url, S3AccessKey: cfg.S3.AccessKey, S3Insecure: cfg.S3.Insecure,
 		LogDir: cfg.Jobs.LogDir, SubmitInterval: cfg.Jobs.SubmitInterval, Sites: launchSites, Credentials: creds,
@@ -333,7 +335,7 @@ func (a *App) Run(ctx context.Context) error {
 		Interval: rc.Interval, HeartbeatDeadline: rc.HeartbeatDeadline, ConnectDeadline: rc.ConnectDeadline,
 		SubmitDeadline: rc.SubmitDeadline, CancelDeadline: rc.CancelDeadline, IdleDeadline: rc.IdleDeadline,
 		RuntimeGrace: rc.RuntimeGrace, MaxLaunchRetries: rc.MaxLaunchRetries, StagingDeadline: rc.StagingDeadline,
-		Connected: a.agents.AgentConnected, Presence: a.store.Presence,
+		Connected: a.agents.AgentConnected, Presence: a.store.Presence, Ended: a.ingest.Ended,
 	}, &meteredAccounting{a.store, a.metrics}, &meteredLaunch{a.launch, a.metrics}, a.refdata, a.log.With("component", "reconcile"), nil)
 	g.Go(func() error { return a.leases.Run(gctx, leaseReconciler, rec.Run) })
 	g.Go(func() error {

@@ -341,6 +341,11 @@ func (k *KnownJob) keep(j *jobs.Job) {
 	}
 }
 
+// Ended reports whether this process knows container c of job id to have ended: what its
+// events and folds learned shows the sub-job terminal (never ahead of the store; false when
+// it does not know).
+func (s *Service) Ended(id string, c int) bool { return s.views.ended(id, c) }
+
 // Touch records agents' heartbeats (see Store.TouchSubJobs).
 func (s *Service) Touch(ctx context.Context, ts []jobs.Touch) (int, error) {
 	return s.store.TouchSubJobs(ctx, ts)

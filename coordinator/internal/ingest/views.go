@@ -120,6 +120,14 @@ func (v *views) complete(id string, n int) []jobs.SubJob {
 	return append([]jobs.SubJob(nil), subs...)
 }
 
+// ended reports whether the job's view shows container c terminal.
+func (v *views) ended(id string, c int) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	subs := v.jobs[id]
+	return c >= 0 && c < len(subs) && subs[c].State.Terminal()
+}
+
 // oneWayOut reports whether the step from state, if any, has a single state to move to: its
 // fold depends only on which containers reached its states and when, never on which branch
 // one took.

@@ -16,11 +16,13 @@ import (
 // launcher reports the container other than running or queued; its agent was last heard from
 // longer ago than HeartbeatDeadline (or, never heard from, the connect or idle deadline has
 // passed since its start); or the job has run past its runtime and RuntimeGrace. A pass reads
-// every sub-job of a job the first time it meets the job (or its launch attempt changed), and
-// afterwards only the containers for which one of these holds, from what it remembers:
-// which containers it read terminal (a terminal sub-job stays so), the agent attempt it read,
-// and the latest time each agent was heard from (its stored LastSeen, the replicas' presence
-// records, a connection to this replica). A job of running containers whose agents are
+// every sub-job of a job the first time it meets the job (or its launch attempt changed),
+// unless the job was launched less than HeartbeatDeadline ago (no stored LastSeen can be
+// older than that yet, and what the replicas heard since is in their presence records), and
+// afterwards only the containers for which one of these holds and that ingest does not know
+// ended (Config.Ended), from what it remembers: which containers it read terminal (a terminal
+// sub-job stays so), the agent attempt it read, and the latest time each agent was heard
+// from (its stored LastSeen, the replicas' presence records, a connection to this replica). A job of running containers whose agents are
 // connected costs no read at all; every sub-job of every running job each pass was a point
 // read each, 10,000 reads a pass at 10,000 running containers on a store that answers a few
 // hundred a second.
@@ -119,6 +121,10 @@ func (r *Reconciler) subJobs(ctx context.Context, j *jobs.Job, st *launcher.JobS
 	n := j.Input.NumContainers
 	m := r.memo[j.ID]
 	var subs []jobs.SubJob
+	if (m == nil || m.launch != launchAttempt(j) || len(m.subs) != n) && n > 0 && r.young(j, now) {
+		m = &jobMemo{launch: launchAttempt(j), subs: make([]subMemo, n)}
+		r.memo[j.ID] = m
+	}
 	if m == nil || m.launch != launchAttempt(j) || len(m.subs) != n || n == 0 {
 		all, err := r.store.GetSubJobs(ctx, j.ID)
 		if err != nil {
@@ -143,6 +149,9 @@ func (r *Reconciler) subJobs(ctx context.Context, j *jobs.Job, st *launcher.JobS
 	}
 	for c := range n {
 		sm := &m.subs[c]
+		if !sm.terminal && r.cfg.Ended != nil && r.cfg.Ended(j.ID, c) {
+			sm.terminal = true
+		}
 		if sm.terminal {
 			continue
 		}
@@ -182,7 +191,18 @@ func (r *Reconciler) learn(m *jobMemo, sj *jobs.SubJob, heard map[heardKey][]hea
 	}
 }
 
-// finished reports whether every container was read terminal.
+// young reports whether job j was launched less than HeartbeatDeadline (and ConnectDeadline)
+// ago: no rule can end it yet but from the launcher's view, so it needs no first read.
+func (r *Reconciler) young(j *jobs.Job, now time.Time) bool {
+	launched, _ := transitionTime(j.Transitions, job.DownloadSubmitted)
+	if !j.Launch.LaunchedAt.IsZero() {
+		launched = j.Launch.LaunchedAt
+	}
+	age := now.Sub(launched)
+	return !launched.IsZero() && age >= 0 && age <= r.cfg.HeartbeatDeadline && age <= r.cfg.ConnectDeadline && age <= r.cfg.IdleDeadline
+}
+
+// finished reports whether every container is known terminal.
 func (m *jobMemo) finished() bool {
 	for _, s := range m.subs {
 		if !s.terminal {

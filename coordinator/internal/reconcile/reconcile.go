@@ -91,6 +91,9 @@ type Config struct {
 	// recently), each with when it was last heard from (store.Presence): the heartbeats of
 	// agents connected to any replica, read once per pass.
 	Presence func(ctx context.Context) ([]jobs.Touch, error)
+	// Ended, when set, reports whether this coordinator knows the container to have ended (its
+	// sub-job terminal: ingest's knowledge, never ahead of the store), sparing its read.
+	Ended func(jobID string, container int) bool
 }
 
 func (c Config) withDefaults() Config {

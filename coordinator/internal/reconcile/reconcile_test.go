@@ -336,6 +336,10 @@ func TestPassFoldsFinishedJobs(t *testing.T) {
 	stuck.Input.NumContainers = 2
 	running := launchedJob(job.JobSubmitted)
 	running.ID, running.Input.NumContainers = "j2", 2
+	// Launched long enough ago that the first pass reads their containers (a job launched
+	// less than the heartbeat deadline ago is read when the launcher reports a container
+	// stopped: TestPassFoldsJobFinishedLater).
+	stuck.Launch.LaunchedAt, running.Launch.LaunchedAt = t0.Add(-10*time.Minute), t0.Add(-10*time.Minute)
 	l := &fakeLauncher{status: map[string]launcher.JobStatus{}}
 	f := &fakeJobs{active: []*jobs.Job{stuck, running}, launcher: l,
 		subs: map[string][]jobs.SubJob{
@@ -457,5 +461,37 @@ func TestPassFoldsJobFinishedLater(t *testing.T) {
 	}
 	if fmt.Sprint(f.refolded) != "[j1]" || f.reads != 1 || len(f.failed) != 0 {
 		t.Fatalf("refolded %v after %d reads, failed %v; want j1 folded after reading container 1", f.refolded, f.reads, f.failed)
+	}
+}
+
+// TestPassYoungJobsAndEndedContainers: a job launched less than the heartbeat deadline ago
+// needs no read at all while the launcher runs its containers, and a container this
+// coordinator knows ended (Config.Ended) is not read even when the launcher reports it exited.
+func TestPassYoungJobsAndEndedContainers(t *testing.T) {
+	j := launchedJob(job.JobSubmitted)
+	j.Input.NumContainers = 3
+	l := &fakeLauncher{status: map[string]launcher.JobStatus{"j1": {Containers: []launcher.ContainerStatus{
+		cs(0, launcher.StateRunning, nil, ""), cs(1, launcher.StateRunning, nil, ""), cs(2, launcher.StateRunning, nil, "")}}}}
+	f := &fakeJobs{active: []*jobs.Job{j}, launcher: l,
+		subs:   map[string][]jobs.SubJob{"j1": {sub(0, job.JobSubmitted, t0), sub(1, job.JobSubmitted, t0), sub(2, job.JobSubmitted, t0)}},
+		failed: map[string]Failure{}, acct: map[string]jobs.Accounting{}}
+	now := t0.Add(30 * time.Second)
+	ended := map[int]bool{}
+	r := New(Config{Connected: func(string, int, string) bool { return true }, Ended: func(_ string, c int) bool { return ended[c] }},
+		f, f, nil, nil, func() time.Time { return now })
+	if err := r.Pass(t.Context()); err != nil || f.reads != 0 {
+		t.Fatalf("first pass over a job launched 30 s ago: %d reads (%v), want none", f.reads, err)
+	}
+	// Containers 0 and 1 end; this coordinator applied container 0's end.
+	f.subs["j1"][0].State, f.subs["j1"][1].State = job.Complete, job.Complete
+	ended[0] = true
+	l.status["j1"] = launcher.JobStatus{Containers: []launcher.ContainerStatus{
+		cs(0, launcher.StateExited, ip(0), ""), cs(1, launcher.StateExited, ip(0), ""), cs(2, launcher.StateRunning, nil, "")}}
+	now = now.Add(30 * time.Second)
+	if err := r.Pass(t.Context()); err != nil || f.reads != 1 {
+		t.Fatalf("second pass: %d reads (%v), want 1 (container 1)", f.reads, err)
+	}
+	if len(f.failed) != 0 || len(f.refolded) != 0 {
+		t.Fatalf("failed %v, refolded %v", f.failed, f.refolded)
 	}
 }
