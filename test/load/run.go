@@ -37,7 +37,8 @@ type Options struct {
 	CancelJobs int
 	// LogInterval is how often each running container sends live log lines (default 10 s).
 	LogInterval time.Duration
-	// DrainTimeout bounds the wait for every job to end after the release (default 5 min).
+	// DrainTimeout bounds the wait for every job to end after the release (default 5 min, or
+	// 40 ms per agent when more: the containers' last three events each, at the store's pace).
 	DrainTimeout time.Duration
 	// Soak, when set, runs the mixed soak instead (see Soak).
 	Soak time.Duration
@@ -81,7 +82,7 @@ func (o *Options) defaults() {
 	defd(&o.Hold, time.Minute)
 	defd(&o.Release, time.Minute)
 	defd(&o.LogInterval, 10*time.Second)
-	defd(&o.DrainTimeout, 5*time.Minute)
+	defd(&o.DrainTimeout, max(5*time.Minute, time.Duration(o.Agents)*40*time.Millisecond))
 	if o.CancelJobs < 0 {
 		o.CancelJobs = 0
 	} else if o.CancelJobs == 0 {

@@ -38,6 +38,7 @@ func run() error {
 	flag.DurationVar(&o.Hold, "hold", time.Minute, "how long every agent stays connected at the peak")
 	flag.DurationVar(&o.Release, "release", time.Minute, "spread of the containers' ends after the hold")
 	flag.DurationVar(&o.RampTimeout, "ramp-timeout", 10*time.Minute, "bound on connecting every agent")
+	flag.DurationVar(&o.DrainTimeout, "drain-timeout", 0, "bound on every job ending after the release (default 5m, or 40ms per agent when more)")
 	flag.DurationVar(&o.LogInterval, "log-interval", 10*time.Second, "live log lines every this long per running container")
 	flag.DurationVar(&o.Soak, "soak", 0, "run the mixed soak for this long instead (e.g. 10m)")
 	flag.IntVar(&o.Replicas, "replicas", 1, "coordinator processes, behind a small reverse proxy when more than one")
