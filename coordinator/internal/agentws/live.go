@@ -44,6 +44,8 @@ type liveness struct {
 
 	mu     sync.Mutex
 	agents map[agentKey]*liveAgent
+	// containers counts the agents in agents by container (whatever their attempt).
+	containers map[containerKey]int
 	// left are the agents gone since the last write whose containers had not ended; gone
 	// those gone within leftKeep, with when.
 	left map[agentKey]jobs.Touch
@@ -66,13 +68,18 @@ type agentKey struct {
 	attempt   string
 }
 
+type containerKey struct {
+	job       string
+	container int
+}
+
 type liveAgent struct {
 	sessions int // sessions of this agent open here (a reconnect may overlap its old session)
 }
 
 func newLiveness(interval time.Duration, replica string, presence Presence, touch func(context.Context, []jobs.Touch) (int, error), log *slog.Logger) *liveness {
 	return &liveness{interval: interval, replica: replica, presence: presence, touch: touch, log: log,
-		agents: map[agentKey]*liveAgent{}, left: map[agentKey]jobs.Touch{}, gone: map[agentKey]time.Time{}, written: -1,
+		agents: map[agentKey]*liveAgent{}, containers: map[containerKey]int{}, left: map[agentKey]jobs.Touch{}, gone: map[agentKey]time.Time{}, written: -1,
 		stop: make(chan struct{}), stopped: make(chan struct{})}
 }
 
@@ -84,6 +91,7 @@ func (l *liveness) join(k agentKey) {
 	if a == nil {
 		a = &liveAgent{}
 		l.agents[k] = a
+		l.containers[containerKey{k.job, k.container}]++
 	}
 	a.sessions++
 	delete(l.left, k)
@@ -104,6 +112,11 @@ func (l *liveness) leave(k agentKey, ended bool) {
 		return
 	}
 	delete(l.agents, k)
+	if ck := (containerKey{k.job, k.container}); l.containers[ck] <= 1 {
+		delete(l.containers, ck)
+	} else {
+		l.containers[ck]--
+	}
 	if !ended {
 		now := jobs.Now()
 		l.left[k] = jobs.Touch{JobID: k.job, Sub: k.container, Attempt: k.attempt, At: now}
@@ -123,12 +136,7 @@ func (l *liveness) connected(job string, container int, attempt string) bool {
 	if attempt != "" {
 		return l.agents[agentKey{job, container, attempt}] != nil
 	}
-	for k := range l.agents {
-		if k.job == job && k.container == container {
-			return true
-		}
-	}
-	return false
+	return l.containers[containerKey{job, container}] > 0
 }
 
 // run writes every interval until close, then once more.
