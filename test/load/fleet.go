@@ -35,9 +35,10 @@ type FleetConfig struct {
 	// URL, when set, picks the coordinator URL an agent dials instead of the launch's
 	// SERVICE_ROOT_URL (tests pin agents to one replica with it).
 	URL func(jobID string, container int) string
-	// Workers run the agents' actions (default 64): they bound how many dials, writes and
-	// uploads happen at once.
+	// Workers run the agents' actions (default 64): they bound how many writes and uploads
+	// happen at once. Dials bounds the connections being opened at once (default 256), apart.
 	Workers int
+	Dials   int
 	// StartJitter spreads the agents' first connection after a launch over [0, StartJitter)
 	// (default 2 s), as a batch system starts a job's containers over a moment.
 	StartJitter time.Duration
@@ -65,6 +66,9 @@ type FleetConfig struct {
 func (c *FleetConfig) defaults() {
 	if c.Workers <= 0 {
 		c.Workers = 64
+	}
+	if c.Dials <= 0 {
+		c.Dials = 256
 	}
 	if c.StartJitter <= 0 {
 		c.StartJitter = 2 * time.Second
@@ -100,6 +104,7 @@ type Fleet struct {
 	cfg    FleetConfig
 	s      *sched
 	dialer websocket.Dialer
+	dials  chan struct{} // a token per connection being opened (FleetConfig.Dials)
 	stats  *Stats
 
 	// held: containers run until Release (RunFor 0); fixed at NewFleet. released and spread
@@ -135,7 +140,7 @@ type launch struct {
 // NewFleet returns a fleet; Run starts its workers.
 func NewFleet(cfg FleetConfig, stats *Stats) *Fleet {
 	cfg.defaults()
-	return &Fleet{cfg: cfg, s: newSched(), stats: stats,
+	return &Fleet{cfg: cfg, s: newSched(), stats: stats, dials: make(chan struct{}, cfg.Dials),
 		// Small buffers: the generator holds as many connections as the coordinator.
 		dialer:   websocket.Dialer{HandshakeTimeout: 30 * time.Second, ReadBufferSize: 2048, WriteBufferSize: 2048, WriteBufferPool: &sync.Pool{}},
 		launches: map[string]*launch{}, byJob: map[string][]*launch{}, tokens: map[string]string{}, held: cfg.RunFor <= 0}
@@ -451,10 +456,22 @@ func (a *agent) wsURL() string {
 	return u + protocol.Path
 }
 
-// connect opens a session: upgrade with the token, hello, assignment. On success the reader
+// connect opens a session (connectNow) on a goroutine of its own, at most Dials at once: a
+// session's handshake waits for the coordinator's answer to the hello, which under load waits
+// behind every event queued there, and holding a step worker meanwhile stopped the connected
+// agents' events (every worker waiting in a handshake during a reconnect storm).
+func (a *agent) connect() {
+	go func() {
+		a.f.dials <- struct{}{}
+		defer func() { <-a.f.dials }()
+		a.connectNow()
+	}()
+}
+
+// connectNow opens a session: upgrade with the token, hello, assignment. On success the reader
 // runs and the agent resumes where it was: resending the unacknowledged event, or taking the
 // next step.
-func (a *agent) connect() {
+func (a *agent) connectNow() {
 	f := a.f
 	a.mu.Lock()
 	if a.done || a.conn != nil {
