@@ -32,15 +32,20 @@ type sizes struct {
 
 // figures are one round's measurements (a fresh site, then the same site with a history).
 type figures struct {
-	SubmitPerSC1    float64            `json:"submit_per_s_c1"`
-	SubmitP50MsC1   float64            `json:"submit_p50_ms_c1"`
-	SubmitP99MsC1   float64            `json:"submit_p99_ms_c1"`
-	SubmitPerSC8    float64            `json:"submit_per_s_c8"`
-	SubmitP50MsC8   float64            `json:"submit_p50_ms_c8"`
-	SubmitP99MsC8   float64            `json:"submit_p99_ms_c8"`
-	StatusP50Ms     float64            `json:"status_p50_ms"`
-	StatusP99Ms     float64            `json:"status_p99_ms"`
-	IdleCPUPct      float64            `json:"idle_cpu_pct"`
+	SubmitPerSC1  float64 `json:"submit_per_s_c1"`
+	SubmitP50MsC1 float64 `json:"submit_p50_ms_c1"`
+	SubmitP99MsC1 float64 `json:"submit_p99_ms_c1"`
+	SubmitPerSC8  float64 `json:"submit_per_s_c8"`
+	SubmitP50MsC8 float64 `json:"submit_p50_ms_c8"`
+	SubmitP99MsC8 float64 `json:"submit_p99_ms_c8"`
+	StatusP50Ms   float64 `json:"status_p50_ms"`
+	StatusP99Ms   float64 `json:"status_p99_ms"`
+	IdleCPUPct    float64 `json:"idle_cpu_pct"`
+	// IdleQuiet says the idle window started on a quiet site (sitebench.WaitQuiet: the
+	// round's follow-up work done), after IdleWaitS seconds of waiting; false: it did not
+	// settle within quietLimit and the window measured the work still running.
+	IdleQuiet       bool               `json:"idle_after_quiet"`
+	IdleWaitS       float64            `json:"idle_wait_s"`
 	TrivialJobMs    float64            `json:"trivial_job_ms"`
 	TrivialPhasesMs map[string]float64 `json:"trivial_phases_ms"`
 	TrivialStepsMs  map[string]float64 `json:"trivial_steps_ms"`
@@ -126,9 +131,17 @@ func measure(t *testing.T, ctx context.Context, s *sitebench.Site, sz sizes, rou
 		f.TrivialStepsMs[k] = sitebench.Ms(v.Median())
 	}
 	t.Logf("%s: trivial job median %v over %d (phases %v; steps %v)", round, totals.Median(), len(totals), f.TrivialPhasesMs, f.TrivialStepsMs)
-	// Let the last agents' processes and the coordinator's follow-up work (notifications,
-	// accounting reads) finish before measuring idle.
-	time.Sleep(5 * time.Second)
+	// The idle window starts once the site is quiet: the round's follow-up work (the last
+	// agents' ends, notifications, the accounting of the canceled jobs) done, so that it
+	// measures the site at rest, not that work.
+	waited := time.Now()
+	f.IdleQuiet = s.WaitQuiet(ctx, quietWindow, quietCommands, quietLimit)
+	f.IdleWaitS = float64(time.Since(waited).Milliseconds()) / 1000
+	if f.IdleQuiet {
+		t.Logf("%s: the site was quiet after %.1f s (at most %d MongoDB commands in %v)", round, f.IdleWaitS, quietCommands, quietWindow)
+	} else {
+		t.Logf("%s: the site was still busy after %v: idle CPU measured with its work running", round, quietLimit)
+	}
 	var idle float64
 	err := sitebench.CPUProfile(profilePath(round, "idle"), func() (err error) {
 		idle, err = sitebench.IdleCPU(ctx, sz.Idle)
@@ -141,6 +154,14 @@ func measure(t *testing.T, ctx context.Context, s *sitebench.Site, sz sizes, rou
 	t.Logf("%s: idle CPU %.2f %% of a core over %v", round, idle, sz.Idle)
 	return f
 }
+
+// What a quiet site is before the idle window: at most quietCommands MongoDB commands in a
+// quietWindow (the periodic passes of a site at rest), waited for at most quietLimit.
+const (
+	quietWindow   = 2 * time.Second
+	quietCommands = 10
+	quietLimit    = 5 * time.Minute
+)
 
 // profilePath is where the CPU profile of one phase goes when $CTS_BENCH_SITE_PROFILES names
 // a folder, else "".

@@ -109,8 +109,9 @@ type Outbox interface {
 	// UnsentTransitions returns up to limit jobs having transitions with notif_sent false and
 	// time before olderThan, oldest first, each with only those transitions, in order.
 	UnsentTransitions(ctx context.Context, olderThan time.Time, limit int) ([]*jobs.Job, error)
-	// MarkNotified sets notif_sent on transition transID of job id.
-	MarkNotified(ctx context.Context, id, transID string) error
+	// MarkNotified sets notif_sent on the transitions transIDs of job id (one store write
+	// for all of them).
+	MarkNotified(ctx context.Context, id string, transIDs ...string) error
 }
 
 // Notifier sends job transitions to Kafka. Run is its sender loop; Poke wakes it.
@@ -272,12 +273,23 @@ func (n *Notifier) sendAndMark(ctx context.Context, js []*jobs.Job) error {
 	default:
 		return fmt.Errorf("send %d notifications: %w", len(msgs), err)
 	}
-	var markErrs []error
+	// The acknowledged transitions of each job, marked in one call per job, jobs in order.
+	var (
+		order []string
+		acked = map[string][]string{}
+	)
 	for i, r := range refs {
 		if werrs != nil && werrs[i] != nil {
 			continue
 		}
-		if err := n.ob.MarkNotified(ctx, r.job, r.trans); err != nil && !errors.Is(err, jobs.ErrNotFound) {
+		if _, ok := acked[r.job]; !ok {
+			order = append(order, r.job)
+		}
+		acked[r.job] = append(acked[r.job], r.trans)
+	}
+	var markErrs []error
+	for _, id := range order {
+		if err := n.ob.MarkNotified(ctx, id, acked[id]...); err != nil && !errors.Is(err, jobs.ErrNotFound) {
 			// A vanished job or transition has nothing left to mark.
 			markErrs = append(markErrs, err)
 		}
@@ -286,7 +298,7 @@ func (n *Notifier) sendAndMark(ctx context.Context, js []*jobs.Job) error {
 		return fmt.Errorf("send %d notifications: %d failed: %w", len(msgs), werrs.Count(), err)
 	}
 	if len(markErrs) > 0 {
-		return fmt.Errorf("mark %d of %d notifications sent: %w", len(markErrs), len(msgs), errors.Join(markErrs...))
+		return fmt.Errorf("mark the notifications of %d of %d jobs sent: %w", len(markErrs), len(order), errors.Join(markErrs...))
 	}
 	return nil
 }

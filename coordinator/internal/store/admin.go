@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -46,7 +45,7 @@ func (s *Store) UpdateAdminMeta(ctx context.Context, id string, set map[string]a
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	s.listAfter(ctx, &after, time.Time{})
+	s.viewAfter(ctx, &after)
 	return nil
 }
 
@@ -65,7 +64,7 @@ func (s *Store) SetCleaned(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	s.listAfter(ctx, &after, time.Time{})
+	s.viewAfter(ctx, &after)
 	if _, err := s.clean.DeleteOne(ctx, bson.D{{Key: "_id", Value: id}}); err != nil {
 		// The job is cleaned; DirtyJobs drops its queue document when it meets it.
 		s.log.WarnContext(ctx, "cleaned job left in the cleaner's queue", "job_id", id, "error", err.Error())

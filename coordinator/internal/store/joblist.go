@@ -17,15 +17,29 @@ package store
 //   - job_list: the index proper, per list key ("*" for every job, "u:<user>" for a user's)
 //     a tree of time slots: a head {_id: "<key>|h", lo, hi} with the first and last slot of
 //     the top level; directory documents {_id: "<key>|<level>|<slot>", c: {<child slot>:
-//     true}} at levels 3 (32 days), 2 (a day) and 1 (an hour); and at level 0 (a minute) the
-//     buckets {_id: "<key>|0|<slot>", e: {<job id>: "<lv>|<time ms>|<state>|<site>|<image
-//     name>|<tag>|<digest>"}}.
+//     true}} at levels 4 (32 days), 3 (a day), 2 (an hour) and 1 (a minute); and at level 0
+//     (a second) the buckets {_id: "<key>|0|<slot>", e: {<job id>: "<lv>|<time ms>|<state>|
+//     <site>|<image name>|<tag>|<digest>"}}.
+//
+// A bucket holds the jobs whose last change fell in its second, so its size is bounded by
+// what a site changes in a second, not by how long it runs: every change of a job rewrites
+// its bucket whole on the embedded FerretDB (which decodes and re-encodes the document, about
+// 55 µs per entry), and minute buckets, which held a busy minute's every job, made each
+// change cost up to tens of milliseconds there.
 //
 // A page walks the tree from the newest slot before the page's end down to the oldest after
 // its start, reading only slots that hold something (directory flags), takes the bucket
 // entries that pass the filter, newest first (ties by job ID, descending), and reads the view
-// of each. So a page costs about one read per minute of history it covers plus one per job
-// listed, however long the history.
+// of each; the buckets of a minute are read several at a time. So a page costs about one read
+// per second of history it covers that holds a job of its list key (at most one per job it
+// passes over) plus one per minute and one per job listed, however long the history.
+//
+// A bucket entry holds what the filters and the order need (time, state, site, image) and the
+// job's list version when it was written. A change that leaves those as they were (accounting,
+// admin metadata, cleaning) rewrites the view only, and the entry keeps an older version
+// (readers compare times, and versions only when the times differ). Notification marks change
+// nothing the list shows (GET /jobs shows no trans_id or notif_sent) and write neither: the
+// transitions in a listed job carry their marks as of the job's last other change.
 //
 // The job document stays the only truth; the list index is a copy written after each change,
 // without transactions, kept sound by these rules:
@@ -77,8 +91,8 @@ const (
 )
 
 // slotWidths are the widths of the time slots of each level of the list tree, in
-// milliseconds: a minute (the buckets), an hour, a day, 32 days (the top).
-var slotWidths = [...]int64{60_000, 3_600_000, 86_400_000, 32 * 86_400_000}
+// milliseconds: a second (the buckets), a minute, an hour, a day, 32 days (the top).
+var slotWidths = [...]int64{1_000, 60_000, 3_600_000, 86_400_000, 32 * 86_400_000}
 
 const topLevel = len(slotWidths) - 1
 
@@ -268,8 +282,16 @@ func (s *Store) syncList(ctx context.Context, d *jobDoc, prev time.Time) error {
 	return nil
 }
 
-// putView writes v unless a view of the same or a newer list version is stored.
+// putView writes v unless a view of the same or a newer list version is stored. A job's first
+// version (CreateJob's, or a job stored before list versions) is inserted: any view stored is
+// the same or newer.
 func (s *Store) putView(ctx context.Context, v *viewDoc) error {
+	if v.LV <= 1 {
+		if _, err := s.views.InsertOne(ctx, v); err != nil && !isDuplicateKey(err) {
+			return fmt.Errorf("list job %s: %w", v.ID, err)
+		}
+		return nil
+	}
 	res, err := s.views.UpdateOne(ctx, bson.D{{Key: "_id", Value: v.ID}, {Key: "lv", Value: bson.D{{Key: "$lt", Value: v.LV}}}},
 		bson.D{{Key: "$set", Value: bson.D{{Key: "lv", Value: v.LV}, {Key: "t", Value: v.Time}, {Key: "b", Value: v.Body}}}})
 	if err != nil {
@@ -322,6 +344,20 @@ func (s *Store) putEntry(ctx context.Context, key string, e entry) error {
 func (s *Store) listAfter(ctx context.Context, d *jobDoc, prev time.Time) {
 	if err := s.syncList(ctx, d, prev); err != nil {
 		s.log.WarnContext(ctx, "job changed, its entry in the job list not updated (repaired by the next periodic pass)",
+			"job_id", d.ID, "error", err.Error())
+	}
+}
+
+// viewAfter keeps the job's view in step with a change that left job document d with the
+// fields of its list entries as they were (see above: accounting, admin metadata, cleaning);
+// like listAfter it logs its errors.
+func (s *Store) viewAfter(ctx context.Context, d *jobDoc) {
+	v, err := viewOf(d)
+	if err == nil {
+		err = s.putView(ctx, v)
+	}
+	if err != nil {
+		s.log.WarnContext(ctx, "job changed, its copy in the job list not updated (the list shows it as of its previous change)",
 			"job_id", d.ID, "error", err.Error())
 	}
 }
@@ -435,9 +471,6 @@ func (w *listWalk) run(ctx context.Context) error {
 
 // descend lists what slot of level l holds, newest first, until the page is full.
 func (w *listWalk) descend(ctx context.Context, l int, slot int64) error {
-	if l == 0 {
-		return w.bucket(ctx, slot)
-	}
 	var dir struct {
 		C map[string]bool `bson:"c"`
 	}
@@ -461,30 +494,62 @@ func (w *listWalk) descend(ctx context.Context, l int, slot int64) error {
 		}
 	}
 	slices.Sort(children)
-	for i := len(children) - 1; i >= 0 && !w.done(); i-- {
-		if err := w.descend(ctx, l-1, children[i]); err != nil {
+	slices.Reverse(children)
+	if l == 1 {
+		return w.buckets(ctx, children)
+	}
+	for _, c := range children {
+		if w.done() {
+			break
+		}
+		if err := w.descend(ctx, l-1, c); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// bucket lists the jobs of one minute bucket that pass the filter and whose views agree with
-// their entries.
-func (w *listWalk) bucket(ctx context.Context, slot int64) error {
-	id := slotID(w.key, 0, slot)
+// buckets lists what the buckets slots (of one minute, newest first) hold, until the page is
+// full. They are read several at a time (a second's bucket holds few jobs of a list key, so a
+// page may take many), in batches, so that a full page reads at most a batch more than it
+// takes.
+func (w *listWalk) buckets(ctx context.Context, slots []int64) error {
+	for len(slots) > 0 && !w.done() {
+		batch := slots[:min(len(slots), readers)]
+		slots = slots[len(batch):]
+		bs, errs := readEach(batch, func(slot int64) (map[string]string, error) { return w.readBucket(ctx, slot) })
+		if err := errors.Join(errs...); err != nil {
+			return err
+		}
+		for i, b := range bs {
+			if w.done() {
+				break
+			}
+			if err := w.bucket(ctx, batch[i], b); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// readBucket returns the entries of the bucket of slot (none if it does not exist).
+func (w *listWalk) readBucket(ctx context.Context, slot int64) (map[string]string, error) {
 	var b struct {
 		E map[string]string `bson:"e"`
 	}
-	err := w.s.list.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&b)
+	err := w.s.list.FindOne(ctx, bson.D{{Key: "_id", Value: slotID(w.key, 0, slot)}}).Decode(&b)
 	if errors.Is(err, mongo.ErrNoDocuments) {
-		return nil
+		return nil, nil
 	}
-	if err != nil {
-		return err
-	}
+	return b.E, err
+}
+
+// bucket lists the jobs of the entries b of one bucket that pass the filter and whose views
+// agree with their entries.
+func (w *listWalk) bucket(ctx context.Context, slot int64, b map[string]string) error {
 	var es []entry
-	for k, v := range b.E {
+	for k, v := range b {
 		if e, ok := parseEntry(unfieldKey(k), v); ok && e.matches(w.f) {
 			es = append(es, e)
 		}

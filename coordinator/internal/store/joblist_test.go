@@ -101,14 +101,16 @@ func TestJobListFollowsChanges(t *testing.T) {
 	if a.CPUHours == nil || *a.CPUHours != 2.5 || a.AdminMeta["k"] != "v" || !a.Cleaned || a.Error != "e-error" || len(a.Transitions) != 5 {
 		t.Errorf("listed job a = %+v, want its accounting, admin meta, cleaned flag, error and 5 transitions", a)
 	}
+	// Notification marks are not in what the list shows (GET /jobs renders transitions
+	// without them) and do not write it: the job stays listed as it was.
 	for _, tr := range a.Transitions {
 		if err := s.MarkNotified(ctx, "a", tr.TransID); err != nil {
 			t.Fatal(err)
 		}
 	}
 	js, err = s.ListJobs(ctx, jobs.ListFilter{User: "alice"})
-	if err != nil || len(js) != 1 || !js[0].Transitions[4].NotifSent {
-		t.Fatalf("alice's jobs after notification: %v, %v; want the transitions notified", js, err)
+	if err != nil || len(js) != 1 || js[0].ID != "a" || !reflect.DeepEqual(js[0], a) {
+		t.Fatalf("alice's jobs after notification: %+v, %v; want job a as before", js, err)
 	}
 }
 
@@ -212,7 +214,7 @@ func TestJobListMigration(t *testing.T) {
 
 // TestJobListWaitsForAWriter: a list read between a writer's two writes (the job's view
 // already rewritten, its entry not yet) still lists the job: the reader walks again once the
-// writer is done, whether the job stays in its minute bucket or moves to another.
+// writer is done, whether the job stays in its bucket (its second) or moves to another.
 func TestJobListWaitsForAWriter(t *testing.T) {
 	s, db := newStore(t)
 	ctx := t.Context()
@@ -245,7 +247,7 @@ func TestJobListWaitsForAWriter(t *testing.T) {
 		state job.State
 		at    time.Time
 	}{
-		{"same bucket", job.Canceling, cur.Add(time.Second)},
+		{"same bucket", job.Canceling, cur.Add(100 * time.Millisecond)}, // the same second
 		{"another bucket", job.Canceled, cur.Add(10 * time.Minute)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -279,6 +281,9 @@ func TestJobListWaitsForAWriter(t *testing.T) {
 				}
 			})
 			defer s.SetListRetryHook(nil)
+			if same := store.ListBucketID("", tc.at) == store.ListBucketID("", cur); same != (tc.name == "same bucket") {
+				t.Fatalf("case %q: the job's two times are in the same bucket: %v", tc.name, same)
+			}
 			want := []string{"a:" + string(tc.state)}
 			if got := listIDs(t, s, jobs.ListFilter{User: "alice"}); !reflect.DeepEqual(got, want) {
 				t.Fatalf("listed %v while the job's list entry was being rewritten (before: %v), want %v", got, before, want)
@@ -291,5 +296,53 @@ func TestJobListWaitsForAWriter(t *testing.T) {
 			}
 			cur = tc.at
 		})
+	}
+}
+
+// TestJobListLayoutMigration: a database of schema version 5 (the job list in minute
+// buckets) gets its list written again in the buckets of this version at start; what the old
+// layout left is gone.
+func TestJobListLayoutMigration(t *testing.T) {
+	s, db, uri := newStoreURI(t)
+	ctx := t.Context()
+	var want []string
+	for i := range 5 {
+		id := fmt.Sprintf("m%d", i)
+		if err := s.CreateJob(ctx, newJob(id, "alice", "kbase", t0.Add(time.Duration(i)*20*time.Second)), nil); err != nil {
+			t.Fatal(err)
+		}
+		want = append([]string{id + ":created"}, want...)
+	}
+	// The old layout: one minute bucket under level 0, directories one level lower.
+	if err := db.Collection("job_list").Drop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	minute := t0.UnixMilli() / 60_000
+	old := []any{
+		bson.D{{Key: "_id", Value: "*|h"}, {Key: "lo", Value: t0.UnixMilli() / (32 * 86_400_000)}, {Key: "hi", Value: t0.UnixMilli() / (32 * 86_400_000)}},
+		bson.D{{Key: "_id", Value: fmt.Sprint("*|0|", minute)}, {Key: "e", Value: bson.D{{Key: "m0", Value: store.ListEntry(1, t0, job.Created, "kbase", "ghcr.io/kbase/tool")}}}},
+	}
+	if _, err := db.Collection("job_list").InsertMany(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	setField(t, db, "schema", "store", "version", 5)
+	s2, err := store.New(ctx, store.Config{URI: uri, Database: testDB, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close(ctx)
+	for _, f := range []jobs.ListFilter{{}, {User: "alice"}} {
+		if got := listIDs(t, s2, f); !reflect.DeepEqual(got, want) {
+			t.Errorf("%+v after the migration: %v, want %v", f, got, want)
+		}
+	}
+	if n, err := db.Collection("job_list").CountDocuments(ctx, bson.D{{Key: "_id", Value: fmt.Sprint("*|0|", minute)}}); err != nil || n != 0 {
+		t.Errorf("the old layout's minute bucket is still there (%d, %v)", n, err)
+	}
+	var schema struct {
+		Version int `bson:"version"`
+	}
+	if err := db.Collection("schema").FindOne(ctx, bson.D{{Key: "_id", Value: "store"}}).Decode(&schema); err != nil || schema.Version != 6 {
+		t.Errorf("schema version after the migration: %d, %v; want 6", schema.Version, err)
 	}
 }

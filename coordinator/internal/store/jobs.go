@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -474,59 +475,119 @@ func listProjection() bson.D {
 	return bson.D{{Key: "outputs", Value: 0}, {Key: "job_input.input_files", Value: 0}}
 }
 
-// MarkNotified sets notif_sent on transition transID of job id; ErrNotFound if the job or the
-// transition does not exist. Marking twice is harmless. Once no transition of the job waits,
-// its work document is synced (work.go).
+// MarkNotified sets notif_sent on the transitions transIDs of job id, in one conditional
+// update; ErrNotFound if the job or one of the transitions does not exist (the others are
+// marked). Marking twice is harmless. Once no transition of the job waits, its work document
+// is synced (work.go). The job list is not written: it shows no marks (joblist.go).
 //
-// The transitions are read, and the element is updated by its index with the filter requiring
-// that index to still hold transID: transitions are only ever appended, so the index of a
-// trans_id never changes and the guard cannot miss. MongoDB could do it in one update with
-// the positional operator ($), which FerretDB (the embedded stack) lacks, as it lacks
-// arrayFilters; the update by index is one conditional update of one document on both, so
+// Each element is updated by its index, with the filter requiring that index to still hold
+// its trans_id: transitions are only ever appended, so the index of a trans_id never changes
+// and the guard cannot miss. The indexes are those UnsentTransitions read (transPositions),
+// or read again when it did not read them or the guard failed. MongoDB could do it without
+// the indexes with arrayFilters or the positional operator ($), which FerretDB (the embedded
+// stack) lacks; the update by index is one conditional update of one document on both, so
 // both servers run this one path.
-func (s *Store) MarkNotified(ctx context.Context, id, transID string) error {
-	op := fmt.Sprintf("mark job %s transition %s notified", id, transID)
-	var d struct {
-		Transitions []struct {
-			TransID string `bson:"trans_id"`
-		} `bson:"transition_times"`
+func (s *Store) MarkNotified(ctx context.Context, id string, transIDs ...string) error {
+	op := fmt.Sprintf("mark job %s transitions %v notified", id, transIDs)
+	if len(transIDs) == 0 {
+		return nil
 	}
-	err := s.jobs.FindOne(ctx, bson.D{{Key: "_id", Value: id}},
-		options.FindOne().SetProjection(bson.D{{Key: "transition_times.trans_id", Value: 1}})).Decode(&d)
-	if errors.Is(err, mongo.ErrNoDocuments) {
-		return fmt.Errorf("%s: %w", op, jobs.ErrNotFound)
-	}
-	if err != nil {
-		return fmt.Errorf("%s: %w", op, err)
-	}
-	idx := slices.IndexFunc(d.Transitions, func(t struct {
-		TransID string `bson:"trans_id"`
-	}) bool {
-		return t.TransID == transID
-	})
-	if idx < 0 {
-		return fmt.Errorf("%s: %w", op, jobs.ErrNotFound)
-	}
-	elem := "transition_times." + strconv.Itoa(idx)
-	var after jobDoc
-	err = s.jobs.FindOneAndUpdate(ctx,
-		bson.D{{Key: "_id", Value: id}, {Key: elem + ".trans_id", Value: transID}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: elem + ".notif_sent", Value: true}}}, incListVersion()},
-		findAndModifyAfter()).Decode(&after)
-	if errors.Is(err, mongo.ErrNoDocuments) {
-		return fmt.Errorf("%s: %w", op, jobs.ErrNotFound)
-	}
-	if err != nil {
-		return fmt.Errorf("%s: %w", op, err)
-	}
-	s.listAfter(ctx, &after, time.Time{})
-	j := after.Job
-	if !slices.ContainsFunc(j.Transitions, func(t jobs.Transition) bool { return !t.NotifSent }) {
-		if err := s.syncWork(ctx, &j, after.Accounted); err != nil {
-			s.log.WarnContext(ctx, "work document of a notified job not updated (the next pass repairs it)", "job_id", id, "error", err.Error())
+	ids, cached := s.positions.take(id)
+	for {
+		if !cached {
+			var d struct {
+				Transitions []struct {
+					TransID string `bson:"trans_id"`
+				} `bson:"transition_times"`
+			}
+			err := s.jobs.FindOne(ctx, bson.D{{Key: "_id", Value: id}},
+				options.FindOne().SetProjection(bson.D{{Key: "transition_times.trans_id", Value: 1}})).Decode(&d)
+			if errors.Is(err, mongo.ErrNoDocuments) {
+				return fmt.Errorf("%s: %w", op, jobs.ErrNotFound)
+			}
+			if err != nil {
+				return fmt.Errorf("%s: %w", op, err)
+			}
+			ids = ids[:0]
+			for _, t := range d.Transitions {
+				ids = append(ids, t.TransID)
+			}
 		}
+		filter := bson.D{{Key: "_id", Value: id}}
+		set := bson.D{}
+		missing := false
+		for _, tid := range transIDs {
+			idx := slices.Index(ids, tid)
+			if idx < 0 {
+				missing = true
+				continue
+			}
+			elem := "transition_times." + strconv.Itoa(idx)
+			filter = append(filter, bson.E{Key: elem + ".trans_id", Value: tid})
+			set = append(set, bson.E{Key: elem + ".notif_sent", Value: true})
+		}
+		if missing && cached {
+			cached = false // read before UnsentTransitions saw the transition: read again
+			continue
+		}
+		if len(set) == 0 {
+			return fmt.Errorf("%s: %w", op, jobs.ErrNotFound)
+		}
+		var after jobDoc
+		err := s.jobs.FindOneAndUpdate(ctx, filter, bson.D{{Key: "$set", Value: set}}, findAndModifyAfter()).Decode(&after)
+		if errors.Is(err, mongo.ErrNoDocuments) && cached {
+			cached = false
+			continue
+		}
+		if errors.Is(err, mongo.ErrNoDocuments) {
+			return fmt.Errorf("%s: %w", op, jobs.ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", op, err)
+		}
+		j := after.Job
+		if !slices.ContainsFunc(j.Transitions, func(t jobs.Transition) bool { return !t.NotifSent }) {
+			if err := s.syncWork(ctx, &j, after.Accounted); err != nil {
+				s.log.WarnContext(ctx, "work document of a notified job not updated (the next pass repairs it)", "job_id", id, "error", err.Error())
+			}
+		}
+		if missing {
+			return fmt.Errorf("%s: %w", op, jobs.ErrNotFound)
+		}
+		return nil
 	}
-	return nil
+}
+
+// transPositions remembers the trans_ids of the jobs UnsentTransitions returned, in their
+// order, for MarkNotified (which guards every index it uses, so a stale entry costs a read,
+// never a wrong mark). It is emptied when it grows past positionsMax.
+type transPositions struct {
+	mu sync.Mutex
+	m  map[string][]string
+}
+
+const positionsMax = 10_000
+
+func (p *transPositions) put(id string, ts []jobs.Transition) {
+	ids := make([]string, len(ts))
+	for i, t := range ts {
+		ids[i] = t.TransID
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil || len(p.m) >= positionsMax {
+		p.m = map[string][]string{}
+	}
+	p.m[id] = ids
+}
+
+// take returns and forgets the trans_ids remembered for job id.
+func (p *transPositions) take(id string) ([]string, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ids, ok := p.m[id]
+	delete(p.m, id)
+	return ids, ok
 }
 
 // findAndModifyAfter returns the options of a findAndModify that returns the whole document

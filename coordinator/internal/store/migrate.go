@@ -19,6 +19,10 @@ package store
 // holds (a stale work document is repaired, with its due copy, by the pass that next reads
 // it), and drops the work documents' index on unsent, which nothing queries any more.
 //
+// Version 6 lays the job list's buckets out per second instead of per minute (joblist.go):
+// the list index (job_list) is dropped and written again from the jobs collection; the views
+// stay. Dropping and writing it is idempotent too.
+//
 // Each document is moved through a staging collection, so that a crash at any point loses
 // nothing: copy it there under its new _id, delete the old document, insert the copy, delete
 // the staged copy; a start finds what a crashed migration staged and finishes it first. Stop
@@ -44,7 +48,7 @@ const (
 	collSchema = "schema"
 	// schemaID is the document of collSchema that holds this store's version.
 	schemaID      = "store"
-	schemaVersion = 5
+	schemaVersion = 6
 )
 
 // migrate brings the database to schemaVersion.
@@ -81,7 +85,11 @@ func (s *Store) migrate(ctx context.Context) error {
 			return fmt.Errorf("migrate to schema %d: %w", schemaVersion, err)
 		}
 	}
-	if meta.Version < 3 {
+	if meta.Version < 6 {
+		// The list of an older layout (schema 3 to 5), if any, goes first.
+		if err := s.list.Drop(ctx); err != nil {
+			return fmt.Errorf("migrate to schema %d: drop the job list of the old layout: %w", schemaVersion, err)
+		}
 		if nl, err = s.rebuildList(ctx); err != nil {
 			return fmt.Errorf("migrate to schema %d: %w", schemaVersion, err)
 		}

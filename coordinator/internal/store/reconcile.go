@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -43,7 +42,7 @@ func (s *Store) SetAccounting(ctx context.Context, id string, a jobs.Accounting)
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
-	s.listAfter(ctx, &after, time.Time{})
+	s.viewAfter(ctx, &after)
 	if err := s.syncWork(ctx, &after.Job, true); err != nil {
 		s.log.WarnContext(ctx, "work document of an accounted job not updated (the next pass repairs it)", "job_id", id, "error", err.Error())
 	}

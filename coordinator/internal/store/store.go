@@ -141,6 +141,8 @@ type Store struct {
 	log     *slog.Logger
 	// listCache remembers the list index's directory flags this process wrote (joblist.go).
 	listCache listCache
+	// positions remembers the transitions UnsentTransitions read, for MarkNotified (jobs.go).
+	positions transPositions
 	// listRetryHook, set by tests, runs before each new walk of ListJobs.
 	listRetryHook func(attempt int)
 	// presenceWrites counts PutPresence calls (heartbeats.go: it prunes every hundredth).

@@ -338,6 +338,7 @@ func (s *Store) UnsentTransitions(ctx context.Context, olderThan time.Time, limi
 		if j == nil {
 			continue
 		}
+		s.positions.put(j.ID, j.Transitions)
 		var unsent []jobs.Transition
 		for _, t := range j.Transitions {
 			if !t.NotifSent && t.Time.Before(olderThan) {

@@ -1,0 +1,184 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/event"
+
+	"github.com/kbase/cts/coordinator/internal/jobs"
+	"github.com/kbase/cts/shared/job"
+)
+
+// commandLog records the commands a store sends, as "<command> <collection>".
+type commandLog struct {
+	mu   sync.Mutex
+	cmds []string
+}
+
+func (l *commandLog) monitor() *event.CommandMonitor {
+	return &event.CommandMonitor{Started: func(_ context.Context, e *event.CommandStartedEvent) {
+		coll, _ := e.Command.Lookup(e.CommandName).StringValueOK()
+		l.mu.Lock()
+		l.cmds = append(l.cmds, e.CommandName+" "+coll)
+		l.mu.Unlock()
+	}}
+}
+
+// during returns the commands f sent.
+func (l *commandLog) during(t *testing.T, f func() error) []string {
+	t.Helper()
+	l.mu.Lock()
+	l.cmds = nil
+	l.mu.Unlock()
+	if err := f(); err != nil {
+		t.Fatal(err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := append([]string(nil), l.cmds...)
+	sort.Strings(out)
+	return out
+}
+
+// writesTo counts the commands of cmds other than reads that name coll.
+func writesTo(cmds []string, coll string) int {
+	n := 0
+	for _, c := range cmds {
+		name, on, _ := strings.Cut(c, " ")
+		if on == coll && name != "find" && name != "aggregate" {
+			n++
+		}
+	}
+	return n
+}
+
+// TestCommandsPerChange pins the MongoDB commands a submit, the submitter's transition, the
+// notifier and the accounting cost the store, in the job's life on a site: every command is
+// a round trip, and on the embedded FerretDB (one command at a time) each write rewrites its
+// document whole.
+func TestCommandsPerChange(t *testing.T) {
+	var log commandLog
+	s, _, _ := newMonitoredStore(t, log.monitor())
+	ctx := t.Context()
+	at := t0.Truncate(time.Second)
+	// A first job writes the job list's head and directories of this second (once per process).
+	first := newJob("first", "alice", "kbase", at)
+	if err := s.CreateJob(ctx, first, []jobs.SubJob{{SubID: 0, State: job.Created}}); err != nil {
+		t.Fatal(err)
+	}
+	markAll(t, s, first)
+	check := func(what string, cmds []string, max int) {
+		t.Helper()
+		t.Logf("%s: %d commands: %v", what, len(cmds), cmds)
+		if len(cmds) > max {
+			t.Errorf("%s: %d commands, want at most %d: %v", what, len(cmds), max, cmds)
+		}
+	}
+
+	// A submit: the sub-jobs, the due and work documents and the job inserted, the job's view
+	// inserted (it is the job's first) and its entry in the two lists (every job's, the user's).
+	cmds := log.during(t, func() error {
+		return s.CreateJob(ctx, newJob("a", "alice", "kbase", at.Add(100*time.Millisecond)), []jobs.SubJob{{SubID: 0, State: job.Created}})
+	})
+	check("create", cmds, 7)
+	if n := writesTo(cmds, "job_views"); n != 1 {
+		t.Errorf("create wrote the job's view with %d commands, want 1 (an insert)", n)
+	}
+
+	// The submitter's transition: the job, its view and entries, its due and work documents.
+	cmds = log.during(t, func() error {
+		_, err := s.TransitionJob(ctx, "a", []job.State{job.Created}, jobs.Transition{State: job.DownloadSubmitted, Time: at.Add(200 * time.Millisecond)},
+			jobs.JobUpdate{Launch: &jobs.Launch{Site: "kbase", Handle: "h"}})
+		return err
+	})
+	check("transition", cmds, 6)
+
+	// The notifier: the due queue, the job, then its two transitions marked in one update
+	// (whose positions the read found), and the due and work documents synced once. The job
+	// list shows no marks: nothing of it is written.
+	cmds = log.during(t, func() error {
+		js, err := s.UnsentTransitions(ctx, at.Add(time.Hour), 10)
+		if err != nil {
+			return err
+		}
+		for _, j := range js {
+			var ids []string
+			for _, tr := range j.Transitions {
+				ids = append(ids, tr.TransID)
+			}
+			if err := s.MarkNotified(ctx, j.ID, ids...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	check("notify", cmds, 5)
+	for _, coll := range []string{"job_list", "job_views"} {
+		if n := writesTo(cmds, coll); n != 0 {
+			t.Errorf("notification wrote %s %d times, want never", coll, n)
+		}
+	}
+	if n := writesTo(cmds, "jobs"); n != 1 {
+		t.Errorf("notification updated the job %d times, want once", n)
+	}
+
+	// The accounting of a job that ended: its view, not its entries (time, state, site and
+	// image are unchanged).
+	if _, err := s.TransitionJob(ctx, "a", []job.State{job.DownloadSubmitted}, jobs.Transition{State: job.Canceled, Time: at.Add(300 * time.Millisecond)}, jobs.JobUpdate{}); err != nil {
+		t.Fatal(err)
+	}
+	cmds = log.during(t, func() error { return s.SetAccounting(ctx, "a", jobs.Accounting{CPUHours: ptr(1.5)}) })
+	check("accounting", cmds, 4)
+	if n := writesTo(cmds, "job_list"); n != 0 {
+		t.Errorf("accounting wrote the job list %d times, want never", n)
+	}
+	if n := writesTo(cmds, "job_views"); n != 1 {
+		t.Errorf("accounting wrote the job's view %d times, want once", n)
+	}
+}
+
+// TestJobListBucketsStaySmall: a job list bucket holds the jobs changed within one second, so
+// a busy minute does not make one document that every change rewrites whole.
+func TestJobListBucketsStaySmall(t *testing.T) {
+	s, db := newStore(t)
+	ctx := t.Context()
+	at := t0.Truncate(time.Minute)
+	const n = 120 // two a second for a minute
+	for i := range n {
+		if err := s.CreateJob(ctx, newJob(fmt.Sprint("j", i), "alice", "kbase", at.Add(time.Duration(i)*500*time.Millisecond)), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cur, err := db.Collection("job_list").Find(ctx, bson.D{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var docs []struct {
+		ID string            `bson:"_id"`
+		E  map[string]string `bson:"e"`
+	}
+	if err := cur.All(ctx, &docs); err != nil {
+		t.Fatal(err)
+	}
+	largest, listed := 0, 0
+	for _, d := range docs {
+		largest = max(largest, len(d.E))
+		listed += len(d.E)
+	}
+	if listed != 2*n {
+		t.Fatalf("%d entries in the job list, want %d (every job's and alice's)", listed, 2*n)
+	}
+	if largest > 2 {
+		t.Errorf("a job list bucket holds %d entries of %d jobs changed two a second, want at most 2", largest, n)
+	}
+	if got := listIDs(t, s, jobs.ListFilter{User: "alice", Limit: 5}); len(got) != 5 || got[0] != fmt.Sprint("j", n-1)+":created" {
+		t.Errorf("alice's newest 5 jobs: %v", got)
+	}
+}
