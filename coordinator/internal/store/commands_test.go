@@ -131,7 +131,17 @@ func TestCommandsPerChange(t *testing.T) {
 
 	// The accounting of a job that ended: its view, not its entries (time, state, site and
 	// image are unchanged).
-	if _, err := s.TransitionJob(ctx, "a", []job.State{job.DownloadSubmitted}, jobs.Transition{State: job.Canceled, Time: at.Add(300 * time.Millisecond)}, jobs.JobUpdate{}); err != nil {
+	// A transition of a job with nothing due (its transitions sent): the due queue's copy is
+	// inserted, not first looked for by a conditional update.
+	cmds = log.during(t, func() error {
+		_, err := s.TransitionJob(ctx, "a", []job.State{job.DownloadSubmitted}, jobs.Transition{State: job.JobSubmitting, Time: at.Add(300 * time.Millisecond)}, jobs.JobUpdate{})
+		return err
+	})
+	check("transition of a job with nothing due", cmds, 6)
+	if n := writesTo(cmds, "job_due"); n != 1 {
+		t.Errorf("the transition wrote the due queue with %d commands, want 1 (an insert)", n)
+	}
+	if _, err := s.TransitionJob(ctx, "a", []job.State{job.JobSubmitting}, jobs.Transition{State: job.Canceled, Time: at.Add(400 * time.Millisecond)}, jobs.JobUpdate{}); err != nil {
 		t.Fatal(err)
 	}
 	cmds = log.during(t, func() error { return s.SetAccounting(ctx, "a", jobs.Accounting{CPUHours: ptr(1.5)}) })

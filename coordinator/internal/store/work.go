@@ -116,22 +116,58 @@ func due(w workDoc) bool {
 // accounted tells whether j's accounting is recorded. A newer document (higher v) is left
 // alone.
 func (s *Store) syncWork(ctx context.Context, j *jobs.Job, accounted bool) error {
+	return s.syncWorkFrom(ctx, j, accounted, true)
+}
+
+// syncWorkFrom is syncWork told whether j had a due copy before its last change (wasDue: when
+// it had not, a copy is inserted first instead of updated first, one command instead of two;
+// a copy there after all is then updated, so a wrong guess costs a command, never a copy).
+func (s *Store) syncWorkFrom(ctx context.Context, j *jobs.Job, accounted, wasDue bool) error {
 	w, pending := workOf(j, accounted)
-	if err := syncCopy(ctx, s.due, w, pending && due(w)); err != nil {
+	if err := syncCopy(ctx, s.due, w, pending && due(w), !wasDue); err != nil {
 		return fmt.Errorf("sync due queue of job %s: %w", j.ID, err)
 	}
-	if err := syncCopy(ctx, s.work, w, pending); err != nil {
+	if err := syncCopy(ctx, s.work, w, pending, false); err != nil {
 		return fmt.Errorf("sync work of job %s: %w", j.ID, err)
 	}
 	return nil
 }
 
+// dueBefore reports whether job j, as a transition just left it, was due before that
+// transition (see above): its previous state was, or a transition before the last was not
+// sent. A job with one transition is taken as due.
+func dueBefore(j *jobs.Job) bool {
+	n := len(j.Transitions)
+	if n < 2 {
+		return true
+	}
+	for _, t := range j.Transitions[:n-1] {
+		if !t.NotifSent {
+			return true
+		}
+	}
+	return due(workDoc{State: j.Transitions[n-2].State})
+}
+
 // syncCopy writes w into coll when keep is set and deletes it otherwise, in both cases only
-// over a document with the same or an older v.
-func syncCopy(ctx context.Context, coll *mongo.Collection, w workDoc, keep bool) error {
+// over a document with the same or an older v. absent says coll likely has no document of
+// the job: it is inserted first.
+func syncCopy(ctx context.Context, coll *mongo.Collection, w workDoc, keep, absent bool) error {
 	if !keep {
 		_, err := coll.DeleteOne(ctx, bson.D{{Key: "_id", Value: w.ID}, {Key: "v", Value: bson.D{{Key: "$lte", Value: w.V}}}})
 		return err
+	}
+	if absent {
+		ins := w
+		ins.Created = jobs.Now()
+		_, err := coll.InsertOne(ctx, &ins)
+		if err == nil {
+			return nil
+		}
+		if !isDuplicateKey(err) {
+			return err
+		}
+		// There after all (left by a slow writer, or the guess was wrong): update it.
 	}
 	set := bson.D{
 		{Key: "state", Value: w.State}, {Key: "t", Value: w.Time}, {Key: "v", Value: w.V},
@@ -162,7 +198,7 @@ func (s *Store) afterTransition(ctx context.Context, j *jobs.Job) {
 	if err := s.syncClean(ctx, j); err != nil {
 		s.log.WarnContext(ctx, "job ended, not queued for the cleaner (the next pass repairs it)", "job_id", j.ID, "error", err.Error())
 	}
-	if err := s.syncWork(ctx, j, false); err != nil {
+	if err := s.syncWorkFrom(ctx, j, false, dueBefore(j)); err != nil {
 		s.log.WarnContext(ctx, "job transition recorded, its work document not updated (the next pass repairs it)",
 			"job_id", j.ID, "state", string(j.State), "error", err.Error())
 	}
