@@ -30,7 +30,7 @@ package store
 // A page walks the tree from the newest slot before the page's end down to the oldest after
 // its start, reading only slots that hold something (directory flags), takes the bucket
 // entries that pass the filter, newest first (ties by job ID, descending), and reads the view
-// of each; the buckets of a minute are read several at a time. So a page costs about one read
+// of each; the slots of each level are read several at a time. So a page costs about one read
 // per second of history it covers that holds a job of its list key (at most one per job it
 // passes over) plus one per minute and one per job listed, however long the history.
 //
@@ -461,25 +461,65 @@ func (w *listWalk) run(ctx context.Context) error {
 	if w.lo != math.MinInt64 {
 		bottom = max(bottom, slotOf(topLevel, w.lo))
 	}
-	for slot := top; slot >= bottom && !w.done(); slot-- {
-		if err := w.descend(ctx, topLevel, slot); err != nil {
+	var slots []int64
+	for slot := top; slot >= bottom; slot-- {
+		slots = append(slots, slot)
+	}
+	return w.walk(ctx, topLevel, slots)
+}
+
+// walk lists what the slots of level l (newest first) hold, until the page is full: the
+// buckets' entries (level 0), or what the directories' children hold. The slots are read
+// several at a time, in batches of 2, 4, then readers: a page that needs few reads few more
+// than it takes, one that walks many seconds of a sparse list (a user's jobs among everyone's,
+// a filter that takes one in seven) waits for a batch rather than for each read.
+func (w *listWalk) walk(ctx context.Context, l int, slots []int64) error {
+	for n := 2; len(slots) > 0 && !w.done(); n = min(2*n, readers) {
+		batch := slots[:min(len(slots), n)]
+		slots = slots[len(batch):]
+		if l == 0 {
+			bs, errs := readEach(batch, func(slot int64) (map[string]string, error) { return w.readBucket(ctx, slot) })
+			if err := errors.Join(errs...); err != nil {
+				return err
+			}
+			for i, b := range bs {
+				if w.done() {
+					break
+				}
+				if err := w.bucket(ctx, batch[i], b); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		cs, errs := readEach(batch, func(slot int64) ([]int64, error) { return w.children(ctx, l, slot) })
+		if err := errors.Join(errs...); err != nil {
 			return err
+		}
+		for _, c := range cs {
+			if w.done() {
+				break
+			}
+			if err := w.walk(ctx, l-1, c); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
 
-// descend lists what slot of level l holds, newest first, until the page is full.
-func (w *listWalk) descend(ctx context.Context, l int, slot int64) error {
+// children returns the child slots the directory of slot of level l flags and that meet the
+// walk's time range, newest first (none if it does not exist).
+func (w *listWalk) children(ctx context.Context, l int, slot int64) ([]int64, error) {
 	var dir struct {
 		C map[string]bool `bson:"c"`
 	}
 	err := w.s.list.FindOne(ctx, bson.D{{Key: "_id", Value: slotID(w.key, l, slot)}}).Decode(&dir)
 	if errors.Is(err, mongo.ErrNoDocuments) {
-		return nil
+		return nil, nil
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	width := slotWidths[l-1]
 	var children []int64
@@ -495,42 +535,7 @@ func (w *listWalk) descend(ctx context.Context, l int, slot int64) error {
 	}
 	slices.Sort(children)
 	slices.Reverse(children)
-	if l == 1 {
-		return w.buckets(ctx, children)
-	}
-	for _, c := range children {
-		if w.done() {
-			break
-		}
-		if err := w.descend(ctx, l-1, c); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// buckets lists what the buckets slots (of one minute, newest first) hold, until the page is
-// full. They are read several at a time (a second's bucket holds few jobs of a list key, so a
-// page may take many), in batches, so that a full page reads at most a batch more than it
-// takes.
-func (w *listWalk) buckets(ctx context.Context, slots []int64) error {
-	for len(slots) > 0 && !w.done() {
-		batch := slots[:min(len(slots), readers)]
-		slots = slots[len(batch):]
-		bs, errs := readEach(batch, func(slot int64) (map[string]string, error) { return w.readBucket(ctx, slot) })
-		if err := errors.Join(errs...); err != nil {
-			return err
-		}
-		for i, b := range bs {
-			if w.done() {
-				break
-			}
-			if err := w.bucket(ctx, batch[i], b); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+	return children, nil
 }
 
 // readBucket returns the entries of the bucket of slot (none if it does not exist).
