@@ -51,6 +51,9 @@ type SubJobTransitioner interface {
 type StateLister interface {
 	// JobsInState returns up to limit jobs in the given state, oldest UpdateTime first.
 	JobsInState(ctx context.Context, state job.State, limit int) ([]*Job, error)
+	// JobsInStates returns up to limit jobs in any of the given states, oldest UpdateTime
+	// first, in one query.
+	JobsInStates(ctx context.Context, states []job.State, limit int) ([]*Job, error)
 }
 
 // RecordStore is what Records needs.

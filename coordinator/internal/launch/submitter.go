@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -51,25 +52,45 @@ func (s *Service) RunSubmitter(ctx context.Context) error {
 	}
 }
 
+// passLimit is how many jobs of each kind (created, canceling) a pass takes on at most.
+const passLimit = 100
+
 // Pass runs one pass of the submitter (what RunSubmitter does on every tick or poke): created
 // jobs go to their launcher, canceling jobs are finished, and reference data stagings waiting
 // for a launch are launched.
 func (s *Service) Pass(ctx context.Context) error {
 	var errs []error
-	js, err := s.store.JobsInState(ctx, job.Created, 100)
+	// Created and canceling jobs in one query of the due queue; created ones first. The
+	// canceling ones are asked for again on their own when the answer may have left some out
+	// (a full answer: a backlog of created jobs before them) or when a job was canceled while
+	// it was being submitted, so that a cancel waits for neither.
+	js, err := s.store.JobsInStates(ctx, []job.State{job.Created, job.Canceling}, 2*passLimit)
 	if err != nil {
-		return fmt.Errorf("find created jobs: %w", err)
+		return fmt.Errorf("find created and canceling jobs: %w", err)
 	}
+	again := len(js) == 2*passLimit
 	for _, j := range js {
-		if err := s.submitOne(ctx, j); err != nil {
+		if j.State != job.Created {
+			continue
+		}
+		raced, err := s.submitOne(ctx, j)
+		if err != nil {
 			errs = append(errs, fmt.Errorf("job %s: %w", j.ID, err))
 		}
+		again = again || raced
 	}
-	cs, err := s.store.JobsInState(ctx, job.Canceling, 100)
-	if err != nil {
-		return fmt.Errorf("find canceling jobs: %w", err)
+	if again {
+		cs, err := s.store.JobsInState(ctx, job.Canceling, passLimit)
+		if err != nil {
+			return fmt.Errorf("find canceling jobs: %w", err)
+		}
+		js = slices.DeleteFunc(js, func(j *jobs.Job) bool { return j.State == job.Canceling })
+		js = append(js, cs...)
 	}
-	for _, j := range cs {
+	for _, j := range js {
+		if j.State != job.Canceling {
+			continue
+		}
 		if err := s.finishCancel(ctx, j); err != nil {
 			errs = append(errs, fmt.Errorf("cancel job %s: %w", j.ID, err))
 		}
@@ -89,32 +110,34 @@ func (s *Service) workerEnv(j *jobs.Job, site *Site) map[string]string {
 	return env
 }
 
-func (s *Service) submitOne(ctx context.Context, j *jobs.Job) error {
+// submitOne hands created job j to its site's launcher and records it; raced reports that the
+// job was canceled meanwhile (it is canceling now, its containers taken back).
+func (s *Service) submitOne(ctx context.Context, j *jobs.Job) (raced bool, err error) {
 	site, ok := s.sites[j.Input.Cluster]
 	if !ok {
 		_, err := s.mover.Move(ctx, j.ID, job.Error, time.Time{}, jobs.JobUpdate{
 			Error: "An unexpected error occurred.", AdminError: fmt.Sprintf("site %q is not configured", j.Input.Cluster),
 		})
-		return err
+		return false, err
 	}
 	resp, err := site.Launcher.Submit(ctx, s.request(j, site, 0))
 	if err != nil {
 		// The launcher may be down: leave the job in created, the next pass retries.
-		return fmt.Errorf("launcher submit: %w", err)
+		return false, fmt.Errorf("launcher submit: %w", err)
 	}
 	_, err = s.mover.Move(ctx, j.ID, job.DownloadSubmitted, time.Time{}, jobs.JobUpdate{Launch: &jobs.Launch{Site: site.Name, Handle: resp.Handle, LaunchedAt: jobs.Now()}})
 	if errors.Is(err, jobs.ErrConflict) {
 		// Canceled meanwhile: take the containers back.
 		if cerr := site.Launcher.Cancel(ctx, launcher.JobRef{JobID: j.ID, Handle: resp.Handle}); cerr != nil {
-			return fmt.Errorf("cancel after lost submit race: %w", cerr)
+			return true, fmt.Errorf("cancel after lost submit race: %w", cerr)
 		}
-		return nil
+		return true, nil
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	// Agents may have reported before the job was recorded as submitted.
-	return s.fold.Fold(ctx, j.ID)
+	return false, s.fold.Fold(ctx, j.ID)
 }
 
 // request is the launcher request for one attempt of a job.

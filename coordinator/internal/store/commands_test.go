@@ -192,3 +192,28 @@ func TestJobListBucketsStaySmall(t *testing.T) {
 		t.Errorf("alice's newest 5 jobs: %v", got)
 	}
 }
+
+// TestSubmitterAsksOnce: the submitter's question (created and canceling jobs) is one query
+// of the due queue, then a read of each job found.
+func TestSubmitterAsksOnce(t *testing.T) {
+	var log commandLog
+	s, _, _ := newMonitoredStore(t, log.monitor())
+	ctx := t.Context()
+	for _, id := range []string{"c", "x"} {
+		if err := s.CreateJob(ctx, newJob(id, "alice", "kbase", t0), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	move(t, s, "x", job.Created, job.Canceling, t0.Add(time.Second), jobs.JobUpdate{})
+	var got []*jobs.Job
+	cmds := log.during(t, func() (err error) {
+		got, err = s.JobsInStates(ctx, []job.State{job.Created, job.Canceling}, 10)
+		return err
+	})
+	if len(got) != 2 || got[0].ID != "c" || got[1].ID != "x" {
+		t.Fatalf("created and canceling jobs: %v, want c then x", got)
+	}
+	if want := []string{"find job_due", "find jobs", "find jobs"}; fmt.Sprint(cmds) != fmt.Sprint(want) {
+		t.Errorf("commands %v, want %v", cmds, want)
+	}
+}

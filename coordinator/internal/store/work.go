@@ -57,6 +57,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -310,12 +311,24 @@ func activeStates() []job.State {
 // in created and canceling from the due queue), then each job; a job whose state changed
 // meanwhile is left out.
 func (s *Store) JobsInState(ctx context.Context, state job.State, limit int) ([]*jobs.Job, error) {
-	op := "jobs in state " + string(state)
-	coll := s.work
-	if due(workDoc{State: state}) {
-		coll = s.due
+	return s.JobsInStates(ctx, []job.State{state}, limit)
+}
+
+// JobsInStates is JobsInState for jobs in any of states, in one query (of the due queue when
+// every state is one it holds: the submitter's created and canceling).
+func (s *Store) JobsInStates(ctx context.Context, states []job.State, limit int) ([]*jobs.Job, error) {
+	op := fmt.Sprintf("jobs in states %v", states)
+	coll := s.due
+	for _, st := range states {
+		if !due(workDoc{State: st}) {
+			coll = s.work
+		}
 	}
-	ws, err := findWork(ctx, coll, bson.D{{Key: "state", Value: state}}, limit)
+	filter := bson.D{{Key: "state", Value: bson.D{{Key: "$in", Value: nonNil(states)}}}}
+	if len(states) == 1 {
+		filter = bson.D{{Key: "state", Value: states[0]}}
+	}
+	ws, err := findWork(ctx, coll, filter, limit)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
@@ -325,7 +338,7 @@ func (s *Store) JobsInState(ctx context.Context, state job.State, limit int) ([]
 	}
 	out := []*jobs.Job{}
 	for _, wj := range wjs {
-		if wj.Job != nil && wj.Job.State == state {
+		if wj.Job != nil && slices.Contains(states, wj.Job.State) {
 			out = append(out, wj.Job)
 		}
 	}
