@@ -41,9 +41,10 @@ type figures struct {
 	StatusP50Ms   float64 `json:"status_p50_ms"`
 	StatusP99Ms   float64 `json:"status_p99_ms"`
 	IdleCPUPct    float64 `json:"idle_cpu_pct"`
-	// IdleQuiet says the idle window started on a quiet site (sitebench.WaitQuiet: the
-	// round's follow-up work done), after IdleWaitS seconds of waiting; false: it did not
-	// settle within quietLimit and the window measured the work still running.
+	// IdleQuiet says the idle window started on a site at rest (sitebench.WaitWorkDone: no
+	// job with work left, the round's accounting and notifications done; then WaitQuiet),
+	// after IdleWaitS seconds of waiting; false: it did not settle within quietLimit (each
+	// wait) and the window measured the work still running.
 	IdleQuiet       bool               `json:"idle_after_quiet"`
 	IdleWaitS       float64            `json:"idle_wait_s"`
 	TrivialJobMs    float64            `json:"trivial_job_ms"`
@@ -131,19 +132,23 @@ func measure(t *testing.T, ctx context.Context, s *sitebench.Site, sz sizes, rou
 		f.TrivialStepsMs[k] = sitebench.Ms(v.Median())
 	}
 	t.Logf("%s: trivial job median %v over %d (phases %v; steps %v)", round, totals.Median(), len(totals), f.TrivialPhasesMs, f.TrivialStepsMs)
-	// The idle window starts once the site is quiet: the round's follow-up work (the last
-	// agents' ends, notifications, the accounting of the canceled jobs) done, so that it
-	// measures the site at rest, not that work.
+	// The idle window starts once the site is at rest: the round's follow-up work (the last
+	// agents' ends, notifications, the accounting of the canceled jobs) done and the site
+	// quiet, so that it measures the site, not that work.
 	waited := time.Now()
-	f.IdleQuiet = s.WaitQuiet(ctx, quietWindow, quietCommands, quietLimit)
+	done, err := s.WaitWorkDone(ctx, quietLimit)
+	if err != nil {
+		t.Fatalf("%s: %v", round, err)
+	}
+	f.IdleQuiet = done && s.WaitQuiet(ctx, quietWindow, quietCommands, quietLimit)
 	f.IdleWaitS = float64(time.Since(waited).Milliseconds()) / 1000
 	if f.IdleQuiet {
-		t.Logf("%s: the site was quiet after %.1f s (at most %d MongoDB commands in %v)", round, f.IdleWaitS, quietCommands, quietWindow)
+		t.Logf("%s: no job with work left and the site quiet (at most %d MongoDB commands in %v) after %.1f s", round, quietCommands, quietWindow, f.IdleWaitS)
 	} else {
-		t.Logf("%s: the site was still busy after %v: idle CPU measured with its work running", round, quietLimit)
+		t.Logf("%s: jobs with work left, or the site busy, after %.1f s: idle CPU measured with that work running", round, f.IdleWaitS)
 	}
 	var idle float64
-	err := sitebench.CPUProfile(profilePath(round, "idle"), func() (err error) {
+	err = sitebench.CPUProfile(profilePath(round, "idle"), func() (err error) {
 		idle, err = sitebench.IdleCPU(ctx, sz.Idle)
 		return err
 	})

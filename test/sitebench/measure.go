@@ -8,6 +8,10 @@ import (
 	"syscall"
 	"time"
 
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
 	"github.com/kbase/cts/coordinator/devstack/auth2"
 )
 
@@ -198,4 +202,36 @@ func (s *Site) WaitQuiet(ctx context.Context, window time.Duration, maxCommands 
 		}
 	}
 	return false
+}
+
+// WaitWorkDone waits until no job of the site has work left, or until limit; it reports
+// whether none had. A job has work left while its job store keeps a work document for it (not
+// ended, a transition not sent to Kafka, its accounting not recorded): the previous round's
+// canceled jobs wait for the reconciler's accounting pass (every 30 s), during which the site
+// can look quiet to WaitQuiet with that work still to come.
+func (s *Site) WaitWorkDone(ctx context.Context, limit time.Duration) (bool, error) {
+	c, err := mongo.Connect(options.Client().ApplyURI(s.Env.Config.Mongo.URI))
+	if err != nil {
+		return false, fmt.Errorf("wait for the site's work: %w", err)
+	}
+	defer c.Disconnect(context.WithoutCancel(ctx))
+	work := c.Database(s.Env.Config.Mongo.Database).Collection("job_work")
+	end := time.Now().Add(limit)
+	for {
+		n, err := work.CountDocuments(ctx, bson.D{})
+		if err != nil {
+			return false, fmt.Errorf("wait for the site's work: %w", err)
+		}
+		if n == 0 {
+			return true, nil
+		}
+		if time.Now().After(end) {
+			return false, nil
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }
