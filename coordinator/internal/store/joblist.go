@@ -54,10 +54,10 @@ package store
 //     belongs (a slow writer overwrote a newer one) is rewritten from the view on the spot.
 //   - A crash between a job's change and its list write leaves the job's work document stale
 //     too (afterTransition writes the list first), and the next periodic pass, which re-reads
-//     every job with a work document, syncs both (work.go). Accounting, notification and
-//     admin changes, which have no work-document pass behind them, only change fields the
-//     list shows as of the last sync, so a crash there leaves those fields one change old in
-//     the list, never a job out of it.
+//     every job with a work document, syncs both (work.go). Accounting, cleaning and admin
+//     changes, which have no work-document pass behind them, write only the view, of fields
+//     the entries do not hold, so a crash there leaves those fields one change old in the
+//     list, never a job out of it.
 //
 // Databases written before the list index get it from the schema migration (migrate.go).
 
