@@ -139,6 +139,8 @@ type entry struct {
 	ms                          int64
 	state                       job.State
 	cluster, image, tag, digest string
+	// slot is the bucket the entry was read from (not stored).
+	slot int64
 }
 
 func (e entry) String() string {
@@ -474,7 +476,11 @@ func (w *listWalk) run(ctx context.Context) error {
 // than it takes, one that walks many seconds of a sparse list (a user's jobs among everyone's,
 // a filter that takes one in seven) waits for a batch rather than for each read.
 func (w *listWalk) walk(ctx context.Context, l int, slots []int64) error {
-	for n := 2; len(slots) > 0 && !w.done(); n = min(2*n, readers) {
+	most := readers
+	if l == 0 {
+		most = 4 * readers // small documents, most of them one job's
+	}
+	for n := 2; len(slots) > 0 && !w.done(); n = min(2*n, most) {
 		batch := slots[:min(len(slots), n)]
 		slots = slots[len(batch):]
 		if l == 0 {
@@ -482,13 +488,14 @@ func (w *listWalk) walk(ctx context.Context, l int, slots []int64) error {
 			if err := errors.Join(errs...); err != nil {
 				return err
 			}
+			// The batch's entries, newest first, their views read together (a second's
+			// bucket holds few).
+			var es []entry
 			for i, b := range bs {
-				if w.done() {
-					break
-				}
-				if err := w.bucket(ctx, batch[i], b); err != nil {
-					return err
-				}
+				es = append(es, w.entries(batch[i], b)...)
+			}
+			if err := w.take(ctx, es); err != nil {
+				return err
 			}
 			continue
 		}
@@ -550,12 +557,13 @@ func (w *listWalk) readBucket(ctx context.Context, slot int64) (map[string]strin
 	return b.E, err
 }
 
-// bucket lists the jobs of the entries b of one bucket that pass the filter and whose views
-// agree with their entries.
-func (w *listWalk) bucket(ctx context.Context, slot int64, b map[string]string) error {
+// entries returns the entries b of the bucket of slot that pass the filter, newest first
+// (ties by job ID, descending).
+func (w *listWalk) entries(slot int64, b map[string]string) []entry {
 	var es []entry
 	for k, v := range b {
 		if e, ok := parseEntry(unfieldKey(k), v); ok && e.matches(w.f) {
+			e.slot = slot
 			es = append(es, e)
 		}
 	}
@@ -565,9 +573,15 @@ func (w *listWalk) bucket(ctx context.Context, slot int64, b map[string]string) 
 		}
 		return strings.Compare(b.id, a.id)
 	})
+	return es
+}
+
+// take lists the jobs of entries es (newest first) whose views agree with their entries, until
+// the page is full.
+func (w *listWalk) take(ctx context.Context, es []entry) error {
 	for len(es) > 0 && !w.done() {
 		n := min(len(es), w.limit-len(w.out))
-		js, err := w.views(ctx, slot, es[:n])
+		js, err := w.views(ctx, es[:n])
 		if err != nil {
 			return err
 		}
@@ -589,15 +603,15 @@ func cmpInt(a, b int64) int {
 
 // views reads the views of es (in parallel, order kept) and returns the jobs whose view agrees
 // with their entry and passes the filter.
-func (w *listWalk) views(ctx context.Context, slot int64, es []entry) ([]*jobs.Job, error) {
-	js, errs := readEach(es, func(e entry) (*jobs.Job, error) { return w.view(ctx, slot, e) })
+func (w *listWalk) views(ctx context.Context, es []entry) ([]*jobs.Job, error) {
+	js, errs := readEach(es, func(e entry) (*jobs.Job, error) { return w.view(ctx, e) })
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 	return slices.DeleteFunc(js, func(j *jobs.Job) bool { return j == nil }), nil
 }
 
-func (w *listWalk) view(ctx context.Context, slot int64, e entry) (*jobs.Job, error) {
+func (w *listWalk) view(ctx context.Context, e entry) (*jobs.Job, error) {
 	var v viewDoc
 	err := w.s.views.FindOne(ctx, bson.D{{Key: "_id", Value: e.id}}).Decode(&v)
 	if errors.Is(err, mongo.ErrNoDocuments) {
@@ -617,7 +631,7 @@ func (w *listWalk) view(ctx context.Context, slot int64, e entry) (*jobs.Job, er
 			w.moving = append(w.moving, j.ID)
 			w.mu.Unlock()
 		}
-		if v.LV > e.lv && slotOf(0, ve.ms) == slot {
+		if v.LV > e.lv && slotOf(0, ve.ms) == e.slot {
 			// A slow writer put an older entry over the view's own: put the view's back.
 			for _, key := range []string{keyAll, userKey(j.User)} {
 				if err := w.s.putEntry(ctx, key, ve); err != nil {
