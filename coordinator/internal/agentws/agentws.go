@@ -308,11 +308,23 @@ func (s *session) run(parent context.Context) {
 		s.fatal(why)
 		return
 	}
+	// The heartbeat: a connected agent is heard from (it answers pings or the session ends);
+	// see live.go. It is from its hello on: the hello may wait long for its store work (behind
+	// every event queued there), and an agent waiting for its assignment is not silent.
+	// ended: its last event ended its container, or it was refused (nothing to record when it
+	// goes).
+	live := agentKey{hello.JobID, hello.Container, hello.Attempt}
+	ended := false
+	if !hello.DryRun {
+		s.h.live.join(live)
+		defer func() { s.h.live.leave(live, ended) }()
+	}
 	var a *protocol.Assignment
 	s.h.storeWork(func() { a, err = s.h.svc.Assignment(ctx, *hello, launch) })
 	if err != nil {
 		var ce *ctserr.Error
 		if errors.As(err, &ce) {
+			ended = true
 			log.InfoContext(ctx, "agent refused", "reason", ce.Error())
 			s.fatal(ce.Error())
 		} else {
@@ -332,12 +344,6 @@ func (s *session) run(parent context.Context) {
 	}
 	log.InfoContext(ctx, "agent connected")
 	agent := ingest.Agent{JobID: hello.JobID, Container: hello.Container, Attempt: hello.Attempt, Launch: launch, Known: &ingest.KnownJob{}}
-	// The heartbeat: a connected agent is heard from (it answers pings or the session ends);
-	// see live.go. ended: its last event ended its container (nothing to record when it goes).
-	live := agentKey{hello.JobID, hello.Container, hello.Attempt}
-	ended := false
-	s.h.live.join(live)
-	defer func() { s.h.live.leave(live, ended) }()
 	if err := s.sendCredential(agent); err != nil {
 		return
 	}

@@ -42,6 +42,9 @@ type fakeService struct {
 	watching  map[string]int
 	cancels   map[string]chan protocol.Cancel
 	assignErr error
+	// assignWait, when set, is called (outside the lock) before an assignment is built: a
+	// slow store.
+	assignWait func()
 	// applyErr, when set, is returned for the event with that seq.
 	applyErr map[int64]error
 	// applyWait, when set, is called (outside the lock) before an event is applied: a slow
@@ -56,6 +59,12 @@ func newFakeService() *fakeService {
 }
 
 func (f *fakeService) Assignment(ctx context.Context, h protocol.Hello, launch int) (*protocol.Assignment, error) {
+	f.mu.Lock()
+	wait := f.assignWait
+	f.mu.Unlock()
+	if wait != nil {
+		wait()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.hellos = append(f.hellos, h)

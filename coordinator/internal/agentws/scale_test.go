@@ -12,6 +12,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/kbase/cts/coordinator/internal/agentws"
+	"github.com/kbase/cts/coordinator/internal/ctserr"
 	"github.com/kbase/cts/shared/job"
 	"github.com/kbase/cts/shared/protocol"
 )
@@ -137,6 +138,50 @@ func TestHeartbeatsArePresence(t *testing.T) {
 	defer f.svc.mu.Unlock()
 	if b := f.svc.batches[len(f.svc.batches)-1]; len(b) != 1 || b[0].Sub != 1 || b[0].At.IsZero() {
 		t.Fatalf("touched %+v, want container 1 with the time it left", b)
+	}
+}
+
+// An agent whose hello waits for its store work (behind a queue of events) is heard from: it
+// counts as connected from its hello on. One refused at its hello leaves nothing behind.
+func TestHelloWaitingIsHeardFrom(t *testing.T) {
+	f := newFixture(t, agentws.Config{HeartbeatInterval: 50 * time.Millisecond})
+	gate := make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(gate) }) }
+	t.Cleanup(release)
+	f.svc.assignWait = func() { <-gate }
+	c := f.dial(t)
+	send(t, c, hello)
+	waitFor(t, func() bool { return f.h.AgentConnected(hello.JobID, hello.Container, hello.Attempt) },
+		"an agent waiting for its assignment does not count as connected")
+	waitFor(t, func() bool { return len(f.svc.lastPresence()) == 1 }, "an agent waiting for its assignment is not recorded")
+	release()
+	assigned(t, c)
+
+	// Refused at the hello: not connected afterwards, no record of its leaving, no write.
+	f.svc.mu.Lock()
+	f.svc.assignErr = ctserr.New(ctserr.CodeInvalidJobState, "Job job1 is complete")
+	f.svc.mu.Unlock()
+	c2 := f.dialWith(t, f.credential("job1", 2))
+	h := hello
+	h.Container = 2
+	send(t, c2, h)
+	if m, err := recv(t, c2); err != nil {
+		t.Fatalf("refused agent: %v", err)
+	} else if _, ok := m.(*protocol.Fatal); !ok {
+		t.Fatalf("refused agent got %T, want Fatal", m)
+	}
+	waitFor(t, func() bool { return !f.h.AgentConnected("job1", 2, "") }, "a refused agent still counts as connected")
+	time.Sleep(200 * time.Millisecond) // a few writes
+	for _, tc := range f.svc.lastPresence() {
+		if tc.Sub == 2 {
+			t.Fatalf("the refused agent is in the record: %+v", f.svc.lastPresence())
+		}
+	}
+	f.svc.mu.Lock()
+	defer f.svc.mu.Unlock()
+	if f.svc.touches != 0 {
+		t.Fatalf("%d heartbeats written for a refused agent", f.svc.touches)
 	}
 }
 
