@@ -334,11 +334,21 @@ func (s *Service) ApplyEvent(ctx context.Context, a Agent, ev protocol.Event) er
 	return s.Fold(ctx, jobID)
 }
 
-// keep records j once an event of the session was applied (k may be nil: nothing kept).
+// keep records what the session's later events need of j (its ID, launch attempt and output
+// folder: checkEvent, currentLaunch) once an event of the session was applied; k may be nil
+// (nothing kept). Not the whole job: its input lists every container's files, and thousands
+// of sessions each keeping a copy cost tens of KiB per connected agent.
 func (k *KnownJob) keep(j *jobs.Job) {
-	if k != nil {
-		k.job = j
+	if k == nil || (k.job != nil && k.job.ID == j.ID) {
+		return
 	}
+	small := &jobs.Job{ID: j.ID}
+	small.Input.OutputDir = j.Input.OutputDir
+	small.Input.Params.Declobber = j.Input.Params.Declobber
+	if j.Launch != nil {
+		small.Launch = &jobs.Launch{Site: j.Launch.Site, Handle: j.Launch.Handle, Attempt: j.Launch.Attempt}
+	}
+	k.job = small
 }
 
 // Ended reports whether this process knows container c of job id to have ended: what its

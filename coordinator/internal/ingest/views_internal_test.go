@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/kbase/cts/coordinator/internal/jobinput"
 	"github.com/kbase/cts/coordinator/internal/jobs"
 	"github.com/kbase/cts/shared/job"
 )
@@ -56,5 +57,28 @@ func TestViewsBounded(t *testing.T) {
 	}
 	if _, ok := v.nextBlocker("k", job.JobSubmitting, 2); ok {
 		t.Fatal("nextBlocker past the end found one")
+	}
+}
+
+// A session keeps of its job what its later events check (ID, launch attempt, output folder),
+// not the job's input, which lists every container's files: thousands of sessions keep one.
+func TestKnownJobKeepsLittle(t *testing.T) {
+	j := &jobs.Job{ID: "j1", Launch: &jobs.Launch{Site: "s", Handle: "h", Attempt: 2, Retries: []string{"r"}}}
+	j.Input.OutputDir = "b/out/"
+	j.Input.Params.Declobber = true
+	for i := range 100 {
+		j.Input.InputFiles = append(j.Input.InputFiles, jobinput.InputFile{File: fmt.Sprintf("b/in/%d", i)})
+	}
+	k := &KnownJob{}
+	k.keep(j)
+	got := k.job
+	if got.ID != "j1" || currentLaunch(got) != 2 || got.Input.OutputDir != "b/out/" || !got.Input.Params.Declobber {
+		t.Fatalf("kept %+v: the ID, launch attempt or output folder is missing", got)
+	}
+	if len(got.Input.InputFiles) != 0 || len(got.Launch.Retries) != 0 {
+		t.Fatalf("kept the input files (%d) or the launch's history", len(got.Input.InputFiles))
+	}
+	if d1, _ := OutputFolder(j, 3); func() bool { d2, _ := OutputFolder(got, 3); return d1.String() != d2.String() }() {
+		t.Fatal("the kept job gives another output folder")
 	}
 }
