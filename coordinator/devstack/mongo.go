@@ -26,6 +26,7 @@ import (
 const (
 	wireHeaderLen  = 16
 	opMsg          = 2013
+	opQuery        = 2004
 	msgMoreToCome  = 1 << 1
 	maxWireMessage = 64 << 20 // above the server's advertised maxMessageSizeBytes (48 MB)
 )
@@ -418,9 +419,23 @@ func roundTrip(req []byte, backend io.Writer, br *bufio.Reader, client io.Writer
 	}
 }
 
-// commandName returns the name of an OP_MSG's command (the first key of its body), "" for
-// anything else.
+// commandName returns the name of an OP_MSG's command (the first key of its body) or of an
+// OP_QUERY's (the first key of its query: the driver's handshake on a new connection is an
+// OP_QUERY isMaster), "" for anything else.
 func commandName(msg []byte) string {
+	if len(msg) > wireHeaderLen+4 && binary.LittleEndian.Uint32(msg[12:16]) == opQuery {
+		// header, flags, full collection name (cstring), skip, return, query document
+		rest := msg[wireHeaderLen+4:]
+		i := bytes.IndexByte(rest, 0)
+		if i < 0 || len(rest) <= i+1+8+4+1 {
+			return ""
+		}
+		name := rest[i+1+8+4+1:]
+		if j := bytes.IndexByte(name, 0); j > 0 {
+			return string(name[:j])
+		}
+		return ""
+	}
 	// header, flags, section kind 0, document length, element type
 	const first = wireHeaderLen + 4 + 1 + 4 + 1
 	if len(msg) <= first || binary.LittleEndian.Uint32(msg[12:16]) != opMsg || msg[wireHeaderLen+4] != sectionBody {

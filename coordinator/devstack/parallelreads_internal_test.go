@@ -2,6 +2,7 @@ package devstack
 
 import (
 	"context"
+	"encoding/binary"
 	"testing"
 	"time"
 
@@ -49,6 +50,16 @@ func TestMongoParallelReads(t *testing.T) {
 	// A second read while the write waits: reads do not queue behind it.
 	if n, err := coll.CountDocuments(ctx, bson.D{{Key: "_id", Value: "a"}}); err != nil || n != 1 {
 		t.Fatalf("count with the lock held: n=%d, err=%v", n, err)
+	}
+	// A new connection's handshake (the driver's legacy OP_QUERY isMaster) is not held either:
+	// a client connected now reads at once.
+	c2, err := mongo.Connect(options.Client().ApplyURI(m.URI()).SetTimeout(20 * time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c2.Disconnect(context.Background()) })
+	if n, err := c2.Database("cts").Collection("reads").CountDocuments(ctx, bson.D{{Key: "_id", Value: "a"}}); err != nil || n != 1 {
+		t.Fatalf("count over a new connection with the lock held: n=%d, err=%v", n, err)
 	}
 	select {
 	case err := <-inserted:
@@ -105,6 +116,19 @@ func TestCommandName(t *testing.T) {
 	}
 	if readOnly("update", m.encode(1, 0)) || !readOnly("find", m.encode(1, 0)) {
 		t.Error("readOnly: find must be a read, update not")
+	}
+	// OP_QUERY: header, flags, "admin.$cmd", skip, return, {isMaster: 1}
+	q := binary.LittleEndian.AppendUint32(make([]byte, 12), opQuery)
+	q = append(q, 0, 0, 0, 0)
+	q = append(q, "admin.$cmd\x00"...)
+	q = append(q, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff)
+	q = append(q, mustRaw(t, bson.D{{Key: "isMaster", Value: 1}})...)
+	binary.LittleEndian.PutUint32(q, uint32(len(q)))
+	if got := commandName(q); got != "isMaster" || !readOnly(got, q) {
+		t.Errorf("commandName(OP_QUERY isMaster) = %q", got)
+	}
+	if got := commandName(q[:30]); got != "" {
+		t.Errorf("commandName(a cut OP_QUERY) = %q", got)
 	}
 	agg := wireMsg{body: mustRaw(t, bson.D{{Key: "aggregate", Value: "jobs"}, {Key: "pipeline", Value: bson.A{bson.D{{Key: "$out", Value: "x"}}}}})}
 	if readOnly("aggregate", agg.encode(1, 0)) {
