@@ -48,6 +48,20 @@ func (s *Site) Verify(ctx context.Context, ids []string) (Ledger, error) {
 	g.SetLimit(8)
 	for _, id := range ids {
 		g.Go(func() error {
+			// The agents' records first, then the store: an event acknowledged before the
+			// records were taken was applied before the store is read. Read the other way
+			// round, an event applied and acknowledged between the two reads (a run that
+			// stopped waiting while events were still being applied) looked lost.
+			type record struct {
+				a       *agent
+				outcome string
+				sent    []SentEvent
+			}
+			var recs []record
+			for _, a := range s.Fleet.JobAgents(id) {
+				outcome, _ := a.Outcome()
+				recs = append(recs, record{a, outcome, a.Sent()})
+			}
 			var v subJobsView
 			if err := s.retry(gctx, http.MethodGet, "/admin/jobs/"+id+"/container", s.AdminToken, &v); err != nil {
 				return fmt.Errorf("containers of job %s: %w", id, err)
@@ -61,9 +75,9 @@ func (s *Site) Verify(ctx context.Context, ids []string) (Ledger, error) {
 				stored[sj.SubID] = m
 			}
 			var part Ledger
-			for _, a := range s.Fleet.JobAgents(id) {
-				outcome, _ := a.Outcome()
-				for _, ev := range a.Sent() {
+			for _, r := range recs {
+				a, outcome := r.a, r.outcome
+				for _, ev := range r.sent {
 					part.Sent++
 					if ev.Acked {
 						part.Acked++
