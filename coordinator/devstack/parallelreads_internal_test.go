@@ -26,7 +26,9 @@ func TestMongoParallelReads(t *testing.T) {
 	if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: "a"}, {Key: "n", Value: 1}}); err != nil {
 		t.Fatal(err)
 	}
-	before := m.Stats()
+	// The proxy counts a command as ended after it has written the reply, so the insert above
+	// may return to us before it is counted: wait for the counters to settle first.
+	before := settledStats(t, m)
 
 	m.SetParallelReads(true)
 	m.mu.Lock()
@@ -92,9 +94,28 @@ func TestMongoParallelReads(t *testing.T) {
 		t.Fatal("a find was answered while the lock was held with parallel reads off")
 	}
 
-	d := m.Stats().Sub(before)
+	d := settledStats(t, m).Sub(before)
 	if d.Commands["find"] < 1 || d.Commands["insert"] < 1 || d.Parallel < 2 || d.Serialised < 1 {
 		t.Fatalf("stats over the test: %+v; want at least 1 find, 1 insert, 2 parallel (find, aggregate) and 1 serialised", d)
+	}
+}
+
+// settledStats returns the proxy's counters once every command begun has also ended (the
+// proxy counts an end after writing the reply, a moment after the client has it).
+func settledStats(t *testing.T, m *Mongo) MongoStats {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		st := m.Stats()
+		settled := len(st.Begun) == len(st.Commands)
+		for k, v := range st.Begun {
+			settled = settled && st.Commands[k] == v
+		}
+		if settled {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the proxy's counters did not settle in 30 s: begun %v, ended %v", st.Begun, st.Commands)
+		}
 	}
 }
 
