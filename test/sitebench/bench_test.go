@@ -356,6 +356,6 @@ func TestTrivialTrace(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, e := range ev {
-		t.Logf("  %+8.1f ms  %s", sitebench.Ms(e.Time.Sub(ev[0].Time)), e.Msg)
+		t.Logf("  %+8.1f ms  %s %s", sitebench.Ms(e.Time.Sub(ev[0].Time)), e.Msg, e.State)
 	}
 }

@@ -87,7 +87,14 @@ func (s *Site) RunTrivial(ctx context.Context, outDir string) (Trivial, error) {
 	for i := 1; i < len(ts); i++ {
 		tr.Phases[ts[i-1].State+"→"+ts[i].State] = ts[i].Time.Sub(ts[i-1].Time)
 	}
-	if ev, err := s.AgentTrace(tr.ID); err == nil {
+	// The coordinator folds the final event before it acknowledges it, so the job may read
+	// complete before its agent has logged the acknowledgement: wait for that line (bounded).
+	ev, err := s.AgentTrace(tr.ID)
+	for deadline := time.Now().Add(10 * time.Second); err == nil && !logged(ev, "final state reported") && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		ev, err = s.AgentTrace(tr.ID)
+	}
+	if err == nil {
 		at := func(msg string) time.Time {
 			for _, e := range ev {
 				if e.Msg == msg {
@@ -107,6 +114,16 @@ func (s *Site) RunTrivial(ctx context.Context, outDir string) (Trivial, error) {
 		}
 	}
 	return tr, nil
+}
+
+// logged reports whether ev holds a line with message msg.
+func logged(ev []AgentEvent, msg string) bool {
+	for _, e := range ev {
+		if e.Msg == msg {
+			return true
+		}
+	}
+	return false
 }
 
 // CPUProfile records a CPU profile of this process (the coordinator and the embedded stack)

@@ -14,6 +14,8 @@ import (
 type AgentEvent struct {
 	Time time.Time
 	Msg  string
+	// State is the line's job state, if it names one (a state sent or acknowledged).
+	State string
 }
 
 // AgentTrace returns the events of the agent of container 0 of job id (its first attempt), in
@@ -36,18 +38,19 @@ func (s *Site) AgentTrace(id string) ([]AgentEvent, error) {
 	if err := json.Unmarshal(b, &rec); err != nil {
 		return nil, fmt.Errorf("pid record %s: %w", pids[0], err)
 	}
-	out := []AgentEvent{{rec.Started, "agent process started"}}
+	out := []AgentEvent{{Time: rec.Started, Msg: "agent process started"}}
 	b, err = os.ReadFile(logs[0])
 	if err != nil {
 		return nil, err
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		var l struct {
-			Time time.Time `json:"time"`
-			Msg  string    `json:"msg"`
+			Time  time.Time `json:"time"`
+			Msg   string    `json:"msg"`
+			State string    `json:"state"`
 		}
 		if json.Unmarshal([]byte(line), &l) == nil && l.Msg != "" {
-			out = append(out, AgentEvent{l.Time, l.Msg})
+			out = append(out, AgentEvent{l.Time, l.Msg, l.State})
 		}
 	}
 	return out, nil

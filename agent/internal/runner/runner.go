@@ -10,6 +10,12 @@
 // canceled, the agent is shutting down), recovers panics as system errors, uploads the
 // container logs whenever the container ran, and always sends the final report. It never
 // talks to S3 or the container runtime except through the interfaces it owns.
+//
+// The states before the final one only record progress: the runner sends them (Reporter.Send,
+// in order, journaled) and goes on without waiting for the coordinator's acknowledgement.
+// It waits for one acknowledgement only, the final event's, which covers every event before
+// it (Reporter.Report). A refusal of any event (Reporter.Refused) stops the run at once like a
+// cancel: the container is stopped and removed, and nothing more is uploaded or reported.
 package runner
 
 import (
@@ -40,9 +46,18 @@ import (
 	"github.com/kbase/cts/shared/transfer"
 )
 
-// Reporter delivers state events to the coordinator (exactly once).
+// Reporter delivers state events to the coordinator, exactly once and in order.
 type Reporter interface {
+	// Send hands ev over for delivery after every event sent before it and returns without
+	// waiting for the coordinator's acknowledgement. It fails when nothing more can be
+	// delivered (the coordinator refused the agent).
+	Send(ctx context.Context, ev protocol.Event) error
+	// Report delivers ev and returns once the coordinator acknowledged it and every event
+	// sent before it. On an ended ctx it only records ev (for a later process to deliver).
 	Report(ctx context.Context, ev protocol.Event) error
+	// Refused is closed once the coordinator refused the agent (it rejected an event): every
+	// later Send and Report fails with the refusal.
+	Refused() <-chan struct{}
 }
 
 // Transfers moves files between S3 and this node with verification.
@@ -142,6 +157,7 @@ const (
 	endCanceled            // the job was canceled
 	endShutdown            // this agent was told to stop (SIGTERM: removal, eviction)
 	endUnreachable         // the coordinator stayed unreachable (Config.Unreachable)
+	endRefused             // the coordinator refused an event sent without waiting (Reporter.Refused)
 )
 
 // run is the state of one Run, read by the finaliser.
@@ -181,6 +197,9 @@ func (r *Runner) Run(ctx context.Context, a *protocol.Assignment) (err error) {
 			cancelJob(fmt.Errorf("%w: %s", errJobCanceled, c.Reason))
 		case <-r.cfg.Unreachable: // nil when unset: never
 			cancelJob(ErrUnreachable)
+		case <-r.report.Refused():
+			// An event sent without waiting (the container may be running) was refused.
+			cancelJob(errRefused)
 		case <-ctx.Done():
 		}
 	}()
@@ -197,7 +216,7 @@ func (r *Runner) Run(ctx context.Context, a *protocol.Assignment) (err error) {
 	if err := r.download(ctx, st); err != nil {
 		return err
 	}
-	if err := r.reportState(ctx, job.JobSubmitting, nil); err != nil {
+	if err := r.sendState(ctx, job.JobSubmitting, nil); err != nil {
 		return err
 	}
 	if err := r.execute(ctx, st); err != nil {
@@ -212,6 +231,7 @@ func (r *Runner) Run(ctx context.Context, a *protocol.Assignment) (err error) {
 var (
 	errJobCanceled   = errors.New("job canceled")
 	errUserContainer = errors.New("container failed")
+	errRefused       = errors.New("the coordinator refused an event of this agent")
 )
 
 func (r *Runner) prepare(st *run) error {
@@ -374,8 +394,10 @@ func (r *Runner) execute(ctx context.Context, st *run) error {
 		KillGrace: r.cfg.KillGrace, Network: r.cfg.Network,
 		Stdout: outW, Stderr: errW,
 	}
-	// The process is about to start: the coordinator counts the container as running.
-	if err := r.reportState(ctx, job.JobSubmitted, nil); err != nil {
+	// The process is about to start: the coordinator counts the container as running. The
+	// container does not wait for the acknowledgement: a cancel is pushed to the agent, and a
+	// refusal stops the run (Refused), either way the container is stopped and removed.
+	if err := r.sendState(ctx, job.JobSubmitted, nil); err != nil {
 		return err
 	}
 	st.ran = true
@@ -408,12 +430,14 @@ func (r *Runner) execute(ctx context.Context, st *run) error {
 	if code != 0 || res.TimedOut {
 		next = job.ErrorProcessingSubmitting
 	}
-	return r.reportState(ctx, next, func(ev *protocol.Event) { ev.ExitCode = &code; ev.OOMKilled = res.OOMKilled })
+	return r.sendState(ctx, next, func(ev *protocol.Event) { ev.ExitCode = &code; ev.OOMKilled = res.OOMKilled })
 }
 
 func (r *Runner) uploadOutputs(ctx context.Context, st *run) error {
 	a := st.a
-	if err := r.reportState(ctx, job.UploadSubmitted, nil); err != nil {
+	// The outputs go up without waiting for the acknowledgement: a refusal or a cancel
+	// arriving meanwhile ends the upload (the run's context).
+	if err := r.sendState(ctx, job.UploadSubmitted, nil); err != nil {
 		return err
 	}
 	var ups []transfer.Upload
@@ -539,15 +563,22 @@ func (r *Runner) logUploads(st *run) []transfer.Upload {
 	return ups
 }
 
-func (r *Runner) reportState(ctx context.Context, s job.State, edit func(*protocol.Event)) error {
+// sendState sends a state that records progress, without waiting for its acknowledgement
+// (the final report waits for it).
+func (r *Runner) sendState(ctx context.Context, s job.State, edit func(*protocol.Event)) error {
 	ev := protocol.Event{State: s, Time: time.Now().UTC()}
 	if edit != nil {
 		edit(&ev)
 	}
-	if err := r.report.Report(ctx, ev); err != nil {
+	if err := r.report.Send(ctx, ev); err != nil {
 		return fmt.Errorf("%w: %s: %w", errReport, s, err)
 	}
-	r.log.DebugContext(ctx, "state acknowledged", "state", s)
+	r.log.DebugContext(ctx, "state sent", "state", s)
+	// Sending does not wait, so it does not notice a cancel or a stop: the run goes no
+	// further once its context ended (the state is delivered before the final one).
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
 	return nil
 }
 
@@ -563,6 +594,17 @@ func (r *Runner) finish(runCtx context.Context, st *run, err error) error {
 		// The coordinator refused this agent or stayed unreachable: nothing more can be
 		// reported. (A report interrupted by a cancel or shutdown is retried below.)
 		return err
+	}
+	if kind == endRefused {
+		// The coordinator refused an event sent while the run went on: the container is
+		// stopped (the run's context ended) and nothing is uploaded. The final report fails
+		// at once with the refusal, which says why.
+		ev := protocol.Event{Time: time.Now().UTC(), State: job.Error, Error: "The job's container was stopped: the service refused its worker.",
+			AdminError: "agent stopped the container: " + errRefused.Error()}
+		if rerr := r.report.Report(ctx, ev); rerr != nil {
+			return fmt.Errorf("report %s: %w", ev.State, rerr)
+		}
+		return nil
 	}
 	if kind == endUnreachable {
 		// The container is stopped (the run's context ended). Nothing can be delivered: the
@@ -586,7 +628,7 @@ func (r *Runner) finish(runCtx context.Context, st *run, err error) error {
 	var logErr error
 	if st.ran {
 		if kind == endUserError {
-			if rerr := r.reportState(ctx, job.ErrorProcessingSubmitted, nil); rerr != nil {
+			if rerr := r.sendState(ctx, job.ErrorProcessingSubmitted, nil); rerr != nil {
 				return rerr
 			}
 		}
@@ -716,7 +758,7 @@ func finalContext(runCtx context.Context, timeout time.Duration) (context.Contex
 	}
 }
 
-// errReport marks failures to report (wrapped by reportState's caller chain).
+// errReport marks failures to send a state (wrapped by sendState's caller chain).
 var errReport = errors.New("report failed")
 
 func classify(ctx context.Context, err error) endKind {
@@ -729,6 +771,8 @@ func classify(ctx context.Context, err error) endKind {
 		return endShutdown
 	case errors.Is(context.Cause(ctx), ErrUnreachable):
 		return endUnreachable
+	case errors.Is(context.Cause(ctx), errRefused):
+		return endRefused
 	case errors.Is(context.Cause(ctx), errJobCanceled):
 		return endCanceled
 	default:

@@ -51,28 +51,46 @@ func (j *journal) index(prefix string) int {
 	return -1
 }
 
-// fakeReporter is a Reporter. Like the session, it delivers nothing on a dead context.
+// fakeReporter is a Reporter. Like the session, Report delivers nothing on a dead context,
+// Send takes the event whatever the context, and after a refusal both fail with it.
 type fakeReporter struct {
 	j *journal
 
 	mu       sync.Mutex
 	events   []protocol.Event
 	attempts []job.State
+	sent     []job.State // the states handed to Send
+	refusal  error
+	refused  chan struct{}
 	// before, when set, runs first (outside the lock); its error is returned.
 	before func(ctx context.Context, ev protocol.Event) error
 }
 
 func (f *fakeReporter) Report(ctx context.Context, ev protocol.Event) error {
+	return f.deliver(ctx, ev, false)
+}
+
+func (f *fakeReporter) Send(ctx context.Context, ev protocol.Event) error {
+	return f.deliver(ctx, ev, true)
+}
+
+func (f *fakeReporter) deliver(ctx context.Context, ev protocol.Event, send bool) error {
 	f.mu.Lock()
 	f.attempts = append(f.attempts, ev.State)
-	before := f.before
+	if send {
+		f.sent = append(f.sent, ev.State)
+	}
+	before, refusal := f.before, f.refusal
 	f.mu.Unlock()
+	if refusal != nil {
+		return refusal
+	}
 	if before != nil {
 		if err := before(ctx, ev); err != nil {
 			return err
 		}
 	}
-	if err := ctx.Err(); err != nil {
+	if err := ctx.Err(); err != nil && !send {
 		return err
 	}
 	f.mu.Lock()
@@ -80,6 +98,27 @@ func (f *fakeReporter) Report(ctx context.Context, ev protocol.Event) error {
 	f.events = append(f.events, ev)
 	f.j.add("report %s", ev.State)
 	return nil
+}
+
+// Refused is closed by refuse.
+func (f *fakeReporter) Refused() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.refused == nil {
+		f.refused = make(chan struct{})
+	}
+	return f.refused
+}
+
+// refuse acts as the coordinator's refusal of an event already sent: Refused closes, and
+// every later Send and Report fails with err.
+func (f *fakeReporter) refuse(err error) {
+	f.Refused()
+	f.mu.Lock()
+	f.refusal = err
+	ch := f.refused
+	f.mu.Unlock()
+	close(ch)
 }
 
 func (f *fakeReporter) got() []protocol.Event {
@@ -206,6 +245,7 @@ type fakeRuntime struct {
 	pulled  []string
 	specs   []container.Spec
 	pullErr error
+	pull    func(ctx context.Context) error // when set, the pull's work (after pullErr)
 	run     func(ctx context.Context, spec container.Spec) (container.Result, error)
 	started chan struct{}
 }
@@ -217,7 +257,13 @@ func (f *fakeRuntime) Pull(ctx context.Context, image string) error {
 	defer f.mu.Unlock()
 	f.pulled = append(f.pulled, image)
 	f.j.add("pull %s", image)
-	return f.pullErr
+	if f.pullErr != nil || f.pull == nil {
+		return f.pullErr
+	}
+	pull := f.pull
+	f.mu.Unlock()
+	defer f.mu.Lock()
+	return pull(ctx)
 }
 
 func (f *fakeRuntime) Run(ctx context.Context, spec container.Spec) (container.Result, error) {
@@ -904,7 +950,7 @@ func TestShutdown(t *testing.T) {
 			logs:   true,
 		},
 		{
-			name: "while job_submitting is reported",
+			name: "while job_submitting is sent",
 			setup: func(h *harness, stop func()) {
 				h.rep.before = func(ctx context.Context, ev protocol.Event) error {
 					if ev.State == job.JobSubmitting {
@@ -913,7 +959,9 @@ func TestShutdown(t *testing.T) {
 					return nil
 				}
 			},
-			states: statesOf(job.Error),
+			// The state was handed over (the session delivers it before the final one); the
+			// container never starts.
+			states: statesOf(job.JobSubmitting, job.Error),
 		},
 	}
 	for _, tc := range cases {
@@ -934,6 +982,124 @@ func TestShutdown(t *testing.T) {
 			}
 			if tc.logs {
 				checkLogsUploaded(t, h)
+			} else if h.rt.ran() {
+				t.Error("the container started after the stop")
+			}
+		})
+	}
+}
+
+func TestOnlyTheFinalStateWaitsForItsAcknowledgement(t *testing.T) {
+	t.Parallel()
+	// The states before the final one record progress: they are sent without waiting; the
+	// final one is reported (acknowledged, with every state before it).
+	cases := []struct {
+		name string
+		res  container.Result
+		sent []job.State
+		last job.State
+	}{
+		{"success", container.Result{}, statesOf(job.JobSubmitting, job.JobSubmitted, job.UploadSubmitting, job.UploadSubmitted), job.Complete},
+		{"exit 3", container.Result{ExitCode: 3}, statesOf(job.JobSubmitting, job.JobSubmitted, job.ErrorProcessingSubmitting, job.ErrorProcessingSubmitted), job.Error},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t)
+			h.rt.run = exitWith(tc.res)
+			if err := h.run(t, t.Context()); err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			h.rep.mu.Lock()
+			sent, attempts := slices.Clone(h.rep.sent), slices.Clone(h.rep.attempts)
+			h.rep.mu.Unlock()
+			if !slices.Equal(sent, tc.sent) {
+				t.Errorf("sent without waiting: %v, want %v", sent, tc.sent)
+			}
+			if want := append(slices.Clone(tc.sent), tc.last); !slices.Equal(attempts, want) {
+				t.Errorf("handed to the reporter: %v, want %v (the last one reported)", attempts, want)
+			}
+		})
+	}
+}
+
+func TestRefusalOfASentStateStopsTheRun(t *testing.T) {
+	t.Parallel()
+	// The coordinator refuses a state the runner sent without waiting (the job was canceled
+	// or relaunched meanwhile): the run stops where it is, stops the container if it runs,
+	// uploads nothing more and ends with the refusal.
+	refusal := errors.New("refused by the coordinator: Job job12345678abc is canceling")
+	cases := []struct {
+		name      string
+		setup     func(h *harness)
+		delivered []job.State // accepted by the reporter before the refusal
+		ran       bool
+	}{
+		{
+			name: "while the image is pulled",
+			setup: func(h *harness) {
+				h.rep.before = func(ctx context.Context, ev protocol.Event) error {
+					if ev.State == job.JobSubmitting {
+						// The pull that follows sees the run's context end.
+						go h.rep.refuse(refusal)
+					}
+					return nil
+				}
+				h.rt.pull = func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }
+			},
+			delivered: statesOf(job.JobSubmitting),
+		},
+		{
+			name: "while the container runs",
+			setup: func(h *harness) {
+				h.rt.run = waitCanceled
+				go func() { <-h.rt.started; h.rep.refuse(refusal) }()
+			},
+			delivered: statesOf(job.JobSubmitting, job.JobSubmitted),
+			ran:       true,
+		},
+		{
+			name: "while the outputs go up",
+			setup: func(h *harness) {
+				h.xfer.upload = func(ctx context.Context, us []transfer.Upload) error {
+					if strings.HasPrefix(us[0].S3Path, "bucket/out/") {
+						h.rep.refuse(refusal)
+						<-ctx.Done()
+						return ctx.Err()
+					}
+					return nil
+				}
+			},
+			delivered: statesOf(job.JobSubmitting, job.JobSubmitted, job.UploadSubmitting, job.UploadSubmitted),
+			ran:       true,
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t)
+			tc.setup(h)
+			start := time.Now()
+			err := h.run(t, t.Context())
+			if !errors.Is(err, refusal) {
+				t.Fatalf("Run = %v, want the refusal", err)
+			}
+			if d := time.Since(start); d > 15*time.Second {
+				t.Errorf("Run took %s after the refusal", d)
+			}
+			if got := h.rep.states(); !slices.Equal(got, tc.delivered) {
+				t.Errorf("delivered %v, want %v and nothing after the refusal", got, tc.delivered)
+			}
+			if h.rt.ran() != tc.ran {
+				t.Errorf("ran = %v, want %v", h.rt.ran(), tc.ran)
+			}
+			if outs := h.xfer.outputUploads(); len(outs) != 0 {
+				t.Errorf("outputs uploaded after the refusal: %v", outs)
+			}
+			for k := range h.xfer.uploads() {
+				if strings.HasPrefix(k, "logs/") && tc.name != "while the outputs go up" {
+					t.Errorf("log %s uploaded after the refusal", k)
+				}
 			}
 		})
 	}

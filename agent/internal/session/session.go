@@ -1,10 +1,19 @@
 // Package session is the agent's end of the agent websocket (shared/protocol): it dials the
 // coordinator with the agent's token, says hello, receives the assignment, and delivers state
-// events exactly once: each event gets the next sequence number, stays pending until the
-// coordinator acknowledges it, and is resent after a reconnect (backoff with jitter). Between
-// reports a keeper reconnects a broken connection in the background, so cancels and heartbeats
-// keep flowing while the container runs. Cancel messages are surfaced on a channel. It knows
-// nothing about what the events mean.
+// events exactly once and in order: each event gets the next sequence number, is journaled,
+// stays pending until the coordinator acknowledges it, and is resent after a reconnect (backoff
+// with jitter).
+//
+// Delivery is pipelined: Send hands an event over and returns at once (the events go out in
+// sequence order on the live connection, or on the next one); Report and Flush are the
+// barriers, returning once the coordinator acknowledged the event and every event before it.
+// The caller waits only where it must (the agent: for its final event). A refusal of any
+// event (a Fatal) closes Refused, and every later Send, Report and Flush fails with it.
+//
+// A keeper reconnects a broken connection in the background and resends what is pending, so
+// cancels, heartbeats and pipelined events keep flowing while nobody waits; an event left
+// unacknowledged on a live connection for AckTimeout replaces the connection. Cancel messages
+// are surfaced on a channel. It knows nothing about what the events mean.
 package session
 
 import (
@@ -62,7 +71,10 @@ type Config struct {
 	// LogQueue is how many Log batches (and Progress reports) may wait for the connection
 	// (default 64); more are dropped, so live logs never hold up state events.
 	LogQueue int
-	Log      *slog.Logger
+	// MaxPending bounds the events sent and not yet acknowledged (default 64): Send waits for
+	// the oldest one's acknowledgement while that many are pending.
+	MaxPending int
+	Log        *slog.Logger
 }
 
 // Session is a live agent session. Report is safe for concurrent use.
@@ -85,10 +97,21 @@ type Session struct {
 	connDone    chan struct{} // closed when conn's reader ends
 	connGen     int
 	connectedAt time.Time
+	brokeAt     time.Time // when the last connection broke or was dropped
 	nextSeq     int64
 	pending     map[int64]protocol.Event
-	acked       map[int64]chan struct{}
+	// acked holds a channel for every pending event, closed when it is acknowledged (or
+	// covered by a reconnect's NextSeq), or by a refusal.
+	acked map[int64]chan struct{}
+	// timers replace the connection when an event written on it stays unacknowledged for
+	// AckTimeout.
+	timers map[int64]*time.Timer
+	// sentConn and sentThrough say which pending events were written on which connection:
+	// those up to sentThrough on sentConn (see sendPending).
+	sentConn    *websocket.Conn
+	sentThrough int64
 	fatal       error
+	refused     chan struct{} // closed when fatal is set
 	closed      bool
 	journal     *journal
 	// token is presented on each (re)connect: Config.Token, then the newest session
@@ -106,6 +129,9 @@ type Session struct {
 	stopLogs    chan struct{}
 
 	wmu sync.Mutex // serialises writes to conn
+	// smu serialises the writing of events (sendPending), so that they go out in sequence
+	// order; it is taken before mu and wmu.
+	smu sync.Mutex
 }
 
 // Dial connects (retrying with backoff for up to ReconnectFor while the coordinator is
@@ -136,10 +162,13 @@ func Dial(ctx context.Context, cfg Config) (*Session, *protocol.Assignment, erro
 	if cfg.LogQueue <= 0 {
 		cfg.LogQueue = 64
 	}
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = 64
+	}
 	s := &Session{cfg: cfg, log: cfg.Log, token: cfg.Token, cancels: make(chan protocol.Cancel, 1),
 		connecting: make(chan struct{}, 1), lost: make(chan struct{}, 1), nextSeq: 1, unreachable: make(chan struct{}),
-		pending: map[int64]protocol.Event{}, acked: map[int64]chan struct{}{},
-		logs: make(chan any, cfg.LogQueue), stopLogs: make(chan struct{})}
+		pending: map[int64]protocol.Event{}, acked: map[int64]chan struct{}{}, timers: map[int64]*time.Timer{},
+		refused: make(chan struct{}), logs: make(chan any, cfg.LogQueue), stopLogs: make(chan struct{})}
 	if cfg.JournalPath != "" {
 		j, evs, err := openJournal(cfg.JournalPath)
 		if err != nil {
@@ -148,6 +177,7 @@ func Dial(ctx context.Context, cfg Config) (*Session, *protocol.Assignment, erro
 		s.journal, s.recovered = j, evs
 		for _, ev := range evs {
 			s.pending[ev.Seq] = ev
+			s.acked[ev.Seq] = make(chan struct{})
 			s.nextSeq = max(s.nextSeq, ev.Seq+1)
 		}
 		if len(evs) > 0 {
@@ -163,8 +193,10 @@ func Dial(ctx context.Context, cfg Config) (*Session, *protocol.Assignment, erro
 	conn := s.conn
 	s.mu.Unlock()
 	if conn != nil && len(s.recovered) > 0 {
-		// Best effort: Flush and Report resend again if this connection breaks.
-		_ = s.resendPending(conn)
+		// Should this fail, the keeper reconnects and resends.
+		if err := s.sendPending(conn); err != nil {
+			s.dropConn(conn)
+		}
 	}
 	kctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	s.stopKeeper = stop
@@ -178,52 +210,13 @@ func Dial(ctx context.Context, cfg Config) (*Session, *protocol.Assignment, erro
 // acknowledged (nil without a journal). Dial resends them; they may have been applied since.
 func (s *Session) Recovered() []protocol.Event { return s.recovered }
 
-// Flush waits until every pending event is acknowledged, reconnecting and resending as
-// needed, within ReconnectFor. It fails like Report.
+// Flush waits until every event sent before it is acknowledged, reconnecting and resending
+// as needed, within ReconnectFor: the barrier after pipelined Sends. It fails like Report.
 func (s *Session) Flush(ctx context.Context) error {
-	deadline := time.Now().Add(s.cfg.ReconnectFor)
-	for {
-		s.mu.Lock()
-		n, fatal, closed := len(s.pending), s.fatal, s.closed
-		s.mu.Unlock()
-		switch {
-		case n == 0:
-			return nil
-		case fatal != nil:
-			return fatal
-		case closed:
-			return ErrClosed
-		case time.Now().After(deadline):
-			return fmt.Errorf("%w: %d events not acknowledged within %s", ErrUnreachable, n, s.cfg.ReconnectFor)
-		}
-		conn, done, err := s.ensureConn(ctx, deadline)
-		if err != nil {
-			return err
-		}
-		if err := s.resendPending(conn); err != nil {
-			s.dropConn(conn)
-			continue
-		}
-		t := time.NewTimer(s.cfg.AckTimeout)
-		for waiting := true; waiting; {
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return ctx.Err()
-			case <-done:
-				waiting = false
-			case <-t.C:
-				s.dropConn(conn)
-				waiting = false
-			case <-time.After(20 * time.Millisecond):
-				s.mu.Lock()
-				n, fatal = len(s.pending), s.fatal
-				s.mu.Unlock()
-				waiting = n > 0 && fatal == nil
-			}
-		}
-		t.Stop()
-	}
+	s.mu.Lock()
+	through := s.nextSeq - 1
+	s.mu.Unlock()
+	return s.wait(ctx, through)
 }
 
 func wsURL(service string) (string, error) {
@@ -293,18 +286,11 @@ func (s *Session) connect(ctx context.Context) (*protocol.Assignment, error) {
 	s.connGen++
 	gen := s.connGen
 	// Events below NextSeq were applied before (their acks were lost with the previous
-	// connection): forget them and let their Reports return.
-	for seq, ch := range s.acked {
+	// connection, or a previous process journaled them): forget them and let their waiters
+	// return.
+	for seq := range s.pending {
 		if seq < a.NextSeq {
-			delete(s.pending, seq)
-			close(ch)
-			delete(s.acked, seq)
-		}
-	}
-	for seq := range s.pending { // journaled by a previous process: no Report waits
-		if seq < a.NextSeq {
-			delete(s.pending, seq)
-			s.journalAck(seq)
+			s.acknowledged(seq)
 		}
 	}
 	// Never reuse a number the coordinator has seen for this attempt: it would be taken for
@@ -375,11 +361,9 @@ func (s *Session) read(conn *websocket.Conn, gen int, done chan struct{}) {
 		case *protocol.Ack:
 			// An ack is valid whatever connection it came on: the coordinator applied the event.
 			s.mu.Lock()
-			delete(s.pending, m.Seq)
-			s.journalAck(m.Seq)
-			if ch, ok := s.acked[m.Seq]; ok {
-				close(ch)
-				delete(s.acked, m.Seq)
+			if ev, ok := s.pending[m.Seq]; ok {
+				s.acknowledged(m.Seq)
+				s.log.Debug("event acknowledged", "seq", m.Seq, "state", ev.State)
 			}
 			s.mu.Unlock()
 		case *protocol.Credential:
@@ -396,13 +380,7 @@ func (s *Session) read(conn *websocket.Conn, gen int, done chan struct{}) {
 			}
 		case *protocol.Fatal:
 			s.mu.Lock()
-			if s.fatal == nil {
-				s.fatal = fmt.Errorf("%w: %s", ErrRefused, m.Message)
-			}
-			for seq, ch := range s.acked {
-				close(ch)
-				delete(s.acked, seq)
-			}
+			s.refuse(fmt.Errorf("%w: %s", ErrRefused, m.Message))
 			s.mu.Unlock()
 		}
 	}
@@ -410,6 +388,7 @@ func (s *Session) read(conn *websocket.Conn, gen int, done chan struct{}) {
 	current := s.connGen == gen
 	if current {
 		s.conn, s.connDone = nil, nil
+		s.brokeAt = time.Now()
 	}
 	reconnect := current && !s.closed && s.fatal == nil
 	s.mu.Unlock()
@@ -466,20 +445,58 @@ func (s *Session) Unreachable() <-chan struct{} { return s.unreachable }
 // Cancels delivers the coordinator's cancel of the job.
 func (s *Session) Cancels() <-chan protocol.Cancel { return s.cancels }
 
-// Report delivers ev (its Seq is assigned here) and returns once the coordinator acknowledged
-// it, reconnecting and resending as needed. It fails only when the coordinator refused the
-// agent (ErrRefused), ctx ends, the session is closed, or the event stayed unacknowledged
+// Refused is closed once the coordinator refused this agent (it rejected an event, or the
+// agent's credential on a reconnect): nothing more can be delivered, and every later Send,
+// Report and Flush fails with the refusal (wrapping ErrRefused).
+func (s *Session) Refused() <-chan struct{} { return s.refused }
+
+// Send hands ev over for delivery (its Seq is assigned here) and returns without waiting for
+// the coordinator's acknowledgement: the event is journaled, then written on the live
+// connection after every event sent before it, or on the next connection if there is none
+// (the keeper reconnects and resends). It waits only while MaxPending events are
+// unacknowledged. It fails only when the coordinator refused the agent (ErrRefused), the
+// session is closed, or ctx ends while it waits for room; a coordinator that does not answer
+// does not fail it (Unreachable says so, and a barrier fails with ErrUnreachable).
+func (s *Session) Send(ctx context.Context, ev protocol.Event) error {
+	_, err := s.send(ctx, ev)
+	return err
+}
+
+// Report delivers ev and returns once the coordinator acknowledged it and every event sent
+// before it, reconnecting and resending as needed. It fails only when the coordinator refused
+// the agent (ErrRefused), ctx ends, the session is closed, or the event stayed unacknowledged
 // (the coordinator unreachable) for ReconnectFor. An event whose Report failed stays pending
 // and is resent before the next one, so the coordinator sees every sequence number in order.
 func (s *Session) Report(ctx context.Context, ev protocol.Event) error {
-	s.mu.Lock()
-	if s.fatal != nil || s.closed {
-		err := s.fatal
-		if err == nil {
-			err = ErrClosed
-		}
-		s.mu.Unlock()
+	seq, err := s.send(ctx, ev)
+	if err != nil {
 		return err
+	}
+	return s.wait(ctx, seq)
+}
+
+// send assigns ev its sequence number, journals it, makes it pending and writes what is
+// pending on the live connection. It returns the event's Seq.
+func (s *Session) send(ctx context.Context, ev protocol.Event) (int64, error) {
+	s.mu.Lock()
+	for {
+		if s.fatal != nil || s.closed {
+			err := s.fatal
+			if err == nil {
+				err = ErrClosed
+			}
+			s.mu.Unlock()
+			return 0, err
+		}
+		if len(s.pending) < s.cfg.MaxPending {
+			break
+		}
+		oldest := s.lowestPending(s.nextSeq)
+		s.mu.Unlock()
+		if err := s.wait(ctx, oldest); err != nil {
+			return 0, err
+		}
+		s.mu.Lock()
 	}
 	ev.Seq = s.nextSeq
 	s.nextSeq++
@@ -487,56 +504,76 @@ func (s *Session) Report(ctx context.Context, ev protocol.Event) error {
 		ev.Time = time.Now().UTC()
 	}
 	s.pending[ev.Seq] = ev
+	s.acked[ev.Seq] = make(chan struct{})
 	if s.journal != nil {
 		if err := s.journal.append(ev); err != nil {
 			// The event still goes out live; only a crash before its ack would lose it.
 			s.log.Warn("event not journaled", "seq", ev.Seq, "error", err)
 		}
 	}
-	ch := make(chan struct{})
-	s.acked[ev.Seq] = ch
+	conn := s.conn
 	s.mu.Unlock()
-
-	// outcome is Report's result once ch is closed: by the ack (or a NextSeq that covers the
-	// event), which removed the event from pending, or by a Fatal.
-	outcome := func() error {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if _, ok := s.pending[ev.Seq]; !ok {
-			return nil
+	if conn != nil {
+		if err := s.sendPending(conn); err != nil && !errors.Is(err, errNotCurrent) {
+			// The keeper reconnects (the reader sees the broken connection) and resends.
+			s.log.Warn("event not sent, resending after a reconnect", "seq", ev.Seq, "error", err)
+			s.dropConn(conn)
 		}
-		return s.fatal
 	}
+	return ev.Seq, nil
+}
+
+// lowestPending returns the lowest pending sequence number up to through (0 if none). The
+// caller holds mu.
+func (s *Session) lowestPending(through int64) int64 {
+	var low int64
+	for seq := range s.pending {
+		if seq <= through && (low == 0 || seq < low) {
+			low = seq
+		}
+	}
+	return low
+}
+
+// wait returns once every event up to through is acknowledged, reconnecting and resending
+// as needed; it fails like Report.
+func (s *Session) wait(ctx context.Context, through int64) error {
 	deadline := time.Now().Add(s.cfg.ReconnectFor)
 	backoff := s.cfg.MinBackoff
 	for {
-		select {
-		case <-ch: // acknowledged while the connection broke, or covered by a reconnect
-			return outcome()
-		default:
+		s.mu.Lock()
+		low := s.lowestPending(through)
+		ch, fatal, closed := s.acked[low], s.fatal, s.closed
+		s.mu.Unlock()
+		switch {
+		case low == 0:
+			return nil
+		case fatal != nil:
+			return fatal
+		case closed:
+			return ErrClosed
 		}
 		conn, done, err := s.ensureConn(ctx, deadline)
 		if err != nil {
 			return err
 		}
-		if err := s.resendPending(conn); err == nil {
-			t := time.NewTimer(s.cfg.AckTimeout)
+		err = s.sendPending(conn)
+		if errors.Is(err, errNotCurrent) {
+			continue
+		}
+		if err == nil {
 			select {
-			case <-ch:
-				t.Stop()
-				return outcome()
+			case <-ch: // acknowledged (or refused): look again
+				continue
 			case <-ctx.Done():
-				t.Stop()
 				return ctx.Err()
 			case <-done:
-				s.log.Warn("connection lost before the acknowledgement", "seq", ev.Seq)
-			case <-t.C:
-				s.log.Warn("no acknowledgement, reconnecting", "seq", ev.Seq)
+				s.log.Warn("connection lost before the acknowledgement", "seq", low)
 			}
 		}
 		s.dropConn(conn)
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%w: event %d not acknowledged within %s", ErrUnreachable, ev.Seq, s.cfg.ReconnectFor)
+			return fmt.Errorf("%w: event %d not acknowledged within %s", ErrUnreachable, low, s.cfg.ReconnectFor)
 		}
 		if err := sleep(ctx, jitter(backoff), ch); err != nil {
 			return err
@@ -545,12 +582,28 @@ func (s *Session) Report(ctx context.Context, ev protocol.Event) error {
 	}
 }
 
-// resendPending sends every unacknowledged event in sequence order on conn.
-func (s *Session) resendPending(conn *websocket.Conn) error {
+// errNotCurrent says the connection given to sendPending was replaced meanwhile.
+var errNotCurrent = errors.New("connection replaced")
+
+// sendPending writes, in sequence order, the pending events not yet written on conn, which
+// must be the current connection. Each written event gets a timer that replaces the
+// connection should the event stay unacknowledged for AckTimeout.
+func (s *Session) sendPending(conn *websocket.Conn) error {
+	s.smu.Lock()
+	defer s.smu.Unlock()
 	s.mu.Lock()
+	if s.conn != conn {
+		s.mu.Unlock()
+		return errNotCurrent
+	}
+	if s.sentConn != conn {
+		s.sentConn, s.sentThrough = conn, 0
+	}
 	seqs := make([]int64, 0, len(s.pending))
 	for seq := range s.pending {
-		seqs = append(seqs, seq)
+		if seq > s.sentThrough {
+			seqs = append(seqs, seq)
+		}
 	}
 	slices.Sort(seqs)
 	evs := make([]protocol.Event, 0, len(seqs))
@@ -570,8 +623,72 @@ func (s *Session) resendPending(conn *websocket.Conn) error {
 		if err != nil {
 			return err
 		}
+		s.mu.Lock()
+		if s.sentConn == conn {
+			s.sentThrough = ev.Seq
+		}
+		if _, ok := s.pending[ev.Seq]; ok && !s.closed {
+			if t := s.timers[ev.Seq]; t != nil {
+				t.Stop()
+			}
+			seq := ev.Seq
+			s.timers[seq] = time.AfterFunc(s.cfg.AckTimeout, func() { s.ackTimedOut(conn, seq) })
+		}
+		s.mu.Unlock()
 	}
 	return nil
+}
+
+// ackTimedOut replaces conn if event seq, written on it AckTimeout ago, is still pending and
+// conn still current: the keeper (or a waiter) reconnects and resends.
+func (s *Session) ackTimedOut(conn *websocket.Conn, seq int64) {
+	s.mu.Lock()
+	_, pending := s.pending[seq]
+	current := s.conn == conn && s.fatal == nil && !s.closed
+	s.mu.Unlock()
+	if pending && current {
+		s.log.Warn("no acknowledgement, reconnecting", "seq", seq, "after", s.cfg.AckTimeout)
+		s.dropConn(conn)
+	}
+}
+
+// acknowledged forgets the pending event seq (the coordinator applied it) and releases its
+// waiters. The caller holds mu.
+func (s *Session) acknowledged(seq int64) {
+	delete(s.pending, seq)
+	s.journalAck(seq)
+	if ch, ok := s.acked[seq]; ok {
+		close(ch)
+		delete(s.acked, seq)
+	}
+	if t, ok := s.timers[seq]; ok {
+		t.Stop()
+		delete(s.timers, seq)
+	}
+}
+
+// refuse records the coordinator's refusal (the first one wins) and releases every waiter.
+// The refused events stay in the journal, as the record of what this attempt could not
+// deliver. The caller holds mu.
+func (s *Session) refuse(err error) {
+	if s.fatal != nil {
+		return
+	}
+	s.fatal = err
+	close(s.refused)
+	for seq, ch := range s.acked {
+		close(ch)
+		delete(s.acked, seq)
+	}
+	s.stopTimers()
+}
+
+// stopTimers stops every acknowledgement timer. The caller holds mu.
+func (s *Session) stopTimers() {
+	for seq, t := range s.timers {
+		t.Stop()
+		delete(s.timers, seq)
+	}
 }
 
 // ensureConn returns the live connection (and the channel closed when it breaks), or
@@ -585,7 +702,7 @@ func (s *Session) ensureConn(ctx context.Context, deadline time.Time) (*websocke
 			return nil, nil, ctx.Err()
 		}
 		s.mu.Lock()
-		conn, done, fatal, closed := s.conn, s.connDone, s.fatal, s.closed
+		conn, done, fatal, closed, brokeAt := s.conn, s.connDone, s.fatal, s.closed, s.brokeAt
 		s.mu.Unlock()
 		var err error
 		switch {
@@ -595,10 +712,35 @@ func (s *Session) ensureConn(ctx context.Context, deadline time.Time) (*websocke
 			err = ErrClosed
 		case conn != nil:
 		default:
+			// Never straight back after a connection broke (the coordinator may be going down,
+			// or have just refused an event): at least half the least backoff.
+			if d := time.Until(brokeAt.Add(s.cfg.MinBackoff / 2)); d > 0 {
+				<-s.connecting
+				if err := sleep(ctx, d, nil); err != nil {
+					return nil, nil, err
+				}
+				continue
+			}
 			var a *protocol.Assignment
 			if a, err = s.connect(ctx); err == nil {
 				s.log.Info("connected to the coordinator", "next_seq", a.NextSeq)
 				<-s.connecting
+				// What is pending goes out on the new connection at once, whoever connected.
+				s.mu.Lock()
+				c := s.conn
+				s.mu.Unlock()
+				if c == nil {
+					continue
+				}
+				if err = s.sendPending(c); err == nil || errors.Is(err, errNotCurrent) {
+					continue
+				}
+				s.dropConn(c)
+				s.log.Warn("resend after a reconnect failed, retrying", "error", err, "in", backoff)
+				if err := sleep(ctx, jitter(backoff), nil); err != nil {
+					return nil, nil, err
+				}
+				backoff = min(backoff*2, s.cfg.MaxBackoff)
 				continue
 			}
 		}
@@ -608,9 +750,7 @@ func (s *Session) ensureConn(ctx context.Context, deadline time.Time) (*websocke
 		}
 		if errors.Is(err, ErrRefused) {
 			s.mu.Lock()
-			if s.fatal == nil {
-				s.fatal = err
-			}
+			s.refuse(err)
 			s.mu.Unlock()
 			return nil, nil, err
 		}
@@ -660,6 +800,7 @@ func (s *Session) dropConn(conn *websocket.Conn) {
 	s.mu.Lock()
 	if s.conn == conn {
 		s.conn, s.connDone = nil, nil
+		s.brokeAt = time.Now()
 	}
 	s.mu.Unlock()
 	conn.Close()
@@ -744,6 +885,7 @@ func (s *Session) Close() {
 	already := s.closed
 	s.closed = true
 	s.conn, s.connDone = nil, nil
+	s.stopTimers()
 	s.mu.Unlock()
 	if s.stopKeeper != nil {
 		s.stopKeeper()

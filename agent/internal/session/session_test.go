@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -1039,4 +1041,345 @@ func TestRenewedCredentialUsedOnReconnect(t *testing.T) {
 	f.waitHellos(t, 2)
 	f.liveConn(t, 2)
 	report(t, s, job.JobSubmitting)
+}
+
+// heldConn makes the fake stall every event of connection 1 (nothing applied, nothing
+// acknowledged) and returns a function that waits for that connection and acknowledges seq
+// on it by hand.
+func heldConn(t *testing.T, f *fakeCoord) (ackBy func(seq int64)) {
+	t.Helper()
+	f.set(func() {
+		f.onEvent = func(n int, ev protocol.Event) action {
+			if n == 1 {
+				return hold
+			}
+			return ack
+		}
+	})
+	return func(seq int64) {
+		t.Helper()
+		if err := f.liveConn(t, 1).send(protocol.Ack{Seq: seq}); err != nil {
+			t.Fatalf("ack %d: %v", seq, err)
+		}
+	}
+}
+
+// received returns the sequence numbers the fake received on connection n, in order.
+func (f *fakeCoord) receivedOn(n int) []int64 {
+	_, recv, _ := f.snapshot()
+	var out []int64
+	for _, r := range recv {
+		if r.conn == n {
+			out = append(out, r.ev.Seq)
+		}
+	}
+	return out
+}
+
+// notWithin fails the test if done yields within d: what must wait does not return early.
+func notWithin[T any](t *testing.T, done <-chan T, d time.Duration, what string) {
+	t.Helper()
+	select {
+	case v := <-done:
+		t.Fatalf("%s returned (%v) before it should", what, v)
+	case <-time.After(d):
+	}
+}
+
+// within waits up to 10 s for done.
+func within[T any](t *testing.T, done <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-done:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s did not return", what)
+	}
+	var zero T
+	return zero
+}
+
+func TestSendReturnsBeforeTheAckAndFlushWaitsForAll(t *testing.T) {
+	t.Parallel()
+	f := newFakeCoord(t)
+	ackBy := heldConn(t, f)
+	cfg := testConfig(f)
+	cfg.AckTimeout = time.Minute // no replacement of the held connection
+	s, _ := dial(t, cfg)
+	// The coordinator acknowledges nothing: each Send returns all the same.
+	for _, st := range []job.State{job.JobSubmitting, job.JobSubmitted, job.UploadSubmitting} {
+		if err := s.Send(tctx(t), protocol.Event{State: st}); err != nil {
+			t.Fatalf("Send(%s) = %v", st, err)
+		}
+	}
+	waitFor(t, func() bool { return len(f.receivedOn(1)) == 3 })
+	if got := f.receivedOn(1); !equalSeqs(got, []int64{1, 2, 3}) {
+		t.Fatalf("received %v on the connection, want 1 2 3 in order", got)
+	}
+	flushed := make(chan error, 1)
+	go func() { flushed <- s.Flush(tctx(t)) }()
+	notWithin(t, flushed, 300*time.Millisecond, "Flush with three events unacknowledged")
+	ackBy(1)
+	ackBy(2)
+	notWithin(t, flushed, 300*time.Millisecond, "Flush with event 3 unacknowledged")
+	ackBy(3)
+	if err := within(t, flushed, "Flush after the last ack"); err != nil {
+		t.Fatalf("Flush = %v", err)
+	}
+	if got := f.receivedOn(1); len(got) != 3 {
+		t.Errorf("received %v: an event was sent twice on one connection", got)
+	}
+}
+
+func TestReportWaitsForTheEventsSentBeforeIt(t *testing.T) {
+	t.Parallel()
+	// Event 1 is lost with the first connection (dropped unapplied): a Report of event 3 is a
+	// barrier, returning only once 1, 2 and 3 were applied, in order.
+	f := newFakeCoord(t)
+	f.set(func() {
+		f.onEvent = func(n int, ev protocol.Event) action {
+			if n == 1 && ev.Seq == 1 {
+				return dropUnapplied
+			}
+			return ack
+		}
+	})
+	s, _ := dial(t, testConfig(f))
+	for _, st := range []job.State{job.JobSubmitting, job.JobSubmitted} {
+		if err := s.Send(tctx(t), protocol.Event{State: st}); err != nil {
+			t.Fatalf("Send(%s) = %v", st, err)
+		}
+	}
+	ec := 0
+	if err := s.Report(tctx(t), protocol.Event{State: job.UploadSubmitting, ExitCode: &ec}); err != nil {
+		t.Fatalf("Report = %v", err)
+	}
+	applied, _, hellos := f.snapshot()
+	if !equalSeqs(seqs(applied), []int64{1, 2, 3}) || applied[0].State != job.JobSubmitting || applied[2].State != job.UploadSubmitting {
+		t.Errorf("applied when Report returned: %v %+v, want 1 2 3", seqs(applied), applied)
+	}
+	if len(hellos) != 2 {
+		t.Errorf("%d hellos, want a reconnect", len(hellos))
+	}
+}
+
+func TestPipelinedEventsResentAfterADropWithoutAWaiter(t *testing.T) {
+	t.Parallel()
+	// Nobody waits (the container runs): the keeper reconnects and resends what is pending,
+	// from the first unapplied event, in order.
+	cases := []struct {
+		name    string
+		act     action
+		resends bool // event 2 is sent again on the new connection
+	}{
+		{"event not applied: resent with what follows", dropUnapplied, true},
+		{"event applied, ack lost: NextSeq covers it, what follows is resent", dropApplied, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFakeCoord(t)
+			f.set(func() {
+				f.onEvent = func(n int, ev protocol.Event) action {
+					if n == 1 && ev.Seq == 2 {
+						return tc.act
+					}
+					return ack
+				}
+			})
+			s, _ := dial(t, testConfig(f))
+			for _, st := range []job.State{job.JobSubmitting, job.JobSubmitted, job.UploadSubmitting, job.UploadSubmitted} {
+				ev := protocol.Event{State: st}
+				if st == job.UploadSubmitting {
+					ev.ExitCode = new(int)
+				}
+				if err := s.Send(tctx(t), ev); err != nil {
+					t.Fatalf("Send(%s) = %v", st, err)
+				}
+			}
+			waitFor(t, func() bool {
+				s.mu.Lock()
+				defer s.mu.Unlock()
+				return len(s.pending) == 0
+			})
+			applied, _, hellos := f.snapshot()
+			if !equalSeqs(seqs(applied), []int64{1, 2, 3, 4}) {
+				t.Errorf("applied %v, want 1 2 3 4 once each", seqs(applied))
+			}
+			if len(hellos) != 2 {
+				t.Errorf("%d hellos, want one reconnect", len(hellos))
+			}
+			on2 := f.receivedOn(2)
+			want := []int64{3, 4}
+			if tc.resends {
+				want = []int64{2, 3, 4}
+			}
+			if !equalSeqs(on2, want) {
+				t.Errorf("sent on the new connection: %v, want %v", on2, want)
+			}
+		})
+	}
+}
+
+func TestRefusalOfAPipelinedEvent(t *testing.T) {
+	t.Parallel()
+	f := newFakeCoord(t)
+	f.set(func() {
+		f.onEvent = func(n int, ev protocol.Event) action {
+			if ev.Seq == 2 {
+				return refuse
+			}
+			return ack
+		}
+	})
+	s, _ := dial(t, testConfig(f))
+	select {
+	case <-s.Refused():
+		t.Fatal("Refused closed before any refusal")
+	default:
+	}
+	for _, st := range []job.State{job.JobSubmitting, job.JobSubmitted} {
+		if err := s.Send(tctx(t), protocol.Event{State: st}); err != nil {
+			t.Fatalf("Send(%s) = %v: the refusal is not known yet", st, err)
+		}
+	}
+	select {
+	case <-s.Refused():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Refused not closed after the coordinator refused event 2")
+	}
+	if err := s.Send(tctx(t), protocol.Event{State: job.Error}); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "event 2 rejected") {
+		t.Errorf("Send after the refusal = %v, want ErrRefused with the coordinator's message", err)
+	}
+	if err := s.Report(tctx(t), protocol.Event{State: job.Error}); !errors.Is(err, ErrRefused) {
+		t.Errorf("Report after the refusal = %v, want ErrRefused", err)
+	}
+	if err := s.Flush(tctx(t)); !errors.Is(err, ErrRefused) {
+		t.Errorf("Flush after the refusal = %v, want ErrRefused", err)
+	}
+	time.Sleep(3 * testConfig(f).MaxBackoff)
+	applied, recv, hellos := f.snapshot()
+	if len(hellos) != 1 || len(recv) != 2 || !equalSeqs(seqs(applied), []int64{1}) {
+		t.Errorf("after the refusal: %d hellos, %d events received, applied %v; want no reconnect and no resend", len(hellos), len(recv), seqs(applied))
+	}
+}
+
+func TestSendIsBounded(t *testing.T) {
+	t.Parallel()
+	f := newFakeCoord(t)
+	ackBy := heldConn(t, f)
+	cfg := testConfig(f)
+	cfg.AckTimeout = time.Minute
+	cfg.MaxPending = 2
+	s, _ := dial(t, cfg)
+	for range 2 {
+		if err := s.Send(tctx(t), protocol.Event{State: job.JobSubmitting}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sent := make(chan error, 1)
+	go func() { sent <- s.Send(tctx(t), protocol.Event{State: job.JobSubmitted}) }()
+	notWithin(t, sent, 300*time.Millisecond, "Send with MaxPending events unacknowledged")
+	ackBy(1)
+	if err := within(t, sent, "Send after the oldest event's ack"); err != nil {
+		t.Fatalf("Send = %v", err)
+	}
+	waitFor(t, func() bool { return len(f.receivedOn(1)) == 3 })
+	// A Send that cannot get room gives up with its context, and takes no sequence number.
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	if err := s.Send(ctx, protocol.Event{State: job.Error}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Send without room = %v, want the context's error", err)
+	}
+	ackBy(2)
+	ackBy(3)
+	if err := s.Send(tctx(t), protocol.Event{State: job.Error}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return len(f.receivedOn(1)) == 4 })
+	ackBy(4)
+	if err := s.Flush(tctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.receivedOn(1); !equalSeqs(got, []int64{1, 2, 3, 4}) {
+		t.Errorf("received %v, want 1 2 3 4: the abandoned Send must not take a number", got)
+	}
+}
+
+func TestUnacknowledgedPipelinedEventReplacesTheConnection(t *testing.T) {
+	t.Parallel()
+	// The coordinator never acknowledges on the first connection and nobody waits: after
+	// AckTimeout the session replaces the connection and resends, as a waiting Report would.
+	f := newFakeCoord(t)
+	heldConn(t, f)
+	cfg := testConfig(f)
+	cfg.AckTimeout = 300 * time.Millisecond
+	s, _ := dial(t, cfg)
+	if err := s.Send(tctx(t), protocol.Event{State: job.JobSubmitting}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.pending) == 0
+	})
+	applied, _, hellos := f.snapshot()
+	if !equalSeqs(seqs(applied), []int64{1}) || len(hellos) != 2 {
+		t.Errorf("applied %v with %d hellos, want 1 after a reconnect", seqs(applied), len(hellos))
+	}
+}
+
+func TestPipelinedEventsSurviveAnAgentRestart(t *testing.T) {
+	t.Parallel()
+	// Two events sent, never acknowledged, and the agent process goes (Close): the next
+	// process of the attempt finds them in the journal and delivers them, in order.
+	f := newFakeCoord(t)
+	heldConn(t, f)
+	cfg := testConfig(f)
+	cfg.AckTimeout = time.Minute
+	cfg.JournalPath = filepath.Join(t.TempDir(), "events.journal")
+	s, _ := dial(t, cfg)
+	for _, st := range []job.State{job.JobSubmitting, job.JobSubmitted} {
+		if err := s.Send(tctx(t), protocol.Event{State: st}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	s2, _ := dial(t, cfg)
+	if rec := s2.Recovered(); len(rec) != 2 || rec[0].Seq != 1 || rec[1].State != job.JobSubmitted {
+		t.Fatalf("recovered %+v, want events 1 and 2", rec)
+	}
+	if err := s2.Flush(tctx(t)); err != nil {
+		t.Fatalf("Flush = %v", err)
+	}
+	applied, _, _ := f.snapshot()
+	if !equalSeqs(seqs(applied), []int64{1, 2}) || applied[1].State != job.JobSubmitted {
+		t.Errorf("applied %v, want 1 2", seqs(applied))
+	}
+	if b, _ := os.ReadFile(cfg.JournalPath); len(b) != 0 {
+		t.Errorf("journal after the acknowledgements: %q, want it empty", b)
+	}
+}
+
+func TestPipelinedEventWhileTheCoordinatorIsGone(t *testing.T) {
+	t.Parallel()
+	// The coordinator goes away for good: Send still returns (the event is journaled), and
+	// after ReconnectFor the session says it is unreachable, as when nothing was sent.
+	f := newFakeCoord(t)
+	cfg := testConfig(f)
+	cfg.ReconnectFor = time.Second
+	cfg.JournalPath = filepath.Join(t.TempDir(), "events.journal")
+	s, _ := dial(t, cfg)
+	f.stop()
+	if err := s.Send(tctx(t), protocol.Event{State: job.JobSubmitting}); err != nil {
+		t.Fatalf("Send = %v", err)
+	}
+	select {
+	case <-s.Unreachable():
+	case <-time.After(time.Minute):
+		t.Fatal("Unreachable not closed a minute after the coordinator went away (ReconnectFor 1 s)")
+	}
+	if b, _ := os.ReadFile(cfg.JournalPath); !strings.Contains(string(b), `"state":"job_submitting"`) {
+		t.Errorf("journal %q lacks the undelivered event", b)
+	}
 }

@@ -432,6 +432,73 @@ func TestEventFailures(t *testing.T) {
 	}
 }
 
+// TestPipelinedEvents: an agent sends its progress states without waiting for their
+// acknowledgements. The session applies them one at a time in the order they came and
+// acknowledges each in that order; an event it refuses ends the session, and the events
+// queued behind it are not applied (the agent is refused; a store outage makes it resend
+// from the first unacknowledged one).
+func TestPipelinedEvents(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		err     error // for event 2
+		applied []int64
+		fatal   string
+	}{
+		{"all applied", nil, []int64{1, 2, 3, 4}, ""},
+		{"the second rejected", fmt.Errorf("%w: the job is canceling", ingest.ErrRejected), []int64{1}, "event rejected: the job is canceling"},
+		{"a store outage on the second", errors.New("mongo: connection refused"), []int64{1}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, agentws.Config{})
+			release := make(chan struct{})
+			f.svc.mu.Lock()
+			f.svc.applyErr[2] = tc.err
+			f.svc.applyWait = func(ev protocol.Event) {
+				if ev.Seq == 1 {
+					<-release // every event is in the socket before the first is applied
+				}
+			}
+			f.svc.mu.Unlock()
+			c := f.dial(t)
+			send(t, c, hello)
+			assigned(t, c)
+			code := 0
+			for seq, st := range []job.State{job.JobSubmitting, job.JobSubmitted, job.UploadSubmitting, job.UploadSubmitted} {
+				send(t, c, protocol.Event{Seq: int64(seq + 1), State: st, ExitCode: &code})
+			}
+			close(release)
+			var acks []int64
+			for range tc.applied {
+				acks = append(acks, mustRecv[protocol.Ack](t, c).Seq)
+			}
+			if fmt.Sprint(acks) != fmt.Sprint(tc.applied) {
+				t.Errorf("acks %v, want %v in order", acks, tc.applied)
+			}
+			switch {
+			case tc.fatal != "":
+				wantFatalThenClose(t, c, tc.fatal)
+			case tc.err != nil:
+				if m, err := recv(t, c); err == nil {
+					t.Fatalf("got %T %+v after an outage, want the connection closed", m, m)
+				}
+			}
+			f.svc.mu.Lock()
+			var applied []int64
+			for _, ev := range f.svc.events {
+				applied = append(applied, ev.Seq)
+			}
+			most := f.svc.maxApplying
+			f.svc.mu.Unlock()
+			if fmt.Sprint(applied) != fmt.Sprint(tc.applied) {
+				t.Errorf("applied %v, want %v", applied, tc.applied)
+			}
+			if most != 1 {
+				t.Errorf("%d events applied at once, want one at a time", most)
+			}
+		})
+	}
+}
+
 func TestBadFirstFrames(t *testing.T) {
 	f := newFixture(t, agentws.Config{})
 	for _, tc := range []struct {
