@@ -22,7 +22,7 @@ agent:
 # cts-dev (the dev site, with the embedded stack) is its own program, so that the user CLI cts
 # stays small. The two sample programs are static: they run inside the dev site's images.
 build: agent
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./coordinator/cmd/cts-coordinator ./coordinator/cmd/cts ./coordinator/cmd/cts-dev ./plugins/local/cmd/cts-launcher-local ./test/demo/cmd/cts-demo
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./coordinator/cmd/cts-coordinator ./coordinator/cmd/cts ./coordinator/cmd/cts-dev ./plugins/local/cmd/cts-launcher-local ./plugins/local/cmd/cts-local-supervisor ./test/demo/cmd/cts-demo
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/cts-demo-tool ./test/demo/tool
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/cts-demo-seqkit ./test/demo/seqkit
 
@@ -98,7 +98,7 @@ clean:
 DIST           ?= $(CURDIR)/dist
 AGENT_ARCHES   ?= amd64 arm64
 RELEASE_ARCHES ?= amd64
-RELEASE_CMDS   := coordinator/cmd/cts-coordinator coordinator/cmd/cts plugins/local/cmd/cts-launcher-local plugins/htcondor/cmd/cts-launcher-htcondor
+RELEASE_CMDS   := coordinator/cmd/cts-coordinator coordinator/cmd/cts plugins/local/cmd/cts-launcher-local plugins/local/cmd/cts-local-supervisor plugins/htcondor/cmd/cts-launcher-htcondor
 RELEASE_BUILD  := CGO_ENABLED=0 GOOS=linux GOFLAGS=-mod=readonly $(GO) build -trimpath -buildvcs=false
 
 release:

@@ -51,6 +51,7 @@ func TestMain(m *testing.M) {
 		}{
 			{bins.agent, "./agent/cmd/cts-agent", true},
 			{bins.launcher, "./plugins/local/cmd/cts-launcher-local", false},
+			{filepath.Join(dir, "cts-local-supervisor"), "./plugins/local/cmd/cts-local-supervisor", false},
 			{bins.tool, "./test/demo/tool", true},
 		} {
 			cmd := exec.Command("go", "build", "-trimpath", "-o", b.out, b.pkg)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kbase/cts/plugins/local/supervisor"
 	"github.com/kbase/cts/shared/launcher"
 )
 
@@ -171,7 +172,7 @@ func FuzzParseRef(f *testing.F) {
 			return
 		}
 		// Whatever is accepted names a directory strictly inside work_dir.
-		jd := jobDir("/w", jobID, attempt)
+		jd := supervisor.JobDir("/w", jobID, attempt)
 		if rel, rerr := filepath.Rel("/w", jd); rerr != nil || strings.HasPrefix(rel, "..") || filepath.Dir(filepath.Dir(jd)) != "/w" {
 			t.Fatalf("ref (%q, %q) escapes work_dir: %s", jobID, handle, jd)
 		}

@@ -21,7 +21,8 @@ var (
 	buildDir  string
 )
 
-// pluginBinary builds cmd/cts-launcher-local once per test run.
+// pluginBinary builds cmd/cts-launcher-local once per test run, with cmd/cts-local-supervisor
+// beside it as it is installed.
 func pluginBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -30,7 +31,8 @@ func pluginBinary(t testing.TB) string {
 			return
 		}
 		binPath = filepath.Join(buildDir, "cts-launcher-local")
-		cmd := exec.Command("go", "build", "-o", binPath, "github.com/kbase/cts/plugins/local/cmd/cts-launcher-local")
+		cmd := exec.Command("go", "build", "-o", buildDir+"/", "github.com/kbase/cts/plugins/local/cmd/cts-launcher-local",
+			"github.com/kbase/cts/plugins/local/cmd/cts-local-supervisor")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = err
 			binPath = string(out)

@@ -6,10 +6,12 @@
 //
 //	plugin ──starts──► supervisor (own session) ──starts──► agent (own process group)
 //
-// The supervisor is the plugin binary re-executed with SuperviseCommand. It outlives the
-// plugin, waits for the agent, records its exit status, and carries out a cancel's SIGTERM →
-// grace → SIGKILL, so the on-disk state under work_dir (see state.go) stays true across plugin
-// and coordinator restarts: a restarted plugin answers Status from it and stays idempotent.
+// The supervisor (package supervisor) is its own small binary, cts-local-supervisor, beside
+// the plugin's (the plugin binary re-executed where it is missing). It outlives the plugin,
+// waits for the agent, records its exit status, and carries out a cancel's SIGTERM → grace →
+// SIGKILL, so the on-disk state under work_dir (supervisor's records) stays true across
+// plugin and coordinator restarts: a restarted plugin answers Status from it and stays
+// idempotent.
 //
 // It must not import anything of ours but shared/..., must not pass its own environment to
 // agents (only PATH and HOME, the configured env and the request env), and ignores the resource
@@ -32,6 +34,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kbase/cts/plugins/local/supervisor"
 	"github.com/kbase/cts/shared/grace"
 	"github.com/kbase/cts/shared/launcher"
 )
@@ -39,11 +42,30 @@ import (
 // Name is the plugin's name in Info and the prefix of its handles.
 const Name = "local"
 
+// SupervisorBinary is the supervisor's own binary, looked for beside the plugin's.
+const SupervisorBinary = "cts-local-supervisor"
+
+// SupervisorCommand returns the supervisor's command line for the plugin binary at exe:
+// SupervisorBinary beside it when there is one (it starts in a fraction of the plugin
+// binary's time: no gRPC to initialise), else exe itself, whose main runs
+// supervisor.Supervise when its first argument is supervisor.Command.
+func SupervisorCommand(exe string) []string {
+	if p := filepath.Join(filepath.Dir(exe), SupervisorBinary); executable(p) {
+		return []string{p, supervisor.Command}
+	}
+	return []string{exe, supervisor.Command}
+}
+
+func executable(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
+}
+
 // Options are the local launcher's wiring (not its configuration, which comes by Configure).
 type Options struct {
-	// Supervisor is the command line that runs Supervise, normally
-	// {<this executable>, SuperviseCommand}. The container directory, kill grace and agent
-	// command line are appended.
+	// Supervisor is the command line that runs supervisor.Supervise, normally
+	// SupervisorCommand's. The container directory, kill grace and agent command line are
+	// appended.
 	Supervisor []string
 	// Logger receives the launcher's own logs; nil discards them.
 	Logger *slog.Logger
@@ -183,10 +205,10 @@ func (l *Launcher) Submit(ctx context.Context, req launcher.SubmitRequest) (laun
 	l.submitMu.Lock()
 	defer l.submitMu.Unlock()
 
-	jd := jobDir(cfg.WorkDir, req.JobID, req.Attempt)
+	jd := supervisor.JobDir(cfg.WorkDir, req.JobID, req.Attempt)
 	resp := launcher.SubmitResponse{Handle: Handle(req.JobID, req.Attempt)}
-	var rec requestRecord
-	err = readRecord(filepath.Join(jd, requestFile), &rec)
+	var rec supervisor.RequestRecord
+	err = supervisor.ReadRecord(filepath.Join(jd, supervisor.RequestFile), &rec)
 	switch {
 	case err == nil:
 		if rec.Containers != req.Containers {
@@ -198,8 +220,8 @@ func (l *Launcher) Submit(ctx context.Context, req launcher.SubmitRequest) (laun
 		if err := os.MkdirAll(jd, 0o750); err != nil {
 			return launcher.SubmitResponse{}, fmt.Errorf("submit %s: %w", req.JobID, err)
 		}
-		rec = requestRecord{JobID: req.JobID, Attempt: req.Attempt, Containers: req.Containers, Submitted: time.Now()}
-		if err := writeRecord(filepath.Join(jd, requestFile), rec); err != nil {
+		rec = supervisor.RequestRecord{JobID: req.JobID, Attempt: req.Attempt, Containers: req.Containers, Submitted: time.Now()}
+		if err := supervisor.WriteRecord(filepath.Join(jd, supervisor.RequestFile), rec); err != nil {
 			return launcher.SubmitResponse{}, fmt.Errorf("submit %s: %w", req.JobID, err)
 		}
 	default:
@@ -214,8 +236,8 @@ func (l *Launcher) Submit(ctx context.Context, req launcher.SubmitRequest) (laun
 		if err := ctx.Err(); err != nil {
 			return launcher.SubmitResponse{}, fmt.Errorf("submit %s: %w", req.JobID, err)
 		}
-		cd := containerDir(jd, n)
-		if exists(filepath.Join(cd, claimFile)) || exists(filepath.Join(cd, exitFile)) {
+		cd := supervisor.ContainerDir(jd, n)
+		if supervisor.Exists(filepath.Join(cd, supervisor.ClaimFile)) || supervisor.Exists(filepath.Join(cd, supervisor.ExitFile)) {
 			continue
 		}
 		if err := os.MkdirAll(cd, 0o750); err != nil {
@@ -299,7 +321,7 @@ func agentEnv(cfg Config, req launcher.SubmitRequest) []string {
 
 // startSupervisor starts the supervisor of one container and reaps it in the background.
 func (l *Launcher) startSupervisor(cfg Config, dir string, env []string) error {
-	logf, err := os.OpenFile(filepath.Join(dir, supervisorLog), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	logf, err := os.OpenFile(filepath.Join(dir, supervisor.SupervisorLog), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 	if err != nil {
 		return fmt.Errorf("start supervisor: %w", err)
 	}
@@ -318,9 +340,9 @@ func (l *Launcher) startSupervisor(cfg Config, dir string, env []string) error {
 	}
 	// Until the new supervisor claims its container (a busy machine may take seconds to run
 	// it), this record is what tells Status the container is starting, not abandoned.
-	spawned := procRecord{PID: cmd.Process.Pid, Started: time.Now()}
-	spawned.ProcStart, _, _ = procStart(spawned.PID)
-	if err := writeRecord(filepath.Join(dir, spawnedFile), spawned); err != nil {
+	spawned := supervisor.ProcRecord{PID: cmd.Process.Pid, Started: time.Now()}
+	spawned.ProcStart, _, _ = supervisor.ProcStart(spawned.PID)
+	if err := supervisor.WriteRecord(filepath.Join(dir, supervisor.SpawnedFile), spawned); err != nil {
 		l.log.Warn("record the started supervisor; Status may call the container unknown until it claims it",
 			"dir", dir, "error", err)
 	}
@@ -372,9 +394,9 @@ func (l *Launcher) jobStatus(cfg Config, ref launcher.JobRef) launcher.JobStatus
 		st.Err = err
 		return st
 	}
-	jd := jobDir(cfg.WorkDir, ref.JobID, attempt)
-	var rec requestRecord
-	if err := readRecord(filepath.Join(jd, requestFile), &rec); err != nil {
+	jd := supervisor.JobDir(cfg.WorkDir, ref.JobID, attempt)
+	var rec supervisor.RequestRecord
+	if err := supervisor.ReadRecord(filepath.Join(jd, supervisor.RequestFile), &rec); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			err = fmt.Errorf("job %s attempt %d: %w", ref.JobID, attempt, launcher.ErrNotFound)
 		}
@@ -384,7 +406,7 @@ func (l *Launcher) jobStatus(cfg Config, ref launcher.JobRef) launcher.JobStatus
 	inFlight := l.isInFlight(jd)
 	st.Containers = make([]launcher.ContainerStatus, rec.Containers)
 	for n := range rec.Containers {
-		st.Containers[n] = containerStatus(containerDir(jd, n), n, AttemptName(ref.JobID, attempt, n), inFlight)
+		st.Containers[n] = containerStatus(supervisor.ContainerDir(jd, n), n, AttemptName(ref.JobID, attempt, n), inFlight)
 	}
 	return st
 }
@@ -404,27 +426,27 @@ const startingTimeout = 30 * time.Second
 //	otherwise                      → unknown, with the reason
 func containerStatus(dir string, n int, attempt string, inFlight bool) launcher.ContainerStatus {
 	cs := launcher.ContainerStatus{Container: n, Attempt: attempt}
-	fromExit := func(ex exitRecord) launcher.ContainerStatus {
+	fromExit := func(ex supervisor.ExitRecord) launcher.ContainerStatus {
 		cs.State = launcher.StateExited
-		if ex.Canceled || exists(filepath.Join(dir, cancelFile)) {
+		if ex.Canceled || supervisor.Exists(filepath.Join(dir, supervisor.CancelFile)) {
 			cs.State = launcher.StateRemoved
 		}
 		cs.ExitCode, cs.Reason, cs.Started, cs.Ended = ex.ExitCode, ex.Reason, ex.Started, ex.Ended
 		return cs
 	}
-	var ex exitRecord
-	if readRecord(filepath.Join(dir, exitFile), &ex) == nil {
+	var ex supervisor.ExitRecord
+	if supervisor.ReadRecord(filepath.Join(dir, supervisor.ExitFile), &ex) == nil {
 		return fromExit(ex)
 	}
-	canceling := exists(filepath.Join(dir, cancelFile))
-	var sup, agent procRecord
-	supErr := readRecord(filepath.Join(dir, supervisorFile), &sup)
-	agentErr := readRecord(filepath.Join(dir, pidFile), &agent)
+	canceling := supervisor.Exists(filepath.Join(dir, supervisor.CancelFile))
+	var sup, agent supervisor.ProcRecord
+	supErr := supervisor.ReadRecord(filepath.Join(dir, supervisor.SupervisorFile), &sup)
+	agentErr := supervisor.ReadRecord(filepath.Join(dir, supervisor.PIDFile), &agent)
 	if agentErr == nil {
 		cs.Started = agent.Started
 	}
 	switch {
-	case supErr == nil && sup.alive():
+	case supErr == nil && sup.Alive():
 		if agentErr != nil {
 			cs.State, cs.Reason = launcher.StateIdle, "starting"
 			return cs
@@ -435,17 +457,17 @@ func containerStatus(dir string, n int, attempt string, inFlight bool) launcher.
 		}
 		return cs
 	case supErr != nil:
-		fi, claimErr := os.Stat(filepath.Join(dir, claimFile))
-		var spawned procRecord
-		spawnedErr := readRecord(filepath.Join(dir, spawnedFile), &spawned)
+		fi, claimErr := os.Stat(filepath.Join(dir, supervisor.ClaimFile))
+		var spawned supervisor.ProcRecord
+		spawnedErr := supervisor.ReadRecord(filepath.Join(dir, supervisor.SpawnedFile), &spawned)
 		switch {
 		case claimErr == nil && time.Since(fi.ModTime()) < startingTimeout:
 			cs.State, cs.Reason = launcher.StateIdle, "starting"
 		case claimErr != nil && inFlight:
 			cs.State, cs.Reason = launcher.StateIdle, "being submitted"
-		case claimErr != nil && spawnedErr == nil && spawned.alive():
+		case claimErr != nil && spawnedErr == nil && spawned.Alive():
 			cs.State, cs.Reason = launcher.StateIdle, "starting"
-		case claimErr != nil && exists(filepath.Join(dir, claimFile)):
+		case claimErr != nil && supervisor.Exists(filepath.Join(dir, supervisor.ClaimFile)):
 			// Claimed between the Stat and now: starting.
 			cs.State, cs.Reason = launcher.StateIdle, "starting"
 		case claimErr != nil && spawnedErr == nil:
@@ -458,10 +480,10 @@ func containerStatus(dir string, n int, attempt string, inFlight bool) launcher.
 		return cs
 	}
 	// The supervisor is gone without an exit record, or it wrote one just now.
-	if readRecord(filepath.Join(dir, exitFile), &ex) == nil {
+	if supervisor.ReadRecord(filepath.Join(dir, supervisor.ExitFile), &ex) == nil {
 		return fromExit(ex)
 	}
-	if agentErr == nil && agent.alive() {
+	if agentErr == nil && agent.Alive() {
 		cs.State, cs.Reason = launcher.StateRunning, "supervisor gone: the exit status will not be recorded"
 		return cs
 	}
@@ -484,9 +506,9 @@ func (l *Launcher) Cancel(ctx context.Context, ref launcher.JobRef) error {
 	}
 	l.submitMu.Lock()
 	defer l.submitMu.Unlock()
-	jd := jobDir(cfg.WorkDir, ref.JobID, attempt)
-	var rec requestRecord
-	if err := readRecord(filepath.Join(jd, requestFile), &rec); err != nil {
+	jd := supervisor.JobDir(cfg.WorkDir, ref.JobID, attempt)
+	var rec supervisor.RequestRecord
+	if err := supervisor.ReadRecord(filepath.Join(jd, supervisor.RequestFile), &rec); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil
 		}
@@ -497,7 +519,7 @@ func (l *Launcher) Cancel(ctx context.Context, ref launcher.JobRef) error {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("cancel %s: %w", ref.JobID, err)
 		}
-		if err := l.cancelContainer(cfg, containerDir(jd, n)); err != nil {
+		if err := l.cancelContainer(cfg, supervisor.ContainerDir(jd, n)); err != nil {
 			errs = append(errs, fmt.Errorf("container %d: %w", n, err))
 		}
 	}
@@ -509,7 +531,7 @@ func (l *Launcher) Cancel(ctx context.Context, ref launcher.JobRef) error {
 }
 
 func (l *Launcher) cancelContainer(cfg Config, dir string) error {
-	if exists(filepath.Join(dir, exitFile)) {
+	if supervisor.Exists(filepath.Join(dir, supervisor.ExitFile)) {
 		return nil
 	}
 	if err := os.MkdirAll(dir, 0o750); err != nil {
@@ -517,29 +539,29 @@ func (l *Launcher) cancelContainer(cfg Config, dir string) error {
 	}
 	// The marker first: a supervisor checks it after publishing its record, so whichever of
 	// us is second sees the other.
-	if !exists(filepath.Join(dir, cancelFile)) {
-		if err := writeRecord(filepath.Join(dir, cancelFile), cancelRecord{Requested: time.Now()}); err != nil {
+	if !supervisor.Exists(filepath.Join(dir, supervisor.CancelFile)) {
+		if err := supervisor.WriteRecord(filepath.Join(dir, supervisor.CancelFile), supervisor.CancelRecord{Requested: time.Now()}); err != nil {
 			return err
 		}
 	}
-	var sup, agent procRecord
-	if readRecord(filepath.Join(dir, supervisorFile), &sup) == nil && sup.alive() {
-		return signalProcess(sup.PID, syscall.SIGTERM)
+	var sup, agent supervisor.ProcRecord
+	if supervisor.ReadRecord(filepath.Join(dir, supervisor.SupervisorFile), &sup) == nil && sup.Alive() {
+		return supervisor.SignalProcess(sup.PID, syscall.SIGTERM)
 	}
-	if !exists(filepath.Join(dir, claimFile)) {
+	if !supervisor.Exists(filepath.Join(dir, supervisor.ClaimFile)) {
 		// Never started (and, with the marker in place, never will start).
-		return writeRecord(filepath.Join(dir, exitFile), exitRecord{Canceled: true, Reason: "canceled before the agent started", Ended: time.Now()})
+		return supervisor.WriteRecord(filepath.Join(dir, supervisor.ExitFile), supervisor.ExitRecord{Canceled: true, Reason: "canceled before the agent started", Ended: time.Now()})
 	}
-	if readRecord(filepath.Join(dir, supervisorFile), &sup) != nil {
+	if supervisor.ReadRecord(filepath.Join(dir, supervisor.SupervisorFile), &sup) != nil {
 		// Claimed, record not written yet: the supervisor will see the marker.
 		return nil
 	}
-	if readRecord(filepath.Join(dir, exitFile), &exitRecord{}) == nil {
+	if supervisor.ReadRecord(filepath.Join(dir, supervisor.ExitFile), &supervisor.ExitRecord{}) == nil {
 		return nil // it ended just now
 	}
-	if readRecord(filepath.Join(dir, pidFile), &agent) == nil && agent.alive() {
+	if supervisor.ReadRecord(filepath.Join(dir, supervisor.PIDFile), &agent) == nil && agent.Alive() {
 		// The supervisor was killed but its agent lives on: stop it ourselves.
-		if err := signalGroup(agent.PID, syscall.SIGTERM); err != nil {
+		if err := supervisor.SignalGroup(agent.PID, syscall.SIGTERM); err != nil {
 			return err
 		}
 		l.bg.Add(1)
@@ -549,7 +571,7 @@ func (l *Launcher) cancelContainer(cfg Config, dir string) error {
 	// Supervisor and agent are both gone (killed together: the agent dies with its
 	// supervisor), without a reap: what the agent left, a container its runc still runs
 	// among it, is reaped now rather than at the next agent's start on this node.
-	if err := writeRecord(filepath.Join(dir, exitFile), exitRecord{Canceled: true, Reason: "canceled; ended without a recorded exit status", Ended: time.Now()}); err != nil {
+	if err := supervisor.WriteRecord(filepath.Join(dir, supervisor.ExitFile), supervisor.ExitRecord{Canceled: true, Reason: "canceled; ended without a recorded exit status", Ended: time.Now()}); err != nil {
 		return err
 	}
 	l.bg.Add(1)
@@ -564,9 +586,9 @@ func (l *Launcher) cancelContainer(cfg Config, dir string) error {
 // holds the node's settings) for a container whose supervisor could not, appending its
 // output to the container's supervisor log. The reaper never touches a live agent's work.
 func (l *Launcher) reap(cfg Config, dir string) {
-	ctx, cancel := context.WithTimeout(context.Background(), reapTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), supervisor.ReapTimeout)
 	defer cancel()
-	logf, err := os.OpenFile(filepath.Join(dir, supervisorLog), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	logf, err := os.OpenFile(filepath.Join(dir, supervisor.SupervisorLog), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 	if err != nil {
 		l.log.Error("reap after a killed supervisor", "dir", dir, "error", err)
 		return
@@ -586,24 +608,24 @@ func (l *Launcher) reap(cfg Config, dir string) {
 // escalate finishes a cancel for an agent without a supervisor: SIGKILL after the grace
 // period and a reap of what it left, then an exit record with an unknown exit code (the agent
 // is not our child).
-func (l *Launcher) escalate(cfg Config, dir string, agent procRecord) {
+func (l *Launcher) escalate(cfg Config, dir string, agent supervisor.ProcRecord) {
 	defer l.bg.Done()
 	deadline := time.Now().Add(cfg.killGrace())
-	for agent.alive() && time.Now().Before(deadline) {
+	for agent.Alive() && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
-	killed := agent.alive()
+	killed := agent.Alive()
 	if killed {
-		_ = signalGroup(agent.PID, syscall.SIGKILL)
+		_ = supervisor.SignalGroup(agent.PID, syscall.SIGKILL)
 	}
-	for i := 0; i < 100 && agent.alive(); i++ {
+	for i := 0; i < 100 && agent.Alive(); i++ {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if killed {
 		l.reap(cfg, dir)
 	}
-	rec := exitRecord{Canceled: true, Reason: "canceled; exit status unknown (supervisor gone)", Started: agent.Started, Ended: time.Now()}
-	if err := writeRecord(filepath.Join(dir, exitFile), rec); err != nil {
+	rec := supervisor.ExitRecord{Canceled: true, Reason: "canceled; exit status unknown (supervisor gone)", Started: agent.Started, Ended: time.Now()}
+	if err := supervisor.WriteRecord(filepath.Join(dir, supervisor.ExitFile), rec); err != nil {
 		l.log.Error("record canceled agent", "dir", dir, "error", err)
 	}
 }
@@ -621,7 +643,7 @@ func (l *Launcher) Cleanup(_ context.Context, ref launcher.JobRef) error {
 	}
 	l.submitMu.Lock()
 	defer l.submitMu.Unlock()
-	jd := jobDir(cfg.WorkDir, ref.JobID, attempt)
+	jd := supervisor.JobDir(cfg.WorkDir, ref.JobID, attempt)
 	st := l.jobStatus(cfg, ref)
 	if errors.Is(st.Err, launcher.ErrNotFound) {
 		// A half-written submit may have left the directory without its record.
@@ -637,7 +659,7 @@ func (l *Launcher) Cleanup(_ context.Context, ref launcher.JobRef) error {
 		}
 	}
 	// request.json goes first, so an interrupted removal leaves a job that reads as unknown.
-	if err := os.Remove(filepath.Join(jd, requestFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := os.Remove(filepath.Join(jd, supervisor.RequestFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("cleanup %s: %w", ref.JobID, err)
 	}
 	if err := os.RemoveAll(jd); err != nil {

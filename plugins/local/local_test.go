@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/kbase/cts/plugins/local"
+	"github.com/kbase/cts/plugins/local/supervisor"
 	"github.com/kbase/cts/shared/grace"
 	"github.com/kbase/cts/shared/launcher"
 	"github.com/kbase/cts/shared/launcher/launchertest"
@@ -208,6 +210,12 @@ func TestSupervisorKilled(t *testing.T) {
 		return rec.PID
 	}
 	sup, agent := readPID("supervisor.pid"), readPID("pid")
+	// The supervisor is its own binary, found beside the plugin's, with the supervisor mark
+	// as its first argument.
+	cmdline, _ := os.ReadFile("/proc/" + strconv.Itoa(sup) + "/cmdline")
+	if args := strings.Split(string(cmdline), "\x00"); len(args) < 2 || filepath.Base(args[0]) != local.SupervisorBinary || args[1] != supervisor.Command {
+		t.Errorf("supervisor command line %q, want %s %s ...", args, local.SupervisorBinary, supervisor.Command)
+	}
 	if err := syscall.Kill(sup, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -396,5 +404,29 @@ func TestSpawnedSupervisorIsStarting(t *testing.T) {
 	}
 	if c := st.Containers[1]; c.State != launcher.StateUnknown || !strings.Contains(c.Reason, "ended before it claimed") {
 		t.Errorf("container 1 with a dead spawned supervisor: %s %q, want unknown/ended before it claimed", c.State, c.Reason)
+	}
+}
+
+// TestSupervisorCommand: the plugin runs cts-local-supervisor from beside its own binary, and
+// re-executes itself as the supervisor where that is missing (or not executable).
+func TestSupervisorCommand(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "cts-launcher-local")
+	sup := filepath.Join(dir, local.SupervisorBinary)
+	if got := local.SupervisorCommand(exe); !slices.Equal(got, []string{exe, supervisor.Command}) {
+		t.Errorf("without %s: %q", local.SupervisorBinary, got)
+	}
+	if err := os.WriteFile(sup, []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := local.SupervisorCommand(exe); !slices.Equal(got, []string{exe, supervisor.Command}) {
+		t.Errorf("with a %s that is not executable: %q", local.SupervisorBinary, got)
+	}
+	if err := os.Chmod(sup, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got := local.SupervisorCommand(exe); !slices.Equal(got, []string{sup, supervisor.Command}) {
+		t.Errorf("with %s: %q", local.SupervisorBinary, got)
 	}
 }

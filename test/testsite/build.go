@@ -26,6 +26,7 @@ import (
 const (
 	AgentPkg      = "./agent/cmd/cts-agent"
 	LauncherPkg   = "./plugins/local/cmd/cts-launcher-local"
+	SupervisorPkg = "./plugins/local/cmd/cts-local-supervisor" // built beside LauncherPkg's binary
 	DemoToolPkg   = "./test/demo/tool"
 	TestToolPkg   = "./test/imagebuild/testtool"
 	HTCondorPkg   = "./plugins/htcondor/cmd/cts-launcher-htcondor"
@@ -98,8 +99,11 @@ func binary(pkg string) (string, error) {
 	return b.path, b.err
 }
 
-// goBuild builds pkg into its own folder of the binaries' folder, so two packages with the
-// same base name ("tool") do not collide.
+// companions are built into the folder of the package they go with, as they are installed.
+var companions = map[string][]string{LauncherPkg: {SupervisorPkg}}
+
+// goBuild builds pkg (and its companions) into its own folder of the binaries' folder, so two
+// packages with the same base name ("tool") do not collide.
 func goBuild(pkg string) (string, error) {
 	dir, err := binDir()
 	if err != nil {
@@ -109,8 +113,13 @@ func goBuild(pkg string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	out := filepath.Join(dir, strings.ReplaceAll(strings.Trim(pkg, "./"), "/", "_"), filepath.Base(pkg))
-	cmd := exec.Command("go", "build", "-trimpath", "-o", out, pkg)
+	folder := filepath.Join(dir, strings.ReplaceAll(strings.Trim(pkg, "./"), "/", "_"))
+	out := filepath.Join(folder, filepath.Base(pkg))
+	args := []string{"build", "-trimpath", "-o", out, pkg}
+	if c := companions[pkg]; len(c) > 0 {
+		args = append([]string{"build", "-trimpath", "-o", folder + "/", pkg}, c...)
+	}
+	cmd := exec.Command("go", args...)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // the agent and the tools run on bare nodes and in images
 	if b, err := cmd.CombinedOutput(); err != nil {

@@ -17,7 +17,7 @@ import (
 // jobs likewise. When a test ends, its site ends every such process (endProcesses) so that no
 // agent keeps running containers, or retrying a coordinator that is gone, after the test.
 
-// superviseArg marks a local-launcher supervisor's command line (plugins/local.SuperviseCommand).
+// superviseArg marks a local-launcher supervisor's command line (plugins/local/supervisor.Command).
 const superviseArg = "__cts_supervise"
 
 // endWait bounds each step of endProcesses: the supervisors' graceful stop (the site's

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kbase/cts/test/linkdeps"
 )
 
 // clearEnv unsets the agent's environment for the test (t.Setenv restores it).
@@ -124,19 +126,5 @@ func TestReapModeOnACleanNode(t *testing.T) {
 // doubled the binary (30.6 → 16.2 MB) and its initialisers took about half of the time to
 // main; the agent needs only the launcher's environment names (shared/launcher/env).
 func TestAgentLinksNoPluginMachinery(t *testing.T) {
-	if _, err := exec.LookPath("go"); err != nil {
-		t.Skip("no go command")
-	}
-	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go list: %v: %s", err, out)
-	}
-	for _, dep := range strings.Fields(string(out)) {
-		for _, banned := range []string{"google.golang.org/grpc", "google.golang.org/protobuf", "github.com/hashicorp/go-plugin",
-			"net/rpc", "github.com/kbase/cts/shared/launcher"} {
-			if (dep == banned || strings.HasPrefix(dep, banned+"/")) && dep != "github.com/kbase/cts/shared/launcher/env" {
-				t.Errorf("cts-agent links %s", dep)
-			}
-		}
-	}
+	linkdeps.Forbid(t, "cts-agent", linkdeps.PluginMachinery, []string{"github.com/kbase/cts/shared/launcher/env"})
 }

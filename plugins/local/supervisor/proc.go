@@ -1,4 +1,4 @@
-package local
+package supervisor
 
 import (
 	"bytes"
@@ -9,11 +9,11 @@ import (
 	"syscall"
 )
 
-// procStart returns the start time of process pid (clock ticks since boot, field 22 of
+// ProcStart returns the start time of process pid (clock ticks since boot, field 22 of
 // /proc/<pid>/stat) and whether it is a zombie. Together with the pid the start time names a
 // process uniquely, so a recorded pid that the kernel reused for another process is not
 // mistaken for ours. Where /proc is missing it returns 0 and relies on kill(pid, 0).
-func procStart(pid int) (start uint64, zombie bool, err error) {
+func ProcStart(pid int) (start uint64, zombie bool, err error) {
 	if pid <= 0 {
 		return 0, false, fmt.Errorf("bad pid %d", pid)
 	}
@@ -49,27 +49,27 @@ func procStart(pid int) (start uint64, zombie bool, err error) {
 }
 
 // alive reports whether the process recorded in r still runs (and is the same process).
-func (r procRecord) alive() bool {
+func (r ProcRecord) Alive() bool {
 	if r.PID <= 0 {
 		return false
 	}
-	start, zombie, err := procStart(r.PID)
+	start, zombie, err := ProcStart(r.PID)
 	if err != nil || zombie {
 		return false
 	}
 	return r.ProcStart == 0 || start == 0 || start == r.ProcStart
 }
 
-// signalGroup sends sig to the process group led by pid; a group already gone is success.
-func signalGroup(pid int, sig syscall.Signal) error {
+// SignalGroup sends sig to the process group led by pid; a group already gone is success.
+func SignalGroup(pid int, sig syscall.Signal) error {
 	if err := syscall.Kill(-pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("signal group %d: %w", pid, err)
 	}
 	return nil
 }
 
-// signalProcess sends sig to pid; a process already gone is success.
-func signalProcess(pid int, sig syscall.Signal) error {
+// SignalProcess sends sig to pid; a process already gone is success.
+func SignalProcess(pid int, sig syscall.Signal) error {
 	if err := syscall.Kill(pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("signal %d: %w", pid, err)
 	}

@@ -1,4 +1,4 @@
-package local
+package supervisor
 
 import (
 	"context"
@@ -16,11 +16,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// SuperviseCommand is the hidden first argument that makes the plugin binary run Supervise
-// instead of serving the plugin:
+// Command is the first argument of every supervisor's command line, whichever binary runs
+// it (cts-local-supervisor, or the plugin binary re-executed, which it tells the plugin's
+// work apart), so that a supervisor can be told from its agent by its command line:
 //
-//	cts-launcher-local __cts_supervise <container_dir> <kill_grace> <agent_path> [agent_args...]
-const SuperviseCommand = "__cts_supervise"
+//	cts-local-supervisor __cts_supervise <container_dir> <kill_grace> <agent_path> [agent_args...]
+const Command = "__cts_supervise"
 
 // Supervise is the main of a container's supervisor process: a small process between the
 // plugin and one agent, in its own session, that outlives the plugin. It exists so that the
@@ -37,7 +38,7 @@ const SuperviseCommand = "__cts_supervise"
 func Supervise(args []string) int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	if len(args) < 3 {
-		log.Error("usage: " + SuperviseCommand + " <container_dir> <kill_grace> <agent_path> [agent_args...]")
+		log.Error("usage: " + Command + " <container_dir> <kill_grace> <agent_path> [agent_args...]")
 		return 2
 	}
 	dir, argv := args[0], args[2:]
@@ -62,7 +63,7 @@ func Supervise(args []string) int {
 		log.Warn("become the subreaper of the agent's processes", "error", err)
 	}
 
-	claim, err := os.OpenFile(filepath.Join(dir, claimFile), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	claim, err := os.OpenFile(filepath.Join(dir, ClaimFile), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if errors.Is(err, os.ErrExist) {
 		log.Info("container already claimed by another supervisor", "dir", dir)
 		return 0
@@ -73,14 +74,14 @@ func Supervise(args []string) int {
 	}
 	_ = claim.Close()
 
-	self := procRecord{PID: os.Getpid(), Started: time.Now()}
-	self.ProcStart, _, _ = procStart(self.PID)
-	if err := writeRecord(filepath.Join(dir, supervisorFile), self); err != nil {
+	self := ProcRecord{PID: os.Getpid(), Started: time.Now()}
+	self.ProcStart, _, _ = ProcStart(self.PID)
+	if err := WriteRecord(filepath.Join(dir, SupervisorFile), self); err != nil {
 		log.Error("record supervisor", "error", err)
 		return 1
 	}
 	rec := supervise(log, dir, grace, argv, sigs)
-	if err := writeRecord(filepath.Join(dir, exitFile), rec); err != nil {
+	if err := WriteRecord(filepath.Join(dir, ExitFile), rec); err != nil {
 		log.Error("record exit", "error", err)
 		return 1
 	}
@@ -89,28 +90,28 @@ func Supervise(args []string) int {
 }
 
 // supervise runs the agent to its end and returns its exit record.
-func supervise(log *slog.Logger, dir string, grace time.Duration, argv []string, sigs <-chan os.Signal) exitRecord {
+func supervise(log *slog.Logger, dir string, grace time.Duration, argv []string, sigs <-chan os.Signal) ExitRecord {
 	canceled := func() bool {
 		select {
 		case <-sigs:
 			return true
 		default:
-			return exists(filepath.Join(dir, cancelFile))
+			return Exists(filepath.Join(dir, CancelFile))
 		}
 	}
 	if canceled() {
-		return exitRecord{Canceled: true, Reason: "canceled before the agent started", Ended: time.Now()}
+		return ExitRecord{Canceled: true, Reason: "canceled before the agent started", Ended: time.Now()}
 	}
 
 	open := func(name string) (*os.File, error) {
 		return os.OpenFile(filepath.Join(dir, name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 	}
-	stdout, err := open(stdoutFile)
+	stdout, err := open(StdoutFile)
 	if err != nil {
 		return startFailed(err)
 	}
 	defer func() { _ = stdout.Close() }()
-	stderr, err := open(stderrFile)
+	stderr, err := open(StderrFile)
 	if err != nil {
 		return startFailed(err)
 	}
@@ -126,9 +127,9 @@ func supervise(log *slog.Logger, dir string, grace time.Duration, argv []string,
 		return startFailed(err)
 	}
 	pid := cmd.Process.Pid
-	agent := procRecord{PID: pid, Started: started}
-	agent.ProcStart, _, _ = procStart(pid)
-	if err := writeRecord(filepath.Join(dir, pidFile), agent); err != nil {
+	agent := ProcRecord{PID: pid, Started: started}
+	agent.ProcStart, _, _ = ProcStart(pid)
+	if err := WriteRecord(filepath.Join(dir, PIDFile), agent); err != nil {
 		log.Error("record agent pid", "error", err)
 	}
 	done := make(chan error, 1)
@@ -142,7 +143,7 @@ func supervise(log *slog.Logger, dir string, grace time.Duration, argv []string,
 		}
 		stopping = true
 		log.Info("stopping agent", "pid", pid, "grace", grace)
-		if err := signalGroup(pid, syscall.SIGTERM); err != nil {
+		if err := SignalGroup(pid, syscall.SIGTERM); err != nil {
 			log.Error("stop agent", "error", err)
 		}
 		kill = time.After(grace)
@@ -159,18 +160,18 @@ func supervise(log *slog.Logger, dir string, grace time.Duration, argv []string,
 		case <-kill:
 			kill = nil
 			log.Info("grace period over, killing agent", "pid", pid)
-			if err := signalGroup(pid, syscall.SIGKILL); err != nil {
+			if err := SignalGroup(pid, syscall.SIGKILL); err != nil {
 				log.Error("kill agent", "error", err)
 			}
 		case err := <-done:
 			// Whatever the agent left behind ends with it: first its process group, then
 			// every other descendant (a `runc run` still creating or running the container
 			// would otherwise create or keep it after the reap below).
-			_ = signalGroup(pid, syscall.SIGKILL)
+			_ = SignalGroup(pid, syscall.SIGKILL)
 			left := endDescendants(log, pid, descendantsWait)
 			rec := exitFromWait(cmd.ProcessState, err)
 			rec.Started = started
-			rec.Canceled = stopping || exists(filepath.Join(dir, cancelFile))
+			rec.Canceled = stopping || Exists(filepath.Join(dir, CancelFile))
 			if rec.Signal != "" || left > 0 {
 				// Killed (the grace ran out, or someone sent SIGKILL) or ended without
 				// waiting for its processes: its container, runtime state and work data are
@@ -210,7 +211,7 @@ func endDescendants(log *slog.Logger, group int, wait time.Duration) int {
 				outside[k.pid] = true
 				log.Info("killing a process the agent left", "pid", k.pid)
 			}
-			_ = signalProcess(k.pid, syscall.SIGKILL)
+			_ = SignalProcess(k.pid, syscall.SIGKILL)
 		}
 		for _, k := range kids {
 			var ws syscall.WaitStatus
@@ -220,13 +221,13 @@ func endDescendants(log *slog.Logger, group int, wait time.Duration) int {
 	}
 }
 
-// reapTimeout bounds the reap after a killed agent.
-const reapTimeout = 2 * time.Minute
+// ReapTimeout bounds the reap (`<agent> reap --yes`) after a killed agent.
+const ReapTimeout = 2 * time.Minute
 
 // reap runs `<agent> reap --yes` with the agent's environment, which removes what dead agents
 // left on the node (this one's included, and never a live agent's).
 func reap(log *slog.Logger, dir string, argv []string, stdout, stderr *os.File) {
-	ctx, cancel := context.WithTimeout(context.Background(), reapTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), ReapTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, argv[0], "reap", "--yes")
 	cmd.Dir = dir
@@ -240,14 +241,14 @@ func reap(log *slog.Logger, dir string, argv []string, stdout, stderr *os.File) 
 }
 
 // startFailed is the exit record of an agent that could not be started (127, like a shell).
-func startFailed(err error) exitRecord {
+func startFailed(err error) ExitRecord {
 	code := 127
-	return exitRecord{ExitCode: &code, Reason: fmt.Sprintf("start agent: %v", err), Ended: time.Now()}
+	return ExitRecord{ExitCode: &code, Reason: fmt.Sprintf("start agent: %v", err), Ended: time.Now()}
 }
 
 // exitFromWait turns the agent's wait status into an exit record.
-func exitFromWait(ps *os.ProcessState, waitErr error) exitRecord {
-	rec := exitRecord{Ended: time.Now()}
+func exitFromWait(ps *os.ProcessState, waitErr error) ExitRecord {
+	rec := ExitRecord{Ended: time.Now()}
 	if ps == nil {
 		rec.Reason = fmt.Sprintf("wait for agent: %v", waitErr)
 		return rec

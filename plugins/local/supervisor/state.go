@@ -1,4 +1,10 @@
-package local
+// Package supervisor is the local launcher's per-container supervisor (Supervise), and the
+// on-disk records it shares with the plugin (the files under a container's directory, how
+// to read and write them, and the process checks behind them). It runs as its own small
+// binary, cmd/cts-local-supervisor, so it must not import the plugin machinery
+// (shared/launcher, go-plugin, gRPC): a supervisor starts for every container, on the job's
+// critical path.
+package supervisor
 
 import (
 	"encoding/json"
@@ -13,52 +19,52 @@ import (
 // The on-disk state, all under Config.WorkDir. It is the only state: a restarted plugin (after a
 // coordinator crash) reads it back, and the supervisors keep it current while no plugin runs.
 //
-//	<work_dir>/<job_id>/<attempt>/request.json       the accepted submit (requestRecord)
-//	<work_dir>/<job_id>/<attempt>/<n>/spawned        the supervisor as Submit started it (procRecord)
+//	<work_dir>/<job_id>/<attempt>/request.json       the accepted submit (RequestRecord)
+//	<work_dir>/<job_id>/<attempt>/<n>/spawned        the supervisor as Submit started it (ProcRecord)
 //	                                 /claim           created O_EXCL by the one supervisor of container n
-//	                                 /supervisor.pid  the supervisor (procRecord)
-//	                                 /pid             the agent, leader of its process group (procRecord)
-//	                                 /cancel          Cancel was requested (cancelRecord)
-//	                                 /exit            the agent ended (exitRecord), written last
+//	                                 /supervisor.pid  the supervisor (ProcRecord)
+//	                                 /pid             the agent, leader of its process group (ProcRecord)
+//	                                 /cancel          Cancel was requested (CancelRecord)
+//	                                 /exit            the agent ended (ExitRecord), written last
 //	                                 /agent.out, /agent.err, /supervisor.log
 //
 // Records are JSON, written to a temporary file and renamed into place, so a reader sees a
 // whole record or none.
 const (
-	requestFile    = "request.json"
-	spawnedFile    = "spawned"
-	claimFile      = "claim"
-	supervisorFile = "supervisor.pid"
-	pidFile        = "pid"
-	cancelFile     = "cancel"
-	exitFile       = "exit"
-	stdoutFile     = "agent.out"
-	stderrFile     = "agent.err"
-	supervisorLog  = "supervisor.log"
+	RequestFile    = "request.json"
+	SpawnedFile    = "spawned"
+	ClaimFile      = "claim"
+	SupervisorFile = "supervisor.pid"
+	PIDFile        = "pid"
+	CancelFile     = "cancel"
+	ExitFile       = "exit"
+	StdoutFile     = "agent.out"
+	StderrFile     = "agent.err"
+	SupervisorLog  = "supervisor.log"
 )
 
-// requestRecord is request.json: what was submitted under (job, attempt).
-type requestRecord struct {
+// RequestRecord is request.json: what was submitted under (job, attempt).
+type RequestRecord struct {
 	JobID      string    `json:"job_id"`
 	Attempt    int       `json:"attempt"`
 	Containers int       `json:"containers"`
 	Submitted  time.Time `json:"submitted"`
 }
 
-// procRecord names a process: pid plus its kernel start time (see procStart).
-type procRecord struct {
+// ProcRecord names a process: pid plus its kernel start time (see ProcStart).
+type ProcRecord struct {
 	PID       int       `json:"pid"`
 	ProcStart uint64    `json:"proc_start"`
 	Started   time.Time `json:"started"`
 }
 
-// cancelRecord is the cancel marker.
-type cancelRecord struct {
+// CancelRecord is the cancel marker.
+type CancelRecord struct {
 	Requested time.Time `json:"requested"`
 }
 
-// exitRecord is how the agent ended.
-type exitRecord struct {
+// ExitRecord is how the agent ended.
+type ExitRecord struct {
 	// ExitCode is the agent's exit code, 128+signal when a signal ended it, nil when unknown.
 	ExitCode *int   `json:"exit_code"`
 	Signal   string `json:"signal,omitempty"`
@@ -69,18 +75,18 @@ type exitRecord struct {
 	Ended    time.Time `json:"ended"`
 }
 
-// jobDir is the directory of one (job, attempt).
-func jobDir(workDir, jobID string, attempt int) string {
+// JobDir is the directory of one (job, attempt).
+func JobDir(workDir, jobID string, attempt int) string {
 	return filepath.Join(workDir, jobID, strconv.Itoa(attempt))
 }
 
-// containerDir is the directory of container n of a job directory.
-func containerDir(jobDir string, n int) string {
-	return filepath.Join(jobDir, strconv.Itoa(n))
+// ContainerDir is the directory of container n of a job directory.
+func ContainerDir(JobDir string, n int) string {
+	return filepath.Join(JobDir, strconv.Itoa(n))
 }
 
-// writeRecord writes v as JSON to path atomically (temporary file, then rename).
-func writeRecord(path string, v any) error {
+// WriteRecord writes v as JSON to path atomically (temporary file, then rename).
+func WriteRecord(path string, v any) error {
 	data, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", filepath.Base(path), err)
@@ -102,9 +108,9 @@ func writeRecord(path string, v any) error {
 	return nil
 }
 
-// readRecord reads the JSON record at path into v. A missing file gives an error wrapping
+// ReadRecord reads the JSON record at path into v. A missing file gives an error wrapping
 // os.ErrNotExist.
-func readRecord(path string, v any) error {
+func ReadRecord(path string, v any) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", filepath.Base(path), err)
@@ -117,7 +123,7 @@ func readRecord(path string, v any) error {
 
 // exists reports whether path exists (an error other than not-exist counts as existing, so a
 // permission problem never makes us start a second agent).
-func exists(path string) bool {
+func Exists(path string) bool {
 	_, err := os.Lstat(path)
 	return !errors.Is(err, os.ErrNotExist)
 }
