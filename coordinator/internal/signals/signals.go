@@ -8,8 +8,13 @@
 //	replica B: every Interval, one query for the signals of the last Window ──► B's sessions of J
 //
 // The poll costs one query per replica per Interval on a collection that holds only the
-// signals of the last Retention (a few documents), whatever the number of agents, so a cancel
-// reaches an agent on another replica within about Interval. Each replica delivers each signal
+// signals of the last two Windows, whatever the number of agents, so a cancel reaches an agent
+// on another replica within about Interval. A store that numbers its writes (Versioned) makes
+// a poll of a site where nothing was published one point read: the bus reads the signals only
+// when the number moved, and at least every Window/4. On a server that decodes every document
+// of a collection for any query but one by _id (the embedded FerretDB), the query decodes
+// every signal kept, so without the version a site at rest would pay for its last burst of
+// cancels on every poll. Each replica delivers each signal
 // once; a session that connects later (an agent reconnecting during the cancel) gets the
 // job's signal when it starts watching. Without a store (tests, a single process) the bus
 // delivers locally only.
@@ -65,9 +70,19 @@ type Config struct {
 	// Window is how far back a poll looks (default 2 min): it must exceed the time between a
 	// signal's At and its write, and the replicas' clock differences.
 	Window time.Duration
-	// Retention is how long signals are kept, and remembered for sessions that connect late
-	// (default 15 min).
+	// Retention is how long a replica remembers the signals delivered to it, for sessions
+	// that connect late (default 15 min). The store keeps them for two Windows: no poll looks
+	// further back (with the replicas' clocks up to a Window apart).
 	Retention time.Duration
+}
+
+// Versioned is a Store that tells cheaply whether anything was recorded: SignalsVersion
+// changes after every PublishSignal or RenewSignal that recorded something. A write that
+// failed, or a writer that stopped, between a signal and the version's move is caught by the
+// bus's full read at least every Window/4.
+type Versioned interface {
+	// SignalsVersion returns the store's signal version (0 before any signal).
+	SignalsVersion(ctx context.Context) (int64, error)
 }
 
 func (c Config) withDefaults() Config {
@@ -97,6 +112,15 @@ type Bus struct {
 	watchers map[string]map[*watcher]struct{}
 	onPoke   map[string][]func()
 	pokes    map[string]*poke
+	// read is what the last full read of the store saw (Versioned stores only).
+	read lastRead
+}
+
+// lastRead is the store's signal version when the bus last read the signals, and when.
+type lastRead struct {
+	ok      bool
+	version int64
+	at      time.Time
 }
 
 // poke is the state of one poked name on this replica.
@@ -282,27 +306,47 @@ func (b *Bus) Run(ctx context.Context) error {
 	}.Run(ctx)
 }
 
-// prune forgets, here and in the store, the signals older than Retention.
+// prune forgets here the signals older than Retention, and deletes from the store those older
+// than two Windows (no poll reads them).
 func (b *Bus) prune(ctx context.Context) error {
-	before := b.now().Add(-b.cfg.Retention)
-	b.forget(before)
-	return b.store.PruneSignals(ctx, before)
+	now := b.now()
+	b.forget(now.Add(-b.cfg.Retention))
+	return b.store.PruneSignals(ctx, now.Add(-2*b.cfg.Window))
 }
 
-// Poll reads the recent signals once and delivers the new ones.
+// Poll reads the recent signals once and delivers the new ones. Over a Versioned store it
+// first reads the version, and reads the signals only when the version moved since its last
+// read, or that read is Window/4 old.
 func (b *Bus) Poll(ctx context.Context) error {
 	if b.store == nil {
 		return nil
 	}
 	pctx, cancel := context.WithTimeout(ctx, max(b.cfg.Interval*4, 2*time.Second))
 	defer cancel()
-	ss, err := b.store.SignalsSince(pctx, b.now().Add(-b.cfg.Window))
+	now := b.now()
+	var read lastRead
+	if vs, ok := b.store.(Versioned); ok {
+		v, err := vs.SignalsVersion(pctx)
+		if err == nil { // else read the signals all the same
+			b.mu.Lock()
+			last := b.read
+			b.mu.Unlock()
+			if last.ok && last.version == v && now.Sub(last.at) < b.cfg.Window/4 {
+				return nil
+			}
+			read = lastRead{ok: true, version: v, at: now}
+		}
+	}
+	ss, err := b.store.SignalsSince(pctx, now.Add(-b.cfg.Window))
 	if err != nil {
 		return fmt.Errorf("read stop signals: %w", err)
 	}
 	for _, s := range ss {
 		b.deliver(s)
 	}
+	b.mu.Lock()
+	b.read = read
+	b.mu.Unlock()
 	return nil
 }
 

@@ -199,3 +199,108 @@ func (c *atomicCounter) get() int {
 	defer c.mu.Unlock()
 	return c.n
 }
+
+// versionedStore is a memStore that numbers its writes (Versioned); skipBump makes the next
+// write leave the version as it was (a publisher that stopped between its two writes).
+type versionedStore struct {
+	*memStore
+	version  int64
+	skipBump bool
+}
+
+func (v *versionedStore) bump() {
+	if v.skipBump {
+		v.skipBump = false
+		return
+	}
+	v.version++
+}
+
+func (v *versionedStore) PublishSignal(ctx context.Context, s Signal) error {
+	v.mu.Lock()
+	_, had := v.sigs[s.ID]
+	v.mu.Unlock()
+	if err := v.memStore.PublishSignal(ctx, s); err != nil {
+		return err
+	}
+	if !had {
+		v.mu.Lock()
+		v.bump()
+		v.mu.Unlock()
+	}
+	return nil
+}
+
+func (v *versionedStore) RenewSignal(ctx context.Context, s Signal) error {
+	if err := v.memStore.RenewSignal(ctx, s); err != nil {
+		return err
+	}
+	v.mu.Lock()
+	v.bump()
+	v.mu.Unlock()
+	return nil
+}
+
+func (v *versionedStore) SignalsVersion(context.Context) (int64, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.version, nil
+}
+
+// TestPollReadsOnlyWhenSomethingWasPublished: over a Versioned store, a poll reads the signals
+// when the version moved and at least every Window/4, and otherwise reads nothing more; what
+// another replica publishes is delivered by the next poll, and a signal whose version move was
+// lost by the next full read.
+func TestPollReadsOnlyWhenSomethingWasPublished(t *testing.T) {
+	st := &versionedStore{memStore: newMemStore()}
+	now := time.Date(2026, 12, 5, 7, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	a := New(Config{Window: 2 * time.Minute}, st, "a", nil)
+	b := New(Config{Window: 2 * time.Minute}, st, "b", nil)
+	a.now, b.now = clock, clock
+	ctx := t.Context()
+	polls := func() int {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return st.polls
+	}
+	poll := func(wantReads int, what string) {
+		t.Helper()
+		before := polls()
+		if err := b.Poll(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := polls() - before; got != wantReads {
+			t.Fatalf("%s: the poll read the signals %d times, want %d", what, got, wantReads)
+		}
+	}
+	poll(1, "first poll")
+	for range 10 {
+		now = now.Add(500 * time.Millisecond)
+		poll(0, "nothing published")
+	}
+	r := newRecorder()
+	defer b.Watch("job1", r.deliver)()
+	if err := a.Publish(ctx, "job1", "canceled"); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(500 * time.Millisecond)
+	poll(1, "a stop published")
+	r.wait(t, time.Second, "the other replica's session")
+	now = now.Add(500 * time.Millisecond)
+	poll(0, "nothing published since")
+
+	// A publisher that stopped after its signal, before the version moved: the next full
+	// read, within a quarter of the window, delivers it.
+	st.skipBump = true
+	late := newRecorder()
+	defer b.Watch("job2", late.deliver)()
+	if err := a.Publish(ctx, "job2", "canceled"); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(500 * time.Millisecond)
+	poll(0, "a stop whose version did not move")
+	now = now.Add(30 * time.Second)
+	poll(1, "a quarter of the window after the last read")
+	late.wait(t, time.Second, "the signal whose version did not move")
+}

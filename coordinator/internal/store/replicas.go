@@ -25,9 +25,15 @@ const (
 )
 
 var (
-	_ lease.Store   = (*Store)(nil)
-	_ signals.Store = (*Store)(nil)
+	_ lease.Store       = (*Store)(nil)
+	_ signals.Store     = (*Store)(nil)
+	_ signals.Versioned = (*Store)(nil)
 )
+
+// signalsVersionID is the signals collection's version document, {_id, n}: n is incremented
+// after every signal recorded, so that a replica's poll reads one document by _id when nothing
+// was published (signals.Versioned). It has no "at": no query by time matches it.
+const signalsVersionID = "version"
 
 // InitReplicas creates the indexes of the collections replicas share: signals and live data
 // by time, live data by job. Call it once at start, after New; it is idempotent.
@@ -107,16 +113,41 @@ func (s *Store) LeaseHolder(ctx context.Context, name string) (lease.Holder, tim
 }
 
 // PublishSignal implements signals.Store: an upsert keyed on the signal's ID that only
-// inserts.
+// inserts, then, when it inserted, the version's move.
 func (s *Store) PublishSignal(ctx context.Context, sig signals.Signal) error {
 	sig.At = msTime(sig.At)
-	_, err := s.signalsColl().UpdateOne(ctx, bson.D{{Key: "_id", Value: sig.ID}},
+	res, err := s.signalsColl().UpdateOne(ctx, bson.D{{Key: "_id", Value: sig.ID}},
 		bson.D{{Key: "$setOnInsert", Value: bson.D{{Key: "job", Value: sig.JobID}, {Key: "reason", Value: sig.Reason}, {Key: "at", Value: sig.At}}}},
 		options.UpdateOne().SetUpsert(true))
 	if err != nil && !isDuplicateKey(err) { // two replicas inserting at once: one wins, both are fine
 		return fmt.Errorf("publish signal %s: %w", sig.ID, err)
 	}
+	if err != nil || res.UpsertedCount == 0 {
+		return nil // it was there: the version moved when it was recorded
+	}
+	return s.bumpSignals(ctx, sig.ID)
+}
+
+// bumpSignals moves the signals' version after signal id was recorded.
+func (s *Store) bumpSignals(ctx context.Context, id string) error {
+	_, err := s.signalsColl().UpdateOne(ctx, bson.D{{Key: "_id", Value: signalsVersionID}},
+		bson.D{{Key: "$inc", Value: bson.D{{Key: "n", Value: int64(1)}}}}, options.UpdateOne().SetUpsert(true))
+	if err != nil && !isDuplicateKey(err) {
+		return fmt.Errorf("signal %s recorded, the signals' version not moved (other replicas see it at their next full read, within a quarter of their window): %w", id, err)
+	}
 	return nil
+}
+
+// SignalsVersion implements signals.Versioned: one read by _id.
+func (s *Store) SignalsVersion(ctx context.Context) (int64, error) {
+	var d struct {
+		N int64 `bson:"n"`
+	}
+	err := s.signalsColl().FindOne(ctx, bson.D{{Key: "_id", Value: signalsVersionID}}).Decode(&d)
+	if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
+		return 0, fmt.Errorf("read the signals' version: %w", err)
+	}
+	return d.N, nil
 }
 
 // SignalsSince implements signals.Store.
@@ -141,7 +172,8 @@ func (s *Store) PruneSignals(ctx context.Context, before time.Time) error {
 	return nil
 }
 
-// RenewSignal implements signals.Store: an upsert keyed on the signal's ID that replaces it.
+// RenewSignal implements signals.Store: an upsert keyed on the signal's ID that replaces it,
+// then the version's move.
 func (s *Store) RenewSignal(ctx context.Context, sig signals.Signal) error {
 	_, err := s.signalsColl().UpdateOne(ctx, bson.D{{Key: "_id", Value: sig.ID}},
 		bson.D{{Key: "$set", Value: bson.D{{Key: "at", Value: msTime(sig.At)}, {Key: "by", Value: sig.By}}}},
@@ -149,7 +181,7 @@ func (s *Store) RenewSignal(ctx context.Context, sig signals.Signal) error {
 	if err != nil && !isDuplicateKey(err) {
 		return fmt.Errorf("renew signal %s: %w", sig.ID, err)
 	}
-	return nil
+	return s.bumpSignals(ctx, sig.ID)
 }
 
 // The live data of the agents, published on demand across replicas (see agentws/shared.go):

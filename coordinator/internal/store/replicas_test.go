@@ -140,6 +140,62 @@ func TestSignals(t *testing.T) {
 	}
 }
 
+// TestSignalsVersion: the signals' version moves after every signal recorded (a stop, a
+// poke), not after a stop published again; neither queries by time nor pruning see it.
+func TestSignalsVersion(t *testing.T) {
+	s := newReplicaStore(t)
+	ctx := t.Context()
+	version := func() int64 {
+		t.Helper()
+		v, err := s.SignalsVersion(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if v := version(); v != 0 {
+		t.Fatalf("version %d before any signal, want 0", v)
+	}
+	t0 := time.Now().UTC().Truncate(time.Millisecond)
+	steps := []struct {
+		sig  signals.Signal
+		poke bool
+		want int64
+	}{
+		{signals.Signal{ID: "stop/a", JobID: "a", Reason: "canceled", At: t0}, false, 1},
+		{signals.Signal{ID: "stop/a", JobID: "a", Reason: "again", At: t0}, false, 1},
+		{signals.Signal{ID: "poke/submitter", At: t0, By: "r1"}, true, 2},
+		{signals.Signal{ID: "poke/submitter", At: t0.Add(time.Second), By: "r1"}, true, 3},
+	}
+	for _, st := range steps {
+		var err error
+		if st.poke {
+			err = s.RenewSignal(ctx, st.sig)
+		} else {
+			err = s.PublishSignal(ctx, st.sig)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v := version(); v != st.want {
+			t.Fatalf("after %s: version %d, want %d", st.sig.ID, v, st.want)
+		}
+	}
+	all, err := s.SignalsSince(ctx, time.Time{})
+	if err != nil || len(all) != 2 {
+		t.Fatalf("signals %+v, %v; want stop/a and poke/submitter", all, err)
+	}
+	if err := s.PruneSignals(ctx, t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if all, err := s.SignalsSince(ctx, time.Time{}); err != nil || len(all) != 0 {
+		t.Fatalf("signals after pruning all: %+v, %v", all, err)
+	}
+	if v := version(); v != 3 {
+		t.Fatalf("version %d after pruning, want 3 (kept)", v)
+	}
+}
+
 // TestLiveData: interests are recorded and expire; live documents are replaced, read by job,
 // and pruned.
 func TestLiveData(t *testing.T) {
