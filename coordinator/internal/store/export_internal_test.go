@@ -36,3 +36,6 @@ func NewMonitored(ctx context.Context, cfg Config, mon *event.CommandMonitor) (*
 // SetListRetryHook makes hook run before each new walk of ListJobs (a walk that met a job being
 // rewritten in the list).
 func (s *Store) SetListRetryHook(hook func(attempt int)) { s.listRetryHook = hook }
+
+// SetListRoundHook makes hook run before each round of reads of a ListJobs walk.
+func (s *Store) SetListRoundHook(hook func()) { s.listRoundHook = hook }

@@ -30,9 +30,11 @@ package store
 // A page walks the tree from the newest slot before the page's end down to the oldest after
 // its start, reading only slots that hold something (directory flags), takes the bucket
 // entries that pass the filter, newest first (ties by job ID, descending), and reads the view
-// of each; the slots of each level are read several at a time. So a page costs about one read
-// per second of history it covers that holds a job of its list key (at most one per job it
-// passes over) plus one per minute and one per job listed, however long the history.
+// of each; the slots are read several at a time, a batch spanning directories (the buckets of
+// several minutes in one round). So a page costs about one read per second of history it
+// covers that holds a job of its list key (at most one per job it passes over) plus one per
+// minute and one per job listed, however long the history, in rounds of reads that grow
+// (2, 4, ... 32 at a time).
 //
 // A bucket entry holds what the filters and the order need (time, state, site, image) and the
 // job's list version when it was written. A change that leaves those as they were (accounting,
@@ -412,12 +414,21 @@ type listWalk struct {
 	lo, hi int64 // the time range, in ms, [lo, hi)
 	limit  int
 	out    []*jobs.Job
+	// batch is the size of the next batch of reads of each level (walk).
+	batch [topLevel + 1]int
 	// moving holds the jobs met whose view is newer than the entry read (see ListJobs).
 	mu     sync.Mutex
 	moving []string
 }
 
 func (w *listWalk) done() bool { return len(w.out) >= w.limit }
+
+// round marks a round of reads (for tests: Store.listRoundHook).
+func (w *listWalk) round() {
+	if w.s.listRoundHook != nil {
+		w.s.listRoundHook()
+	}
+}
 
 // missesMoving reports whether a job met while its list index was being rewritten is not
 // listed.
@@ -449,6 +460,7 @@ func (w *listWalk) run(ctx context.Context) error {
 		Lo int64 `bson:"lo"`
 		Hi int64 `bson:"hi"`
 	}
+	w.round()
 	err := w.s.list.FindOne(ctx, bson.D{{Key: "_id", Value: headID(w.key)}}).Decode(&head)
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return nil
@@ -472,17 +484,23 @@ func (w *listWalk) run(ctx context.Context) error {
 
 // walk lists what the slots of level l (newest first) hold, until the page is full: the
 // buckets' entries (level 0), or what the directories' children hold. The slots are read
-// several at a time, in batches of 2, 4, then readers: a page that needs few reads few more
-// than it takes, one that walks many seconds of a sparse list (a user's jobs among everyone's,
-// a filter that takes one in seven) waits for a batch rather than for each read.
+// several at a time, in batches that grow over the walk (2, 4, ... up to readers; four times
+// that for buckets): a page that needs few reads few more than it takes, one that walks many
+// seconds of a sparse list (a user's jobs among everyone's, a filter that takes one in seven)
+// waits for a batch rather than for each read. The children of a batch of directories are
+// walked as one list, so a batch of buckets spans minutes (and hours): a sparse page's
+// round trips follow the reads it needs, not the minutes it spans.
 func (w *listWalk) walk(ctx context.Context, l int, slots []int64) error {
 	most := readers
 	if l == 0 {
 		most = 4 * readers // small documents, most of them one job's
 	}
-	for n := 2; len(slots) > 0 && !w.done(); n = min(2*n, most) {
+	for len(slots) > 0 && !w.done() {
+		n := max(w.batch[l], 2)
+		w.batch[l] = min(2*n, most)
 		batch := slots[:min(len(slots), n)]
 		slots = slots[len(batch):]
+		w.round()
 		if l == 0 {
 			bs, errs := readEach(batch, func(slot int64) (map[string]string, error) { return w.readBucket(ctx, slot) })
 			if err := errors.Join(errs...); err != nil {
@@ -503,13 +521,8 @@ func (w *listWalk) walk(ctx context.Context, l int, slots []int64) error {
 		if err := errors.Join(errs...); err != nil {
 			return err
 		}
-		for _, c := range cs {
-			if w.done() {
-				break
-			}
-			if err := w.walk(ctx, l-1, c); err != nil {
-				return err
-			}
+		if err := w.walk(ctx, l-1, slices.Concat(cs...)); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -604,6 +617,7 @@ func cmpInt(a, b int64) int {
 // views reads the views of es (in parallel, order kept) and returns the jobs whose view agrees
 // with their entry and passes the filter.
 func (w *listWalk) views(ctx context.Context, es []entry) ([]*jobs.Job, error) {
+	w.round()
 	js, errs := readEach(es, func(e entry) (*jobs.Job, error) { return w.view(ctx, e) })
 	if err := errors.Join(errs...); err != nil {
 		return nil, err

@@ -346,3 +346,38 @@ func TestJobListLayoutMigration(t *testing.T) {
 		t.Errorf("schema version after the migration: %d, %v; want 6", schema.Version, err)
 	}
 }
+
+// TestSparsePageReadsInFewRounds: a page of a sparse list (a user's jobs, one every ten
+// seconds, so one per second's bucket) is read in rounds of reads that span minutes, not in
+// rounds per minute: its latency follows the batches it needs, not the minutes it covers.
+// Walked minute by minute, this page took 43 rounds.
+func TestSparsePageReadsInFewRounds(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := t.Context()
+	const n, page = 60, 51
+	at := t0.Truncate(time.Hour).Add(time.Minute)
+	var js []*jobs.Job
+	var subs [][]jobs.SubJob
+	for i := range n {
+		j := newJob(fmt.Sprintf("j%02d", i), "alice", "kbase", at.Add(time.Duration(i)*10*time.Second))
+		j.State = job.Complete
+		j.Transitions = append(j.Transitions, jobs.Transition{State: job.Complete, Time: j.UpdateTime, TransID: j.ID + "-t1"})
+		for k := range j.Transitions {
+			j.Transitions[k].NotifSent = true
+		}
+		js, subs = append(js, j), append(subs, nil)
+	}
+	if err := s.ImportFinishedJobs(ctx, js, subs); err != nil {
+		t.Fatal(err)
+	}
+	rounds := 0
+	s.SetListRoundHook(func() { rounds++ })
+	got := listIDs(t, s, jobs.ListFilter{User: "alice", Limit: page})
+	if len(got) != page || got[0] != fmt.Sprintf("j%02d:complete", n-1) || got[page-1] != fmt.Sprintf("j%02d:complete", n-page) {
+		t.Fatalf("alice's newest %d jobs: %v", page, got)
+	}
+	t.Logf("a page of %d jobs over %d minutes of one job every 10 s: %d rounds of reads", page, page/6+1, rounds)
+	if rounds > 24 {
+		t.Errorf("a page of %d jobs, one per bucket over %d minutes, took %d rounds of reads, want at most 24", page, page/6+1, rounds)
+	}
+}

@@ -145,6 +145,9 @@ type Store struct {
 	positions transPositions
 	// listRetryHook, set by tests, runs before each new walk of ListJobs.
 	listRetryHook func(attempt int)
+	// listRoundHook, set by tests, runs before each round of reads of a ListJobs walk (one
+	// read, or a batch of reads in parallel).
+	listRoundHook func()
 	// presenceWrites counts PutPresence calls (heartbeats.go: it prunes every hundredth).
 	presenceWrites atomic.Int64
 }
