@@ -9,7 +9,9 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/kbase/cts/coordinator/internal/jobs"
+	"github.com/kbase/cts/coordinator/internal/signals"
 	"github.com/kbase/cts/coordinator/internal/store"
+	"github.com/kbase/cts/shared/job"
 )
 
 // seedBatch is how many jobs SeedFinishedJobs writes at once.
@@ -51,6 +53,55 @@ func (e *Env) SeedFinishedJobs(ctx context.Context, template string, n int, end 
 		}
 		if err := st.ImportFinishedJobs(ctx, js, subs); err != nil {
 			return fmt.Errorf("seed jobs %d to %d of %d: %w", lo, hi, n, err)
+		}
+	}
+	return nil
+}
+
+// SeedCanceledJobs writes n jobs canceled in a burst just now, as a site's cancels leave them
+// once their work is done: copies of the finished job template (see SeedFinishedJobs) that
+// ended canceled within the last n ms, every notification sent and the accounting recorded,
+// not cleaned (they wait in the cleaner's queue), each with the stop signal its cancel
+// recorded for the job's agents. It is how benchmarks give a site a burst of cancels without
+// running hundreds of agents: nothing is left for a periodic pass to do for these jobs, so a
+// site at rest costs what it did before them.
+func (e *Env) SeedCanceledJobs(ctx context.Context, template string, n int) error {
+	st, err := store.New(ctx, store.Config{URI: e.Config.Mongo.URI, Database: e.Config.Mongo.Database,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return fmt.Errorf("seed canceled jobs: %w", err)
+	}
+	defer st.Close(context.WithoutCancel(ctx))
+	tj, err := st.GetJob(ctx, template)
+	if err != nil {
+		return fmt.Errorf("seed canceled jobs: template: %w", err)
+	}
+	if !tj.State.Terminal() || tj.Launch == nil {
+		return fmt.Errorf("seed canceled jobs: template job %s is %s, not a finished job that was launched", template, tj.State)
+	}
+	tsubs, err := st.GetSubJobs(ctx, template)
+	if err != nil {
+		return fmt.Errorf("seed canceled jobs: template: %w", err)
+	}
+	end := time.Now()
+	for lo := 0; lo < n; lo += seedBatch {
+		hi := min(lo+seedBatch, n)
+		js := make([]*jobs.Job, 0, hi-lo)
+		subs := make([][]jobs.SubJob, 0, hi-lo)
+		for i := lo; i < hi; i++ {
+			j, ss := seedCopy(tj, tsubs, end.Add(-time.Duration(n-i)*time.Millisecond))
+			j.Cleaned = false
+			j.State = job.Canceled
+			j.Transitions[len(j.Transitions)-1].State = job.Canceled
+			js, subs = append(js, j), append(subs, ss)
+		}
+		if err := st.ImportFinishedJobs(ctx, js, subs); err != nil {
+			return fmt.Errorf("seed canceled jobs %d to %d of %d: %w", lo, hi, n, err)
+		}
+		for _, j := range js {
+			if err := st.PublishSignal(ctx, signals.Signal{ID: "stop/" + j.ID, JobID: j.ID, Reason: "the job was canceled", At: j.UpdateTime}); err != nil {
+				return fmt.Errorf("seed canceled jobs: %w", err)
+			}
 		}
 	}
 	return nil

@@ -91,6 +91,12 @@ type MongoStats struct {
 	// RunningSince when it was forwarded: what holds the proxy during a stall.
 	Running      string
 	RunningSince time.Time
+	// Scans counts the reads FerretDB answers by decoding every document of their
+	// collection (any filter but exactly {_id: <string or ObjectID>}: see pushdown.go), by
+	// "<command> <collection>"; ScanServer is FerretDB's time for them. What a periodic
+	// query costs here grows with its collection.
+	Scans      map[string]int64
+	ScanServer time.Duration
 }
 
 // Stats returns a copy of the proxy's counters.
@@ -101,6 +107,7 @@ func (m *Mongo) Stats() MongoStats {
 	st.Commands = maps.Clone(m.stats.Commands)
 	st.CommandServer = maps.Clone(m.stats.CommandServer)
 	st.Begun = maps.Clone(m.stats.Begun)
+	st.Scans = maps.Clone(m.stats.Scans)
 	return st
 }
 
@@ -108,7 +115,13 @@ func (m *Mongo) Stats() MongoStats {
 func (st MongoStats) Sub(earlier MongoStats) MongoStats {
 	d := MongoStats{Commands: map[string]int64{}, CommandServer: map[string]time.Duration{}, Serialised: st.Serialised - earlier.Serialised,
 		Parallel: st.Parallel - earlier.Parallel, LockWait: st.LockWait - earlier.LockWait, Server: st.Server - earlier.Server,
-		Begun: map[string]int64{}, Running: st.Running, RunningSince: st.RunningSince}
+		Begun: map[string]int64{}, Running: st.Running, RunningSince: st.RunningSince,
+		Scans: map[string]int64{}, ScanServer: st.ScanServer - earlier.ScanServer}
+	for k, v := range st.Scans {
+		if n := v - earlier.Scans[k]; n != 0 {
+			d.Scans[k] = n
+		}
+	}
 	for k, v := range st.Begun {
 		if n := v - earlier.Begun[k]; n != 0 {
 			d.Begun[k] = n
@@ -153,11 +166,16 @@ func (m *Mongo) running(cmd string, since time.Time) {
 	m.statsMu.Unlock()
 }
 
-func (m *Mongo) count(cmd string, parallel bool, wait, server time.Duration) {
+func (m *Mongo) count(cmd, scan string, parallel bool, wait, server time.Duration) {
 	m.statsMu.Lock()
 	defer m.statsMu.Unlock()
 	if m.stats.Commands == nil {
 		m.stats.Commands, m.stats.CommandServer = map[string]int64{}, map[string]time.Duration{}
+		m.stats.Scans = map[string]int64{}
+	}
+	if scan != "" {
+		m.stats.Scans[scan]++
+		m.stats.ScanServer += server
 	}
 	m.stats.Commands[cmd]++
 	m.stats.CommandServer[cmd] += server
@@ -336,10 +354,11 @@ func (m *Mongo) serve(client net.Conn) {
 		}
 		cmd := commandName(req)
 		m.begin(cmd)
+		scan := scanOf(cmd, req)
 		if m.parallelReads.Load() && readOnly(cmd, req) {
 			t0 := time.Now()
 			err = roundTrip(req, backend, br, client, func() {})
-			m.count(cmd, true, 0, time.Since(t0))
+			m.count(cmd, scan, true, 0, time.Since(t0))
 		} else {
 			t0 := time.Now()
 			m.mu.Lock()
@@ -348,7 +367,7 @@ func (m *Mongo) serve(client net.Conn) {
 			err = m.pointRoundTrip(req, backend, br, client)
 			m.running("", time.Time{})
 			m.mu.Unlock()
-			m.count(cmd, false, t1.Sub(t0), time.Since(t1))
+			m.count(cmd, scan, false, t1.Sub(t0), time.Since(t1))
 		}
 		if err != nil {
 			return

@@ -372,3 +372,52 @@ func noMatchReply(req []byte, doc bson.D) ([]byte, error) {
 	}
 	return wireMsg{body: body}.encode(probeIDs.Add(1), int32(binary.LittleEndian.Uint32(req[4:8]))), nil
 }
+
+// scanOf returns "<command> <collection>" for a read that FerretDB answers by decoding every
+// document of the collection (a find, count or distinct whose filter is not exactly
+// {_id: <string or ObjectID>}, an aggregate whose first stage is not such a $match, and the
+// getMores that go on with a cursor: only such reads return more than one batch), "" for
+// any other request.
+func scanOf(cmd string, req []byte) string {
+	var key string
+	switch cmd {
+	case "find":
+		key = "filter"
+	case "count", "distinct":
+		key = "query"
+	case "aggregate", "getMore":
+	default:
+		return ""
+	}
+	m, ok := parseOpMsg(req)
+	if !ok {
+		return ""
+	}
+	if cmd == "getMore" {
+		if coll, ok := m.body.Lookup("collection").StringValueOK(); ok {
+			return cmd + " " + coll
+		}
+		return ""
+	}
+	coll, ok := m.body.Lookup(cmd).StringValueOK()
+	if !ok {
+		return "" // a collection-less aggregate ({aggregate: 1}) or one the proxy cannot read
+	}
+	var filter bson.Raw
+	if key != "" {
+		filter, _ = m.body.Lookup(key).DocumentOK()
+	} else if stages, ok := m.body.Lookup("pipeline").ArrayOK(); ok {
+		if first, err := stages.IndexErr(0); err == nil {
+			if st, ok := first.DocumentOK(); ok {
+				filter, _ = st.Lookup("$match").DocumentOK()
+			}
+		}
+	}
+	if elems, err := filter.Elements(); err == nil && len(elems) == 1 && elems[0].Key() == "_id" {
+		switch elems[0].Value().Type {
+		case bson.TypeString, bson.TypeObjectID:
+			return ""
+		}
+	}
+	return cmd + " " + coll
+}

@@ -45,8 +45,11 @@ type figures struct {
 	// job with work left, the round's accounting and notifications done; then WaitQuiet),
 	// after IdleWaitS seconds of waiting; false: it did not settle within quietLimit (each
 	// wait) and the window measured the work still running.
-	IdleQuiet       bool               `json:"idle_after_quiet"`
-	IdleWaitS       float64            `json:"idle_wait_s"`
+	IdleQuiet bool    `json:"idle_after_quiet"`
+	IdleWaitS float64 `json:"idle_wait_s"`
+	// IdleCost is what the idle window cost, per second (Requests: 1 s): the MongoDB commands
+	// by name and FerretDB's time for them.
+	IdleCost        sitebench.Cost     `json:"idle_cost_per_s"`
 	TrivialJobMs    float64            `json:"trivial_job_ms"`
 	TrivialPhasesMs map[string]float64 `json:"trivial_phases_ms"`
 	TrivialStepsMs  map[string]float64 `json:"trivial_steps_ms"`
@@ -56,8 +59,8 @@ type figures struct {
 	StatusCost   sitebench.Cost `json:"status_cost"`
 }
 
-// measure runs one round on s.
-func measure(t *testing.T, ctx context.Context, s *sitebench.Site, sz sizes, round string) figures {
+// measure runs one round on s; rest is the site's resting rate (what quiet is).
+func measure(t *testing.T, ctx context.Context, s *sitebench.Site, sz sizes, rest sitebench.Rest, round string) figures {
 	t.Helper()
 	var f figures
 	for _, c := range []int{1, 8} {
@@ -140,33 +143,46 @@ func measure(t *testing.T, ctx context.Context, s *sitebench.Site, sz sizes, rou
 	if err != nil {
 		t.Fatalf("%s: %v", round, err)
 	}
-	f.IdleQuiet = done && s.WaitQuiet(ctx, quietWindow, quietCommands, quietLimit)
+	f.IdleQuiet = done && s.WaitQuiet(ctx, rest.Window, rest.Quiet(), quietLimit)
 	f.IdleWaitS = float64(time.Since(waited).Milliseconds()) / 1000
 	if f.IdleQuiet {
-		t.Logf("%s: no job with work left and the site quiet (at most %d MongoDB commands in %v) after %.1f s", round, quietCommands, quietWindow, f.IdleWaitS)
+		t.Logf("%s: no job with work left and the site quiet (at most %d MongoDB commands in %v: the fresh site's rest) after %.1f s",
+			round, rest.Quiet(), rest.Window, f.IdleWaitS)
 	} else {
-		t.Logf("%s: jobs with work left, or the site busy, after %.1f s: idle CPU measured with that work running", round, f.IdleWaitS)
+		t.Logf("%s: jobs with work left (%v), or the site busier than at rest (more than %d MongoDB commands in every %v), after %.1f s: idle CPU measured with that work running",
+			round, !done, rest.Quiet(), rest.Window, f.IdleWaitS)
 	}
 	var idle float64
 	err = sitebench.CPUProfile(profilePath(round, "idle"), func() (err error) {
-		idle, err = sitebench.IdleCPU(ctx, sz.Idle)
+		f.IdleCost, err = s.Cost(int(sz.Idle/time.Second), func() (err error) {
+			idle, err = sitebench.IdleCPU(ctx, sz.Idle)
+			return err
+		})
 		return err
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.IdleCPUPct = float64(int(idle*100)) / 100
-	t.Logf("%s: idle CPU %.2f %% of a core over %v", round, idle, sz.Idle)
+	t.Logf("%s: idle CPU %.2f %% of a core over %v; per second: %v MongoDB commands, FerretDB %.2f ms %v",
+		round, idle, sz.Idle, f.IdleCost.Mongo, f.IdleCost.MongoServerMs, f.IdleCost.MongoCommandMs)
 	return f
 }
 
-// What a quiet site is before the idle window: at most quietCommands MongoDB commands in a
-// quietWindow (the periodic passes of a site at rest), waited for at most quietLimit.
-const (
-	quietWindow   = 2 * time.Second
-	quietCommands = 10
-	quietLimit    = 5 * time.Minute
-)
+// quietLimit is how long a round waits for the site to have no work left, and then for it to
+// be quiet, before the idle window.
+const quietLimit = 5 * time.Minute
+
+// measureRest measures the resting rate of a fresh site (sitebench.Rest): 10 windows of 2 s.
+func measureRest(t *testing.T, ctx context.Context, s *sitebench.Site) sitebench.Rest {
+	t.Helper()
+	rest, err := s.MeasureRest(ctx, 2*time.Second, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("fresh site: %v; by name, a second: %v", rest, rest.Commands)
+	return rest
+}
 
 // profilePath is where the CPU profile of one phase goes when $CTS_BENCH_SITE_PROFILES names
 // a folder, else "".
@@ -179,28 +195,29 @@ func profilePath(round, phase string) string {
 }
 
 // run measures a fresh site, seeds it with sz.History finished jobs and measures it again.
-func run(t *testing.T, sz sizes) (fresh, hist figures, bare sitebench.Latencies) {
+func run(t *testing.T, sz sizes) (rest sitebench.Rest, fresh, hist figures, bare sitebench.Latencies) {
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Minute)
 	defer cancel()
 	s := sitebench.Start(t, sitebench.Options{})
 	s.SetParallelReads(parallelReads())
+	rest = measureRest(t, ctx, s)
 	template, err := s.RunTrivial(ctx, "bench/template")
 	if err != nil {
 		t.Fatal(err)
 	}
-	fresh = measure(t, ctx, s, sz, "fresh")
+	fresh = measure(t, ctx, s, sz, rest, "fresh")
 	t0 := time.Now()
 	if err := s.Seed(ctx, template.ID, sz.History); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("seeded %d finished jobs in %v", sz.History, time.Since(t0))
-	hist = measure(t, ctx, s, sz, fmt.Sprintf("history-%d", sz.History))
+	hist = measure(t, ctx, s, sz, rest, fmt.Sprintf("history-%d", sz.History))
 	bare, err = s.BareRunc(ctx, t.TempDir(), sz.Trivial)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("bare runc run: median %v over %d", bare.Median(), len(bare))
-	return fresh, hist, bare
+	return rest, fresh, hist, bare
 }
 
 // target is one of the issue's targets, checked against this run.
@@ -221,13 +238,15 @@ type report struct {
 	Sizes     sizes  `json:"sizes"`
 	// ParallelReads says read-only MongoDB commands bypassed the dev stack's serialising
 	// proxy ($CTS_BENCH_SITE_PARALLEL_READS=1): a measurement mode, not how the dev site runs.
-	ParallelReads bool     `json:"parallel_reads"`
-	Fresh         figures  `json:"fresh"`
-	History       figures  `json:"history"`
-	BareRuncMs    float64  `json:"bare_runc_ms"`
-	OverheadMs    float64  `json:"trivial_overhead_ms"`
-	OverheadHist  float64  `json:"trivial_overhead_ms_history"`
-	Targets       []target `json:"targets"`
+	ParallelReads bool `json:"parallel_reads"`
+	// Rest is the fresh site's resting rate, before any job: what a quiet site is.
+	Rest         sitebench.Rest `json:"rest"`
+	Fresh        figures        `json:"fresh"`
+	History      figures        `json:"history"`
+	BareRuncMs   float64        `json:"bare_runc_ms"`
+	OverheadMs   float64        `json:"trivial_overhead_ms"`
+	OverheadHist float64        `json:"trivial_overhead_ms_history"`
+	Targets      []target       `json:"targets"`
 }
 
 func uptime() string {
@@ -257,11 +276,11 @@ func TestBenchSite(t *testing.T) {
 	}
 	sz.IdleS = sz.Idle.Seconds()
 	loadBefore := uptime()
-	fresh, hist, bare := run(t, sz)
+	rest, fresh, hist, bare := run(t, sz)
 	r := report{
 		Command: "make bench-site", Date: time.Now().UTC().Format(time.RFC3339),
 		Load: "before: " + loadBefore + "; after: " + uptime(), CPUs: runtime.NumCPU(), GoVersion: runtime.Version(),
-		Sizes: sz, ParallelReads: parallelReads(), Fresh: fresh, History: hist, BareRuncMs: sitebench.Ms(bare.Median()),
+		Sizes: sz, ParallelReads: parallelReads(), Rest: rest, Fresh: fresh, History: hist, BareRuncMs: sitebench.Ms(bare.Median()),
 	}
 	r.OverheadMs = float64(int((fresh.TrivialJobMs-r.BareRuncMs)*10)) / 10
 	r.OverheadHist = float64(int((hist.TrivialJobMs-r.BareRuncMs)*10)) / 10
@@ -274,6 +293,7 @@ func TestBenchSite(t *testing.T) {
 		{"status_p99_ms", "≤ 20", hist.StatusP99Ms, hist.StatusP99Ms <= 20 && fresh.StatusP99Ms <= 20},
 		{"idle_cpu_pct with history", "≤ 2", hist.IdleCPUPct, hist.IdleCPUPct <= 2},
 		{"trivial_overhead_ms", "≤ 100", max(r.OverheadMs, r.OverheadHist), max(r.OverheadMs, r.OverheadHist) <= 100},
+		{"history round at rest before its idle window", "1 (at rest)", b2f(hist.IdleQuiet), hist.IdleQuiet},
 		within("submit_per_s_c1", 1/fresh.SubmitPerSC1, 1/hist.SubmitPerSC1),
 		within("submit_per_s_c8", 1/fresh.SubmitPerSC8, 1/hist.SubmitPerSC8),
 		within("submit_p50_ms_c1", fresh.SubmitP50MsC1, hist.SubmitP50MsC1),
@@ -301,6 +321,13 @@ func TestBenchSite(t *testing.T) {
 // parallelReads reports whether $CTS_BENCH_SITE_PARALLEL_READS asks for the proxy's
 // measurement mode (devstack.Mongo.SetParallelReads).
 func parallelReads() bool { return os.Getenv("CTS_BENCH_SITE_PARALLEL_READS") == "1" }
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
 
 func ratio(h, f float64) float64 {
 	if f <= 0 {

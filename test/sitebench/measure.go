@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/pprof"
+	"slices"
 	"syscall"
 	"time"
 
@@ -159,7 +160,11 @@ type Cost struct {
 	MongoServerMs   float64            `json:"mongo_server_ms"`
 	// MongoCommandMs is MongoServerMs by command name.
 	MongoCommandMs map[string]float64 `json:"mongo_command_ms"`
-	Auth2          float64            `json:"auth2_requests"`
+	// MongoScans are the reads FerretDB answered by decoding a whole collection, by
+	// "<command> <collection>" (devstack.MongoStats.Scans), and MongoScanMs its time for them.
+	MongoScans  map[string]float64 `json:"mongo_scans"`
+	MongoScanMs float64            `json:"mongo_scan_ms"`
+	Auth2       float64            `json:"auth2_requests"`
 }
 
 // Cost runs f, which makes n requests, and returns their cost per request.
@@ -193,12 +198,74 @@ func (s *Site) Cost(n int, f func() error) (Cost, error) {
 	for k, v := range d.CommandServer {
 		c.MongoCommandMs[k] = per(float64(v.Microseconds()) / 1000)
 	}
+	c.MongoScans = map[string]float64{}
+	for k, v := range d.Scans {
+		c.MongoScans[k] = per(float64(v))
+	}
+	c.MongoScanMs = per(float64(d.ScanServer.Microseconds()) / 1000)
 	return c, nil
 }
 
 // SetParallelReads lets read-only MongoDB commands bypass the dev stack's serialising proxy
 // (devstack.Mongo.SetParallelReads): a measurement of how much the proxy's queue costs.
 func (s *Site) SetParallelReads(on bool) { s.Env.Stack.Mongo.SetParallelReads(on) }
+
+// Rest is what a site at rest sends MongoDB: the periodic passes of a site with nothing to do
+// (the stop signals' and live data polls, the submitter, the leases, the notifier, the
+// metrics, the reconciler), measured on a fresh site before any job.
+type Rest struct {
+	// Window is the length of each window counted, Windows how many were.
+	Window  time.Duration `json:"-"`
+	WindowS float64       `json:"window_s"`
+	Windows int           `json:"windows"`
+	// Median is the median number of commands in a window, Max the most.
+	Median int64 `json:"median_commands"`
+	Max    int64 `json:"max_commands"`
+	// PerSecond is the commands a second over all windows, Commands those by name.
+	PerSecond float64            `json:"commands_per_s"`
+	Commands  map[string]float64 `json:"commands_per_s_by_name"`
+}
+
+// Quiet is the most commands a window of a site at rest may hold, from its resting rate: a
+// quarter above the median window plus two (a window that a slow pass, every 15 or 30 s,
+// falls in holds a few more). A site that stays above it has work in flight, or a pass whose
+// rate grew with what the site did.
+func (r Rest) Quiet() int64 { return r.Median + r.Median/4 + 2 }
+
+// String says what the rest is, for a test's log.
+func (r Rest) String() string {
+	return fmt.Sprintf("%.2f MongoDB commands a second at rest (median %d, most %d in %d windows of %v; quiet: at most %d)",
+		r.PerSecond, r.Median, r.Max, r.Windows, r.Window, r.Quiet())
+}
+
+// MeasureRest counts the MongoDB commands of n consecutive windows on a site that is at rest
+// (a fresh site: its start-up work done, no job yet) and returns its resting rate.
+func (s *Site) MeasureRest(ctx context.Context, window time.Duration, n int) (Rest, error) {
+	r := Rest{Window: window, WindowS: window.Seconds(), Windows: n, Commands: map[string]float64{}}
+	counts := make([]int64, 0, n)
+	first := s.Env.Stack.Mongo.Stats()
+	prev := first
+	for range n {
+		select {
+		case <-ctx.Done():
+			return r, ctx.Err()
+		case <-time.After(window):
+		}
+		cur := s.Env.Stack.Mongo.Stats()
+		d := cur.Sub(prev)
+		counts = append(counts, d.Serialised+d.Parallel)
+		prev = cur
+	}
+	total := prev.Sub(first)
+	secs := (window * time.Duration(n)).Seconds()
+	r.PerSecond = float64(int(float64(total.Serialised+total.Parallel)/secs*100)) / 100
+	for k, v := range total.Commands {
+		r.Commands[k] = float64(int(float64(v)/secs*100)) / 100
+	}
+	slices.Sort(counts)
+	r.Median, r.Max = counts[len(counts)/2], counts[len(counts)-1]
+	return r, nil
+}
 
 // WaitQuiet waits until the site's background work has settled: until a whole window passes
 // with at most maxCommands MongoDB commands, or until limit; it reports whether it settled.

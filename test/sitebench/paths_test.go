@@ -26,12 +26,19 @@ type pathFigures struct {
 	Load          string         `json:"load"`
 }
 
+// pathsReport is what $CTS_BENCH_PATHS_OUT receives.
+type pathsReport struct {
+	Rest   sitebench.Rest `json:"rest"`
+	Rounds []pathFigures  `json:"rounds"`
+}
+
 // TestRequestPaths measures the submit and status paths alone, each with its cost per request
 // (CPU, MongoDB commands, the proxy's queue, auth2 requests), first with every MongoDB command
 // serialised by the dev stack's proxy (as the dev site runs), then with read-only commands
 // taken out of the proxy's lock (devstack.Mongo.SetParallelReads), twice each, alternating:
 // how much of a request is the embedded server's one-at-a-time queue. $CTS_BENCH_PATHS is the number of submits per burst
-// (status reads: twice as many). Each measurement starts on a quiet site (WaitQuiet); the
+// (status reads: twice as many). Each measurement starts on a quiet site (WaitQuiet, at the
+// fresh site's resting rate, measured first: sitebench.Rest); the
 // submits' cost includes the work each submit causes while the burst runs (the submitter's
 // launch, the notifier's Kafka message); $CTS_BENCH_PATHS_OUT, when set, receives the figures as JSON.
 func TestRequestPaths(t *testing.T) {
@@ -42,14 +49,34 @@ func TestRequestPaths(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Minute)
 	defer cancel()
 	s := sitebench.Start(t, sitebench.Options{})
-	var out []pathFigures
+	var out pathsReport
+	// Quiet is the fresh site's resting rate, measured before any job, not a fixed count: the
+	// periodic passes of a site at rest send several commands a second.
+	var err error
+	if out.Rest, err = s.MeasureRest(ctx, 2*time.Second, 10); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("fresh site: %v; by name, a second: %v", out.Rest, out.Rest.Commands)
 	quiet := func(what string) {
-		if !s.WaitQuiet(ctx, 2*time.Second, 10, 2*time.Minute) {
-			t.Logf("the site was still busy before %s after 2 minutes", what)
+		t0 := time.Now()
+		if !s.WaitQuiet(ctx, out.Rest.Window, out.Rest.Quiet(), 2*time.Minute) {
+			t.Logf("the site was still busy before %s after 2 minutes (more than %d MongoDB commands in every %v)", what, out.Rest.Quiet(), out.Rest.Window)
+			return
 		}
+		t.Logf("quiet before %s after %.1f s (at most %d MongoDB commands in %v: the fresh site's rest)", what, time.Since(t0).Seconds(), out.Rest.Quiet(), out.Rest.Window)
 	}
 	// The two modes alternate, twice, so that neither has the machine's quieter minutes.
-	for _, parallel := range []bool{false, true, false, true} {
+	for round, parallel := range []bool{false, true, false, true} {
+		if round > 0 {
+			// The previous round's canceled jobs are accounted a minute or more after their
+			// cancel: not during this round's bursts.
+			t0 := time.Now()
+			done, err := s.WaitWorkDone(ctx, 5*time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("the previous round's jobs done with (%v) after %.1f s", done, time.Since(t0).Seconds())
+		}
 		s.SetParallelReads(parallel)
 		f := pathFigures{Mode: "serialised"}
 		if parallel {
@@ -91,7 +118,7 @@ func TestRequestPaths(t *testing.T) {
 		if err := s.CancelAndSettle(ctx, ids); err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, f)
+		out.Rounds = append(out.Rounds, f)
 	}
 	if path := os.Getenv("CTS_BENCH_PATHS_OUT"); path != "" {
 		b, err := json.MarshalIndent(out, "", "  ")

@@ -15,3 +15,14 @@ func (s *Site) Seed(ctx context.Context, template string, n int) error {
 	}
 	return nil
 }
+
+// SeedCanceled gives the site n jobs canceled in a burst just now, written through the job
+// store (devmode.Env.SeedCanceledJobs): done with (notified, accounted), waiting for the
+// cleaner, their stop signals recorded, as a burst of cancels leaves a site once its work is
+// done, without running n agents.
+func (s *Site) SeedCanceled(ctx context.Context, template string, n int) error {
+	if err := s.Env.SeedCanceledJobs(ctx, template, n); err != nil {
+		return fmt.Errorf("seed %d canceled jobs: %w", n, err)
+	}
+	return nil
+}

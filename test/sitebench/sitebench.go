@@ -54,7 +54,10 @@ type Site struct {
 // image and uploads one small input. It skips t as testsite.Start does.
 func Start(t testing.TB, opts Options) *Site {
 	t.Helper()
-	noopAgent := testsite.Script(t, "noop-agent", "#!/bin/sh\nexec sleep 3600\n")
+	// The local launcher's supervisor runs `<agent> reap --yes` after it stopped an agent (a
+	// cancel): there is nothing to reap, and a sleep there held every canceled job's
+	// supervisor for its two-minute bound (and each test's cleanup as long).
+	noopAgent := testsite.Script(t, "noop-agent", "#!/bin/sh\n[ \"$1\" = reap ] && exit 0\nexec sleep 3600\n")
 	work := t.TempDir()
 	ts := testsite.Start(t, testsite.Options{Configure: func(cfg *app.Config) {
 		noop := cfg.Sites[0]

@@ -15,7 +15,7 @@ import (
 // (subs[i] are js[i]'s), as CreateJob would one by one, in a few commands per batch instead
 // of several per job: the sub-jobs and the jobs in one insert each, their job list entries as
 // the migration writes them (one update per list document), the cleaner's queue for those not
-// cleaned, the counts of finished jobs once. It is for a history imported or seeded. A job
+// cleaned in one insert, the counts of finished jobs once. It is for a history imported or seeded. A job
 // that is not finished, or has a transition not notified, is refused before anything is
 // written; a job or sub-job that exists fails the batch with ErrConflict, and what the batch
 // wrote before stays (the job list skips entries of jobs that are not there).
@@ -68,9 +68,16 @@ func (s *Store) ImportFinishedJobs(ctx context.Context, js []*jobs.Job, subs [][
 	if err := s.listBatch(ctx, docs); err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}
+	// The cleaner's queue in one insert (a document there already, from an earlier try, stays).
+	var queue []any
 	for _, j := range js {
-		if err := s.syncClean(ctx, j); err != nil {
-			return fmt.Errorf("%s: %w", op, err)
+		if j.State.Terminal() && !j.Cleaned {
+			queue = append(queue, cleanDoc{ID: j.ID, Time: msTime(j.UpdateTime)})
+		}
+	}
+	if len(queue) > 0 {
+		if _, err := s.clean.InsertMany(ctx, queue, unordered); err != nil && !allDuplicates(err) {
+			return fmt.Errorf("%s: queue for the cleaner: %w", op, err)
 		}
 	}
 	for st, n := range ended {
