@@ -212,7 +212,8 @@ func genome(name string, lines int, r *rand.Rand) []byte {
 }
 
 // BuildAndRegister builds the demo image, pushes it and registers it; it returns the image
-// reference jobs use (name:tag).
+// reference jobs use: name:tag, or name@digest when the site had the image registered
+// already under another tag (a dev site's sample, an earlier demo).
 func BuildAndRegister(ctx context.Context, cfg Config, api *Client) (string, error) {
 	bin, err := os.ReadFile(cfg.ToolBinary)
 	if err != nil {
@@ -223,24 +224,42 @@ func BuildAndRegister(ctx context.Context, cfg Config, api *Client) (string, err
 	if err != nil {
 		return "", fmt.Errorf("build image: %w", err)
 	}
-	ref := cfg.Registry + "/cts/demo:" + cfg.Prefix
+	name := cfg.Registry + "/cts/demo"
+	ref := name + ":" + cfg.Prefix
 	digest, err := imagebuild.Push(ctx, img, ref)
 	if err != nil {
 		return "", fmt.Errorf("push image: %w", err)
 	}
 	fmt.Fprintf(cfg.Out, "image     %s@%s\n", ref, digest)
 	var reg map[string]any
-	if err := api.Do(ctx, http.MethodPost, "/admin/images/"+ref, cfg.AdminToken, map[string]any{
+	err = api.Do(ctx, http.MethodPost, "/admin/images/"+ref, cfg.AdminToken, map[string]any{
 		"usage_notes": "The CTS demo image: summarises text files.",
-	}, &reg); err != nil {
+	}, &reg)
+	var ae *APIError
+	switch {
+	case errors.As(err, &ae) && ae.AppCode() == appCodeImageDigestExists:
+		// The site has these very bytes registered already, under another tag: a dev site
+		// registers the demo image as its sample, and every demo pushes the same image. A
+		// digest is registered once, so the demo runs the registered image by its digest.
+		ref = name + "@" + digest
+		if err := api.Do(ctx, http.MethodGet, "/images/"+ref, "", nil, &reg); err != nil {
+			return "", fmt.Errorf("the site says image %s is registered already, but reading it failed: %w", ref, err)
+		}
+		fmt.Fprintf(cfg.Out, "registered already as %v:%v (entrypoint %v)\n", reg["name"], reg["tag"], reg["entrypoint"])
+	case err != nil:
 		return "", fmt.Errorf("register image: %w", err)
+	default:
+		fmt.Fprintf(cfg.Out, "registered %v (entrypoint %v)\n", reg["name"], reg["entrypoint"])
 	}
 	if reg["digest"] != digest {
 		return "", fmt.Errorf("registered digest %v, pushed %s", reg["digest"], digest)
 	}
-	fmt.Fprintf(cfg.Out, "registered %v (entrypoint %v)\n", reg["name"], reg["entrypoint"])
 	return ref, nil
 }
+
+// appCodeImageDigestExists is the CTS application code of registering a digest that is
+// registered already.
+const appCodeImageDigestExists = 50010
 
 // Run performs the whole demo.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
