@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -345,32 +346,94 @@ func entryAttrs(line string) string {
 // listTree lists every entry of the tree at root in lexical order, one line each (see
 // listingFields), and sums the disk space of its distinct files.
 func listTree(root string) (listing []byte, size int64, err error) {
-	var b strings.Builder
-	seen := map[uint64]bool{}
-	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		var st unix.Stat_t
-		if err := unix.Lstat(p, &st); err != nil {
-			return &fs.PathError{Op: "lstat", Path: p, Err: err}
-		}
-		rel, err := filepath.Rel(root, p)
-		if err != nil {
-			return err
-		}
-		if !seen[st.Ino] {
-			seen[st.Ino] = true
-			size += st.Blocks * 512
-		}
-		fmt.Fprintf(&b, "%d %o %d %d %d %d %d %s\n", st.Ino, st.Mode, st.Uid, st.Gid, st.Size,
-			st.Mtim.Nano(), st.Ctim.Nano(), strconv.Quote(filepath.ToSlash(rel)))
-		return nil
-	})
+	fd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
+		return nil, 0, &fs.PathError{Op: "open", Path: root, Err: err}
+	}
+	defer unix.Close(fd)
+	l := treeLister{root: root, seen: map[uint64]bool{}}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, 0, &fs.PathError{Op: "fstat", Path: root, Err: err}
+	}
+	l.add(&st, ".")
+	if err := l.walk(fd, ""); err != nil {
 		return nil, 0, err
 	}
-	return []byte(b.String()), size, nil
+	return l.buf, l.size, nil
+}
+
+// treeLister builds a tree's listing: each folder's entries in name order, a folder's
+// entries right after it (the order of filepath.WalkDir). It stats each entry relative to
+// its folder's descriptor (fstatat), so no path is resolved again from the root and no
+// symbolic link is followed; a line costs a few appends, not a formatted print.
+type treeLister struct {
+	root string
+	buf  []byte
+	size int64
+	seen map[uint64]bool // inodes counted in size (hard links count once)
+}
+
+func (l *treeLister) add(st *unix.Stat_t, rel string) {
+	if !l.seen[st.Ino] {
+		l.seen[st.Ino] = true
+		l.size += st.Blocks * 512
+	}
+	b := strconv.AppendUint(l.buf, st.Ino, 10)
+	b = append(b, ' ')
+	b = strconv.AppendUint(b, uint64(st.Mode), 8)
+	b = append(b, ' ')
+	b = strconv.AppendUint(b, uint64(st.Uid), 10)
+	b = append(b, ' ')
+	b = strconv.AppendUint(b, uint64(st.Gid), 10)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, st.Size, 10)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, st.Mtim.Nano(), 10)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, st.Ctim.Nano(), 10)
+	b = append(b, ' ')
+	b = strconv.AppendQuote(b, rel)
+	l.buf = append(b, '\n')
+}
+
+// walk lists the entries of the folder open as dirfd, whose path below the root is rel.
+func (l *treeLister) walk(dirfd int, rel string) error {
+	dup, err := unix.Dup(dirfd)
+	if err != nil {
+		return &fs.PathError{Op: "dup", Path: filepath.Join(l.root, rel), Err: err}
+	}
+	f := os.NewFile(uintptr(dup), filepath.Join(l.root, rel))
+	names, err := f.Readdirnames(-1)
+	f.Close()
+	if err != nil {
+		return err
+	}
+	slices.Sort(names)
+	var st unix.Stat_t
+	for _, name := range names {
+		if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return &fs.PathError{Op: "lstat", Path: filepath.Join(l.root, rel, name), Err: err}
+		}
+		p := name
+		if rel != "" {
+			p = rel + "/" + name
+		}
+		l.add(&st, p)
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			continue
+		}
+		sub, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return &fs.PathError{Op: "open", Path: filepath.Join(l.root, p), Err: err}
+		}
+		err = l.walk(sub, p)
+		unix.Close(sub)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // treeBytes is the disk space a tree's manifest records (0 when unknown).
