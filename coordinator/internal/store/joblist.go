@@ -498,6 +498,11 @@ func (w *listWalk) walk(ctx context.Context, l int, slots []int64) error {
 	for len(slots) > 0 && !w.done() {
 		n := max(w.batch[l], 2)
 		w.batch[l] = min(2*n, most)
+		if w.f.Cluster == "" && w.f.State == "" && w.f.ImageName == "" {
+			// Every flagged slot holds a job of the list (but for one moved meanwhile): more
+			// than the page still needs would be read for nothing.
+			n = min(n, w.limit-len(w.out))
+		}
 		batch := slots[:min(len(slots), n)]
 		slots = slots[len(batch):]
 		w.round()
