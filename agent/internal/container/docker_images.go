@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -132,10 +133,10 @@ func (d *Docker) PruneImages(ctx context.Context, maxBytes int64, maxAge time.Du
 		if !ok {
 			continue // a live agent uses it
 		}
-		err := d.call(ctx, http.MethodDelete, "/images/"+e.rec.Image, nil, nil, nil)
+		err := d.removeImage(ctx, e.rec.Image, false)
 		var de *dockerError
 		switch {
-		case err == nil, errors.As(err, &de) && de.Status == http.StatusNotFound:
+		case err == nil:
 			os.Remove(e.path)
 			total -= e.size
 			pruned = append(pruned, PrunedImage{Image: e.rec.Image, Bytes: e.size, LastUsed: e.used})
@@ -150,6 +151,34 @@ func (d *Docker) PruneImages(ctx context.Context, maxBytes int64, maxAge time.Du
 		return pruned, fmt.Errorf("prune images: %w", err)
 	}
 	return pruned, nil
+}
+
+// removeImage removes one reference of an image from the engine (force: even when a stopped
+// container uses it). An image already gone is removed. So is one whose removal failed
+// because another removal took the image meanwhile: the engine (20.10) fails a DELETE of a
+// reference with "500 unrecognized image ID" when a concurrent DELETE of another reference to
+// the same image (the same image pulled from two registries, by two agents) removed the image
+// under it. A failed removal is therefore checked: if the engine no longer knows the
+// reference, the image is gone and the removal done.
+func (d *Docker) removeImage(ctx context.Context, image string, force bool) error {
+	var q url.Values
+	if force {
+		q = url.Values{"force": {"1"}}
+	}
+	err := d.call(ctx, http.MethodDelete, "/images/"+image, q, nil, nil)
+	var de *dockerError
+	if err == nil || errors.As(err, &de) && de.Status == http.StatusNotFound {
+		return nil
+	}
+	if de == nil || de.Status == http.StatusConflict {
+		return err // unreachable engine, or in use: not removed
+	}
+	gerr := d.call(ctx, http.MethodGet, "/images/"+image+"/json", nil, nil, nil)
+	var ge *dockerError
+	if errors.As(gerr, &ge) && ge.Status == http.StatusNotFound {
+		return nil
+	}
+	return err
 }
 
 // tryExclusive takes an exclusive flock on path without waiting.

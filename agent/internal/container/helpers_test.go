@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"log"
 	"net/http"
@@ -205,9 +204,7 @@ func dockerContainersOf(t testing.TB, d *Docker, owner string) []string {
 
 func removeDockerImage(t testing.TB, d *Docker, image string) {
 	t.Helper()
-	err := d.call(context.Background(), http.MethodDelete, "/images/"+image, url.Values{"force": {"1"}}, nil, nil)
-	var de *dockerError
-	if err != nil && !(errors.As(err, &de) && de.Status == http.StatusNotFound) {
+	if err := d.removeImage(context.Background(), image, true); err != nil {
 		t.Errorf("remove image %s: %v", image, err)
 	}
 }
