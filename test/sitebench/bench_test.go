@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -373,8 +374,16 @@ func TestTrivialTrace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	puts := map[int]sitebench.Latencies{}
+	for _, conc := range []int{1, 3} {
+		if puts[conc], err = s.SmallPuts(ctx, 2*n, conc); err != nil {
+			t.Fatal(err)
+		}
+	}
 	t.Logf("load: %s", uptime())
 	t.Logf("trivial job: median %v over %d; bare runc run: median %v", totals.Median(), n, bare.Median())
+	t.Logf("  S3 PUT of a 30-byte object alone: median %.1f ms; three at once: median %.1f ms (%d each)",
+		sitebench.Ms(puts[1].Median()), sitebench.Ms(puts[3].Median()), 2*n)
 	for _, k := range sitebench.TrivialSteps {
 		t.Logf("  %-18s median %7.1f ms", k, sitebench.Ms(steps[k].Median()))
 	}
@@ -382,7 +391,20 @@ func TestTrivialTrace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ev = append(ev, sitebench.AgentEvent{Time: last.Created, Msg: "job created (transition)"},
+		sitebench.AgentEvent{Time: last.Completed, Msg: "job complete (transition)"})
+	slices.SortStableFunc(ev, func(a, b sitebench.AgentEvent) int { return a.Time.Compare(b.Time) })
+	var t0 time.Time // the agent's start: the launcher's steps before it are negative
 	for _, e := range ev {
-		t.Logf("  %+8.1f ms  %s %s", sitebench.Ms(e.Time.Sub(ev[0].Time)), e.Msg, e.State)
+		if e.Msg == "agent process started" {
+			t0 = e.Time
+		}
+	}
+	for _, e := range ev {
+		took := ""
+		if e.Seconds > 0 {
+			took = fmt.Sprintf(" (took %.1f ms)", e.Seconds*1000)
+		}
+		t.Logf("  %+8.1f ms  %s %s%s", sitebench.Ms(e.Time.Sub(t0)), e.Msg, e.State, took)
 	}
 }

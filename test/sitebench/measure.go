@@ -54,6 +54,8 @@ type Trivial struct {
 	ID string
 	// Total is from the created transition to the complete one (the coordinator's clock).
 	Total time.Duration
+	// Created and Completed are the times of those two transitions.
+	Created, Completed time.Time
 	// Phases are the times between consecutive transitions, named "from→to".
 	Phases map[string]time.Duration
 	// Steps are the job's steps as its agent saw them (TrivialSteps), when its log was found.
@@ -84,7 +86,8 @@ func (s *Site) RunTrivial(ctx context.Context, outDir string) (Trivial, error) {
 	}
 	tr := Trivial{ID: resp.JobID, Phases: map[string]time.Duration{}}
 	ts := st.Transitions
-	tr.Total = ts[len(ts)-1].Time.Sub(ts[0].Time)
+	tr.Created, tr.Completed = ts[0].Time, ts[len(ts)-1].Time
+	tr.Total = tr.Completed.Sub(tr.Created)
 	for i := 1; i < len(ts); i++ {
 		tr.Phases[ts[i-1].State+"→"+ts[i].State] = ts[i].Time.Sub(ts[i-1].Time)
 	}

@@ -9,6 +9,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"time"
+
+	"github.com/kbase/cts/coordinator/devmode"
+	"github.com/kbase/cts/test/demo"
 )
 
 // BareRunc runs the trivial job's container n times with a bare `runc run`: the demo tool from
@@ -74,6 +77,31 @@ func (s *Site) BareRunc(ctx context.Context, dir string, n int) (Latencies, erro
 		if _, err := os.Stat(filepath.Join(out, "container-0.summary.txt")); err != nil {
 			return lat, fmt.Errorf("runc run: no output: %w", err)
 		}
+	}
+	return lat, nil
+}
+
+// SmallPuts times n rounds of conc concurrent PUTs, each of a 30-byte object with its
+// CRC64/NVME (the size of the trivial job's output and logs), to the site's S3 server, and
+// returns each round's wall time: what the server costs the job's uploads, alone.
+func (s *Site) SmallPuts(ctx context.Context, n, conc int) (Latencies, error) {
+	body := []byte("small\t2\t20\nACGT: 12, GC: 50%\n")
+	var lat Latencies
+	for i := range n {
+		t0 := time.Now()
+		errs := make(chan error, conc)
+		for j := range conc {
+			go func() {
+				_, err := demo.PutWithCRC(ctx, s.Env.Stack.S3.Client(), devmode.DataBucket, fmt.Sprintf("bench/puts/%d-%d-%d", conc, i, j), body)
+				errs <- err
+			}()
+		}
+		for range conc {
+			if err := <-errs; err != nil {
+				return lat, fmt.Errorf("put: %w", err)
+			}
+		}
+		lat = append(lat, time.Since(t0))
 	}
 	return lat, nil
 }

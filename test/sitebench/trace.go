@@ -16,10 +16,14 @@ type AgentEvent struct {
 	Msg  string
 	// State is the line's job state, if it names one (a state sent or acknowledged).
 	State string
+	// Seconds is the line's duration in seconds, if it gives one (the container's run by
+	// its runtime, a transfer).
+	Seconds float64
 }
 
 // AgentTrace returns the events of the agent of container 0 of job id (its first attempt), in
-// order: "agent process started", then the messages of the agent's log. It reads what the
+// order: "supervisor process started" and "supervisor running" (when their records are
+// there), "agent process started", then the messages of the agent's log. It reads what the
 // local launcher keeps in the site's work folder.
 func (s *Site) AgentTrace(id string) ([]AgentEvent, error) {
 	dir := filepath.Join(s.Env.Dir, "agents", id)
@@ -28,29 +32,45 @@ func (s *Site) AgentTrace(id string) ([]AgentEvent, error) {
 	if len(pids) == 0 || len(logs) == 0 {
 		return nil, fmt.Errorf("agent records of job %s not found under %s", id, dir)
 	}
-	var rec struct {
-		Started time.Time `json:"started"`
+	started := func(path string) (time.Time, error) {
+		var rec struct {
+			Started time.Time `json:"started"`
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return time.Time{}, err
+		}
+		if err := json.Unmarshal(b, &rec); err != nil {
+			return time.Time{}, fmt.Errorf("pid record %s: %w", path, err)
+		}
+		return rec.Started, nil
 	}
-	b, err := os.ReadFile(pids[0])
+	agent, err := started(pids[0])
 	if err != nil {
 		return nil, err
 	}
-	if err := json.Unmarshal(b, &rec); err != nil {
-		return nil, fmt.Errorf("pid record %s: %w", pids[0], err)
+	out := []AgentEvent{{Time: agent, Msg: "agent process started"}}
+	// The launcher's records before it: the supervisor's process started by the plugin, and
+	// the supervisor running (its claim of the container made).
+	cdir := filepath.Dir(pids[0])
+	for _, r := range []struct{ file, msg string }{{"supervisor.pid", "supervisor running"}, {"spawned", "supervisor process started"}} {
+		if at, err := started(filepath.Join(cdir, r.file)); err == nil {
+			out = append([]AgentEvent{{Time: at, Msg: r.msg}}, out...)
+		}
 	}
-	out := []AgentEvent{{Time: rec.Started, Msg: "agent process started"}}
-	b, err = os.ReadFile(logs[0])
+	b, err := os.ReadFile(logs[0])
 	if err != nil {
 		return nil, err
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		var l struct {
-			Time  time.Time `json:"time"`
-			Msg   string    `json:"msg"`
-			State string    `json:"state"`
+			Time    time.Time `json:"time"`
+			Msg     string    `json:"msg"`
+			State   string    `json:"state"`
+			Seconds float64   `json:"seconds"`
 		}
 		if json.Unmarshal([]byte(line), &l) == nil && l.Msg != "" {
-			out = append(out, AgentEvent{l.Time, l.Msg, l.State})
+			out = append(out, AgentEvent{l.Time, l.Msg, l.State, l.Seconds})
 		}
 	}
 	return out, nil

@@ -247,6 +247,7 @@ func (o *OCI) Run(ctx context.Context, s Spec) (Result, error) {
 		}
 		return Result{}, fmt.Errorf("run %s: %w", s.ID, noSpace(err))
 	}
+	o.log.Debug("container bundle ready", "container", s.ID)
 	var res Result
 	res, deleteLater, err = o.run(ctx, s, bundle)
 	if err != nil {
