@@ -217,8 +217,9 @@ func runJob(cfg config.Config, keep bool, log *slog.Logger) (code int, err error
 	}
 	defer unregister()
 	if w, ok := rt.(container.Waiter); ok {
-		// The deletion of the job's container may still run after the runner is done: it
-		// ends before this agent unregisters.
+		// The job's container, once it exited by itself, is deleted here: after the final
+		// state is reported (its deletion takes no CPU from the job's path), before this agent
+		// unregisters.
 		defer w.Wait()
 	}
 	// A previous process of this attempt (restarted by its launcher, or run again by hand)

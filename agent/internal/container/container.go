@@ -101,7 +101,8 @@ type Runtime interface {
 	// whole pull.
 	Pull(ctx context.Context, image string) error
 	// Run creates the container from a pulled image, runs it, and blocks until it has exited
-	// and been deleted (a Waiter may return once it has exited, see Waiter). Canceling ctx stops the container gracefully (TERM, grace, KILL,
+	// and been deleted (a Waiter returns once it has exited and leaves its deletion for
+	// Wait, see Waiter). Canceling ctx stops the container gracefully (TERM, grace, KILL,
 	// delete) and returns with Result.Canceled. A non-nil error means the system failed
 	// (cache, unpack, runtime), never that the user's program failed: that is in Result.
 	Run(ctx context.Context, spec Spec) (Result, error)
@@ -123,9 +124,11 @@ type Runtime interface {
 }
 
 // Waiter is implemented by a Runtime whose Run may return before the container it ran is
-// deleted (the container has exited and its Result is final; its deletion and cleanup go on in
-// the background). Wait blocks until those are done; an agent calls it before it exits. An
-// agent that dies first leaves a stopped container that the next agent's Reap removes.
+// deleted: the container has exited by itself and its Result is final, and its deletion (for
+// oci a `runc delete`, the cgroups, the bundle) is left for Wait, so that it takes no CPU from
+// the job's uploads and final report. An agent calls Wait once its final state is reported,
+// before it exits; an agent that dies first leaves a stopped container that the next agent's
+// Reap removes. Until Wait, the exited container holds no process, only its runtime state.
 type Waiter interface {
 	Wait()
 }

@@ -93,8 +93,10 @@ type OCI struct {
 	// noOverlay is set once an overlay mount failed: containers then get private copies.
 	noOverlay atomic.Bool
 
-	// bg joins the deletions of exited containers that Run leaves running (see Wait).
-	bg sync.WaitGroup
+	// later holds the deletions of the containers that exited by themselves, which Run leaves
+	// for Wait (see Waiter).
+	laterMu sync.Mutex
+	later   []func()
 }
 
 var (
@@ -230,15 +232,17 @@ func (o *OCI) Run(ctx context.Context, s Spec) (Result, error) {
 			return
 		}
 		// The container exited by itself and its outcome is known: its deletion (a runc
-		// process start, the cgroups) and its bundle's removal need not delay the caller.
-		o.bg.Add(1)
-		go func() {
-			defer o.bg.Done()
-			if err := deleteLater(context.WithoutCancel(ctx)); err != nil {
+		// process start, the cgroups) and its bundle's removal wait for Wait, so that they
+		// take no CPU from the job's uploads and reports.
+		dctx := context.WithoutCancel(ctx)
+		o.laterMu.Lock()
+		o.later = append(o.later, func() {
+			if err := deleteLater(dctx); err != nil {
 				o.log.Warn("delete an exited container; the next agent's reap removes it", "container", s.ID, "error", err)
 			}
 			cleanup()
-		}()
+		})
+		o.laterMu.Unlock()
 	}()
 	release, err = o.prepare(ctx, s, bundle)
 	if err != nil {
@@ -256,9 +260,18 @@ func (o *OCI) Run(ctx context.Context, s Spec) (Result, error) {
 	return res, nil
 }
 
-// Wait blocks until the containers that Run returned for are deleted and their bundles
-// removed: an agent calls it before it exits (see Waiter).
-func (o *OCI) Wait() { o.bg.Wait() }
+// Wait deletes the containers that exited by themselves since the last Wait, and removes
+// their bundles: an agent calls it once the job's final state is reported, before it exits
+// (see Waiter).
+func (o *OCI) Wait() {
+	o.laterMu.Lock()
+	later := o.later
+	o.later = nil
+	o.laterMu.Unlock()
+	for _, del := range later {
+		del()
+	}
+}
 
 // prepare makes <bundle>/rootfs (an overlay of the image's shared tree, or a private copy)
 // and writes <bundle>/config.json. release ends the container's use of the shared tree: call

@@ -3,6 +3,8 @@ package container
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -412,7 +414,7 @@ func TestReap(t *testing.T) {
 // BenchmarkRunTrivial runs a container that exits at once: with its root an overlay of the
 // image's shared unpacked tree (the default), and with a private copy unpacked per run. An op
 // is the container's whole life, its deletion included; ms-to-result is what Run takes (the
-// deletion goes on after it returns).
+// deletion is left for Wait, which an agent calls once its final state is reported).
 func BenchmarkRunTrivial(b *testing.B) {
 	for _, private := range []bool{false, true} {
 		name := "shared"
@@ -557,4 +559,83 @@ func TestReapSharedRoot(t *testing.T) {
 		t.Fatalf("live run: %v", err)
 	}
 	assertNoContainers(t, other, f.d)
+}
+
+// TestRunLeavesDeletionForWait: a container that exited by itself is not deleted while the
+// agent uploads and reports (Run returns with it stopped and its bundle in place, and a
+// reaper on the node leaves it to its live owner); Wait deletes it and its bundle. An agent
+// that dies before Wait leaves a stopped container that the next agent's reap removes.
+func TestRunLeavesDeletionForWait(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	s := f.spec("exit", "0")
+	res, err := f.rt.Run(ctx, s)
+	if err != nil || res.ExitCode != 0 {
+		t.Fatalf("run: %+v %v", res, err)
+	}
+	bundle := filepath.Join(f.d.bundles, s.ID)
+	if !f.rt.Known(ctx, s.ID) {
+		t.Fatal("the exited container was deleted before Wait")
+	}
+	if _, err := os.Stat(bundle); err != nil {
+		t.Fatalf("the exited container's bundle: %v", err)
+	}
+	other := newOCI(t, f.d) // another agent on the node
+	if left, err := other.Reap(ctx, true); err != nil || len(left) != 0 {
+		t.Fatalf("a reaper took a live agent's exited container: %v %v", left, err)
+	}
+	if !f.rt.Known(ctx, s.ID) {
+		t.Fatal("the reaper deleted a live agent's exited container")
+	}
+	f.oci.Wait()
+	if f.rt.Known(ctx, s.ID) {
+		t.Error("the container is still known after Wait")
+	}
+	if _, err := os.Stat(bundle); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the bundle after Wait: %v", err)
+	}
+	f.oci.Wait() // nothing left: returns at once
+
+	// An agent process that runs a container and exits without Wait.
+	s = f.spec("exit", "0")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperRunWithoutWait$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "CTS_TEST_RUN_WITHOUT_WAIT="+strings.Join([]string{f.d.root, f.d.cache, f.d.bundles, f.image, s.ID}, "\n"))
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "exited 0") {
+		t.Fatalf("the agent that dies before Wait: %v\n%s", err, out)
+	}
+	if !f.rt.Known(ctx, s.ID) {
+		t.Fatal("the dead agent's exited container is gone: the helper did not leave it")
+	}
+	left, err := f.rt.Reap(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, l := range left {
+		found = found || l.Kind == "container" && l.ID == s.ID
+	}
+	if !found || f.rt.Known(ctx, s.ID) {
+		t.Errorf("the dead agent's exited container was not reaped: %v", left)
+	}
+	if _, err := os.Stat(filepath.Join(f.d.bundles, s.ID)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the dead agent's bundle after the reap: %v", err)
+	}
+}
+
+// TestHelperRunWithoutWait is TestRunLeavesDeletionForWait's dying agent: with
+// $CTS_TEST_RUN_WITHOUT_WAIT set (root, cache, bundles, image and container ID, one a line) it
+// runs the container to its exit and returns without Wait; otherwise it skips.
+func TestHelperRunWithoutWait(t *testing.T) {
+	args := strings.Split(os.Getenv("CTS_TEST_RUN_WITHOUT_WAIT"), "\n")
+	if len(args) != 5 {
+		t.Skip("a helper process of TestRunLeavesDeletionForWait")
+	}
+	rt := newOCI(t, dirs{root: args[0], cache: args[1], bundles: args[2]})
+	res, err := rt.Run(context.Background(), Spec{ID: args[4], Image: args[3], Command: []string{"testtool", "exit", "0"},
+		MemoryBytes: 256 << 20, CPUs: 1, KillGrace: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("exited %d\n", res.ExitCode)
 }
