@@ -130,6 +130,11 @@ func TestConfinementCost(t *testing.T) {
 			s.Linux.Seccomp.DefaultAction = specs.ActAllow
 			return s
 		}(), true},
+		{"seccomp without its argument rules (weaker: attribution only)", func() *specs.Spec {
+			s := ours()
+			s.Linux.Seccomp.Syscalls = slices.DeleteFunc(s.Linux.Seccomp.Syscalls, func(c specs.LinuxSyscall) bool { return len(c.Args) > 0 })
+			return s
+		}(), true},
 		{"without memory, CPU and pids limits", func() *specs.Spec {
 			s := ours()
 			s.Linux.Resources.Memory, s.Linux.Resources.CPU, s.Linux.Resources.Pids = nil, nil, nil
