@@ -21,6 +21,15 @@
 //     point lookup followed by the command narrowed to {_id} (pushdown.go), so that the cost
 //     of both stays flat as a collection grows. Every other filter still reads the whole
 //     collection: code that must stay fast with a site's history finds documents by _id.
+//     The proxy's lock is read-first by default (queue.go, Mongo.SetReadFirst): a write runs
+//     alone, as above; read-only commands share the lock with each other and go ahead of the
+//     writes waiting for it (at most 8 while a write waits), so a point read waits for the
+//     write in flight, not for the queue of writes behind it. That is a property of this dev
+//     stack, not of MongoDB, and it shapes the dev site's read latencies under load
+//     (docs/benchmarks.md says so beside its figures); SetReadFirst(false) restores one
+//     command at a time in arrival order. SetParallelReads, a measurement mode, lets reads
+//     run beside writes too. Stats count the commands by name and by collection, the time
+//     they waited for the lock, and what each read waited behind.
 //   - S3: versitygw with its posix backend and sidecar metadata, which stores and verifies
 //     CRC64NVME. posix.New calls os.Chdir(dataRoot), and a process can host only one gateway,
 //     so the gateway runs in a child process: StartS3 re-executes os.Executable() and Main, at

@@ -102,6 +102,19 @@ func (x *idIndexes) after(req []byte) {
 	}
 }
 
+// known reports whether req needs nothing of after: it names no collection, or one whose
+// index is made. A command that may need the index made runs alone (after writes to FerretDB's
+// files).
+func (x *idIndexes) known(req []byte) bool {
+	db, coll, drops := commandTarget(req)
+	if db == "" || coll == "" {
+		return !drops
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return !drops && x.ready[db+"."+coll]
+}
+
 // ensure makes the index of coll's table; ok is false when the collection has no table yet.
 func (x *idIndexes) ensure(db, coll string) (ok bool, err error) {
 	sdb := x.dbs[db]

@@ -44,9 +44,10 @@ type Mongo struct {
 
 	// mu serialises wire round trips across all client connections: FerretDB runs a
 	// conditional update as "query, then write by _id" without re-checking the filter, so two
-	// concurrent findAndModify calls on one document can both win. One message at a time makes
-	// every command atomic, as a real MongoDB is per document.
-	mu sync.Mutex
+	// concurrent findAndModify calls on one document can both win. Nothing runs beside a write,
+	// which makes every command atomic, as a real MongoDB is per document. Reads share it and
+	// go ahead of the writes waiting (SetReadFirst, on by default): see queueLock.
+	mu queueLock
 
 	connMu sync.Mutex
 	conns  map[net.Conn]struct{}
@@ -66,6 +67,19 @@ type Mongo struct {
 	// stats counts what went through the proxy (Stats).
 	statsMu sync.Mutex
 	stats   MongoStats
+	// held is the last commands that held the lock, by their number (seq), so that a read
+	// that waited can tell behind what (MongoStats.ReadWaitBehind).
+	seq  int64
+	held [heldRing]heldCmd
+}
+
+// heldRing is how many of the last serialised commands the proxy remembers.
+const heldRing = 1024
+
+// heldCmd is one serialised command: "<command> <collection>" and when it held the lock.
+type heldCmd struct {
+	key        string
+	start, end time.Time
 }
 
 // MongoStats is what went through the proxy since it started: the commands by name, how long
@@ -97,6 +111,19 @@ type MongoStats struct {
 	// query costs here grows with its collection.
 	Scans      map[string]int64
 	ScanServer time.Duration
+	// ByCollection counts the requests by "<command> <collection>" (the command alone when it
+	// names none) and CollectionServer is FerretDB's time for them: which collections the
+	// site's commands go to, and what each kind costs.
+	ByCollection     map[string]int64
+	CollectionServer map[string]time.Duration
+	// ReadWaitBehind is, for the read-only commands that waited for the lock, what held it
+	// meanwhile: their waiting time split by the "<command> <collection>" that held the lock
+	// during it (a command counts for the part of the wait it held the lock), and
+	// ReadWaitBehindN how many times a read met each. What a read queues behind.
+	ReadWaitBehind  map[string]time.Duration
+	ReadWaitBehindN map[string]int64
+	// ReadLockWait is the part of LockWait that read-only commands waited.
+	ReadLockWait time.Duration
 }
 
 // Stats returns a copy of the proxy's counters.
@@ -108,35 +135,38 @@ func (m *Mongo) Stats() MongoStats {
 	st.CommandServer = maps.Clone(m.stats.CommandServer)
 	st.Begun = maps.Clone(m.stats.Begun)
 	st.Scans = maps.Clone(m.stats.Scans)
+	st.ByCollection = maps.Clone(m.stats.ByCollection)
+	st.CollectionServer = maps.Clone(m.stats.CollectionServer)
+	st.ReadWaitBehind = maps.Clone(m.stats.ReadWaitBehind)
+	st.ReadWaitBehindN = maps.Clone(m.stats.ReadWaitBehindN)
 	return st
+}
+
+// subMap returns a minus b, without the keys whose difference is zero.
+func subMap[V int64 | time.Duration](a, b map[string]V) map[string]V {
+	d := map[string]V{}
+	for k, v := range a {
+		if n := v - b[k]; n != 0 {
+			d[k] = n
+		}
+	}
+	return d
 }
 
 // Sub returns the counters of st minus those of an earlier snapshot.
 func (st MongoStats) Sub(earlier MongoStats) MongoStats {
-	d := MongoStats{Commands: map[string]int64{}, CommandServer: map[string]time.Duration{}, Serialised: st.Serialised - earlier.Serialised,
+	d := MongoStats{Serialised: st.Serialised - earlier.Serialised,
 		Parallel: st.Parallel - earlier.Parallel, LockWait: st.LockWait - earlier.LockWait, Server: st.Server - earlier.Server,
-		Begun: map[string]int64{}, Running: st.Running, RunningSince: st.RunningSince,
-		Scans: map[string]int64{}, ScanServer: st.ScanServer - earlier.ScanServer}
-	for k, v := range st.Scans {
-		if n := v - earlier.Scans[k]; n != 0 {
-			d.Scans[k] = n
-		}
-	}
-	for k, v := range st.Begun {
-		if n := v - earlier.Begun[k]; n != 0 {
-			d.Begun[k] = n
-		}
-	}
-	for k, v := range st.Commands {
-		if n := v - earlier.Commands[k]; n != 0 {
-			d.Commands[k] = n
-		}
-	}
-	for k, v := range st.CommandServer {
-		if t := v - earlier.CommandServer[k]; t != 0 {
-			d.CommandServer[k] = t
-		}
-	}
+		Running: st.Running, RunningSince: st.RunningSince,
+		ScanServer: st.ScanServer - earlier.ScanServer, ReadLockWait: st.ReadLockWait - earlier.ReadLockWait}
+	d.Scans = subMap(st.Scans, earlier.Scans)
+	d.Begun = subMap(st.Begun, earlier.Begun)
+	d.Commands = subMap(st.Commands, earlier.Commands)
+	d.CommandServer = subMap(st.CommandServer, earlier.CommandServer)
+	d.ByCollection = subMap(st.ByCollection, earlier.ByCollection)
+	d.CollectionServer = subMap(st.CollectionServer, earlier.CollectionServer)
+	d.ReadWaitBehind = subMap(st.ReadWaitBehind, earlier.ReadWaitBehind)
+	d.ReadWaitBehindN = subMap(st.ReadWaitBehindN, earlier.ReadWaitBehindN)
 	return d
 }
 
@@ -148,6 +178,13 @@ func (st MongoStats) Sub(earlier MongoStats) MongoStats {
 // writes a document in one SQLite statement), as on MongoDB. It is a measurement mode (how much
 // of a request's time is the proxy's queue), off by default; the dev site never turns it on.
 func (m *Mongo) SetParallelReads(on bool) { m.parallelReads.Store(on) }
+
+// SetReadFirst, when on (the default), lets read-only commands share the proxy's lock with
+// each other and go ahead of the writes waiting for it (at most maxOvertakes reads while a
+// write waits); a write still runs alone, so conditional updates stay atomic. Off, the lock
+// serves one command at a time in the order they came, reads included, as the proxy first
+// did (queueLock).
+func (m *Mongo) SetReadFirst(on bool) { m.mu.setReadFirst(on) }
 
 // begin counts a request as it arrives.
 func (m *Mongo) begin(cmd string) {
@@ -166,12 +203,13 @@ func (m *Mongo) running(cmd string, since time.Time) {
 	m.statsMu.Unlock()
 }
 
-func (m *Mongo) count(cmd, scan string, parallel bool, wait, server time.Duration) {
+func (m *Mongo) count(cmd, key, scan string, parallel bool, wait, server time.Duration) {
 	m.statsMu.Lock()
 	defer m.statsMu.Unlock()
 	if m.stats.Commands == nil {
 		m.stats.Commands, m.stats.CommandServer = map[string]int64{}, map[string]time.Duration{}
 		m.stats.Scans = map[string]int64{}
+		m.stats.ByCollection, m.stats.CollectionServer = map[string]int64{}, map[string]time.Duration{}
 	}
 	if scan != "" {
 		m.stats.Scans[scan]++
@@ -179,6 +217,8 @@ func (m *Mongo) count(cmd, scan string, parallel bool, wait, server time.Duratio
 	}
 	m.stats.Commands[cmd]++
 	m.stats.CommandServer[cmd] += server
+	m.stats.ByCollection[key]++
+	m.stats.CollectionServer[key] += server
 	if parallel {
 		m.stats.Parallel++
 	} else {
@@ -186,6 +226,57 @@ func (m *Mongo) count(cmd, scan string, parallel bool, wait, server time.Duratio
 	}
 	m.stats.LockWait += wait
 	m.stats.Server += server
+}
+
+// acquired numbers a serialised command that has just taken the lock; arrived is the number
+// of the last command that had taken it when this one arrived.
+func (m *Mongo) acquired() (seq int64) {
+	m.statsMu.Lock()
+	defer m.statsMu.Unlock()
+	m.seq++
+	return m.seq
+}
+
+// lastSeq is the number of the last command that took the lock.
+func (m *Mongo) lastSeq() int64 {
+	m.statsMu.Lock()
+	defer m.statsMu.Unlock()
+	return m.seq
+}
+
+// released records serialised command seq ("<command> <collection>") as having held the
+// lock from start to end. The caller still holds the lock, so a command that waited finds
+// every command before it recorded.
+func (m *Mongo) released(seq int64, key string, start, end time.Time) {
+	m.statsMu.Lock()
+	m.held[seq%heldRing] = heldCmd{key: key, start: start, end: end}
+	m.statsMu.Unlock()
+}
+
+// waitedBehind splits the wait of a read-only command, from arrival to start (having taken
+// the lock as command seq, when command arrived was the last to have taken it), by the
+// commands that held the lock during it.
+func (m *Mongo) waitedBehind(arrived, seq int64, arrival, start time.Time) {
+	m.statsMu.Lock()
+	defer m.statsMu.Unlock()
+	if m.stats.ReadWaitBehind == nil {
+		m.stats.ReadWaitBehind, m.stats.ReadWaitBehindN = map[string]time.Duration{}, map[string]int64{}
+	}
+	m.stats.ReadLockWait += start.Sub(arrival)
+	for i := max(arrived, seq-heldRing+1, 1); i < seq; i++ {
+		h := m.held[i%heldRing]
+		from, to := h.start, h.end
+		if from.Before(arrival) {
+			from = arrival
+		}
+		if to.After(start) {
+			to = start
+		}
+		if to.After(from) {
+			m.stats.ReadWaitBehind[h.key] += to.Sub(from)
+			m.stats.ReadWaitBehindN[h.key]++
+		}
+	}
 }
 
 // StartMongo starts FerretDB with its SQLite databases in dir (created if missing) and the
@@ -225,6 +316,7 @@ func StartMongo(ctx context.Context, dir string, opts ...Option) (*Mongo, error)
 		conns:      make(map[net.Conn]struct{}),
 		ids:        newIDIndexes(abs),
 	}
+	m.mu.setReadFirst(true)
 	go func() {
 		defer close(m.ferretDone)
 		_ = f.Run(runCtx) // always nil; it returns once runCtx is cancelled
@@ -355,19 +447,33 @@ func (m *Mongo) serve(client net.Conn) {
 		cmd := commandName(req)
 		m.begin(cmd)
 		scan := scanOf(cmd, req)
-		if m.parallelReads.Load() && readOnly(cmd, req) {
+		key := collectionKey(cmd, req)
+		read := readOnly(cmd, req)
+		if m.parallelReads.Load() && read {
 			t0 := time.Now()
 			err = roundTrip(req, backend, br, client, func() {})
-			m.count(cmd, scan, true, 0, time.Since(t0))
+			m.count(cmd, key, scan, true, 0, time.Since(t0))
 		} else {
 			t0 := time.Now()
-			m.mu.Lock()
+			arrived := m.lastSeq()
+			unlock := m.mu.Unlock
+			if read && m.ids.known(req) {
+				// A read of a collection whose _id index is made: nothing of it writes.
+				unlock = m.mu.LockRead()
+			} else {
+				m.mu.Lock()
+			}
 			t1 := time.Now()
+			seq := m.acquired()
+			if read {
+				m.waitedBehind(arrived, seq, t0, t1)
+			}
 			m.running(cmd, t1)
 			err = m.pointRoundTrip(req, backend, br, client)
 			m.running("", time.Time{})
-			m.mu.Unlock()
-			m.count(cmd, scan, false, t1.Sub(t0), time.Since(t1))
+			m.released(seq, key, t1, time.Now())
+			unlock()
+			m.count(cmd, key, scan, false, t1.Sub(t0), time.Since(t1))
 		}
 		if err != nil {
 			return

@@ -421,3 +421,24 @@ func scanOf(cmd string, req []byte) string {
 	}
 	return cmd + " " + coll
 }
+
+// collectionKey is "<command> <collection>" for a command that names its collection (the
+// value of its first field, or getMore's "collection"), else the command alone.
+func collectionKey(cmd string, req []byte) string {
+	const body = wireHeaderLen + 4 + 1
+	if cmd == "" || len(req) <= body || binary.LittleEndian.Uint32(req[12:16]) != opMsg || req[wireHeaderLen+4] != sectionBody {
+		return cmd
+	}
+	doc, _, ok := readDoc(req[body:])
+	if !ok {
+		return cmd
+	}
+	field := cmd
+	if cmd == "getMore" {
+		field = "collection"
+	}
+	if coll, ok := doc.Lookup(field).StringValueOK(); ok {
+		return cmd + " " + coll
+	}
+	return cmd
+}

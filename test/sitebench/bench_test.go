@@ -58,6 +58,9 @@ type figures struct {
 	SubmitCostC1 sitebench.Cost `json:"submit_cost_c1"`
 	SubmitCostC8 sitebench.Cost `json:"submit_cost_c8"`
 	StatusCost   sitebench.Cost `json:"status_cost"`
+	// StatusCostCanceled is the status reads' cost after the c=8 burst was canceled (the
+	// second half of the reads).
+	StatusCostCanceled sitebench.Cost `json:"status_cost_after_cancel"`
 }
 
 // measure runs one round on s; rest is the site's resting rate (what quiet is).
@@ -101,10 +104,20 @@ func measure(t *testing.T, ctx context.Context, s *sitebench.Site, sz sizes, res
 		if err := s.CancelAndSettle(ctx, b.IDs); err != nil {
 			t.Fatalf("%s: %v", round, err)
 		}
-		st2, err := s.Status(ctx, b.IDs, sz.Statuses/2, 1)
+		var st2 sitebench.Latencies
+		st2Cost, err := s.Cost(sz.Statuses/2, func() (err error) {
+			st2, err = s.Status(ctx, b.IDs, sz.Statuses/2, 1)
+			return err
+		})
 		if err != nil {
 			t.Fatalf("%s: status reads: %v", round, err)
 		}
+		if c == 8 {
+			f.StatusCostCanceled = st2Cost
+		}
+		t.Logf("%s: status reads after the c=%d burst: p50 %v, p99 %v, %.2f ms a read waiting for the proxy (behind: %v); after its cancel: p50 %v, p99 %v, %.2f ms (behind: %v)",
+			round, c, st.Median(), st.Quantile(0.99), stCost.MongoReadLockWaitMs, stCost.MongoReadWaitBehindMs,
+			st2.Median(), st2.Quantile(0.99), st2Cost.MongoReadLockWaitMs, st2Cost.MongoReadWaitBehindMs)
 		st = append(st, st2...)
 		if c == 8 {
 			f.StatusP50Ms, f.StatusP99Ms = sitebench.Ms(st.Median()), sitebench.Ms(st.Quantile(0.99))
@@ -201,6 +214,7 @@ func run(t *testing.T, sz sizes) (rest sitebench.Rest, fresh, hist figures, bare
 	defer cancel()
 	s := sitebench.Start(t, sitebench.Options{})
 	s.SetParallelReads(parallelReads())
+	s.SetReadFirst(!fifo())
 	rest = measureRest(t, ctx, s)
 	template, err := s.RunTrivial(ctx, "bench/template")
 	if err != nil {
@@ -240,6 +254,9 @@ type report struct {
 	// ParallelReads says read-only MongoDB commands bypassed the dev stack's serialising
 	// proxy ($CTS_BENCH_SITE_PARALLEL_READS=1): a measurement mode, not how the dev site runs.
 	ParallelReads bool `json:"parallel_reads"`
+	// ReadFirst says reads waiting for the proxy's lock went ahead of the writes waiting (the
+	// dev stack's default); false with $CTS_BENCH_SITE_FIFO=1 (first come, first served).
+	ReadFirst bool `json:"read_first"`
 	// Rest is the fresh site's resting rate, before any job: what a quiet site is.
 	Rest         sitebench.Rest `json:"rest"`
 	Fresh        figures        `json:"fresh"`
@@ -281,7 +298,7 @@ func TestBenchSite(t *testing.T) {
 	r := report{
 		Command: "make bench-site", Date: time.Now().UTC().Format(time.RFC3339),
 		Load: "before: " + loadBefore + "; after: " + uptime(), CPUs: runtime.NumCPU(), GoVersion: runtime.Version(),
-		Sizes: sz, ParallelReads: parallelReads(), Rest: rest, Fresh: fresh, History: hist, BareRuncMs: sitebench.Ms(bare.Median()),
+		Sizes: sz, ParallelReads: parallelReads(), ReadFirst: !fifo(), Rest: rest, Fresh: fresh, History: hist, BareRuncMs: sitebench.Ms(bare.Median()),
 	}
 	r.OverheadMs = float64(int((fresh.TrivialJobMs-r.BareRuncMs)*10)) / 10
 	r.OverheadHist = float64(int((hist.TrivialJobMs-r.BareRuncMs)*10)) / 10
@@ -322,6 +339,10 @@ func TestBenchSite(t *testing.T) {
 // parallelReads reports whether $CTS_BENCH_SITE_PARALLEL_READS asks for the proxy's
 // measurement mode (devstack.Mongo.SetParallelReads).
 func parallelReads() bool { return os.Getenv("CTS_BENCH_SITE_PARALLEL_READS") == "1" }
+
+// fifo reports whether $CTS_BENCH_SITE_FIFO asks for the proxy's lock in arrival order, as
+// before the read-first order (devstack.Mongo.SetReadFirst).
+func fifo() bool { return os.Getenv("CTS_BENCH_SITE_FIFO") == "1" }
 
 func b2f(b bool) float64 {
 	if b {

@@ -167,7 +167,16 @@ type Cost struct {
 	// "<command> <collection>" (devstack.MongoStats.Scans), and MongoScanMs its time for them.
 	MongoScans  map[string]float64 `json:"mongo_scans"`
 	MongoScanMs float64            `json:"mongo_scan_ms"`
-	Auth2       float64            `json:"auth2_requests"`
+	// MongoByCollection are the commands by "<command> <collection>" and
+	// MongoByCollectionMs FerretDB's time for them (devstack.MongoStats.ByCollection).
+	MongoByCollection   map[string]float64 `json:"mongo_by_collection"`
+	MongoByCollectionMs map[string]float64 `json:"mongo_by_collection_ms"`
+	// MongoReadLockWaitMs is the part of MongoLockWaitMs that reads waited, and
+	// MongoReadWaitBehindMs that wait by the "<command> <collection>" that held the proxy's
+	// lock meanwhile (devstack.MongoStats.ReadWaitBehind): what reads queued behind.
+	MongoReadLockWaitMs   float64            `json:"mongo_read_lock_wait_ms"`
+	MongoReadWaitBehindMs map[string]float64 `json:"mongo_read_wait_behind_ms"`
+	Auth2                 float64            `json:"auth2_requests"`
 }
 
 // Cost runs f, which makes n requests, and returns their cost per request.
@@ -206,12 +215,27 @@ func (s *Site) Cost(n int, f func() error) (Cost, error) {
 		c.MongoScans[k] = per(float64(v))
 	}
 	c.MongoScanMs = per(float64(d.ScanServer.Microseconds()) / 1000)
+	c.MongoByCollection, c.MongoByCollectionMs, c.MongoReadWaitBehindMs = map[string]float64{}, map[string]float64{}, map[string]float64{}
+	for k, v := range d.ByCollection {
+		c.MongoByCollection[k] = per(float64(v))
+	}
+	for k, v := range d.CollectionServer {
+		c.MongoByCollectionMs[k] = per(float64(v.Microseconds()) / 1000)
+	}
+	for k, v := range d.ReadWaitBehind {
+		c.MongoReadWaitBehindMs[k] = per(float64(v.Microseconds()) / 1000)
+	}
+	c.MongoReadLockWaitMs = per(float64(d.ReadLockWait.Microseconds()) / 1000)
 	return c, nil
 }
 
 // SetParallelReads lets read-only MongoDB commands bypass the dev stack's serialising proxy
 // (devstack.Mongo.SetParallelReads): a measurement of how much the proxy's queue costs.
 func (s *Site) SetParallelReads(on bool) { s.Env.Stack.Mongo.SetParallelReads(on) }
+
+// SetReadFirst turns the dev stack's proxy's read-first order on (its default) or off
+// (devstack.Mongo.SetReadFirst).
+func (s *Site) SetReadFirst(on bool) { s.Env.Stack.Mongo.SetReadFirst(on) }
 
 // Rest is what a site at rest sends MongoDB: the periodic passes of a site with nothing to do
 // (the stop signals' and live data polls, the submitter, the leases, the notifier, the

@@ -13,7 +13,7 @@ import (
 
 // pathFigures are the submit and status paths measured in one proxy mode.
 type pathFigures struct {
-	Mode          string         `json:"mode"` // "serialised" or "parallel reads"
+	Mode          string         `json:"mode"` // "serialised" (the dev stack's lock: writes alone, reads first) or "parallel reads"
 	SubmitPerSC1  float64        `json:"submit_per_s_c1"`
 	SubmitP50MsC1 float64        `json:"submit_p50_ms_c1"`
 	SubmitPerSC8  float64        `json:"submit_per_s_c8"`
@@ -33,10 +33,11 @@ type pathsReport struct {
 }
 
 // TestRequestPaths measures the submit and status paths alone, each with its cost per request
-// (CPU, MongoDB commands, the proxy's queue, auth2 requests), first with every MongoDB command
-// serialised by the dev stack's proxy (as the dev site runs), then with read-only commands
-// taken out of the proxy's lock (devstack.Mongo.SetParallelReads), twice each, alternating:
-// how much of a request is the embedded server's one-at-a-time queue. $CTS_BENCH_PATHS is the number of submits per burst
+// (CPU, MongoDB commands, the proxy's queue, auth2 requests), first with the dev stack's proxy
+// as the dev site runs it (every write alone; reads share the lock and go ahead of waiting
+// writes: devstack.Mongo.SetReadFirst), then with read-only commands taken out of the proxy's
+// lock (devstack.Mongo.SetParallelReads), twice each, alternating: how much of a request is
+// the proxy's queue. $CTS_BENCH_PATHS is the number of submits per burst
 // (status reads: twice as many). Each measurement starts on a quiet site (WaitQuiet, at the
 // fresh site's resting rate, measured first: sitebench.Rest); the
 // submits' cost includes the work each submit causes while the burst runs (the submitter's
