@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sort"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/event"
 
 	"github.com/kbase/cts/coordinator/internal/jobs"
+	"github.com/kbase/cts/coordinator/internal/store"
 	"github.com/kbase/cts/shared/job"
 )
 
@@ -83,13 +85,17 @@ func TestCommandsPerChange(t *testing.T) {
 	}
 
 	// A submit: the sub-jobs, the due and work documents and the job inserted, the job's view
-	// inserted (it is the job's first) and its entry in the two lists (every job's, the user's).
+	// inserted (it is the job's first) and its entry in the two lists (every job's, the user's)
+	// in one update command of two statements (7 commands when they were two).
 	cmds := log.during(t, func() error {
 		return s.CreateJob(ctx, newJob("a", "alice", "kbase", at.Add(100*time.Millisecond)), []jobs.SubJob{{SubID: 0, State: job.Created}})
 	})
-	check("create", cmds, 7)
+	check("create", cmds, 6)
 	if n := writesTo(cmds, "job_views"); n != 1 {
 		t.Errorf("create wrote the job's view with %d commands, want 1 (an insert)", n)
+	}
+	if n := writesTo(cmds, "job_list"); n != 1 {
+		t.Errorf("create wrote the job list with %d commands, want 1", n)
 	}
 
 	// The submitter's transition: the job, its view and entries, its due and work documents.
@@ -98,11 +104,15 @@ func TestCommandsPerChange(t *testing.T) {
 			jobs.JobUpdate{Launch: &jobs.Launch{Site: "kbase", Handle: "h"}})
 		return err
 	})
-	check("transition", cmds, 6)
+	check("transition", cmds, 5)
+	if n := writesTo(cmds, "job_list"); n != 1 {
+		t.Errorf("the transition wrote the job list with %d commands, want 1", n)
+	}
 
 	// The notifier: the due queue, the job, then its two transitions marked in one update
-	// (whose positions the read found), and the due and work documents synced once. The job
-	// list shows no marks: nothing of it is written.
+	// (whose positions the read found), and the due copy deleted; the work document of a job
+	// that has not ended does not hold the marks (it was 5 commands with its update). The
+	// job list shows no marks: nothing of it is written.
 	cmds = log.during(t, func() error {
 		js, err := s.UnsentTransitions(ctx, at.Add(time.Hour), 10)
 		if err != nil {
@@ -119,8 +129,8 @@ func TestCommandsPerChange(t *testing.T) {
 		}
 		return nil
 	})
-	check("notify", cmds, 5)
-	for _, coll := range []string{"job_list", "job_views"} {
+	check("notify", cmds, 4)
+	for _, coll := range []string{"job_list", "job_views", "job_work"} {
 		if n := writesTo(cmds, coll); n != 0 {
 			t.Errorf("notification wrote %s %d times, want never", coll, n)
 		}
@@ -137,12 +147,27 @@ func TestCommandsPerChange(t *testing.T) {
 		_, err := s.TransitionJob(ctx, "a", []job.State{job.DownloadSubmitted}, jobs.Transition{State: job.JobSubmitting, Time: at.Add(300 * time.Millisecond)}, jobs.JobUpdate{})
 		return err
 	})
-	check("transition of a job with nothing due", cmds, 6)
+	check("transition of a job with nothing due", cmds, 5)
 	if n := writesTo(cmds, "job_due"); n != 1 {
 		t.Errorf("the transition wrote the due queue with %d commands, want 1 (an insert)", n)
 	}
-	if _, err := s.TransitionJob(ctx, "a", []job.State{job.JobSubmitting}, jobs.Transition{State: job.Canceled, Time: at.Add(400 * time.Millisecond)}, jobs.JobUpdate{}); err != nil {
+	// A transition in another second (whose directories another job wrote): the entries move
+	// to another bucket of both lists, put in the new and taken out of the old ones, all in
+	// the one command (four when each was one). The job ends: the cleaner's queue and the
+	// count of finished jobs too.
+	if err := s.CreateJob(ctx, newJob("b", "alice", "kbase", at.Add(1400*time.Millisecond)), nil); err != nil {
 		t.Fatal(err)
+	}
+	cmds = log.during(t, func() error {
+		_, err := s.TransitionJob(ctx, "a", []job.State{job.JobSubmitting}, jobs.Transition{State: job.Canceled, Time: at.Add(1400 * time.Millisecond)}, jobs.JobUpdate{})
+		return err
+	})
+	check("transition to an end in another second", cmds, 7)
+	if n := writesTo(cmds, "job_list"); n != 1 {
+		t.Errorf("the transition wrote the job list with %d commands, want 1", n)
+	}
+	if got := fmt.Sprint(listIDs(t, s, jobs.ListFilter{User: "alice", Limit: 5})); strings.Count(got, "a:") != 1 || !strings.Contains(got, "a:canceled") {
+		t.Errorf("alice's jobs after the move: %v, want a listed once, canceled", got)
 	}
 	cmds = log.during(t, func() error { return s.SetAccounting(ctx, "a", jobs.Accounting{CPUHours: ptr(1.5)}) })
 	check("accounting", cmds, 4)
@@ -151,6 +176,51 @@ func TestCommandsPerChange(t *testing.T) {
 	}
 	if n := writesTo(cmds, "job_views"); n != 1 {
 		t.Errorf("accounting wrote the job's view %d times, want once", n)
+	}
+}
+
+// TestSubJobsReadByCount: the sub-jobs of a job the store read or wrote are read one point
+// read each, none past the last (a store that never saw the job reads until one is missing).
+func TestSubJobsReadByCount(t *testing.T) {
+	var log commandLog
+	s, _, uri := newMonitoredStore(t, log.monitor())
+	ctx := t.Context()
+	j := newJob("two", "alice", "kbase", t0)
+	j.Input.NumContainers = 2
+	if err := s.CreateJob(ctx, j, []jobs.SubJob{{SubID: 0, State: job.Created}, {SubID: 1, State: job.Created}}); err != nil {
+		t.Fatal(err)
+	}
+	var subs []jobs.SubJob
+	cmds := log.during(t, func() (err error) {
+		subs, err = s.GetSubJobs(ctx, "two")
+		return err
+	})
+	if len(subs) != 2 || fmt.Sprint(cmds) != "[find subjobs find subjobs]" {
+		t.Errorf("sub-jobs of a job the store wrote: %d, commands %v; want 2 in two reads", len(subs), cmds)
+	}
+	// Another store (another replica, or after a restart): until it reads the job, it reads
+	// until a sub-job is missing.
+	other, err := store.NewMonitored(ctx, store.Config{URI: uri, Database: testDB, Logger: slog.New(slog.DiscardHandler)}, log.monitor())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close(context.WithoutCancel(ctx))
+	cmds = log.during(t, func() (err error) {
+		subs, err = other.GetSubJobs(ctx, "two")
+		return err
+	})
+	if len(subs) != 2 || len(cmds) != 3 {
+		t.Errorf("sub-jobs of a job the store never saw: %d, commands %v; want 2 in three reads", len(subs), cmds)
+	}
+	if _, err := other.GetJob(ctx, "two"); err != nil {
+		t.Fatal(err)
+	}
+	cmds = log.during(t, func() (err error) {
+		subs, err = other.GetSubJobs(ctx, "two")
+		return err
+	})
+	if len(subs) != 2 || len(cmds) != 2 {
+		t.Errorf("sub-jobs of a job the store read: %d, commands %v; want 2 in two reads", len(subs), cmds)
 	}
 }
 

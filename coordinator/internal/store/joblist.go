@@ -269,19 +269,26 @@ func (s *Store) syncList(ctx context.Context, d *jobDoc, prev time.Time) error {
 	}
 	j := &d.Job
 	e := entryOfDoc(d)
+	// The heads and directories of both lists first (each written once per process and slot),
+	// then the buckets: each list's entry put, and taken out of the bucket of its previous
+	// time, in this order, in one update command of up to four statements (a round trip
+	// instead of four; a crash within it leaves a prefix written, as separate commands would).
+	var buckets []mongo.WriteModel
 	for _, key := range []string{keyAll, userKey(j.User)} {
-		if err := s.putEntry(ctx, key, e); err != nil {
+		if err := s.putDirs(ctx, key, e); err != nil {
 			return err
 		}
+		buckets = append(buckets, entryModel(key, e))
 		if prev.IsZero() {
 			continue
 		}
 		if old := slotOf(0, msTime(prev).UnixMilli()); old != slotOf(0, e.ms) {
-			if _, err := s.list.UpdateOne(ctx, bson.D{{Key: "_id", Value: slotID(key, 0, old)}},
-				bson.D{{Key: "$unset", Value: bson.D{{Key: "e." + fieldKey(j.ID), Value: ""}}}}); err != nil {
-				return fmt.Errorf("list job %s: %w", j.ID, err)
-			}
+			buckets = append(buckets, mongo.NewUpdateOneModel().SetFilter(bson.D{{Key: "_id", Value: slotID(key, 0, old)}}).
+				SetUpdate(bson.D{{Key: "$unset", Value: bson.D{{Key: "e." + fieldKey(j.ID), Value: ""}}}}))
 		}
+	}
+	if _, err := s.list.BulkWrite(ctx, buckets, options.BulkWrite().SetOrdered(true)); err != nil {
+		return fmt.Errorf("list job %s: %w", j.ID, err)
 	}
 	return nil
 }
@@ -314,6 +321,25 @@ func (s *Store) putView(ctx context.Context, v *viewDoc) error {
 // putEntry writes entry e under key: the head's bounds and the directory flags first, then the
 // bucket's entry.
 func (s *Store) putEntry(ctx context.Context, key string, e entry) error {
+	if err := s.putDirs(ctx, key, e); err != nil {
+		return err
+	}
+	m := entryModel(key, e)
+	if _, err := s.list.UpdateOne(ctx, m.Filter, m.Update, options.UpdateOne().SetUpsert(true)); err != nil {
+		return fmt.Errorf("list job %s: %w", e.id, err)
+	}
+	return nil
+}
+
+// entryModel is the upsert of entry e into its bucket under key.
+func entryModel(key string, e entry) *mongo.UpdateOneModel {
+	return mongo.NewUpdateOneModel().SetFilter(bson.D{{Key: "_id", Value: slotID(key, 0, slotOf(0, e.ms))}}).
+		SetUpdate(bson.D{{Key: "$set", Value: bson.D{{Key: "e." + fieldKey(e.id), Value: e.String()}}}}).SetUpsert(true)
+}
+
+// putDirs writes what entry e under key needs above its bucket: the head's bounds and the
+// directory flags of its slots (each once per process: listCache).
+func (s *Store) putDirs(ctx context.Context, key string, e entry) error {
 	top := slotOf(topLevel, e.ms)
 	hk := headID(key) + "|" + strconv.FormatInt(top, 10)
 	if !s.listCache.has(hk) {
@@ -335,10 +361,6 @@ func (s *Store) putEntry(ctx context.Context, key string, e entry) error {
 			return fmt.Errorf("list job %s: %w", e.id, err)
 		}
 		s.listCache.add(id + "/" + child)
-	}
-	if _, err := s.list.UpdateOne(ctx, bson.D{{Key: "_id", Value: slotID(key, 0, slotOf(0, e.ms))}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: "e." + fieldKey(e.id), Value: e.String()}}}}, options.UpdateOne().SetUpsert(true)); err != nil {
-		return fmt.Errorf("list job %s: %w", e.id, err)
 	}
 	return nil
 }

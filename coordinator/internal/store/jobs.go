@@ -174,13 +174,14 @@ func (s *Store) CreateJob(ctx context.Context, j *jobs.Job, subs []jobs.SubJob) 
 	mine := bson.D{{Key: "_id", Value: j.ID}, {Key: "v", Value: w.V}, {Key: "created", Value: w.Created}}
 	for _, c := range []struct {
 		coll  *mongo.Collection
+		doc   workDoc
 		write bool
 		what  string
-	}{{s.due, pending && due(w), "due queue document"}, {s.work, pending, "work document"}} {
+	}{{s.due, w, pending && due(w), "due queue document"}, {s.work, workCopy(w), pending, "work document"}} {
 		if !c.write {
 			continue
 		}
-		if _, err := c.coll.InsertOne(ctx, &w); err != nil {
+		if _, err := c.coll.InsertOne(ctx, &c.doc); err != nil {
 			undo()
 			if isDuplicateKey(err) {
 				return fmt.Errorf("create job %s: job exists: %w", j.ID, jobs.ErrConflict)
@@ -201,6 +202,9 @@ func (s *Store) CreateJob(ctx context.Context, j *jobs.Job, subs []jobs.SubJob) 
 			return fmt.Errorf("create job %s: job exists: %w", j.ID, jobs.ErrConflict)
 		}
 		return fmt.Errorf("create job %s: %w", j.ID, err)
+	}
+	if len(subs) == j.Input.NumContainers {
+		s.containers.put(j)
 	}
 	// A crash before the list is written leaves the job out of the job list until its next
 	// transition (every job created unfinished has one: the submitter's).
@@ -224,7 +228,9 @@ func (s *Store) GetJob(ctx context.Context, id string) (*jobs.Job, error) {
 	if err != nil {
 		return nil, fmt.Errorf("get job %s: %w", id, err)
 	}
-	return d.toJob()
+	j, err := d.toJob()
+	s.containers.put(j)
+	return j, err
 }
 
 // GetSubJob returns sub-job (id, sub) in one point read, or ErrNotFound.
@@ -246,10 +252,13 @@ func (s *Store) GetSubJob(ctx context.Context, id string, sub int) (*jobs.SubJob
 // numbered from 0 without gaps): a point read each, on MongoDB and on the embedded FerretDB
 // alike. One query on the id_1_sub_id_1 index would be one round trip on MongoDB, but
 // FerretDB would answer it by reading every sub-job ever stored; a job has a handful of
-// containers, so both servers run this one path.
+// containers, so both servers run this one path. When this store has read or written the
+// job, it knows its number of containers (which never changes) and stops after the last
+// one, without reading the missing one after it (containerCounts).
 func (s *Store) GetSubJobs(ctx context.Context, id string) ([]jobs.SubJob, error) {
 	subs := []jobs.SubJob{}
-	for n := 0; ; n++ {
+	known := s.containers.get(id)
+	for n := 0; known <= 0 || n < known; n++ {
 		var sj jobs.SubJob
 		err := s.subjobs.FindOne(ctx, bson.D{{Key: "_id", Value: subKey(id, n)}}).Decode(&sj)
 		if errors.Is(err, mongo.ErrNoDocuments) {
@@ -260,6 +269,36 @@ func (s *Store) GetSubJobs(ctx context.Context, id string) ([]jobs.SubJob, error
 		}
 		subs = append(subs, sj)
 	}
+	return subs, nil
+}
+
+// containerCounts remembers the number of containers of the jobs a store read or wrote (it
+// never changes), so that GetSubJobs reads no sub-job past the last. It is emptied when it
+// grows past containersMax.
+type containerCounts struct {
+	mu sync.Mutex
+	m  map[string]int
+}
+
+const containersMax = 10_000
+
+func (c *containerCounts) put(j *jobs.Job) {
+	if j == nil || j.Input.NumContainers <= 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= containersMax {
+		c.m = map[string]int{}
+	}
+	c.m[j.ID] = j.Input.NumContainers
+}
+
+// get returns the number of containers of job id, 0 when unknown.
+func (c *containerCounts) get(id string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[id]
 }
 
 func jobUpdateFields(u jobs.JobUpdate) bson.D {
@@ -336,6 +375,7 @@ func (s *Store) TransitionJob(ctx context.Context, id string, from []job.State, 
 	if err != nil {
 		return nil, err
 	}
+	s.containers.put(j)
 	// The list first: a crash before the work document is synced has the next pass repair
 	// both (work.go).
 	s.listAfter(ctx, &d, prevTime(j))
@@ -477,8 +517,10 @@ func listProjection() bson.D {
 
 // MarkNotified sets notif_sent on the transitions transIDs of job id, in one conditional
 // update; ErrNotFound if the job or one of the transitions does not exist (the others are
-// marked). Marking twice is harmless. Once no transition of the job waits, its work document
-// is synced (work.go). The job list is not written: it shows no marks (joblist.go).
+// marked). Marking twice is harmless. Once no transition of the job waits, its due copy is
+// synced, and its work document too when the job has ended (a running job's is the same
+// marked or not: workCopy, work.go). The job list is not written: it shows no marks
+// (joblist.go).
 //
 // Each element is updated by its index, with the filter requiring that index to still hold
 // its trans_id: transitions are only ever appended, so the index of a trans_id never changes
@@ -547,7 +589,7 @@ func (s *Store) MarkNotified(ctx context.Context, id string, transIDs ...string)
 		}
 		j := after.Job
 		if !slices.ContainsFunc(j.Transitions, func(t jobs.Transition) bool { return !t.NotifSent }) {
-			if err := s.syncWork(ctx, &j, after.Accounted); err != nil {
+			if err := s.syncNotified(ctx, &j, after.Accounted); err != nil {
 				s.log.WarnContext(ctx, "work document of a notified job not updated (the next pass repairs it)", "job_id", id, "error", err.Error())
 			}
 		}

@@ -271,7 +271,9 @@ func (s *Store) rebuildWork(ctx context.Context) (int, error) {
 }
 
 // rebuildDue copies the work document of every job in the due queue there (work.go) and
-// returns how many; a copy there already is left as it is (it is the same or newer).
+// returns how many; a copy there already is left as it is (it is the same or newer). The work
+// document of a job that has not ended does not say whether a transition waits for Kafka
+// (workCopy): such a job's own document does.
 func (s *Store) rebuildDue(ctx context.Context) (int, error) {
 	cur, err := s.work.Find(ctx, bson.D{})
 	if err != nil {
@@ -283,6 +285,19 @@ func (s *Store) rebuildDue(ctx context.Context) (int, error) {
 	}
 	n := 0
 	for _, w := range ws {
+		if !due(w) && !w.State.Terminal() {
+			var d jobDoc
+			err := s.jobs.FindOne(ctx, bson.D{{Key: "_id", Value: w.ID}}, options.FindOne().SetProjection(workProjection())).Decode(&d)
+			if errors.Is(err, mongo.ErrNoDocuments) {
+				continue // an orphan
+			}
+			if err != nil {
+				return n, fmt.Errorf("read job %s: %w", w.ID, err)
+			}
+			if fresh, _ := workOf(&d.Job, d.Accounted); fresh.V == w.V {
+				w.Unsent = fresh.Unsent
+			}
+		}
 		if !due(w) {
 			continue
 		}

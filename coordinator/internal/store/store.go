@@ -143,6 +143,9 @@ type Store struct {
 	listCache listCache
 	// positions remembers the transitions UnsentTransitions read, for MarkNotified (jobs.go).
 	positions transPositions
+	// containers remembers the container counts of the jobs this store read or wrote, for
+	// GetSubJobs (jobs.go).
+	containers containerCounts
 	// listRetryHook, set by tests, runs before each new walk of ListJobs.
 	listRetryHook func(attempt int)
 	// listRoundHook, set by tests, runs before each round of reads of a ListJobs walk (one

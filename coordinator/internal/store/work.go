@@ -13,6 +13,11 @@ package store
 //	{_id: <job id>, state, t: <_update_time>, v: <number of transitions>, unsent: bool,
 //	 account: bool}
 //
+// In job_work, unsent is set only for a job that has ended (workCopy): it is what keeps an
+// ended job's document, while a job that has not ended has one anyway. So the notifier's
+// marks leave the work document of a running job as it was (a write fewer per notification);
+// the due queue (below) holds unsent for every job, and the notifier asks it.
+//
 // A job has one while it has not ended, while any of its transitions waits for Kafka, and,
 // once ended, until its accounting is recorded or the accounting window has passed. Finished
 // jobs have none, so the passes cost what the work in flight costs, however long the history.
@@ -108,6 +113,15 @@ func workOf(j *jobs.Job, accounted bool) (w workDoc, pending bool) {
 	return w, !j.State.Terminal() || w.Unsent || w.Account
 }
 
+// workCopy is what job_work holds of work document w: unsent only for a job that has ended
+// (see above).
+func workCopy(w workDoc) workDoc {
+	if !w.State.Terminal() {
+		w.Unsent = false
+	}
+	return w
+}
+
 // due reports whether a job with work document w is in the due queue (see above).
 func due(w workDoc) bool {
 	return w.State == job.Created || w.State == job.Canceling || w.Unsent
@@ -128,8 +142,24 @@ func (s *Store) syncWorkFrom(ctx context.Context, j *jobs.Job, accounted, wasDue
 	if err := syncCopy(ctx, s.due, w, pending && due(w), !wasDue); err != nil {
 		return fmt.Errorf("sync due queue of job %s: %w", j.ID, err)
 	}
-	if err := syncCopy(ctx, s.work, w, pending, false); err != nil {
+	if err := syncCopy(ctx, s.work, workCopy(w), pending, false); err != nil {
 		return fmt.Errorf("sync work of job %s: %w", j.ID, err)
+	}
+	return nil
+}
+
+// syncNotified is syncWork after a change of j's marks only: the work document of a job that
+// has not ended does not hold them (workCopy), so only the due copy is written then. A crash
+// before that write leaves a due copy saying unsent, which the notifier's next read repairs
+// (it re-reads the job, as every reader does); the marks never make a transition unsent, so
+// no notification can be lost by it.
+func (s *Store) syncNotified(ctx context.Context, j *jobs.Job, accounted bool) error {
+	if j.State.Terminal() {
+		return s.syncWork(ctx, j, accounted)
+	}
+	w, pending := workOf(j, accounted)
+	if err := syncCopy(ctx, s.due, w, pending && due(w), false); err != nil {
+		return fmt.Errorf("sync due queue of job %s: %w", j.ID, err)
 	}
 	return nil
 }
@@ -276,11 +306,16 @@ func (s *Store) readOneWork(ctx context.Context, coll *mongo.Collection, w workD
 	if err != nil {
 		return wj, err
 	}
+	s.containers.put(j) // 0 (unknown) when the projection left it out
 	wj.Job, wj.accounted = j, d.Accounted
 	if !repair {
 		return wj, nil
 	}
-	if fresh, _ := workOf(j, d.Accounted); fresh.V != w.V || fresh.State != w.State || fresh.Unsent != w.Unsent || fresh.Account != w.Account {
+	fresh, _ := workOf(j, d.Accounted)
+	if coll == s.work {
+		fresh, w = workCopy(fresh), workCopy(w) // job_work's unsent of a running job is not kept
+	}
+	if fresh.V != w.V || fresh.State != w.State || fresh.Unsent != w.Unsent || fresh.Account != w.Account {
 		// A writer stopped between the job and its copies: the job list's first (joblist.go).
 		if err := s.syncList(ctx, &d, time.Time{}); err != nil {
 			s.log.WarnContext(ctx, "job list entry of a stale work document not repaired", "job_id", j.ID, "error", err.Error())

@@ -77,10 +77,13 @@ func TestWorkDocumentLifecycle(t *testing.T) {
 			t.Fatalf("work document %v, want state %s, v %d, unsent %v, account %v", w, state, v, unsent, account)
 		}
 	}
-	check(job.Created, 1, true, false)
-	move(t, s, "w", job.Created, job.DownloadSubmitted, t0.Add(time.Second), jobs.JobUpdate{Launch: &jobs.Launch{Site: "kbase", Handle: "h"}})
-	check(job.DownloadSubmitted, 2, true, false)
-	j := move(t, s, "w", job.DownloadSubmitted, job.Complete, t0.Add(2*time.Second), jobs.JobUpdate{})
+	// A job that has not ended: unsent is the due queue's (the work document does not keep it).
+	check(job.Created, 1, false, false)
+	j := move(t, s, "w", job.Created, job.DownloadSubmitted, t0.Add(time.Second), jobs.JobUpdate{Launch: &jobs.Launch{Site: "kbase", Handle: "h"}})
+	check(job.DownloadSubmitted, 2, false, false)
+	markAll(t, s, j)
+	check(job.DownloadSubmitted, 2, false, false)
+	j = move(t, s, "w", job.DownloadSubmitted, job.Complete, t0.Add(2*time.Second), jobs.JobUpdate{})
 	check(job.Complete, 3, true, true)
 	markAll(t, s, j)
 	check(job.Complete, 3, false, true)
@@ -163,6 +166,45 @@ func TestStaleWorkDocumentsAreRepaired(t *testing.T) {
 		if n, err := db.Collection(coll).CountDocuments(ctx, bson.D{{Key: "_id", Value: "o"}}); err != nil || n != 0 {
 			t.Fatalf("an old orphan's document in %s was kept (%d, %v)", coll, n, err)
 		}
+	}
+}
+
+// TestMarksOfARunningJobCrash plays a coordinator that crashed between the notifier's marks of
+// a running job and its due copy's sync (the work document is not written for them): the
+// notifier's next read finds nothing to send and drops the due copy, the reconciler finds the
+// work document in step, and the job's next transition is notified.
+func TestMarksOfARunningJobCrash(t *testing.T) {
+	s, db := newStore(t)
+	ctx := t.Context()
+	if err := s.CreateJob(ctx, newJob("m", "alice", "kbase", t0), nil); err != nil {
+		t.Fatal(err)
+	}
+	move(t, s, "m", job.Created, job.DownloadSubmitted, t0.Add(time.Second), jobs.JobUpdate{Launch: &jobs.Launch{Site: "kbase", Handle: "h"}})
+	before := workDocs(t, db)["m"]
+	// The "crash": the marks written, the due copy left as it was.
+	for i := range 2 {
+		if _, err := db.Collection("jobs").UpdateOne(ctx, bson.D{{Key: "_id", Value: "m"}},
+			bson.D{{Key: "$set", Value: bson.D{{Key: fmt.Sprintf("transition_times.%d.notif_sent", i), Value: true}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.UnsentTransitions(ctx, t0.Add(time.Hour), 0)
+	if err != nil || len(got) != 0 {
+		t.Fatalf("unsent transitions after the crash: %d jobs, %v; want none", len(got), err)
+	}
+	if n, err := db.Collection("job_due").CountDocuments(ctx, bson.D{{Key: "_id", Value: "m"}}); err != nil || n != 0 {
+		t.Fatalf("the stale due copy was kept (%d, %v)", n, err)
+	}
+	if _, err := s.UnfinishedJobs(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if after := workDocs(t, db)["m"]; !reflect.DeepEqual(after, before) {
+		t.Fatalf("work document %v, want it as the transition left it: %v", after, before)
+	}
+	j := move(t, s, "m", job.DownloadSubmitted, job.JobSubmitting, t0.Add(2*time.Second), jobs.JobUpdate{})
+	got, err = s.UnsentTransitions(ctx, t0.Add(time.Hour), 0)
+	if err != nil || len(got) != 1 || len(got[0].Transitions) != 1 || got[0].Transitions[0].TransID != j.Transitions[2].TransID {
+		t.Fatalf("unsent transitions after the next move: %v, %v; want the job's third transition", got, err)
 	}
 }
 
