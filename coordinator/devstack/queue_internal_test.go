@@ -89,8 +89,6 @@ func TestQueueLockOrder(t *testing.T) {
 		t.Fatalf("read first, one write before %d reads: the write went %d-th (order %v), want after %d reads", maxOvertakes+3, i+1, got, maxOvertakes)
 	}
 	// A read that comes while reads hold the lock and no write waits joins them.
-	rf.Lock()
-	rf.Unlock()
 	u1 := rf.LockRead()
 	joined := make(chan struct{})
 	go func() {
