@@ -374,7 +374,8 @@ func TestTrivialTrace(t *testing.T) {
 			cfg.Sites[i].WorkerEnv = env
 		}
 	}})
-	var totals sitebench.Latencies
+	var totals, coordCPU sitebench.Latencies
+	var agentCPU, runtimeCPU []float64
 	steps := map[string]sitebench.Latencies{}
 	var last sitebench.Trivial
 	for i := range n + 1 {
@@ -386,6 +387,10 @@ func TestTrivialTrace(t *testing.T) {
 			continue // the first pulls the image
 		}
 		totals = append(totals, tr.Total)
+		coordCPU = append(coordCPU, tr.CoordinatorCPU)
+		if tr.AgentCPUMs > 0 {
+			agentCPU, runtimeCPU = append(agentCPU, tr.AgentCPUMs), append(runtimeCPU, tr.RuntimeCPUMs)
+		}
 		for k, v := range tr.Steps {
 			steps[k] = append(steps[k], v)
 		}
@@ -405,6 +410,16 @@ func TestTrivialTrace(t *testing.T) {
 	t.Logf("trivial job: median %v over %d; bare runc run: median %v", totals.Median(), n, bare.Median())
 	t.Logf("  S3 PUT of a 30-byte object alone: median %.1f ms; three at once: median %.1f ms (%d each)",
 		sitebench.Ms(puts[1].Median()), sitebench.Ms(puts[3].Median()), 2*n)
+	medianOf := func(v []float64) float64 {
+		if len(v) == 0 {
+			return 0
+		}
+		v = slices.Clone(v)
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	t.Logf("  CPU per job, medians: this process (coordinator and embedded stack, S3 excepted) %.1f ms; agent %.1f ms; its runc processes %.1f ms",
+		sitebench.Ms(coordCPU.Median()), medianOf(agentCPU), medianOf(runtimeCPU))
 	for _, k := range sitebench.TrivialSteps {
 		t.Logf("  %-18s median %7.1f ms", k, sitebench.Ms(steps[k].Median()))
 	}

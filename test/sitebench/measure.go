@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime/pprof"
 	"slices"
 	"syscall"
@@ -60,6 +61,12 @@ type Trivial struct {
 	Phases map[string]time.Duration
 	// Steps are the job's steps as its agent saw them (TrivialSteps), when its log was found.
 	Steps map[string]time.Duration
+	// CoordinatorCPU is this process's CPU (the coordinator and the embedded stack, S3
+	// excepted) from the submit to the end of the job's agent.
+	CoordinatorCPU time.Duration
+	// AgentCPUMs and RuntimeCPUMs are the agent's CPU and its runtime processes' (runc), from
+	// its last line; 0 when it logs none (an agent without the line).
+	AgentCPUMs, RuntimeCPUMs float64
 }
 
 // TrivialSteps are the steps of a trivial job, from the coordinator's transitions and its
@@ -72,8 +79,33 @@ func (s *Site) RunTrivial(ctx context.Context, outDir string) (Trivial, error) {
 	var resp struct {
 		JobID string `json:"job_id"`
 	}
+	cpu0, err := ProcessCPU()
+	if err != nil {
+		return Trivial{}, err
+	}
 	if err := s.API.Do(ctx, "POST", "/jobs", s.Demo.UserToken, s.JobBody("local", outDir), &resp); err != nil {
 		return Trivial{}, fmt.Errorf("submit trivial job: %w", err)
+	}
+	// Watch the agent's end on disk rather than polling the job's status every 20 ms: the
+	// polls (each a request with its store reads) would compete with the job for the
+	// coordinator's CPU and its one MongoDB connection. The status is still read now and
+	// then, so that a job that fails before its agent runs is not waited for in vain.
+	for lastStatus := time.Now(); !s.agentEnded(resp.JobID); {
+		select {
+		case <-ctx.Done():
+			return Trivial{}, fmt.Errorf("trivial job %s: %w", resp.JobID, ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+		if time.Since(lastStatus) > time.Second {
+			var st JobStatus
+			if err := s.API.Do(ctx, "GET", "/jobs/"+resp.JobID+"/status", s.Demo.UserToken, nil, &st); err != nil {
+				return Trivial{}, fmt.Errorf("status of %s: %w", resp.JobID, err)
+			}
+			if st.State == "error" || st.State == "canceled" {
+				break
+			}
+			lastStatus = time.Now()
+		}
 	}
 	st, err := s.WaitEnded(ctx, resp.JobID)
 	if err != nil {
@@ -92,12 +124,20 @@ func (s *Site) RunTrivial(ctx context.Context, outDir string) (Trivial, error) {
 		tr.Phases[ts[i-1].State+"→"+ts[i].State] = ts[i].Time.Sub(ts[i-1].Time)
 	}
 	// The coordinator folds the final event before it acknowledges it, so the job may read
-	// complete before its agent has logged the acknowledgement: wait for that line (bounded).
+	// complete before its agent has logged the acknowledgement: wait for that line, and for
+	// the agent's end (its supervisor's exit record: the agent deletes its container after
+	// its final report), so that the next job starts on a node with nothing of this one left
+	// running (bounded).
 	ev, err := s.AgentTrace(tr.ID)
-	for deadline := time.Now().Add(10 * time.Second); err == nil && !logged(ev, "final state reported") && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(10 * time.Second); err == nil && !(logged(ev, "final state reported") && s.agentEnded(tr.ID)) && time.Now().Before(deadline); {
 		time.Sleep(20 * time.Millisecond)
 		ev, err = s.AgentTrace(tr.ID)
 	}
+	cpu1, cerr := ProcessCPU()
+	if cerr != nil {
+		return Trivial{}, cerr
+	}
+	tr.CoordinatorCPU = cpu1 - cpu0
 	if err == nil {
 		at := func(msg string) time.Time {
 			for _, e := range ev {
@@ -106,6 +146,11 @@ func (s *Site) RunTrivial(ctx context.Context, outDir string) (Trivial, error) {
 				}
 			}
 			return time.Time{}
+		}
+		for _, e := range ev {
+			if e.Msg == "agent done" {
+				tr.AgentCPUMs, tr.RuntimeCPUMs = e.CPUMs, e.ChildrenCPUMs
+			}
 		}
 		marks := []time.Time{ts[0].Time, at("agent process started"), at("assignment received"),
 			at("inputs downloaded and verified"), at("container starting"), at("container exited"),
@@ -118,6 +163,13 @@ func (s *Site) RunTrivial(ctx context.Context, outDir string) (Trivial, error) {
 		}
 	}
 	return tr, nil
+}
+
+// agentEnded reports whether the agent of container 0 of job id (its first attempt) has ended:
+// the local launcher's supervisor wrote its exit record.
+func (s *Site) agentEnded(id string) bool {
+	exits, _ := filepath.Glob(filepath.Join(s.Env.Dir, "agents", id, "*", "0", "exit"))
+	return len(exits) > 0
 }
 
 // logged reports whether ev holds a line with message msg.

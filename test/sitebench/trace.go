@@ -19,6 +19,9 @@ type AgentEvent struct {
 	// Seconds is the line's duration in seconds, if it gives one (the container's run by
 	// its runtime, a transfer).
 	Seconds float64
+	// CPUMs and ChildrenCPUMs are the agent's CPU and its runtime processes', in its last
+	// line ("agent done", debug level).
+	CPUMs, ChildrenCPUMs float64
 }
 
 // AgentTrace returns the events of the agent of container 0 of job id (its first attempt), in
@@ -64,13 +67,15 @@ func (s *Site) AgentTrace(id string) ([]AgentEvent, error) {
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		var l struct {
-			Time    time.Time `json:"time"`
-			Msg     string    `json:"msg"`
-			State   string    `json:"state"`
-			Seconds float64   `json:"seconds"`
+			Time     time.Time `json:"time"`
+			Msg      string    `json:"msg"`
+			State    string    `json:"state"`
+			Seconds  float64   `json:"seconds"`
+			CPU      float64   `json:"cpu_ms"`
+			ChildCPU float64   `json:"children_cpu_ms"`
 		}
 		if json.Unmarshal([]byte(line), &l) == nil && l.Msg != "" {
-			out = append(out, AgentEvent{l.Time, l.Msg, l.State, l.Seconds})
+			out = append(out, AgentEvent{l.Time, l.Msg, l.State, l.Seconds, l.CPU, l.ChildCPU})
 		}
 	}
 	return out, nil

@@ -177,6 +177,13 @@ func signals(log *slog.Logger, stop context.CancelCauseFunc) (hurry <-chan struc
 var attemptFile = regexp.MustCompile(`[^A-Za-z0-9._-]`)
 
 func runJob(cfg config.Config, keep bool, log *slog.Logger) (code int, err error) {
+	// The last line: what the agent's work cost the node's CPU, its own and its runtime
+	// processes' (runc, which it waited for), for tracing a job's overhead.
+	defer func() {
+		if log.Enabled(context.Background(), slog.LevelDebug) {
+			log.Debug("agent done", "cpu_ms", cpuMs(syscall.RUSAGE_SELF), "children_cpu_ms", cpuMs(syscall.RUSAGE_CHILDREN))
+		}
+	}()
 	ctx, stop := context.WithCancelCause(context.Background())
 	defer stop(nil)
 	hurry, release := signals(log, stop)
@@ -308,6 +315,16 @@ func runJob(cfg config.Config, keep bool, log *slog.Logger) (code int, err error
 		return 1, fmt.Errorf("run: %w", err)
 	}
 	return 0, nil
+}
+
+// cpuMs is the user and system CPU of who (syscall.RUSAGE_SELF or RUSAGE_CHILDREN), in
+// milliseconds; -1 if unknown.
+func cpuMs(who int) float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(who, &ru); err != nil {
+		return -1
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e6
 }
 
 // pending reports whether the event journal at path holds anything (it is emptied whenever
