@@ -23,7 +23,7 @@
 //     collection: code that must stay fast with a site's history finds documents by _id.
 //     The proxy's lock is read-first by default (queue.go, Mongo.SetReadFirst): a write runs
 //     alone, as above; read-only commands share the lock with each other and go ahead of the
-//     writes waiting for it (at most 8 while a write waits), so a point read waits for the
+//     writes waiting for it (at most 32 while a write waits), so a point read waits for the
 //     write in flight, not for the queue of writes behind it. That is a property of this dev
 //     stack, not of MongoDB, and it shapes the dev site's read latencies under load
 //     (docs/benchmarks.md says so beside its figures); SetReadFirst(false) restores one
