@@ -91,8 +91,12 @@ func measure(t *testing.T, ctx context.Context, s *sitebench.Site, sz sizes, res
 			f.SubmitPerSC8, f.SubmitP50MsC8, f.SubmitP99MsC8 = b.PerSecond(), sitebench.Ms(b.Latencies.Median()), sitebench.Ms(b.Latencies.Quantile(0.99))
 		}
 		var st sitebench.Latencies
-		stCost, err := s.Cost(sz.Statuses/2, func() (err error) {
-			st, err = s.Status(ctx, b.IDs, sz.Statuses/2, 1)
+		var stCost sitebench.Cost
+		err = sitebench.CPUProfile(profilePath(round, fmt.Sprintf("status-c%d", c)), func() (err error) {
+			stCost, err = s.Cost(sz.Statuses/2, func() (err error) {
+				st, err = s.Status(ctx, b.IDs, sz.Statuses/2, 1)
+				return err
+			})
 			return err
 		})
 		if err != nil {
