@@ -252,8 +252,8 @@ func TestJobListBucketsStaySmall(t *testing.T) {
 		largest = max(largest, len(d.E))
 		listed += len(d.E)
 	}
-	if listed != 4*n {
-		t.Fatalf("%d entries in the job list, want %d (every job's, alice's, alice's by state and by image)", listed, 4*n)
+	if listed != 2*n {
+		t.Fatalf("%d entries in the job list, want %d (every job's and alice's)", listed, 2*n)
 	}
 	if largest > 2 {
 		t.Errorf("a job list bucket holds %d entries of %d jobs changed two a second, want at most 2", largest, n)

@@ -14,10 +14,8 @@ package store
 //   - job_views: {_id: <job id>, lv: <list version>, t: <_update_time>, b: <binary BSON>}, one
 //     per job: the job as the list returns it (without outputs and input files), rewritten
 //     whenever the job changes. lv is the job's _lv, which every update of a job increments.
-//   - job_list: the index proper, per list key ("*" for every job, "u:<user>" for a user's,
-//     "s:<user>:<state>" for a user's jobs in a state and "i:<user>:<image name>" for those of
-//     an image, so that a page filtered by state or image walks only jobs it may list) a tree
-//     of time slots: a head {_id: "<key>|h", lo, hi} with the first and last slot of
+//   - job_list: the index proper, per list key ("*" for every job, "u:<user>" for a user's)
+//     a tree of time slots: a head {_id: "<key>|h", lo, hi} with the first and last slot of
 //     the top level; directory documents {_id: "<key>|<level>|<slot>", c: {<child slot>:
 //     true}} at levels 4 (32 days), 3 (a day), 2 (an hour) and 1 (a minute); and at level 0
 //     (a second) the buckets {_id: "<key>|0|<slot>", e: {<job id>: "<lv>|<time ms>|<state>|
@@ -49,8 +47,7 @@ package store
 // without transactions, kept sound by these rules:
 //   - A writer writes the view first (conditional on its lv being older, so a slow writer never
 //     overwrites a newer view), then the directory flags from the top down, then the bucket
-//     entries, then removes the entries of the job's previous time if that was another bucket,
-//     and of its previous state's list (all of the list's writes in one ordered command).
+//     entry, then removes the entry of the job's previous time if that was another bucket.
 //     A flag never points at nothing that could matter: flags are never removed, and a bucket
 //     whose entries left is read and found empty.
 //   - A reader lists a job only when its view agrees with the entry (same time, and the view
@@ -102,23 +99,6 @@ var slotWidths = [...]int64{1_000, 60_000, 3_600_000, 86_400_000, 32 * 86_400_00
 const topLevel = len(slotWidths) - 1
 
 func userKey(user string) string { return "u:" + strconv.Quote(user) }
-
-// userStateKey is the list key of a user's jobs in state st, userImageKey of a user's jobs of
-// image (by name): a page of a user's jobs filtered by state or image walks only the jobs it
-// may list, not every job of the user it passes over.
-func userStateKey(user string, st job.State) string {
-	return "s:" + strconv.Quote(user) + ":" + string(st)
-}
-
-func userImageKey(user, image string) string {
-	return "i:" + strconv.Quote(user) + ":" + strconv.Quote(image)
-}
-
-// listKeys are the list keys under which a job of user with entry e is listed: every job's,
-// the user's, the user's in the job's state, the user's of the job's image.
-func listKeys(user string, e entry) []string {
-	return []string{keyAll, userKey(user), userStateKey(user, e.state), userImageKey(user, e.image)}
-}
 
 // slotOf is the slot of level l holding time ms (floor division: times before 1970 work).
 func slotOf(l int, ms int64) int64 {
@@ -289,41 +269,26 @@ func (s *Store) syncList(ctx context.Context, d *jobDoc, prev time.Time) error {
 	}
 	j := &d.Job
 	e := entryOfDoc(d)
-	// In one ordered update command (one round trip; a crash within it leaves a prefix
-	// written, as separate commands would): the heads and directories of every list the job
-	// is in (those this process has not written yet), then its entry in each list, then its
-	// entries of its previous time (another bucket) or state (another list) taken out.
-	keys := listKeys(j.User, e)
-	var ops []mongo.WriteModel
-	var written []string
-	for _, key := range keys {
-		ops, written = s.dirModels(key, e, ops, written)
-	}
-	for _, key := range keys {
-		ops = append(ops, entryModel(key, e))
-	}
-	if !prev.IsZero() {
-		old := slotOf(0, msTime(prev).UnixMilli())
-		var prevState job.State
-		if n := len(j.Transitions); n >= 2 {
-			prevState = j.Transitions[n-2].State
+	// The heads and directories of both lists first (each written once per process and slot),
+	// then the buckets: each list's entry put, and taken out of the bucket of its previous
+	// time, in this order, in one update command of up to four statements (a round trip
+	// instead of four; a crash within it leaves a prefix written, as separate commands would).
+	var buckets []mongo.WriteModel
+	for _, key := range []string{keyAll, userKey(j.User)} {
+		if err := s.putDirs(ctx, key, e); err != nil {
+			return err
 		}
-		for _, key := range keys {
-			switch {
-			case key == userStateKey(j.User, e.state) && prevState != "" && prevState != e.state:
-				key = userStateKey(j.User, prevState)
-			case old == slotOf(0, e.ms):
-				continue
-			}
-			ops = append(ops, mongo.NewUpdateOneModel().SetFilter(bson.D{{Key: "_id", Value: slotID(key, 0, old)}}).
+		buckets = append(buckets, entryModel(key, e))
+		if prev.IsZero() {
+			continue
+		}
+		if old := slotOf(0, msTime(prev).UnixMilli()); old != slotOf(0, e.ms) {
+			buckets = append(buckets, mongo.NewUpdateOneModel().SetFilter(bson.D{{Key: "_id", Value: slotID(key, 0, old)}}).
 				SetUpdate(bson.D{{Key: "$unset", Value: bson.D{{Key: "e." + fieldKey(j.ID), Value: ""}}}}))
 		}
 	}
-	if _, err := s.list.BulkWrite(ctx, ops, options.BulkWrite().SetOrdered(true)); err != nil {
+	if _, err := s.list.BulkWrite(ctx, buckets, options.BulkWrite().SetOrdered(true)); err != nil {
 		return fmt.Errorf("list job %s: %w", j.ID, err)
-	}
-	for _, k := range written {
-		s.listCache.add(k)
 	}
 	return nil
 }
@@ -354,15 +319,14 @@ func (s *Store) putView(ctx context.Context, v *viewDoc) error {
 }
 
 // putEntry writes entry e under key: the head's bounds and the directory flags first, then the
-// bucket's entry, in one ordered update command.
+// bucket's entry.
 func (s *Store) putEntry(ctx context.Context, key string, e entry) error {
-	ops, written := s.dirModels(key, e, nil, nil)
-	ops = append(ops, entryModel(key, e))
-	if _, err := s.list.BulkWrite(ctx, ops, options.BulkWrite().SetOrdered(true)); err != nil {
-		return fmt.Errorf("list job %s: %w", e.id, err)
+	if err := s.putDirs(ctx, key, e); err != nil {
+		return err
 	}
-	for _, k := range written {
-		s.listCache.add(k)
+	m := entryModel(key, e)
+	if _, err := s.list.UpdateOne(ctx, m.Filter, m.Update, options.UpdateOne().SetUpsert(true)); err != nil {
+		return fmt.Errorf("list job %s: %w", e.id, err)
 	}
 	return nil
 }
@@ -373,16 +337,18 @@ func entryModel(key string, e entry) *mongo.UpdateOneModel {
 		SetUpdate(bson.D{{Key: "$set", Value: bson.D{{Key: "e." + fieldKey(e.id), Value: e.String()}}}}).SetUpsert(true)
 }
 
-// dirModels appends to ops what entry e under key needs above its bucket and this process has
-// not written yet (listCache): the head's bounds, then the directory flags of its slots from
-// the top down; it appends to written the cache keys to add once they are written.
-func (s *Store) dirModels(key string, e entry, ops []mongo.WriteModel, written []string) ([]mongo.WriteModel, []string) {
+// putDirs writes what entry e under key needs above its bucket: the head's bounds and the
+// directory flags of its slots (each once per process: listCache).
+func (s *Store) putDirs(ctx context.Context, key string, e entry) error {
 	top := slotOf(topLevel, e.ms)
-	if hk := headID(key) + "|" + strconv.FormatInt(top, 10); !s.listCache.has(hk) {
-		ops = append(ops, mongo.NewUpdateOneModel().SetFilter(bson.D{{Key: "_id", Value: headID(key)}}).
-			SetUpdate(bson.D{{Key: "$min", Value: bson.D{{Key: "lo", Value: top}}}, {Key: "$max", Value: bson.D{{Key: "hi", Value: top}}}}).
-			SetUpsert(true))
-		written = append(written, hk)
+	hk := headID(key) + "|" + strconv.FormatInt(top, 10)
+	if !s.listCache.has(hk) {
+		if _, err := s.list.UpdateOne(ctx, bson.D{{Key: "_id", Value: headID(key)}},
+			bson.D{{Key: "$min", Value: bson.D{{Key: "lo", Value: top}}}, {Key: "$max", Value: bson.D{{Key: "hi", Value: top}}}},
+			options.UpdateOne().SetUpsert(true)); err != nil {
+			return fmt.Errorf("list job %s: %w", e.id, err)
+		}
+		s.listCache.add(hk)
 	}
 	for l := topLevel; l >= 1; l-- {
 		id := slotID(key, l, slotOf(l, e.ms))
@@ -390,11 +356,13 @@ func (s *Store) dirModels(key string, e entry, ops []mongo.WriteModel, written [
 		if s.listCache.has(id + "/" + child) {
 			continue
 		}
-		ops = append(ops, mongo.NewUpdateOneModel().SetFilter(bson.D{{Key: "_id", Value: id}}).
-			SetUpdate(bson.D{{Key: "$set", Value: bson.D{{Key: "c." + child, Value: true}}}}).SetUpsert(true))
-		written = append(written, id+"/"+child)
+		if _, err := s.list.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}},
+			bson.D{{Key: "$set", Value: bson.D{{Key: "c." + child, Value: true}}}}, options.UpdateOne().SetUpsert(true)); err != nil {
+			return fmt.Errorf("list job %s: %w", e.id, err)
+		}
+		s.listCache.add(id + "/" + child)
 	}
-	return ops, written
+	return nil
 }
 
 // listAfter keeps the list index in step with a change that left job document d; its errors
@@ -496,15 +464,9 @@ func (w *listWalk) missesMoving() bool {
 }
 
 func (w *listWalk) run(ctx context.Context) error {
-	switch {
-	case w.f.User != "" && w.f.State != "":
-		w.key = userStateKey(w.f.User, w.f.State)
-	case w.f.User != "" && w.f.ImageName != "":
-		w.key = userImageKey(w.f.User, w.f.ImageName)
-	case w.f.User != "":
+	w.key = keyAll
+	if w.f.User != "" {
 		w.key = userKey(w.f.User)
-	default:
-		w.key = keyAll
 	}
 	w.lo, w.hi = math.MinInt64, math.MaxInt64
 	if !w.f.After.IsZero() {
@@ -704,18 +666,15 @@ func (w *listWalk) view(ctx context.Context, e entry) (*jobs.Job, error) {
 		return nil, err
 	}
 	ve := entryOf(j, v.LV)
-	listed := ve.matches(w.f) && (w.f.User == "" || j.User == w.f.User)
 	if ve.ms != e.ms {
-		if v.LV > e.lv && listed {
-			// Moved while the walk ran, and this list shows it as it is now: the walk may
-			// have passed its new entry (ListJobs).
+		if v.LV > e.lv {
 			w.mu.Lock()
 			w.moving = append(w.moving, j.ID)
 			w.mu.Unlock()
 		}
 		if v.LV > e.lv && slotOf(0, ve.ms) == e.slot {
 			// A slow writer put an older entry over the view's own: put the view's back.
-			for _, key := range listKeys(j.User, ve) {
+			for _, key := range []string{keyAll, userKey(j.User)} {
 				if err := w.s.putEntry(ctx, key, ve); err != nil {
 					w.s.log.WarnContext(ctx, "stale entry of the job list not repaired", "job_id", j.ID, "error", err.Error())
 				}
@@ -723,7 +682,7 @@ func (w *listWalk) view(ctx context.Context, e entry) (*jobs.Job, error) {
 		}
 		return nil, nil
 	}
-	if !listed {
+	if !ve.matches(w.f) || w.f.User != "" && j.User != w.f.User {
 		return nil, nil
 	}
 	return j, nil

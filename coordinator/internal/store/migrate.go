@@ -21,8 +21,7 @@ package store
 //
 // Version 6 lays the job list's buckets out per second instead of per minute (joblist.go):
 // the list index (job_list) is dropped and written again from the jobs collection; the views
-// stay. Dropping and writing it is idempotent too. Version 7 adds the lists of a user's jobs
-// by state and by image, written the same way.
+// stay. Dropping and writing it is idempotent too.
 //
 // Each document is moved through a staging collection, so that a crash at any point loses
 // nothing: copy it there under its new _id, delete the old document, insert the copy, delete
@@ -49,7 +48,7 @@ const (
 	collSchema = "schema"
 	// schemaID is the document of collSchema that holds this store's version.
 	schemaID      = "store"
-	schemaVersion = 7
+	schemaVersion = 6
 )
 
 // migrate brings the database to schemaVersion.
@@ -86,8 +85,8 @@ func (s *Store) migrate(ctx context.Context) error {
 			return fmt.Errorf("migrate to schema %d: %w", schemaVersion, err)
 		}
 	}
-	if meta.Version < 7 {
-		// The list of an older layout (schema 3 to 6), if any, goes first.
+	if meta.Version < 6 {
+		// The list of an older layout (schema 3 to 5), if any, goes first.
 		if err := s.list.Drop(ctx); err != nil {
 			return fmt.Errorf("migrate to schema %d: drop the job list of the old layout: %w", schemaVersion, err)
 		}
@@ -392,7 +391,7 @@ func (s *Store) listBatch(ctx context.Context, ds []*jobDoc) error {
 		}
 		views = append(views, v)
 		e := entryOfDoc(d)
-		for _, key := range listKeys(d.User, e) {
+		for _, key := range []string{keyAll, userKey(d.User)} {
 			top := slotOf(topLevel, e.ms)
 			b, ok := heads[key]
 			if !ok {
