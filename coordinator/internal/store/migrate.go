@@ -47,7 +47,12 @@ import (
 const (
 	collSchema = "schema"
 	// schemaID is the document of collSchema that holds this store's version.
-	schemaID      = "store"
+	schemaID = "store"
+	// schemaVersion is this code's layout. Version 7 was used for half an hour on main
+	// (721a8b5, reverted in 3427590: per-user job lists by state and by image): a database
+	// may say 7 with this layout plus those lists' documents in job_list (list keys "s:..." and
+	// "i:..."), which this code never
+	// reads. The next layout change is therefore 8, and its migration drops those entries.
 	schemaVersion = 6
 )
 
