@@ -50,9 +50,9 @@ const (
 	schemaID = "store"
 	// schemaVersion is this code's layout. Version 7 was used for half an hour on main
 	// (721a8b5, reverted in 3427590: per-user job lists by state and by image): a database
-	// may say 7 with this layout plus those lists' documents in job_list (list keys "s:..." and
-	// "i:..."), which this code never
-	// reads. The next layout change is therefore 8, and its migration drops those entries.
+	// may say 7 with this layout plus those lists' documents in job_list (list keys "s:..."
+	// and "i:..."), which this code never reads. The next layout change is therefore 8, and
+	// its migration drops those documents.
 	schemaVersion = 6
 )
 
