@@ -316,7 +316,12 @@ func StartMongo(ctx context.Context, dir string, opts ...Option) (*Mongo, error)
 		conns:      make(map[net.Conn]struct{}),
 		ids:        newIDIndexes(abs),
 	}
-	m.mu.setReadFirst(true)
+	// First come, first served by default: with reads sharing the lock (SetReadFirst(true)),
+	// a `make test` under two CPU hogs saw a refdata record read as "created" for two minutes
+	// after its download_submitted write had been acknowledged (TestStagerKilled, 62a26f5):
+	// possibly a FerretDB SQLite connection's read snapshot kept open beside the shared reads.
+	// Until that is understood, read-first is a measurement mode only.
+	m.mu.setReadFirst(false)
 	go func() {
 		defer close(m.ferretDone)
 		_ = f.Run(runCtx) // always nil; it returns once runCtx is cancelled
