@@ -27,9 +27,11 @@ func TestStagerKilled(t *testing.T) {
 	bins := testsite.RequireEnv(t)
 	pidFile := filepath.Join(t.TempDir(), "hung.pid")
 	// Attempt 0 of a staging task hangs (exec keeps the pid the script wrote); everything else
-	// is the real agent.
+	// is the real agent, the reap included (the local launcher runs `<agent> reap --yes` with
+	// the task's environment after the task was killed: a hanging reap would hold the exit
+	// record back for the supervisor's ReapTimeout, 2 minutes).
 	wrapper := testsite.Script(t, "agent", fmt.Sprintf(`#!/bin/sh
-if [ "$CTS_AGENT_MODE" = refdata ] && [ "$REFDATA_ATTEMPT" = 0 ]; then
+if [ "$CTS_AGENT_MODE" = refdata ] && [ "$REFDATA_ATTEMPT" = 0 ] && [ "$1" != reap ]; then
 	echo $$ > %s.tmp && mv %s.tmp %s
 	exec sleep 600
 fi
@@ -85,8 +87,16 @@ exec %s "$@"
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if st := site(); st.State != "download_submitted" {
-		t.Fatalf("staging %+v while its task runs", st)
+	// The task may start before the coordinator has recorded the launcher's acceptance
+	// (Launched runs when Submit returns): wait for the record, bounded.
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		st := site()
+		if st.State == "download_submitted" {
+			break
+		}
+		if st.State != "created" || time.Now().After(deadline) {
+			t.Fatalf("staging %+v while its task runs (want download_submitted)", st)
+		}
 	}
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)

@@ -5,7 +5,7 @@
 //	cts-agent [run] [--job ID] [--container N] [--dry-run] [--keep]
 //	cts-agent check
 //	cts-agent reap [--yes]
-//	CTS_AGENT_MODE=refdata cts-agent
+//	CTS_AGENT_MODE=refdata cts-agent [run]
 //
 // It reads the KBase token and the S3 secret from the files TOKEN_PATH and S3_SECRET_PATH
 // name, connects to the coordinator, and reports every step. `run` exits 0 when the
@@ -58,8 +58,9 @@ Usage:
       List what dead agents left on this node (containers, runtime state, cgroups, bundles,
       work data); --yes removes it. Live agents' containers are never touched.
       e.g.  cts-agent reap --yes
-  CTS_AGENT_MODE=refdata cts-agent
-      Stage reference data into REFDATA_HOST_PATH (a launcher starts this mode).
+  CTS_AGENT_MODE=refdata cts-agent [run]
+      Stage reference data into REFDATA_HOST_PATH (a launcher starts this mode; the other
+      modes, reap included, do what they do whatever CTS_AGENT_MODE says).
   cts-agent version
       Print the version.
 
@@ -77,15 +78,17 @@ func main() {
 }
 
 func run(argv []string) (int, error) {
-	if os.Getenv("CTS_AGENT_MODE") == "refdata" {
-		// Started by a launcher to stage reference data, not to run a job container.
-		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-		defer stop()
-		return runRefdata(ctx, os.LookupEnv, slog.New(slog.NewJSONHandler(os.Stderr, nil)))
-	}
 	mode := "run"
 	if len(argv) > 0 && !strings.HasPrefix(argv[0], "-") {
 		mode, argv = argv[0], argv[1:]
+	}
+	if mode == "run" && os.Getenv("CTS_AGENT_MODE") == "refdata" {
+		// Started by a launcher to stage reference data, not to run a job container. Only
+		// the run mode stages: the local launcher runs `<agent> reap --yes` with a killed
+		// staging task's environment, which must reap, not stage again.
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+		return runRefdata(ctx, os.LookupEnv, slog.New(slog.NewJSONHandler(os.Stderr, nil)))
 	}
 	switch mode {
 	case "check":

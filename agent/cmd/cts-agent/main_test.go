@@ -121,6 +121,35 @@ func TestReapModeOnACleanNode(t *testing.T) {
 	}
 }
 
+// TestModesOtherThanRunIgnoreTheStagingMode: with CTS_AGENT_MODE=refdata (a staging task's
+// environment), `cts-agent reap` reaps and `cts-agent version` prints the version; only the
+// run mode stages. The local launcher reaps after a killed staging task with the task's own
+// environment: the reap used to run the staging again, unsupervised, in its place.
+func TestModesOtherThanRunIgnoreTheStagingMode(t *testing.T) {
+	t.Setenv("CTS_AGENT_MODE", "refdata")
+	if code, err := run([]string{"version"}); code != 0 || err != nil {
+		t.Errorf("version with CTS_AGENT_MODE=refdata = %d, %v; want 0", code, err)
+	}
+	// The run mode stages: without the staging's variables it says which is missing.
+	if code, err := run(nil); code == 0 || err == nil || !strings.Contains(err.Error(), "REFDATA") {
+		t.Errorf("run with CTS_AGENT_MODE=refdata and no staging variables = %d, %v; want the staging's configuration error", code, err)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("reap with runc needs root")
+	}
+	if _, err := exec.LookPath("runc"); err != nil {
+		t.Skip("runc not installed")
+	}
+	dir := t.TempDir()
+	t.Setenv("CTS_AGENT_RUNTIME", "oci")
+	t.Setenv("CTS_AGENT_RUNC_ROOT", filepath.Join(dir, "runc"))
+	t.Setenv("CTS_AGENT_NODE_DIR", filepath.Join(dir, "node"))
+	t.Setenv("CTS_AGENT_CACHE_DIR", filepath.Join(dir, "cache"))
+	if code, err := run([]string{"reap", "--yes"}); code != 0 || err != nil {
+		t.Errorf("reap --yes with CTS_AGENT_MODE=refdata = %d, %v; want 0 (a clean node)", code, err)
+	}
+}
+
 // TestAgentLinksNoPluginMachinery: every job starts an agent process, so what the binary
 // links is start-up time. The launcher plugin machinery (go-plugin, gRPC, protobuf, net/rpc)
 // doubled the binary (30.6 → 16.2 MB) and its initialisers took about half of the time to

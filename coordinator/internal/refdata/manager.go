@@ -403,8 +403,13 @@ func (m *Manager) Launched(ctx context.Context, id, site string, attempt int, ha
 	if err != nil {
 		return false, err
 	}
+	if !current {
+		m.log.InfoContext(ctx, "refdata staging launched for an attempt that was replaced meanwhile: nothing recorded, the caller takes it back",
+			"refdata_id", id, "site", site, "attempt", attempt, "handle", handle)
+		return false, nil
+	}
 	m.log.InfoContext(ctx, "refdata staging launched", "refdata_id", id, "site", site, "attempt", attempt, "handle", handle)
-	return current, nil
+	return true, nil
 }
 
 // Staging is one site's staging that has not ended, for the reconciler.
