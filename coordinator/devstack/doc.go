@@ -21,15 +21,13 @@
 //     point lookup followed by the command narrowed to {_id} (pushdown.go), so that the cost
 //     of both stays flat as a collection grows. Every other filter still reads the whole
 //     collection: code that must stay fast with a site's history finds documents by _id.
-//     The proxy's lock is first come, first served by default; read-first (queue.go,
-//     Mongo.SetReadFirst(true)) is a measurement mode that make bench-site turns on (a `make
-//     test` under CPU hogs saw a stale read with it: see mongo.go). Read-first: a write runs
+//     The proxy's lock is read-first by default (queue.go, Mongo.SetReadFirst): a write runs
 //     alone, as above; read-only commands share the lock with each other and go ahead of the
 //     writes waiting for it (at most 32 while a write waits), so a point read waits for the
 //     write in flight, not for the queue of writes behind it. That is a property of this dev
 //     stack, not of MongoDB, and it shapes the dev site's read latencies under load
-//     (docs/benchmarks.md says so beside its figures); SetReadFirst(false), the default, is
-//     one command at a time in arrival order. SetParallelReads, a measurement mode, lets reads
+//     (docs/benchmarks.md says so beside its figures); SetReadFirst(false) restores one
+//     command at a time in arrival order. SetParallelReads, a measurement mode, lets reads
 //     run beside writes too. Stats count the commands by name and by collection, the time
 //     they waited for the lock, and what each read waited behind.
 //   - S3: versitygw with its posix backend and sidecar metadata, which stores and verifies

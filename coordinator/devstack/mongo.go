@@ -316,12 +316,13 @@ func StartMongo(ctx context.Context, dir string, opts ...Option) (*Mongo, error)
 		conns:      make(map[net.Conn]struct{}),
 		ids:        newIDIndexes(abs),
 	}
-	// First come, first served by default: with reads sharing the lock (SetReadFirst(true)),
-	// a `make test` under two CPU hogs saw a refdata record read as "created" for two minutes
-	// after its download_submitted write had been acknowledged (TestStagerKilled, 62a26f5):
-	// possibly a FerretDB SQLite connection's read snapshot kept open beside the shared reads.
-	// Until that is understood, read-first is a measurement mode only.
-	m.mu.setReadFirst(false)
+	// Read-first by default (queue.go). A `make test` under CPU hogs once failed with a
+	// refdata record read as created after its launch was logged, which 699309f took for a
+	// stale read and answered by making first come, first served the default; it was a
+	// test's race (the task started before its launch was recorded, 595299a), and
+	// TestMongoReadsSeeAcknowledgedWrites finds no read missing an acknowledged write in
+	// either order.
+	m.mu.setReadFirst(true)
 	go func() {
 		defer close(m.ferretDone)
 		_ = f.Run(runCtx) // always nil; it returns once runCtx is cancelled
