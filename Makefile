@@ -49,11 +49,12 @@ RACE_PKGS := ./coordinator/internal/agentws/ ./coordinator/internal/auth/ ./coor
 race:
 	$(GO) test -race $(TESTFLAGS) $(RACE_PKGS)
 
-# The Docker tests fail rather than skip when no engine answers: deps starts one. The suite
+# The Docker tests fail rather than skip when no engine answers: deps starts one; so do the crun
+# tests when crun cannot run (deps installs it and lets it make cgroups). The suite
 # runs in a temporary folder of its own (TMPDIR), and a process it leaves running there (an
 # agent, a supervisor, a daemon) fails the run: scripts/no-leftovers.sh.
 test: deps lint
-	scripts/no-leftovers.sh sh -c 'CTS_REQUIRE_DOCKER=1 $(GO) test $(TESTFLAGS) ./... && $(MAKE) --no-print-directory race'
+	scripts/no-leftovers.sh sh -c 'CTS_REQUIRE_DOCKER=1 CTS_REQUIRE_CRUN=1 $(GO) test $(TESTFLAGS) ./... && $(MAKE) --no-print-directory race'
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./shared/checksum/ ./shared/args/ ./shared/transfer/ ./agent/internal/untar/

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Installs what building and testing CTS-Go needs on a fresh Debian machine: runc (containers),
+# Installs what building and testing CTS-Go needs on a fresh Debian machine: runc and crun
+# (containers; crun's cgroups made acceptable to it by scripts/crun-cgroups.sh),
 # GNU time (peak-RSS measurement), chromium and firefox-esr (the dashboard's browser tests),
 # Redocly's OpenAPI linter, and the Go modules.
 # Idempotent; quiet when everything is there.
 set -euo pipefail
 need=()
 command -v runc >/dev/null 2>&1 || need+=(runc)
+# crun: the agent's oci runtime runs it where it can (docs/agent.md, "Container runtimes"), and
+# the container tests run under both (make test sets CTS_REQUIRE_CRUN=1).
+command -v crun >/dev/null 2>&1 || need+=(crun)
 [[ -x /usr/bin/time ]] || need+=(time) # GNU time: the agent's peak-RSS test
 # Docker engine: the agent's `docker` runtime is tested against a real engine (test/e2e runs
 # its container tests under both runtimes).
@@ -47,6 +51,11 @@ if [[ $(redocly --version 2>/dev/null) != "$redocly_version" ]]; then
   npm install -g --no-audit --no-fund --loglevel=error "@redocly/cli@$redocly_version" >/dev/null
 fi
 scripts/dockerd.sh start
+# crun refuses a hybrid cgroup layout whose v2 hierarchy holds controllers (this project's
+# machines have hugetlb there): move them to v1 hierarchies.
+if [[ $(id -u) -eq 0 ]]; then
+  scripts/crun-cgroups.sh || echo "install-deps: crun cannot run containers here; the crun tests fail under make test (CTS_REQUIRE_CRUN=1)" >&2
+fi
 go mod download
 # staticcheck, pinned (make lint runs it): built from the Go module proxy into GOPATH/bin.
 staticcheck_version=0.8.2

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -65,11 +66,17 @@ type Options struct {
 	Samples *Samples
 	// ClientDir, when set, is prepended to PATH in the env file: the folder holding cts.
 	ClientDir string
-	// AgentRuntime is the agents' container runtime (CTS_AGENT_RUNTIME: "oci", "docker" or
-	// "auto"); "" takes CTS_AGENT_RUNTIME from this process's environment, else "oci", so a
-	// Docker engine that happens to run never changes what dev agents do.
+	// AgentRuntime is the agents' container runtime (CTS_AGENT_RUNTIME: "oci", "runc",
+	// "crun", "docker" or "auto"); "" takes CTS_AGENT_RUNTIME from this process's environment,
+	// else "oci", so a Docker engine that happens to run never changes what dev agents do.
+	// "oci" runs crun when the node has a crun that can make cgroups, else runc (the agent
+	// decides and logs it; docs/agent.md, "Container runtimes").
 	AgentRuntime string
 }
+
+// agentRuntimes are the values of the agent's CTS_AGENT_RUNTIME (agent/internal/config's
+// Runtimes, internal to the agent).
+var agentRuntimes = []string{"oci", "runc", "crun", "docker", "auto"}
 
 // AgentRuntime returns the runtime dev agents use for o.AgentRuntime (see Options).
 func AgentRuntime(o Options) (string, error) {
@@ -80,8 +87,8 @@ func AgentRuntime(o Options) (string, error) {
 	if rt == "" {
 		rt = "oci"
 	}
-	if rt != "oci" && rt != "docker" && rt != "auto" {
-		return "", fmt.Errorf("CTS_AGENT_RUNTIME must be oci, docker or auto, got %q", rt)
+	if !slices.Contains(agentRuntimes, rt) {
+		return "", fmt.Errorf("CTS_AGENT_RUNTIME must be one of %s, got %q", strings.Join(agentRuntimes, ", "), rt)
 	}
 	return rt, nil
 }
@@ -99,7 +106,7 @@ type Env struct {
 	Config                               app.Config
 	// Restarted says the site existed before this start (its state was kept).
 	Restarted bool
-	// AgentRuntime is the container runtime of the dev agents ("oci", "docker" or "auto").
+	// AgentRuntime is the container runtime of the dev agents (a value of CTS_AGENT_RUNTIME).
 	AgentRuntime string
 
 	clientDir string

@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -41,6 +42,10 @@ type Config struct {
 
 // DefaultKillGraceSeconds is KillGraceSeconds when the configuration omits it.
 var DefaultKillGraceSeconds = grace.DefaultLauncherKill.Seconds()
+
+// agentRuntimes are the values of the agent's CTS_AGENT_RUNTIME (agent/internal/config's
+// Runtimes, internal to the agent).
+var agentRuntimes = []string{"oci", "runc", "crun", "docker", "auto"}
 
 // maxKillGraceSeconds bounds KillGraceSeconds (one hour).
 const maxKillGraceSeconds = 3600
@@ -123,8 +128,8 @@ func (c Config) Validate() error {
 			}
 		}
 	}
-	if rt, ok := c.Env["CTS_AGENT_RUNTIME"]; ok && rt != "oci" && rt != "docker" && rt != "auto" {
-		bad("env: CTS_AGENT_RUNTIME must be oci, docker or auto, got %q", rt)
+	if rt, ok := c.Env["CTS_AGENT_RUNTIME"]; ok && !slices.Contains(agentRuntimes, rt) {
+		bad("env: CTS_AGENT_RUNTIME must be one of %s, got %q", strings.Join(agentRuntimes, ", "), rt)
 	}
 	for i, a := range c.AgentArgs {
 		if strings.ContainsRune(a, 0) {

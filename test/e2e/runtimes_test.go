@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -23,12 +22,15 @@ import (
 const logMaxMB = 1
 
 // TestContainerRuntimes runs the suite's container tests under each runtime agents can use,
-// `oci` (runc) and `docker` (the node's real engine), with the same assertions: one dev site
-// per runtime, shared by its cases, which run in parallel.
+// the oci runtime with runc and with crun, and `docker` (the node's real engine), with the
+// same assertions: one dev site per runtime, shared by its cases, which run in parallel.
 func TestContainerRuntimes(t *testing.T) {
 	testsite.RequireEnv(t)
-	for _, rt := range []string{"oci", "docker"} {
+	for _, rt := range []string{"runc", "crun", "docker"} {
 		t.Run(rt, func(t *testing.T) {
+			if rt == "crun" {
+				testsite.RequireCrun(t)
+			}
 			tp := newTamperer()
 			s := startSite(t, testsite.Options{
 				Runtime:         rt,
@@ -289,13 +291,9 @@ func assertNothingLeft(t *testing.T, s *testsite.Site, id string) {
 			left = append(left, names...)
 		default:
 			root := filepath.Join(s.Env.Dir, "runc")
-			out, err := exec.Command("runc", "--root", root, "list", "--quiet").Output()
-			if err != nil {
-				t.Fatalf("runc list: %v", err)
-			}
-			for _, c := range strings.Fields(string(out)) {
+			for _, c := range testsite.Containers(t, root) {
 				if strings.HasPrefix(c, prefix) {
-					left = append(left, "runc state of "+c)
+					left = append(left, "runtime state of "+c)
 				}
 			}
 			sum := sha256.Sum256([]byte(root))

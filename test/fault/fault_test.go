@@ -308,33 +308,46 @@ func waitExit(t *testing.T, pid int) {
 // TestAgentKilled kills an agent with SIGKILL mid-job: it can neither stop its container
 // gracefully nor report. Noticing is the coordinator's job: its reconciler must settle the job
 // once the agent's heartbeat is missing (or the launcher reports the agent gone), so the job
-// does not stay stuck. The agent runs `runc run` in a process group of its own, which
-// outlives the agent: here the agent's runc is held before it creates the container (as a
-// loaded machine may hold it), so a supervisor that reaped without ending it would leave runc
-// to create and run the container after the reap.
+// does not stay stuck. The agent runs `runc run` (or `crun create`) in a process group of its
+// own, which outlives the agent: here the agent's engine is held before it creates the
+// container (as a loaded machine may hold it), so a supervisor that reaped without ending it
+// would leave the engine to create and run the container after the reap. Once with each
+// engine of the oci runtime.
 func TestAgentKilled(t *testing.T) {
 	bins := testsite.RequireEnv(t)
+	for _, engine := range []struct{ name, creates string }{{"runc", "run"}, {"crun", "create"}} {
+		t.Run(engine.name, func(t *testing.T) {
+			if engine.name == "crun" {
+				testsite.RequireCrun(t)
+			}
+			testAgentKilled(t, bins, engine.name, engine.creates)
+		})
+	}
+}
+
+func testAgentKilled(t *testing.T, bins testsite.Binaries, engine, creates string) {
 	dir := t.TempDir()
 	held, goAhead := filepath.Join(dir, "held.pid"), filepath.Join(dir, "go")
-	runc := testsite.Script(t, "held-runc", fmt.Sprintf(`#!/bin/sh
+	heldEngine := testsite.Script(t, "held-"+engine, fmt.Sprintf(`#!/bin/sh
 for a in "$@"; do
-	if [ "$a" = run ]; then
+	if [ "$a" = %[3]s ]; then
 		echo $$ >%[1]s.tmp && mv %[1]s.tmp %[1]s
 		while [ ! -e %[2]s ]; do sleep 0.1; done
 		break
 	fi
 done
-exec runc "$@"
-`, held, goAhead))
-	agent := testsite.Script(t, "agent", fmt.Sprintf("#!/bin/sh\nCTS_AGENT_RUNC=%s exec %s \"$@\"\n", runc, bins.Agent))
+exec %[4]s "$@"
+`, held, goAhead, creates, engine))
+	agent := testsite.Script(t, "agent", fmt.Sprintf("#!/bin/sh\nCTS_AGENT_RUNTIME=%s CTS_AGENT_%s=%s exec %s \"$@\"\n",
+		engine, strings.ToUpper(engine), heldEngine, bins.Agent))
 	s := startSiteWith(t, agent, nil)
 	image := registerTestTool(t, s)
 	in := s.PutInput(t, "fault/in/kill.txt", []byte("x\n"))
 	id := submitTool(t, s, image, in, "sleep", "600")
 	s.WaitState(t, id, 2*time.Minute, "job_submitted")
 	pid := agentPID(t, s, id)
-	runcPID := waitPIDFile(t, held, 2*time.Minute)
-	t.Cleanup(func() { _ = syscall.Kill(runcPID, syscall.SIGKILL) })
+	enginePID := waitPIDFile(t, held, 2*time.Minute)
+	t.Cleanup(func() { _ = syscall.Kill(enginePID, syscall.SIGKILL) })
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -343,10 +356,10 @@ exec runc "$@"
 		t.Errorf("job ended %v after its agent was killed", j["state"])
 	}
 	t.Logf("settled: %v", j["admin_error"])
-	// The supervisor ended the agent's runc before it could create the container, and reaped
-	// what the killed agent left: no process, container, runtime state or work data of the
-	// job remains, even once the held runc would have gone on.
-	waitExit(t, runcPID)
+	// The supervisor ended the agent's engine before it could create the container, and
+	// reaped what the killed agent left: no process, container, runtime state or work data
+	// of the job remains, even once the held engine would have gone on.
+	waitExit(t, enginePID)
 	if err := os.WriteFile(goAhead, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -441,15 +454,11 @@ func supervisorPID(t *testing.T, s *testsite.Site, id string) int {
 	return rec.PID
 }
 
-// runcContainers lists the site's runc containers of job id.
+// runcContainers lists the site's containers of job id (runc's or crun's).
 func runcContainers(t *testing.T, s *testsite.Site, id string) []string {
 	t.Helper()
-	out, err := exec.Command("runc", "--root", filepath.Join(s.Env.Dir, "runc"), "list", "--quiet").Output()
-	if err != nil {
-		t.Fatalf("runc list: %v", err)
-	}
 	var ids []string
-	for _, c := range strings.Fields(string(out)) {
+	for _, c := range testsite.Containers(t, filepath.Join(s.Env.Dir, "runc")) {
 		if strings.HasPrefix(c, "cts-"+id[:8]+"-") {
 			ids = append(ids, c)
 		}
@@ -457,7 +466,7 @@ func runcContainers(t *testing.T, s *testsite.Site, id string) []string {
 	return ids
 }
 
-// waitNoContainer waits until the site's runc holds no container of job id.
+// waitNoContainer waits until the site's state root holds no container of job id.
 func waitNoContainer(t *testing.T, s *testsite.Site, id string) {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)

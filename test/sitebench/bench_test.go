@@ -213,7 +213,7 @@ func profilePath(round, phase string) string {
 }
 
 // run measures a fresh site, seeds it with sz.History finished jobs and measures it again.
-func run(t *testing.T, sz sizes) (rest sitebench.Rest, fresh, hist figures, bare sitebench.Latencies) {
+func run(t *testing.T, sz sizes) (rest sitebench.Rest, fresh, hist figures, bare, bareCrun sitebench.Latencies, agentRuntime string) {
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Minute)
 	defer cancel()
 	s := sitebench.Start(t, sitebench.Options{})
@@ -231,12 +231,37 @@ func run(t *testing.T, sz sizes) (rest sitebench.Rest, fresh, hist figures, bare
 	}
 	t.Logf("seeded %d finished jobs in %v", sz.History, time.Since(t0))
 	hist = measure(t, ctx, s, sz, rest, fmt.Sprintf("history-%d", sz.History))
-	bare, err = s.BareRunc(ctx, t.TempDir(), sz.Trivial)
-	if err != nil {
-		t.Fatal(err)
+	// The bare runs alternate, runc and crun (where it runs), so that both see the same machine.
+	crunWhy := sitebench.CrunUsable()
+	bareDir, bareCrunDir := t.TempDir(), t.TempDir()
+	for range sz.Trivial {
+		l, err := s.BareRunc(ctx, bareDir, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bare = append(bare, l...)
+		if crunWhy == "" {
+			if l, err = s.BareCrun(ctx, bareCrunDir, 1); err != nil {
+				t.Fatal(err)
+			}
+			bareCrun = append(bareCrun, l...)
+		}
 	}
 	t.Logf("bare runc run: median %v over %d", bare.Median(), len(bare))
-	return rest, fresh, hist, bare
+	if crunWhy == "" {
+		t.Logf("bare crun run: median %v over %d", bareCrun.Median(), len(bareCrun))
+	} else {
+		t.Logf("bare crun run: not timed: %s", crunWhy)
+	}
+	agentRuntime = "unknown"
+	if ev, err := s.AgentTrace(template.ID); err == nil {
+		for _, e := range ev {
+			if e.Msg == "container runtime ready" && e.Runtime != "" {
+				agentRuntime = e.Runtime
+			}
+		}
+	}
+	return rest, fresh, hist, bare, bareCrun, agentRuntime
 }
 
 // target is one of the issue's targets, checked against this run.
@@ -262,13 +287,21 @@ type report struct {
 	// dev stack's default); false with $CTS_BENCH_SITE_FIFO=1 (first come, first served).
 	ReadFirst bool `json:"read_first"`
 	// Rest is the fresh site's resting rate, before any job: what a quiet site is.
-	Rest         sitebench.Rest `json:"rest"`
-	Fresh        figures        `json:"fresh"`
-	History      figures        `json:"history"`
-	BareRuncMs   float64        `json:"bare_runc_ms"`
-	OverheadMs   float64        `json:"trivial_overhead_ms"`
-	OverheadHist float64        `json:"trivial_overhead_ms_history"`
-	Targets      []target       `json:"targets"`
+	Rest    sitebench.Rest `json:"rest"`
+	Fresh   figures        `json:"fresh"`
+	History figures        `json:"history"`
+	// AgentRuntime is the runtime the site's agents ran the trivial jobs with ("oci (crun)",
+	// "oci (runc)"), from the template job's agent log.
+	AgentRuntime string  `json:"agent_runtime"`
+	BareRuncMs   float64 `json:"bare_runc_ms"`
+	// BareCrunMs is a bare `crun run` of the same bundle, where crun runs (0 when not).
+	BareCrunMs   float64 `json:"bare_crun_ms"`
+	OverheadMs   float64 `json:"trivial_overhead_ms"`
+	OverheadHist float64 `json:"trivial_overhead_ms_history"`
+	// OverheadCrunMs and OverheadCrunHist are the trivial job's time above a bare crun run.
+	OverheadCrunMs   float64  `json:"trivial_overhead_ms_above_crun,omitempty"`
+	OverheadCrunHist float64  `json:"trivial_overhead_ms_history_above_crun,omitempty"`
+	Targets          []target `json:"targets"`
 }
 
 func uptime() string {
@@ -298,14 +331,20 @@ func TestBenchSite(t *testing.T) {
 	}
 	sz.IdleS = sz.Idle.Seconds()
 	loadBefore := uptime()
-	rest, fresh, hist, bare := run(t, sz)
+	rest, fresh, hist, bare, bareCrun, agentRuntime := run(t, sz)
 	r := report{
 		Command: "make bench-site", Date: time.Now().UTC().Format(time.RFC3339),
 		Load: "before: " + loadBefore + "; after: " + uptime(), CPUs: runtime.NumCPU(), GoVersion: runtime.Version(),
 		Sizes: sz, ParallelReads: parallelReads(), ReadFirst: !fifo(), Rest: rest, Fresh: fresh, History: hist, BareRuncMs: sitebench.Ms(bare.Median()),
+		AgentRuntime: agentRuntime,
 	}
 	r.OverheadMs = float64(int((fresh.TrivialJobMs-r.BareRuncMs)*10)) / 10
 	r.OverheadHist = float64(int((hist.TrivialJobMs-r.BareRuncMs)*10)) / 10
+	if len(bareCrun) > 0 {
+		r.BareCrunMs = sitebench.Ms(bareCrun.Median())
+		r.OverheadCrunMs = float64(int((fresh.TrivialJobMs-r.BareCrunMs)*10)) / 10
+		r.OverheadCrunHist = float64(int((hist.TrivialJobMs-r.BareCrunMs)*10)) / 10
+	}
 	within := func(name string, f, h float64) target {
 		return target{Name: name + " with history / fresh", Target: "≤ 1.5", Value: ratio(h, f), Met: ratio(h, f) <= 1.5}
 	}
@@ -400,18 +439,50 @@ func TestTrivialTrace(t *testing.T) {
 		}
 		last = tr
 	}
-	bare, err := s.BareRunc(ctx, t.TempDir(), n)
-	if err != nil {
-		t.Fatal(err)
+	// The bare runs alternate, so that both see the same machine.
+	var bare, bareCrun sitebench.Latencies
+	crunWhy := sitebench.CrunUsable()
+	bareDir, bareCrunDir := t.TempDir(), t.TempDir()
+	for range n {
+		l, err := s.BareRunc(ctx, bareDir, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bare = append(bare, l...)
+		if crunWhy == "" {
+			l, err := s.BareCrun(ctx, bareCrunDir, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bareCrun = append(bareCrun, l...)
+		}
 	}
 	puts := map[int]sitebench.Latencies{}
 	for _, conc := range []int{1, 3} {
+		var err error
 		if puts[conc], err = s.SmallPuts(ctx, 2*n, conc); err != nil {
 			t.Fatal(err)
 		}
 	}
+	ev, err := s.AgentTrace(last.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtimeOf := "unknown"
+	for _, e := range ev {
+		if e.Msg == "container runtime ready" && e.Runtime != "" {
+			runtimeOf = e.Runtime
+		}
+	}
 	t.Logf("load: %s", uptime())
+	t.Logf("agents' runtime: %s (CTS_AGENT_RUNTIME=%s)", runtimeOf, s.Env.AgentRuntime)
 	t.Logf("trivial job: median %v over %d; bare runc run: median %v", totals.Median(), n, bare.Median())
+	t.Logf("  overhead above bare runc run: %.1f ms", sitebench.Ms(totals.Median()-bare.Median()))
+	if crunWhy == "" {
+		t.Logf("  bare crun run: median %v; overhead above it: %.1f ms", bareCrun.Median(), sitebench.Ms(totals.Median()-bareCrun.Median()))
+	} else {
+		t.Logf("  bare crun run: not timed: %s", crunWhy)
+	}
 	t.Logf("  S3 PUT of a 30-byte object alone: median %.1f ms; three at once: median %.1f ms (%d each)",
 		sitebench.Ms(puts[1].Median()), sitebench.Ms(puts[3].Median()), 2*n)
 	medianOf := func(v []float64) float64 {
@@ -422,14 +493,10 @@ func TestTrivialTrace(t *testing.T) {
 		slices.Sort(v)
 		return v[len(v)/2]
 	}
-	t.Logf("  CPU per job, medians: this process (coordinator and embedded stack, S3 excepted) %.1f ms; agent %.1f ms; its runc processes %.1f ms",
+	t.Logf("  CPU per job, medians: this process (coordinator and embedded stack, S3 excepted) %.1f ms; agent %.1f ms; its runtime processes (runc or crun, and the container's) %.1f ms",
 		sitebench.Ms(coordCPU.Median()), medianOf(agentCPU), medianOf(runtimeCPU))
 	for _, k := range sitebench.TrivialSteps {
 		t.Logf("  %-18s median %7.1f ms", k, sitebench.Ms(steps[k].Median()))
-	}
-	ev, err := s.AgentTrace(last.ID)
-	if err != nil {
-		t.Fatal(err)
 	}
 	ev = append(ev, sitebench.AgentEvent{Time: last.Created, Msg: "job created (transition)"},
 		sitebench.AgentEvent{Time: last.Completed, Msg: "job complete (transition)"})
@@ -444,6 +511,9 @@ func TestTrivialTrace(t *testing.T) {
 		took := ""
 		if e.Seconds > 0 {
 			took = fmt.Sprintf(" (took %.1f ms)", e.Seconds*1000)
+		}
+		if e.Runtime != "" {
+			took += " [" + e.Runtime + "]"
 		}
 		t.Logf("  %+8.1f ms  %s %s%s", sitebench.Ms(e.Time.Sub(t0)), e.Msg, e.State, took)
 	}

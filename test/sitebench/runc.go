@@ -19,6 +19,31 @@ import (
 // spec, the input mounted read-only, the output folder read-write), nothing else: no
 // transfer, no pull, no coordinator. It returns each run's wall time. dir holds the bundle.
 func (s *Site) BareRunc(ctx context.Context, dir string, n int) (Latencies, error) {
+	return s.BareRun(ctx, dir, "runc", n)
+}
+
+// BareCrun is BareRunc with `crun run` of the same bundle (runc's default spec: no seccomp
+// filter; crun deletes the container at the end, inside the timing, as runc run does without
+// --keep).
+func (s *Site) BareCrun(ctx context.Context, dir string, n int) (Latencies, error) {
+	return s.BareRun(ctx, dir, "crun", n)
+}
+
+// CrunUsable says whether crun can run containers here ("" when it can, else why not): it is
+// installed, and the node's cgroups are not a hybrid layout whose v2 hierarchy holds
+// controllers, which crun refuses.
+func CrunUsable() string {
+	if _, err := exec.LookPath("crun"); err != nil {
+		return "crun is not installed"
+	}
+	if b, err := os.ReadFile("/sys/fs/cgroup/unified/cgroup.controllers"); err == nil && len(bytes.TrimSpace(b)) > 0 {
+		return "crun cannot make cgroups here (the v2 hierarchy of a hybrid layout holds " + string(bytes.TrimSpace(b)) + ")"
+	}
+	return ""
+}
+
+// BareRun is BareRunc with engine ("runc" or "crun").
+func (s *Site) BareRun(ctx context.Context, dir, engine string, n int) (Latencies, error) {
 	bundle := filepath.Join(dir, "bundle")
 	rootfs := filepath.Join(bundle, "rootfs")
 	in, out := filepath.Join(dir, "input"), filepath.Join(dir, "output")
@@ -62,20 +87,20 @@ func (s *Site) BareRunc(ctx context.Context, dir string, n int) (Latencies, erro
 	if err := os.WriteFile(cfgPath, raw, 0o644); err != nil {
 		return nil, err
 	}
-	root := filepath.Join(dir, "runc-root")
+	root := filepath.Join(dir, engine+"-root")
 	var lat Latencies
 	for i := range n {
 		var stderr bytes.Buffer
-		cmd := exec.CommandContext(ctx, "runc", "--root", root, "run", "--bundle", bundle, fmt.Sprintf("cts-bench-%d-%d", os.Getpid(), i))
+		cmd := exec.CommandContext(ctx, engine, "--root", root, "run", "--bundle", bundle, fmt.Sprintf("cts-bench-%d-%d", os.Getpid(), i))
 		cmd.Stderr = &stderr
 		t0 := time.Now()
 		err := cmd.Run()
 		lat = append(lat, time.Since(t0))
 		if err != nil {
-			return lat, fmt.Errorf("runc run: %v: %s", err, stderr.String())
+			return lat, fmt.Errorf("%s run: %v: %s", engine, err, stderr.String())
 		}
 		if _, err := os.Stat(filepath.Join(out, "container-0.summary.txt")); err != nil {
-			return lat, fmt.Errorf("runc run: no output: %w", err)
+			return lat, fmt.Errorf("%s run: no output: %w", engine, err)
 		}
 	}
 	return lat, nil

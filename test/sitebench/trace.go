@@ -22,6 +22,8 @@ type AgentEvent struct {
 	// CPUMs and ChildrenCPUMs are the agent's CPU and its runtime processes', in its last
 	// line ("agent done", debug level).
 	CPUMs, ChildrenCPUMs float64
+	// Runtime is the line's container runtime, if it names one ("oci (crun)", "docker").
+	Runtime string
 }
 
 // AgentTrace returns the events of the agent of container 0 of job id (its first attempt), in
@@ -73,9 +75,10 @@ func (s *Site) AgentTrace(id string) ([]AgentEvent, error) {
 			Seconds  float64   `json:"seconds"`
 			CPU      float64   `json:"cpu_ms"`
 			ChildCPU float64   `json:"children_cpu_ms"`
+			Runtime  string    `json:"runtime"`
 		}
 		if json.Unmarshal([]byte(line), &l) == nil && l.Msg != "" {
-			out = append(out, AgentEvent{l.Time, l.Msg, l.State, l.Seconds, l.CPU, l.ChildCPU})
+			out = append(out, AgentEvent{l.Time, l.Msg, l.State, l.Seconds, l.CPU, l.ChildCPU, l.Runtime})
 		}
 	}
 	return out, nil

@@ -10,6 +10,7 @@
 package testsite
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -179,6 +180,24 @@ func RequireEnv(t testing.TB) Binaries {
 		t.Skip("runc is not installed (scripts/install-deps.sh installs it)")
 	}
 	return Binaries{Agent: Binary(t, AgentPkg), Launcher: Binary(t, LauncherPkg), DemoTool: Binary(t, DemoToolPkg)}
+}
+
+// RequireCrun skips t unless agents can run containers with crun here (RequireEnv's
+// conditions and crun installed and able to make cgroups: the agent's container.CrunUsable);
+// with CTS_REQUIRE_CRUN=1 (make test) it fails t instead, as CI must run these tests.
+func RequireCrun(t testing.TB) {
+	t.Helper()
+	skip := t.Skip
+	if os.Getenv("CTS_REQUIRE_CRUN") == "1" {
+		skip = t.Fatal
+	}
+	if _, err := exec.LookPath("crun"); err != nil {
+		skip("crun is not installed (scripts/install-deps.sh installs it)")
+	}
+	// crun refuses a hybrid cgroup layout whose v2 hierarchy holds controllers.
+	if b, err := os.ReadFile("/sys/fs/cgroup/unified/cgroup.controllers"); err == nil && len(bytes.TrimSpace(b)) > 0 {
+		skip(fmt.Sprintf("crun cannot make cgroups here: the cgroup v2 hierarchy of this hybrid layout holds %s (scripts/crun-cgroups.sh moves them to v1)", bytes.TrimSpace(b)))
+	}
 }
 
 // Script writes an executable file named name, holding content (a "#!/bin/sh" script), into a

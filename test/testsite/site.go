@@ -3,6 +3,8 @@ package testsite
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -45,8 +47,9 @@ type Options struct {
 	// HTCondor serves the site with the htcondor launcher plugin over a mini-condor pool
 	// (test/minicondor) instead of the local launcher.
 	HTCondor bool
-	// Runtime is the agents' container runtime, "oci" (when "") or "docker": tests pin it,
-	// never "auto", so an engine that happens to run does not change what they test.
+	// Runtime is the agents' container runtime, "oci" (when ""; crun where it can run, else
+	// runc, as on the dev site), "runc", "crun" or "docker": tests pin it, never "auto", so a
+	// Docker engine that happens to run does not change what they test.
 	Runtime string
 }
 
@@ -277,4 +280,28 @@ type testWriter struct{ t testing.TB }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// Containers lists the containers whose state lies under an OCI state root (a site's is
+// <Env.Dir>/runc), whichever engine made them: the directories holding runc's state.json or
+// crun's status, as `runc list` and `crun list` each find their own. A missing root holds none.
+func Containers(t testing.TB, root string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(root)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		t.Fatalf("list containers: %v", err)
+	}
+	var ids []string
+	for _, e := range entries {
+		for _, state := range []string{"state.json", "status"} {
+			if _, err := os.Stat(filepath.Join(root, e.Name(), state)); err == nil {
+				ids = append(ids, e.Name())
+				break
+			}
+		}
+	}
+	return ids
 }

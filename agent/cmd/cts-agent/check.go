@@ -183,11 +183,21 @@ func checkRuntime(ctx context.Context, cfg config.Config) (string, error) {
 			return "", fmt.Errorf("docker engine at %s: %w", cfg.DockerSocket, err)
 		}
 	}
-	runc := cfg.RuncPath
-	if runc == "" {
-		runc = "runc"
+	if kind == "auto" {
+		kind = "oci"
 	}
-	path, err := exec.LookPath(runc)
+	engine, why := ociEngine(cfg.Node, kind)
+	bin := cfg.RuncPath
+	if engine == container.EngineCrun {
+		bin = cfg.CrunPath
+		if err := container.CrunUsable(); err != nil {
+			return "", fmt.Errorf("oci: %w", err)
+		}
+	}
+	if bin == "" {
+		bin = engine
+	}
+	path, err := exec.LookPath(bin)
 	if err != nil {
 		return "", fmt.Errorf("oci: %w", err)
 	}
@@ -196,14 +206,14 @@ func checkRuntime(ctx context.Context, cfg config.Config) (string, error) {
 		return "", fmt.Errorf("oci: %s --version: %w", path, err)
 	}
 	if err := os.MkdirAll(cfg.RuncRoot, 0o700); err != nil {
-		return "", fmt.Errorf("oci: runc root: %w", err)
+		return "", fmt.Errorf("oci: state root: %w", err)
 	}
 	f, err := os.CreateTemp(cfg.RuncRoot, ".cts-check-*")
 	if err != nil {
-		return "", fmt.Errorf("oci: runc root %s not writable: %w", cfg.RuncRoot, err)
+		return "", fmt.Errorf("oci: state root %s not writable: %w", cfg.RuncRoot, err)
 	}
 	f.Close()
 	os.Remove(f.Name())
 	first, _, _ := strings.Cut(string(v), "\n")
-	return fmt.Sprintf("oci: %s (%s), root %s writable", first, path, cfg.RuncRoot), nil
+	return fmt.Sprintf("oci: %s (%s; %s), root %s writable", first, path, why, cfg.RuncRoot), nil
 }

@@ -397,13 +397,18 @@ func runReap(argv []string, out io.Writer) (int, error) {
 	var runtimes []container.Runtime
 	var names []string
 	if nc.Runtime != "docker" {
-		if o, err := newOCI(nc, "", log); err == nil {
-			runtimes, names = append(runtimes, o), append(names, "oci (runc root "+nc.RuncRoot+")")
-		} else if nc.Runtime == "oci" {
+		kind := nc.Runtime
+		if kind == "auto" {
+			kind = "oci"
+		}
+		engine, _ := ociEngine(nc, kind)
+		if o, err := newOCI(nc, engine, "", log); err == nil {
+			runtimes, names = append(runtimes, o), append(names, "oci ("+engine+", root "+nc.RuncRoot+")")
+		} else if config.OCI(nc.Runtime) {
 			return 1, err
 		}
 	}
-	if nc.Runtime != "oci" {
+	if !config.OCI(nc.Runtime) {
 		d := container.NewDocker(container.DockerConfig{Socket: nc.DockerSocket, StateDir: nc.NodeDir, Logger: log})
 		pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
 		_, perr := d.Ping(pctx)

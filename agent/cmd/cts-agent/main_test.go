@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kbase/cts/agent/internal/container"
 	"github.com/kbase/cts/test/linkdeps"
 )
 
@@ -100,24 +101,32 @@ func TestUsage(t *testing.T) {
 	}
 }
 
-// TestReapModeOnACleanNode: reap lists nothing on a node no agent used, and says so.
+// TestReapModeOnACleanNode: reap lists nothing on a node no agent used, and says so, with
+// either engine of the oci runtime.
 func TestReapModeOnACleanNode(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("runc needs root")
+		t.Skip("runc and crun need root")
 	}
-	if _, err := exec.LookPath("runc"); err != nil {
-		t.Skip("runc not installed")
-	}
-	dir := t.TempDir()
-	t.Setenv("CTS_AGENT_RUNTIME", "oci")
-	t.Setenv("CTS_AGENT_RUNC_ROOT", filepath.Join(dir, "runc"))
-	t.Setenv("CTS_AGENT_NODE_DIR", filepath.Join(dir, "node"))
-	t.Setenv("CTS_AGENT_CACHE_DIR", filepath.Join(dir, "cache"))
-	var out strings.Builder
-	code, err := runReap(nil, &out)
-	if code != 0 || err != nil || !strings.Contains(out.String(), "nothing left by dead agents on this node") ||
-		!strings.Contains(out.String(), "runtimes: oci (runc root "+filepath.Join(dir, "runc")+")") {
-		t.Errorf("reap = %d %v:\n%s", code, err, out.String())
+	for _, engine := range []string{container.EngineRunc, container.EngineCrun} {
+		t.Run(engine, func(t *testing.T) {
+			if _, err := exec.LookPath(engine); err != nil {
+				t.Skipf("%s not installed", engine)
+			}
+			if engine == container.EngineCrun && container.CrunUsable() != nil {
+				t.Skip(container.CrunUsable())
+			}
+			dir := t.TempDir()
+			t.Setenv("CTS_AGENT_RUNTIME", engine)
+			t.Setenv("CTS_AGENT_RUNC_ROOT", filepath.Join(dir, "runc"))
+			t.Setenv("CTS_AGENT_NODE_DIR", filepath.Join(dir, "node"))
+			t.Setenv("CTS_AGENT_CACHE_DIR", filepath.Join(dir, "cache"))
+			var out strings.Builder
+			code, err := runReap(nil, &out)
+			if code != 0 || err != nil || !strings.Contains(out.String(), "nothing left by dead agents on this node") ||
+				!strings.Contains(out.String(), "runtimes: oci ("+engine+", root "+filepath.Join(dir, "runc")+")") {
+				t.Errorf("reap = %d %v:\n%s", code, err, out.String())
+			}
+		})
 	}
 }
 

@@ -28,28 +28,44 @@ func resolveRuntime(ctx context.Context, nc config.Node) (kind, why string) {
 	return "oci", "auto: no Docker engine answered at " + nc.DockerSocket
 }
 
+// ociEngine is the engine of the oci runtime for kind "oci", "runc" or "crun": "oci" takes crun
+// when it is found and can make cgroups on this node, else runc (container.PreferredEngine).
+// It returns the engine and why.
+func ociEngine(nc config.Node, kind string) (engine, why string) {
+	if kind == "oci" {
+		return container.PreferredEngine(nc.CrunPath)
+	}
+	return kind, "CTS_AGENT_RUNTIME=" + kind
+}
+
 // newRuntime builds the configured container runtime (see resolveRuntime); workDir holds the
-// oci runtime's bundles. It returns the runtime and its name.
+// oci runtime's bundles. It returns the runtime and its name: "docker", or "oci (runc)" or
+// "oci (crun)".
 func newRuntime(ctx context.Context, nc config.Node, workDir string, log *slog.Logger) (container.Runtime, string, error) {
 	kind, _ := resolveRuntime(ctx, nc)
-	switch kind {
-	case "docker":
+	switch {
+	case kind == "docker":
 		return container.NewDocker(container.DockerConfig{Socket: nc.DockerSocket, StateDir: nc.NodeDir, Logger: log}), kind, nil
-	case "oci":
-		rt, err := newOCI(nc, workDir, log)
-		return rt, kind, err
+	case config.OCI(kind):
+		engine, why := ociEngine(nc, kind)
+		rt, err := newOCI(nc, engine, workDir, log)
+		if err == nil {
+			log.Debug("container engine", "engine", engine, "why", why)
+		}
+		return rt, "oci (" + engine + ")", err
 	}
 	return nil, "", fmt.Errorf("unknown runtime %q", kind)
 }
 
-// newOCI builds the oci runtime; its bundles go to <workDir>/bundles ("" for a reaper, which
-// finds bundles through runc's state).
-func newOCI(nc config.Node, workDir string, log *slog.Logger) (*container.OCI, error) {
+// newOCI builds the oci runtime with engine (runc or crun); its bundles go to
+// <workDir>/bundles ("" for a reaper, which finds bundles through the engines' state).
+func newOCI(nc config.Node, engine, workDir string, log *slog.Logger) (*container.OCI, error) {
 	bundles := filepath.Join(nc.NodeDir, "reaper-bundles")
 	if workDir != "" {
 		bundles = filepath.Join(workDir, "bundles")
 	}
 	return container.NewOCI(container.OCIConfig{
-		Root: nc.RuncRoot, CacheDir: nc.CacheDir, BundleDir: bundles, RuncPath: nc.RuncPath, Logger: log,
+		Root: nc.RuncRoot, CacheDir: nc.CacheDir, BundleDir: bundles, Engine: engine,
+		RuncPath: nc.RuncPath, CrunPath: nc.CrunPath, Logger: log,
 	})
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -94,15 +95,21 @@ func (w *Worker) readSecrets() []error {
 // Node is the container half of the agent's configuration: the node's runtime, its shared
 // state and its bounds. The run, reap and check modes read it the same way (NodeFromEnv).
 type Node struct {
-	// Runtime is "oci", "docker" or "auto" (docker when its socket answers a ping, else oci).
+	// Runtime is "oci", "runc", "crun", "docker" or "auto". "oci" is the agent's own OCI
+	// runtime (its image cache and config.json) with crun when crun is found and can make
+	// cgroups on this node, else with runc; "runc" and "crun" pin one; "auto" is docker when its
+	// socket answers a ping, else oci.
 	Runtime string
 	// DockerSocket is the Docker Engine's unix socket (default /var/run/docker.sock).
 	DockerSocket string
 	// CacheDir holds the node's verified image cache (shared by agents).
 	CacheDir string
-	// RuncRoot is the runc state directory of CTS containers on this node.
+	// RuncRoot is the state directory of CTS containers on this node, runc's and crun's.
 	RuncRoot string
+	// RuncPath and CrunPath are the runc and crun binaries ("runc" and "crun" on PATH when
+	// empty).
 	RuncPath string
+	CrunPath string
 	// NodeDir holds what the agents of this node share besides the image cache: each live
 	// agent's registration (its work directory, under an owner lock) and the record of the
 	// Docker images agents pulled. Reapers use it to find what dead agents left.
@@ -113,6 +120,13 @@ type Node struct {
 	ImageCacheMaxBytes int64
 	ImageCacheMaxAge   time.Duration
 }
+
+// Runtimes are the values of CTS_AGENT_RUNTIME.
+var Runtimes = []string{"oci", "runc", "crun", "docker", "auto"}
+
+// OCI reports whether runtime (a value of CTS_AGENT_RUNTIME) is the agent's OCI runtime,
+// with whichever engine: "oci", "runc" or "crun".
+func OCI(runtime string) bool { return runtime == "oci" || runtime == "runc" || runtime == "crun" }
 
 // Node defaults.
 const (
@@ -129,7 +143,8 @@ func NodeFromEnv(lookup func(string) (string, bool)) (Node, error) {
 	n := Node{
 		Runtime: get("CTS_AGENT_RUNTIME"), DockerSocket: get("CTS_AGENT_DOCKER_SOCKET"),
 		CacheDir: get("CTS_AGENT_CACHE_DIR"), RuncRoot: get("CTS_AGENT_RUNC_ROOT"), RuncPath: get("CTS_AGENT_RUNC"),
-		NodeDir: get("CTS_AGENT_NODE_DIR"),
+		CrunPath: get("CTS_AGENT_CRUN"),
+		NodeDir:  get("CTS_AGENT_NODE_DIR"),
 	}
 	if n.CacheDir == "" {
 		base := get("GLOBAL_CACHE_DIR")
@@ -147,8 +162,8 @@ func NodeFromEnv(lookup func(string) (string, bool)) (Node, error) {
 	if n.Runtime == "" {
 		n.Runtime = "auto"
 	}
-	if n.Runtime != "oci" && n.Runtime != "docker" && n.Runtime != "auto" {
-		errs = append(errs, fmt.Errorf("CTS_AGENT_RUNTIME must be oci, docker or auto, got %q", n.Runtime))
+	if !slices.Contains(Runtimes, n.Runtime) {
+		errs = append(errs, fmt.Errorf("CTS_AGENT_RUNTIME must be one of %s, got %q", strings.Join(Runtimes, ", "), n.Runtime))
 	}
 	if n.DockerSocket == "" {
 		n.DockerSocket = "/var/run/docker.sock"

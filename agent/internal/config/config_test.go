@@ -286,6 +286,8 @@ func TestRuntimeSetting(t *testing.T) {
 	}{
 		{name: "default auto", value: "", want: "auto"},
 		{name: "oci", value: "oci", want: "oci"},
+		{name: "runc", value: "runc", want: "runc"},
+		{name: "crun", value: "crun", want: "crun"},
 		{name: "docker", value: "docker", want: "docker"},
 		{name: "unknown", value: "podman", wantErr: true},
 	}

@@ -47,8 +47,10 @@ func TestConfinement(t *testing.T) {
 		}
 		outputs[f.kind] = stdout
 	})
-	if o, d := outputs["oci"], outputs["docker"]; o != "" && d != "" && o != d {
-		t.Errorf("the runtimes confine differently:\noci:\n%s\ndocker:\n%s", o, d)
+	for _, other := range []string{EngineCrun, "docker"} {
+		if o, d := outputs[EngineRunc], outputs[other]; o != "" && d != "" && o != d {
+			t.Errorf("the runtimes confine differently:\noci with runc:\n%s\n%s:\n%s", o, other, d)
+		}
 	}
 }
 

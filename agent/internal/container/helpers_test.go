@@ -36,6 +36,38 @@ func requireRunc(t testing.TB) {
 	}
 }
 
+// requireCrun skips tests that need crun, root and a node whose cgroups crun accepts; with
+// CTS_REQUIRE_CRUN=1 (make test) it fails instead, as CI must run them.
+func requireCrun(t testing.TB) {
+	t.Helper()
+	skip := t.Skip
+	if os.Getenv("CTS_REQUIRE_CRUN") == "1" {
+		skip = t.Fatal
+	}
+	if os.Geteuid() != 0 {
+		skip("needs root to run crun containers")
+	}
+	if _, err := exec.LookPath("crun"); err != nil {
+		skip("crun not installed (apt-get install -y crun)")
+	}
+	if err := CrunUsable(); err != nil {
+		skip(err)
+	}
+}
+
+// requireEngine is requireRunc or requireCrun.
+func requireEngine(t testing.TB, engine string) {
+	t.Helper()
+	if engine == EngineCrun {
+		requireCrun(t)
+		return
+	}
+	requireRunc(t)
+}
+
+// engines are the low-level runtimes the oci runtime's tests run with.
+var engines = []string{EngineRunc, EngineCrun}
+
 var (
 	toolOnce sync.Once
 	toolBin  []byte
@@ -98,10 +130,16 @@ func newDirs(t testing.TB) dirs {
 
 func newOCI(t testing.TB, d dirs) *OCI {
 	t.Helper()
-	if _, err := exec.LookPath("runc"); err != nil {
-		t.Skip("runc not installed (apt-get install -y runc): NewOCI needs it")
+	return newOCIEngine(t, d, EngineRunc)
+}
+
+// newOCIEngine is newOCI with the given engine.
+func newOCIEngine(t testing.TB, d dirs, engine string) *OCI {
+	t.Helper()
+	if _, err := exec.LookPath(engine); err != nil {
+		t.Skipf("%s not installed (apt-get install -y %s): NewOCI needs it", engine, engine)
 	}
-	o, err := NewOCI(OCIConfig{Root: d.root, CacheDir: d.cache, BundleDir: d.bundles, Insecure: true})
+	o, err := NewOCI(OCIConfig{Root: d.root, CacheDir: d.cache, BundleDir: d.bundles, Insecure: true, Engine: engine})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +149,7 @@ func newOCI(t testing.TB, d dirs) *OCI {
 // fixture is a runtime with the testtool image pulled: the `oci` runtime over its own
 // directories, or the `docker` runtime on the node's real engine.
 type fixture struct {
-	kind  string // "oci" or "docker"
+	kind  string // "runc" or "crun" (the oci runtime with that engine), or "docker"
 	rt    Runtime
 	image string
 	// prefix starts the IDs of this fixture's containers: tests share the node's Docker
@@ -126,16 +164,22 @@ type fixture struct {
 
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
-	requireRunc(t)
+	return newEngineFixture(t, EngineRunc)
+}
+
+// newEngineFixture is newFixture with the oci runtime's given engine.
+func newEngineFixture(t testing.TB, engine string) *fixture {
+	t.Helper()
+	requireEngine(t, engine)
 	host := newRegistry(t, nil)
 	image := push(t, toolImage(t), host, "testtool")
 	d := newDirs(t)
-	rt := newOCI(t, d)
+	rt := newOCIEngine(t, d, engine)
 	if err := rt.Pull(context.Background(), image); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { assertNoContainers(t, rt, d) })
-	return &fixture{kind: "oci", d: d, rt: rt, oci: rt, image: image, prefix: newPrefix()}
+	return &fixture{kind: engine, d: d, rt: rt, oci: rt, image: image, prefix: newPrefix()}
 }
 
 // newPrefix returns a container ID prefix no other fixture uses: cgroups and Docker names are
@@ -166,10 +210,19 @@ func newDockerFixture(t testing.TB) *fixture {
 	return &fixture{kind: "docker", rt: rt, dock: rt, image: image, prefix: prefix}
 }
 
-// eachRuntime runs fn as the subtests "oci" and "docker", each with its own fixture.
+// eachRuntime runs fn as the subtests "oci" (runc), "crun" (the oci runtime with crun) and
+// "docker", each with its own fixture.
 func eachRuntime(t *testing.T, fn func(t *testing.T, f *fixture)) {
 	t.Run("oci", func(t *testing.T) { fn(t, newFixture(t)) })
+	t.Run("crun", func(t *testing.T) { fn(t, newEngineFixture(t, EngineCrun)) })
 	t.Run("docker", func(t *testing.T) { fn(t, newDockerFixture(t)) })
+}
+
+// eachEngine runs fn as the subtests "runc" and "crun", each with its own oci fixture.
+func eachEngine(t *testing.T, fn func(t *testing.T, f *fixture)) {
+	for _, e := range engines {
+		t.Run(e, func(t *testing.T) { fn(t, newEngineFixture(t, e)) })
+	}
 }
 
 // assertNoDockerContainers checks that the engine holds no container of this runtime's owner
@@ -248,16 +301,26 @@ func (f *fixture) run(t testing.TB, ctx context.Context, s Spec) (Result, string
 	return res, stdout.String(), stderr.String(), err
 }
 
-// assertNoContainers checks that nothing is left under the runc root and the bundle dir.
+// assertNoContainers checks that nothing is left under the engine's root and the bundle dir:
+// no container the engine lists, no state directory (the seccomp filter caches' .cache aside).
 func assertNoContainers(t testing.TB, rt *OCI, d dirs) {
 	t.Helper()
 	rt.Wait()
 	out, err := rt.runcCall(context.Background(), "list", "--quiet")
 	if err != nil {
-		t.Errorf("runc list: %v", err)
+		t.Errorf("%s list: %v", rt.engine.name, err)
 	}
 	if s := strings.TrimSpace(string(out)); s != "" {
 		t.Errorf("containers left under %s: %s", d.root, s)
+	}
+	states, err := os.ReadDir(d.root)
+	if err != nil && !os.IsNotExist(err) {
+		t.Errorf("read the root: %v", err)
+	}
+	for _, e := range states {
+		if e.Name() != ".cache" {
+			t.Errorf("state left under %s: %s", d.root, e.Name())
+		}
 	}
 	entries, err := os.ReadDir(d.bundles)
 	if err != nil {

@@ -30,7 +30,7 @@ import (
 )
 
 const (
-	// runcCallTimeout bounds one `runc kill`, `runc delete` or `runc list`.
+	// runcCallTimeout bounds one `runc kill`, `runc delete` or `runc state` (or crun's).
 	runcCallTimeout = 30 * time.Second
 	// killWait is how long a container may take to die after SIGKILL before Run gives up.
 	killWait = 30 * time.Second
@@ -41,19 +41,36 @@ const (
 	defaultCgroupParent = "/cts"
 )
 
-// OCIConfig configures the runc-based runtime.
+// The low-level OCI runtimes the `oci` runtime can drive (OCIConfig.Engine).
+const (
+	// EngineRunc is runc: `runc run --keep` in the foreground.
+	EngineRunc = "runc"
+	// EngineCrun is crun (1.7 or later): `crun create` and `crun start`, the container's
+	// process reaped by the agent (see crun.go). crun keeps each compiled seccomp filter in
+	// its state root, so only the first container of a node compiles the profile.
+	EngineCrun = "crun"
+)
+
+// OCIConfig configures the `oci` runtime.
 type OCIConfig struct {
-	// Root is runc's --root: the state of CTS containers on this node. Several agents may
-	// share it: each container's bundle holds an owner lock (flock) that its agent keeps for
-	// the container's life, and Reap deletes only the containers whose owner is gone.
+	// Root is the low-level runtime's --root: the state of CTS containers on this node.
+	// Several agents may share it: each container's bundle holds an owner lock (flock) that
+	// its agent keeps for the container's life, and Reap deletes only the containers whose
+	// owner is gone. runc and crun may share it too: each container's state says which of
+	// them made it (runc's state.json, crun's status), and Reap ends it with that one.
 	Root string
 	// CacheDir holds the OCI-layout image cache; agents on one node may share it.
 	CacheDir string
 	// BundleDir holds one bundle (config.json + rootfs + owner lock) per running container.
 	// It may be shared like Root: Reap removes only the bundles whose owner lock is free.
 	BundleDir string
+	// Engine is the low-level runtime new containers run with: EngineRunc (when "") or
+	// EngineCrun.
+	Engine string
 	// RuncPath is the runc binary ("runc" from PATH when empty).
 	RuncPath string
+	// CrunPath is the crun binary ("crun" from PATH when empty).
+	CrunPath string
 	// Insecure allows plain-http registries (e.g. 127.0.0.1 in tests and the dev site's registry).
 	Insecure bool
 	// Keychain supplies registry credentials (authn.DefaultKeychain when nil).
@@ -74,10 +91,12 @@ type OCIConfig struct {
 	Logger *slog.Logger
 }
 
-// OCI is the `oci` Runtime: a go-containerregistry OCI-layout cache and runc.
+// OCI is the `oci` Runtime: a go-containerregistry OCI-layout cache and runc or crun.
 type OCI struct {
-	cfg        OCIConfig
-	runc       string
+	cfg OCIConfig
+	// engine runs new containers; the other engine is found when Reap meets a container of
+	// its (other).
+	engine     engine
 	keychain   authn.Keychain
 	log        *slog.Logger
 	hostNofile uint64
@@ -93,6 +112,11 @@ type OCI struct {
 	// noOverlay is set once an overlay mount failed: containers then get private copies.
 	noOverlay atomic.Bool
 
+	// filterMiss holds the filter cache keys of the containers prepared without a cached
+	// seccomp program (see crun.go).
+	filterMu   sync.Mutex
+	filterMiss map[string]string
+
 	// later holds the deletions of the containers that exited by themselves, which Run leaves
 	// for Wait (see Waiter).
 	laterMu sync.Mutex
@@ -104,7 +128,9 @@ var (
 	_ Waiter  = (*OCI)(nil)
 )
 
-// NewOCI checks cfg, creates the directories and finds runc.
+// NewOCI checks cfg, creates the directories and finds the engine's binary. With crun it
+// also checks that crun can create cgroups on this node (CrunUsable) and makes this process
+// the subreaper of its descendants, so that it can wait for its containers' processes.
 func NewOCI(cfg OCIConfig) (*OCI, error) {
 	var errs []error
 	for _, d := range []struct{ name, val string }{{"root", cfg.Root}, {"cache dir", cfg.CacheDir}, {"bundle dir", cfg.BundleDir}} {
@@ -118,6 +144,12 @@ func NewOCI(cfg OCIConfig) (*OCI, error) {
 	if cfg.CgroupParent != "" && !path.IsAbs(cfg.CgroupParent) {
 		errs = append(errs, fmt.Errorf("cgroup parent %q is not absolute", cfg.CgroupParent))
 	}
+	if cfg.Engine == "" {
+		cfg.Engine = EngineRunc
+	}
+	if cfg.Engine != EngineRunc && cfg.Engine != EngineCrun {
+		errs = append(errs, fmt.Errorf("engine must be %s or %s, got %q", EngineRunc, EngineCrun, cfg.Engine))
+	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("oci runtime config: %w", errors.Join(errs...))
 	}
@@ -129,11 +161,22 @@ func NewOCI(cfg OCIConfig) (*OCI, error) {
 		*p = abs
 	}
 	if cfg.RuncPath == "" {
-		cfg.RuncPath = "runc"
+		cfg.RuncPath = EngineRunc
 	}
-	runc, err := exec.LookPath(cfg.RuncPath)
+	if cfg.CrunPath == "" {
+		cfg.CrunPath = EngineCrun
+	}
+	eng, err := findEngine(cfg, cfg.Engine)
 	if err != nil {
-		return nil, fmt.Errorf("oci runtime: find runc: %w", err)
+		return nil, fmt.Errorf("oci runtime: %w", err)
+	}
+	if eng.name == EngineCrun {
+		if err := CrunUsable(); err != nil {
+			return nil, fmt.Errorf("oci runtime: %w", err)
+		}
+		if err := becomeSubreaper(); err != nil {
+			return nil, fmt.Errorf("oci runtime: crun: %w", err)
+		}
 	}
 	if cfg.MaxUnpackBytes == 0 {
 		cfg.MaxUnpackBytes = DefaultMaxUnpackBytes
@@ -162,12 +205,13 @@ func NewOCI(cfg OCIConfig) (*OCI, error) {
 	}
 	return &OCI{
 		cfg:        cfg,
-		runc:       runc,
+		engine:     eng,
 		keychain:   keychainOrDefault(cfg.Keychain),
 		log:        log,
 		hostNofile: rl.Max,
 		cache:      &cache{dir: cfg.CacheDir, layout: filepath.Join(cfg.CacheDir, "layout")},
 		held:       map[string]func(){},
+		filterMiss: map[string]string{},
 	}, nil
 }
 
@@ -356,6 +400,14 @@ func (o *OCI) prepare(ctx context.Context, s Spec, bundle string) (release func(
 	if err != nil {
 		return release, err
 	}
+	if o.engine.name == EngineCrun {
+		if err := addCacheKeyRule(spec.Linux.Seccomp); err != nil {
+			return release, err
+		}
+		if err := o.useCachedFilter(s.ID, spec); err != nil {
+			return release, err
+		}
+	}
 	b, err := json.Marshal(spec)
 	if err != nil {
 		return release, fmt.Errorf("config.json: %w", err)
@@ -381,14 +433,22 @@ func (o *OCI) corrupt(ctx context.Context, image v1.Hash, cause error, blobs ...
 	return cause
 }
 
-// run starts `runc run` and waits for it, stopping the container on cancellation or timeout.
-// runc runs in its own process group so a terminal's Ctrl-C reaches the agent only; it is
-// never signaled itself (see the package comment). When the container exited by itself (no
-// stop, no start failure), it returns its deletion as deleteLater instead of running it;
-// otherwise the container is deleted when it returns.
+// run runs the container with the engine (runRunc or runCrun).
 func (o *OCI) run(ctx context.Context, s Spec, bundle string) (res Result, deleteLater func(context.Context) error, err error) {
+	if o.engine.name == EngineCrun {
+		return o.runCrun(ctx, s, bundle)
+	}
+	return o.runRunc(ctx, s, bundle)
+}
+
+// runRunc starts `runc run` and waits for it, stopping the container on cancellation or
+// timeout. runc runs in its own process group so a terminal's Ctrl-C reaches the agent only;
+// it is never signaled itself (see the package comment). When the container exited by itself
+// (no stop, no start failure), it returns its deletion as deleteLater instead of running it;
+// otherwise the container is deleted when it returns.
+func (o *OCI) runRunc(ctx context.Context, s Spec, bundle string) (res Result, deleteLater func(context.Context) error, err error) {
 	logPath := filepath.Join(bundle, "runc.log")
-	cmd := exec.Command(o.runc, "--root", o.cfg.Root, "--log", logPath, "--log-format", "json",
+	cmd := exec.Command(o.engine.path, "--root", o.cfg.Root, "--log", logPath, "--log-format", "json",
 		"run", "--keep", "--bundle", bundle, s.ID)
 	cmd.Stdout, cmd.Stderr = orDiscard(s.Stdout), orDiscard(s.Stderr)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -402,7 +462,49 @@ func (o *OCI) run(ctx context.Context, s Spec, bundle string) (res Result, delet
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
+	waitErr, stopErr := o.supervise(ctx, s, &res, done)
+	res.Ended = time.Now()
 
+	// The container was kept (--keep) so its cgroup can still be read.
+	cctx := context.WithoutCancel(ctx)
+	res.OOMKilled = o.oomKilled(s.ID)
+	var exitErr *exec.ExitError
+	switch {
+	case stopErr != nil:
+	case waitErr == nil:
+		res.ExitCode = 0
+	case errors.As(waitErr, &exitErr) && exitErr.ExitCode() >= 0:
+		res.ExitCode = exitErr.ExitCode()
+	default:
+		// runc was killed by a signal, or copying the container's streams failed.
+		return res, nil, errors.Join(fmt.Errorf("runc run: %w", waitErr), o.delete(cctx, s.ID))
+	}
+	return o.finish(cctx, s.ID, logPath, res, stopErr)
+}
+
+// finish ends a run whose exit code is in res: a stop that failed, a start failure (the
+// engine exited non-zero with error lines in its log at logPath), or the container's own
+// end. The container is deleted before it returns unless it exited by itself, when its
+// deletion is returned as deleteLater.
+func (o *OCI) finish(cctx context.Context, id, logPath string, res Result, stopErr error) (Result, func(context.Context) error, error) {
+	del := func(ctx context.Context) error { return o.delete(ctx, id) }
+	if stopErr != nil {
+		return res, nil, errors.Join(stopErr, del(cctx))
+	}
+	if res.ExitCode != 0 && !res.Canceled && !res.TimedOut {
+		if msg := runcErrors(logPath); msg != "" {
+			return res, nil, errors.Join(&StartError{ID: id, Message: msg}, del(cctx))
+		}
+	}
+	if res.Canceled || res.TimedOut {
+		return res, nil, del(cctx)
+	}
+	return res, del, nil
+}
+
+// supervise waits for the container's end (done), and stops it on cancellation (setting
+// res.Canceled) or when s.Timeout passes (res.TimedOut). It returns done's error, or stop's.
+func (o *OCI) supervise(ctx context.Context, s Spec, res *Result, done <-chan error) (waitErr, stopErr error) {
 	var timeout <-chan time.Time
 	if s.Timeout > 0 {
 		t := time.NewTimer(s.Timeout)
@@ -413,7 +515,6 @@ func (o *OCI) run(ctx context.Context, s Spec, bundle string) (res Result, delet
 	if grace == 0 {
 		grace = DefaultKillGrace
 	}
-	var waitErr, stopErr error
 	select {
 	case waitErr = <-done:
 	case <-ctx.Done():
@@ -423,35 +524,7 @@ func (o *OCI) run(ctx context.Context, s Spec, bundle string) (res Result, delet
 		res.TimedOut = true
 		waitErr, stopErr = o.stop(ctx, s.ID, grace, done)
 	}
-	res.Ended = time.Now()
-
-	// The container was kept (--keep) so its cgroup can still be read.
-	cctx := context.WithoutCancel(ctx)
-	res.OOMKilled = o.oomKilled(s.ID)
-	del := func(ctx context.Context) error { return o.delete(ctx, s.ID) }
-	if stopErr != nil {
-		return res, nil, errors.Join(stopErr, del(cctx))
-	}
-
-	var exitErr *exec.ExitError
-	switch {
-	case waitErr == nil:
-		res.ExitCode = 0
-	case errors.As(waitErr, &exitErr) && exitErr.ExitCode() >= 0:
-		res.ExitCode = exitErr.ExitCode()
-	default:
-		// runc was killed by a signal, or copying the container's streams failed.
-		return res, nil, errors.Join(fmt.Errorf("runc run: %w", waitErr), del(cctx))
-	}
-	if res.ExitCode != 0 && !res.Canceled && !res.TimedOut {
-		if msg := runcErrors(logPath); msg != "" {
-			return res, nil, errors.Join(&StartError{ID: s.ID, Message: msg}, del(cctx))
-		}
-	}
-	if res.Canceled || res.TimedOut {
-		return res, nil, del(cctx)
-	}
-	return res, del, nil
+	return waitErr, stopErr
 }
 
 // noSpace marks a full disk (ENOSPC, EDQUOT) as ErrNoSpace.
@@ -516,22 +589,23 @@ func (o *OCI) killHard(ctx context.Context, id string, done <-chan error) (waitE
 	}
 }
 
-// kill runs `runc kill [--all] ID SIG`.
+// kill runs `runc kill [--all] ID SIG` (or crun's, for a container crun made).
 func (o *OCI) kill(ctx context.Context, id, sig string, all bool) error {
 	args := []string{"kill"}
 	if all {
 		args = append(args, "--all")
 	}
-	_, err := o.runcCall(ctx, append(args, id, sig)...)
+	_, err := o.call(ctx, id, append(args, id, sig)...)
 	return err
 }
 
-// delete runs `runc delete --force ID`; a container that does not exist is not an error.
+// delete runs `runc delete --force ID` (or crun's); a container that does not exist is not
+// an error.
 func (o *OCI) delete(ctx context.Context, id string) error {
 	if _, err := os.Stat(filepath.Join(o.cfg.Root, id)); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	if _, err := o.runcCall(ctx, "delete", "--force", id); err != nil {
+	if _, err := o.call(ctx, id, "delete", "--force", id); err != nil {
 		if _, serr := os.Stat(filepath.Join(o.cfg.Root, id)); errors.Is(serr, fs.ErrNotExist) {
 			return nil
 		}
@@ -540,21 +614,37 @@ func (o *OCI) delete(ctx context.Context, id string) error {
 	return nil
 }
 
-// runcCall runs a short runc sub-command under our --root. Unlike `runc run`, these may be
-// killed by their context: they do not own the container.
+// call runs a short sub-command about container id with the engine that made it (see
+// engineOf).
+func (o *OCI) call(ctx context.Context, id string, args ...string) ([]byte, error) {
+	eng, err := o.engineOf(id)
+	if err != nil {
+		return nil, err
+	}
+	return o.engineCall(ctx, eng, args...)
+}
+
+// runcCall runs a short sub-command of this runtime's own engine.
 func (o *OCI) runcCall(ctx context.Context, args ...string) ([]byte, error) {
+	return o.engineCall(ctx, o.engine, args...)
+}
+
+// engineCall runs a short runc or crun sub-command under our --root. Unlike `runc run` or a
+// container's process, these may be killed by their context: they do not own the container.
+func (o *OCI) engineCall(ctx context.Context, eng engine, args ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, runcCallTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, o.runc, append([]string{"--root", o.cfg.Root}, args...)...)
+	cmd := exec.CommandContext(ctx, eng.path, append([]string{"--root", o.cfg.Root}, args...)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("runc %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+		return nil, fmt.Errorf("%s %s: %w: %s", eng.name, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
 	}
 	return stdout.Bytes(), nil
 }
 
-// runcErrors returns the error-level messages of a runc --log-format json log, joined.
+// runcErrors returns the error-level messages of a runc or crun --log-format json log,
+// joined.
 func runcErrors(logPath string) string {
 	f, err := os.Open(logPath)
 	if err != nil {
@@ -575,10 +665,14 @@ func runcErrors(logPath string) string {
 
 // oomKilled reports whether the kernel OOM-killed a process in the container's memory cgroup.
 // Method: runc's state file (<root>/<id>/state.json, kept by `run --keep` until delete) names
-// the container's cgroup directories; cgroup v1 counts kills in memory.oom_control
-// ("oom_kill N", Linux ≥ 4.13), cgroup v2 in memory.events ("oom_kill N"). An exit status of
-// 137 alone cannot tell an OOM kill from any other SIGKILL.
+// the container's cgroup directories, crun's (<root>/<id>/status, kept until delete) its
+// cgroup path; cgroup v1 counts kills in memory.oom_control ("oom_kill N", Linux ≥ 4.13),
+// cgroup v2 in memory.events ("oom_kill N"). An exit status of 137 alone cannot tell an OOM
+// kill from any other SIGKILL.
 func (o *OCI) oomKilled(id string) bool {
+	if o.engine.name == EngineCrun {
+		return o.crunOOMKilled(id)
+	}
 	b, err := os.ReadFile(filepath.Join(o.cfg.Root, id, "state.json"))
 	if err != nil {
 		return false // runc never created the container
@@ -647,9 +741,10 @@ func ownerGone(bundle string) (gone bool, release func()) {
 	return true, func() { unlockClose(f) }
 }
 
-// bundleOf returns the bundle directory runc recorded for container id ("" if unknown).
+// bundleOf returns the bundle directory the engine recorded for container id ("" if
+// unknown).
 func (o *OCI) bundleOf(ctx context.Context, id string) string {
-	out, err := o.runcCall(ctx, "state", id)
+	out, err := o.call(ctx, id, "state", id)
 	if err != nil {
 		return ""
 	}
@@ -662,10 +757,11 @@ func (o *OCI) bundleOf(ctx context.Context, id string) string {
 	return st.Bundle
 }
 
-// list returns the containers under Root, as `runc list` finds them without its process
-// start (~0.1 s of an agent's start-up): each directory holding a state.json that parses. A
-// directory without one is a container runc is creating or deleting (`runc list` skips it
-// too); a missing Root holds none.
+// list returns the containers under Root, as `runc list` and `crun list` find them without
+// their process start (~0.1 s of an agent's start-up): each directory holding a state file
+// that parses, runc's state.json or crun's status. A directory without one is a container
+// being created or deleted (`runc list` skips it too), or crun's seccomp cache (.cache); a
+// missing Root holds none.
 func (o *OCI) list() ([]string, error) {
 	entries, err := os.ReadDir(o.cfg.Root)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -679,16 +775,14 @@ func (o *OCI) list() ([]string, error) {
 		if !e.IsDir() {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(o.cfg.Root, e.Name(), "state.json"))
-		if err != nil || !json.Valid(b) {
-			continue
+		if stateFile(o.cfg.Root, e.Name()) != "" {
+			ids = append(ids, e.Name())
 		}
-		ids = append(ids, e.Name())
 	}
 	return ids, nil
 }
 
-// Known implements Runtime: runc keeps a state directory per container under Root.
+// Known implements Runtime: runc and crun keep a state directory per container under Root.
 func (o *OCI) Known(_ context.Context, id string) bool {
 	if !idPattern.MatchString(id) {
 		return false
@@ -761,7 +855,7 @@ func (o *OCI) Reap(ctx context.Context, apply bool) ([]Leftover, error) {
 			o.log.Debug("reap: container owned by a live agent", "container", id)
 			continue
 		}
-		left = append(left, Leftover{Kind: "container", ID: id, Detail: "runc state under " + o.cfg.Root + ", owner gone"})
+		left = append(left, Leftover{Kind: "container", ID: id, Detail: engineName(o.cfg.Root, id) + " state under " + o.cfg.Root + ", owner gone"})
 		if bundle != "" && o.ours(bundle) {
 			left = append(left, Leftover{Kind: "bundle", ID: bundle, Detail: "of container " + id})
 		}

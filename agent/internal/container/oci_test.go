@@ -256,7 +256,7 @@ func TestRunStops(t *testing.T) {
 			if !res.Canceled || res.TimedOut || res.ExitCode != 143 {
 				t.Errorf("result %+v stdout %q", res, stdout.String())
 			}
-			if f.kind == "oci" {
+			if f.oci != nil {
 				if _, err := os.Stat(filepath.Join(f.d.root, s.ID)); !errors.Is(err, os.ErrNotExist) {
 					t.Errorf("container state left: %v", err)
 				}
@@ -288,6 +288,7 @@ func TestRunStartFailure(t *testing.T) {
 		if !errors.As(err, &se) || !strings.Contains(se.Message, "no-such-program") {
 			t.Fatalf("err %v, want StartError naming the program", err)
 		}
+		t.Logf("users read: %s", se.Message)
 	})
 }
 
@@ -343,7 +344,7 @@ func TestRunImageUser(t *testing.T) {
 	if err := rt.Pull(context.Background(), image); err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{kind: "oci", d: d, rt: rt, oci: rt, image: image}
+	f := &fixture{kind: EngineRunc, d: d, rt: rt, oci: rt, image: image}
 	_, stdout, _, err := f.run(t, context.Background(), f.spec("id"))
 	if err != nil {
 		t.Fatal(err)
@@ -356,7 +357,10 @@ func TestRunImageUser(t *testing.T) {
 
 func TestReap(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t)
+	eachEngine(t, testReap)
+}
+
+func testReap(t *testing.T, f *fixture) {
 	// Simulate an agent that crashed while its container ran: a bundle prepared by Run's own
 	// code, started detached, and abandoned.
 	s := f.spec("sleep", "600")
@@ -369,17 +373,18 @@ func TestReap(t *testing.T) {
 		t.Fatal(err)
 	}
 	release() // the agent died: the kernel dropped its locks
-	// The detached container inherits runc's stdio: files, not pipes that would never close.
+	// The detached container inherits the engine's stdio: files, not pipes that would never
+	// close.
 	logf, err := os.Create(filepath.Join(t.TempDir(), "out"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	cmd := exec.Command("runc", "--root", f.d.root, "run", "--detach", "--bundle", bundle, s.ID)
+	cmd := exec.Command(f.oci.engine.path, "--root", f.d.root, "run", "--detach", "--bundle", bundle, s.ID)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Run(); err != nil {
 		out, _ := os.ReadFile(logf.Name())
-		t.Fatalf("runc run --detach: %v: %s", err, out)
+		t.Fatalf("%s run --detach: %v: %s", f.kind, err, out)
 	}
 	state, err := f.oci.runcCall(context.Background(), "state", s.ID)
 	if err != nil || !strings.Contains(string(state), `"running"`) {
@@ -387,8 +392,9 @@ func TestReap(t *testing.T) {
 	}
 
 	// A new runtime over the same directories, as the restarted agent. It finds the
-	// containers as `runc list` does: not a state directory runc has not written yet.
-	rt := newOCI(t, f.d)
+	// containers as `runc list` (or `crun list`) does: not a state directory the engine has
+	// not written yet.
+	rt := newOCIEngine(t, f.d, f.kind)
 	if err := os.Mkdir(filepath.Join(f.d.root, "half-made"), 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -485,9 +491,23 @@ func TestRunHostileImage(t *testing.T) {
 // TestReapSharedRoot: two agents share the runc root and the bundle directory. The new one
 // reaps the containers of dead agents (with a free owner lock, or none) and leaves the live
 // agent's running container alone.
+//
+// runc and crun may share the root (a node whose agents changed engine, or agents configured
+// differently): each pair of engines, the live agent's and the dead one's, is a subtest, and
+// the reaping agent runs with the live one's.
 func TestReapSharedRoot(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t) // the live agent
+	for _, liveEngine := range engines {
+		for _, deadEngine := range engines {
+			t.Run("live "+liveEngine+", dead "+deadEngine, func(t *testing.T) {
+				requireEngine(t, deadEngine)
+				testReapSharedRoot(t, newEngineFixture(t, liveEngine), deadEngine)
+			})
+		}
+	}
+}
+
+func testReapSharedRoot(t *testing.T, f *fixture, deadEngine string) {
 	ctx := context.Background()
 
 	// A dead agent's leftover: a detached container whose bundle has an owner lock nobody holds.
@@ -512,10 +532,14 @@ func TestReapSharedRoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	cmd := exec.Command("runc", "--root", f.d.root, "run", "--detach", "--bundle", bundle, dead.ID)
+	cmd := exec.Command(deadEngine, "--root", f.d.root, "run", "--detach", "--bundle", bundle, dead.ID)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("runc run --detach: %v", err)
+		out, _ := os.ReadFile(logf.Name())
+		t.Fatalf("%s run --detach: %v: %s", deadEngine, err, out)
+	}
+	if got := engineName(f.d.root, dead.ID); got != deadEngine {
+		t.Fatalf("the dead agent's container is %s's by its state, want %s's", got, deadEngine)
 	}
 
 	// The live agent's container.
@@ -537,11 +561,11 @@ func TestReapSharedRoot(t *testing.T) {
 	}
 
 	// A second agent starts over the same root and bundle directory and reaps.
-	other := newOCI(t, f.d)
+	other := newOCIEngine(t, f.d, f.kind)
 	if _, err := other.Reap(ctx, true); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := other.runcCall(ctx, "state", dead.ID); err == nil {
+	if other.Known(ctx, dead.ID) {
 		t.Error("the dead agent's container was not reaped")
 	}
 	if _, err := os.Stat(bundle); !os.IsNotExist(err) {
@@ -567,7 +591,10 @@ func TestReapSharedRoot(t *testing.T) {
 // that dies before Wait leaves a stopped container that the next agent's reap removes.
 func TestRunLeavesDeletionForWait(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t)
+	eachEngine(t, testRunLeavesDeletionForWait)
+}
+
+func testRunLeavesDeletionForWait(t *testing.T, f *fixture) {
 	ctx := context.Background()
 	s := f.spec("exit", "0")
 	res, err := f.rt.Run(ctx, s)
@@ -581,7 +608,7 @@ func TestRunLeavesDeletionForWait(t *testing.T) {
 	if _, err := os.Stat(bundle); err != nil {
 		t.Fatalf("the exited container's bundle: %v", err)
 	}
-	other := newOCI(t, f.d) // another agent on the node
+	other := newOCIEngine(t, f.d, f.kind) // another agent on the node
 	if left, err := other.Reap(ctx, true); err != nil || len(left) != 0 {
 		t.Fatalf("a reaper took a live agent's exited container: %v %v", left, err)
 	}
@@ -600,7 +627,7 @@ func TestRunLeavesDeletionForWait(t *testing.T) {
 	// An agent process that runs a container and exits without Wait.
 	s = f.spec("exit", "0")
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperRunWithoutWait$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "CTS_TEST_RUN_WITHOUT_WAIT="+strings.Join([]string{f.d.root, f.d.cache, f.d.bundles, f.image, s.ID}, "\n"))
+	cmd.Env = append(os.Environ(), "CTS_TEST_RUN_WITHOUT_WAIT="+strings.Join([]string{f.d.root, f.d.cache, f.d.bundles, f.image, s.ID, f.kind}, "\n"))
 	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "exited 0") {
 		t.Fatalf("the agent that dies before Wait: %v\n%s", err, out)
 	}
@@ -624,14 +651,14 @@ func TestRunLeavesDeletionForWait(t *testing.T) {
 }
 
 // TestHelperRunWithoutWait is TestRunLeavesDeletionForWait's dying agent: with
-// $CTS_TEST_RUN_WITHOUT_WAIT set (root, cache, bundles, image and container ID, one a line) it
-// runs the container to its exit and returns without Wait; otherwise it skips.
+// $CTS_TEST_RUN_WITHOUT_WAIT set (root, cache, bundles, image, container ID and engine, one a
+// line) it runs the container to its exit and returns without Wait; otherwise it skips.
 func TestHelperRunWithoutWait(t *testing.T) {
 	args := strings.Split(os.Getenv("CTS_TEST_RUN_WITHOUT_WAIT"), "\n")
-	if len(args) != 5 {
+	if len(args) != 6 {
 		t.Skip("a helper process of TestRunLeavesDeletionForWait")
 	}
-	rt := newOCI(t, dirs{root: args[0], cache: args[1], bundles: args[2]})
+	rt := newOCIEngine(t, dirs{root: args[0], cache: args[1], bundles: args[2]}, args[5])
 	res, err := rt.Run(context.Background(), Spec{ID: args[4], Image: args[3], Command: []string{"testtool", "exit", "0"},
 		MemoryBytes: 256 << 20, CPUs: 1, KillGrace: 2 * time.Second})
 	if err != nil {

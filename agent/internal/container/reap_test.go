@@ -221,7 +221,7 @@ func TestRunDiskFull(t *testing.T) {
 			if err := rt.Pull(context.Background(), image); err != nil {
 				t.Fatal(err)
 			}
-			f := &fixture{kind: "oci", d: d, rt: rt, oci: rt, image: image}
+			f := &fixture{kind: EngineRunc, d: d, rt: rt, oci: rt, image: image}
 			_, _, _, err = f.run(t, context.Background(), f.spec("echo", "never"))
 			if !errors.Is(err, ErrNoSpace) {
 				t.Fatalf("err %v, want ErrNoSpace", err)

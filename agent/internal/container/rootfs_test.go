@@ -24,7 +24,7 @@ func logFixture(t *testing.T) (*fixture, *syncBuffer) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { assertNoContainers(t, rt, d) })
-	return &fixture{kind: "oci", d: d, rt: rt, oci: rt, image: image, prefix: newPrefix()}, &logs
+	return &fixture{kind: EngineRunc, d: d, rt: rt, oci: rt, image: image, prefix: newPrefix()}, &logs
 }
 
 // newOCIWith is newOCI logging at debug level into logs.
@@ -207,7 +207,7 @@ func TestSharedRootfsConcurrent(t *testing.T) {
 	outs := make([]string, agents)
 	for i := range agents {
 		rt := newOCIWith(t, d, &logs)
-		f := &fixture{kind: "oci", d: d, rt: rt, oci: rt, image: image, prefix: newPrefix()}
+		f := &fixture{kind: EngineRunc, d: d, rt: rt, oci: rt, image: image, prefix: newPrefix()}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -305,7 +305,7 @@ func TestPrivateRootfs(t *testing.T) {
 	if err := rt.Pull(context.Background(), image); err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{kind: "oci", d: d, rt: rt, oci: rt, image: image, prefix: newPrefix()}
+	f := &fixture{kind: EngineRunc, d: d, rt: rt, oci: rt, image: image, prefix: newPrefix()}
 	for _, tc := range []struct {
 		args []string
 		want string

@@ -97,6 +97,11 @@ func mergeEnv(base, extra []string) []string {
 	return out
 }
 
+// ociVersion is the runtime-spec version config.json declares: the one runc 1.1 (1.0.2-dev)
+// and crun 1.8 (which refuses any version without "1.0" in it) implement. The Go module's
+// specs.Version is newer than both; nothing in the file is newer than 1.0.2.
+const ociVersion = "1.0.2"
+
 // runtimeSpec builds the runc config.json for a container, with the confinement of
 // hardening.go. It is pure: everything it needs from the image or the host is passed in.
 func runtimeSpec(s Spec, img v1.Config, user specs.User, hostNofile uint64, cgroupsPath string, tmpfsBytes int64) (*specs.Spec, error) {
@@ -135,7 +140,7 @@ func runtimeSpec(s Spec, img v1.Config, user specs.User, hostNofile uint64, cgro
 	}
 
 	spec := &specs.Spec{
-		Version:  specs.Version,
+		Version:  ociVersion,
 		Hostname: hostname,
 		Root:     &specs.Root{Path: "rootfs", Readonly: true},
 		Process: &specs.Process{

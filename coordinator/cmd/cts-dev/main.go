@@ -125,7 +125,7 @@ func runDev(argv []string, stderr io.Writer, getenv func(string) string) error {
 		how = "restarted: its jobs, images, reference data, S3 objects and tokens are kept"
 	}
 	fmt.Fprintf(stderr, "CTS dev site %q running at %s (%s)\nenvironment: source %s\n", devmode.SiteName, env.URL, how, envFile)
-	fmt.Fprintf(stderr, "agents run containers with the %s runtime (set CTS_AGENT_RUNTIME=oci|docker|auto to choose)\n", env.AgentRuntime)
+	fmt.Fprintf(stderr, "agents run containers with the %s runtime (set CTS_AGENT_RUNTIME=oci|runc|crun|docker|auto to choose; oci is crun where it can run, else runc)\n", env.AgentRuntime)
 	select {
 	case <-ctx.Done():
 	case <-env.Stopped():
