@@ -36,7 +36,12 @@ func runDry(cfg config.Config, log *slog.Logger, out io.Writer) (int, error) {
 		return 1, fmt.Errorf("plan: %w", err)
 	}
 	kind, why := resolveRuntime(ctx, cfg.Node)
-	printPlan(out, cfg, a, p, kind+" ("+why+")")
+	desc := kind + " (" + why + ")"
+	if config.OCI(kind) {
+		engine, ewhy := ociEngine(cfg.Node, kind)
+		desc += " with " + engine + " (" + ewhy + ")"
+	}
+	printPlan(out, cfg, a, p, desc)
 	if err := startable(a); err != nil {
 		fmt.Fprintf(out, "NOT STARTABLE: %v\n", err)
 	}
