@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/kbase/cts/coordinator/devmode"
@@ -42,38 +45,75 @@ func CrunUsable() string {
 	return ""
 }
 
-// BareRun is BareRunc with engine ("runc" or "crun").
+// bareRuns numbers the bare runs of this process (their container IDs).
+var bareRuns atomic.Int64
+
+// BareRun is BareRunc with engine ("runc" or "crun"). The bundle is made at the first call
+// for dir; later calls with the same dir run it again.
 func (s *Site) BareRun(ctx context.Context, dir, engine string, n int) (Latencies, error) {
+	bundle := filepath.Join(dir, "bundle")
+	out := filepath.Join(dir, "output")
+	if _, err := os.Stat(filepath.Join(bundle, "config.json")); err != nil {
+		if err := s.bareBundle(ctx, dir); err != nil {
+			return nil, err
+		}
+	}
+	root := filepath.Join(dir, engine+"-root")
+	var lat Latencies
+	for range n {
+		summary := filepath.Join(out, "container-0.summary.txt")
+		if err := os.Remove(summary); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return lat, err
+		}
+		var stderr bytes.Buffer
+		id := fmt.Sprintf("cts-bench-%d-%d", os.Getpid(), bareRuns.Add(1))
+		cmd := exec.CommandContext(ctx, engine, "--root", root, "run", "--bundle", bundle, id)
+		cmd.Stderr = &stderr
+		t0 := time.Now()
+		err := cmd.Run()
+		lat = append(lat, time.Since(t0))
+		if err != nil {
+			return lat, fmt.Errorf("%s run: %v: %s", engine, err, stderr.String())
+		}
+		if _, err := os.Stat(summary); err != nil {
+			return lat, fmt.Errorf("%s run: no output: %w", engine, err)
+		}
+	}
+	return lat, nil
+}
+
+// bareBundle makes the bare runs' bundle in dir (see BareRunc).
+func (s *Site) bareBundle(ctx context.Context, dir string) error {
 	bundle := filepath.Join(dir, "bundle")
 	rootfs := filepath.Join(bundle, "rootfs")
 	in, out := filepath.Join(dir, "input"), filepath.Join(dir, "output")
 	for _, d := range []string{filepath.Join(rootfs, "usr", "bin"), filepath.Join(rootfs, "input_files"),
 		filepath.Join(rootfs, "output_files"), in, out} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	tool, err := os.ReadFile(s.Demo.ToolBinary)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := os.WriteFile(filepath.Join(rootfs, "usr", "bin", "cts-demo-tool"), tool, 0o755); err != nil {
-		return nil, err
+		return err
 	}
 	if err := os.WriteFile(filepath.Join(in, "small.fna"), []byte(">small\nACGTACGTGGCC\nGGCCAATT\n"), 0o644); err != nil {
-		return nil, err
+		return err
 	}
 	if b, err := exec.CommandContext(ctx, "runc", "spec", "--bundle", bundle).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("runc spec: %v: %s", err, b)
+		return fmt.Errorf("runc spec: %v: %s", err, b)
 	}
 	cfgPath := filepath.Join(bundle, "config.json")
 	raw, err := os.ReadFile(cfgPath)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	var spec map[string]any
 	if err := json.Unmarshal(raw, &spec); err != nil {
-		return nil, fmt.Errorf("runc spec: %w", err)
+		return fmt.Errorf("runc spec: %w", err)
 	}
 	proc := spec["process"].(map[string]any)
 	proc["terminal"] = false
@@ -82,28 +122,12 @@ func (s *Site) BareRun(ctx context.Context, dir, engine string, n int) (Latencie
 		map[string]any{"destination": "/input_files", "type": "bind", "source": in, "options": []string{"rbind", "ro"}},
 		map[string]any{"destination": "/output_files", "type": "bind", "source": out, "options": []string{"rbind", "rw"}})
 	if raw, err = json.Marshal(spec); err != nil {
-		return nil, err
+		return err
 	}
 	if err := os.WriteFile(cfgPath, raw, 0o644); err != nil {
-		return nil, err
+		return err
 	}
-	root := filepath.Join(dir, engine+"-root")
-	var lat Latencies
-	for i := range n {
-		var stderr bytes.Buffer
-		cmd := exec.CommandContext(ctx, engine, "--root", root, "run", "--bundle", bundle, fmt.Sprintf("cts-bench-%d-%d", os.Getpid(), i))
-		cmd.Stderr = &stderr
-		t0 := time.Now()
-		err := cmd.Run()
-		lat = append(lat, time.Since(t0))
-		if err != nil {
-			return lat, fmt.Errorf("%s run: %v: %s", engine, err, stderr.String())
-		}
-		if _, err := os.Stat(filepath.Join(out, "container-0.summary.txt")); err != nil {
-			return lat, fmt.Errorf("%s run: no output: %w", engine, err)
-		}
-	}
-	return lat, nil
+	return nil
 }
 
 // SmallPuts times n rounds of conc concurrent PUTs, each of a 30-byte object with its
