@@ -256,8 +256,11 @@ func run(t *testing.T, sz sizes) (rest sitebench.Rest, fresh, hist figures, bare
 	agentRuntime = "unknown"
 	if ev, err := s.AgentTrace(template.ID); err == nil {
 		for _, e := range ev {
-			if e.Msg == "container runtime ready" && e.Runtime != "" {
+			// "assignment received" names it at the default log level ("container runtime
+			// ready" only at debug).
+			if e.Runtime != "" {
 				agentRuntime = e.Runtime
+				break
 			}
 		}
 	}
