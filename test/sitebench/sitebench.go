@@ -18,6 +18,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -37,6 +38,9 @@ const NoopSite = "noop"
 type Options struct {
 	// Configure, when set, adjusts the coordinator configuration last.
 	Configure func(*app.Config)
+	// Runtime is the agents' container runtime (testsite.Options.Runtime); "" takes
+	// $CTS_BENCH_RUNTIME, else testsite's default ("oci": crun where it can run, else runc).
+	Runtime string
 }
 
 // Site is a running benchmark site, closed when the test ends.
@@ -59,7 +63,10 @@ func Start(t testing.TB, opts Options) *Site {
 	// supervisor for its two-minute bound (and each test's cleanup as long).
 	noopAgent := testsite.Script(t, "noop-agent", "#!/bin/sh\n[ \"$1\" = reap ] && exit 0\nexec sleep 3600\n")
 	work := t.TempDir()
-	ts := testsite.Start(t, testsite.Options{Configure: func(cfg *app.Config) {
+	if opts.Runtime == "" {
+		opts.Runtime = os.Getenv("CTS_BENCH_RUNTIME")
+	}
+	ts := testsite.Start(t, testsite.Options{Runtime: opts.Runtime, Configure: func(cfg *app.Config) {
 		noop := cfg.Sites[0]
 		noop.Name = NoopSite
 		noop.Notes = []string{"Agents that sleep until canceled (benchmarks)."}

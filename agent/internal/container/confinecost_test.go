@@ -128,6 +128,7 @@ func TestConfinementCost(t *testing.T) {
 		keep   bool   // run with --keep and delete afterwards, untimed, as the agent does
 		engine string // runc when ""
 		agent  bool   // crun only: create, start and wait, as the agent does
+		detach bool   // with agent: `run --detach` and wait, as the agent does with the program cached
 	}
 	variants := []variant{
 		{name: "ours", spec: ours(), keep: true},
@@ -199,7 +200,8 @@ func TestConfinementCost(t *testing.T) {
 		cold, warm := crunSpecs(t, f, spec, bundle)
 		noSeccomp := func() *specs.Spec { s := cold(); s.Linux.Seccomp = nil; return s }()
 		variants = append(variants,
-			variant{name: "ours for crun, program cached (annotation), as the agent", spec: warm(), engine: EngineCrun, agent: true},
+			variant{name: "ours for crun, program cached (annotation), as the agent", spec: warm(), engine: EngineCrun, agent: true, detach: true},
+			variant{name: "ours for crun, program cached, created and started", spec: warm(), engine: EngineCrun, agent: true},
 			variant{name: "ours for crun, profile compiled, as the agent", spec: cold(), engine: EngineCrun, agent: true},
 			variant{name: "ours for crun, program cached (annotation)", spec: warm(), engine: EngineCrun},
 			variant{name: "ours for crun, profile compiled", spec: cold(), engine: EngineCrun},
@@ -209,6 +211,7 @@ func TestConfinementCost(t *testing.T) {
 	}
 	root := filepath.Join(dir, "runc-root")
 	lat, cpu := make([]Latencies, len(variants)), make([]Latencies, len(variants))
+	agentSteps := make([]map[int]Latencies, len(variants)) // crun as the agent: create, start, the process's end
 	for round := range n {
 		for i, v := range variants {
 			b := filepath.Join(dir, "bundle-"+strconv.Itoa(i))
@@ -227,8 +230,14 @@ func TestConfinementCost(t *testing.T) {
 			id := fmt.Sprintf("%scost-%d-%d", f.prefix, i, round)
 			eng := cmp.Or(v.engine, EngineRunc)
 			if v.agent {
-				wall, used := crunAsAgent(t, root, b, id)
+				wall, used, steps := crunAsAgent(t, root, b, id, v.detach)
 				lat[i], cpu[i] = append(lat[i], wall), append(cpu[i], used)
+				for k, d := range steps {
+					if agentSteps[i] == nil {
+						agentSteps[i] = map[int]Latencies{}
+					}
+					agentSteps[i][k] = append(agentSteps[i][k], d)
+				}
 				continue
 			}
 			args := []string{"--root", root, "run", "--bundle", b, id}
@@ -263,8 +272,14 @@ func TestConfinementCost(t *testing.T) {
 		how := cmp.Or(v.engine, EngineRunc) + " run,"
 		if v.agent {
 			how = "crun create+start+wait,"
+			if v.detach {
+				how = "crun run --detach+wait,"
+			}
 		}
 		t.Logf("  %-24s %-62s %6.1f (%.1f, %.1f; CPU %.1f)", how, v.name, ms(lat[i].Median()), ms(slices.Min(lat[i])), ms(slices.Max(lat[i])), ms(cpu[i].Median()))
+		if st := agentSteps[i]; st != nil {
+			t.Logf("  %-24s %-62s create %.1f, start %.1f, the process's end %.1f", "", "  of which (medians; run --detach counts as create)", ms(st[0].Median()), ms(st[1].Median()), ms(st[2].Median()))
+		}
 	}
 }
 
@@ -361,20 +376,52 @@ func crunCreate(t *testing.T, root, bundle, id, pidFile string) error {
 	return nil
 }
 
-// crunAsAgent runs the container of bundle as the agent does with crun (create, start, its
-// process waited for; this process is the subreaper) and returns the wall time to its end and
-// the CPU of crun's two processes and the container's; the container is deleted afterwards,
-// untimed.
-func crunAsAgent(t *testing.T, root, bundle, id string) (wall, cpu time.Duration) {
+// crunAsAgent runs the container of bundle as the agent does with crun (create and start, or
+// with detach `run --detach`; its process waited for, this process being the subreaper) and
+// returns the wall time to its end, the CPU of crun's processes and the container's, and the
+// steps' times (0: create or run --detach, 1: start, 2: the process's end); the container is
+// deleted afterwards, untimed.
+func crunAsAgent(t *testing.T, root, bundle, id string, detach bool) (wall, cpu time.Duration, steps map[int]time.Duration) {
 	t.Helper()
 	if err := becomeSubreaper(); err != nil {
 		t.Fatal(err)
 	}
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	t0 := time.Now()
-	create := exec.Command(EngineCrun, "--root", root, "create", "--bundle", bundle, "--pid-file", pidFile, id)
+	sub := []string{"create"}
+	if detach {
+		sub = []string{"run", "--detach"}
+	}
+	create := exec.Command(EngineCrun, append(append([]string{"--root", root}, sub...), "--bundle", bundle, "--pid-file", pidFile, id)...)
 	if err := create.Run(); err != nil {
-		t.Fatalf("crun create: %v (run it by hand for its message)", err)
+		t.Fatalf("crun %s: %v (run it by hand for its message)", sub[0], err)
+	}
+	created := time.Now()
+	if detach {
+		pid, err := readPid(pidFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		exited, ws, err := adopt(pid, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ru syscall.Rusage
+		if !exited {
+			if _, err := syscall.Wait4(pid, &ws, 0, &ru); err != nil {
+				t.Fatal(err)
+			}
+		}
+		wall = time.Since(t0)
+		cpu = create.ProcessState.UserTime() + create.ProcessState.SystemTime() + time.Duration(ru.Utime.Nano()+ru.Stime.Nano())
+		steps = map[int]time.Duration{0: created.Sub(t0), 1: 0, 2: time.Since(created)}
+		if !ws.Exited() || ws.ExitStatus() != 0 {
+			t.Fatalf("the container ended with %#x", uint32(ws))
+		}
+		if out, err := exec.Command(EngineCrun, "--root", root, "delete", "--force", id).CombinedOutput(); err != nil {
+			t.Fatalf("crun delete: %v: %s", err, out)
+		}
+		return wall, cpu, steps
 	}
 	pid, err := readPid(pidFile)
 	if err != nil {
@@ -384,12 +431,14 @@ func crunAsAgent(t *testing.T, root, bundle, id string) (wall, cpu time.Duration
 	if out, err := start.CombinedOutput(); err != nil {
 		t.Fatalf("crun start: %v: %s", err, out)
 	}
+	started := time.Now()
 	var ws syscall.WaitStatus
 	var ru syscall.Rusage
 	if _, err := syscall.Wait4(pid, &ws, 0, &ru); err != nil {
 		t.Fatal(err)
 	}
 	wall = time.Since(t0)
+	steps = map[int]time.Duration{0: created.Sub(t0), 1: started.Sub(created), 2: time.Since(started)}
 	cpu = create.ProcessState.UserTime() + create.ProcessState.SystemTime() + start.ProcessState.UserTime() + start.ProcessState.SystemTime() +
 		time.Duration(ru.Utime.Nano()+ru.Stime.Nano())
 	if !ws.Exited() || ws.ExitStatus() != 0 {
@@ -398,7 +447,7 @@ func crunAsAgent(t *testing.T, root, bundle, id string) (wall, cpu time.Duration
 	if out, err := exec.Command(EngineCrun, "--root", root, "delete", "--force", id).CombinedOutput(); err != nil {
 		t.Fatalf("crun delete: %v: %s", err, out)
 	}
-	return wall, cpu
+	return wall, cpu, steps
 }
 
 // Latencies are durations whose median a measuring test reports.

@@ -26,9 +26,10 @@ import (
 //
 // crun 1.8 has no `run --keep`: a foreground `crun run` deletes the container, its cgroup with
 // it, as soon as the container's process exits, so the OOM counter could no longer be read.
-// The container is therefore made with `crun create` and started with `crun start`, and this
-// process, the subreaper of its descendants (PR_SET_CHILD_SUBREAPER, set by NewOCI), waits for
-// the container's process itself: `crun create` exits once the process is made, the kernel
+// The container is therefore made and started detached (`crun run --detach`; for the node's
+// first container, which compiles the seccomp program, `crun create` and `crun start`), and
+// this process, the subreaper of its descendants (PR_SET_CHILD_SUBREAPER, set by NewOCI), waits
+// for the container's process itself: once crun (and its detached helper) exited, the kernel
 // hands the process to us, and its exit status is ours to read. The container then stays
 // (stopped) until `crun delete`, as runc's does with --keep. Stopping, deleting and reaping are
 // the same sub-commands as runc's (`kill [--all]`, `delete --force`, `state`).
@@ -171,33 +172,48 @@ type crunExit struct{ code int }
 
 func (e *crunExit) Error() string { return "exit status " + strconv.Itoa(e.code) }
 
-// runCrun makes the container with `crun create`, starts it with `crun start`, and waits for
-// its process, stopping the container on cancellation or timeout (as runRunc). crun runs in
-// its own process group and is never signaled itself.
+// runCrun makes and starts the container (`crun run --detach`, or `crun create` and `crun
+// start` when it compiles the seccomp program), and waits for its process, stopping the
+// container on cancellation or timeout (as runRunc). crun runs in its own process group and is
+// never signaled itself.
 func (o *OCI) runCrun(ctx context.Context, s Spec, bundle string) (res Result, deleteLater func(context.Context) error, err error) {
 	cctx := context.WithoutCancel(ctx)
 	logPath := filepath.Join(bundle, "crun.log")
 	pidFile := filepath.Join(bundle, "init.pid")
 
-	// The container's streams: pipes whose write ends the container inherits from `crun
-	// create`; they close when its last process ends.
+	// The container's streams: pipes whose write ends the container inherits from crun; they
+	// close when its last process ends.
 	streams, err := newStreams(s.Stdout, s.Stderr)
 	if err != nil {
 		return res, nil, err
 	}
 	defer streams.abandon()
-	create := exec.Command(o.engine.path, "--root", o.cfg.Root, "--log", logPath, "--log-format", "json",
-		"create", "--bundle", bundle, "--pid-file", pidFile, s.ID)
-	create.Stdout, create.Stderr = streams.outW, streams.errW
-	create.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	o.filterMu.Lock()
+	_, compiles := o.filterMiss[s.ID]
+	o.filterMu.Unlock()
+	// With the seccomp program cached, one `crun run --detach` makes and starts the container
+	// (a process start less than create and start: about 15 ms here). The node's first
+	// container, which compiles the program, is made with `crun create`: until `crun start`
+	// its process is still crun's, whose mappings name the libseccomp that compiled it.
+	sub := "run"
+	if compiles {
+		sub = "create"
+	}
+	args := []string{"--root", o.cfg.Root, "--log", logPath, "--log-format", "json", sub}
+	if sub == "run" {
+		args = append(args, "--detach")
+	}
+	cmd := exec.Command(o.engine.path, append(args, "--bundle", bundle, "--pid-file", pidFile, s.ID)...)
+	cmd.Stdout, cmd.Stderr = streams.outW, streams.errW
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 
 	res.Started = time.Now()
-	cerr := create.Run()
+	cerr := cmd.Run()
 	streams.closeWriters()
 	if cerr != nil {
 		var exitErr *exec.ExitError
 		if !errors.As(cerr, &exitErr) || exitErr.ExitCode() < 0 {
-			return res, nil, errors.Join(fmt.Errorf("crun create: %w", cerr), o.delete(cctx, s.ID))
+			return res, nil, errors.Join(fmt.Errorf("crun %s: %w", sub, cerr), o.delete(cctx, s.ID))
 		}
 		streams.wait(time.Second)
 		res.Ended = time.Now()
@@ -205,39 +221,45 @@ func (o *OCI) runCrun(ctx context.Context, s Spec, bundle string) (res Result, d
 		if msg := runcErrors(logPath); msg != "" {
 			return res, nil, errors.Join(&StartError{ID: s.ID, Message: msg}, o.delete(cctx, s.ID))
 		}
-		return res, nil, errors.Join(fmt.Errorf("crun create: %w", cerr), o.delete(cctx, s.ID))
+		return res, nil, errors.Join(fmt.Errorf("crun %s: %w", sub, cerr), o.delete(cctx, s.ID))
 	}
 	pid, err := readPid(pidFile)
 	if err != nil {
 		return res, nil, errors.Join(err, o.delete(cctx, s.ID))
 	}
-	var ws syscall.WaitStatus
-	if _, err := syscall.Wait4(pid, &ws, syscall.WNOHANG, nil); err != nil {
-		// Not our child: something cleared the subreaper flag.
-		return res, nil, errors.Join(fmt.Errorf("container %s: its process %d is not this agent's child (%w): cannot wait for it", s.ID, pid, err), o.delete(cctx, s.ID))
+	// `crun create` made the process itself, so it is our child now that crun exited; after
+	// `run --detach` it is once crun's detached helper exits too, a moment later.
+	exited, ws, err := adopt(pid, sub == "run")
+	if err != nil {
+		return res, nil, errors.Join(fmt.Errorf("container %s: %w", s.ID, err), o.delete(cctx, s.ID))
 	}
-	o.keepFilter(s.ID, pid)
-	if ctx.Err() != nil {
-		// Canceled while crun made it: its program never ran.
-		res.Canceled, res.ExitCode, res.Ended = true, -1, time.Now()
-		err := o.delete(cctx, s.ID)
-		reap(pid)
-		streams.wait(killWait)
-		return res, nil, err
-	}
-	if _, err := o.engineCall(cctx, o.engine, "start", s.ID); err != nil {
-		err = errors.Join(fmt.Errorf("start container %s: %w", s.ID, err), o.delete(cctx, s.ID))
-		reap(pid)
-		streams.wait(killWait)
-		if msg := runcErrors(logPath); msg != "" {
-			err = errors.Join(&StartError{ID: s.ID, Message: msg}, err)
+	if sub == "create" {
+		o.keepFilter(s.ID, pid)
+		if ctx.Err() != nil {
+			// Canceled while crun made it: its program never ran.
+			res.Canceled, res.ExitCode, res.Ended = true, -1, time.Now()
+			err := o.delete(cctx, s.ID)
+			reap(pid)
+			streams.wait(killWait)
+			return res, nil, err
 		}
-		return res, nil, err
+		if _, err := o.engineCall(cctx, o.engine, "start", s.ID); err != nil {
+			err = errors.Join(fmt.Errorf("start container %s: %w", s.ID, err), o.delete(cctx, s.ID))
+			reap(pid)
+			streams.wait(killWait)
+			if msg := runcErrors(logPath); msg != "" {
+				err = errors.Join(&StartError{ID: s.ID, Message: msg}, err)
+			}
+			return res, nil, err
+		}
 	}
 
 	done := make(chan error, 1)
 	go func() {
-		code, err := waitPid(pid)
+		code, err := exitCode(ws)
+		if !exited {
+			code, err = waitPid(pid)
+		}
 		// The container's processes die with its first one, so the streams close
 		// promptly; this only bounds a pathological writer (as runRunc's WaitDelay).
 		if !streams.wait(10 * time.Second) {
@@ -279,6 +301,31 @@ func readPid(file string) (int, error) {
 	return pid, nil
 }
 
+// adoptWait bounds how long adopt waits for a process to become our child.
+const adoptWait = 5 * time.Second
+
+// adopt checks that pid is our child, without waiting for it: exited says it had already
+// exited, with status ws (it is then reaped). With later, a process that is not our child yet
+// may become it (crun's detached helper, its parent, is exiting): adopt retries for up to
+// adoptWait.
+func adopt(pid int, later bool) (exited bool, ws syscall.WaitStatus, err error) {
+	deadline := time.Now().Add(adoptWait)
+	for {
+		wpid, err := syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
+		switch {
+		case errors.Is(err, syscall.EINTR):
+			continue
+		case err == nil:
+			return wpid == pid, ws, nil
+		case errors.Is(err, syscall.ECHILD) && later && time.Now().Before(deadline):
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		// Not our child: something cleared the subreaper flag.
+		return false, ws, fmt.Errorf("its process %d is not this agent's child (%w): cannot wait for it", pid, err)
+	}
+}
+
 // waitPid waits for our child pid and returns its exit status as runc reports a container's:
 // 128 plus the signal when a signal ended it.
 func waitPid(pid int) (int, error) {
@@ -293,13 +340,19 @@ func waitPid(pid int) (int, error) {
 		}
 		break
 	}
+	return exitCode(ws)
+}
+
+// exitCode is a wait status as runc reports a container's: the exit status, or 128 plus the
+// signal that ended it.
+func exitCode(ws syscall.WaitStatus) (int, error) {
 	switch {
 	case ws.Exited():
 		return ws.ExitStatus(), nil
 	case ws.Signaled():
 		return 128 + int(ws.Signal()), nil
 	}
-	return -1, fmt.Errorf("the container's process %d ended with wait status %#x", pid, uint32(ws))
+	return -1, fmt.Errorf("the container's process ended with wait status %#x", uint32(ws))
 }
 
 // reap collects our child pid once `crun delete --force` killed it (no zombie left behind).
