@@ -308,14 +308,16 @@ func waitExit(t *testing.T, pid int) {
 // TestAgentKilled kills an agent with SIGKILL mid-job: it can neither stop its container
 // gracefully nor report. Noticing is the coordinator's job: its reconciler must settle the job
 // once the agent's heartbeat is missing (or the launcher reports the agent gone), so the job
-// does not stay stuck. The agent runs `runc run` (or `crun create`) in a process group of its
+// does not stay stuck. The agent runs `runc run` (or crun's) in a process group of its
 // own, which outlives the agent: here the agent's engine is held before it creates the
 // container (as a loaded machine may hold it), so a supervisor that reaped without ending it
 // would leave the engine to create and run the container after the reap. Once with each
 // engine of the oci runtime.
 func TestAgentKilled(t *testing.T) {
 	bins := testsite.RequireEnv(t)
-	for _, engine := range []struct{ name, creates string }{{"runc", "run"}, {"crun", "create"}} {
+	// crun makes a node's first container (it compiles the seccomp program) with `create`,
+	// the next ones with `run --detach`: either is held.
+	for _, engine := range []struct{ name, creates string }{{"runc", "run"}, {"crun", "create|run"}} {
 		t.Run(engine.name, func(t *testing.T) {
 			if engine.name == "crun" {
 				testsite.RequireCrun(t)
@@ -330,11 +332,11 @@ func testAgentKilled(t *testing.T, bins testsite.Binaries, engine, creates strin
 	held, goAhead := filepath.Join(dir, "held.pid"), filepath.Join(dir, "go")
 	heldEngine := testsite.Script(t, "held-"+engine, fmt.Sprintf(`#!/bin/sh
 for a in "$@"; do
-	if [ "$a" = %[3]s ]; then
+	case "$a" in %[3]s)
 		echo $$ >%[1]s.tmp && mv %[1]s.tmp %[1]s
 		while [ ! -e %[2]s ]; do sleep 0.1; done
 		break
-	fi
+	esac
 done
 exec %[4]s "$@"
 `, held, goAhead, creates, engine))
