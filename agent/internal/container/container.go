@@ -76,6 +76,25 @@ type Spec struct {
 	Stdout, Stderr io.Writer
 }
 
+// grace is the time between SIGTERM and SIGKILL when the container is stopped: KillGrace, or
+// DefaultKillGrace when it is 0.
+func (s Spec) grace() time.Duration {
+	if s.KillGrace == 0 {
+		return DefaultKillGrace
+	}
+	return s.KillGrace
+}
+
+// deadline returns a channel that receives once Timeout has passed (nil, never, without a
+// Timeout) and the function that releases its timer.
+func (s Spec) deadline() (timeout <-chan time.Time, release func()) {
+	if s.Timeout <= 0 {
+		return nil, func() {}
+	}
+	t := time.NewTimer(s.Timeout)
+	return t.C, func() { t.Stop() }
+}
+
 // Result is how a container ended.
 type Result struct {
 	// ExitCode is the container process's exit status, 128+signal when a signal killed it;

@@ -367,10 +367,7 @@ func (d *Docker) createBody(s Spec) (dockerCreate, error) {
 	if network == "" {
 		network = NetworkNone
 	}
-	grace := s.KillGrace
-	if grace == 0 {
-		grace = DefaultKillGrace
-	}
+	grace := s.grace()
 	profile, err := seccompProfile()
 	if err != nil {
 		return dockerCreate{}, err
@@ -509,16 +506,9 @@ func (d *Docker) run(ctx context.Context, s Spec) (Result, error) {
 		}
 		done <- dockerWait{w.StatusCode, err}
 	}()
-	var timeout <-chan time.Time
-	if s.Timeout > 0 {
-		t := time.NewTimer(s.Timeout)
-		defer t.Stop()
-		timeout = t.C
-	}
-	grace := s.KillGrace
-	if grace == 0 {
-		grace = DefaultKillGrace
-	}
+	timeout, release := s.deadline()
+	defer release()
+	grace := s.grace()
 	var w dockerWait
 	select {
 	case w = <-done:

@@ -505,16 +505,9 @@ func (o *OCI) finish(cctx context.Context, id, logPath string, res Result, stopE
 // supervise waits for the container's end (done), and stops it on cancellation (setting
 // res.Canceled) or when s.Timeout passes (res.TimedOut). It returns done's error, or stop's.
 func (o *OCI) supervise(ctx context.Context, s Spec, res *Result, done <-chan error) (waitErr, stopErr error) {
-	var timeout <-chan time.Time
-	if s.Timeout > 0 {
-		t := time.NewTimer(s.Timeout)
-		defer t.Stop()
-		timeout = t.C
-	}
-	grace := s.KillGrace
-	if grace == 0 {
-		grace = DefaultKillGrace
-	}
+	timeout, release := s.deadline()
+	defer release()
+	grace := s.grace()
 	select {
 	case waitErr = <-done:
 	case <-ctx.Done():
